@@ -1,0 +1,236 @@
+/**
+ * Refreshes a Moon session: one `POST /auth/refresh` through the `HttpClient`
+ * in context, decoded into a `Session`, retried by a `RefreshPolicy`, traced as
+ * one span.
+ *
+ * @since 0.1.0
+ */
+import { HttpClient, type HttpClientError } from "@effect/platform"
+import {
+  Cause,
+  Config,
+  ConfigError,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Layer,
+  Option,
+  Redacted
+} from "effect"
+import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl } from "./internal/http.js"
+import { moonEndpoint, tooLarge } from "./internal/moon.js"
+import * as RefreshError from "./RefreshError.js"
+import * as RefreshPolicy from "./RefreshPolicy.js"
+import type * as Session from "./Session.js"
+
+/**
+ * The documented Moon API host.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultBaseUrl = "https://beta.usemoon.ai"
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultTimeout: Duration.Duration = Duration.seconds(10)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Exchanges a refresh token for a new session. The old refresh token is
+   * spent once the server answers: store the new session before using it.
+   */
+  readonly refresh: (refreshToken: Redacted.Redacted<string>) => Effect.Effect<Session.Session, RefreshError.RefreshError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class RefreshClient extends Context.Tag("moon-refresh/RefreshClient")<RefreshClient, Service>() {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Default `https://beta.usemoon.ai`. `http:` is accepted for loopback hosts only. */
+  readonly baseUrl?: string | undefined
+  /** Default `/auth/refresh`. Appended to `baseUrl`, keeping any path prefix it has. */
+  readonly path?: string | undefined
+  /** Default `RefreshPolicy.default`. Only retryable errors are ever retried. */
+  readonly policy?: RefreshPolicy.RefreshPolicy | undefined
+  /** Per attempt, including reading the body. Default 10 seconds. */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+const endpoint = moonEndpoint
+
+const outcome = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): string =>
+  Exit.match(exit, {
+    onSuccess: () => "success",
+    onFailure: (cause) =>
+      Option.match(Cause.failureOption(cause), {
+        onSome: (error) => error._tag,
+        onNone: () => (Cause.isInterruptedOnly(cause) ? "interrupted" : "defect")
+      })
+  })
+
+const describeTransport = (error: HttpClientError.HttpClientError): RefreshError.TransportError =>
+  new RefreshError.TransportError({
+    reason: "Network",
+    message: RefreshError.capMessage(
+      error._tag === "ResponseError"
+        ? `connection lost while reading the response: ${error.description ?? error.reason}`
+        : error.description ?? error.reason
+    )
+  })
+
+/**
+ * Builds the service from the `HttpClient` in context. Dies (a configuration
+ * defect, at layer construction) when `baseUrl`, `path` or `timeout` is invalid.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Service, never, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const baseUrl = validateBaseUrl(options.baseUrl ?? defaultBaseUrl)
+    if (Either.isLeft(baseUrl)) {
+      return yield* Effect.dieMessage(`RefreshClient: option "baseUrl" ${baseUrl.left}`)
+    }
+    const timeout = Duration.decodeUnknown(options.timeout ?? defaultTimeout)
+    if (Option.isNone(timeout) || !Duration.isFinite(timeout.value) || Duration.toMillis(timeout.value) <= 0) {
+      return yield* Effect.dieMessage(`RefreshClient: option "timeout" must be a positive, finite duration`)
+    }
+    const url = joinUrl(baseUrl.right, options.path ?? endpoint.defaultPath)
+    const policy = options.policy ?? RefreshPolicy.defaultPolicy
+    const client = yield* HttpClient.HttpClient
+
+    const attempt = (refreshToken: Redacted.Redacted<string>) =>
+      client.execute(endpoint.request(url, refreshToken)).pipe(
+        Effect.flatMap((response) =>
+          readBodyCapped(response).pipe(
+            Effect.catchIf(
+              (error): error is BodyTooLarge => error instanceof BodyTooLarge,
+              (error) => Effect.fail(tooLarge(response.status, error))
+            ),
+            Effect.flatMap((body) => {
+              if (response.status >= 200 && response.status < 300) {
+                return endpoint.decodeSuccess(response.status, body)
+              }
+              // A server that echoes the request must not put our token in an error message.
+              const scrubbed = body.split(Redacted.value(refreshToken)).join("<redacted>")
+              return endpoint.classifyFailure(response, scrubbed)
+            })
+          )
+        ),
+        Effect.catchTags({
+          RequestError: (error) =>
+            error.reason === "Transport" ? Effect.fail(describeTransport(error)) : Effect.die(error),
+          ResponseError: (error) => Effect.fail(describeTransport(error))
+        }),
+        Effect.timeoutFail({
+          duration: timeout.value,
+          onTimeout: () =>
+            new RefreshError.TransportError({
+              reason: "Timeout",
+              message: `no complete response within ${Duration.format(timeout.value)}`
+            })
+        })
+      )
+
+    const refresh = (refreshToken: Redacted.Redacted<string>) =>
+      Effect.suspend(() => {
+        if (Redacted.value(refreshToken).trim() === "") {
+          return Effect.fail(
+            new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" })
+          )
+        }
+        // Per run of the returned effect, not per call of `refresh`: an Effect can be run many times.
+        let attempts = 0
+        return Effect.suspend(() => {
+          attempts++
+          return attempt(refreshToken)
+        }).pipe(
+          Effect.tapError((error) =>
+            Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
+              Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message })
+            )
+          ),
+          Effect.retry({ schedule: policy, while: RefreshError.isRetryable }),
+          Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("moon.refresh.attempts", attempts)))
+        )
+      }).pipe(
+        Effect.onExit((exit) => Effect.annotateCurrentSpan("moon.refresh.outcome", outcome(exit))),
+        Effect.withSpan("moon-refresh/refresh", { kind: "client", attributes: { "moon.refresh.url": url } })
+      )
+
+    return RefreshClient.of({ refresh })
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<RefreshClient, never, HttpClient.HttpClient> =>
+  Layer.effect(RefreshClient, make(options))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConfigOptions {
+  /** Default: `MOON_BASE_URL`, else `https://beta.usemoon.ai`. */
+  readonly baseUrl?: Config.Config<string> | undefined
+  readonly path?: Config.Config<string> | undefined
+  readonly timeout?: Config.Config<Duration.Duration> | undefined
+  readonly policy?: RefreshPolicy.RefreshPolicy | undefined
+}
+
+/**
+ * The same as {@link layer}, reading options from `Config`. An invalid base
+ * URL is a `ConfigError` naming the setting.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: ConfigOptions = {}
+): Layer.Layer<RefreshClient, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(
+    RefreshClient,
+    Effect.gen(function*() {
+      const baseUrl = yield* (options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)))
+        .pipe(
+          Config.mapOrFail((value) =>
+            Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([], `base URL ${why}`))
+          )
+        )
+      const path = options.path ? yield* options.path : undefined
+      const timeout = options.timeout ? yield* options.timeout : undefined
+      return yield* make({ baseUrl, path, timeout, policy: options.policy })
+    })
+  )
+
+/**
+ * Refreshes with the `RefreshClient` in context.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const refresh = (
+  refreshToken: Redacted.Redacted<string> | string
+): Effect.Effect<Session.Session, RefreshError.RefreshError, RefreshClient> =>
+  Effect.flatMap(
+    RefreshClient,
+    (client) => client.refresh(Redacted.isRedacted(refreshToken) ? refreshToken : Redacted.make(refreshToken))
+  )

@@ -1,0 +1,179 @@
+/**
+ * The ways a refresh can fail, as `Schema.TaggedError` classes.
+ *
+ * Every error carries what a caller needs to decide what to do next (a status,
+ * a `Retry-After`, a short message) and never a token: messages are read from
+ * the server's body, capped, and never include the request.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Option, Predicate, Schema } from "effect"
+
+/**
+ * The longest message an error keeps, in characters. Server bodies can be
+ * whole HTML pages; a log line should not be.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxMessageLength = 500
+
+/**
+ * The network failed, or one attempt took longer than its timeout.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TransportError extends Schema.TaggedError<TransportError>("moon-refresh/TransportError")(
+  "TransportError",
+  {
+    reason: Schema.Literal("Network", "Timeout"),
+    message: Schema.String
+  }
+) {}
+
+/**
+ * The server answered with a status that is not a session and not a verdict on
+ * the token: a 5xx, or an unexpected status such as a 404 from a wrong base URL.
+ * Only 5xx are retryable (see {@link isRetryable}).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ServerError extends Schema.TaggedError<ServerError>("moon-refresh/ServerError")(
+  "ServerError",
+  {
+    status: Schema.Number,
+    message: Schema.String
+  }
+) {}
+
+/**
+ * The server asked us to slow down: a 429, or a 503 with `Retry-After`.
+ * `retryAfter` is the server's wish, already capped at one hour.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RateLimitedError extends Schema.TaggedError<RateLimitedError>("moon-refresh/RateLimitedError")(
+  "RateLimitedError",
+  {
+    status: Schema.Number,
+    retryAfter: Schema.OptionFromSelf(Schema.DurationFromSelf),
+    message: Schema.String
+  }
+) {}
+
+/**
+ * The refresh token is dead: a 400/401/403, or any status whose body carries
+ * one of Supabase's dead-token messages or codes, or a blank token refused
+ * before any request was sent (then `status` is absent). Terminal: retrying
+ * cannot help, the user has to sign in again.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TokenRejectedError extends Schema.TaggedError<TokenRejectedError>("moon-refresh/TokenRejectedError")(
+  "TokenRejectedError",
+  {
+    status: Schema.optional(Schema.Number),
+    message: Schema.String
+  }
+) {}
+
+/**
+ * A 2xx answer whose body is not a session: not JSON, too large, or a field
+ * missing or of the wrong type. The message names the field, never its value.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MalformedResponseError extends Schema.TaggedError<MalformedResponseError>(
+  "moon-refresh/MalformedResponseError"
+)(
+  "MalformedResponseError",
+  {
+    status: Schema.Number,
+    message: Schema.String
+  }
+) {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RefreshError =
+  | TransportError
+  | ServerError
+  | RateLimitedError
+  | TokenRejectedError
+  | MalformedResponseError
+
+/**
+ * The schema of every refresh error, for events and persistence.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const RefreshError: Schema.Union<[
+  typeof TransportError,
+  typeof ServerError,
+  typeof RateLimitedError,
+  typeof TokenRejectedError,
+  typeof MalformedResponseError
+]> = Schema.Union(TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError)
+
+const tags = new Set<string>([
+  "TransportError",
+  "ServerError",
+  "RateLimitedError",
+  "TokenRejectedError",
+  "MalformedResponseError"
+])
+
+/**
+ * @since 0.1.0
+ * @category guards
+ */
+export const isRefreshError = (u: unknown): u is RefreshError =>
+  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)
+
+/**
+ * Whether trying again could succeed: network failures, timeouts, 5xx and rate
+ * limits. A rejected token, a malformed answer or an unexpected 4xx are final.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isRetryable = (error: RefreshError): boolean => {
+  switch (error._tag) {
+    case "TransportError":
+    case "RateLimitedError":
+      return true
+    case "ServerError":
+      return error.status >= 500
+    case "TokenRejectedError":
+    case "MalformedResponseError":
+      return false
+  }
+}
+
+/**
+ * The server's `Retry-After`, when the error carries one.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const retryAfter = (error: RefreshError): Option.Option<Duration.Duration> =>
+  error._tag === "RateLimitedError" ? error.retryAfter : Option.none()
+
+/**
+ * Caps a message at {@link maxMessageLength} characters, collapsing whitespace.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const capMessage = (message: string): string => {
+  const flat = message.replace(/\s+/g, " ").trim()
+  return flat.length > maxMessageLength ? `${flat.slice(0, maxMessageLength - 1)}…` : flat
+}

@@ -1,0 +1,134 @@
+/**
+ * When to try a failed refresh again: a `Schedule` fed with each
+ * `RefreshError`. The client only ever retries errors that
+ * `RefreshError.isRetryable` accepts, whatever schedule it is given, so a
+ * policy decides *when*, never *whether* a rejected token is retried.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Option, Schedule, ScheduleDecision, ScheduleInterval, ScheduleIntervals } from "effect"
+import * as RefreshError from "./RefreshError.js"
+
+/**
+ * A retry schedule for refreshes. Its input is the error of the attempt that
+ * just failed, so a schedule can look at a status or a `Retry-After`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RefreshPolicy = Schedule.Schedule<unknown, RefreshError.RefreshError>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExponentialOptions {
+  /** The first delay. */
+  readonly base: Duration.DurationInput
+  /** Each delay is the previous one times this. Default 2. */
+  readonly factor?: number | undefined
+  /** The most retries (attempts after the first). */
+  readonly maxRetries: number
+  /** No single delay is longer than this (before a `Retry-After` stretches it). */
+  readonly maxDelay: Duration.DurationInput
+  /**
+   * No retry starts later than this after the first failure. A `Retry-After`
+   * that would push the next attempt past it ends the retries at once, and the
+   * error surfaces.
+   */
+  readonly maxElapsed: Duration.DurationInput
+  /** Multiply each delay by a random factor in [0.8, 1.2]. Default true. */
+  readonly jitter?: boolean | undefined
+}
+
+/**
+ * Bounded exponential backoff: `base * factor^n`, optionally jittered, capped at
+ * `maxDelay`, at most `maxRetries` retries, none starting after `maxElapsed`.
+ * A `Retry-After` on the error stretches a delay to at least the server's value.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const exponential = (options: ExponentialOptions): RefreshPolicy => {
+  const maxDelay = Duration.decode(options.maxDelay)
+  const backoff = Schedule.exponential(options.base, options.factor ?? 2).pipe(
+    (self) => (options.jitter === false ? self : Schedule.jittered(self)),
+    Schedule.modifyDelay((_, delay) => Duration.min(delay, maxDelay)),
+    Schedule.intersect(Schedule.recurs(options.maxRetries))
+  )
+  return withRetryAfter(backoff, options.maxElapsed)
+}
+
+/**
+ * Wraps a schedule so that (1) a `Retry-After` on the error delays the next
+ * attempt to at least the server's value and (2) no attempt starts more than
+ * `maxElapsed` after the first failure.
+ *
+ * Written by hand: `Schedule.upTo` checks the time at which the decision is
+ * made, not the time at which the next attempt would start, so a long
+ * `Retry-After` would slip past it.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withRetryAfter = <Out>(
+  self: Schedule.Schedule<Out, RefreshError.RefreshError>,
+  maxElapsed: Duration.DurationInput
+): RefreshPolicy => {
+  const budget = Duration.toMillis(maxElapsed)
+  return Schedule.makeWithState(
+    { inner: self.initial, start: Option.none<number>() },
+    (now, error: RefreshError.RefreshError, state) => {
+      const start = Option.getOrElse(state.start, () => now)
+      return Effect.map(self.step(now, error, state.inner), ([inner, out, decision]) => {
+        const next = { inner, start: Option.some(start) }
+        if (ScheduleDecision.isDone(decision)) return [next, out, decision] as const
+        const planned = ScheduleIntervals.start(decision.intervals)
+        const startAt = Option.match(RefreshError.retryAfter(error), {
+          onNone: () => planned,
+          onSome: (retryAfter) => Math.max(planned, now + Duration.toMillis(retryAfter))
+        })
+        if (startAt - start > budget) return [next, out, ScheduleDecision.done] as const
+        return [next, out, ScheduleDecision.continueWith(ScheduleInterval.after(startAt))] as const
+      })
+    }
+  )
+}
+
+/**
+ * The library's default: 200 ms doubling, jittered (x 0.8 to 1.2), at most 5
+ * retries, no delay over 10 s, none started 30 s or more after the first
+ * failure; `Retry-After` honoured within that budget.
+ *
+ * Unjittered, the retries start 200, 400, 800, 1600 and 3200 ms after each
+ * failure: six attempts over about 6.2 s plus the attempts' own time.
+ *
+ * @since 0.1.0
+ * @category policies
+ */
+export const defaultPolicy: RefreshPolicy = exponential({
+  base: Duration.millis(200),
+  factor: 2,
+  maxRetries: 5,
+  maxDelay: Duration.seconds(10),
+  maxElapsed: Duration.seconds(30),
+  jitter: true
+})
+
+export {
+  /**
+   * The library's default policy (see {@link defaultPolicy}).
+   *
+   * @since 0.1.0
+   * @category policies
+   */
+  defaultPolicy as default
+}
+
+/**
+ * Never retry: the first failure surfaces.
+ *
+ * @since 0.1.0
+ * @category policies
+ */
+export const none: RefreshPolicy = Schedule.stop

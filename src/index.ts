@@ -1,0 +1,33 @@
+/**
+ * moon-refresh: keep a Moon (usemoon.ai) session alive from an Effect program.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * Sessions, and the schema that decodes Moon's refresh response.
+ *
+ * @since 0.1.0
+ */
+export * as Session from "./Session.js"
+
+/**
+ * The typed errors of a refresh.
+ *
+ * @since 0.1.0
+ */
+export * as RefreshError from "./RefreshError.js"
+
+/**
+ * Retry schedules for refreshes.
+ *
+ * @since 0.1.0
+ */
+export * as RefreshPolicy from "./RefreshPolicy.js"
+
+/**
+ * The refresh call as an Effect service.
+ *
+ * @since 0.1.0
+ */
+export * as RefreshClient from "./RefreshClient.js"

@@ -1,0 +1,100 @@
+/**
+ * Small HTTP helpers shared by the endpoint code. Not public API.
+ *
+ * @internal
+ */
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
+import { Duration, Effect, Either, Option, Stream } from "effect"
+
+/** The largest response body we read: a session is a few kilobytes. */
+export const maxBodyBytes = 1024 * 1024
+
+/** A `Retry-After` longer than this is treated as this. */
+export const maxRetryAfter = Duration.hours(1)
+
+export class BodyTooLarge {
+  readonly _tag = "BodyTooLarge"
+  constructor(readonly limit: number) {}
+}
+
+/**
+ * Reads a response body as text, refusing one over `limit` bytes without
+ * reading the rest: first by `Content-Length`, then by counting as it streams.
+ * Failing the stream cancels the underlying read.
+ */
+export const readBodyCapped = (
+  response: HttpClientResponse.HttpClientResponse,
+  limit: number = maxBodyBytes
+): Effect.Effect<string, BodyTooLarge | HttpClientError.ResponseError> => {
+  const declared = Number(response.headers["content-length"])
+  if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge(limit))
+  return response.stream.pipe(
+    Stream.runFoldEffect(
+      { chunks: [] as Array<Uint8Array>, size: 0 },
+      (acc, chunk): Effect.Effect<{ chunks: Array<Uint8Array>; size: number }, BodyTooLarge> => {
+        const size = acc.size + chunk.length
+        if (size > limit) return Effect.fail(new BodyTooLarge(limit))
+        acc.chunks.push(chunk)
+        return Effect.succeed({ chunks: acc.chunks, size })
+      }
+    ),
+    Effect.map(({ chunks, size }) => {
+      const all = new Uint8Array(size)
+      let offset = 0
+      for (const chunk of chunks) {
+        all.set(chunk, offset)
+        offset += chunk.length
+      }
+      return new TextDecoder().decode(all)
+    })
+  )
+}
+
+/**
+ * Parses `Retry-After`: delay-seconds or an HTTP-date (relative to `nowMillis`),
+ * capped at {@link maxRetryAfter}. A date in the past means "now".
+ */
+export const parseRetryAfter = (header: string | undefined, nowMillis: number): Option.Option<Duration.Duration> => {
+  if (header === undefined) return Option.none()
+  const value = header.trim()
+  let millis: number
+  if (/^\d+(\.\d+)?$/.test(value)) {
+    millis = Number(value) * 1000
+  } else {
+    const date = Date.parse(value)
+    if (Number.isNaN(date)) return Option.none()
+    millis = Math.max(0, date - nowMillis)
+  }
+  return Option.some(Duration.min(Duration.millis(millis), maxRetryAfter))
+}
+
+const loopbackHosts = new Set(["localhost", "127.0.0.1", "[::1]", "::1"])
+
+const isLoopback = (hostname: string): boolean =>
+  loopbackHosts.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname) || hostname.endsWith(".localhost")
+
+/**
+ * Checks a base URL: it must parse, use `https:` (or `http:` to a loopback
+ * host, for local servers and tests), and carry no credentials, query or
+ * fragment. Returns the URL without a trailing slash, or why it was refused.
+ */
+export const validateBaseUrl = (input: string): Either.Either<string, string> => {
+  let url: URL
+  try {
+    url = new URL(input)
+  } catch {
+    return Either.left(`is not a URL`)
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    return Either.left(`must use https: (got ${url.protocol})`)
+  }
+  if (url.protocol === "http:" && !isLoopback(url.hostname)) {
+    return Either.left(`must use https: for a non-loopback host (http: is allowed only for localhost and 127.0.0.0/8)`)
+  }
+  if (url.username !== "" || url.password !== "") return Either.left("must not contain credentials")
+  if (url.search !== "" || url.hash !== "") return Either.left("must not contain a query or fragment")
+  return Either.right(url.href.replace(/\/+$/, ""))
+}
+
+/** Joins a validated base URL and a path, keeping any path prefix of the base. */
+export const joinUrl = (base: string, path: string): string => `${base}/${path.replace(/^\/+/, "")}`

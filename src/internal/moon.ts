@@ -1,0 +1,132 @@
+/**
+ * Everything specific to Moon's `POST /auth/refresh`: the path, the request
+ * body, the success schema and how a failure is classified. Another endpoint
+ * (a different backend's refresh) would be a second value of `Endpoint`
+ * beside this one; `RefreshClient` only drives it.
+ *
+ * @internal
+ */
+import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { Clock, Effect, Option, ParseResult, Predicate, Redacted } from "effect"
+import * as RefreshError from "../RefreshError.js"
+import * as Session from "../Session.js"
+import { type BodyTooLarge, parseRetryAfter } from "./http.js"
+
+/** How one refresh endpoint is spoken to. */
+export interface Endpoint {
+  readonly defaultPath: string
+  /** Builds the request; the token goes in the body, never the URL. */
+  readonly request: (url: string, refreshToken: Redacted.Redacted<string>) => HttpClientRequest.HttpClientRequest
+  /** Turns a 2xx body into a session. */
+  readonly decodeSuccess: (
+    status: number,
+    body: string
+  ) => Effect.Effect<Session.Session, RefreshError.MalformedResponseError | RefreshError.TokenRejectedError>
+  /** Turns any other answer into a typed error. */
+  readonly classifyFailure: (
+    response: HttpClientResponse.HttpClientResponse,
+    body: string
+  ) => Effect.Effect<never, RefreshError.RefreshError>
+}
+
+// Supabase's messages and codes for a refresh token that can never work again.
+const deadToken =
+  /invalid refresh token|refresh[_ ]token[_ ]not[_ ]found|refresh[_ ]token[_ ]already[_ ]used|session[_ ]not[_ ]found|session[_ ]expired/i
+
+const messageKeys = ["error_description", "message", "msg", "error"] as const
+const codeKeys = ["error_code", "code", "error"] as const
+
+interface ErrorBody {
+  readonly message: string
+  readonly codes: ReadonlyArray<string>
+}
+
+const parseJson = (text: string): Option.Option<unknown> => {
+  try {
+    return Option.some(JSON.parse(text))
+  } catch {
+    return Option.none()
+  }
+}
+
+const fromHtml = (html: string): string => {
+  const title = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(html)?.[1]?.trim()
+  if (title) return title
+  return html.replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ").replace(/<[^>]*>/g, " ")
+}
+
+/** Reads an error message from a JSON, plain-text or HTML body. */
+export const readErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
+  const json = parseJson(body)
+  if (Option.isSome(json) && Predicate.isRecord(json.value)) {
+    const record = json.value
+    const codes = codeKeys.flatMap((key) => (typeof record[key] === "string" ? [record[key] as string] : []))
+    for (const key of messageKeys) {
+      const value = record[key]
+      if (typeof value === "string" && value.trim() !== "") return { message: value, codes }
+      if (Predicate.isRecord(value) && typeof value.message === "string") return { message: value.message, codes }
+    }
+    return { message: "", codes }
+  }
+  const looksHtml = /html/i.test(contentType ?? "") || /^\s*<(!doctype|html)/i.test(body)
+  return { message: looksHtml ? fromHtml(body) : body, codes: [] }
+}
+
+const isDeadToken = (error: ErrorBody): boolean =>
+  deadToken.test(error.message) || error.codes.some((code) => deadToken.test(code))
+
+export const moonEndpoint: Endpoint = {
+  defaultPath: "/auth/refresh",
+  request: (url, refreshToken) =>
+    HttpClientRequest.post(url).pipe(
+      HttpClientRequest.acceptJson,
+      // bodyUnsafeJson cannot throw here: the body is one string field.
+      HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
+    ),
+  decodeSuccess: (status, body) => {
+    const json = parseJson(body)
+    if (Option.isNone(json)) {
+      return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
+    }
+    return ParseResult.decodeUnknown(Session.MoonResponse)(json.value).pipe(
+      Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
+        // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
+        const error = readErrorBody(body, "application/json")
+        return isDeadToken(error)
+          ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+          : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
+      })
+    )
+  },
+  classifyFailure: (response, body) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now)))
+}
+
+const classify = (
+  response: HttpClientResponse.HttpClientResponse,
+  body: string,
+  now: number
+): RefreshError.RefreshError => {
+  const status = response.status
+  const error = readErrorBody(body, response.headers["content-type"])
+  const message = RefreshError.capMessage(error.message) || `HTTP ${status}`
+  if (isDeadToken(error) || status === 400 || status === 401 || status === 403) {
+    return new RefreshError.TokenRejectedError({ status, message })
+  }
+  if (status === 408) return new RefreshError.TransportError({ reason: "Timeout", message })
+  const retryAfter = parseRetryAfter(response.headers["retry-after"], now)
+  if (status === 429 || (status === 503 && Option.isSome(retryAfter))) {
+    return new RefreshError.RateLimitedError({ status, retryAfter, message })
+  }
+  return new RefreshError.ServerError({ status, message })
+}
+
+/** Describes a body that was refused for its size. */
+export const tooLarge = (status: number, error: BodyTooLarge): RefreshError.RefreshError =>
+  status >= 200 && status < 300
+    ? new RefreshError.MalformedResponseError({
+      status,
+      message: `response body is larger than ${error.limit} bytes`
+    })
+    : new RefreshError.ServerError({ status, message: `HTTP ${status} (body over ${error.limit} bytes, not read)` })
+
