@@ -6,19 +6,7 @@
  * @since 0.1.0
  */
 import { HttpClient, type HttpClientError } from "@effect/platform"
-import {
-  Cause,
-  Config,
-  ConfigError,
-  Context,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  Layer,
-  Option,
-  Redacted
-} from "effect"
+import { Cause, Config, ConfigError, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
 import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl } from "./internal/http.js"
 import { moonEndpoint, tooLarge } from "./internal/moon.js"
 import * as RefreshError from "./RefreshError.js"
@@ -48,7 +36,9 @@ export interface Service {
    * Exchanges a refresh token for a new session. The old refresh token is
    * spent once the server answers: store the new session before using it.
    */
-  readonly refresh: (refreshToken: Redacted.Redacted<string>) => Effect.Effect<Session.Session, RefreshError.RefreshError>
+  readonly refresh: (
+    refreshToken: Redacted.Redacted<string>
+  ) => Effect.Effect<Session.Session, RefreshError.RefreshError>
 }
 
 /**
@@ -209,12 +199,13 @@ export const layerConfig = (
   Layer.effect(
     RefreshClient,
     Effect.gen(function*() {
-      const baseUrl = yield* (options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)))
-        .pipe(
-          Config.mapOrFail((value) =>
-            Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([], `base URL ${why}`))
+      const baseUrl =
+        yield* (options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)))
+          .pipe(
+            Config.mapOrFail((value) =>
+              Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([], `base URL ${why}`))
+            )
           )
-        )
       const path = options.path ? yield* options.path : undefined
       const timeout = options.timeout ? yield* options.timeout : undefined
       return yield* make({ baseUrl, path, timeout, policy: options.policy })

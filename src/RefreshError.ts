@@ -7,7 +7,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Option, Predicate, Schema } from "effect"
+import type { Duration } from "effect"
+import { Option, Predicate, Schema } from "effect"
 
 /**
  * The longest message an error keeps, in characters. Server bodies can be

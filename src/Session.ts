@@ -155,7 +155,12 @@ export const MoonWireBody = Schema.Union(
   SupabaseSession
 )
 
-const toSession = (wire: SupabaseSession, nowMillis: number, ast: Schema.Schema.AnyNoContext["ast"], actual: unknown) => {
+const toSession = (
+  wire: SupabaseSession,
+  nowMillis: number,
+  ast: Schema.Schema.AnyNoContext["ast"],
+  actual: unknown
+) => {
   let expiresAtMillis: number
   if (wire.expires_at !== undefined) {
     expiresAtMillis = wire.expires_at * 1000
@@ -163,7 +168,11 @@ const toSession = (wire: SupabaseSession, nowMillis: number, ast: Schema.Schema.
     expiresAtMillis = nowMillis + wire.expires_in * 1000
   } else {
     return ParseResult.fail(
-      new ParseResult.Pointer("expires_in", actual, new ParseResult.Missing(new AST.Type(AST.numberKeyword), "is missing"))
+      new ParseResult.Pointer(
+        "expires_in",
+        actual,
+        new ParseResult.Missing(new AST.Type(AST.numberKeyword), "is missing")
+      )
     )
   }
   if (expiresAtMillis <= nowMillis) {
@@ -183,8 +192,7 @@ const toSession = (wire: SupabaseSession, nowMillis: number, ast: Schema.Schema.
   )
 }
 
-const isWrapped = (u: unknown): u is { readonly token: unknown } =>
-  Predicate.isRecord(u) && Predicate.isRecord(u.token)
+const isWrapped = (u: unknown): u is { readonly token: unknown } => Predicate.isRecord(u) && Predicate.isRecord(u.token)
 
 /**
  * Decodes the body of a successful `POST /auth/refresh` into a {@link Session}.

@@ -129,4 +129,3 @@ export const tooLarge = (status: number, error: BodyTooLarge): RefreshError.Refr
       message: `response body is larger than ${error.limit} bytes`
     })
     : new RefreshError.ServerError({ status, message: `HTTP ${status} (body over ${error.limit} bytes, not read)` })
-

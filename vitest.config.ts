@@ -1,0 +1,17 @@
+import { fileURLToPath } from "node:url"
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  resolve: {
+    // Tests import the package by its name, as users do, but from src/ (no build needed).
+    alias: [
+      { find: /^moon-refresh$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+      { find: /^moon-refresh\/(.*)$/, replacement: fileURLToPath(new URL("./src/$1.ts", import.meta.url)) }
+    ]
+  },
+  test: {
+    include: ["test/**/*.test.ts"],
+    // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
+    testTimeout: 20_000
+  }
+})
