@@ -115,7 +115,12 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
             ),
             Effect.flatMap((body) => {
               if (response.status >= 200 && response.status < 300) {
-                return endpoint.decodeSuccess(response.status, body)
+                const date = Date.parse(response.headers["date"] ?? "")
+                return endpoint.decodeSuccess(
+                  response.status,
+                  body,
+                  Number.isNaN(date) ? Option.none() : Option.some(date)
+                )
               }
               // A server that echoes the request must not put our token in an error message.
               const scrubbed = body.split(Redacted.value(refreshToken)).join("<redacted>")

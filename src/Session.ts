@@ -158,7 +158,7 @@ export const MoonWireBody = Schema.Union(
 const toSession = (
   wire: SupabaseSession,
   nowMillis: number,
-  ast: Schema.Schema.AnyNoContext["ast"],
+  ast: AST.AST,
   actual: unknown
 ) => {
   let expiresAtMillis: number
@@ -192,6 +192,30 @@ const toSession = (
   )
 }
 
+/**
+ * Decodes a wire body as if the time were `nowMillis`: the refresh client
+ * passes the server's time (from its `Date` header) to correct clock skew.
+ *
+ * @internal
+ */
+export const decodeWireAt = (
+  input: unknown,
+  now: number,
+  ast: AST.AST = Schema.Unknown.ast
+): Effect.Effect<Session, ParseResult.ParseIssue> => {
+  // Decide the shape first, so a failure names the fields of the shape
+  // that was sent instead of listing both alternatives of a union.
+  if (isWrapped(input)) {
+    return ParseResult.decodeUnknown(SupabaseSession)(input.token).pipe(
+      Effect.flatMap((wire) => toSession(wire, now, ast, input.token)),
+      Effect.mapError((issue) => new ParseResult.Pointer("token", input, issue))
+    )
+  }
+  return ParseResult.decodeUnknown(SupabaseSession)(input).pipe(
+    Effect.flatMap((wire) => toSession(wire, now, ast, input))
+  )
+}
+
 const isWrapped = (u: unknown): u is { readonly token: unknown } => Predicate.isRecord(u) && Predicate.isRecord(u.token)
 
 /**
@@ -212,24 +236,7 @@ export const MoonResponse: Schema.Schema<Session, unknown> = Schema.transformOrF
   Schema.typeSchema(Session),
   {
     strict: true,
-    decode: (input, _options, ast) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        // Decide the shape first, so a failure names the fields of the shape
-        // that was sent instead of listing both alternatives of a union.
-        if (isWrapped(input)) {
-          return ParseResult.decodeUnknown(SupabaseSession)(input.token).pipe(
-            Effect.mapError((issue) => new ParseResult.Pointer("token", input, issue)),
-            Effect.flatMap((wire) =>
-              toSession(wire, now, ast, input.token).pipe(
-                Effect.mapError((issue) => new ParseResult.Pointer("token", input, issue))
-              )
-            )
-          )
-        }
-        return ParseResult.decodeUnknown(SupabaseSession)(input).pipe(
-          Effect.flatMap((wire) => toSession(wire, now, ast, input))
-        )
-      }),
+    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => decodeWireAt(input, now, ast)),
     encode: (session) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const expiresAt = DateTime.toEpochMillis(session.expiresAt)

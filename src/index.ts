@@ -31,3 +31,17 @@ export * as RefreshPolicy from "./RefreshPolicy.js"
  * @since 0.1.0
  */
 export * as RefreshClient from "./RefreshClient.js"
+
+/**
+ * Where sessions are persisted.
+ *
+ * @since 0.1.0
+ */
+export * as SessionStore from "./SessionStore.js"
+
+/**
+ * A session that refreshes itself.
+ *
+ * @since 0.1.0
+ */
+export * as SessionManager from "./SessionManager.js"

@@ -7,7 +7,7 @@
  * @internal
  */
 import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Clock, Effect, Option, ParseResult, Predicate, Redacted } from "effect"
+import { Clock, DateTime, Duration, Effect, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, parseRetryAfter } from "./http.js"
@@ -17,10 +17,14 @@ export interface Endpoint {
   readonly defaultPath: string
   /** Builds the request; the token goes in the body, never the URL. */
   readonly request: (url: string, refreshToken: Redacted.Redacted<string>) => HttpClientRequest.HttpClientRequest
-  /** Turns a 2xx body into a session. */
+  /**
+   * Turns a 2xx body into a session. `serverDate` is the response's `Date`
+   * header (epoch ms), used to correct the client's clock skew.
+   */
   readonly decodeSuccess: (
     status: number,
-    body: string
+    body: string,
+    serverDate: Option.Option<number>
   ) => Effect.Effect<Session.Session, RefreshError.MalformedResponseError | RefreshError.TokenRejectedError>
   /** Turns any other answer into a typed error. */
   readonly classifyFailure: (
@@ -83,24 +87,49 @@ export const moonEndpoint: Endpoint = {
       // bodyUnsafeJson cannot throw here: the body is one string field.
       HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
     ),
-  decodeSuccess: (status, body) => {
+  decodeSuccess: (status, body, serverDate) => {
     const json = parseJson(body)
     if (Option.isNone(json)) {
       return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
     }
-    return ParseResult.decodeUnknown(Session.MoonResponse)(json.value).pipe(
-      Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
-        // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-        const error = readErrorBody(body, "application/json")
-        return isDeadToken(error)
-          ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
-          : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
-      })
-    )
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const skew = skewMillis(serverDate, now)
+      return Session.decodeWireAt(json.value, now + skew).pipe(
+        Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
+        Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
+          // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
+          const error = readErrorBody(body, "application/json")
+          return isDeadToken(error)
+            ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+            : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
+        })
+      )
+    })
   },
   classifyFailure: (response, body) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now)))
 }
+
+/**
+ * A `Date` header has one-second resolution and arrives after some latency,
+ * so differences under this are noise, not skew.
+ */
+export const skewThresholdMillis = 5_000
+
+/** How far the server's clock is ahead of ours (negative: behind), or 0 when within noise. */
+export const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
+  Option.match(serverDate, {
+    onNone: () => 0,
+    onSome: (date) => (Math.abs(date - now) < skewThresholdMillis ? 0 : date - now)
+  })
+
+/**
+ * `expires_at` is the server's clock; a client whose clock runs ahead would
+ * think the session expires early and refresh constantly. Expiry is moved
+ * onto our clock.
+ */
+const shiftExpiry = (session: Session.Session, millis: number): Session.Session =>
+  new Session.Session({ ...session, expiresAt: DateTime.addDuration(session.expiresAt, Duration.millis(millis)) })
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,
