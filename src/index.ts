@@ -45,3 +45,10 @@ export * as SessionStore from "./SessionStore.js"
  * @since 0.1.0
  */
 export * as SessionManager from "./SessionManager.js"
+
+/**
+ * An HttpClient that signs requests and replays a 401 once.
+ *
+ * @since 0.1.0
+ */
+export * as AuthHttpClient from "./AuthHttpClient.js"
