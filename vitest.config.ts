@@ -6,6 +6,11 @@ export default defineConfig({
     // Tests import the package by its name, as users do, but from src/ (no build needed).
     alias: [
       { find: /^moon-refresh$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+      // A subpath whose module is a folder: listed before the one-file-per-subpath rule.
+      {
+        find: /^moon-refresh\/testing$/,
+        replacement: fileURLToPath(new URL("./src/testing/index.ts", import.meta.url))
+      },
       { find: /^moon-refresh\/(.*)$/, replacement: fileURLToPath(new URL("./src/$1.ts", import.meta.url)) }
     ]
   },

@@ -293,8 +293,10 @@ export const make = (
           const saveError = adopted
             ? Option.none<SessionStore.StoreError>()
             : Option.getLeft(yield* Effect.either(store.save(session)))
-          const next = { ...withSession(s, session), unsaved: Option.isSome(saveError) }
-          yield* Ref.set(state, next)
+          const next = yield* Ref.updateAndGet(
+            state,
+            (c) => ({ ...withSession(c, session), unsaved: Option.isSome(saveError) })
+          )
           yield* publish(SessionEvent.Refreshed({ session }))
           if (Option.isSome(saveError)) yield* saveFailed(saveError.value, session, next.generation)
           yield* reschedule
@@ -305,7 +307,7 @@ export const make = (
         if (error.value._tag === "TokenRejectedError") {
           const reason = SignOutReason.TokenRejected({ error: error.value })
           yield* FiberHandle.clear(saving)
-          yield* Ref.set(state, { ...withSession(s, undefined), signedOut: reason })
+          yield* Ref.update(state, (c) => ({ ...withSession(c, undefined), signedOut: reason }))
           yield* Effect.logWarning("moon-refresh: refresh token rejected; signed out").pipe(
             Effect.annotateLogs({ status: error.value.status ?? "none", message: error.value.message })
           )
@@ -324,7 +326,7 @@ export const make = (
         const now = yield* Clock.currentTimeMillis
         const failures = s.failures + 1
         const pause = Math.min(cooldown * 2 ** (failures - 1), maxCooldown)
-        yield* Ref.set(state, { ...s, failures, cooldownUntil: now + pause, lastError: error.value })
+        yield* Ref.update(state, (c) => ({ ...c, failures, cooldownUntil: now + pause, lastError: error.value }))
         yield* Effect.logWarning("moon-refresh: refresh failed; keeping the session").pipe(
           Effect.annotateLogs({ error: error.value._tag, message: error.value.message, cooldownMillis: pause })
         )
