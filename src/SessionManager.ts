@@ -19,10 +19,10 @@ import {
   FiberHandle,
   FiberId,
   Layer,
+  MutableRef,
   Option,
   PubSub,
   type Redacted,
-  Ref,
   Schedule,
   Schema,
   type Scope,
@@ -165,6 +165,9 @@ interface State {
   /** Memory holds a newer session than the store (a save failed). */
   readonly unsaved: boolean
   readonly signedOut: SignOutReason | undefined
+  /** Built once per session so the hot path allocates nothing. */
+  readonly succeed: Effect.Effect<Session.Session> | undefined
+  readonly succeedToken: Effect.Effect<Redacted.Redacted<string>> | undefined
 }
 
 const initialState = (session: Session.Session | undefined): State => ({
@@ -176,7 +179,9 @@ const initialState = (session: Session.Session | undefined): State => ({
   failures: 0,
   lastError: undefined,
   unsaved: false,
-  signedOut: undefined
+  signedOut: undefined,
+  succeed: session ? Effect.succeed(session) : undefined,
+  succeedToken: session ? Effect.succeed(session.accessToken) : undefined
 })
 
 const withSession = (state: State, session: Session.Session | undefined): State => ({
@@ -236,7 +241,13 @@ export const make = (
     const withLock = store.withLock ?? (<A, E, R>(effect: Effect.Effect<A, E, R>) => effect)
     const scope = yield* Effect.scope
 
-    const state = yield* Ref.make(initialState(Option.getOrUndefined(yield* store.load)))
+    // A MutableRef rather than a Ref: the hot path reads it synchronously (no
+    // extra Effect step per read). Every change is one synchronous step, so
+    // each is atomic on JavaScript's single thread, as Ref's own are.
+    const state = MutableRef.make(initialState(Option.getOrUndefined(yield* store.load)))
+    const getState = Effect.sync(() => MutableRef.get(state))
+    const update = (f: (s: State) => State) => Effect.sync(() => MutableRef.updateAndGet(state, f))
+    const clock = yield* Effect.clock
     const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
     // Serialises every change of session (refresh commit, sign-in, sign-out,
     // background save) so a late refresh never resurrects a signed-out session.
@@ -247,7 +258,7 @@ export const make = (
     const publish = (event: SessionEvent) => PubSub.publish(events, event)
 
     const reschedule: Effect.Effect<void> = Effect.gen(function*() {
-      const s = yield* Ref.get(state)
+      const s = yield* getState
       if (!autoRefresh || s.session === undefined) return yield* FiberHandle.clear(proactive)
       const now = yield* Clock.currentTimeMillis
       const at = s.cooldownUntil > now ? s.cooldownUntil : s.expiresAt - margin
@@ -267,9 +278,9 @@ export const make = (
         yield* publish(SessionEvent.SaveFailed({ error }))
         const retry = mutex.withPermits(1)(
           Effect.gen(function*() {
-            if ((yield* Ref.get(state)).generation !== generation) return
+            if ((yield* getState).generation !== generation) return
             yield* store.save(session)
-            yield* Ref.update(state, (s) => (s.generation === generation ? { ...s, unsaved: false } : s))
+            yield* update((s) => (s.generation === generation ? { ...s, unsaved: false } : s))
           })
         ).pipe(Effect.retry(saveRetrySchedule), Effect.ignore)
         yield* FiberHandle.run(saving, retry)
@@ -281,7 +292,7 @@ export const make = (
       outcome: Exit.Exit<{ readonly session: Session.Session; readonly adopted: boolean }, SessionError>
     ): Effect.Effect<Session.Session, SessionError> =>
       Effect.gen(function*() {
-        const s = yield* Ref.get(state)
+        const s = yield* getState
         if (s.generation !== generation) {
           // Signed in or out while the request was in flight: that wins.
           return s.session ?? (yield* Effect.fail(noSession(s)))
@@ -293,10 +304,7 @@ export const make = (
           const saveError = adopted
             ? Option.none<SessionStore.StoreError>()
             : Option.getLeft(yield* Effect.either(store.save(session)))
-          const next = yield* Ref.updateAndGet(
-            state,
-            (c) => ({ ...withSession(c, session), unsaved: Option.isSome(saveError) })
-          )
+          const next = yield* update((c) => ({ ...withSession(c, session), unsaved: Option.isSome(saveError) }))
           yield* publish(SessionEvent.Refreshed({ session }))
           if (Option.isSome(saveError)) yield* saveFailed(saveError.value, session, next.generation)
           yield* reschedule
@@ -307,7 +315,7 @@ export const make = (
         if (error.value._tag === "TokenRejectedError") {
           const reason = SignOutReason.TokenRejected({ error: error.value })
           yield* FiberHandle.clear(saving)
-          yield* Ref.update(state, (c) => ({ ...withSession(c, undefined), signedOut: reason }))
+          yield* update((c) => ({ ...withSession(c, undefined), signedOut: reason }))
           yield* Effect.logWarning("moon-refresh: refresh token rejected; signed out").pipe(
             Effect.annotateLogs({ status: error.value.status ?? "none", message: error.value.message })
           )
@@ -326,7 +334,7 @@ export const make = (
         const now = yield* Clock.currentTimeMillis
         const failures = s.failures + 1
         const pause = Math.min(cooldown * 2 ** (failures - 1), maxCooldown)
-        yield* Ref.update(state, (c) => ({ ...c, failures, cooldownUntil: now + pause, lastError: error.value }))
+        yield* update((c) => ({ ...c, failures, cooldownUntil: now + pause, lastError: error.value }))
         yield* Effect.logWarning("moon-refresh: refresh failed; keeping the session").pipe(
           Effect.annotateLogs({ error: error.value._tag, message: error.value.message, cooldownMillis: pause })
         )
@@ -364,32 +372,28 @@ export const make = (
 
     const startOrJoin: Effect.Effect<Session.Session, SessionError> = Effect.uninterruptibleMask((restore) =>
       Effect.flatten(
-        Ref.modify(state, (s): [Effect.Effect<Session.Session, SessionError>, State] => {
-          if (s.inflight !== undefined) return [restore(Deferred.await(s.inflight)), s]
-          if (s.session === undefined) return [Effect.fail(noSession(s)), s]
+        Effect.sync((): Effect.Effect<Session.Session, SessionError> => {
+          const s = MutableRef.get(state)
+          if (s.inflight !== undefined) return restore(Deferred.await(s.inflight))
+          if (s.session === undefined) return Effect.fail(noSession(s))
           const deferred = Deferred.unsafeMake<Session.Session, SessionError>(FiberId.none)
           const run = runRefresh(s, s.session).pipe(
             Effect.onExit((exit) =>
               Effect.zipRight(
-                Ref.update(
-                  state,
-                  (current) => (current.inflight === deferred ? { ...current, inflight: undefined } : current)
-                ),
+                update((current) => (current.inflight === deferred ? { ...current, inflight: undefined } : current)),
                 Deferred.done(deferred, exit)
               )
             )
           )
-          return [
-            Effect.zipRight(Effect.forkIn(run, scope), restore(Deferred.await(deferred))),
-            { ...s, inflight: deferred }
-          ]
+          MutableRef.set(state, { ...s, inflight: deferred })
+          return Effect.zipRight(Effect.forkIn(run, scope), restore(Deferred.await(deferred)))
         })
       )
     )
 
     // Not the hot path: the token is within the margin, expired, or absent.
     const slowSession: Effect.Effect<Session.Session, SessionError> = Effect.gen(function*() {
-      const s = yield* Ref.get(state)
+      const s = yield* getState
       if (s.session === undefined) return yield* Effect.fail(noSession(s))
       const now = yield* Clock.currentTimeMillis
       const usable = s.expiresAt > now
@@ -398,26 +402,33 @@ export const make = (
       const result = yield* Effect.either(startOrJoin)
       if (result._tag === "Right") return result.right
       // A transient failure keeps the old session; hand it out while it is valid.
-      const after = yield* Ref.get(state)
+      const after = yield* getState
       if (after.session === s.session && s.expiresAt > (yield* Clock.currentTimeMillis)) return s.session
       return yield* Effect.fail(result.left)
     })
 
-    // The hot path: one Ref read and one clock read, no lock, no fork.
-    const session: Effect.Effect<Session.Session, SessionError> = Effect.flatMap(Ref.get(state), (s) =>
-      s.session === undefined
-        ? Effect.fail(noSession(s))
-        : Effect.clockWith((clock) =>
-          s.expiresAt - clock.unsafeCurrentTimeMillis() > margin ? Effect.succeed(s.session!) : slowSession
-        ))
+    // The hot path: one synchronous state read and one clock read; no lock,
+    // no fork, no allocation. The clock is the one in context when the layer
+    // was built (TestClock in tests).
+    const session: Effect.Effect<Session.Session, SessionError> = Effect.suspend(() => {
+      const s = MutableRef.get(state)
+      return s.session !== undefined && s.expiresAt - clock.unsafeCurrentTimeMillis() > margin
+        ? s.succeed!
+        : slowSession
+    })
+    const accessToken: Effect.Effect<Redacted.Redacted<string>, SessionError> = Effect.suspend(() => {
+      const s = MutableRef.get(state)
+      return s.session !== undefined && s.expiresAt - clock.unsafeCurrentTimeMillis() > margin
+        ? s.succeedToken!
+        : Effect.map(slowSession, (session) => session.accessToken)
+    })
 
     const signIn = (next: Session.Session) =>
       mutex.withPermits(1)(
         Effect.gen(function*() {
           yield* store.save(next)
           yield* FiberHandle.clear(saving)
-          yield* Ref.update(state, (s) =>
-            withSession(s, next))
+          yield* update((s) => withSession(s, next))
           yield* publish(SessionEvent.SignedIn({ session: next }))
           yield* reschedule
         })
@@ -427,7 +438,7 @@ export const make = (
       Effect.gen(function*() {
         yield* FiberHandle.clear(saving)
         const reason = SignOutReason.UserSignedOut()
-        yield* Ref.update(state, (s) => ({ ...withSession(s, undefined), signedOut: reason }))
+        yield* update((s) => ({ ...withSession(s, undefined), signedOut: reason }))
         yield* publish(SessionEvent.SignedOut({ reason }))
         yield* reschedule
         yield* store.clear
@@ -437,11 +448,10 @@ export const make = (
     yield* reschedule
 
     return SessionManager.of({
-      accessToken: Effect.map(session, (s) =>
-        s.accessToken),
+      accessToken,
       session,
-      current: Effect.map(Ref.get(state), (s) => Option.fromNullable(s.session)),
-      refresh: Effect.flatMap(Ref.get(state), (s) => {
+      current: Effect.map(getState, (s) => Option.fromNullable(s.session)),
+      refresh: Effect.flatMap(getState, (s) => {
         if (s.inflight !== undefined) return Deferred.await(s.inflight)
         return Effect.flatMap(Clock.currentTimeMillis, (now) =>
           now < s.cooldownUntil && s.lastError !== undefined ? Effect.fail(s.lastError) : startOrJoin)
