@@ -1,0 +1,71 @@
+// docs/04-automatic-refresh.md: a session that refreshes itself, and an
+// HttpClient that signs requests with it.
+import type { HttpClient } from "@effect/platform"
+import { FetchHttpClient, KeyValueStore } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { Effect, Layer, Stream } from "effect"
+import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
+
+// [layers]
+// The manager needs a RefreshClient and a SessionStore; both are layers you choose.
+export const SessionLive = SessionManager.layer({
+  margin: "60 seconds", // refresh when less than this is left
+  autoRefresh: true, // ...without waiting for a caller
+  cooldown: "10 seconds", // pause after a failed refresh, doubling to...
+  maxCooldown: "5 minutes" // ...at most this
+}).pipe(
+  Layer.provide(RefreshClient.layer()),
+  Layer.provide(SessionStore.layerKeyValueStore({ key: "moon-session" })),
+  Layer.provide(KeyValueStore.layerFileSystem(".moon")),
+  Layer.provide(NodeContext.layer),
+  Layer.provide(FetchHttpClient.layer)
+)
+
+// AuthHttpClient signs every request and replays a 401 once.
+export const AppHttpLive = AuthHttpClient.layer.pipe(
+  Layer.provideMerge(SessionLive),
+  Layer.provide(FetchHttpClient.layer)
+)
+// [/layers]
+
+// [use]
+export const getProfile = Effect.gen(function*() {
+  const http = yield* AuthHttpClient.AuthHttpClient
+  const response = yield* http.get("https://api.example.com/me")
+  return yield* response.json
+}).pipe(
+  // Typed: the session's errors beside the transport's.
+  Effect.catchTags({
+    NoSessionError: () => Effect.succeed({ signedIn: false }),
+    TokenRejectedError: () => Effect.succeed({ signedIn: false })
+  })
+)
+
+// Or take the token yourself, for a client that is not an HttpClient.
+export const withToken = Effect.gen(function*() {
+  const token = yield* SessionManager.accessToken
+  return token // Redacted<string>: Redacted.value(token) where it is sent
+})
+// [/use]
+
+// [events]
+export const logEvents = SessionManager.events.pipe(
+  Stream.runForEach(
+    SessionManager.SessionEvent.$match({
+      SignedIn: () => Effect.log("signed in"),
+      Refreshed: ({ session }) => Effect.log(`refreshed; expires ${session.expiresAt}`),
+      RefreshFailed: ({ error, willRetry }) => Effect.logWarning(`refresh failed: ${error._tag}`, { willRetry }),
+      SaveFailed: ({ error }) => Effect.logError(`could not save the session: ${error.message}`),
+      SignedOut: ({ reason }) => Effect.log(`signed out: ${reason._tag}`)
+    })
+  )
+)
+// [/events]
+
+export const program = Effect.gen(function*() {
+  yield* Effect.forkScoped(logEvents)
+  return yield* getProfile
+}).pipe(Effect.scoped, Effect.provide(AppHttpLive))
+
+// Only to show that AuthHttpClient is an HttpClient with the session's errors.
+export const asHttpClient = (client: AuthHttpClient.AuthHttpClient): HttpClient.HttpClient.With<unknown> => client
