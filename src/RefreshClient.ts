@@ -105,8 +105,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
     const policy = options.policy ?? RefreshPolicy.defaultPolicy
     const client = yield* HttpClient.HttpClient
 
-    const attempt = (refreshToken: Redacted.Redacted<string>) =>
-      client.execute(endpoint.request(url, refreshToken)).pipe(
+    const attempt = (refreshToken: Redacted.Redacted<string>) => {
+      // A server that echoes the request must not put our token in an error message.
+      const redact = (text: string) => text.split(Redacted.value(refreshToken)).join("<redacted>")
+      return client.execute(endpoint.request(url, refreshToken)).pipe(
         Effect.flatMap((response) =>
           readBodyCapped(response).pipe(
             Effect.catchIf(
@@ -119,12 +121,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
                 return endpoint.decodeSuccess(
                   response.status,
                   body,
-                  Number.isNaN(date) ? Option.none() : Option.some(date)
+                  Number.isNaN(date) ? Option.none() : Option.some(date),
+                  redact
                 )
               }
-              // A server that echoes the request must not put our token in an error message.
-              const scrubbed = body.split(Redacted.value(refreshToken)).join("<redacted>")
-              return endpoint.classifyFailure(response, scrubbed)
+              return endpoint.classifyFailure(response, body, redact)
             })
           )
         ),
@@ -142,6 +143,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
             })
         })
       )
+    }
 
     const refresh = (refreshToken: Redacted.Redacted<string>) =>
       Effect.suspend(() => {
@@ -204,11 +206,13 @@ export const layerConfig = (
   Layer.effect(
     RefreshClient,
     Effect.gen(function*() {
+      // The setting's name goes in the error's path: Config.mapOrFail does not add it.
+      const setting = options.baseUrl ? "baseUrl" : "MOON_BASE_URL"
       const baseUrl =
         yield* (options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)))
           .pipe(
             Config.mapOrFail((value) =>
-              Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([], `base URL ${why}`))
+              Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([setting], `base URL ${why}`))
             )
           )
       const path = options.path ? yield* options.path : undefined

@@ -12,6 +12,13 @@ import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, parseRetryAfter } from "./http.js"
 
+/**
+ * Replaces the secrets of the request in a text. Applied to a body before a
+ * message is read from it and capped, so that not even a prefix of a token
+ * survives in an error.
+ */
+export type Redact = (text: string) => string
+
 /** How one refresh endpoint is spoken to. */
 export interface Endpoint {
   readonly defaultPath: string
@@ -24,12 +31,14 @@ export interface Endpoint {
   readonly decodeSuccess: (
     status: number,
     body: string,
-    serverDate: Option.Option<number>
+    serverDate: Option.Option<number>,
+    redact: Redact
   ) => Effect.Effect<Session.Session, RefreshError.MalformedResponseError | RefreshError.TokenRejectedError>
   /** Turns any other answer into a typed error. */
   readonly classifyFailure: (
     response: HttpClientResponse.HttpClientResponse,
-    body: string
+    body: string,
+    redact: Redact
   ) => Effect.Effect<never, RefreshError.RefreshError>
 }
 
@@ -87,7 +96,7 @@ export const moonEndpoint: Endpoint = {
       // bodyUnsafeJson cannot throw here: the body is one string field.
       HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
     ),
-  decodeSuccess: (status, body, serverDate) => {
+  decodeSuccess: (status, body, serverDate, redact) => {
     const json = parseJson(body)
     if (Option.isNone(json)) {
       return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
@@ -98,7 +107,7 @@ export const moonEndpoint: Endpoint = {
         Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
         Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
           // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-          const error = readErrorBody(body, "application/json")
+          const error = readErrorBody(redact(body), "application/json")
           return isDeadToken(error)
             ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
             : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
@@ -106,8 +115,8 @@ export const moonEndpoint: Endpoint = {
       )
     })
   },
-  classifyFailure: (response, body) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now)))
+  classifyFailure: (response, body, redact) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, redact(body), now)))
 }
 
 /**

@@ -1,0 +1,134 @@
+/**
+ * A scriptable `HttpClient` for unit tests: no network, no real time.
+ *
+ * Each request is answered by the next reply of a script (the last reply
+ * repeats once the script is used up) and recorded, with the `TestClock` time
+ * at which it was sent, so tests can assert on what was sent and when.
+ */
+import { HttpClient, HttpClientError, HttpClientResponse } from "@effect/platform"
+import type { HttpClientRequest } from "@effect/platform"
+import { Clock, Effect, Layer } from "effect"
+
+/** What the double answers to one request. */
+export type Reply =
+  | {
+    readonly _tag: "Respond"
+    readonly status: number
+    readonly body: string
+    readonly headers: Readonly<Record<string, string>>
+  }
+  | { readonly _tag: "TransportFailure"; readonly description: string }
+  | { readonly _tag: "Hang" }
+
+/** Answers with `value` serialised as JSON. */
+export const json = (status: number, value: unknown, headers: Record<string, string> = {}): Reply => ({
+  _tag: "Respond",
+  status,
+  body: JSON.stringify(value),
+  headers: { "content-type": "application/json", ...headers }
+})
+
+/** Answers with a body sent as it is (plain text unless `headers` says otherwise). */
+export const text = (status: number, body: string, headers: Record<string, string> = {}): Reply => ({
+  _tag: "Respond",
+  status,
+  body,
+  headers: { "content-type": "text/plain; charset=utf-8", ...headers }
+})
+
+/** Answers with an HTML page, as a proxy in front of the service does. */
+export const html = (status: number, page: string, headers: Record<string, string> = {}): Reply =>
+  text(status, page, { "content-type": "text/html; charset=utf-8", ...headers })
+
+/** Fails the request as a broken connection would (`RequestError`, reason `Transport`). */
+export const transportFailure = (description = "connection reset by peer"): Reply => ({
+  _tag: "TransportFailure",
+  description
+})
+
+/** Never answers: the request stays open until the caller interrupts it. */
+export const hang: Reply = { _tag: "Hang" }
+
+/** One request as the double received it. */
+export interface RecordedRequest {
+  readonly method: string
+  readonly url: string
+  /** Lower-cased header names, as `@effect/platform` stores them. */
+  readonly headers: Readonly<Record<string, string>>
+  /** The body decoded as UTF-8 text ("" when there is none). */
+  readonly body: string
+  /** The `TestClock` time, in milliseconds, at which the request was sent. */
+  readonly sentAt: number
+  /**
+   * The signal the client handed over; it is aborted when the request is
+   * interrupted. The platform may also abort it once a response has been read,
+   * so it tells something only about a request that never answered.
+   */
+  readonly signal: AbortSignal
+}
+
+export interface TestHttpClient {
+  readonly client: HttpClient.HttpClient
+  readonly layer: Layer.Layer<HttpClient.HttpClient>
+  /** Every request received so far, in order. */
+  readonly requests: ReadonlyArray<RecordedRequest>
+  /** The `sentAt` of every request, in order. */
+  readonly sentAt: () => ReadonlyArray<number>
+}
+
+const bodyText = (request: HttpClientRequest.HttpClientRequest): string => {
+  switch (request.body._tag) {
+    case "Uint8Array":
+      return new TextDecoder().decode(request.body.body)
+    case "Raw":
+      return typeof request.body.body === "string" ? request.body.body : String(request.body.body)
+    case "Empty":
+      return ""
+    default:
+      // FormData and streams are not something this library sends.
+      return `<${request.body._tag} body>`
+  }
+}
+
+/**
+ * Builds a double that answers the `n`th request with `script[n]`, and every
+ * request after the script's end with its last reply.
+ */
+export const make = (...script: ReadonlyArray<Reply>): TestHttpClient => {
+  if (script.length === 0) throw new Error("TestHttpClient.make: give at least one reply")
+  const requests: Array<RecordedRequest> = []
+  const client = HttpClient.make((request, url, signal) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      requests.push({
+        method: request.method,
+        url: url.toString(),
+        headers: { ...request.headers },
+        body: bodyText(request),
+        sentAt: now,
+        signal
+      })
+      const reply = script[Math.min(requests.length, script.length) - 1]!
+      switch (reply._tag) {
+        case "Respond":
+          return Effect.succeed(
+            HttpClientResponse.fromWeb(
+              request,
+              new Response(reply.body, { status: reply.status, headers: reply.headers })
+            )
+          )
+        case "TransportFailure":
+          return Effect.fail(
+            new HttpClientError.RequestError({ request, reason: "Transport", description: reply.description })
+          )
+        case "Hang":
+          return Effect.never
+      }
+    })
+  )
+  return {
+    client,
+    layer: Layer.succeed(HttpClient.HttpClient, client),
+    requests,
+    sentAt: () => requests.map((request) => request.sentAt)
+  }
+}
