@@ -7,7 +7,7 @@
  */
 import { HttpClient, type HttpClientError } from "@effect/platform"
 import { Cause, Config, ConfigError, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
-import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl } from "./internal/http.js"
+import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl, validatePath } from "./internal/http.js"
 import { moonEndpoint, tooLarge } from "./internal/moon.js"
 import * as RefreshError from "./RefreshError.js"
 import * as RefreshPolicy from "./RefreshPolicy.js"
@@ -74,15 +74,28 @@ const outcome = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): string =>
       })
   })
 
-const describeTransport = (error: HttpClientError.HttpClientError): RefreshError.TransportError =>
-  new RefreshError.TransportError({
+// fetch reports "fetch failed" and hides the reason (ECONNREFUSED, a reset)
+// one or two `cause`s down; that reason is what a reader of the error needs.
+const rootCause = (error: unknown): string | undefined => {
+  let current: unknown = error
+  let found: string | undefined
+  for (let depth = 0; depth < 4 && current instanceof globalThis.Error; depth++) {
+    const code = (current as { code?: unknown }).code
+    found = typeof code === "string" ? `${current.message} (${code})` : current.message
+    current = current.cause
+  }
+  return found
+}
+
+const describeTransport = (error: HttpClientError.HttpClientError): RefreshError.TransportError => {
+  const detail = rootCause(error.cause) ?? error.description ?? error.reason
+  return new RefreshError.TransportError({
     reason: "Network",
     message: RefreshError.capMessage(
-      error._tag === "ResponseError"
-        ? `connection lost while reading the response: ${error.description ?? error.reason}`
-        : error.description ?? error.reason
+      error._tag === "ResponseError" ? `connection lost while reading the response: ${detail}` : detail
     )
   })
+}
 
 /**
  * Builds the service from the `HttpClient` in context. Dies (a configuration
@@ -101,7 +114,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
     if (Option.isNone(timeout) || !Duration.isFinite(timeout.value) || Duration.toMillis(timeout.value) <= 0) {
       return yield* Effect.dieMessage(`RefreshClient: option "timeout" must be a positive, finite duration`)
     }
-    const url = joinUrl(baseUrl.right, options.path ?? endpoint.defaultPath)
+    const path = validatePath(options.path ?? endpoint.defaultPath)
+    if (Either.isLeft(path)) {
+      return yield* Effect.dieMessage(`RefreshClient: option "path" ${path.left}`)
+    }
+    const url = joinUrl(baseUrl.right, path.right)
     const policy = options.policy ?? RefreshPolicy.defaultPolicy
     const client = yield* HttpClient.HttpClient
 
@@ -113,7 +130,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
           readBodyCapped(response).pipe(
             Effect.catchIf(
               (error): error is BodyTooLarge => error instanceof BodyTooLarge,
-              (error) => Effect.fail(tooLarge(response.status, error))
+              (error) => tooLarge(response, error)
             ),
             Effect.flatMap((body) => {
               if (response.status >= 200 && response.status < 300) {
@@ -131,7 +148,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
         ),
         Effect.catchTags({
           RequestError: (error) =>
-            error.reason === "Transport" ? Effect.fail(describeTransport(error)) : Effect.die(error),
+            // Encode and InvalidUrl cannot happen with a validated URL and a
+            // string body; die without the request, whose body holds the token.
+            error.reason === "Transport"
+              ? Effect.fail(describeTransport(error))
+              : Effect.dieMessage(`RefreshClient: could not build the request (${error.reason})`),
           ResponseError: (error) => Effect.fail(describeTransport(error))
         }),
         Effect.timeoutFail({
@@ -216,7 +237,14 @@ export const layerConfig = (
             )
           )
       const path = options.path ? yield* options.path : undefined
-      const timeout = options.timeout ? yield* options.timeout : undefined
+      const timeout = options.timeout
+        ? yield* options.timeout.pipe(
+          Config.validate({
+            message: "timeout must be a positive, finite duration",
+            validation: (d) => Duration.isFinite(d) && Duration.toMillis(d) > 0
+          })
+        )
+        : undefined
       return yield* make({ baseUrl, path, timeout, policy: options.policy })
     })
   )

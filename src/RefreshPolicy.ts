@@ -97,7 +97,7 @@ export const withRetryAfter = <Out>(
 
 /**
  * The library's default: 200 ms doubling, jittered (x 0.8 to 1.2), at most 5
- * retries, no delay over 10 s, none started 30 s or more after the first
+ * retries, no delay over 10 s, none started more than 30 s after the first
  * failure; `Retry-After` honoured within that budget.
  *
  * Unjittered, the retries start 200, 400, 800, 1600 and 3200 ms after each

@@ -11,6 +11,7 @@
  */
 import { Clock, DateTime, Duration, Effect, Option, ParseResult, Predicate, Redacted, Schema } from "effect"
 import * as AST from "effect/SchemaAST"
+import * as RefreshError from "./RefreshError.js"
 
 /**
  * The server's user object. `id` is required and `email` typed when present;
@@ -22,7 +23,8 @@ import * as AST from "effect/SchemaAST"
 export const User = Schema.Struct(
   {
     id: Schema.String,
-    email: Schema.optional(Schema.String)
+    // Supabase sends `null` for a user without an email (phone sign-in).
+    email: Schema.optionalWith(Schema.String, { nullable: true })
   },
   Schema.Record({ key: Schema.String, value: Schema.Unknown })
 )
@@ -272,5 +274,5 @@ export const describeIssue = (issue: ParseResult.ParseIssue): string => {
         return `invalid ${field}`
     }
   })
-  return `response is not a session: ${[...new Set(problems)].join(", ")}`
+  return RefreshError.capMessage(`response is not a session: ${[...new Set(problems)].join(", ")}`)
 }

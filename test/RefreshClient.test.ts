@@ -3,6 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Context, Layer } from "effect"
 import {
   Cause,
+  Config,
   ConfigError,
   ConfigProvider,
   DateTime,
@@ -811,5 +812,77 @@ describe("configuration", () => {
       )
       const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
       expect(Option.map(error, String)).toStrictEqual(Option.some(expect.stringContaining("MOON_BASE_URL")))
+    }))
+})
+
+describe("clock skew", () => {
+  // The TestClock stays at 0; the server's Date header says where its clock is.
+  const at = (millis: number) => ({ date: new Date(millis).toUTCString() })
+
+  it.effect("moves expires_at onto our clock when the server's clock is ahead", () =>
+    Effect.gen(function*() {
+      const serverNow = 3_600_000 // the server is one hour ahead of us
+      const body = { ...sessionBody, expires_at: (serverNow + 600_000) / 1000 }
+      const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(serverNow))))()
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(600_000)
+    }))
+
+  it.effect("moves expires_at onto our clock when the server's clock is behind", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(7_200_000)
+      const serverNow = 3_600_000 // one hour behind us
+      const body = { ...sessionBody, expires_at: (serverNow + 600_000) / 1000 }
+      const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(serverNow))))()
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(7_200_000 + 600_000)
+    }))
+
+  it.effect("leaves expires_in alone whatever the server's clock says", () =>
+    Effect.gen(function*() {
+      const { expires_at: _, ...body } = sessionBody
+      const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(86_400_000))))()
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(3_600_000)
+    }))
+
+  it.effect("ignores differences under five seconds, the noise of a Date header", () =>
+    Effect.gen(function*() {
+      const body = { ...sessionBody, expires_at: 600 }
+      const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(4_000))))()
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(600_000)
+    }))
+})
+
+describe("more bad input", () => {
+  for (const path of ["", "/auth/refresh?x=1", "/auth#frag", "auth refresh"]) {
+    it.effect(`refuses the path ${JSON.stringify(path)} when the layer is built, naming the option`, () =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(
+          refreshWith(TestHttpClient.make(TestHttpClient.json(200, sessionBody)), { path })()
+        )
+        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Cause.pretty((exit as Exit.Failure<unknown, unknown>).cause)).toContain(`option "path"`)
+      }))
+  }
+
+  it.effect("layerConfig refuses a non-positive timeout with a ConfigError", () =>
+    Effect.gen(function*() {
+      const server = TestHttpClient.make(TestHttpClient.json(200, sessionBody))
+      const exit = yield* RefreshClient.refresh(refreshToken).pipe(
+        Effect.provide(RefreshClient.layerConfig({ timeout: Config.succeed(Duration.zero) })),
+        Effect.provide(server.layer),
+        Effect.exit
+      )
+      expect(Exit.isFailure(exit)).toBe(true)
+      const failure = Cause.failureOption((exit as Exit.Failure<unknown, unknown>).cause)
+      expect(Option.isSome(failure) && ConfigError.isConfigError(failure.value)).toBe(true)
+      expect(server.requests).toHaveLength(0)
+    }))
+
+  it.effect("keeps a 429's Retry-After when its body is too large to read", () =>
+    Effect.gen(function*() {
+      const huge = "x".repeat(1024 * 1024 + 1)
+      const error = yield* failureOf(TestHttpClient.text(429, huge, { "retry-after": "7" }))
+      expect(error._tag).toBe("RateLimitedError")
+      expect(RefreshError.retryAfter(error)).toEqual(Option.some(Duration.seconds(7)))
+      expect(error.message).toContain("not read")
     }))
 })

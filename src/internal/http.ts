@@ -98,3 +98,11 @@ export const validateBaseUrl = (input: string): Either.Either<string, string> =>
 
 /** Joins a validated base URL and a path, keeping any path prefix of the base. */
 export const joinUrl = (base: string, path: string): string => `${base}/${path.replace(/^\/+/, "")}`
+
+/** Checks the endpoint path: a plain path, no query or fragment (the token never goes in a URL anyway). */
+export const validatePath = (path: string): Either.Either<string, string> => {
+  if (!/^\/?[A-Za-z0-9\-._~!$&'()*+,;=:@%/]+$/.test(path)) {
+    return Either.left(`must be a plain URL path such as "/auth/refresh" (got ${JSON.stringify(path.slice(0, 100))})`)
+  }
+  return Either.right(path)
+}

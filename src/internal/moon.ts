@@ -7,7 +7,7 @@
  * @internal
  */
 import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Clock, DateTime, Duration, Effect, Option, Predicate, Redacted } from "effect"
+import { Clock, DateTime, Effect, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, parseRetryAfter } from "./http.js"
@@ -138,16 +138,21 @@ export const skewMillis = (serverDate: Option.Option<number>, now: number): numb
  * onto our clock.
  */
 const shiftExpiry = (session: Session.Session, millis: number): Session.Session =>
-  new Session.Session({ ...session, expiresAt: DateTime.addDuration(session.expiresAt, Duration.millis(millis)) })
+  // Not DateTime.addDuration: a Duration cannot be negative, and the shift can be.
+  new Session.Session({
+    ...session,
+    expiresAt: DateTime.unsafeMake(DateTime.toEpochMillis(session.expiresAt) + millis)
+  })
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,
   body: string,
-  now: number
+  now: number,
+  fallback = `HTTP ${response.status}`
 ): RefreshError.RefreshError => {
   const status = response.status
   const error = readErrorBody(body, response.headers["content-type"])
-  const message = RefreshError.capMessage(error.message) || `HTTP ${status}`
+  const message = RefreshError.capMessage(error.message) || fallback
   if (isDeadToken(error) || status === 400 || status === 401 || status === 403) {
     return new RefreshError.TokenRejectedError({ status, message })
   }
@@ -159,11 +164,23 @@ const classify = (
   return new RefreshError.ServerError({ status, message })
 }
 
-/** Describes a body that was refused for its size. */
-export const tooLarge = (status: number, error: BodyTooLarge): RefreshError.RefreshError =>
-  status >= 200 && status < 300
-    ? new RefreshError.MalformedResponseError({
-      status,
-      message: `response body is larger than ${error.limit} bytes`
-    })
-    : new RefreshError.ServerError({ status, message: `HTTP ${status} (body over ${error.limit} bytes, not read)` })
+/**
+ * Classifies an answer whose body was refused for its size: a 2xx is
+ * malformed; any other status is classified by its status and headers alone
+ * (so a 429 keeps its `Retry-After`).
+ */
+export const tooLarge = (
+  response: HttpClientResponse.HttpClientResponse,
+  error: BodyTooLarge
+): Effect.Effect<never, RefreshError.RefreshError> => {
+  const status = response.status
+  if (status >= 200 && status < 300) {
+    return Effect.fail(
+      new RefreshError.MalformedResponseError({ status, message: `response body is larger than ${error.limit} bytes` })
+    )
+  }
+  return Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) => Effect.fail(classify(response, "", now, `HTTP ${status} (body over ${error.limit} bytes, not read)`))
+  )
+}

@@ -1,0 +1,16 @@
+// The README's example: refresh once, with the token from MOON_REFRESH_TOKEN.
+import { FetchHttpClient } from "@effect/platform"
+import { Config, DateTime, Effect, Layer } from "effect"
+import { RefreshClient } from "moon-refresh"
+
+const program = Effect.gen(function*() {
+  const refreshToken = yield* Config.redacted("MOON_REFRESH_TOKEN")
+  const session = yield* RefreshClient.refresh(refreshToken)
+  // The old refresh token is spent now: store `session` before you use it.
+  yield* Effect.log(`user ${session.user.id}, valid until ${DateTime.formatIso(session.expiresAt)}`)
+})
+
+// MOON_BASE_URL, when set, replaces https://beta.usemoon.ai.
+const MainLive = RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.layer))
+
+Effect.runPromise(program.pipe(Effect.provide(MainLive)))

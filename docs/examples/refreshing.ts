@@ -1,0 +1,54 @@
+// docs/01-refreshing.md: layers, options, the accessor and the service.
+import { FetchHttpClient } from "@effect/platform"
+import { NodeHttpClient, NodeRuntime } from "@effect/platform-node"
+import { Config, Duration, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
+import { RefreshClient, RefreshPolicy } from "moon-refresh"
+
+// [layer]
+// Every option, set to its default.
+export const RefreshLive = RefreshClient.layer({
+  baseUrl: "https://beta.usemoon.ai",
+  path: "/auth/refresh",
+  policy: RefreshPolicy.default,
+  timeout: "10 seconds"
+}).pipe(Layer.provide(FetchHttpClient.layer))
+
+// The same defaults, over Node's own HTTP stack (from @effect/platform-node).
+export const RefreshLiveNode = RefreshClient.layer().pipe(Layer.provide(NodeHttpClient.layer))
+// [/layer]
+
+// [layerConfig]
+// baseUrl from MOON_BASE_URL (else https://beta.usemoon.ai); the timeout from
+// MOON_REFRESH_TIMEOUT, because this program asks for it.
+export const RefreshFromConfig = RefreshClient.layerConfig({
+  timeout: Config.duration("MOON_REFRESH_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
+}).pipe(Layer.provide(FetchHttpClient.layer))
+// [/layerConfig]
+
+// [accessor]
+// The accessor uses the RefreshClient in context. It takes a Redacted or a
+// string (wrapped in a Redacted at once).
+export const refreshFromEnv = Effect.flatMap(Config.redacted("MOON_REFRESH_TOKEN"), RefreshClient.refresh)
+
+// The service itself takes a Redacted only.
+export const viaService = (refreshToken: string) =>
+  Effect.gen(function*() {
+    const client = yield* RefreshClient.RefreshClient
+    return yield* client.refresh(Redacted.make(refreshToken))
+  })
+// [/accessor]
+
+// [run]
+const program = Effect.gen(function*() {
+  const session = yield* refreshFromEnv
+  // Both tokens print as <redacted>.
+  yield* Effect.log(session)
+})
+
+program.pipe(
+  Effect.provide(RefreshFromConfig),
+  // Shows the debug line logged for each failed attempt.
+  Logger.withMinimumLogLevel(LogLevel.Debug),
+  NodeRuntime.runMain
+)
+// [/run]

@@ -1,0 +1,36 @@
+// docs/01-refreshing.md: a refresh token is spent by the refresh, so the new
+// session is stored before anything uses it.
+import { KeyValueStore } from "@effect/platform"
+import { NodeHttpClient, NodeKeyValueStore, NodeRuntime } from "@effect/platform-node"
+import { Config, DateTime, Effect, Layer, Option } from "effect"
+import { RefreshClient, Session } from "moon-refresh"
+
+// [rotate]
+export const rotate = Effect.gen(function*() {
+  const sessions = (yield* KeyValueStore.KeyValueStore).forSchema(Session.Session)
+  const stored = yield* sessions.get("moon-session")
+  // First run: start from MOON_REFRESH_TOKEN; later runs: from the stored session.
+  const refreshToken = Option.isSome(stored)
+    ? stored.value.refreshToken
+    : yield* Config.redacted("MOON_REFRESH_TOKEN")
+  const session = yield* RefreshClient.refresh(refreshToken)
+  // The old refresh token died when the server answered: save the new session
+  // first. If this fails, the program fails before anything uses the session.
+  yield* sessions.set("moon-session", session)
+  return session
+})
+// [/rotate]
+
+// [run]
+// The file holds both tokens in clear: keep the directory private.
+const MainLive = Layer.mergeAll(
+  RefreshClient.layerConfig().pipe(Layer.provide(NodeHttpClient.layer)),
+  NodeKeyValueStore.layerFileSystem(".moon-session")
+)
+
+rotate.pipe(
+  Effect.tap((session) => Effect.log(`stored; access token valid until ${DateTime.formatIso(session.expiresAt)}`)),
+  Effect.provide(MainLive),
+  NodeRuntime.runMain
+)
+// [/run]
