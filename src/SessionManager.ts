@@ -261,7 +261,8 @@ export const make = (
       const s = yield* getState
       if (!autoRefresh || s.session === undefined) return yield* FiberHandle.clear(proactive)
       const now = yield* Clock.currentTimeMillis
-      const at = s.cooldownUntil > now ? s.cooldownUntil : s.expiresAt - margin
+      // Due at `expiresAt - margin`, but never inside a cooldown.
+      const at = Math.max(s.cooldownUntil, s.expiresAt - margin)
       yield* FiberHandle.run(
         proactive,
         Effect.sleep(Duration.millis(Math.max(0, at - now))).pipe(Effect.zipRight(Effect.ignore(startOrJoin)))
