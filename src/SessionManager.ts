@@ -184,10 +184,11 @@ const initialState = (session: Session.Session | undefined): State => ({
   succeedToken: session ? Effect.succeed(session.accessToken) : undefined
 })
 
+// A new session starts clean: a refresh still in flight belongs to the old
+// one, and its result is discarded when it commits (the generation differs).
 const withSession = (state: State, session: Session.Session | undefined): State => ({
   ...initialState(session),
-  generation: state.generation + 1,
-  inflight: state.inflight
+  generation: state.generation + 1
 })
 
 const noSession = (state: State): NoSessionError =>
@@ -201,7 +202,9 @@ const noSession = (state: State): NoSessionError =>
 
 const positiveOrZero = (name: string, input: Duration.DurationInput): Duration.Duration => {
   const duration = Duration.decodeUnknown(input)
-  if (Option.isNone(duration) || !Duration.isFinite(duration.value) || Duration.toMillis(duration.value) < 0) {
+  // Duration clamps negative numbers to zero; a negative option is a mistake to report, not to clamp.
+  const negative = (typeof input === "number" && input < 0) || (typeof input === "bigint" && input < 0n)
+  if (negative || Option.isNone(duration) || !Duration.isFinite(duration.value)) {
     throw new globalThis.Error(`SessionManager: option "${name}" must be a finite, non-negative duration`)
   }
   return duration.value
@@ -347,8 +350,9 @@ export const make = (
     // The refresh itself, run in its own fiber in the layer's scope so that a
     // caller giving up does not abort a request the others are waiting for
     // (an aborted POST may have rotated the token server-side).
-    const runRefresh = (snapshot: State, session: Session.Session) =>
-      withLock(
+    const runRefresh = (snapshot: State, session: Session.Session) => {
+      let committed = false
+      return withLock(
         Effect.gen(function*() {
           let base = session
           let adopted = false
@@ -367,9 +371,18 @@ export const make = (
             : yield* Effect.exit(
               Effect.map(client.refresh(base.refreshToken), (fresh) => ({ session: fresh, adopted: false }))
             )
+          committed = true
           return yield* mutex.withPermits(1)(commit(snapshot.generation, outcome))
         })
-      ).pipe(Effect.withSpan("moon-refresh/SessionManager.refresh"))
+      ).pipe(
+        // The store's lock (or its re-read) failed before the outcome was
+        // committed: that is a failed refresh too, with its cooldown.
+        Effect.catchAll((error) =>
+          committed ? Effect.fail(error) : mutex.withPermits(1)(commit(snapshot.generation, Exit.fail(error)))
+        ),
+        Effect.withSpan("moon-refresh/SessionManager.refresh")
+      )
+    }
 
     const startOrJoin: Effect.Effect<Session.Session, SessionError> = Effect.uninterruptibleMask((restore) =>
       Effect.flatten(
@@ -378,7 +391,11 @@ export const make = (
           if (s.inflight !== undefined) return restore(Deferred.await(s.inflight))
           if (s.session === undefined) return Effect.fail(noSession(s))
           const deferred = Deferred.unsafeMake<Session.Session, SessionError>(FiberId.none)
-          const run = runRefresh(s, s.session).pipe(
+          // Forked from inside uninterruptibleMask, the fiber would inherit
+          // uninterruptibility: closing the scope and the client's timeout
+          // must be able to stop it. The onExit stays outside, so waiters are
+          // always released.
+          const run = Effect.interruptible(runRefresh(s, s.session)).pipe(
             Effect.onExit((exit) =>
               Effect.zipRight(
                 update((current) => (current.inflight === deferred ? { ...current, inflight: undefined } : current)),

@@ -18,7 +18,7 @@ import * as Session from "./Session.js"
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/StoreError")("StoreError", {
-  operation: Schema.Literal("load", "save", "clear"),
+  operation: Schema.Literal("load", "save", "clear", "lock"),
   message: Schema.String
 }) {}
 

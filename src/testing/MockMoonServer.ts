@@ -104,14 +104,15 @@ export type BodyShape = "bare" | "wrapped"
 /**
  * A user object for the sessions the server issues. Missing fields take the
  * defaults (`id` `"mock-user-1"`, `email` `"user@example.com"`); any other
- * field is sent as given.
+ * field is sent as given. An `email` of `null` is sent as `null`, as Supabase
+ * does for a user who signed in by phone.
  *
  * @since 0.1.0
  * @category models
  */
 export interface UserInput {
   readonly id?: string | undefined
-  readonly email?: string | undefined
+  readonly email?: string | null | undefined
   readonly [key: string]: unknown
 }
 
@@ -269,9 +270,19 @@ export class MockMoonServer extends Context.Tag("moon-refresh/testing/MockMoonSe
 // State
 // ---------------------------------------------------------------------------
 
+// The user as sent on the wire (`email` may be `null` there).
+interface WireUser {
+  readonly id: string
+  readonly email: string | null
+  readonly [key: string]: unknown
+}
+
+// The user as a decoded `Session` holds it: a `null` email is absent.
+const toSessionUser = ({ email, ...rest }: WireUser): Session.User => (email === null ? rest : { ...rest, email })
+
 interface Chain {
   readonly id: string
-  readonly user: Session.User
+  readonly user: WireUser
   current: string
   // "reuse": Supabase's reuse detection revoked the family; "signout": `revokeSession`.
   revoked: "reuse" | "signout" | undefined
@@ -357,7 +368,9 @@ const pathOf = (url: string | undefined): string => {
 
 const replyFor = (fault: Extract<Fault, { readonly _tag: "Status" }>): Reply => {
   const body = fault.body
-  if (body === undefined) return { status: fault.status, contentType: fault.contentType ?? "text/plain", body: "" }
+  if (body === undefined) {
+    return { status: fault.status, contentType: fault.contentType ?? "text/plain", body: "", headers: fault.headers }
+  }
   if (typeof body === "string") {
     const contentType = fault.contentType ?? (/^\s*</.test(body) ? "text/html; charset=utf-8" : "text/plain")
     return { status: fault.status, contentType, body, headers: fault.headers }
@@ -429,7 +442,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
       timers.add(timer)
     }
 
-    const makeUser = (input: UserInput | undefined): Session.User => {
+    const makeUser = (input: UserInput | undefined): WireUser => {
       const merged = { ...defaultUser, ...input }
       return {
         aud: "authenticated",
@@ -438,7 +451,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
         user_metadata: {},
         ...merged,
         id: merged.id ?? "mock-user-1",
-        email: merged.email ?? "user@example.com"
+        email: merged.email === undefined ? "user@example.com" : merged.email
       }
     }
 
@@ -594,8 +607,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
         record.fault = fault._tag
       }
       let clientGone = false
+      let delaying = false
       res.once("close", () => {
         clientGone = true
+        // Said at once, so a test can see the hang-up without waiting for the delay to end.
+        if (delaying) record.outcome = "client-gone"
       })
       readBody(req, (body, tooLarge) => {
         if (tooLarge) {
@@ -610,12 +626,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
             return send(res, record, replyFor(fault))
           }
           case "Delay": {
+            delaying = true
             return later(fault.millis, () => {
-              if (clientGone) {
-                record.outcome = "client-gone"
-                return
-              }
-              send(res, record, answer())
+              delaying = false
+              if (!clientGone) send(res, record, answer())
             })
           }
           case "Reset": {
@@ -750,7 +764,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
             refreshToken: Redacted.make(refreshToken),
             expiresAt: DateTime.unsafeMake(access.exp * 1000),
             tokenType: "bearer",
-            user: chain.user
+            user: toSessionUser(chain.user)
           }
         }),
       script: (...more) =>

@@ -1,0 +1,326 @@
+import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { describe, expect, it } from "@effect/vitest"
+import type { Exit, Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Fiber,
+  Layer,
+  Logger,
+  LogLevel,
+  Option,
+  Stream,
+  TestClock,
+  Tracer
+} from "effect"
+import { AuthHttpClient, SessionManager, SessionStore } from "moon-refresh"
+import { inspect } from "node:util"
+import * as ScriptedRefreshClient from "./support/ScriptedRefreshClient.js"
+
+const { makeSession } = ScriptedRefreshClient
+
+const minute = 60_000
+const hour = 60 * minute
+const url = "https://api.example.com/me"
+
+/** Lets every fiber run until it waits on something, without moving the TestClock. */
+const settle = TestClock.adjust(Duration.zero)
+
+/**
+ * The API the signed requests go to: it accepts only the access tokens in
+ * `accepted`, answers 401 to anything else, and records the `Authorization`
+ * header of every request with the TestClock time it arrived.
+ */
+const makeApi = (options: { readonly accepted: ReadonlyArray<string>; readonly latency?: Duration.DurationInput }) => {
+  const received: Array<{ readonly authorization: string | undefined; readonly at: number }> = []
+  const accepted = new Set(options.accepted)
+  const client = HttpClient.make((request) =>
+    Effect.gen(function*() {
+      const authorization = request.headers["authorization"]
+      received.push({ authorization, at: yield* Clock.currentTimeMillis })
+      if (options.latency !== undefined) yield* Effect.sleep(options.latency)
+      const ok = authorization !== undefined && accepted.has(authorization.replace(/^Bearer /, ""))
+      return HttpClientResponse.fromWeb(
+        request,
+        new Response(ok ? "{\"id\":\"user-1\"}" : "{\"error\":\"invalid JWT\"}", {
+          status: ok ? 200 : 401,
+          headers: { "content-type": "application/json" }
+        })
+      )
+    })
+  )
+  return {
+    accept: (token: string) => accepted.add(token),
+    received,
+    authorizations: () => received.map((request) => request.authorization),
+    layer: Layer.succeed(HttpClient.HttpClient, client)
+  }
+}
+
+type Api = ReturnType<typeof makeApi>
+
+interface Harness {
+  readonly http: AuthHttpClient.AuthHttpClient
+  readonly manager: SessionManager.Service
+  readonly refresh: ScriptedRefreshClient.ScriptedRefreshClient
+}
+
+/** An AuthHttpClient over `api`, with a manager holding `session` and a scripted refresh. */
+const withClient = <A, E>(
+  setup: {
+    readonly api: Api
+    readonly session?: ReturnType<typeof makeSession>
+    readonly refresh?: ScriptedRefreshClient.ScriptedRefreshClient
+  },
+  body: (harness: Harness) => Effect.Effect<A, E, Scope.Scope>
+) =>
+  Effect.gen(function*() {
+    const refresh = setup.refresh ?? ScriptedRefreshClient.make(ScriptedRefreshClient.succeed({ delay: "1 second" }))
+    const manager = SessionManager.layer({ autoRefresh: false }).pipe(
+      Layer.provide(Layer.merge(refresh.layer, SessionStore.layerMemory(setup.session)))
+    )
+    const context = yield* Layer.build(Layer.provideMerge(AuthHttpClient.layer, Layer.merge(manager, setup.api.layer)))
+    return yield* body({
+      http: Context.get(context, AuthHttpClient.AuthHttpClient),
+      manager: Context.get(context, SessionManager.SessionManager),
+      refresh
+    })
+  }).pipe(Effect.scoped)
+
+describe("AuthHttpClient", () => {
+  it.effect("sends Authorization: Bearer <access token> with every request", () => {
+    const api = makeApi({ accepted: ["access-0"] })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+      Effect.gen(function*() {
+        const response = yield* http.get(url)
+        expect(response.status).toBe(200)
+        yield* http.post(url)
+        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-0"])
+        expect(refresh.callCount()).toBe(0)
+      }))
+  })
+
+  it.effect("fails with NoSessionError, sending nothing, when nobody is signed in", () => {
+    const api = makeApi({ accepted: [] })
+    return withClient({ api }, ({ http }) =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(http.get(url))
+        expect(error._tag).toBe("NoSessionError")
+        expect(api.received).toHaveLength(0)
+      }))
+  })
+
+  it.effect("50 concurrent requests that all get 401 cause one refresh and 50 replays with the new token", () => {
+    // The server revoked access-0 although it has not expired; only the refreshed token works.
+    const api = makeApi({ accepted: ["access-1"] })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+      Effect.gen(function*() {
+        const requests = yield* Effect.fork(
+          Effect.all(Array.from({ length: 50 }, () => http.get(url)), { concurrency: "unbounded" })
+        )
+        yield* settle
+        expect(refresh.callCount()).toBe(1)
+        yield* TestClock.adjust("1 second")
+        const responses = yield* Fiber.join(requests)
+        expect(responses.map((response) => response.status)).toStrictEqual(Array.from({ length: 50 }, () => 200))
+        expect(refresh.callCount()).toBe(1)
+        const authorizations = api.authorizations()
+        expect(authorizations).toHaveLength(100)
+        expect(authorizations.filter((value) => value === "Bearer access-0")).toHaveLength(50)
+        expect(authorizations.filter((value) => value === "Bearer access-1")).toHaveLength(50)
+      }))
+  })
+
+  it.effect("returns a second 401 as it is: exactly two sends and one refresh, never a loop", () => {
+    const api = makeApi({ accepted: [] })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+      Effect.gen(function*() {
+        const request = yield* Effect.fork(http.get(url))
+        yield* settle
+        yield* TestClock.adjust("1 hour")
+        const response = yield* Fiber.join(request)
+        expect(response.status).toBe(401)
+        expect(yield* response.json).toStrictEqual({ error: "invalid JWT" })
+        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-1"])
+        expect(refresh.callCount()).toBe(1)
+      }))
+  })
+
+  it.effect("replays with the current token, without refreshing, when the session changed while the request was out", () => {
+    const api = makeApi({ accepted: ["access-new"], latency: "1 second" })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, manager, refresh }) =>
+      Effect.gen(function*() {
+        const request = yield* Effect.fork(http.get(url))
+        yield* settle
+        yield* manager.signIn(makeSession("new", 2 * hour))
+        yield* TestClock.adjust("1 second")
+        yield* TestClock.adjust("1 second")
+        const response = yield* Fiber.join(request)
+        expect(response.status).toBe(200)
+        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-new"])
+        expect(refresh.callCount()).toBe(0)
+      }))
+  })
+
+  it.effect("joins a refresh already in flight when its request gets a 401", () => {
+    const api = makeApi({ accepted: ["access-1"] })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, manager, refresh }) =>
+      Effect.gen(function*() {
+        const refreshing = yield* Effect.fork(manager.refresh)
+        yield* settle
+        const request = yield* Effect.fork(http.get(url))
+        yield* settle
+        yield* TestClock.adjust("1 second")
+        expect((yield* Fiber.join(request)).status).toBe(200)
+        yield* Fiber.join(refreshing)
+        expect(refresh.callCount()).toBe(1)
+        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-1"])
+      }))
+  })
+
+  it.effect("does not replay a request whose body is a stream (it cannot be sent twice)", () => {
+    const api = makeApi({ accepted: ["access-1"] })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+      Effect.gen(function*() {
+        const streamed = HttpClientRequest.post(url).pipe(
+          HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("{\"a\":1}")))
+        )
+        const request = yield* Effect.fork(http.execute(streamed))
+        yield* settle
+        yield* TestClock.adjust("1 second")
+        expect((yield* Fiber.join(request)).status).toBe(401)
+        expect(api.authorizations()).toStrictEqual(["Bearer access-0"])
+        // The session was refreshed all the same: the next request carries the new token.
+        expect(refresh.callCount()).toBe(1)
+        expect((yield* http.get(url)).status).toBe(200)
+      }))
+  })
+
+  it.effect("fails with the refresh's typed error when the refresh a 401 needed fails", () => {
+    const api = makeApi({ accepted: [] })
+    const refresh = ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown())
+    return withClient({ api, session: makeSession(0, hour), refresh }, ({ http }) =>
+      Effect.gen(function*() {
+        const request = yield* Effect.fork(Effect.flip(http.get(url)))
+        yield* settle
+        yield* TestClock.adjust("1 second")
+        expect((yield* Fiber.join(request))._tag).toBe("ServerError")
+        expect(api.received).toHaveLength(1)
+      }))
+  })
+
+  it.effect("never puts the Authorization header value in logs or span attributes", () => {
+    const api = makeApi({ accepted: ["access-1"] })
+    const { spans, tracer } = recordingTracer()
+    const lines: Array<string> = []
+    const capture = Logger.make((options) => {
+      lines.push(Logger.logfmtLogger.log(options), Logger.jsonLogger.log(options))
+      lines.push(inspect(options.message, { depth: 10 }), Cause.pretty(options.cause))
+    })
+    return withClient({ api, session: makeSession(0, hour) }, ({ http }) =>
+      Effect.gen(function*() {
+        const request = yield* Effect.fork(
+          http.get(url).pipe(
+            // What a user might log: the response and the request it answers.
+            Effect.tap((response) => Effect.logDebug("got", response, response.request)),
+            Effect.withSpan("user-request")
+          )
+        )
+        yield* settle
+        yield* TestClock.adjust("1 second")
+        expect((yield* Fiber.join(request)).status).toBe(200)
+        // A failed request (its error holds the signed request) logged with its cause, too.
+        const error = yield* Effect.flip(http.get("http://[not a url"))
+        expect(error._tag).toBe("RequestError")
+        yield* Effect.logError("request failed", error)
+        yield* Effect.logError(Cause.fail(error))
+      })).pipe(
+        Effect.withTracer(tracer),
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+        Logger.withMinimumLogLevel(LogLevel.All),
+        Effect.map(() => {
+          // The tokens were sent, so the checks below are not vacuous.
+          expect(api.authorizations()).toContain("Bearer access-1")
+          expect(lines.length).toBeGreaterThan(0)
+          // The signed request itself was logged: its header shows as redacted.
+          expect(lines.some((line) => line.includes("\"authorization\":\"<redacted>\""))).toBe(true)
+          const clientSpans = spans.filter((span) => span.attributes.has("http.request.header.authorization"))
+          // The 401 and its replay: the header is recorded, redacted.
+          expect(clientSpans.map((span) => span.attributes.get("http.request.header.authorization"))).toStrictEqual([
+            "<redacted>",
+            "<redacted>"
+          ])
+          const everything = [
+            ...lines,
+            ...spans.flatMap((span) => [
+              span.name,
+              ...[...span.attributes].map(([key, value]) => `${key}=${String(value)} ${JSON.stringify(value)}`),
+              ...span.events.map(([name, attributes]) => `${name} ${JSON.stringify(attributes)}`)
+            ])
+          ]
+          for (const text of everything) {
+            for (const token of ["access-0", "access-1", "refresh-0", "refresh-1"]) {
+              expect(text).not.toContain(token)
+            }
+          }
+        })
+      )
+  })
+})
+
+/** A span that only remembers what it was told, so tests can read it back. */
+class RecordingSpan implements Tracer.Span {
+  readonly _tag = "Span"
+  readonly spanId: string
+  readonly traceId: string
+  readonly sampled = true
+  readonly attributes = new Map<string, unknown>()
+  readonly events: Array<readonly [name: string, attributes: Record<string, unknown>]> = []
+  readonly links: Array<Tracer.SpanLink>
+  status: Tracer.SpanStatus
+
+  constructor(
+    readonly name: string,
+    readonly parent: Option.Option<Tracer.AnySpan>,
+    readonly context: Context.Context<never>,
+    links: ReadonlyArray<Tracer.SpanLink>,
+    startTime: bigint,
+    readonly kind: Tracer.SpanKind,
+    id: number
+  ) {
+    this.spanId = `span-${id}`
+    this.traceId = Option.match(parent, { onNone: () => `trace-${id}`, onSome: (span) => span.traceId })
+    this.links = [...links]
+    this.status = { _tag: "Started", startTime }
+  }
+
+  end(endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
+    this.status = { _tag: "Ended", startTime: this.status.startTime, endTime, exit }
+  }
+  attribute(key: string, value: unknown): void {
+    this.attributes.set(key, value)
+  }
+  event(name: string, _startTime: bigint, attributes?: Record<string, unknown>): void {
+    this.events.push([name, attributes ?? {}])
+  }
+  addLinks(links: ReadonlyArray<Tracer.SpanLink>): void {
+    this.links.push(...links)
+  }
+}
+
+/** A tracer that keeps every span started under it. */
+const recordingTracer = () => {
+  const spans: Array<RecordingSpan> = []
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const span = new RecordingSpan(name, parent, context, links, startTime, kind, spans.length + 1)
+      spans.push(span)
+      return span
+    },
+    context: (f) => f()
+  })
+  return { spans, tracer }
+}
