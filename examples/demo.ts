@@ -2,16 +2,42 @@
  * `npm run demo`: refreshes a Moon session over real HTTP.
  *
  * By default it starts a Moon-compatible server (`MockMoonServer`) on
- * 127.0.0.1 inside this process, makes its next answer a 500, and shows the
- * default retry policy riding it out. With `MOON_BASE_URL` and
- * `MOON_REFRESH_TOKEN` both set, it refreshes once against that server instead.
+ * 127.0.0.1 inside this process and runs two parts:
+ *
+ * 1. `RefreshClient`: the server's next answer is a 500, and the default
+ *    retry policy rides it out.
+ * 2. `SessionManager` and `AuthHttpClient`, as a timeline: a session whose
+ *    access tokens live 2 s kept fresh across 3 expiries while requests run,
+ *    an outage of two 503s ridden out, and 100 concurrent requests on an
+ *    expired session causing exactly one refresh. It exits with code 1 if any
+ *    of those promises is broken.
+ *
+ * With `MOON_BASE_URL` and `MOON_REFRESH_TOKEN` both set, it refreshes once
+ * against that server instead (part 1 only: a real token can be used once).
  *
  * Tokens are never printed: sessions hold them as `Redacted`.
  */
 import { FetchHttpClient } from "@effect/platform"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Config, Console, DateTime, Effect, Either, HashMap, Logger, LogLevel, Option, type Redacted } from "effect"
-import { RefreshClient, type Session } from "moon-refresh"
+import {
+  Clock,
+  Config,
+  Console,
+  DateTime,
+  Effect,
+  Either,
+  Fiber,
+  HashMap,
+  Layer,
+  Logger,
+  LogLevel,
+  Option,
+  Queue,
+  type Redacted,
+  Schedule,
+  Stream
+} from "effect"
+import { AuthHttpClient, RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 
 const describeSession = (session: Session.Session) =>
@@ -79,6 +105,188 @@ const local = Effect.gen(function*() {
   Effect.scoped
 )
 
+// ---------------------------------------------------------------------------
+// Part 2: SessionManager and AuthHttpClient, as a timeline
+// ---------------------------------------------------------------------------
+
+/** What the program got back from `AuthHttpClient`: every answer and every failure. */
+interface Tally {
+  ok: number
+  unauthorized: number
+  failed: Array<string>
+}
+
+const manager = Effect.gen(function*() {
+  // Access tokens live 2 s (1 to 2 s in fact: `expires_at` is in whole seconds).
+  const server = yield* MockMoonServer.make({ accessTokenLifetime: 2 })
+  const start = yield* Clock.currentTimeMillis
+  const stamp = (millis: number) => `+${((millis - start) / 1000).toFixed(2)}s`
+  const line = (text: string) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => Console.log(`  ${stamp(now).padStart(6)}  ${text}`))
+  const broken: Array<string> = []
+  const check = (ok: boolean, promise: string) => Effect.sync(() => ok || broken.push(promise))
+  const postCount = Effect.map(server.stats, (stats) => stats.refreshRequests)
+
+  // Issued now, used last: by then it has expired.
+  const idle = Session.make(yield* server.issueSession({ user: { email: "idle@example.com" } }))
+
+  const tally: Tally = { ok: 0, unauthorized: 0, failed: [] }
+  const request = Effect.flatMap(AuthHttpClient.AuthHttpClient, (http) => http.get(`${server.url}/protected`)).pipe(
+    Effect.flatMap((response) => Effect.as(response.text, response.status)),
+    Effect.match({
+      onFailure: (error) => void tally.failed.push(error._tag),
+      onSuccess: (status) => {
+        if (status === 200) tally.ok++
+        else if (status === 401) tally.unauthorized++
+        else tally.failed.push(`HTTP ${status}`)
+      }
+    })
+  )
+  const summary = (before: Tally) => {
+    const ok = tally.ok - before.ok
+    const unauthorized = tally.unauthorized - before.unauthorized
+    const failed = tally.failed.length - before.failed.length
+    return `${ok}/${ok + unauthorized + failed} requests answered 200, ${unauthorized} returned 401, ${failed} failed`
+  }
+  const snapshot = (): Tally => ({ ...tally, failed: [...tally.failed] })
+  const clean = (before: Tally) =>
+    tally.unauthorized === before.unauthorized && tally.failed.length === before.failed.length
+
+  const program = (options: { readonly autoRefresh: boolean }, initial?: Session.Session) =>
+    AuthHttpClient.layer.pipe(
+      Layer.provideMerge(SessionManager.layer({ margin: "1 second", cooldown: "100 millis", ...options })),
+      Layer.provide(SessionStore.layerMemory(initial)),
+      // One quick retry inside a refresh; the manager's cooldown comes after that.
+      Layer.provide(RefreshClient.layer({
+        baseUrl: server.url,
+        policy: RefreshPolicy.exponential({
+          base: "50 millis",
+          maxRetries: 1,
+          maxDelay: "50 millis",
+          maxElapsed: "1 second",
+          jitter: false
+        })
+      })),
+      Layer.provide(FetchHttpClient.layer)
+    )
+
+  yield* Console.log("")
+  yield* Console.log(
+    `session manager: access tokens live 2 s, refreshed 1 s before expiry; 4 loops of GET ${server.url}/protected`
+  )
+
+  yield* Effect.gen(function*() {
+    // Prints each event as it happens, and hands it to the timeline below.
+    let expiresAt = 0
+    let signedOut = false
+    const events = yield* Queue.unbounded<SessionManager.SessionEvent>()
+    yield* SessionManager.events.pipe(
+      Stream.runForEach((event) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          if (event._tag === "SignedIn" || event._tag === "Refreshed") {
+            const next = DateTime.toEpochMillis(event.session.expiresAt)
+            yield* line(
+              event._tag === "SignedIn"
+                ? `SignedIn: access token expires at ${stamp(next)}`
+                : `Refreshed ${((expiresAt - now) / 1000).toFixed(2)} s before expiry: next expires at ${stamp(next)}`
+            )
+            expiresAt = next
+          } else if (event._tag === "RefreshFailed") {
+            const error = event.error
+            const status = "status" in error ? ` (HTTP ${error.status})` : ""
+            const left = ((expiresAt - now) / 1000).toFixed(2)
+            yield* line(
+              `RefreshFailed: ${error._tag}${status}, willRetry: ${event.willRetry}; session kept, token valid ${left} s more`
+            )
+          } else {
+            signedOut ||= event._tag === "SignedOut"
+            yield* line(event._tag)
+          }
+          yield* Queue.offer(events, event)
+        })
+      ),
+      Effect.forkScoped
+    )
+    const waitFor = (tag: SessionManager.SessionEvent["_tag"]) =>
+      Queue.take(events).pipe(
+        Effect.repeat({ until: (event) => event._tag === tag }),
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`no ${tag} event within 5 s`) })
+      )
+    // Let the subscription start before the first event.
+    yield* Effect.sleep("20 millis")
+
+    yield* SessionManager.signIn(Session.make(yield* server.issueSession({ user: { email: "demo@example.com" } })))
+    const loops = yield* Effect.forkScoped(
+      Effect.all(
+        Array.from({ length: 4 }, () => Effect.repeat(request, Schedule.spaced("20 millis"))),
+        { concurrency: "unbounded", discard: true }
+      )
+    )
+
+    // Three expiries, each preceded by a refresh.
+    const proactive = snapshot()
+    for (let i = 0; i < 3; i++) yield* waitFor("Refreshed")
+    yield* line(`meanwhile ${summary(proactive)}`)
+    yield* check(clean(proactive), "no 401 and no failure while the session was refreshed 3 times")
+
+    // An outage: the refresh that is due next fails twice (1 retry), the manager
+    // keeps the session, and retries after its cooldown.
+    const outage = snapshot()
+    const postsBefore = yield* postCount
+    yield* server.script(...[1, 2].map(() => MockMoonServer.Fault.Status({ status: 503, body: "Service Unavailable" })))
+    yield* line("outage: the next 2 answers to POST /auth/refresh are HTTP 503")
+    yield* waitFor("RefreshFailed")
+    yield* waitFor("Refreshed")
+    yield* Fiber.interrupt(loops)
+    const attempts = (yield* postCount) - postsBefore
+    yield* line(`outage ridden out: ${attempts} POSTs (2 x 503, then 200); meanwhile ${summary(outage)}`)
+    yield* check(clean(outage), "no 401 and no failure during the outage")
+    yield* check(!signedOut, "no sign-out")
+  }).pipe(
+    Effect.provide(program({ autoRefresh: true })),
+    Effect.scoped
+  )
+
+  // 100 requests on a session whose token has expired: they all wait for one refresh.
+  yield* Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    yield* Effect.sleep(Math.max(0, DateTime.toEpochMillis(idle.expiresAt) - now))
+    const before = snapshot()
+    const posts = yield* postCount
+    yield* line(
+      `100 concurrent GET /protected on a session expired at ${stamp(DateTime.toEpochMillis(idle.expiresAt))}`
+    )
+    yield* Effect.all(Array.from({ length: 100 }, () => request), { concurrency: "unbounded", discard: true })
+    const refreshes = (yield* postCount) - posts
+    yield* line(`${summary(before)}; POST /auth/refresh: ${refreshes} (server count ${posts} -> ${posts + refreshes})`)
+    yield* check(tally.ok - before.ok === 100, "all 100 concurrent requests answered 200")
+    yield* check(refreshes === 1, "exactly 1 refresh for the 100 concurrent requests")
+  }).pipe(
+    // autoRefresh off: the requests themselves find the token expired.
+    Effect.provide(program({ autoRefresh: false }, idle))
+  )
+
+  const stats = yield* server.stats
+  yield* Console.log(
+    `server:   ${stats.refreshRequests} POST /auth/refresh, ${stats.rotations} rotations, ` +
+      `${stats.reuseRejections} reuse rejections; ${stats.protectedRequests} GET /protected, ` +
+      `${stats.unauthorized} answered 401 (replayed)`
+  )
+  yield* check(stats.reuseRejections === 0, "no refresh token used twice")
+  yield* check(tally.unauthorized === 0 && tally.failed.length === 0, "no 401 and no failure returned to the program")
+  if (broken.length > 0) {
+    yield* Console.error(`FAILED: ${broken.join("; ")}`)
+    yield* Effect.sync(() => {
+      process.exitCode = 1
+    })
+  }
+}).pipe(
+  // The manager logs each failed refresh as a warning; the timeline shows it as an event.
+  Logger.withMinimumLogLevel(LogLevel.Error),
+  Effect.scoped
+)
+
 const remote = (baseUrl: string) =>
   Effect.gen(function*() {
     const refreshToken = yield* Config.redacted("MOON_REFRESH_TOKEN")
@@ -111,6 +319,7 @@ const main = Effect.gen(function*() {
     yield* Console.log("(set both MOON_BASE_URL and MOON_REFRESH_TOKEN to use a real server; running locally)")
   }
   yield* local
+  yield* manager
 })
 
 // `runMain` prints logs with the pretty logger. Keep it for Info and above;

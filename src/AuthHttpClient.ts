@@ -55,15 +55,17 @@ export const make = (
         const token = yield* manager.accessToken
         const response = yield* client.execute(withToken(request, token))
         if (response.status !== 401) return response
-        // Free the connection; the body of a 401 is of no use to the replay.
-        yield* Effect.ignore(response.arrayBuffer)
+        // A stream body cannot be sent twice: that 401 goes back to the caller
+        // unread. Any other 401 is drained to free the connection.
+        const replayable = request.body._tag !== "Stream"
+        if (replayable) yield* Effect.ignore(response.arrayBuffer)
         // If the session changed while the request was out (another request's
         // refresh, a proactive one), the new token is already there: no refresh.
         const current = yield* manager.current
         const changed = Option.isSome(current) &&
           Redacted.value(current.value.accessToken) !== Redacted.value(token)
         const next = changed ? yield* manager.accessToken : (yield* manager.refresh).accessToken
-        if (request.body._tag === "Stream") return response
+        if (!replayable) return response
         yield* Effect.annotateCurrentSpan("moon.auth.replayed", true)
         return yield* client.execute(withToken(request, next))
       })

@@ -178,7 +178,10 @@ describe("AuthHttpClient", () => {
         const request = yield* Effect.fork(http.execute(streamed))
         yield* settle
         yield* TestClock.adjust("1 second")
-        expect((yield* Fiber.join(request)).status).toBe(401)
+        const response = yield* Fiber.join(request)
+        expect(response.status).toBe(401)
+        // Returned unread: the caller can still read why it was refused.
+        expect(yield* response.text).toBe("{\"error\":\"invalid JWT\"}")
         expect(api.authorizations()).toStrictEqual(["Bearer access-0"])
         // The session was refreshed all the same: the next request carries the new token.
         expect(refresh.callCount()).toBe(1)
