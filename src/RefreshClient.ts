@@ -120,7 +120,9 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
     }
     const url = joinUrl(baseUrl.right, path.right)
     const policy = options.policy ?? RefreshPolicy.defaultPolicy
-    const client = yield* HttpClient.HttpClient
+    // No trace-propagation headers to Moon: a third-party auth server has no
+    // use for our trace ids. The client span stays, as a child of ours.
+    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
 
     const attempt = (refreshToken: Redacted.Redacted<string>) => {
       // A server that echoes the request must not put our token in an error message.
@@ -189,7 +191,12 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
         )
       }).pipe(
         Effect.onExit((exit) => Effect.annotateCurrentSpan("moon.refresh.outcome", outcome(exit))),
-        Effect.withSpan("moon-refresh/refresh", { kind: "client", attributes: { "moon.refresh.url": url } })
+        Effect.withSpan("moon-refresh/refresh", {
+          kind: "client",
+          attributes: { "moon.refresh.url": url },
+          // A stack trace per refresh costs more than the span itself.
+          captureStackTrace: false
+        })
       )
 
     return RefreshClient.of({ refresh })

@@ -380,7 +380,7 @@ export const make = (
         Effect.catchAll((error) =>
           committed ? Effect.fail(error) : mutex.withPermits(1)(commit(snapshot.generation, Exit.fail(error)))
         ),
-        Effect.withSpan("moon-refresh/SessionManager.refresh")
+        Effect.withSpan("moon-refresh/SessionManager.refresh", { captureStackTrace: false })
       )
     }
 

@@ -139,10 +139,11 @@ export const skewMillis = (serverDate: Option.Option<number>, now: number): numb
  */
 const shiftExpiry = (session: Session.Session, millis: number): Session.Session =>
   // Not DateTime.addDuration: a Duration cannot be negative, and the shift can be.
+  // The fields come from a decoded session: no need to validate them again.
   new Session.Session({
     ...session,
     expiresAt: DateTime.unsafeMake(DateTime.toEpochMillis(session.expiresAt) + millis)
-  })
+  }, true)
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,

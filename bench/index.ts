@@ -1,0 +1,269 @@
+/**
+ * `npm run bench`: moon-refresh against the clients people use today, side by
+ * side in one run against one local server. Prints the tables and writes the
+ * same numbers to `bench/results.json`. Not part of `npm test`, never run by CI.
+ *
+ * Every number is a median over rounds; every ratio is to a baseline measured
+ * in the same run, round by round, so that the ratios survive a noisy machine.
+ */
+import { execFileSync } from "node:child_process"
+import { readFileSync, writeFileSync } from "node:fs"
+import * as os from "node:os"
+import { fileURLToPath } from "node:url"
+import { printTable, round, startServer } from "./harness.js"
+import { runIsolated } from "./isolated.js"
+import { measureMicro } from "./micro.js"
+import { measureRoundTrips } from "./roundtrip.js"
+import { measureSizes } from "./size.js"
+import { measureStampede } from "./stampede.js"
+
+const settings = {
+  roundTrip: { rounds: 5, perRound: 80, warmup: 40 },
+  micro: { calls: 500, rounds: 3 },
+  stampede: { callers: 10_000, rounds: 3, heavyRounds: 2, maxSockets: 256 },
+  hotPath: { reads: 300_000, rounds: 3 },
+  memory: { checkpoints: [1_000, 10_000, 100_000] }
+} as const
+
+const targets = {
+  roundTripRatio: 1.1,
+  stampedePosts: 1,
+  stampedeRatio: 1.5,
+  hotPathOpsPerSecond: 2_000_000,
+  memoryGrowthBytes: 1_000_000
+} as const
+
+const cpuModel = () => {
+  try {
+    const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"))
+    return line?.split(":")[1]?.trim() ?? os.cpus()[0]?.model ?? "unknown"
+  } catch {
+    return os.cpus()[0]?.model ?? "unknown"
+  }
+}
+
+const nproc = () => {
+  try {
+    return Number(execFileSync("nproc", { encoding: "utf8" }).trim())
+  } catch {
+    return os.availableParallelism()
+  }
+}
+
+/** Rounds every number in a JSON value the way the tables print them. */
+const rounded = (value: unknown): unknown =>
+  typeof value === "number"
+    ? round(value)
+    : Array.isArray(value)
+    ? value.map(rounded)
+    : value !== null && typeof value === "object"
+    ? Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, rounded(inner)]))
+    : value
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
+
+const main = async () => {
+  const started = Date.now()
+  const loadStart = os.loadavg()
+  const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)} s`
+  console.log(`moon-refresh benchmarks: node ${process.version}, ${nproc()} cores (${cpuModel()})`)
+  console.log(`load average at start: ${loadStart.map((n) => n.toFixed(2)).join(" ")}`)
+
+  const size = await measureSizes()
+  const platformOnly = size.find((row) => row.entry === "bench/size/effect-platform.ts")!
+  const withSchema = size.find((row) => row.entry === "bench/size/effect-platform-schema.ts")!
+  const ours = size.find((row) => row.entry === "bench/size/moon-refresh.ts")!
+  printTable(
+    `5. Size: esbuild, browser, ESM, minified; gzip -9 [${elapsed()}]`,
+    size.map((row) => ({
+      bundle: row.bundle,
+      minified: kb(row.minifiedBytes),
+      gzipped: kb(row.gzippedBytes),
+      "gzipped over effect + platform POST": kb(row.gzippedBytes - platformOnly.gzippedBytes)
+    }))
+  )
+
+  const micro = await measureMicro(settings.micro)
+  printTable(
+    `Pieces of one refresh, CPU us per call, no network (tick ${
+      micro.tickMicros.toFixed(1)
+    } us subtracted) [${elapsed()}]`,
+    micro.rows.map((row) => ({ piece: row.piece, "cpu us": row.cpuMicros, source: row.source }))
+  )
+
+  const server = await startServer()
+  try {
+    const roundTrip = await measureRoundTrips(server, settings.roundTrip)
+    const table = (group: "main" | "breakdown") =>
+      roundTrip.filter((row) => row.group === group).map((row) => ({
+        client: row.client,
+        "req/s": row.requestsPerSecond,
+        "p50 ms": row.p50Ms,
+        "p99 ms": row.p99Ms,
+        "x fetch": row.ratioToFetch,
+        "x same stack": row.ratioToSameStack,
+        "cpu us/req": row.cpuMicrosPerRequest,
+        "cpu x fetch": row.cpuRatioToFetch
+      }))
+    printTable(
+      `1. Round trip: ${settings.roundTrip.rounds} rounds x ${settings.roundTrip.perRound} sequential refreshes [${elapsed()}]`,
+      table("main")
+    )
+    printTable("1b. Where the overhead is: the same refresh through more and more of RefreshClient", table("breakdown"))
+
+    const refreshClient = roundTrip.find((row) => row.client === "RefreshClient / FetchHttpClient")!
+    const fetchRow = roundTrip.find((row) => row.client === "fetch + JSON.parse")!
+    const stampede = await measureStampede(server, {
+      ...settings.stampede,
+      oneRefreshMillis: refreshClient.p50Ms
+    })
+    printTable(
+      `2. Stampede: ${settings.stampede.callers} concurrent callers at expiry; ratio to one refresh (RefreshClient p50 ${
+        refreshClient.p50Ms.toFixed(2)
+      } ms) [${elapsed()}]`,
+      stampede.map((row) => ({
+        flow: row.flow,
+        POSTs: row.refreshPosts,
+        "rejected (reuse)": row.rejectedPosts,
+        served: row.served,
+        ms: row.millis,
+        "x one refresh": row.ratioToOneRefresh,
+        rounds: row.rounds
+      }))
+    )
+
+    const hotPath = await runIsolated("hotPath", settings.hotPath)
+    printTable(
+      `3. Hot path: ${settings.hotPath.reads.toLocaleString("en")} reads of a valid token [${elapsed()}]`,
+      hotPath.map((row) => ({
+        read: row.read,
+        "reads/s (cpu)": Math.round(row.opsPerSecond),
+        "ns/read (cpu)": row.nsPerRead,
+        "reads/s (wall)": Math.round(row.wallOpsPerSecond)
+      }))
+    )
+
+    const memory = await runIsolated("memory", { checkpoints: settings.memory.checkpoints, double: "validating" })
+    const memoryUnvalidated = await runIsolated("memory", {
+      checkpoints: settings.memory.checkpoints,
+      double: "unvalidated"
+    })
+    printTable(
+      `4. Memory: SessionManager.refresh cycles, each run in a fresh process [${elapsed()}]`,
+      [memory, memoryUnvalidated].flatMap((run) =>
+        run.readings.map((reading) => ({
+          "RefreshClient": run.refreshClient,
+          cycles: reading.cycles,
+          "heap used after GC": mb(reading.heapUsedBytes),
+          "vs first": mb(reading.heapUsedBytes - run.readings[0]!.heapUsedBytes),
+          "live fibers": reading.liveFibers,
+          "us/cycle": run.microsPerCycle
+        }))
+      )
+    )
+
+    const manager = stampede.find((row) => row.flow.startsWith("SessionManager"))!
+    const fiberFloor = stampede.find((row) => row.flow.includes("fibers await"))!
+    const nodeKeepAlive = roundTrip.find((row) => row.client === "RefreshClient / NodeHttpClient (keep-alive agent)")!
+    const loop = hotPath.find((row) => row.read.startsWith("yield* manager.accessToken"))!
+    const verdicts = {
+      roundTrip: {
+        target: `RefreshClient within ${targets.roundTripRatio}x of the plain client on the same stack`,
+        fetch: refreshClient.ratioToFetch,
+        nodeHttpKeepAlive: nodeKeepAlive.ratioToSameStack,
+        met: refreshClient.ratioToFetch <= targets.roundTripRatio &&
+          nodeKeepAlive.ratioToSameStack <= targets.roundTripRatio
+      },
+      stampede: {
+        target: `exactly ${targets.stampedePosts} POST, all served within ${targets.stampedeRatio}x one refresh`,
+        posts: manager.refreshPosts,
+        ratio: manager.ratioToOneRefresh,
+        ratioToFiberFloor: manager.millis / fiberFloor.millis,
+        met: manager.refreshPosts === targets.stampedePosts && manager.served === manager.callers &&
+          manager.ratioToOneRefresh <= targets.stampedeRatio
+      },
+      hotPath: {
+        target: `at least ${targets.hotPathOpsPerSecond} reads/s`,
+        readsPerSecond: loop.opsPerSecond,
+        met: loop.opsPerSecond >= targets.hotPathOpsPerSecond
+      },
+      memory: {
+        target: `heap growth under ${targets.memoryGrowthBytes} bytes from ${settings.memory.checkpoints[0]} to ${
+          settings.memory.checkpoints.at(-1)
+        } cycles, no growth in live fibers`,
+        growthBytes: memory.growthBytes,
+        growthAfterWarmupBytes: memory.readings.at(-1)!.heapUsedBytes - memory.readings[1]!.heapUsedBytes,
+        unvalidatedGrowthBytes: memoryUnvalidated.growthBytes,
+        unvalidatedGrowthAfterWarmupBytes: memoryUnvalidated.readings.at(-1)!.heapUsedBytes -
+          memoryUnvalidated.readings[1]!.heapUsedBytes,
+        fiberGrowth: memory.fiberGrowth,
+        met: memory.growthBytes < targets.memoryGrowthBytes && memory.fiberGrowth <= 0
+      },
+      size: {
+        target: "none; reported",
+        ownShareGzippedBytes: ours.gzippedBytes - platformOnly.gzippedBytes,
+        ownShareOverSchemaGzippedBytes: ours.gzippedBytes - withSchema.gzippedBytes
+      }
+    }
+    console.log("\nTargets")
+    console.log(
+      `  1. round trip: ${verdicts.roundTrip.met ? "met" : "MISSED"} (RefreshClient ${
+        round(refreshClient.ratioToFetch)
+      }x fetch over FetchHttpClient, ${round(nodeKeepAlive.ratioToSameStack)}x node:http over NodeHttpClient)`
+    )
+    console.log(
+      `  2. stampede:   ${verdicts.stampede.met ? "met" : "MISSED"} (${manager.refreshPosts} POST, ${
+        round(manager.ratioToOneRefresh)
+      }x one refresh; ${round(verdicts.stampede.ratioToFiberFloor)}x the fiber floor)`
+    )
+    console.log(
+      `  3. hot path:   ${verdicts.hotPath.met ? "met" : "MISSED"} (${Math.round(loop.opsPerSecond)} reads/s)`
+    )
+    console.log(
+      `  4. memory:     ${verdicts.memory.met ? "met" : "MISSED"} (${mb(memory.growthBytes)} from ${
+        settings.memory.checkpoints[0]
+      } to ${settings.memory.checkpoints.at(-1)} cycles, ${
+        mb(verdicts.memory.growthAfterWarmupBytes)
+      } after warm-up; fibers ${memory.readings.map((r) => r.liveFibers).join(" -> ")})`
+    )
+    console.log(`  5. size:       ${kb(verdicts.size.ownShareGzippedBytes)} gzipped over effect + platform alone`)
+
+    const results = {
+      generatedAt: new Date().toISOString(),
+      command: "npm run bench",
+      machine: {
+        nproc: nproc(),
+        cpuModel: cpuModel(),
+        node: process.version,
+        platform: `${process.platform} ${os.release()}`,
+        loadAverageAtStart: loadStart,
+        loadAverageAtEnd: os.loadavg()
+      },
+      durationSeconds: (Date.now() - started) / 1000,
+      settings,
+      targets: verdicts,
+      roundTrip: { baseline: fetchRow.client, rows: roundTrip },
+      micro,
+      stampede: { oneRefreshMillis: refreshClient.p50Ms, rows: stampede },
+      hotPath,
+      memory: [memory, memoryUnvalidated],
+      size
+    }
+    writeFileSync(
+      fileURLToPath(new URL("./results.json", import.meta.url)),
+      `${JSON.stringify(rounded(results), null, 2)}\n`
+    )
+    console.log(`\nWrote bench/results.json in ${elapsed()}.`)
+  } finally {
+    server.close()
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error)
+    process.exit(1)
+  }
+)

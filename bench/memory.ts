@@ -1,0 +1,115 @@
+/**
+ * 4. Memory: the heap and the live fibers after 1,000 refresh cycles and after
+ * 100,000, each read after a full GC. A cycle is `SessionManager.refresh` with
+ * everything it does: the single-flight fork, the save to the store, the
+ * event, the proactive refresh rescheduled (`autoRefresh` on). The refresh
+ * itself is a double that answers a new session at once, so that 100,000
+ * cycles fit in the time budget; the HTTP client is measured in section 1.
+ *
+ * Two doubles: one builds its `Session` with validation, as `RefreshClient`'s
+ * decoding does (`new Session(...)` in `toSession`), the other without, to
+ * tell the manager's own memory from what a validating construction costs.
+ * Runs in a process of its own (see `isolated.ts`).
+ */
+import { DateTime, Effect, Layer, Redacted, Supervisor } from "effect"
+import { performance } from "node:perf_hooks"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+import * as RefreshClient from "../src/RefreshClient.js"
+import * as Session from "../src/Session.js"
+import * as SessionManager from "../src/SessionManager.js"
+import * as SessionStore from "../src/SessionStore.js"
+
+export interface MemoryReading {
+  readonly cycles: number
+  readonly heapUsedBytes: number
+  /** Fibers alive under the program's supervisor: the manager's background fibers. */
+  readonly liveFibers: number
+}
+
+export interface MemoryResult {
+  readonly refreshClient: string
+  readonly readings: ReadonlyArray<MemoryReading>
+  readonly growthBytes: number
+  readonly fiberGrowth: number
+  readonly microsPerCycle: number
+}
+
+const collectGarbage = (): () => void => {
+  const exposed = (globalThis as { gc?: () => void }).gc
+  if (exposed !== undefined) return exposed
+  // Run without --expose-gc: switch it on now and take gc from a new context.
+  v8.setFlagsFromString("--expose-gc")
+  return vm.runInNewContext("gc") as () => void
+}
+
+const heapAfterGc = (gc: () => void): number => {
+  // Twice: the first pass can leave objects whose finalizers free more.
+  gc()
+  gc()
+  return process.memoryUsage().heapUsed
+}
+
+let serial = 0
+const pad = "x".repeat(640)
+const validated = () =>
+  Session.make({
+    accessToken: `at.${++serial}.${pad}`,
+    refreshToken: `rt.${serial}.${pad}`,
+    expiresAt: Date.now() + 3_600_000,
+    user: { id: "bench-user", email: "bench@example.com" }
+  })
+const unvalidated = () =>
+  new Session.Session({
+    accessToken: Redacted.make(`at.${++serial}.${pad}`),
+    refreshToken: Redacted.make(`rt.${serial}.${pad}`),
+    expiresAt: DateTime.unsafeMake(Date.now() + 3_600_000),
+    tokenType: "bearer",
+    user: { id: "bench-user", email: "bench@example.com" }
+  }, true)
+
+export type Double = "validating" | "unvalidated"
+
+export const measureMemory = (
+  options: { readonly checkpoints: ReadonlyArray<number>; readonly double: Double }
+): Promise<MemoryResult> => {
+  const { checkpoints } = options
+  const freshSession = options.double === "validating" ? validated : unvalidated
+  const gc = collectGarbage()
+  const double = Layer.succeed(
+    RefreshClient.RefreshClient,
+    RefreshClient.RefreshClient.of({ refresh: () => Effect.sync(freshSession) })
+  )
+  const layer = SessionManager.layer().pipe(
+    Layer.provide(SessionStore.layerMemory(freshSession())),
+    Layer.provide(double)
+  )
+  return Effect.runPromise(Effect.gen(function*() {
+    const supervisor = yield* Supervisor.track
+    return yield* Effect.gen(function*() {
+      const manager = yield* SessionManager.SessionManager
+      const readings: Array<MemoryReading> = []
+      let done = 0
+      const start = performance.now()
+      for (const checkpoint of checkpoints) {
+        for (; done < checkpoint; done++) yield* manager.refresh
+        // Let interrupted fibers finish their finalizers before counting.
+        yield* Effect.sleep(10)
+        const liveFibers = (yield* supervisor.value).length
+        readings.push({ cycles: done, heapUsedBytes: heapAfterGc(gc), liveFibers })
+      }
+      const elapsed = performance.now() - start
+      const first = readings[0]!
+      const last = readings[readings.length - 1]!
+      return {
+        refreshClient: options.double === "validating"
+          ? "double: new Session(...) validated, as RefreshClient decodes"
+          : "double: new Session(..., true), no validation",
+        readings,
+        growthBytes: last.heapUsedBytes - first.heapUsedBytes,
+        fiberGrowth: last.liveFibers - first.liveFibers,
+        microsPerCycle: (elapsed * 1000) / done
+      }
+    }).pipe(Effect.provide(layer), Effect.supervised(supervisor))
+  }))
+}

@@ -1,0 +1,151 @@
+/**
+ * The pieces of one refresh, each timed alone (CPU time of this process, no
+ * network), to say what in `src/` costs what. Every iteration first waits one
+ * `setImmediate`, as a real response would arrive in a later macrotask: without
+ * it, a loop that never leaves the microtask queue hits Effect's scheduler
+ * yield (a `setTimeout` every 2,048 drains) and measures that instead. The
+ * cost of that wait alone is measured and subtracted.
+ */
+import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { Effect, Option, Redacted } from "effect"
+import { readBodyCapped } from "../src/internal/http.js"
+import { moonEndpoint } from "../src/internal/moon.js"
+import * as RefreshClient from "../src/RefreshClient.js"
+import * as RefreshError from "../src/RefreshError.js"
+import * as RefreshPolicy from "../src/RefreshPolicy.js"
+import * as Session from "../src/Session.js"
+import { median, rotate } from "./harness.js"
+
+export interface MicroRow {
+  readonly piece: string
+  /** Where it is in `src/`. */
+  readonly source: string
+  /** CPU microseconds per call, the tick subtracted; median over rounds. */
+  readonly cpuMicros: number
+}
+
+// The body the bench server sends (same sizes).
+const pad = "x".repeat(640)
+const body = JSON.stringify({
+  access_token: `at.1.${pad}`,
+  token_type: "bearer",
+  expires_in: 3600,
+  expires_at: Math.floor(Date.now() / 1000) + 3600,
+  refresh_token: `rt.2.${pad}`,
+  user: {
+    id: "8d0e7a52-6f2a-4c1e-9a3b-4f5d6e7a8b9c",
+    aud: "authenticated",
+    role: "authenticated",
+    email: "bench@example.com",
+    app_metadata: { provider: "email", providers: ["email"] },
+    user_metadata: {},
+    identities: []
+  }
+})
+const request = HttpClientRequest.post("http://127.0.0.1/auth/refresh")
+const response = () =>
+  HttpClientResponse.fromWeb(
+    request,
+    new Response(body, { headers: { "content-type": "application/json", "content-length": String(body.length) } })
+  )
+const fields = {
+  accessToken: Redacted.make(`at.1.${pad}`),
+  refreshToken: Redacted.make(`rt.2.${pad}`),
+  expiresAt: Session.make({ accessToken: "a", refreshToken: "r", expiresAt: 0, user: { id: "u" } }).expiresAt,
+  tokenType: "bearer",
+  user: { id: "u", email: "bench@example.com" }
+}
+const timeoutError = () => new RefreshError.TransportError({ reason: "Timeout", message: "timeout" })
+
+interface Piece {
+  readonly piece: string
+  readonly source: string
+  readonly effect: () => Effect.Effect<unknown, unknown>
+}
+
+const pieces: ReadonlyArray<Piece> = [
+  { piece: "(tick: one setImmediate wait)", source: "subtracted from every row", effect: () => Effect.void },
+  { piece: "response.text", source: "(platform)", effect: () => response().text },
+  {
+    piece: "readBodyCapped (Stream.runFoldEffect)",
+    source: "src/internal/http.ts readBodyCapped",
+    effect: () => readBodyCapped(response())
+  },
+  { piece: "JSON.parse of the body", source: "(floor)", effect: () => Effect.sync(() => JSON.parse(body)) },
+  {
+    piece: "decodeSuccess (JSON.parse + Schema + new Session)",
+    source: "src/internal/moon.ts decodeSuccess",
+    effect: () => moonEndpoint.decodeSuccess(200, body, Option.none(), (text) => text)
+  },
+  {
+    piece: "new Session(fields), validating",
+    source: "src/Session.ts toSession, src/internal/moon.ts shiftExpiry",
+    effect: () => Effect.sync(() => new Session.Session(fields))
+  },
+  {
+    piece: "new Session(fields, true), no validation",
+    source: "(what the decoded path could do)",
+    effect: () => Effect.sync(() => new Session.Session(fields, true))
+  },
+  {
+    piece: "Effect.timeoutFail around a succeeding effect",
+    source: "src/RefreshClient.ts attempt",
+    effect: () => Effect.timeoutFail(Effect.void, { duration: RefreshClient.defaultTimeout, onTimeout: timeoutError })
+  },
+  {
+    piece: "Effect.retry(defaultPolicy) around a succeeding effect",
+    source: "src/RefreshClient.ts refresh",
+    effect: () =>
+      Effect.retry(Effect.void as Effect.Effect<void, RefreshError.RefreshError>, {
+        schedule: RefreshPolicy.defaultPolicy,
+        while: RefreshError.isRetryable
+      })
+  },
+  {
+    piece: "Effect.withSpan (stack trace captured: default)",
+    source: "src/RefreshClient.ts, src/SessionManager.ts runRefresh",
+    effect: () => Effect.withSpan(Effect.void, "moon-refresh/refresh", { kind: "client", attributes: { url: "x" } })
+  },
+  {
+    piece: "Effect.withSpan, captureStackTrace: false",
+    source: "(what the spans could do)",
+    effect: () =>
+      Effect.withSpan(Effect.void, "moon-refresh/refresh", {
+        kind: "client",
+        attributes: { url: "x" },
+        captureStackTrace: false
+      })
+  }
+]
+
+const tick = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+const cpuPerCall = async (piece: Piece, calls: number): Promise<number> => {
+  const program = Effect.gen(function*() {
+    for (let i = 0; i < calls; i++) {
+      yield* tick
+      yield* piece.effect()
+    }
+  })
+  const before = process.cpuUsage()
+  await Effect.runPromise(program)
+  const used = process.cpuUsage(before)
+  return (used.user + used.system) / calls
+}
+
+export const measureMicro = async (options: { readonly calls: number; readonly rounds: number }) => {
+  const samples = new Map<string, Array<number>>(pieces.map((piece) => [piece.piece, []]))
+  for (const piece of pieces) await cpuPerCall(piece, Math.min(500, options.calls))
+  for (let round = 0; round < options.rounds; round++) {
+    for (const piece of rotate(pieces, round)) samples.get(piece.piece)!.push(await cpuPerCall(piece, options.calls))
+  }
+  const tickMicros = median(samples.get(pieces[0]!.piece)!)
+  return {
+    tickMicros,
+    rows: pieces.slice(1).map((piece): MicroRow => ({
+      piece: piece.piece,
+      source: piece.source,
+      cpuMicros: Math.max(0, median(samples.get(piece.piece)!) - tickMicros)
+    }))
+  }
+}

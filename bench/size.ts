@@ -1,0 +1,50 @@
+/**
+ * 5. Size: each entry in `size/` bundled for the browser by esbuild, minified,
+ * then gzipped. Our own share is the difference to the same POST with effect +
+ * @effect/platform alone.
+ */
+import * as esbuild from "esbuild"
+import { fileURLToPath } from "node:url"
+import { gzipSync } from "node:zlib"
+
+export interface SizeRow {
+  readonly bundle: string
+  readonly entry: string
+  readonly minifiedBytes: number
+  readonly gzippedBytes: number
+}
+
+const entries = [
+  { bundle: "moon-refresh: RefreshClient over FetchHttpClient", entry: "size/moon-refresh.ts" },
+  { bundle: "effect + @effect/platform: FetchHttpClient POST", entry: "size/effect-platform.ts" },
+  { bundle: "effect + @effect/platform: POST + Schema decode", entry: "size/effect-platform-schema.ts" },
+  { bundle: "moon-refresh: SessionManager + AuthHttpClient", entry: "size/session-manager.ts" },
+  { bundle: "axios + axios-auth-refresh", entry: "size/axios.ts" },
+  { bundle: "platform POST + readBodyCapped only", entry: "size/piece-read-body-capped.ts" },
+  { bundle: "platform POST + Session decoding only", entry: "size/piece-session-schema.ts" },
+  { bundle: "platform POST + retry with RefreshPolicy only", entry: "size/piece-retry-policy.ts" }
+] as const
+
+export const measureSizes = async (): Promise<Array<SizeRow>> => {
+  const rows: Array<SizeRow> = []
+  for (const { bundle, entry } of entries) {
+    const result = await esbuild.build({
+      entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))],
+      bundle: true,
+      minify: true,
+      platform: "browser",
+      format: "esm",
+      target: "es2022",
+      write: false,
+      logLevel: "silent"
+    })
+    const code = result.outputFiles[0]!.contents
+    rows.push({
+      bundle,
+      entry: `bench/${entry}`,
+      minifiedBytes: code.byteLength,
+      gzippedBytes: gzipSync(code, { level: 9 }).byteLength
+    })
+  }
+  return rows
+}

@@ -1,0 +1,17 @@
+// Bundle-size entry (section 5): the same POST with effect + @effect/platform alone.
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { Effect } from "effect"
+
+const program = Effect.gen(function*() {
+  const client = yield* HttpClient.HttpClient
+  const response = yield* client.execute(
+    HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
+      HttpClientRequest.acceptJson,
+      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+    )
+  )
+  const body = (yield* response.json) as { readonly access_token: string }
+  return body.access_token
+})
+
+Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))).then(console.log, console.error)

@@ -1,0 +1,17 @@
+// Bundle-size entry (section 5, attribution): effect-platform.ts with the body read by readBodyCapped.
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { Effect } from "effect"
+import { readBodyCapped } from "../../src/internal/http.js"
+
+const program = Effect.gen(function*() {
+  const client = yield* HttpClient.HttpClient
+  const response = yield* client.execute(
+    HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
+      HttpClientRequest.acceptJson,
+      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+    )
+  )
+  return yield* readBodyCapped(response)
+})
+
+Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))).then(console.log, console.error)

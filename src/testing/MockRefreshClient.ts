@@ -1,0 +1,515 @@
+/**
+ * A `RefreshClient` without HTTP, driven by a script, for fast unit tests of
+ * code that refreshes sessions (a `SessionManager`, an `AuthHttpClient`, your
+ * own program).
+ *
+ * - Each call of `refresh` takes the next {@link Step} of the script: succeed
+ *   (a new session), fail with a given `RefreshError`, lose the answer after
+ *   the token was rotated, or hang. When the script is used up, calls succeed.
+ * - Delays are `Effect.sleep`s and expiries are read from the `Clock`, so a
+ *   `TestClock` drives everything: a test of an hour of refreshes runs in
+ *   milliseconds.
+ * - Refresh tokens are one-time, as Moon's are: a token that is not the newest
+ *   of its session is rejected with `TokenRejectedError` ("Invalid Refresh
+ *   Token: Already Used", status 500, what the real client reports), and the
+ *   whole session is revoked, as Supabase's reuse detection does. A code path
+ *   that refreshes twice with the same token fails in tests the way it would
+ *   fail in production.
+ * - Every call is counted and recorded with the token it was given (kept
+ *   `Redacted`), when it started and ended, and how it ended.
+ *
+ * The mock is the `RefreshClient` service itself: it stands for the real
+ * client *after* its retries, so a `fail` step is the final outcome of one
+ * `refresh` call. To test retry policies, use `MockMoonServer` with the real
+ * client instead.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import * as RefreshClient from "../RefreshClient.js"
+import * as RefreshError from "../RefreshError.js"
+import * as Session from "../Session.js"
+
+// ---------------------------------------------------------------------------
+// Steps
+// ---------------------------------------------------------------------------
+
+/**
+ * What one call of `refresh` does. Steps are consumed one per call, in the
+ * order the calls arrive; the `delay` of a step is slept before anything else
+ * happens, so a call interrupted during its delay changes nothing.
+ *
+ * - `Succeed`: checks the token (see the module's description), then issues a
+ *   new session with a new access token and a new refresh token, expiring
+ *   `lifetime` after the `Clock`'s now (default: the mock's `lifetime` option).
+ * - `Fail`: fails with `error`, without looking at the token (like a server
+ *   that answers an error before reading the request). The token stays live.
+ * - `Lost`: processes the call as `Succeed` would (so the token is spent and a
+ *   new one issued, or a reuse is detected), then fails with `error` (default:
+ *   a `TransportError` with reason `Network`): the server rotated, but the
+ *   answer never arrived. The caller's refresh token is dead afterwards.
+ * - `Hang`: never answers; the call waits until it is interrupted. (The real
+ *   client gives up after its timeout; to simulate that, use `Fail` with a
+ *   `TransportError` of reason `Timeout` and a `delay`.)
+ *
+ * Build steps with {@link succeed}, {@link fail}, {@link lost} and {@link hang},
+ * or with the `Step` constructors.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Step = Data.TaggedEnum<{
+  Succeed: {
+    readonly lifetime?: Duration.DurationInput | undefined
+    readonly delay?: Duration.DurationInput | undefined
+  }
+  Fail: {
+    readonly error: RefreshError.RefreshError
+    readonly delay?: Duration.DurationInput | undefined
+  }
+  Lost: {
+    readonly error?: RefreshError.RefreshError | undefined
+    readonly delay?: Duration.DurationInput | undefined
+  }
+  Hang: {}
+}>
+
+/**
+ * Constructors and matchers for {@link Step}: `Step.Succeed({})`,
+ * `Step.Fail({ error })`, `Step.$is("Hang")`, `Step.$match`. Plain objects with
+ * a `_tag` work too.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const Step = Data.taggedEnum<Step>()
+
+/**
+ * A step that issues a new session, expiring `lifetime` after the `Clock`'s
+ * now, once `delay` has passed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const succeed = (
+  options: {
+    readonly lifetime?: Duration.DurationInput | undefined
+    readonly delay?: Duration.DurationInput | undefined
+  } = {}
+): Step => Step.Succeed({ lifetime: options.lifetime, delay: options.delay })
+
+/**
+ * A step that fails with `error` once `delay` has passed, leaving the token live.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fail = (
+  error: RefreshError.RefreshError,
+  options: { readonly delay?: Duration.DurationInput | undefined } = {}
+): Step => Step.Fail({ error, delay: options.delay })
+
+/**
+ * A step that rotates the token and then fails (by default with a
+ * `TransportError`): the answer was lost on the way back.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const lost = (
+  options: {
+    readonly error?: RefreshError.RefreshError | undefined
+    readonly delay?: Duration.DurationInput | undefined
+  } = {}
+): Step => Step.Lost({ error: options.error, delay: options.delay })
+
+/**
+ * A step that never answers.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const hang: Step = Step.Hang()
+
+// ---------------------------------------------------------------------------
+// Models
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Steps for the first calls, in order. More can be queued later with `script`. */
+  readonly script?: Iterable<Step> | undefined
+  /** What a call does once the script is used up. Default {@link succeed}`()`. */
+  readonly whenEmpty?: Step | undefined
+  /** How long issued sessions live, unless a step or `issueSession` says otherwise. Default 1 hour. */
+  readonly lifetime?: Duration.DurationInput | undefined
+  /** The user of sessions issued without one. Default `{ id: "mock-user-1", email: "user@example.com" }`. */
+  readonly user?: Session.User | undefined
+}
+
+/**
+ * How a call ended:
+ *
+ * - `pending`: still running (sleeping its delay, or hanging).
+ * - `rotated`: a new session was returned.
+ * - `failed`: a `Fail` step's error was returned.
+ * - `lost`: a `Lost` step: processed, then failed.
+ * - `reuse-rejected`: the token was spent or its session revoked by a reuse.
+ * - `unknown-token`: the token was never issued by this mock, or its session
+ *   was revoked with `revokeSession`.
+ * - `blank`: the token was blank; refused at once, as the real client does,
+ *   without consuming a step.
+ * - `interrupted`: the caller gave up before the answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Outcome =
+  | "pending"
+  | "rotated"
+  | "failed"
+  | "lost"
+  | "reuse-rejected"
+  | "unknown-token"
+  | "blank"
+  | "interrupted"
+
+/**
+ * One call of `refresh`, as the mock saw it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Call {
+  /** 1 for the first call. */
+  readonly n: number
+  /** The refresh token the call was given. */
+  readonly refreshToken: Redacted.Redacted<string>
+  /** The step it consumed; `undefined` for a blank token, which consumes none. */
+  readonly step: Step["_tag"] | undefined
+  /** The `Clock` time (epoch milliseconds) at which the call started. */
+  readonly startedAt: number
+  /** The `Clock` time at which it ended, or `undefined` while pending. */
+  readonly endedAt: number | undefined
+  readonly outcome: Outcome
+}
+
+/**
+ * Counters since the mock was made.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Stats {
+  /** Every call of `refresh`, whatever its outcome. */
+  readonly calls: number
+  /** Refresh tokens spent and replaced (by `Succeed` and `Lost` steps). */
+  readonly rotations: number
+  /** Spent tokens (or tokens of a session revoked by a reuse) presented again. */
+  readonly reuseRejections: number
+  /** Tokens this mock never issued, or of a session revoked with `revokeSession`. */
+  readonly unknownTokens: number
+  /** Calls that ended because they were interrupted. */
+  readonly interruptions: number
+}
+
+/**
+ * The mock: a `RefreshClient.Service` (so it can be provided as one) plus
+ * the controls a test uses to seed sessions, script calls and inspect them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service extends RefreshClient.Service {
+  /**
+   * Starts a new session (a new chain of one-time refresh tokens) and
+   * returns its first `Session`, expiring `lifetime` after the `Clock`'s now.
+   * A `lifetime` of zero gives a session that is already expired.
+   */
+  readonly issueSession: (
+    options?: {
+      readonly lifetime?: Duration.DurationInput | undefined
+      readonly user?: Session.User | undefined
+    }
+  ) => Effect.Effect<Session.Session>
+  /** Queues steps for the next calls, after those already queued. */
+  readonly script: (...steps: ReadonlyArray<Step>) => Effect.Effect<void>
+  /** Steps queued and not yet consumed. */
+  readonly pendingSteps: Effect.Effect<number>
+  /** Every call so far, oldest first. */
+  readonly calls: Effect.Effect<ReadonlyArray<Call>>
+  /** The refresh tokens the calls were given, oldest first. */
+  readonly tokens: Effect.Effect<ReadonlyArray<Redacted.Redacted<string>>>
+  readonly stats: Effect.Effect<Stats>
+  /**
+   * Whether this refresh token would rotate if presented now: issued by this
+   * mock, the newest of its session, and its session not revoked.
+   */
+  readonly isLive: (refreshToken: Redacted.Redacted<string> | string) => Effect.Effect<boolean>
+  /**
+   * Signs the session out "server-side": every token of the session this
+   * refresh token belongs to stops working (`Refresh Token Not Found`).
+   */
+  readonly revokeSession: (refreshToken: Redacted.Redacted<string> | string) => Effect.Effect<void>
+  /** Every access and refresh token issued so far, for tests that audit output for leaks. */
+  readonly issuedTokens: Effect.Effect<ReadonlyArray<Redacted.Redacted<string>>>
+}
+
+/**
+ * The mock's controls in context. {@link layer} provides this tag and
+ * `RefreshClient.RefreshClient`, both backed by the same mock.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class MockRefreshClient extends Context.Tag("moon-refresh/testing/MockRefreshClient")<
+  MockRefreshClient,
+  Service
+>() {}
+
+// ---------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------
+
+interface Chain {
+  current: string
+  readonly user: Session.User
+  revoked: "reuse" | "signout" | undefined
+}
+
+interface MutableCall {
+  n: number
+  refreshToken: Redacted.Redacted<string>
+  step: Step["_tag"] | undefined
+  startedAt: number
+  endedAt: number | undefined
+  outcome: Outcome
+}
+
+const defaultUser: Session.User = { id: "mock-user-1", email: "user@example.com" }
+
+// What the real client reports for Moon's answers (a 500 carrying Supabase's error).
+const alreadyUsed = () =>
+  new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Already Used" })
+const notFound = () =>
+  new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Refresh Token Not Found" })
+const blank = () => new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" })
+const connectionLost = () =>
+  new RefreshError.TransportError({
+    reason: "Network",
+    message: "connection lost while reading the response: connection reset by peer (ECONNRESET)"
+  })
+
+// Duration clamps a negative input ("-5 seconds" included) to zero; in a test
+// script that is a mistake to report, not to clamp.
+const isNegative = (input: Duration.DurationInput): boolean => {
+  if (typeof input === "number") return input < 0
+  if (typeof input === "bigint") return input < 0n
+  if (typeof input === "string") return /^\s*-/.test(input)
+  return Array.isArray(input) && (input[0] < 0 || input[1] < 0)
+}
+
+const durationOption = (name: string, input: Duration.DurationInput): Duration.Duration => {
+  const duration = Duration.decodeUnknown(input)
+  if (isNegative(input) || Option.isNone(duration) || !Duration.isFinite(duration.value)) {
+    throw new globalThis.Error(`MockRefreshClient: "${name}" must be a finite, non-negative duration`)
+  }
+  return duration.value
+}
+
+const reveal = (token: Redacted.Redacted<string> | string): string =>
+  Redacted.isRedacted(token) ? Redacted.value(token) : token
+
+/**
+ * Builds a mock. Dies (a defect naming the option) when `lifetime` is not a
+ * finite, non-negative duration; a step with such a `delay` or `lifetime`
+ * dies when it is consumed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Service> =>
+  Effect.gen(function*() {
+    const defaultLifetime = yield* Effect.try({
+      try: () => durationOption("lifetime", options.lifetime ?? Duration.hours(1)),
+      catch: (error) => error
+    }).pipe(Effect.orDie)
+    const whenEmpty = options.whenEmpty ?? succeed()
+    const baseUser = options.user ?? defaultUser
+
+    const queue: Array<Step> = [...(options.script ?? [])]
+    const chains = new Map<string, Chain>()
+    const issued: Array<Redacted.Redacted<string>> = []
+    const calls: Array<MutableCall> = []
+    const stats = { calls: 0, rotations: 0, reuseRejections: 0, unknownTokens: 0, interruptions: 0 }
+    let sessions = 0
+
+    // Readable, distinct tokens: `mock-refresh-token-3` is the third session issued.
+    const issue = (chain: Chain, lifetime: Duration.Duration, now: number): Session.Session => {
+      sessions++
+      const accessToken = `mock-access-token-${sessions}`
+      const refreshToken = `mock-refresh-token-${sessions}`
+      issued.push(Redacted.make(accessToken), Redacted.make(refreshToken))
+      chains.set(refreshToken, chain)
+      chain.current = refreshToken
+      return Session.make({
+        accessToken,
+        refreshToken,
+        expiresAt: now + Duration.toMillis(lifetime),
+        tokenType: "bearer",
+        user: chain.user
+      })
+    }
+
+    // The refresh grant with rotation and reuse detection, as the server runs it.
+    const process = (
+      call: MutableCall,
+      token: string,
+      lifetime: Duration.Duration,
+      now: number
+    ): Either.Either<Session.Session, RefreshError.TokenRejectedError> => {
+      const chain = chains.get(token)
+      if (chain === undefined || chain.revoked === "signout") {
+        stats.unknownTokens++
+        call.outcome = "unknown-token"
+        return Either.left(notFound())
+      }
+      if (chain.revoked === undefined && chain.current === token) {
+        stats.rotations++
+        call.outcome = "rotated"
+        return Either.right(issue(chain, lifetime, now))
+      }
+      // A spent token presented again: the whole session is revoked, the newest token included.
+      chain.revoked = "reuse"
+      stats.reuseRejections++
+      call.outcome = "reuse-rejected"
+      return Either.left(alreadyUsed())
+    }
+
+    const answer = (
+      call: MutableCall,
+      token: string,
+      step: Step
+    ): Effect.Effect<Session.Session, RefreshError.RefreshError> => {
+      if (step._tag === "Hang") return Effect.never
+      const delay = durationOption("delay", step.delay ?? Duration.zero)
+      const lifetime = step._tag === "Succeed" && step.lifetime !== undefined
+        ? durationOption("lifetime", step.lifetime)
+        : defaultLifetime
+      return Effect.zipRight(
+        Effect.sleep(delay),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          call.endedAt = now
+          switch (step._tag) {
+            case "Fail": {
+              call.outcome = "failed"
+              return Effect.fail(step.error)
+            }
+            case "Lost": {
+              // The server's side happens (the token is spent), then the answer is lost.
+              process(call, token, lifetime, now)
+              call.outcome = "lost"
+              return Effect.fail(step.error ?? connectionLost())
+            }
+            case "Succeed":
+              return Either.match(process(call, token, lifetime, now), {
+                onLeft: Effect.fail,
+                onRight: Effect.succeed
+              })
+          }
+        })
+      )
+    }
+
+    // No span here: `Effect.withSpan` hands a failure on as a copy of its
+    // error, and a test should get back the very error it scripted.
+    const refresh = (refreshToken: Redacted.Redacted<string>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
+        stats.calls++
+        const token = Redacted.value(refreshToken)
+        const call: MutableCall = {
+          n: calls.length + 1,
+          refreshToken,
+          step: undefined,
+          startedAt,
+          endedAt: undefined,
+          outcome: "pending"
+        }
+        calls.push(call)
+        // As the real client: a blank token is refused before any request.
+        if (token.trim() === "") {
+          call.outcome = "blank"
+          call.endedAt = startedAt
+          return Effect.fail(blank())
+        }
+        // Taken on arrival, so steps apply in the order calls arrive.
+        const step = queue.shift() ?? whenEmpty
+        call.step = step._tag
+        return Effect.suspend(() => answer(call, token, step)).pipe(
+          Effect.onInterrupt(() =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              Effect.sync(() => {
+                stats.interruptions++
+                call.outcome = "interrupted"
+                call.endedAt = now
+              }))
+          )
+        )
+      })
+
+    const mock: Service = {
+      refresh,
+      issueSession: (issueOptions = {}) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.try({
+            try: () => {
+              const lifetime = issueOptions.lifetime === undefined
+                ? defaultLifetime
+                : durationOption("lifetime", issueOptions.lifetime)
+              const chain: Chain = { current: "", user: issueOptions.user ?? baseUser, revoked: undefined }
+              return issue(chain, lifetime, now)
+            },
+            catch: (error) => error
+          }).pipe(Effect.orDie)),
+      script: (...steps) =>
+        Effect.sync(() => {
+          queue.push(...steps)
+        }),
+      pendingSteps: Effect.sync(() => queue.length),
+      calls: Effect.sync(() => calls.map((call) => ({ ...call }))),
+      tokens: Effect.sync(() => calls.map((call) => call.refreshToken)),
+      stats: Effect.sync(() => ({ ...stats })),
+      isLive: (token) =>
+        Effect.sync(() => {
+          const value = reveal(token)
+          const chain = chains.get(value)
+          return chain !== undefined && chain.revoked === undefined && chain.current === value
+        }),
+      revokeSession: (token) =>
+        Effect.sync(() => {
+          const chain = chains.get(reveal(token))
+          if (chain !== undefined) chain.revoked = "signout"
+        }),
+      issuedTokens: Effect.sync(() => issued.slice())
+    }
+    return mock
+  })
+
+/**
+ * A mock in a layer: provides both {@link MockRefreshClient} (the controls)
+ * and `RefreshClient.RefreshClient` (what the code under test uses), backed by
+ * the same mock.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<MockRefreshClient | RefreshClient.RefreshClient> =>
+  Layer.effectContext(
+    Effect.map(
+      make(options),
+      (mock) => Context.make(MockRefreshClient, mock).pipe(Context.add(RefreshClient.RefreshClient, mock))
+    )
+  )
