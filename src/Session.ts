@@ -157,6 +157,8 @@ export const MoonWireBody = Schema.Union(
   SupabaseSession
 )
 
+const maxDateMillis = 8.64e15
+
 const toSession = (
   wire: SupabaseSession,
   nowMillis: number,
@@ -177,10 +179,18 @@ const toSession = (
       )
     )
   }
+  // Whole milliseconds, as a DateTime stores them: an expiry 0.5 ms away is now.
+  expiresAtMillis = Math.floor(expiresAtMillis)
+  const field = wire.expires_at !== undefined ? "expires_at" : "expires_in"
   if (expiresAtMillis <= nowMillis) {
-    const field = wire.expires_at !== undefined ? "expires_at" : "expires_in"
     return ParseResult.fail(
       new ParseResult.Pointer(field, actual, new ParseResult.Type(ast, undefined, "is not in the future"))
+    )
+  }
+  // Past the last date JavaScript can represent (year 275760): refuse, not throw.
+  if (!(expiresAtMillis <= maxDateMillis)) {
+    return ParseResult.fail(
+      new ParseResult.Pointer(field, actual, new ParseResult.Type(ast, undefined, "is beyond the representable dates"))
     )
   }
   // Every field was checked by the decode above; validating again in the

@@ -203,7 +203,9 @@ const noSession = (state: State): NoSessionError =>
 const positiveOrZero = (name: string, input: Duration.DurationInput): Duration.Duration => {
   const duration = Duration.decodeUnknown(input)
   // Duration clamps negative numbers to zero; a negative option is a mistake to report, not to clamp.
-  const negative = (typeof input === "number" && input < 0) || (typeof input === "bigint" && input < 0n)
+  const negative = (typeof input === "number" && input < 0) || (typeof input === "bigint" && input < 0n) ||
+    (typeof input === "string" && /^\s*-/.test(input)) ||
+    (Array.isArray(input) && (input[0] < 0 || input[1] < 0))
   if (negative || Option.isNone(duration) || !Duration.isFinite(duration.value)) {
     throw new globalThis.Error(`SessionManager: option "${name}" must be a finite, non-negative duration`)
   }

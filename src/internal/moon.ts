@@ -68,8 +68,20 @@ const fromHtml = (html: string): string => {
   return html.replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ").replace(/<[^>]*>/g, " ")
 }
 
-/** Reads an error message from a JSON, plain-text or HTML body. */
-export const readErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
+// Any value given to a token field, quoted or not, JSON or form-encoded: a
+// truncated or prefixed session body must not put its tokens in a message.
+const tokenField = /("?\b(?:access|refresh|provider|provider_refresh)_token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
+
+/** Reads an error message from a JSON, plain-text or HTML body, with every secret masked. */
+export const readErrorBody = (body: string, contentType: string | undefined, redact: Redact): ErrorBody => {
+  // Applied to the message after JSON parsing too, so an escaped echo
+  // (`\/`, `\u0041`) is caught once unescaped.
+  const clean = (text: string) => redact(redact(text).replace(tokenField, "$1<redacted>"))
+  const { codes, message } = readRawErrorBody(body, contentType)
+  return { message: clean(message), codes }
+}
+
+const readRawErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
   const json = parseJson(body)
   if (Option.isSome(json) && Predicate.isRecord(json.value)) {
     const record = json.value
@@ -107,7 +119,7 @@ export const moonEndpoint: Endpoint = {
         Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
         Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
           // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-          const error = readErrorBody(redact(body), "application/json")
+          const error = readErrorBody(body, "application/json", redact)
           return isDeadToken(error)
             ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
             : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
@@ -116,7 +128,7 @@ export const moonEndpoint: Endpoint = {
     })
   },
   classifyFailure: (response, body, redact) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, redact(body), now)))
+    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now, redact)))
 }
 
 /**
@@ -129,8 +141,16 @@ export const skewThresholdMillis = 5_000
 export const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
   Option.match(serverDate, {
     onNone: () => 0,
-    onSome: (date) => (Math.abs(date - now) < skewThresholdMillis ? 0 : date - now)
+    onSome: (date) => {
+      const skew = date - now
+      // Under the noise of a Date header, or so large that the header is more
+      // likely broken than the clock: trust our own clock.
+      return Math.abs(skew) < skewThresholdMillis || Math.abs(skew) > maxSkewMillis ? 0 : skew
+    }
   })
+
+/** A Date header further than this from our clock is ignored. */
+export const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
 
 /**
  * `expires_at` is the server's clock; a client whose clock runs ahead would
@@ -149,10 +169,11 @@ const classify = (
   response: HttpClientResponse.HttpClientResponse,
   body: string,
   now: number,
+  redact: Redact,
   fallback = `HTTP ${response.status}`
 ): RefreshError.RefreshError => {
   const status = response.status
-  const error = readErrorBody(body, response.headers["content-type"])
+  const error = readErrorBody(body, response.headers["content-type"], redact)
   const message = RefreshError.capMessage(error.message) || fallback
   if (isDeadToken(error) || status === 400 || status === 401 || status === 403) {
     return new RefreshError.TokenRejectedError({ status, message })
@@ -182,6 +203,9 @@ export const tooLarge = (
   }
   return Effect.flatMap(
     Clock.currentTimeMillis,
-    (now) => Effect.fail(classify(response, "", now, `HTTP ${status} (body over ${error.limit} bytes, not read)`))
+    (now) =>
+      Effect.fail(
+        classify(response, "", now, (text) => text, `HTTP ${status} (body over ${error.limit} bytes, not read)`)
+      )
   )
 }

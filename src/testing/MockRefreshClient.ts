@@ -365,7 +365,7 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
     }
 
     // The refresh grant with rotation and reuse detection, as the server runs it.
-    const process = (
+    const grant = (
       call: MutableCall,
       token: string,
       lifetime: Duration.Duration,
@@ -410,12 +410,12 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
             }
             case "Lost": {
               // The server's side happens (the token is spent), then the answer is lost.
-              process(call, token, lifetime, now)
+              grant(call, token, lifetime, now)
               call.outcome = "lost"
               return Effect.fail(step.error ?? connectionLost())
             }
             case "Succeed":
-              return Either.match(process(call, token, lifetime, now), {
+              return Either.match(grant(call, token, lifetime, now), {
                 onLeft: Effect.fail,
                 onRight: Effect.succeed
               })

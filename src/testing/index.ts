@@ -11,3 +11,11 @@
  * @since 0.1.0
  */
 export * as MockMoonServer from "./MockMoonServer.js"
+
+/**
+ * A scripted `RefreshClient` without HTTP, with one-time refresh tokens, for
+ * fast unit tests driven by `TestClock`.
+ *
+ * @since 0.1.0
+ */
+export * as MockRefreshClient from "./MockRefreshClient.js"

@@ -1,0 +1,214 @@
+// docs/07-testing.md: testing your own program with MockRefreshClient (fast,
+// TestClock) and MockMoonServer (real HTTP, faults). Each export is the body of
+// an @effect/vitest test: `it.effect("…", () => refreshesAheadOfExpiry)`.
+import { FetchHttpClient } from "@effect/platform"
+import { expect } from "@effect/vitest"
+import { Duration, Effect, Fiber, Layer, Redacted, TestClock } from "effect"
+import {
+  AuthHttpClient,
+  RefreshClient,
+  RefreshError,
+  RefreshPolicy,
+  Session,
+  SessionManager,
+  SessionStore
+} from "moon-refresh"
+import { MockMoonServer, MockRefreshClient } from "moon-refresh/testing"
+
+// [program]
+// The program under test: a token for the next API call, or a request to sign
+// in again. It only knows SessionManager; the tests decide what is behind it.
+export type Access =
+  | { readonly _tag: "Token"; readonly token: Redacted.Redacted<string> }
+  | { readonly _tag: "SignInAgain" }
+
+export const tokenForApi = SessionManager.accessToken.pipe(
+  Effect.map((token): Access => ({ _tag: "Token", token })),
+  Effect.catchTags({
+    NoSessionError: () => Effect.succeed<Access>({ _tag: "SignInAgain" }),
+    TokenRejectedError: () => Effect.succeed<Access>({ _tag: "SignInAgain" })
+  })
+)
+
+const tokenOf = (access: Access) => (access._tag === "Token" ? Redacted.value(access.token) : access._tag)
+// [/program]
+
+// [mock-layer]
+// The application's SessionManager, with the mock in place of the real
+// RefreshClient. MockRefreshClient.layer provides both the RefreshClient the
+// manager uses and the MockRefreshClient controls the test uses.
+const MockSessionLayer = (options?: MockRefreshClient.Options) =>
+  SessionManager.layer({ margin: "1 minute" }).pipe(
+    Layer.provideMerge(MockRefreshClient.layer(options)),
+    Layer.provide(SessionStore.layerMemory())
+  )
+
+// Signs in with a session the mock issued, so the mock knows its refresh token.
+const signInWithMock = Effect.gen(function*() {
+  const mock = yield* MockRefreshClient.MockRefreshClient
+  yield* SessionManager.signIn(yield* mock.issueSession())
+  return mock
+})
+// [/mock-layer]
+
+// [mock-expiry]
+// it.effect("refreshes once, ahead of expiry, and hands out the new token", () => …)
+export const refreshesAheadOfExpiry = Effect.gen(function*() {
+  const mock = yield* signInWithMock
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-1")
+
+  // An hour of the TestClock passes in no time; the manager refreshes at 59 minutes.
+  yield* TestClock.adjust("1 hour")
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-2")
+  expect(yield* mock.stats).toMatchObject({ calls: 1, rotations: 1, reuseRejections: 0 })
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
+// [/mock-expiry]
+
+// [mock-stampede]
+// it.effect("100 concurrent readers of an expired session cause one refresh", () => …)
+export const oneRefreshForManyReaders = Effect.gen(function*() {
+  const mock = yield* MockRefreshClient.MockRefreshClient
+  // A session that has already expired; its refresh takes 2 seconds.
+  yield* SessionManager.signIn(yield* mock.issueSession({ lifetime: 0 }))
+  yield* mock.script(MockRefreshClient.succeed({ delay: "2 seconds" }))
+  const readers = yield* Effect.fork(Effect.all(Array.from({ length: 100 }, () => tokenForApi), { concurrency: 100 }))
+  yield* TestClock.adjust("2 seconds")
+  const tokens = (yield* Fiber.join(readers)).map(tokenOf)
+  expect(new Set(tokens)).toStrictEqual(new Set(["mock-access-token-2"]))
+  expect((yield* mock.stats).calls).toBe(1)
+}).pipe(Effect.provide(MockSessionLayer()))
+// [/mock-stampede]
+
+// [mock-outage]
+// it.effect("keeps the valid token through an outage, then refreshes", () => …)
+const unavailable = new RefreshError.ServerError({ status: 503, message: "Service Unavailable" })
+
+export const ridesOutAnOutage = Effect.gen(function*() {
+  const mock = yield* signInWithMock
+  // Three failed refreshes, then the script is empty and calls succeed again.
+  yield* mock.script(...Array.from({ length: 3 }, () => MockRefreshClient.fail(unavailable)))
+
+  yield* TestClock.adjust("3570 seconds") // 59:30
+  // The refreshes at 59:00, 59:10 and 59:30 failed; the old token is still valid.
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-1")
+  expect((yield* mock.stats).calls).toBe(3)
+
+  // The cooldown doubles (10 s, 20 s, 40 s): the next try, at 60:10, succeeds.
+  yield* TestClock.adjust("40 seconds")
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-2")
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
+// [/mock-outage]
+
+// [mock-rejected]
+// it.effect("asks the user to sign in again when the refresh token is rejected", () => …)
+export const signsOutOnRejection = Effect.gen(function*() {
+  const mock = yield* signInWithMock
+  // A session revoked elsewhere (a sign-out on another device): the next
+  // refresh answers "Refresh Token Not Found", as Moon would.
+  yield* mock.revokeSession((yield* SessionManager.session).refreshToken)
+  yield* TestClock.adjust("1 hour")
+  expect(yield* tokenForApi).toStrictEqual({ _tag: "SignInAgain" })
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
+// [/mock-rejected]
+
+// [mock-lost]
+// it.effect("a lost answer spends the token: the next refresh signs the user out", () => …)
+export const lostAnswerSignsOut = Effect.gen(function*() {
+  const mock = yield* signInWithMock
+  // The server rotates, but the answer never arrives (a connection reset).
+  yield* mock.script(MockRefreshClient.lost())
+  yield* TestClock.adjust("59 minutes")
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-1") // still valid: kept
+
+  // After the cooldown the manager retries with the token it holds, which the
+  // server already spent: a reuse, and Moon signs the session out.
+  yield* TestClock.adjust("10 seconds")
+  expect(yield* tokenForApi).toStrictEqual({ _tag: "SignInAgain" })
+  expect(yield* mock.stats).toMatchObject({ rotations: 1, reuseRejections: 1 })
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
+// [/mock-lost]
+
+// [server-layer]
+// The same application over real HTTP: the real RefreshClient and an
+// AuthHttpClient, both pointed at a MockMoonServer on 127.0.0.1.
+const quickRetries = RefreshPolicy.exponential({
+  base: "10 millis",
+  maxRetries: 3,
+  maxDelay: "50 millis",
+  maxElapsed: "2 seconds"
+})
+
+const ServerAppLayer = (server: MockMoonServer.Service) =>
+  AuthHttpClient.layer.pipe(
+    Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
+    Layer.provide(RefreshClient.layer({ baseUrl: server.url, policy: quickRetries })),
+    Layer.provide(SessionStore.layerMemory()),
+    Layer.provide(FetchHttpClient.layer)
+  )
+
+// The program's API call: GET /protected, which answers 401 to an expired token.
+const callProtected = (server: MockMoonServer.Service) =>
+  Effect.gen(function*() {
+    const http = yield* AuthHttpClient.AuthHttpClient
+    const response = yield* http.get(`${server.url}/protected`)
+    return response.status
+  })
+// [/server-layer]
+
+// [server-replay]
+// it.scopedLive("refreshes through a 503 and replays the request the server refused", () => …)
+export const replaysAfterRefresh = Effect.gen(function*() {
+  // The server's clock can run ahead of ours: here, to expire its access token early.
+  let serverAhead = 0
+  const server = yield* MockMoonServer.make({ now: () => Date.now() + serverAhead })
+  const seeded = yield* server.issueSession()
+
+  yield* Effect.gen(function*() {
+    yield* SessionManager.signIn(Session.make(seeded))
+    expect(yield* callProtected(server)).toBe(200)
+
+    serverAhead = Duration.toMillis("2 hours") // the server now sees an expired token
+    yield* server.script(MockMoonServer.Fault.Status({ status: 503, body: "<title>Service Unavailable</title>" }))
+    // 401, refresh (a 503, retried), replay with the new token: 200.
+    expect(yield* callProtected(server)).toBe(200)
+  }).pipe(Effect.provide(ServerAppLayer(server)))
+
+  expect(yield* server.stats).toMatchObject({ refreshRequests: 2, rotations: 1, reuseRejections: 0 })
+})
+// [/server-replay]
+
+// [server-lost]
+// it.scopedLive("a reset after the server rotated: recovered only inside the reuse window", () => …)
+const refreshAfterReset = (reuseWindow: Duration.DurationInput) =>
+  Effect.gen(function*() {
+    const server = yield* MockMoonServer.make({ reuseWindow })
+    const seeded = yield* server.issueSession()
+    // The server spends the token and issues a new one, then the connection drops.
+    yield* server.script(MockMoonServer.Fault.ResetAfterRotate())
+    const client = yield* RefreshClient.make({ baseUrl: server.url, policy: quickRetries })
+    // The client retries the TransportError with the token it still holds.
+    return yield* Effect.either(client.refresh(seeded.refreshToken))
+  }).pipe(Effect.provide(FetchHttpClient.layer))
+
+export const lostAnswerAndReuseWindow = Effect.gen(function*() {
+  // Without a reuse window (MockMoonServer's default), the retry is a reuse: signed out.
+  const strict = yield* refreshAfterReset(0)
+  expect(strict._tag === "Left" && strict.left._tag).toBe("TokenRejectedError")
+  // With Supabase's window (about 10 s), the retry gets the same new token back.
+  const tolerant = yield* refreshAfterReset("10 seconds")
+  expect(tolerant._tag).toBe("Right")
+})
+// [/server-lost]
+
+// [server-audit]
+// it.scopedLive("puts no token it was given in what the program logs or returns", () => …)
+export const noTokenInTheOutput = Effect.gen(function*() {
+  const server = yield* MockMoonServer.make()
+  const seeded = yield* server.issueSession()
+  yield* server.script(MockMoonServer.Fault.Status({ status: 500, body: { msg: "boom" } }))
+  const client = yield* RefreshClient.make({ baseUrl: server.url, policy: RefreshPolicy.none })
+  const error = yield* Effect.flip(client.refresh(seeded.refreshToken))
+  const printed = `${String(error)} ${JSON.stringify(error)}`
+  for (const token of yield* server.issuedTokens) expect(printed).not.toContain(Redacted.value(token))
+}).pipe(Effect.provide(FetchHttpClient.layer))
+// [/server-audit]

@@ -1,0 +1,674 @@
+import { HttpClient, HttpClientResponse } from "@effect/platform"
+import { describe, expect, it, layer } from "@effect/vitest"
+import {
+  Cause,
+  Chunk,
+  Clock,
+  DateTime,
+  Duration,
+  Effect,
+  Exit,
+  FastCheck as fc,
+  Fiber,
+  Layer,
+  Option,
+  Redacted,
+  TestClock
+} from "effect"
+import { RefreshClient, RefreshError, RefreshPolicy, Session } from "moon-refresh"
+import * as TestHttpClient from "./support/TestHttpClient.js"
+
+// Property-based tests of `RefreshClient.refresh` against whatever a server (or
+// a proxy in front of it) might answer. Whatever the status, headers and body,
+// a refresh ends in a `Session` or a typed `RefreshError`: never a defect, never
+// an expired session, never a token in an error.
+
+// ---------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------
+
+// Marks a field to leave out of a generated object.
+const absent = Symbol("absent")
+type Maybe<A> = A | typeof absent
+
+const strip = (record: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(record).filter(([, value]) => value !== absent))
+
+/** `arbitrary`, or (`absentWeight` times in `weight + absentWeight`) nothing. */
+const maybe = <A>(arbitrary: fc.Arbitrary<A>, weight = 1, absentWeight = 1): fc.Arbitrary<Maybe<A>> =>
+  fc.oneof({ weight, arbitrary }, { weight: absentWeight, arbitrary: fc.constant(absent) })
+
+// 1970 to 2100: the TestClock's now for one run.
+const nowArb = fc.integer({ min: 0, max: 4_102_444_800_000 })
+
+// Refresh tokens as Supabase issues them (short base64url strings).
+const requestTokenArb = fc.stringMatching(/^[A-Za-z0-9_-]{12,64}$/)
+
+// Tokens planted in bodies: long and random, so that finding one in a message
+// is a leak, not a coincidence.
+const bodyTokenArb = fc.stringMatching(/^[A-Za-z0-9_-]{24,64}$/).map((s) => `tok.${s}`)
+
+// Far over the 500-character cap of a message, without making each run slow.
+const hugeString = fc.tuple(fc.integer({ min: 1_000, max: 20_000 }), fc.fullUnicode()).map(([n, c]) => c.repeat(n))
+
+const oddNumber = fc.oneof(
+  fc.constantFrom(0, -0, -1, 0.5, 1e-9, 1e12, 1e300, -1e300, 2 ** 53, 8.64e12, 8.64e15, Number.MAX_VALUE),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.integer()
+)
+
+const oddString = fc.oneof(
+  fc.constantFrom("", " ", "\t\n", "null", "3600", "\u0000", "😀", "\u202e", "bearer"),
+  fc.string({ unit: "grapheme", maxLength: 40 }),
+  fc.string({ unit: "binary", maxLength: 20 }),
+  { weight: 1, arbitrary: hugeString }
+)
+
+const anyJson = fc.jsonValue({ maxDepth: 3 })
+
+// A value of any JSON type, biased towards the edges.
+const oddValue: fc.Arbitrary<unknown> = fc.oneof(
+  oddNumber,
+  oddString,
+  anyJson,
+  fc.constant(null),
+  fc.boolean(),
+  fc.array(anyJson, { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 8 }), anyJson, { maxKeys: 3 })
+)
+
+const oddKey = fc.oneof(
+  fc.string({ maxLength: 12 }),
+  fc.constantFrom("__proto__", "constructor", "toString", "hasOwnProperty", "id ", "app_metadata", "identities")
+)
+
+const userArb: fc.Arbitrary<unknown> = fc.oneof(
+  {
+    weight: 19,
+    arbitrary: fc.record({
+      id: fc.oneof({ weight: 8, arbitrary: fc.uuid() }, { weight: 1, arbitrary: oddValue }, {
+        weight: 1,
+        arbitrary: fc.constant(absent)
+      }),
+      email: fc.oneof(
+        { weight: 6, arbitrary: fc.emailAddress() },
+        { weight: 2, arbitrary: fc.constant(null) },
+        { weight: 2, arbitrary: fc.constant(absent) },
+        { weight: 1, arbitrary: oddValue }
+      ),
+      extra: fc.dictionary(oddKey, oddValue, { maxKeys: 4 })
+    }).map(({ email, extra, id }) => ({ ...extra, ...strip({ id, email }) }))
+  },
+  { weight: 1, arbitrary: oddValue }
+)
+
+// Expiry fields, relative to the run's now: mostly sensible, often not.
+const expiryArb = (now: number) =>
+  fc.record({
+    expires_in: fc.oneof(
+      { weight: 8, arbitrary: fc.integer({ min: 1, max: 86_400 }) },
+      { weight: 1, arbitrary: fc.constantFrom(0, -1, -3600, 0.0001, 1e-9, 1e12, 1e300, 8.64e12) },
+      { weight: 1, arbitrary: oddValue },
+      { weight: 2, arbitrary: fc.constant(absent) }
+    ),
+    expires_at: fc.oneof(
+      { weight: 5, arbitrary: fc.integer({ min: 60, max: 86_400 }).map((d) => Math.floor(now / 1000) + d) },
+      { weight: 1, arbitrary: fc.integer({ min: -3_600, max: 60 }).map((d) => Math.floor(now / 1000) + d) },
+      { weight: 1, arbitrary: fc.constantFrom(0, -1, 1e-9, 1e12, 1e300, 8.64e12, 8.64e15) },
+      { weight: 1, arbitrary: oddValue },
+      { weight: 6, arbitrary: fc.constant(absent) }
+    )
+  })
+
+// A valid-looking Supabase session (tokens planted), then 0 to 4 mutations.
+type Mutation =
+  | { readonly _tag: "Remove"; readonly key: string }
+  | { readonly _tag: "Retype"; readonly key: string; readonly value: unknown }
+  | { readonly _tag: "Extra"; readonly key: string; readonly value: unknown }
+  | { readonly _tag: "UserField"; readonly key: string; readonly value: unknown }
+
+const sessionKeys = [
+  "access_token",
+  "refresh_token",
+  "expires_in",
+  "expires_at",
+  "token_type",
+  "user",
+  "provider_token",
+  "provider_refresh_token"
+] as const
+
+const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.record({ _tag: fc.constant("Remove" as const), key: fc.constantFrom(...sessionKeys) }),
+  fc.record({ _tag: fc.constant("Retype" as const), key: fc.constantFrom(...sessionKeys), value: oddValue }),
+  fc.record({
+    _tag: fc.constant("Extra" as const),
+    key: fc.oneof(oddKey, fc.constantFrom("error", "msg", "message", "code", "error_code", "data", "session")),
+    value: fc.oneof(oddValue, fc.constantFrom("Invalid Refresh Token: Already Used", "session_not_found"))
+  }),
+  fc.record({
+    _tag: fc.constant("UserField" as const),
+    key: fc.oneof(oddKey, fc.constantFrom("id", "email")),
+    value: oddValue
+  })
+)
+
+const mutate = (session: Record<string, unknown>, mutation: Mutation): Record<string, unknown> => {
+  switch (mutation._tag) {
+    case "Remove": {
+      const { [mutation.key]: _, ...rest } = session
+      return rest
+    }
+    case "Retype":
+    case "Extra":
+      return { ...session, [mutation.key]: mutation.value }
+    case "UserField": {
+      const user = session.user
+      return typeof user === "object" && user !== null && !Array.isArray(user)
+        ? { ...session, user: { ...user, [mutation.key]: mutation.value } }
+        : session
+    }
+  }
+}
+
+type Shape = "bare" | "wrapped" | "double-wrapped" | "data" | "array" | "wrapped-and-bare"
+const shape = (session: Record<string, unknown>, how: Shape): unknown => {
+  switch (how) {
+    case "bare":
+      return session
+    case "wrapped":
+      return { token: session }
+    case "double-wrapped":
+      return { token: { token: session } }
+    case "data":
+      return { data: { session } }
+    case "array":
+      return [session]
+    case "wrapped-and-bare":
+      return { ...session, token: session }
+  }
+}
+
+// What can happen to the text on the way: nothing, mostly.
+type TextEdit = "none" | "truncate" | "bom" | "xssi-prefix" | "trailing-garbage"
+const editText = (text: string, edit: TextEdit, at: number): string => {
+  switch (edit) {
+    case "none":
+      return text
+    case "truncate":
+      return text.slice(0, Math.floor(text.length * at))
+    case "bom":
+      return `\uFEFF${text}`
+    case "xssi-prefix":
+      return `)]}',\n${text}`
+    case "trailing-garbage":
+      return `${text}}garbage`
+  }
+}
+
+interface Body {
+  readonly text: string
+  /** Tokens the body carries (or carried before a mutation): none may appear in an error message. */
+  readonly planted: ReadonlyArray<string>
+}
+
+// A counterexample prints its body shortened: a 1 MiB body would bury the report.
+const makeBody = (text: string, planted: ReadonlyArray<string> = []): Body & fc.WithToStringMethod => ({
+  text,
+  planted,
+  [fc.toStringMethod]: () =>
+    `{ text: ${JSON.stringify(text.length > 400 ? `${text.slice(0, 400)}…` : text)}${
+      text.length > 400 ? ` (${text.length} chars)` : ""
+    }, planted: ${JSON.stringify(planted)} }`
+})
+
+const sessionBodyArb = (now: number): fc.Arbitrary<Body> =>
+  fc.record({
+    planted: fc.record({ accessToken: bodyTokenArb, refreshToken: bodyTokenArb }),
+    expiry: expiryArb(now),
+    tokenType: maybe(fc.constantFrom("bearer", "Bearer"), 4),
+    user: userArb,
+    providerToken: maybe(fc.oneof(fc.constant(null), bodyTokenArb), 1),
+    mutations: fc.oneof(
+      { weight: 2, arbitrary: fc.constant([]) },
+      { weight: 1, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 4 }) }
+    ),
+    shape: fc.oneof(
+      { weight: 8, arbitrary: fc.constantFrom<Shape>("bare", "wrapped") },
+      { weight: 1, arbitrary: fc.constantFrom<Shape>("double-wrapped", "data", "array", "wrapped-and-bare") }
+    ),
+    edit: fc.oneof(
+      { weight: 12, arbitrary: fc.constant<TextEdit>("none") },
+      { weight: 1, arbitrary: fc.constantFrom<TextEdit>("truncate", "bom", "xssi-prefix", "trailing-garbage") }
+    ),
+    at: fc.double({ min: 0, max: 1, noNaN: true })
+  }).map(({ at, edit, expiry, mutations, planted, providerToken, shape: how, tokenType, user }) => {
+    const base = strip({
+      access_token: planted.accessToken,
+      refresh_token: planted.refreshToken,
+      ...expiry,
+      token_type: tokenType,
+      user,
+      provider_token: providerToken
+    })
+    const session = mutations.reduce(mutate, base)
+    const tokens = [planted.accessToken, planted.refreshToken]
+    if (typeof providerToken === "string") tokens.push(providerToken)
+    return makeBody(editText(JSON.stringify(shape(session, how)), edit, at), tokens)
+  })
+
+const deadTokenPhrases = [
+  "Invalid Refresh Token: Already Used",
+  "Invalid Refresh Token: Refresh Token Not Found",
+  "Invalid Refresh Token: Session Expired"
+]
+
+// An error message a server might write, sometimes echoing the request's token.
+const messageArb = (requestToken: string) =>
+  fc.tuple(
+    fc.constantFrom(
+      "",
+      "Internal Server Error",
+      "Bad Gateway",
+      "rate limited",
+      "upstream timed out",
+      ...deadTokenPhrases
+    ),
+    fc.oneof(fc.string({ unit: "grapheme", maxLength: 60 }), { weight: 1, arbitrary: hugeString }),
+    fc.boolean()
+  ).map(([phrase, noise, echo]) => (echo ? `${phrase} ${noise} refresh_token=${requestToken}` : `${phrase} ${noise}`))
+
+const errorBodyArb = (requestToken: string): fc.Arbitrary<Body> =>
+  fc.oneof(
+    fc.record({
+      key: fc.constantFrom("error", "message", "msg", "error_description"),
+      message: messageArb(requestToken),
+      nested: fc.boolean()
+    }).map(({ key, message, nested }) => JSON.stringify({ [key]: nested ? { message } : message })),
+    fc.record({
+      code: fc.constantFrom(
+        "refresh_token_not_found",
+        "refresh_token_already_used",
+        "session_expired",
+        "over_request_rate_limit",
+        "unexpected_failure"
+      ),
+      msg: messageArb(requestToken)
+    }).map(({ code, msg }) => JSON.stringify({ error_code: code, msg })),
+    messageArb(requestToken),
+    messageArb(requestToken).map((m) =>
+      `<!DOCTYPE html><html><head><title>${m}</title><style>p{}</style></head><body><h1>${m}</h1></body></html>`
+    ),
+    fc.constant("")
+  ).map((text) => makeBody(text))
+
+// Just over 1 MiB. Rare here (reading it is the slow part of a run); the
+// limit itself is tested exactly in bad-input.test.ts.
+const oversizedArb: fc.Arbitrary<Body> = fc.constant(null).map(() =>
+  makeBody(`{"padding":"${"x".repeat(1024 * 1024)}"}`)
+)
+
+const bodyArb = (now: number, requestToken: string): fc.Arbitrary<Body> =>
+  fc.oneof(
+    { weight: 60, arbitrary: sessionBodyArb(now) },
+    { weight: 15, arbitrary: anyJson.map((value) => makeBody(JSON.stringify(value))) },
+    { weight: 25, arbitrary: errorBodyArb(requestToken) },
+    { weight: 5, arbitrary: fc.string({ unit: "grapheme", maxLength: 200 }).map((text) => makeBody(text)) },
+    { weight: 1, arbitrary: oversizedArb }
+  )
+
+const statusArb = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(200, 200, 200, 201, 204) },
+  { weight: 2, arbitrary: fc.constantFrom(400, 401, 403, 404, 408, 429, 500, 502, 503, 504) },
+  { weight: 2, arbitrary: fc.integer({ min: 100, max: 599 }) }
+)
+
+const headerText = fc.stringMatching(/^[\x20-\x7e]{0,40}$/)
+
+const headersArb = (now: number): fc.Arbitrary<Record<string, string>> =>
+  fc.record({
+    "content-type": maybe(
+      fc.oneof(
+        fc.constantFrom(
+          "application/json",
+          "application/json; charset=utf-8",
+          "text/html; charset=utf-8",
+          "text/plain",
+          "application/octet-stream",
+          "application/problem+json"
+        ),
+        headerText
+      ),
+      4
+    ),
+    "retry-after": maybe(
+      fc.oneof(
+        fc.nat({ max: 100_000_000 }).map(String),
+        fc.double({ min: 0, max: 1e6, noNaN: true }).map((n) => n.toFixed(3)),
+        fc.constantFrom("9".repeat(40), "-5", "soon", "", " 120 ", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        fc.integer({ min: -86_400_000, max: 366 * 86_400_000 }).map((d) => new Date(now + d).toUTCString()),
+        headerText
+      )
+    ),
+    date: maybe(
+      fc.oneof(
+        { weight: 4, arbitrary: fc.integer({ min: -3_000, max: 3_000 }).map((d) => new Date(now + d).toUTCString()) },
+        { weight: 1, arbitrary: nowArb.map((t) => new Date(t).toUTCString()) },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom("Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 1970 00:00:00 GMT", "yesterday")
+        },
+        { weight: 1, arbitrary: headerText }
+      )
+    ),
+    "content-length": maybe(fc.constantFrom("0", "12", "abc", "-1", String(2 ** 31)), 1, 4)
+  }).map((headers) => strip(headers) as Record<string, string>)
+
+interface Scenario {
+  readonly now: number
+  readonly requestToken: string
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly body: Body
+}
+
+const scenarioArb: fc.Arbitrary<Scenario> = fc.tuple(nowArb, requestTokenArb).chain(([now, requestToken]) =>
+  fc.record({
+    now: fc.constant(now),
+    requestToken: fc.constant(requestToken),
+    status: statusArb,
+    headers: headersArb(now),
+    body: bodyArb(now, requestToken)
+  })
+)
+
+// ---------------------------------------------------------------------------
+// The HTTP double
+// ---------------------------------------------------------------------------
+
+// `new Response` refuses a 1xx status and any body (even "") on 204, 205 and
+// 304, all of which a raw socket or a misbehaving proxy can still deliver. Those go
+// through a `Response` whose status is overridden; the rest through TestHttpClient.
+const refusedByResponse = (status: number) => status < 200 || status === 204 || status === 205 || status === 304
+
+const anyStatusClient = (status: number, body: string, headers: Record<string, string>) =>
+  HttpClient.make((request) =>
+    Effect.sync(() => {
+      const inner = new Response(body, { status: 200, headers })
+      const response = new Proxy(inner, {
+        get: (target, key) => {
+          if (key === "status") return status
+          const value = Reflect.get(target, key, target)
+          return typeof value === "function" ? value.bind(target) : value
+        }
+      })
+      return HttpClientResponse.fromWeb(request, response)
+    })
+  )
+
+const serverFor = (scenario: Scenario): HttpClient.HttpClient =>
+  refusedByResponse(scenario.status)
+    ? anyStatusClient(scenario.status, scenario.body.text, scenario.headers)
+    : TestHttpClient.make({
+      _tag: "Respond",
+      status: scenario.status,
+      body: scenario.body.text,
+      headers: scenario.headers
+    }).client
+
+// One attempt: the outcome of a single answer, not of a retry schedule. The
+// service is built with `make` rather than through a layer: thousands of runs
+// should spend their time refreshing, not building layers.
+const refreshOnce = (scenario: Scenario) =>
+  RefreshClient.make({ policy: RefreshPolicy.none }).pipe(
+    Effect.provideService(HttpClient.HttpClient, serverFor(scenario)),
+    Effect.flatMap((client) => client.refresh(Redacted.make(scenario.requestToken))),
+    Effect.exit
+  )
+
+// ---------------------------------------------------------------------------
+// What every outcome must satisfy
+// ---------------------------------------------------------------------------
+
+const describeScenario = (scenario: Scenario) =>
+  `status ${scenario.status}, headers ${JSON.stringify(scenario.headers)}, body ${
+    JSON.stringify(scenario.body.text.slice(0, 300))
+  }${scenario.body.text.length > 300 ? `… (${scenario.body.text.length} chars)` : ""}`
+
+const expectSession = (session: Session.Session, now: number) => {
+  expect(session).toBeInstanceOf(Session.Session)
+  expect(Redacted.value(session.accessToken).trim()).not.toBe("")
+  expect(Redacted.value(session.refreshToken).trim()).not.toBe("")
+  expect(DateTime.toEpochMillis(session.expiresAt)).toBeGreaterThan(now)
+}
+
+const expectTypedError = (cause: Cause.Cause<RefreshError.RefreshError>, secrets: ReadonlyArray<string>) => {
+  const failure = Cause.failureOption(cause)
+  // Exactly one typed failure: no defect, no interruption beside it.
+  expect(Cause.isDie(cause), Cause.pretty(cause)).toBe(false)
+  expect(Cause.isInterrupted(cause)).toBe(false)
+  expect(Option.isSome(failure)).toBe(true)
+  const error = Option.getOrThrow(failure)
+  expect(RefreshError.isRefreshError(error)).toBe(true)
+  expect(typeof error.message).toBe("string")
+  expect(error.message.length).toBeLessThanOrEqual(RefreshError.maxMessageLength)
+  const renderings = [error.message, String(error), JSON.stringify(error)]
+  for (const secret of secrets) {
+    for (const rendering of renderings) expect(rendering).not.toContain(secret)
+  }
+  return error
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+// Each run gets a TestClock of its own, starting at the run's now. Cheaper than
+// `TestClock.setTime` on the test's clock, which first waits (a few timer ticks)
+// for every fiber of the test to settle: more than the refresh under test costs.
+const atTime = (now: number) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.provide(effect, TestClock.live(TestClock.makeData(now, Chunk.empty())))
+
+// One set of test services for all runs (`it.effect.prop` outside a `layer`
+// builds them anew for each run); the clock is per run, above.
+layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
+  it.effect.prop(
+    "ends in a Session or a typed RefreshError, never a defect; sessions are usable; errors are short and secret-free",
+    { scenario: scenarioArb },
+    ({ scenario }) =>
+      Effect.gen(function*() {
+        const exit = yield* refreshOnce(scenario)
+        const now = yield* Clock.currentTimeMillis
+        const context = describeScenario(scenario)
+        if (Exit.isSuccess(exit)) {
+          expect(scenario.status >= 200 && scenario.status < 300, context).toBe(true)
+          expectSession(exit.value, now)
+        } else {
+          const error = expectTypedError(exit.cause, [scenario.requestToken, ...scenario.body.planted])
+          const status = scenario.status
+          // The classification follows the status where the status decides.
+          if (status >= 200 && status < 300) {
+            expect(["MalformedResponseError", "TokenRejectedError"], context).toContain(error._tag)
+          } else if (status === 400 || status === 401 || status === 403) {
+            expect(error._tag, context).toBe("TokenRejectedError")
+          } else {
+            expect(error._tag, context).not.toBe("MalformedResponseError")
+          }
+          if (error._tag === "RateLimitedError") {
+            expect([429, 503]).toContain(status)
+            for (const delay of Option.toArray(error.retryAfter)) {
+              expect(Duration.lessThanOrEqualTo(delay, Duration.hours(1))).toBe(true)
+            }
+          }
+        }
+      }).pipe(atTime(scenario.now)),
+    // CPU-bound: 2,000 runs took about 20 s on a busy 2-core machine; the timeout is for slower ones.
+    { timeout: 120_000, fastCheck: { numRuns: 2000 } }
+  )
+
+  it.effect.prop(
+    "decodes every well-typed Supabase session (Schema's Arbitrary) with a future expiry into that session",
+    {
+      wire: Session.SupabaseSession,
+      now: nowArb,
+      wrapped: fc.boolean(),
+      requestToken: requestTokenArb
+    },
+    ({ now, requestToken, wire, wrapped }) =>
+      Effect.gen(function*() {
+        const body = JSON.stringify(wrapped ? { token: wire } : wire)
+        const exit = yield* refreshOnce({
+          now,
+          requestToken,
+          status: 200,
+          headers: { "content-type": "application/json" },
+          body: makeBody(body)
+        })
+        // Through JSON, as on the wire (JSON.stringify drops what JSON cannot carry).
+        const sent = JSON.parse(body)
+        const wireSent: Session.SupabaseSession = wrapped ? sent.token : sent
+        const expiresAt = wireSent.expires_at !== undefined
+          ? wireSent.expires_at * 1000
+          : wireSent.expires_in !== undefined
+          ? now + wireSent.expires_in * 1000
+          : undefined
+        if (Exit.isSuccess(exit)) {
+          const session = exit.value
+          expectSession(session, now)
+          expect(Redacted.value(session.accessToken)).toBe(wireSent.access_token)
+          expect(Redacted.value(session.refreshToken)).toBe(wireSent.refresh_token)
+          expect(session.tokenType).toBe(wireSent.token_type ?? "bearer")
+          expect(session.user.id).toBe(wireSent.user.id)
+        } else {
+          // Schema's tokens can be a single character; only long ones cannot appear by coincidence.
+          const tokens = [wireSent.access_token, wireSent.refresh_token].filter((token) => token.length >= 12)
+          const error = expectTypedError(exit.cause, [requestToken, ...tokens])
+          // Only the expiry can make a well-typed session unusable: missing, not in
+          // the future, or past the last date JavaScript can represent.
+          expect(error._tag).toBe("MalformedResponseError")
+          expect(error.message).toMatch(/expires_(in|at)/)
+          expect(expiresAt === undefined || expiresAt <= now + 1 || expiresAt > 8.64e15).toBe(true)
+        }
+      }).pipe(atTime(now)),
+    { timeout: 60_000, fastCheck: { numRuns: 200 } }
+  )
+
+  it.effect.prop(
+    "with the default policy, any run of answers ends within 2 minutes, after at most 6 requests",
+    {
+      scenarios: fc.array(scenarioArb, { minLength: 1, maxLength: 8 }),
+      transportFailures: fc.array(fc.boolean(), { minLength: 8, maxLength: 8 })
+    },
+    ({ scenarios, transportFailures }) =>
+      Effect.gen(function*() {
+        const first = scenarios[0]!
+        const server = TestHttpClient.make(
+          ...scenarios.map((scenario, i): TestHttpClient.Reply =>
+            transportFailures[i] || refusedByResponse(scenario.status)
+              ? TestHttpClient.transportFailure()
+              : { _tag: "Respond", status: scenario.status, body: scenario.body.text, headers: scenario.headers }
+          )
+        )
+        const fiber = yield* RefreshClient.refresh(first.requestToken).pipe(
+          Effect.provide(RefreshClient.layer()),
+          Effect.provide(server.layer),
+          Effect.fork
+        )
+        yield* TestClock.adjust("2 minutes")
+        const exit = yield* Fiber.poll(fiber)
+        expect(Option.isSome(exit)).toBe(true)
+        expect(server.requests.length).toBeGreaterThanOrEqual(1)
+        expect(server.requests.length).toBeLessThanOrEqual(6)
+        const planted = scenarios.flatMap((scenario) => scenario.body.planted)
+        Option.map(exit, (exit) => {
+          if (Exit.isSuccess(exit)) return expect(exit.value).toBeInstanceOf(Session.Session)
+          expectTypedError(exit.cause, [first.requestToken, ...planted])
+        })
+      }).pipe(atTime(scenarios[0]!.now)),
+    { timeout: 60_000, fastCheck: { numRuns: 60 } }
+  )
+})
+
+// Counterexamples the properties found, kept as plain examples so each names its cause.
+describe("answers the properties found", () => {
+  const planted = { access: "tok.access-0123456789abcdef", refresh: "tok.refresh-0123456789abcdef" }
+  const sessionText = JSON.stringify({
+    access_token: planted.access,
+    refresh_token: planted.refresh,
+    expires_in: 3600,
+    user: { id: "user-1" }
+  })
+  const errorOf = (status: number, body: string, requestToken = "request-token-0123") =>
+    Effect.gen(function*() {
+      const exit = yield* refreshOnce({ now: 0, requestToken, status, headers: {}, body: makeBody(body) })
+      if (Exit.isSuccess(exit)) throw new Error("expected an error, got a session")
+      return expectTypedError(exit.cause, [])
+    })
+
+  // FAILS: src/internal/moon.ts `readErrorBody` uses a body that is not a JSON
+  // object (plain text, HTML, a JSON array, JSON cut short or behind a prefix)
+  // as the message verbatim, and `redact` (src/RefreshClient.ts) only removes
+  // the request's own token. A proxy relaying a session with an error status,
+  // or a 2xx array holding a dead-token phrase, puts the session's tokens in
+  // the error.
+  for (
+    const [what, status, body] of [
+      ["a 502 relaying a session cut short", 502, sessionText.slice(0, 80)],
+      ["a 500 relaying a session behind an XSSI prefix", 500, `)]}',\n${sessionText}`],
+      ["a 200 JSON array holding a session and a dead-token phrase", 200, `[${sessionText}, "session_expired"]`]
+    ] as const
+  ) {
+    it.effect(`${what} puts none of the body's tokens in the error`, () =>
+      Effect.gen(function*() {
+        const error = yield* errorOf(status, body)
+        expect(error.message).not.toContain(planted.access)
+        expect(error.message).not.toContain(planted.refresh)
+      }))
+  }
+
+  // FAILS: `redact` (src/RefreshClient.ts, in `attempt`) replaces the token in
+  // the raw body text, before JSON parsing. A server that escapes characters
+  // of the token in its JSON (PHP's json_encode writes "/" as "\/") hides the
+  // echo from `redact`; `readErrorBody` then unescapes it into the message.
+  it.effect("an echoed refresh token is redacted even when the server's JSON escapes it", () =>
+    Effect.gen(function*() {
+      const token = "Ab3/xY9+kL0/pQ7="
+      const error = yield* errorOf(500, `{"message":"invalid refresh token ${token.replaceAll("/", "\\/")}"}`, token)
+      expect(error._tag).toBe("TokenRejectedError")
+      expect(error.message).not.toContain(token)
+    }))
+})
+
+describe("Arbitrary values of the library's own schemas", () => {
+  it.prop(
+    "every RefreshError is recognised by isRefreshError, and only 5xx, transport and rate limits are retryable",
+    { error: RefreshError.RefreshError },
+    ({ error }) => {
+      expect(RefreshError.isRefreshError(error)).toBe(true)
+      const retryable = error._tag === "TransportError" || error._tag === "RateLimitedError" ||
+        (error._tag === "ServerError" && error.status >= 500)
+      expect(RefreshError.isRetryable(error)).toBe(retryable)
+    },
+    { fastCheck: { numRuns: 500 } }
+  )
+
+  it.prop(
+    "capMessage never returns more than 500 characters, and cuts only the end",
+    { message: fc.oneof(fc.string({ unit: "grapheme" }), hugeString) },
+    ({ message }) => {
+      const capped = RefreshError.capMessage(message)
+      expect(capped.length).toBeLessThanOrEqual(RefreshError.maxMessageLength)
+      expect(message.replace(/\s+/g, " ").trim().startsWith(capped.replace(/…$/, ""))).toBe(true)
+    },
+    { fastCheck: { numRuns: 500 } }
+  )
+
+  it.prop(
+    "isRefreshError refuses anything that is not one",
+    { value: fc.anything() },
+    ({ value }) => {
+      expect(RefreshError.isRefreshError(value)).toBe(false)
+    },
+    { fastCheck: { numRuns: 500 } }
+  )
+})
