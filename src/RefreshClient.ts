@@ -120,9 +120,15 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
     }
     const url = joinUrl(baseUrl.right, path.right)
     const policy = options.policy ?? RefreshPolicy.defaultPolicy
-    // No trace-propagation headers to Moon: a third-party auth server has no
-    // use for our trace ids. The client span stays, as a child of ours.
-    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
+    // No platform span for this POST: its exit holds the raw request and
+    // response, whose bodies hold the tokens, and a tracer that serialises
+    // exits would write them out. Our own span (moon-refresh/refresh) carries
+    // the URL, the attempts and the outcome. No trace-propagation headers to
+    // Moon either: a third-party auth server has no use for our trace ids.
+    const client = (yield* HttpClient.HttpClient).pipe(
+      HttpClient.withTracerDisabledWhen(() => true),
+      HttpClient.withTracerPropagation(false)
+    )
 
     const attempt = (refreshToken: Redacted.Redacted<string>) => {
       // A server that echoes the request must not put our token in an error message.
@@ -164,7 +170,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
               reason: "Timeout",
               message: `no complete response within ${Duration.format(timeout.value)}`
             })
-        })
+        }),
+        // A fiber the HTTP stack forks and loses (a body cut mid-stream) would
+        // be logged with its raw error, whose request holds the token. Our own
+        // error says what happened, without it.
+        Effect.withUnhandledErrorLogLevel(Option.none())
       )
     }
 

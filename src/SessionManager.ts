@@ -354,14 +354,17 @@ export const make = (
     // (an aborted POST may have rotated the token server-side).
     const runRefresh = (snapshot: State, session: Session.Session) => {
       let committed = false
-      return withLock(
+      // Uninterruptible except where marked: once the server has answered, the
+      // answer is committed (and saved) even if the scope is closing, because
+      // the old refresh token is already spent.
+      return withLock(Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           let base = session
           let adopted = false
           if (!snapshot.unsaved) {
             // Another process (or tab) sharing the store may have refreshed
             // already: its session is newer and ours is spent.
-            const stored = yield* Effect.orElseSucceed(store.load, () => Option.none<Session.Session>())
+            const stored = yield* restore(Effect.orElseSucceed(store.load, () => Option.none<Session.Session>()))
             if (Option.isSome(stored) && DateTime.greaterThan(stored.value.expiresAt, base.expiresAt)) {
               base = stored.value
               adopted = true
@@ -371,12 +374,12 @@ export const make = (
           const outcome = adopted && DateTime.toEpochMillis(base.expiresAt) - now > margin
             ? Exit.succeed({ session: base, adopted: true })
             : yield* Effect.exit(
-              Effect.map(client.refresh(base.refreshToken), (fresh) => ({ session: fresh, adopted: false }))
+              restore(Effect.map(client.refresh(base.refreshToken), (fresh) => ({ session: fresh, adopted: false })))
             )
           committed = true
           return yield* mutex.withPermits(1)(commit(snapshot.generation, outcome))
         })
-      ).pipe(
+      )).pipe(
         // The store's lock (or its re-read) failed before the outcome was
         // committed: that is a failed refresh too, with its cooldown.
         Effect.catchAll((error) =>
