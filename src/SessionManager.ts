@@ -8,7 +8,6 @@
  */
 import {
   Cause,
-  Clock,
   Context,
   Data,
   DateTime,
@@ -252,6 +251,8 @@ export const make = (
     const state = MutableRef.make(initialState(Option.getOrUndefined(yield* store.load)))
     const getState = Effect.sync(() => MutableRef.get(state))
     const update = (f: (s: State) => State) => Effect.sync(() => MutableRef.updateAndGet(state, f))
+    // Every reading of time in the manager goes through this one clock (the
+    // one in context at build), so the hot and slow paths never disagree.
     const clock = yield* Effect.clock
     const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
     // Serialises every change of session (refresh commit, sign-in, sign-out,
@@ -265,7 +266,7 @@ export const make = (
     const reschedule: Effect.Effect<void> = Effect.gen(function*() {
       const s = yield* getState
       if (!autoRefresh || s.session === undefined) return yield* FiberHandle.clear(proactive)
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* clock.currentTimeMillis
       // Due at `expiresAt - margin`, but never inside a cooldown.
       const at = Math.max(s.cooldownUntil, s.expiresAt - margin)
       yield* FiberHandle.run(
@@ -337,7 +338,7 @@ export const make = (
           yield* reschedule
           return yield* Effect.failCause(outcome.cause)
         }
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* clock.currentTimeMillis
         const failures = s.failures + 1
         const pause = Math.min(cooldown * 2 ** (failures - 1), maxCooldown)
         yield* update((c) => ({ ...c, failures, cooldownUntil: now + pause, lastError: error.value }))
@@ -370,7 +371,7 @@ export const make = (
               adopted = true
             }
           }
-          const now = yield* Clock.currentTimeMillis
+          const now = yield* clock.currentTimeMillis
           const outcome = adopted && DateTime.toEpochMillis(base.expiresAt) - now > margin
             ? Exit.succeed({ session: base, adopted: true })
             : yield* Effect.exit(
@@ -418,7 +419,7 @@ export const make = (
     const slowSession: Effect.Effect<Session.Session, SessionError> = Effect.gen(function*() {
       const s = yield* getState
       if (s.session === undefined) return yield* Effect.fail(noSession(s))
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* clock.currentTimeMillis
       const usable = s.expiresAt > now
       if (s.inflight !== undefined) return usable ? s.session : yield* Deferred.await(s.inflight)
       if (now < s.cooldownUntil) return usable ? s.session : yield* Effect.fail(s.lastError ?? noSession(s))
@@ -426,7 +427,7 @@ export const make = (
       if (result._tag === "Right") return result.right
       // A transient failure keeps the old session; hand it out while it is valid.
       const after = yield* getState
-      if (after.session === s.session && s.expiresAt > (yield* Clock.currentTimeMillis)) return s.session
+      if (after.session === s.session && s.expiresAt > (yield* clock.currentTimeMillis)) return s.session
       return yield* Effect.fail(result.left)
     })
 
@@ -476,7 +477,7 @@ export const make = (
       current: Effect.map(getState, (s) => Option.fromNullable(s.session)),
       refresh: Effect.flatMap(getState, (s) => {
         if (s.inflight !== undefined) return Deferred.await(s.inflight)
-        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        return Effect.flatMap(clock.currentTimeMillis, (now) =>
           now < s.cooldownUntil && s.lastError !== undefined ? Effect.fail(s.lastError) : startOrJoin)
       }),
       signIn,
