@@ -38,7 +38,7 @@ export const measureHotPath = async (
   options: { readonly reads: number; readonly rounds: number }
 ): Promise<Array<HotPathRow>> => {
   const minted = { accessToken: `at.1.${"x".repeat(640)}`, refreshToken: `rt.1.${"x".repeat(640)}` }
-  const session = Session.make({ ...minted, expiresAt: Date.now() + 3_600_000, user: { id: "bench-user" } })
+  const session = Session.unsafeMake({ ...minted, expiresAt: Date.now() + 3_600_000, user: { id: "bench-user" } })
   const neverCalled = Layer.succeed(
     RefreshClient.RefreshClient,
     RefreshClient.RefreshClient.of({ refresh: () => Effect.dieMessage("the hot path must not refresh") })

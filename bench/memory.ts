@@ -53,7 +53,7 @@ const heapAfterGc = (gc: () => void): number => {
 let serial = 0
 const pad = "x".repeat(640)
 const validated = () =>
-  Session.make({
+  Session.unsafeMake({
     accessToken: `at.${++serial}.${pad}`,
     refreshToken: `rt.${serial}.${pad}`,
     expiresAt: Date.now() + 3_600_000,

@@ -9,7 +9,7 @@
 import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Effect, Option, Redacted } from "effect"
 import { readBodyCapped } from "../src/internal/http.js"
-import { moonEndpoint } from "../src/internal/moon.js"
+import * as Moon from "../src/internal/moon.js"
 import * as RefreshClient from "../src/RefreshClient.js"
 import * as RefreshError from "../src/RefreshError.js"
 import * as RefreshPolicy from "../src/RefreshPolicy.js"
@@ -51,7 +51,7 @@ const response = () =>
 const fields = {
   accessToken: Redacted.make(`at.1.${pad}`),
   refreshToken: Redacted.make(`rt.2.${pad}`),
-  expiresAt: Session.make({ accessToken: "a", refreshToken: "r", expiresAt: 0, user: { id: "u" } }).expiresAt,
+  expiresAt: Session.unsafeMake({ accessToken: "a", refreshToken: "r", expiresAt: 0, user: { id: "u" } }).expiresAt,
   tokenType: "bearer",
   user: { id: "u", email: "bench@example.com" }
 }
@@ -75,7 +75,7 @@ const pieces: ReadonlyArray<Piece> = [
   {
     piece: "decodeSuccess (JSON.parse + Schema + new Session)",
     source: "src/internal/moon.ts decodeSuccess",
-    effect: () => moonEndpoint.decodeSuccess(200, body, Option.none(), (text) => text)
+    effect: () => Moon.decodeSuccess(200, body, Option.none(), (text) => text)
   },
   {
     piece: "new Session(fields), validating",

@@ -11,7 +11,7 @@ import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
 import { readBodyCapped } from "../src/internal/http.js"
-import { moonEndpoint } from "../src/internal/moon.js"
+import * as Moon from "../src/internal/moon.js"
 import * as RefreshClient from "../src/RefreshClient.js"
 import * as RefreshError from "../src/RefreshError.js"
 import * as RefreshPolicy from "../src/RefreshPolicy.js"
@@ -192,7 +192,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       dispose: () => runtime.dispose()
     }
   }
-  const request = (token: string) => moonEndpoint.request(url, Redacted.make(token))
+  const request = (token: string) => Moon.request(url, Redacted.make(token))
   const withText = (client: HttpClient.HttpClient, token: string) =>
     client.execute(request(token)).pipe(
       Effect.flatMap((response) => response.text),
@@ -210,7 +210,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       Effect.flatMap((response) =>
         Effect.flatMap(
           response.text,
-          (text) => moonEndpoint.decodeSuccess(response.status, text, Option.none(), (body) => body)
+          (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
         )
       ),
       Effect.catchTags({

@@ -37,7 +37,7 @@ interface WireSession {
 }
 
 const expiredSession = (minted: { readonly accessToken: string; readonly refreshToken: string }) =>
-  Session.make({
+  Session.unsafeMake({
     accessToken: minted.accessToken,
     refreshToken: minted.refreshToken,
     expiresAt: Date.now() - 1000,

@@ -128,7 +128,7 @@ const manager = Effect.gen(function*() {
   const postCount = Effect.map(server.stats, (stats) => stats.refreshRequests)
 
   // Issued now, used last: by then it has expired.
-  const idle = Session.make(yield* server.issueSession({ user: { email: "idle@example.com" } }))
+  const idle = Session.unsafeMake(yield* server.issueSession({ user: { email: "idle@example.com" } }))
 
   const tally: Tally = { ok: 0, unauthorized: 0, failed: [] }
   const request = Effect.flatMap(AuthHttpClient.AuthHttpClient, (http) => http.get(`${server.url}/protected`)).pipe(
@@ -216,7 +216,9 @@ const manager = Effect.gen(function*() {
     // Let the subscription start before the first event.
     yield* Effect.sleep("20 millis")
 
-    yield* SessionManager.signIn(Session.make(yield* server.issueSession({ user: { email: "demo@example.com" } })))
+    yield* SessionManager.signIn(
+      Session.unsafeMake(yield* server.issueSession({ user: { email: "demo@example.com" } }))
+    )
     const loops = yield* Effect.forkScoped(
       Effect.all(
         Array.from({ length: 4 }, () => Effect.repeat(request, Schedule.spaced("20 millis"))),

@@ -211,7 +211,7 @@ const forever = <A, E>(effect: Effect.Effect<A, E>, pause: Duration.DurationInpu
 const soak = Effect.gen(function*() {
   const url = yield* Effect.promise(() => serverUrl)
   const issued = yield* call<IssuedSession>({ op: "issueSession" })
-  const initial = Session.make({
+  const initial = Session.unsafeMake({
     accessToken: issued.accessToken,
     refreshToken: issued.refreshToken,
     expiresAt: issued.expiresAtMillis,

@@ -6,9 +6,11 @@
  * @since 0.1.0
  */
 import { HttpClient, type HttpClientError } from "@effect/platform"
-import { Cause, Config, ConfigError, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
+import type { ConfigError } from "effect"
+import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
 import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl, validatePath } from "./internal/http.js"
-import { moonEndpoint, tooLarge } from "./internal/moon.js"
+import * as Moon from "./internal/moon.js"
+import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
 import * as RefreshPolicy from "./RefreshPolicy.js"
 import type * as Session from "./Session.js"
@@ -62,7 +64,26 @@ export interface Options {
   readonly timeout?: Duration.DurationInput | undefined
 }
 
-const endpoint = moonEndpoint
+interface Resolved {
+  readonly url: string
+  readonly timeout: Duration.Duration
+  readonly policy: RefreshPolicy.RefreshPolicy
+}
+
+// The one validation of the options, shared by `make` (a refusal is a defect)
+// and `layerConfig` (a refusal is a `ConfigError` naming the setting).
+const resolve = (options: Options): Either.Either<Resolved, Options_.Invalid> =>
+  Either.gen(function*() {
+    const refused = (option: string) => (reason: string): Options_.Invalid => ({
+      owner: "RefreshClient",
+      option,
+      reason
+    })
+    const baseUrl = yield* Either.mapLeft(validateBaseUrl(options.baseUrl ?? defaultBaseUrl), refused("baseUrl"))
+    const timeout = yield* Options_.duration("RefreshClient", "timeout", options.timeout ?? defaultTimeout, "positive")
+    const path = yield* Either.mapLeft(validatePath(options.path ?? Moon.defaultPath), refused("path"))
+    return { url: joinUrl(baseUrl, path), timeout, policy: options.policy ?? RefreshPolicy.defaultPolicy }
+  })
 
 const outcome = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): string =>
   Exit.match(exit, {
@@ -105,21 +126,10 @@ const describeTransport = (error: HttpClientError.HttpClientError): RefreshError
  * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<Service, never, HttpClient.HttpClient> =>
+  Effect.flatMap(Options_.orDie(resolve(options)), build)
+
+const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
-    const baseUrl = validateBaseUrl(options.baseUrl ?? defaultBaseUrl)
-    if (Either.isLeft(baseUrl)) {
-      return yield* Effect.dieMessage(`RefreshClient: option "baseUrl" ${baseUrl.left}`)
-    }
-    const timeout = Duration.decodeUnknown(options.timeout ?? defaultTimeout)
-    if (Option.isNone(timeout) || !Duration.isFinite(timeout.value) || Duration.toMillis(timeout.value) <= 0) {
-      return yield* Effect.dieMessage(`RefreshClient: option "timeout" must be a positive, finite duration`)
-    }
-    const path = validatePath(options.path ?? endpoint.defaultPath)
-    if (Either.isLeft(path)) {
-      return yield* Effect.dieMessage(`RefreshClient: option "path" ${path.left}`)
-    }
-    const url = joinUrl(baseUrl.right, path.right)
-    const policy = options.policy ?? RefreshPolicy.defaultPolicy
     // No platform span for this POST: its exit holds the raw request and
     // response, whose bodies hold the tokens, and a tracer that serialises
     // exits would write them out. Our own span (moon-refresh/refresh) carries
@@ -132,25 +142,25 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
 
     const attempt = (refreshToken: Redacted.Redacted<string>) => {
       // A server that echoes the request must not put our token in an error message.
-      const redact = (text: string) => text.split(Redacted.value(refreshToken)).join("<redacted>")
-      return client.execute(endpoint.request(url, refreshToken)).pipe(
+      const mask = Moon.maskToken(refreshToken)
+      return client.execute(Moon.request(url, refreshToken)).pipe(
         Effect.flatMap((response) =>
           readBodyCapped(response).pipe(
             Effect.catchIf(
               (error): error is BodyTooLarge => error instanceof BodyTooLarge,
-              (error) => tooLarge(response, error)
+              (error) => Moon.tooLarge(response, error)
             ),
             Effect.flatMap((body) => {
               if (response.status >= 200 && response.status < 300) {
                 const date = Date.parse(response.headers["date"] ?? "")
-                return endpoint.decodeSuccess(
+                return Moon.decodeSuccess(
                   response.status,
                   body,
                   Number.isNaN(date) ? Option.none() : Option.some(date),
-                  redact
+                  mask
                 )
               }
-              return endpoint.classifyFailure(response, body, redact)
+              return Moon.classifyFailure(response, body, mask)
             })
           )
         ),
@@ -164,11 +174,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
           ResponseError: (error) => Effect.fail(describeTransport(error))
         }),
         Effect.timeoutFail({
-          duration: timeout.value,
+          duration: timeout,
           onTimeout: () =>
             new RefreshError.TransportError({
               reason: "Timeout",
-              message: `no complete response within ${Duration.format(timeout.value)}`
+              message: `no complete response within ${Duration.format(timeout)}`
             })
         }),
         // A fiber the HTTP stack forks and loses (a body cut mid-stream) would
@@ -244,25 +254,18 @@ export const layerConfig = (
   Layer.effect(
     RefreshClient,
     Effect.gen(function*() {
-      // The setting's name goes in the error's path: Config.mapOrFail does not add it.
-      const setting = options.baseUrl ? "baseUrl" : "MOON_BASE_URL"
-      const baseUrl =
-        yield* (options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)))
-          .pipe(
-            Config.mapOrFail((value) =>
-              Either.mapLeft(validateBaseUrl(value), (why) => ConfigError.InvalidData([setting], `base URL ${why}`))
-            )
-          )
-      const path = options.path ? yield* options.path : undefined
-      const timeout = options.timeout
-        ? yield* options.timeout.pipe(
-          Config.validate({
-            message: "timeout must be a positive, finite duration",
-            validation: (d) => Duration.isFinite(d) && Duration.toMillis(d) > 0
-          })
-        )
-        : undefined
-      return yield* make({ baseUrl, path, timeout, policy: options.policy })
+      const resolved = resolve({
+        baseUrl: yield* options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)),
+        path: options.path ? yield* options.path : undefined,
+        timeout: options.timeout ? yield* options.timeout : undefined,
+        policy: options.policy
+      })
+      // The error names the setting the value came from: the variable, or the option.
+      const setting = (option: string) => option === "baseUrl" && !options.baseUrl ? "MOON_BASE_URL" : option
+      return yield* Either.match(resolved, {
+        onLeft: (invalid) => Effect.fail(Options_.toConfigError(setting(invalid.option))(invalid)),
+        onRight: build
+      })
     })
   )
 

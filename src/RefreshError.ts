@@ -20,6 +20,21 @@ import { Option, Predicate, Schema } from "effect"
 export const maxMessageLength = 500
 
 /**
+ * Every refresh error carries this key, which is how {@link isRefreshError}
+ * recognises one: a plain object with a matching `_tag` is not an error of ours.
+ *
+ * @since 0.2.0
+ * @category symbols
+ */
+export const TypeId: unique symbol = Symbol.for("moon-refresh/RefreshError")
+
+/**
+ * @since 0.2.0
+ * @category symbols
+ */
+export type TypeId = typeof TypeId
+
+/**
  * The network failed, or one attempt took longer than its timeout.
  *
  * @since 0.1.0
@@ -31,7 +46,12 @@ export class TransportError extends Schema.TaggedError<TransportError>("moon-ref
     reason: Schema.Literal("Network", "Timeout"),
     message: Schema.String
   }
-) {}
+) {
+  /** @since 0.2.0 */
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+}
 
 /**
  * The server answered with a status that is not a session and not a verdict on
@@ -47,7 +67,12 @@ export class ServerError extends Schema.TaggedError<ServerError>("moon-refresh/S
     status: Schema.Number,
     message: Schema.String
   }
-) {}
+) {
+  /** @since 0.2.0 */
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+}
 
 /**
  * The server asked us to slow down: a 429, or a 503 with `Retry-After`.
@@ -63,7 +88,12 @@ export class RateLimitedError extends Schema.TaggedError<RateLimitedError>("moon
     retryAfter: Schema.OptionFromSelf(Schema.DurationFromSelf),
     message: Schema.String
   }
-) {}
+) {
+  /** @since 0.2.0 */
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+}
 
 /**
  * The refresh token is dead: a 400/401/403, or any status whose body carries
@@ -80,7 +110,12 @@ export class TokenRejectedError extends Schema.TaggedError<TokenRejectedError>("
     status: Schema.optional(Schema.Number),
     message: Schema.String
   }
-) {}
+) {
+  /** @since 0.2.0 */
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+}
 
 /**
  * A 2xx answer whose body is not a session: not JSON, too large, or a field
@@ -97,7 +132,12 @@ export class MalformedResponseError extends Schema.TaggedError<MalformedResponse
     status: Schema.Number,
     message: Schema.String
   }
-) {}
+) {
+  /** @since 0.2.0 */
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+}
 
 /**
  * @since 0.1.0
@@ -124,20 +164,14 @@ export const RefreshError: Schema.Union<[
   typeof MalformedResponseError
 ]> = Schema.Union(TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError)
 
-const tags = new Set<string>([
-  "TransportError",
-  "ServerError",
-  "RateLimitedError",
-  "TokenRejectedError",
-  "MalformedResponseError"
-])
-
 /**
+ * Whether `u` is one of the refresh errors above, by its type id (not by its
+ * `_tag`, which any object can carry).
+ *
  * @since 0.1.0
  * @category guards
  */
-export const isRefreshError = (u: unknown): u is RefreshError =>
-  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)
+export const isRefreshError = (u: unknown): u is RefreshError => Predicate.hasProperty(u, TypeId)
 
 /**
  * Whether trying again could succeed: network failures, timeouts, 5xx and rate

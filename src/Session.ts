@@ -9,8 +9,9 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Duration, Effect, Option, ParseResult, Predicate, Redacted, Schema } from "effect"
-import * as AST from "effect/SchemaAST"
+import { Clock, DateTime, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { dual, identity } from "effect/Function"
+import * as Wire from "./internal/wire.js"
 import * as RefreshError from "./RefreshError.js"
 
 /**
@@ -68,33 +69,88 @@ export interface MakeInput {
   readonly user: User
 }
 
-const redact = (value: string | Redacted.Redacted<string>): Redacted.Redacted<string> =>
+const toRedacted = (value: string | Redacted.Redacted<string>): Redacted.Redacted<string> =>
   Redacted.isRedacted(value) ? value : Redacted.make(value)
 
 /**
- * Builds a session from plain values. Throws (a programming error) when a token
- * is empty or the expiry is not a date.
+ * A value given to {@link make} is not a session: a token is empty, the expiry
+ * is not a date, or the user has no string `id`. `field` names the input;
+ * the message never holds a token.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class InvalidSessionError extends Schema.TaggedError<InvalidSessionError>("moon-refresh/InvalidSessionError")(
+  "InvalidSessionError",
+  {
+    field: Schema.Literal("accessToken", "refreshToken", "expiresAt", "tokenType", "user"),
+    message: Schema.String
+  }
+) {}
+
+const invalid = (field: InvalidSessionError["field"], why: string) =>
+  Either.left(new InvalidSessionError({ field, message: `Session.make: ${field} ${why}` }))
+
+const validateUser = Schema.validateEither(User)
+
+/**
+ * Builds a session from plain values, or says which input is wrong. Use it
+ * where the values come from outside (a form, a file, another library);
+ * `Either` can be yielded in `Effect.gen`.
+ *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import { Session } from "moon-refresh"
+ *
+ * const built = Session.make({
+ *   accessToken: "eyJ…",
+ *   refreshToken: "v1.refresh",
+ *   expiresAt: Date.now() + 3_600_000,
+ *   user: { id: "user-1" }
+ * })
+ * if (Either.isLeft(built)) console.error(built.left.message)
+ * ```
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (input: MakeInput): Session => {
-  const expiresAt = DateTime.make(input.expiresAt)
-  if (Option.isNone(expiresAt)) {
-    throw new globalThis.Error("Session.make: expiresAt is not a valid date")
+export const make = (input: MakeInput): Either.Either<Session, InvalidSessionError> => {
+  const accessToken = toRedacted(input.accessToken)
+  const refreshToken = toRedacted(input.refreshToken)
+  // Checked here rather than by the class constructor, whose error would print the value.
+  if (typeof Redacted.value(accessToken) !== "string" || Redacted.value(accessToken) === "") {
+    return invalid("accessToken", "must be a non-empty string")
   }
-  return new Session({
-    accessToken: redact(input.accessToken),
-    refreshToken: redact(input.refreshToken),
-    expiresAt: DateTime.toUtc(expiresAt.value),
-    tokenType: input.tokenType ?? "bearer",
-    user: input.user
-  })
+  if (typeof Redacted.value(refreshToken) !== "string" || Redacted.value(refreshToken) === "") {
+    return invalid("refreshToken", "must be a non-empty string")
+  }
+  const expiresAt = DateTime.make(input.expiresAt)
+  if (Option.isNone(expiresAt)) return invalid("expiresAt", "is not a valid date")
+  const tokenType = input.tokenType ?? "bearer"
+  if (typeof tokenType !== "string") return invalid("tokenType", "must be a string")
+  if (Either.isLeft(validateUser(input.user))) return invalid("user", "must be an object with a string id")
+  // Every field was checked above: no second validation in the constructor.
+  return Either.right(
+    new Session(
+      { accessToken, refreshToken, expiresAt: DateTime.toUtc(expiresAt.value), tokenType, user: input.user },
+      true
+    )
+  )
 }
 
 /**
+ * {@link make} for values you control (tests, fixtures): throws the
+ * `InvalidSessionError` instead of returning it. Until 0.2.0 this was `make`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const unsafeMake = (input: MakeInput): Session => Either.getOrThrowWith(make(input), identity)
+
+/**
  * Whether the access token expires within `duration` of the `Clock`'s now
- * (or has already expired).
+ * (or has already expired). Data-first or data-last.
  *
  * @since 0.1.0
  * @category predicates
@@ -102,16 +158,14 @@ export const make = (input: MakeInput): Session => {
 export const expiresWithin: {
   (duration: Duration.DurationInput): (self: Session) => Effect.Effect<boolean>
   (self: Session, duration: Duration.DurationInput): Effect.Effect<boolean>
-} = ((...args: Array<any>) => {
-  if (args.length === 1) return (self: Session) => expiresWithinImpl(self, args[0])
-  return expiresWithinImpl(args[0], args[1])
-}) as any
-
-const expiresWithinImpl = (self: Session, duration: Duration.DurationInput): Effect.Effect<boolean> =>
-  Effect.map(
-    Clock.currentTimeMillis,
-    (now) => DateTime.toEpochMillis(self.expiresAt) - now <= Duration.toMillis(duration)
-  )
+} = dual(
+  2,
+  (self: Session, duration: Duration.DurationInput): Effect.Effect<boolean> =>
+    Effect.map(
+      Clock.currentTimeMillis,
+      (now) => DateTime.toEpochMillis(self.expiresAt) - now <= Duration.toMillis(duration)
+    )
+)
 
 // ---------------------------------------------------------------------------
 // The wire format
@@ -159,81 +213,6 @@ export const MoonWireBody = Schema.Union(
   SupabaseSession
 )
 
-const maxDateMillis = 8.64e15
-
-const toSession = (
-  wire: SupabaseSession,
-  nowMillis: number,
-  ast: AST.AST,
-  actual: unknown
-) => {
-  let expiresAtMillis: number
-  if (wire.expires_at !== undefined) {
-    expiresAtMillis = wire.expires_at * 1000
-  } else if (wire.expires_in !== undefined) {
-    expiresAtMillis = nowMillis + wire.expires_in * 1000
-  } else {
-    return ParseResult.fail(
-      new ParseResult.Pointer(
-        "expires_in",
-        actual,
-        new ParseResult.Missing(new AST.Type(AST.numberKeyword), "is missing")
-      )
-    )
-  }
-  // Whole milliseconds, as a DateTime stores them: an expiry 0.5 ms away is now.
-  expiresAtMillis = Math.floor(expiresAtMillis)
-  const field = wire.expires_at !== undefined ? "expires_at" : "expires_in"
-  if (expiresAtMillis <= nowMillis) {
-    return ParseResult.fail(
-      new ParseResult.Pointer(field, actual, new ParseResult.Type(ast, undefined, "is not in the future"))
-    )
-  }
-  // Past the last date JavaScript can represent (year 275760): refuse, not throw.
-  if (!(expiresAtMillis <= maxDateMillis)) {
-    return ParseResult.fail(
-      new ParseResult.Pointer(field, actual, new ParseResult.Type(ast, undefined, "is beyond the representable dates"))
-    )
-  }
-  // Every field was checked by the decode above; validating again in the
-  // constructor costs more than the rest of the decode and grows a global cache.
-  return ParseResult.succeed(
-    new Session({
-      accessToken: Redacted.make(wire.access_token),
-      refreshToken: Redacted.make(wire.refresh_token),
-      expiresAt: DateTime.unsafeMake(expiresAtMillis),
-      tokenType: wire.token_type ?? "bearer",
-      user: wire.user
-    }, true)
-  )
-}
-
-/**
- * Decodes a wire body as if the time were `nowMillis`: the refresh client
- * passes the server's time (from its `Date` header) to correct clock skew.
- *
- * @internal
- */
-export const decodeWireAt = (
-  input: unknown,
-  now: number,
-  ast: AST.AST = Schema.Unknown.ast
-): Effect.Effect<Session, ParseResult.ParseIssue> => {
-  // Decide the shape first, so a failure names the fields of the shape
-  // that was sent instead of listing both alternatives of a union.
-  if (isWrapped(input)) {
-    return ParseResult.decodeUnknown(SupabaseSession)(input.token).pipe(
-      Effect.flatMap((wire) => toSession(wire, now, ast, input.token)),
-      Effect.mapError((issue) => new ParseResult.Pointer("token", input, issue))
-    )
-  }
-  return ParseResult.decodeUnknown(SupabaseSession)(input).pipe(
-    Effect.flatMap((wire) => toSession(wire, now, ast, input))
-  )
-}
-
-const isWrapped = (u: unknown): u is { readonly token: unknown } => Predicate.isRecord(u) && Predicate.isRecord(u.token)
-
 /**
  * Decodes the body of a successful `POST /auth/refresh` into a {@link Session}.
  * Accepts the bare and the `{ token: … }` shapes; derives `expiresAt` from
@@ -252,7 +231,7 @@ export const MoonResponse: Schema.Schema<Session, unknown> = Schema.transformOrF
   Schema.typeSchema(Session),
   {
     strict: true,
-    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => decodeWireAt(input, now, ast)),
+    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => Wire.decode(input, now, ast)),
     encode: (session) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const expiresAt = DateTime.toEpochMillis(session.expiresAt)

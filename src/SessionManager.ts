@@ -242,7 +242,7 @@ export const make = (
     const autoRefresh = options.autoRefresh ?? defaults.autoRefresh
     const client = yield* RefreshClient.RefreshClient
     const store = yield* SessionStore.SessionStore
-    const withLock = store.withLock ?? (<A, E, R>(effect: Effect.Effect<A, E, R>) => effect)
+    const withLock = store.withLock
     const scope = yield* Effect.scope
 
     // A MutableRef rather than a Ref: the hot path reads it synchronously (no

@@ -32,14 +32,54 @@ export interface Service {
   readonly save: (session: Session.Session) => Effect.Effect<void, StoreError>
   readonly clear: Effect.Effect<void, StoreError>
   /**
-   * Runs a refresh (load, POST, save) while holding the store's lock, for
-   * stores shared by several processes (Redis, a database). The
+   * Runs a refresh (load, POST, save) while holding the store's lock. The
    * `SessionManager` re-reads the store inside it and adopts a newer session
-   * another process saved instead of spending an already-rotated token.
-   * Omit it for a store used by one process: the manager's own single flight
-   * is enough.
+   * another holder saved instead of spending an already-rotated token.
    */
-  readonly withLock?: <A, E, R>(critical: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  readonly withLock: <A, E, R>(critical: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+}
+
+/**
+ * What {@link make} needs to build a store: `withLock` may be left out by a
+ * store that only one process uses.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Implementation {
+  readonly load: Service["load"]
+  readonly save: Service["save"]
+  readonly clear: Service["clear"]
+  /** Omit it for a store used by one process: {@link make} gives it an in-process lock. */
+  readonly withLock?: Service["withLock"] | undefined
+}
+
+/**
+ * The one way to build a store: fills in what the implementation leaves out,
+ * as `KeyValueStore.make` does. A store without its own lock gets an
+ * in-process one (a semaphore of one permit), so two managers of one process
+ * sharing it still refresh one at a time.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Option } from "effect"
+ * import { SessionStore, type Session } from "moon-refresh"
+ *
+ * // A store on your own database table (here a variable stands in for it).
+ * let row: Session.Session | undefined
+ * const store = SessionStore.make({
+ *   load: Effect.sync(() => Option.fromNullable(row)),
+ *   save: (session) => Effect.sync(() => { row = session }),
+ *   clear: Effect.sync(() => { row = undefined })
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (implementation: Implementation): Service => {
+  const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
+  return { load: implementation.load, save: implementation.save, clear: implementation.clear, withLock }
 }
 
 /**
@@ -56,11 +96,12 @@ export class SessionStore extends Context.Tag("moon-refresh/SessionStore")<Sessi
  * @category constructors
  */
 export const makeMemory = (initial?: Session.Session): Effect.Effect<Service> =>
-  Effect.map(Ref.make(Option.fromNullable(initial)), (ref) => ({
-    load: Ref.get(ref),
-    save: (session) => Ref.set(ref, Option.some(session)),
-    clear: Ref.set(ref, Option.none())
-  }))
+  Effect.map(Ref.make(Option.fromNullable(initial)), (ref) =>
+    make({
+      load: Ref.get(ref),
+      save: (session) => Ref.set(ref, Option.some(session)),
+      clear: Ref.set(ref, Option.none())
+    }))
 
 /**
  * @since 0.1.0
@@ -97,7 +138,7 @@ export const makeKeyValueStore = (
     const store = kv.forSchema(Session.Session)
     const fail = (operation: StoreError["operation"]) => (cause: { readonly message: string }) =>
       new StoreError({ operation, message: RefreshError.capMessage(cause.message) })
-    return {
+    return make({
       load: store.get(options.key).pipe(
         Effect.catchTag("ParseError", () =>
           // An unreadable value (an old format, a hand edit) is a signed-out
@@ -110,7 +151,7 @@ export const makeKeyValueStore = (
       ),
       save: (session) => store.set(options.key, session).pipe(Effect.mapError(fail("save"))),
       clear: kv.remove(options.key).pipe(Effect.mapError(fail("clear")))
-    }
+    })
   })
 
 /**

@@ -104,8 +104,40 @@ describe("Session.MoonResponse", () => {
 })
 
 describe("Session.make", () => {
+  it("returns the session in a Right when every input is valid", () => {
+    const built = Session.make({ accessToken, refreshToken, expiresAt: Date.UTC(2030, 0, 1), user: { id: "user-1" } })
+    expect(Either.isRight(built) && reveal(built.right)).toStrictEqual(reveal(Session.unsafeMake({
+      accessToken,
+      refreshToken,
+      expiresAt: Date.UTC(2030, 0, 1),
+      user: { id: "user-1" }
+    })))
+  })
+
+  for (
+    const [field, input] of [
+      ["accessToken", { accessToken: "", refreshToken, expiresAt: 0, user: { id: "user-1" } }],
+      ["refreshToken", { accessToken, refreshToken: Redacted.make(""), expiresAt: 0, user: { id: "user-1" } }],
+      ["expiresAt", { accessToken, refreshToken, expiresAt: "not a date", user: { id: "user-1" } }],
+      ["user", { accessToken, refreshToken, expiresAt: 0, user: { email: "ada@example.com" } as never }]
+    ] as const
+  ) {
+    it(`returns an InvalidSessionError naming ${field}, without any token in it`, () => {
+      const built = Session.make(input)
+      expect(Either.isLeft(built)).toBe(true)
+      const error = Either.isLeft(built) ? built.left : undefined
+      expect(error?._tag).toBe("InvalidSessionError")
+      expect(error?.field).toBe(field)
+      expect(error?.message).toContain(field)
+      expect(String(error)).not.toContain(refreshToken)
+      expect(String(error)).not.toContain(accessToken)
+    })
+  }
+})
+
+describe("Session.unsafeMake", () => {
   it("builds a session from plain values, redacting both tokens", () => {
-    const session = Session.make({
+    const session = Session.unsafeMake({
       accessToken,
       refreshToken,
       expiresAt: new Date("2030-01-01T00:00:00Z"),
@@ -123,14 +155,14 @@ describe("Session.make", () => {
   })
 
   it("accepts tokens that are already Redacted and any expiry DateTime.make understands", () => {
-    const fromMillis = Session.make({
+    const fromMillis = Session.unsafeMake({
       accessToken: Redacted.make(accessToken),
       refreshToken: Redacted.make(refreshToken),
       expiresAt: Date.UTC(2030, 0, 1),
       tokenType: "Bearer",
       user: { id: "user-1" }
     })
-    const fromIso = Session.make({
+    const fromIso = Session.unsafeMake({
       accessToken,
       refreshToken,
       expiresAt: "2030-01-01T00:00:00Z",
@@ -142,19 +174,19 @@ describe("Session.make", () => {
   })
 
   it("throws when expiresAt is not a date", () => {
-    expect(() => Session.make({ accessToken, refreshToken, expiresAt: "not a date", user: { id: "user-1" } }))
+    expect(() => Session.unsafeMake({ accessToken, refreshToken, expiresAt: "not a date", user: { id: "user-1" } }))
       .toThrow(/expiresAt/)
   })
 
   it("throws when a token is empty", () => {
-    expect(() => Session.make({ accessToken: "", refreshToken, expiresAt: 0, user: { id: "user-1" } })).toThrow()
+    expect(() => Session.unsafeMake({ accessToken: "", refreshToken, expiresAt: 0, user: { id: "user-1" } })).toThrow()
   })
 })
 
 describe("Session.expiresWithin", () => {
   it.effect("tells from the Clock whether the access token expires within a duration", () =>
     Effect.gen(function*() {
-      const session = Session.make({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
+      const session = Session.unsafeMake({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
       expect(yield* Session.expiresWithin(session, Duration.seconds(30))).toBe(false)
       expect(yield* Session.expiresWithin(session, Duration.seconds(60))).toBe(true)
 
@@ -166,21 +198,21 @@ describe("Session.expiresWithin", () => {
 
   it.effect("counts an already expired session as expiring within any duration", () =>
     Effect.gen(function*() {
-      const session = Session.make({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
+      const session = Session.unsafeMake({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
       yield* TestClock.adjust(Duration.minutes(5))
       expect(yield* Session.expiresWithin(session, Duration.zero)).toBe(true)
     }))
 
   it.effect("can be used data-last", () =>
     Effect.gen(function*() {
-      const session = Session.make({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
+      const session = Session.unsafeMake({ accessToken, refreshToken, expiresAt: 60_000, user: { id: "user-1" } })
       expect(yield* Session.expiresWithin("1 minute")(session)).toBe(true)
       expect(yield* Session.expiresWithin("59 seconds")(session)).toBe(false)
     }))
 })
 
 describe("printing a session", () => {
-  const session = Session.make({
+  const session = Session.unsafeMake({
     accessToken,
     refreshToken,
     expiresAt: Date.UTC(2030, 0, 1),

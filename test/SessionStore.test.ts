@@ -8,7 +8,7 @@ import { Session, SessionStore } from "moon-refresh"
 const accessToken = "eyJhbGciOiJIUzI1NiJ9.stored-access-token.signature"
 const refreshToken = "stored-refresh-token-v7"
 
-const session = Session.make({
+const session = Session.unsafeMake({
   accessToken,
   refreshToken,
   expiresAt: Date.UTC(2030, 0, 2, 3, 4, 5, 678),

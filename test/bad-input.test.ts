@@ -136,7 +136,7 @@ describe("a blank refresh token", () => {
   it.effect("SessionManager signs out a session whose refresh token is blank, without a request", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.json(200, session))
-      const stored = Session.make({
+      const stored = Session.unsafeMake({
         accessToken: "access-token-secret-v1",
         refreshToken: "  ",
         expiresAt: 0,
@@ -161,7 +161,7 @@ describe("a blank refresh token", () => {
     }))
 
   it("Session.make throws on an empty token (a programming error)", () => {
-    expect(() => Session.make({ accessToken: "", refreshToken: "r", expiresAt: 0, user: { id: "u" } })).toThrow()
+    expect(() => Session.unsafeMake({ accessToken: "", refreshToken: "r", expiresAt: 0, user: { id: "u" } })).toThrow()
   })
 })
 

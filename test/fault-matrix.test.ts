@@ -88,7 +88,7 @@ describe("known gaps (documented in docs/reliability.md; left for a later change
     Effect.gen(function*() {
       const server = yield* MockMoonServer.make({ accessTokenLifetime: 1, now: () => Date.now() - 4_000 })
       const issued = yield* server.issueSession()
-      const store = yield* SessionStore.makeMemory(Session.make(issued))
+      const store = yield* SessionStore.makeMemory(Session.unsafeMake(issued))
       const client = yield* RefreshClient.make({ baseUrl: server.url, policy: RefreshPolicy.exponential(fastPolicy) })
       const manager = yield* SessionManager.make({ autoRefresh: false }).pipe(
         Effect.provideService(RefreshClient.RefreshClient, client),

@@ -135,7 +135,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
       () =>
         Effect.gen(function*() {
           const server = yield* MockMoonServer.make({ accessTokenLifetime: 2, reuseWindow: 0 })
-          const initial = Session.make(yield* server.issueSession())
+          const initial = Session.unsafeMake(yield* server.issueSession())
           const tally = emptyTally()
 
           yield* Effect.gen(function*() {
@@ -174,7 +174,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
         reuseWindow: 0,
         now: () => Date.now() + skew
       })
-      const issued = Session.make(yield* server.issueSession())
+      const issued = Session.unsafeMake(yield* server.issueSession())
       skew = 0
       expect(DateTime.toEpochMillis(issued.expiresAt)).toBeLessThanOrEqual(yield* Clock.currentTimeMillis)
       const tally = emptyTally()
@@ -210,7 +210,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
         discard: true
       }).pipe(
         Effect.provide(
-          programLayer(server, Session.make(issued), FetchHttpClient.layer, {
+          programLayer(server, Session.unsafeMake(issued), FetchHttpClient.layer, {
             manager: { autoRefresh: false }
           })
         )
@@ -231,7 +231,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
     () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ accessTokenLifetime: 2, reuseWindow: 0 })
-        const initial = Session.make(yield* server.issueSession())
+        const initial = Session.unsafeMake(yield* server.issueSession())
         const outage = MockMoonServer.Fault.Status({ status: 503, body: { message: "Service Unavailable" } })
         yield* server.script(outage, outage, outage)
         const tally = emptyTally()
@@ -271,7 +271,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
         yield* Effect.gen(function*() {
           // Signed in once the events are recorded, so that none is missed.
           const events = yield* recordEvents
-          yield* SessionManager.signIn(Session.make(yield* server.issueSession()))
+          yield* SessionManager.signIn(Session.unsafeMake(yield* server.issueSession()))
           yield* traffic(server, tally, { loops: 4, duration: "2 seconds" })
           yield* expectStoreHoldsTheLiveToken(server)
 

@@ -1,7 +1,7 @@
 // Bundle-size entry (section 5, attribution): effect-platform.ts with the body decoded into a Session.
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { Effect } from "effect"
-import * as Session from "../../src/Session.js"
+import * as Wire from "../../src/internal/wire.js"
 
 const program = Effect.gen(function*() {
   const client = yield* HttpClient.HttpClient
@@ -11,7 +11,7 @@ const program = Effect.gen(function*() {
       HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
     )
   )
-  return yield* Session.decodeWireAt(yield* response.json, Date.now())
+  return yield* Wire.decode(yield* response.json, Date.now())
 })
 
 Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))).then(console.log, console.error)

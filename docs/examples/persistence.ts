@@ -40,7 +40,8 @@ export const makeCustom = (backend: {
       try: f,
       catch: () => new SessionStore.StoreError({ operation, message: `backend unavailable during ${operation}` })
     })
-  return {
+  // `make` fills in what the backend does not offer (here, the lock).
+  return SessionStore.make({
     load: call("load", backend.get).pipe(
       // A value that does not decode is "no session", never a crash.
       Effect.map((json) => (json === null ? Option.none() : Schema.decodeUnknownOption(StoredSession)(json)))
@@ -51,7 +52,7 @@ export const makeCustom = (backend: {
         (json) => call("save", () => backend.set(json))
       ),
     clear: call("clear", backend.del)
-  }
+  })
 }
 // [/custom]
 

@@ -164,7 +164,7 @@ export const replaysAfterRefresh = Effect.gen(function*() {
   const seeded = yield* server.issueSession()
 
   yield* Effect.gen(function*() {
-    yield* SessionManager.signIn(Session.make(seeded))
+    yield* SessionManager.signIn(Session.unsafeMake(seeded))
     expect(yield* callProtected(server)).toBe(200)
 
     serverAhead = Duration.toMillis("2 hours") // the server now sees an expired token

@@ -1,8 +1,8 @@
 /**
  * Everything specific to Moon's `POST /auth/refresh`: the path, the request
- * body, the success schema and how a failure is classified. Another endpoint
- * (a different backend's refresh) would be a second value of `Endpoint`
- * beside this one; `RefreshClient` only drives it.
+ * body, how a 2xx body becomes a session and how a failure is classified.
+ * `RefreshClient` only drives these; a port to another backend (or to Effect
+ * 4's HTTP module) changes this file and `http.ts`, nothing else.
  *
  * @internal
  */
@@ -11,35 +11,19 @@ import { Clock, DateTime, Effect, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, parseRetryAfter } from "./http.js"
+import * as Wire from "./wire.js"
 
 /**
- * Replaces the secrets of the request in a text. Applied to a body before a
+ * Masks the secrets of the request in a text. Applied to a body before a
  * message is read from it and capped, so that not even a prefix of a token
  * survives in an error.
  */
-export type Redact = (text: string) => string
+export type Mask = (text: string) => string
 
-/** How one refresh endpoint is spoken to. */
-export interface Endpoint {
-  readonly defaultPath: string
-  /** Builds the request; the token goes in the body, never the URL. */
-  readonly request: (url: string, refreshToken: Redacted.Redacted<string>) => HttpClientRequest.HttpClientRequest
-  /**
-   * Turns a 2xx body into a session. `serverDate` is the response's `Date`
-   * header (epoch ms), used to correct the client's clock skew.
-   */
-  readonly decodeSuccess: (
-    status: number,
-    body: string,
-    serverDate: Option.Option<number>,
-    redact: Redact
-  ) => Effect.Effect<Session.Session, RefreshError.MalformedResponseError | RefreshError.TokenRejectedError>
-  /** Turns any other answer into a typed error. */
-  readonly classifyFailure: (
-    response: HttpClientResponse.HttpClientResponse,
-    body: string,
-    redact: Redact
-  ) => Effect.Effect<never, RefreshError.RefreshError>
+/** The {@link Mask} for one refresh token: every occurrence becomes `<redacted>`. */
+export const maskToken = (refreshToken: Redacted.Redacted<string>): Mask => {
+  const secret = Redacted.value(refreshToken)
+  return (text) => text.split(secret).join("<redacted>")
 }
 
 // Supabase's messages and codes for a refresh token that can never work again.
@@ -73,10 +57,10 @@ const fromHtml = (html: string): string => {
 const tokenField = /("?\b(?:access|refresh|provider|provider_refresh)_token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
 
 /** Reads an error message from a JSON, plain-text or HTML body, with every secret masked. */
-export const readErrorBody = (body: string, contentType: string | undefined, redact: Redact): ErrorBody => {
+export const readErrorBody = (body: string, contentType: string | undefined, mask: Mask): ErrorBody => {
   // Applied to the message after JSON parsing too, so an escaped echo
   // (`\/`, `\u0041`) is caught once unescaped.
-  const clean = (text: string) => redact(redact(text).replace(tokenField, "$1<redacted>"))
+  const clean = (text: string) => mask(mask(text).replace(tokenField, "$1<redacted>"))
   const { codes, message } = readRawErrorBody(body, contentType)
   return { message: clean(message), codes }
 }
@@ -100,45 +84,62 @@ const readRawErrorBody = (body: string, contentType: string | undefined): ErrorB
 const isDeadToken = (error: ErrorBody): boolean =>
   deadToken.test(error.message) || error.codes.some((code) => deadToken.test(code))
 
-export const moonEndpoint: Endpoint = {
-  defaultPath: "/auth/refresh",
-  request: (url, refreshToken) =>
-    HttpClientRequest.post(url).pipe(
-      HttpClientRequest.acceptJson,
-      // bodyUnsafeJson cannot throw here: the body is one string field.
-      HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
-    ),
-  decodeSuccess: (status, body, serverDate, redact) => {
-    const json = parseJson(body)
-    if (Option.isNone(json)) {
-      return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
-    }
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const skew = skewMillis(serverDate, now)
-      return Session.decodeWireAt(json.value, now + skew).pipe(
-        Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
-        Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
-          // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-          const error = readErrorBody(body, "application/json", redact)
-          return isDeadToken(error)
-            ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
-            : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
-        })
-      )
-    })
-  },
-  classifyFailure: (response, body, redact) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now, redact)))
+/** The documented path of the refresh endpoint. */
+export const defaultPath = "/auth/refresh"
+
+/** Builds the request; the token goes in the body, never the URL. */
+export const request = (url: string, refreshToken: Redacted.Redacted<string>): HttpClientRequest.HttpClientRequest =>
+  HttpClientRequest.post(url).pipe(
+    HttpClientRequest.acceptJson,
+    // bodyUnsafeJson cannot throw here: the body is one string field.
+    HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
+  )
+
+/**
+ * Turns a 2xx body into a session. `serverDate` is the response's `Date`
+ * header (epoch ms), used to correct the client's clock skew.
+ */
+export const decodeSuccess = (
+  status: number,
+  body: string,
+  serverDate: Option.Option<number>,
+  mask: Mask
+): Effect.Effect<Session.Session, RefreshError.MalformedResponseError | RefreshError.TokenRejectedError> => {
+  const json = parseJson(body)
+  if (Option.isNone(json)) {
+    return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
+  }
+  return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const skew = skewMillis(serverDate, now)
+    return Wire.decode(json.value, now + skew).pipe(
+      Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
+      Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
+        // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
+        const error = readErrorBody(body, "application/json", mask)
+        return isDeadToken(error)
+          ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+          : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
+      })
+    )
+  })
 }
+
+/** Turns any other answer into a typed error. */
+export const classifyFailure = (
+  response: HttpClientResponse.HttpClientResponse,
+  body: string,
+  mask: Mask
+): Effect.Effect<never, RefreshError.RefreshError> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(classify(response, body, now, mask)))
 
 /**
  * A `Date` header has one-second resolution and arrives after some latency,
  * so differences under this are noise, not skew.
  */
-export const skewThresholdMillis = 5_000
+const skewThresholdMillis = 5_000
 
 /** How far the server's clock is ahead of ours (negative: behind), or 0 when within noise. */
-export const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
+const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
   Option.match(serverDate, {
     onNone: () => 0,
     onSome: (date) => {
@@ -150,7 +151,7 @@ export const skewMillis = (serverDate: Option.Option<number>, now: number): numb
   })
 
 /** A Date header further than this from our clock is ignored. */
-export const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
+const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
 
 /**
  * `expires_at` is the server's clock; a client whose clock runs ahead would
@@ -169,11 +170,11 @@ const classify = (
   response: HttpClientResponse.HttpClientResponse,
   body: string,
   now: number,
-  redact: Redact,
+  mask: Mask,
   fallback = `HTTP ${response.status}`
 ): RefreshError.RefreshError => {
   const status = response.status
-  const error = readErrorBody(body, response.headers["content-type"], redact)
+  const error = readErrorBody(body, response.headers["content-type"], mask)
   const message = RefreshError.capMessage(error.message) || fallback
   if (isDeadToken(error) || status === 400 || status === 401 || status === 403) {
     return new RefreshError.TokenRejectedError({ status, message })

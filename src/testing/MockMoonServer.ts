@@ -150,7 +150,7 @@ export interface Options {
 
 /**
  * A session seeded with {@link Service.issueSession}. It has the fields
- * `Session.make` takes, so `Session.make(issued)` turns it into a `Session`.
+ * `Session.make` takes, so `Session.unsafeMake(issued)` turns it into a `Session`.
  *
  * @since 0.1.0
  * @category models

@@ -355,7 +355,7 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       issued.push(Redacted.make(accessToken), Redacted.make(refreshToken))
       chains.set(refreshToken, chain)
       chain.current = refreshToken
-      return Session.make({
+      return Session.unsafeMake({
         accessToken,
         refreshToken,
         expiresAt: now + Duration.toMillis(lifetime),

@@ -172,7 +172,7 @@ const makeStore = (initial: Session.Session | undefined): CaseStore => {
     failNextSaves: 0,
     saveGate: undefined,
     stored: () => stored,
-    service: SessionStore.SessionStore.of({
+    service: SessionStore.make({
       load: Effect.sync(() => stored),
       save: (session) =>
         Effect.suspend(() => passGate(store.saveGate)).pipe(
@@ -291,8 +291,8 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
     // the client and expired to the server (AuthHttpClient, so it gets a 401).
     // The clock cases seed the session as the server issued it.
     const seeded = isClock || entryPoint === "AuthHttpClient"
-      ? Session.make(issued)
-      : Session.make({ ...issued, expiresAt: Date.now() - 1_000 })
+      ? Session.unsafeMake(issued)
+      : Session.unsafeMake({ ...issued, expiresAt: Date.now() - 1_000 })
     const store = makeStore(entryPoint === "RefreshClient" ? undefined : seeded)
     const managerScope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(managerScope, Exit.void))

@@ -132,7 +132,7 @@ export const make = (...replies: ReadonlyArray<Reply>): ScriptedRefreshClient =>
  * token `refresh-<name>`, and it expires at `expiresAtMillis` (TestClock time).
  */
 export const makeSession = (name: string | number, expiresAtMillis: number): Session.Session =>
-  Session.make({
+  Session.unsafeMake({
     accessToken: `access-${name}`,
     refreshToken: `refresh-${name}`,
     expiresAt: expiresAtMillis,
