@@ -6,27 +6,12 @@
  *
  * @since 0.1.0
  */
-import {
-  Cause,
-  Context,
-  Data,
-  DateTime,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  FiberHandle,
-  FiberId,
-  Layer,
-  MutableRef,
-  Option,
-  PubSub,
-  type Redacted,
-  Schedule,
-  Schema,
-  type Scope,
-  Stream
-} from "effect"
+import type { Redacted, Scope, Stream } from "effect"
+import { Context, Data, Duration, Effect, Either, FiberHandle, Layer, MutableRef, Option, PubSub, Schema } from "effect"
+import * as Stream_ from "effect/Stream"
+import * as Options_ from "./internal/options.js"
+import * as Runtime from "./internal/sessionRuntime.js"
+import * as State from "./internal/sessionState.js"
 import * as RefreshClient from "./RefreshClient.js"
 import type * as RefreshError from "./RefreshError.js"
 import type * as Session from "./Session.js"
@@ -51,23 +36,20 @@ export class NoSessionError extends Schema.TaggedError<NoSessionError>("moon-ref
 export type SessionError = RefreshError.RefreshError | NoSessionError | SessionStore.StoreError
 
 /**
- * Why a session ended.
+ * Why a session ended: `UserSignedOut` (`signOut` was called), or
+ * `TokenRejected` (the server rejected the refresh token: the user must sign
+ * in again).
  *
  * @since 0.1.0
  * @category models
  */
-export type SignOutReason = Data.TaggedEnum<{
-  /** `signOut` was called. */
-  UserSignedOut: {}
-  /** The server rejected the refresh token: the user must sign in again. */
-  TokenRejected: { readonly error: RefreshError.TokenRejectedError }
-}>
+export type SignOutReason = State.SignOutReason
 
 /**
  * @since 0.1.0
  * @category constructors
  */
-export const SignOutReason = Data.taggedEnum<SignOutReason>()
+export const SignOutReason: Data.TaggedEnum.Constructor<SignOutReason> = State.SignOutReason
 
 /**
  * What happened to the session. Tokens inside a `Session` stay `Redacted`.
@@ -151,74 +133,28 @@ export const defaults = {
   maxCooldown: Duration.minutes(5)
 } as const
 
-interface State {
-  readonly session: Session.Session | undefined
-  /** `session.expiresAt` in epoch ms, kept as a number for the hot path. */
-  readonly expiresAt: number
-  /** Bumped by every change of session; a refresh started under another generation is stale. */
-  readonly generation: number
-  readonly inflight: Deferred.Deferred<Session.Session, SessionError> | undefined
-  readonly cooldownUntil: number
-  readonly failures: number
-  readonly lastError: SessionError | undefined
-  /** Memory holds a newer session than the store (a save failed). */
-  readonly unsaved: boolean
-  readonly signedOut: SignOutReason | undefined
-  /** Built once per session so the hot path allocates nothing. */
-  readonly succeed: Effect.Effect<Session.Session> | undefined
-  readonly succeedToken: Effect.Effect<Redacted.Redacted<string>> | undefined
-}
+const owner = "SessionManager"
 
-const initialState = (session: Session.Session | undefined): State => ({
-  session,
-  expiresAt: session ? DateTime.toEpochMillis(session.expiresAt) : 0,
-  generation: 0,
-  inflight: undefined,
-  cooldownUntil: 0,
-  failures: 0,
-  lastError: undefined,
-  unsaved: false,
-  signedOut: undefined,
-  succeed: session ? Effect.succeed(session) : undefined,
-  succeedToken: session ? Effect.succeed(session.accessToken) : undefined
-})
-
-// A new session starts clean: a refresh still in flight belongs to the old
-// one, and its result is discarded when it commits (the generation differs).
-const withSession = (state: State, session: Session.Session | undefined): State => ({
-  ...initialState(session),
-  generation: state.generation + 1
-})
-
-const noSession = (state: State): NoSessionError =>
-  new NoSessionError({
-    message: state.signedOut?._tag === "TokenRejected"
-      ? `no session: the refresh token was rejected (${state.signedOut.error.message})`
-      : state.signedOut?._tag === "UserSignedOut"
-      ? "no session: signed out"
-      : "no session: sign in first"
+// The one validation of the options: a refusal is a defect at layer construction.
+const resolve = (options: Options): Either.Either<State.Config, Options_.Invalid> =>
+  Either.gen(function*() {
+    return {
+      margin: yield* Options_.millis(owner, "margin", options.margin ?? defaults.margin, "nonNegative"),
+      autoRefresh: options.autoRefresh ?? defaults.autoRefresh,
+      cooldown: yield* Options_.millis(owner, "cooldown", options.cooldown ?? defaults.cooldown, "nonNegative"),
+      maxCooldown: yield* Options_.millis(
+        owner,
+        "maxCooldown",
+        options.maxCooldown ?? defaults.maxCooldown,
+        "nonNegative"
+      )
+    }
   })
-
-const positiveOrZero = (name: string, input: Duration.DurationInput): Duration.Duration => {
-  const duration = Duration.decodeUnknown(input)
-  // Duration clamps negative numbers to zero; a negative option is a mistake to report, not to clamp.
-  const negative = (typeof input === "number" && input < 0) || (typeof input === "bigint" && input < 0n) ||
-    (typeof input === "string" && /^\s*-/.test(input)) ||
-    (Array.isArray(input) && (input[0] < 0 || input[1] < 0))
-  if (negative || Option.isNone(duration) || !Duration.isFinite(duration.value)) {
-    throw new globalThis.Error(`SessionManager: option "${name}" must be a finite, non-negative duration`)
-  }
-  return duration.value
-}
-
-// A failed save is retried in the background until it succeeds or the session changes.
-const saveRetrySchedule = Schedule.exponential(Duration.seconds(1)).pipe(
-  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.minutes(1)))
-)
 
 /**
  * Builds the manager from the `RefreshClient` and `SessionStore` in context,
  * starting from the stored session. Its background fibers live in the scope.
+ * Dies (a defect naming the option) when an option is invalid.
  *
  * @since 0.1.0
  * @category constructors
@@ -231,258 +167,46 @@ export const make = (
   RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
 > =>
   Effect.gen(function*() {
-    const { cooldown, margin, maxCooldown } = yield* Effect.try({
-      try: () => ({
-        margin: Duration.toMillis(positiveOrZero("margin", options.margin ?? defaults.margin)),
-        cooldown: Duration.toMillis(positiveOrZero("cooldown", options.cooldown ?? defaults.cooldown)),
-        maxCooldown: Duration.toMillis(positiveOrZero("maxCooldown", options.maxCooldown ?? defaults.maxCooldown))
-      }),
-      catch: (error) => error
-    }).pipe(Effect.orDie)
-    const autoRefresh = options.autoRefresh ?? defaults.autoRefresh
-    const client = yield* RefreshClient.RefreshClient
+    const config = yield* Options_.orDie(resolve(options))
     const store = yield* SessionStore.SessionStore
-    const withLock = store.withLock
-    const scope = yield* Effect.scope
-
-    // A MutableRef rather than a Ref: the hot path reads it synchronously (no
-    // extra Effect step per read). Every change is one synchronous step, so
-    // each is atomic on JavaScript's single thread, as Ref's own are.
-    const state = MutableRef.make(initialState(Option.getOrUndefined(yield* store.load)))
-    const getState = Effect.sync(() => MutableRef.get(state))
-    const update = (f: (s: State) => State) => Effect.sync(() => MutableRef.updateAndGet(state, f))
-    // Every reading of time in the manager goes through this one clock (the
-    // one in context at build), so the hot and slow paths never disagree.
-    const clock = yield* Effect.clock
-    const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
-    // Serialises every change of session (refresh commit, sign-in, sign-out,
-    // background save) so a late refresh never resurrects a signed-out session.
-    const mutex = yield* Effect.makeSemaphore(1)
-    const proactive = yield* FiberHandle.make<void, never>()
-    const saving = yield* FiberHandle.make<void, never>()
-
-    const publish = (event: SessionEvent) => PubSub.publish(events, event)
-
-    const reschedule: Effect.Effect<void> = Effect.gen(function*() {
-      const s = yield* getState
-      if (!autoRefresh || s.session === undefined) return yield* FiberHandle.clear(proactive)
-      const now = yield* clock.currentTimeMillis
-      // Due at `expiresAt - margin`, but never inside a cooldown.
-      const at = Math.max(s.cooldownUntil, s.expiresAt - margin)
-      yield* FiberHandle.run(
-        proactive,
-        Effect.sleep(Duration.millis(Math.max(0, at - now))).pipe(Effect.zipRight(Effect.ignore(startOrJoin)))
-      )
-    })
-
-    // Reports a failed save and keeps retrying it in the background; the
-    // session stays in memory, so this process does not lose the rotated token.
-    const saveFailed = (error: SessionStore.StoreError, session: Session.Session, generation: number) =>
-      Effect.gen(function*() {
-        yield* Effect.logError("moon-refresh: the new session could not be saved; retrying in the background").pipe(
-          Effect.annotateLogs({ error: error.message })
-        )
-        yield* publish(SessionEvent.SaveFailed({ error }))
-        const retry = mutex.withPermits(1)(
-          Effect.gen(function*() {
-            if ((yield* getState).generation !== generation) return
-            yield* store.save(session)
-            yield* update((s) => (s.generation === generation ? { ...s, unsaved: false } : s))
-          })
-        ).pipe(Effect.retry(saveRetrySchedule), Effect.ignore)
-        yield* FiberHandle.run(saving, retry)
-      })
-
-    // Applies the outcome of a refresh. Runs under the mutex.
-    const commit = (
-      generation: number,
-      outcome: Exit.Exit<{ readonly session: Session.Session; readonly adopted: boolean }, SessionError>
-    ): Effect.Effect<Session.Session, SessionError> =>
-      Effect.gen(function*() {
-        const s = yield* getState
-        if (s.generation !== generation) {
-          // Signed in or out while the request was in flight: that wins.
-          return s.session ?? (yield* Effect.fail(noSession(s)))
-        }
-        if (Exit.isSuccess(outcome)) {
-          const { adopted, session } = outcome.value
-          yield* FiberHandle.clear(saving)
-          // Save before anyone can read it: the old refresh token is spent.
-          const saveError = adopted
-            ? Option.none<SessionStore.StoreError>()
-            : Option.getLeft(yield* Effect.either(store.save(session)))
-          const next = yield* update((c) => ({ ...withSession(c, session), unsaved: Option.isSome(saveError) }))
-          yield* publish(SessionEvent.Refreshed({ session }))
-          if (Option.isSome(saveError)) yield* saveFailed(saveError.value, session, next.generation)
-          yield* reschedule
-          return session
-        }
-        const error = Cause.failureOption(outcome.cause)
-        if (Option.isNone(error)) return yield* Effect.failCause(outcome.cause)
-        if (error.value._tag === "TokenRejectedError") {
-          const reason = SignOutReason.TokenRejected({ error: error.value })
-          yield* FiberHandle.clear(saving)
-          yield* update((c) => ({ ...withSession(c, undefined), signedOut: reason }))
-          yield* Effect.logWarning("moon-refresh: refresh token rejected; signed out").pipe(
-            Effect.annotateLogs({ status: error.value.status ?? "none", message: error.value.message })
-          )
-          yield* publish(SessionEvent.SignedOut({ reason }))
-          yield* store.clear.pipe(
-            Effect.catchAll((clearError) =>
-              Effect.zipRight(
-                Effect.logError("moon-refresh: could not clear the stored session after a rejected token"),
-                publish(SessionEvent.SaveFailed({ error: clearError }))
-              )
-            )
-          )
-          yield* reschedule
-          return yield* Effect.failCause(outcome.cause)
-        }
-        const now = yield* clock.currentTimeMillis
-        const failures = s.failures + 1
-        const pause = Math.min(cooldown * 2 ** (failures - 1), maxCooldown)
-        yield* update((c) => ({ ...c, failures, cooldownUntil: now + pause, lastError: error.value }))
-        yield* Effect.logWarning("moon-refresh: refresh failed; keeping the session").pipe(
-          Effect.annotateLogs({ error: error.value._tag, message: error.value.message, cooldownMillis: pause })
-        )
-        yield* publish(SessionEvent.RefreshFailed({ error: error.value, willRetry: autoRefresh }))
-        yield* reschedule
-        return yield* Effect.failCause(outcome.cause)
-      })
-
-    // The refresh itself, run in its own fiber in the layer's scope so that a
-    // caller giving up does not abort a request the others are waiting for
-    // (an aborted POST may have rotated the token server-side).
-    const runRefresh = (snapshot: State, session: Session.Session) => {
-      let committed = false
-      // Uninterruptible except where marked: once the server has answered, the
-      // answer is committed (and saved) even if the scope is closing, because
-      // the old refresh token is already spent.
-      return withLock(Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          let base = session
-          let adopted = false
-          if (!snapshot.unsaved) {
-            // Another process (or tab) sharing the store may have refreshed
-            // already: its session is newer and ours is spent.
-            const stored = yield* restore(Effect.orElseSucceed(store.load, () => Option.none<Session.Session>()))
-            if (Option.isSome(stored) && DateTime.greaterThan(stored.value.expiresAt, base.expiresAt)) {
-              base = stored.value
-              adopted = true
-            }
-          }
-          const now = yield* clock.currentTimeMillis
-          const outcome = adopted && DateTime.toEpochMillis(base.expiresAt) - now > margin
-            ? Exit.succeed({ session: base, adopted: true })
-            : yield* Effect.exit(
-              restore(Effect.map(client.refresh(base.refreshToken), (fresh) => ({ session: fresh, adopted: false })))
-            )
-          committed = true
-          return yield* mutex.withPermits(1)(commit(snapshot.generation, outcome))
-        })
-      )).pipe(
-        // The store's lock (or its re-read) failed before the outcome was
-        // committed: that is a failed refresh too, with its cooldown.
-        Effect.catchAll((error) =>
-          committed ? Effect.fail(error) : mutex.withPermits(1)(commit(snapshot.generation, Exit.fail(error)))
-        ),
-        Effect.withSpan("moon-refresh/SessionManager.refresh", { captureStackTrace: false })
-      )
+    const initial = State.initial(Option.getOrUndefined(yield* store.load))
+    const rt: Runtime.Runtime = {
+      config,
+      client: yield* RefreshClient.RefreshClient,
+      store,
+      clock: yield* Effect.clock,
+      scope: yield* Effect.scope,
+      state: MutableRef.make(initial),
+      hot: MutableRef.make(Runtime.makeHot(initial, config)),
+      inflight: MutableRef.make(undefined),
+      events: yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown),
+      mutex: yield* Effect.makeSemaphore(1),
+      proactive: yield* FiberHandle.make<void, never>(),
+      saving: yield* FiberHandle.make<void, never>()
     }
+    yield* Runtime.reschedule(rt)
 
-    const startOrJoin: Effect.Effect<Session.Session, SessionError> = Effect.uninterruptibleMask((restore) =>
-      Effect.flatten(
-        Effect.sync((): Effect.Effect<Session.Session, SessionError> => {
-          const s = MutableRef.get(state)
-          if (s.inflight !== undefined) return restore(Deferred.await(s.inflight))
-          if (s.session === undefined) return Effect.fail(noSession(s))
-          const deferred = Deferred.unsafeMake<Session.Session, SessionError>(FiberId.none)
-          // Forked from inside uninterruptibleMask, the fiber would inherit
-          // uninterruptibility: closing the scope and the client's timeout
-          // must be able to stop it. The onExit stays outside, so waiters are
-          // always released.
-          const run = Effect.interruptible(runRefresh(s, s.session)).pipe(
-            Effect.onExit((exit) =>
-              Effect.zipRight(
-                update((current) => (current.inflight === deferred ? { ...current, inflight: undefined } : current)),
-                Deferred.done(deferred, exit)
-              )
-            )
-          )
-          MutableRef.set(state, { ...s, inflight: deferred })
-          return Effect.zipRight(Effect.forkIn(run, scope), restore(Deferred.await(deferred)))
-        })
-      )
-    )
-
-    // Not the hot path: the token is within the margin, expired, or absent.
-    const slowSession: Effect.Effect<Session.Session, SessionError> = Effect.gen(function*() {
-      const s = yield* getState
-      if (s.session === undefined) return yield* Effect.fail(noSession(s))
-      const now = yield* clock.currentTimeMillis
-      const usable = s.expiresAt > now
-      if (s.inflight !== undefined) return usable ? s.session : yield* Deferred.await(s.inflight)
-      if (now < s.cooldownUntil) return usable ? s.session : yield* Effect.fail(s.lastError ?? noSession(s))
-      const result = yield* Effect.either(startOrJoin)
-      if (result._tag === "Right") return result.right
-      // A transient failure keeps the old session; hand it out while it is valid.
-      const after = yield* getState
-      if (after.session === s.session && s.expiresAt > (yield* clock.currentTimeMillis)) return s.session
-      return yield* Effect.fail(result.left)
-    })
-
-    // The hot path: one synchronous state read and one clock read; no lock,
-    // no fork, no allocation. The clock is the one in context when the layer
-    // was built (TestClock in tests).
+    const slowSession = Runtime.slowSession(rt)
+    const slowToken = Effect.map(slowSession, (session) => session.accessToken)
+    // The hot path: one synchronous read and one clock read; no lock, no
+    // fork, no allocation.
     const session: Effect.Effect<Session.Session, SessionError> = Effect.suspend(() => {
-      const s = MutableRef.get(state)
-      return s.session !== undefined && s.expiresAt - clock.unsafeCurrentTimeMillis() > margin
-        ? s.succeed!
-        : slowSession
+      const hot = MutableRef.get(rt.hot)
+      return rt.clock.unsafeCurrentTimeMillis() < hot.freshUntil ? hot.succeed : slowSession
     })
     const accessToken: Effect.Effect<Redacted.Redacted<string>, SessionError> = Effect.suspend(() => {
-      const s = MutableRef.get(state)
-      return s.session !== undefined && s.expiresAt - clock.unsafeCurrentTimeMillis() > margin
-        ? s.succeedToken!
-        : Effect.map(slowSession, (session) => session.accessToken)
+      const hot = MutableRef.get(rt.hot)
+      return rt.clock.unsafeCurrentTimeMillis() < hot.freshUntil ? hot.succeedToken : slowToken
     })
-
-    const signIn = (next: Session.Session) =>
-      mutex.withPermits(1)(
-        Effect.gen(function*() {
-          yield* store.save(next)
-          yield* FiberHandle.clear(saving)
-          yield* update((s) => withSession(s, next))
-          yield* publish(SessionEvent.SignedIn({ session: next }))
-          yield* reschedule
-        })
-      )
-
-    const signOut = mutex.withPermits(1)(
-      Effect.gen(function*() {
-        yield* FiberHandle.clear(saving)
-        const reason = SignOutReason.UserSignedOut()
-        yield* update((s) => ({ ...withSession(s, undefined), signedOut: reason }))
-        yield* publish(SessionEvent.SignedOut({ reason }))
-        yield* reschedule
-        yield* store.clear
-      })
-    )
-
-    yield* reschedule
 
     return SessionManager.of({
       accessToken,
       session,
-      current: Effect.map(getState, (s) => Option.fromNullable(s.session)),
-      refresh: Effect.flatMap(getState, (s) => {
-        if (s.inflight !== undefined) return Deferred.await(s.inflight)
-        return Effect.flatMap(clock.currentTimeMillis, (now) =>
-          now < s.cooldownUntil && s.lastError !== undefined ? Effect.fail(s.lastError) : startOrJoin)
-      }),
-      signIn,
-      signOut,
-      events: Stream.fromPubSub(events)
+      current: Effect.sync(() => Option.fromNullable(MutableRef.get(rt.state).session)),
+      refresh: Runtime.refresh(rt),
+      signIn: (next) => Runtime.signIn(rt, next),
+      signOut: Runtime.signOut(rt),
+      events: Stream_.fromPubSub(rt.events)
     })
   })
 
@@ -542,6 +266,6 @@ export const signOut: Effect.Effect<void, SessionStore.StoreError, SessionManage
  * @since 0.1.0
  * @category accessors
  */
-export const events: Stream.Stream<SessionEvent, never, SessionManager> = Stream.unwrap(
+export const events: Stream.Stream<SessionEvent, never, SessionManager> = Stream_.unwrap(
   Effect.map(SessionManager, (_) => _.events)
 )
