@@ -119,7 +119,13 @@ export class TokenRejectedError extends Schema.TaggedError<TokenRejectedError>("
 
 /**
  * A 2xx answer whose body is not a session: not JSON, too large, or a field
- * missing or of the wrong type. The message names the field, never its value.
+ * missing, of the wrong type or out of bounds. The message names the field,
+ * never its value.
+ *
+ * `rotatedRefreshToken`: the body was refused but carried a well-formed new
+ * refresh token, so the server did rotate and the token that was sent is
+ * spent. Keep this one (the `SessionManager` saves it like any rotation):
+ * dropping it would sign the user out for good.
  *
  * @since 0.1.0
  * @category errors
@@ -130,7 +136,9 @@ export class MalformedResponseError extends Schema.TaggedError<MalformedResponse
   "MalformedResponseError",
   {
     status: Schema.Number,
-    message: Schema.String
+    message: Schema.String,
+    // FromSelf: encoding an error must never write the token out.
+    rotatedRefreshToken: Schema.optional(Schema.RedactedFromSelf(Schema.String))
   }
 ) {
   /** @since 0.2.0 */

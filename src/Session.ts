@@ -176,8 +176,9 @@ const WireToken = Schema.String.pipe(
 )
 
 /**
- * A Supabase session as Moon sends it (snake_case). `expires_at` is unix
- * seconds; when absent, `expires_in` (seconds from now) is used.
+ * A Supabase session as Moon sends it (snake_case). `expires_in` is seconds
+ * from receipt and is what the expiry is computed from; `expires_at` (unix
+ * seconds, the server's clock) is used only when `expires_in` is absent.
  *
  * @since 0.1.0
  * @category schemas
@@ -216,8 +217,11 @@ export const MoonWireBody = Schema.Union(
 /**
  * Decodes the body of a successful `POST /auth/refresh` into a {@link Session}.
  * Accepts the bare and the `{ token: … }` shapes; derives `expiresAt` from
- * `expires_at`, else from `expires_in` and the `Clock`. An expiry that is not in
- * the future is refused: such a session would be useless the moment it arrives.
+ * `expires_in` and the `Clock` (a duration needs no clock comparison), else
+ * from `expires_at`. An expiry that is not in the future, or more than 30 days
+ * away, is refused and the error names the field: such a session would be
+ * useless the moment it arrives, or is a unit mistake (`expires_at` in
+ * milliseconds).
  *
  * Encoding writes the bare shape, with both `expires_at` and `expires_in`.
  *
@@ -231,7 +235,7 @@ export const MoonResponse: Schema.Schema<Session, unknown> = Schema.transformOrF
   Schema.typeSchema(Session),
   {
     strict: true,
-    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => Wire.decode(input, now, ast)),
+    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => Wire.decode(input, now, 0, ast)),
     encode: (session) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const expiresAt = DateTime.toEpochMillis(session.expiresAt)

@@ -58,6 +58,11 @@ export const SignOutReason: Data.TaggedEnum.Constructor<SignOutReason> = State.S
  * @category models
  */
 export type SessionEvent = Data.TaggedEnum<{
+  /**
+   * The first event of every subscription: the session held at the moment the
+   * stream subscribed (none when signed out). Every change after it follows.
+   */
+  Initial: { readonly session: Option.Option<Session.Session> }
   SignedIn: { readonly session: Session.Session }
   /** A new session is in use (and saved, unless a `SaveFailed` follows). */
   Refreshed: { readonly session: Session.Session }
@@ -97,7 +102,11 @@ export interface Service {
   readonly signIn: (session: Session.Session) => Effect.Effect<void, SessionStore.StoreError>
   /** Forgets the session in memory, then clears the store; fails if the store could not be cleared. */
   readonly signOut: Effect.Effect<void, SessionStore.StoreError>
-  /** Events from the moment the stream is run. */
+  /**
+   * Events from the moment the stream is run: first `Initial` with the
+   * session held then, then every change. Subscribing and reading that
+   * session are one step, so no change falls between them.
+   */
   readonly events: Stream.Stream<SessionEvent>
 }
 
@@ -118,8 +127,27 @@ export interface Options {
   readonly autoRefresh?: boolean | undefined
   /** The pause after a failed refresh before the next; doubles with each failure in a row. Default 10 seconds. */
   readonly cooldown?: Duration.DurationInput | undefined
-  /** The longest cooldown. Default 5 minutes. */
+  /** The longest cooldown. Default 5 minutes. A server's `Retry-After` can make one longer (up to an hour). */
   readonly maxCooldown?: Duration.DurationInput | undefined
+  /**
+   * Successful refreshes are at least this far apart, so a server that
+   * issues short-lived tokens cannot make the manager refresh in a loop. A
+   * refresh still starts at least a second before the token expires. Default
+   * 30 seconds.
+   */
+  readonly minInterval?: Duration.DurationInput | undefined
+  /**
+   * The longest a store's `load`, `save` or `clear` may take before it fails
+   * with a `StoreError`: a store that hangs must not hang every reader.
+   * Default 10 seconds.
+   */
+  readonly storeTimeout?: Duration.DurationInput | undefined
+  /**
+   * The longest to wait for the store's lock, which another process may hold
+   * while it refreshes. Past it the refresh fails with a `StoreError` (and a
+   * cooldown). Default 60 seconds.
+   */
+  readonly lockTimeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -130,24 +158,33 @@ export const defaults = {
   margin: Duration.seconds(60),
   autoRefresh: true,
   cooldown: Duration.seconds(10),
-  maxCooldown: Duration.minutes(5)
+  maxCooldown: Duration.minutes(5),
+  minInterval: Duration.seconds(30),
+  storeTimeout: Duration.seconds(10),
+  lockTimeout: Duration.seconds(60)
 } as const
 
 const owner = "SessionManager"
 
+interface Resolved {
+  readonly config: State.Config
+  readonly bounds: Runtime.Bounds
+}
+
 // The one validation of the options: a refusal is a defect at layer construction.
-const resolve = (options: Options): Either.Either<State.Config, Options_.Invalid> =>
+const resolve = (options: Options): Either.Either<Resolved, Options_.Invalid> =>
   Either.gen(function*() {
+    const millis = (option: keyof typeof defaults & keyof Options, rule: Options_.DurationRule) =>
+      Options_.millis(owner, option, (options[option] ?? defaults[option]) as Duration.DurationInput, rule)
     return {
-      margin: yield* Options_.millis(owner, "margin", options.margin ?? defaults.margin, "nonNegative"),
-      autoRefresh: options.autoRefresh ?? defaults.autoRefresh,
-      cooldown: yield* Options_.millis(owner, "cooldown", options.cooldown ?? defaults.cooldown, "nonNegative"),
-      maxCooldown: yield* Options_.millis(
-        owner,
-        "maxCooldown",
-        options.maxCooldown ?? defaults.maxCooldown,
-        "nonNegative"
-      )
+      config: {
+        margin: yield* millis("margin", "nonNegative"),
+        autoRefresh: options.autoRefresh ?? defaults.autoRefresh,
+        cooldown: yield* millis("cooldown", "nonNegative"),
+        maxCooldown: yield* millis("maxCooldown", "nonNegative"),
+        minInterval: yield* millis("minInterval", "nonNegative")
+      },
+      bounds: { store: yield* millis("storeTimeout", "positive"), lock: yield* millis("lockTimeout", "positive") }
     }
   })
 
@@ -167,17 +204,19 @@ export const make = (
   RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
 > =>
   Effect.gen(function*() {
-    const config = yield* Options_.orDie(resolve(options))
+    const { bounds, config } = yield* Options_.orDie(resolve(options))
     const store = yield* SessionStore.SessionStore
-    const initial = State.initial(Option.getOrUndefined(yield* store.load))
+    const initial = State.initial(Option.getOrUndefined(yield* Runtime.load({ store, bounds })), config)
     const rt: Runtime.Runtime = {
       config,
+      bounds,
+      spread: false,
       client: yield* RefreshClient.RefreshClient,
       store,
       clock: yield* Effect.clock,
       scope: yield* Effect.scope,
       state: MutableRef.make(initial),
-      hot: MutableRef.make(Runtime.makeHot(initial, config)),
+      hot: MutableRef.make(Runtime.makeHot(initial)),
       inflight: MutableRef.make(undefined),
       events: yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown),
       mutex: yield* Effect.makeSemaphore(1),
@@ -206,7 +245,7 @@ export const make = (
       refresh: Runtime.refresh(rt),
       signIn: (next) => Runtime.signIn(rt, next),
       signOut: Runtime.signOut(rt),
-      events: Stream_.fromPubSub(rt.events)
+      events: Runtime.events(rt)
     })
   })
 

@@ -148,7 +148,8 @@ describe("a successful response", () => {
       expect(reveal(session)).toStrictEqual({
         accessToken: newAccessToken,
         refreshToken: newRefreshToken,
-        expiresAt: expiresAtSeconds * 1000,
+        // expires_in (3600 s) from receipt, on the TestClock at 0: expires_at is the server's clock.
+        expiresAt: 3_600_000,
         tokenType: "bearer",
         user: { id: "user-1", email: "ada@example.com" }
       })
@@ -161,11 +162,11 @@ describe("a successful response", () => {
       expect(reveal(wrapped)).toStrictEqual(reveal(bare))
     }))
 
-  it.effect("prefers expires_at over expires_in", () =>
+  it.effect("prefers expires_in over expires_at: a duration needs no clock, so neither side's clock can stretch it", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.json(200, { ...sessionBody, expires_in: 60 }))
       const session = yield* refreshWith(server)()
-      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(expiresAtSeconds * 1000)
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(60_000)
     }))
 
   it.effect("derives the expiry from expires_in and the Clock when expires_at is absent", () =>
@@ -769,11 +770,13 @@ describe("configuration", () => {
 describe("clock skew", () => {
   // The TestClock stays at 0; the server's Date header says where its clock is.
   const at = (millis: number) => ({ date: new Date(millis).toUTCString() })
+  // The skew matters only for an expires_at sent alone: expires_in needs no clock.
+  const { expires_in: _expiresIn, ...atOnly } = sessionBody
 
   it.effect("moves expires_at onto our clock when the server's clock is ahead", () =>
     Effect.gen(function*() {
       const serverNow = 3_600_000 // the server is one hour ahead of us
-      const body = { ...sessionBody, expires_at: (serverNow + 600_000) / 1000 }
+      const body = { ...atOnly, expires_at: (serverNow + 600_000) / 1000 }
       const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(serverNow))))()
       expect(DateTime.toEpochMillis(session.expiresAt)).toBe(600_000)
     }))
@@ -782,7 +785,7 @@ describe("clock skew", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(7_200_000)
       const serverNow = 3_600_000 // one hour behind us
-      const body = { ...sessionBody, expires_at: (serverNow + 600_000) / 1000 }
+      const body = { ...atOnly, expires_at: (serverNow + 600_000) / 1000 }
       const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(serverNow))))()
       expect(DateTime.toEpochMillis(session.expiresAt)).toBe(7_200_000 + 600_000)
     }))
@@ -796,7 +799,7 @@ describe("clock skew", () => {
 
   it.effect("ignores differences under five seconds, the noise of a Date header", () =>
     Effect.gen(function*() {
-      const body = { ...sessionBody, expires_at: 600 }
+      const body = { ...atOnly, expires_at: 600 }
       const session = yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, body, at(4_000))))()
       expect(DateTime.toEpochMillis(session.expiresAt)).toBe(600_000)
     }))

@@ -40,7 +40,8 @@ describe("Session.MoonResponse", () => {
       expect(reveal(session)).toStrictEqual({
         accessToken,
         refreshToken,
-        expiresAt: expiresAtSeconds * 1000,
+        // expires_in from the Clock (at 0): expires_at is only used when sent alone.
+        expiresAt: 3_600_000,
         tokenType: "bearer",
         user: { id: "user-1", email: "ada@example.com" }
       })
@@ -53,11 +54,29 @@ describe("Session.MoonResponse", () => {
       expect(reveal(wrapped)).toStrictEqual(reveal(bare))
     }))
 
-  it.effect("takes the expiry from expires_at when expires_in is sent too", () =>
+  it.effect("takes the expiry from expires_in when expires_at is sent too", () =>
     Effect.gen(function*() {
       yield* TestClock.adjust(Duration.hours(1))
       const session = yield* decode({ ...bareBody, expires_at: expiresAtSeconds, expires_in: 60 })
+      expect(DateTime.toEpochMillis(session.expiresAt)).toBe(3_600_000 + 60_000)
+    }))
+
+  it.effect("takes the expiry from expires_at when it is sent alone", () =>
+    Effect.gen(function*() {
+      const { expires_in: _, ...atOnly } = bareBody
+      yield* TestClock.setTime(expiresAtSeconds * 1000 - 600_000)
+      const session = yield* decode(atOnly)
       expect(DateTime.toEpochMillis(session.expiresAt)).toBe(expiresAtSeconds * 1000)
+    }))
+
+  it.effect("refuses an expiry more than 30 days away, naming the field (expires_at in milliseconds)", () =>
+    Effect.gen(function*() {
+      const { expires_in: _, ...atOnly } = bareBody
+      yield* TestClock.setTime(expiresAtSeconds * 1000)
+      const error = yield* Effect.flip(decode({ ...atOnly, expires_at: expiresAtSeconds * 1000 + 3_600_000 }))
+      expect(Session.describeIssue(error.issue)).toContain(`"expires_at"`)
+      const tooLong = yield* Effect.flip(decode({ ...bareBody, expires_in: 31 * 24 * 3600 }))
+      expect(Session.describeIssue(tooLong.issue)).toContain(`"expires_in"`)
     }))
 
   it.effect("derives the expiry from expires_in and the Clock when expires_at is absent", () =>
@@ -98,8 +117,11 @@ describe("Session.MoonResponse", () => {
   it.effect("refuses an expiry that is not in the future, naming the field", () =>
     Effect.gen(function*() {
       yield* TestClock.adjust(Duration.seconds(100))
-      const error = yield* Effect.flip(decode({ ...bareBody, expires_at: 50 }))
+      const { expires_in: _, ...atOnly } = bareBody
+      const error = yield* Effect.flip(decode({ ...atOnly, expires_at: 50 }))
       expect(Session.describeIssue(error.issue)).toContain(`"expires_at"`)
+      const zero = yield* Effect.flip(decode({ ...bareBody, expires_in: 0 }))
+      expect(Session.describeIssue(zero.issue)).toContain(`"expires_in"`)
     }))
 })
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from "@effect/vitest"
 import {
   Clock,
   DateTime,
+  Deferred,
   type Duration,
   Effect,
   Layer,
@@ -94,15 +95,22 @@ const traffic = (
     { concurrency: "unbounded", discard: true }
   )
 
-/** Records every `SessionManager` event from now on, in the test's scope. */
+/** Records every `SessionManager` event after `Initial`, in the test's scope. */
 const recordEvents = Effect.gen(function*() {
   const events: Array<SessionManager.SessionEvent> = []
+  const subscribed = yield* Deferred.make<void>()
   yield* SessionManager.events.pipe(
-    Stream.runForEach((event) => Effect.sync(() => events.push(event))),
+    Stream.runForEach((event) =>
+      event._tag === "Initial"
+        ? Deferred.succeed(subscribed, undefined)
+        : Effect.sync(() => {
+          events.push(event)
+        })
+    ),
     Effect.forkScoped
   )
-  // Let the subscription start before anything can publish.
-  yield* Effect.sleep("20 millis")
+  // The stream opens with `Initial` once it is subscribed: nothing published after this is missed.
+  yield* Deferred.await(subscribed)
   return events
 })
 

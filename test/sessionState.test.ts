@@ -1,5 +1,6 @@
 // The rules of a managed session, called directly: no clock, no layer, no fiber.
 import { describe, expect, it } from "@effect/vitest"
+import { Duration, Option } from "effect"
 import { RefreshError, Session, SessionStore } from "moon-refresh"
 import * as State from "../src/internal/sessionState.js"
 
@@ -8,30 +9,31 @@ const config: State.Config = {
   margin: 60 * second,
   autoRefresh: true,
   cooldown: 10 * second,
-  maxCooldown: 300 * second
+  maxCooldown: 300 * second,
+  minInterval: 30 * second
 }
 
 const sessionAt = (name: string, expiresAt: number) =>
   Session.unsafeMake({ accessToken: `access-${name}`, refreshToken: `refresh-${name}`, expiresAt, user: { id: "u" } })
 
-const held = State.initial(sessionAt("a", 3_600 * second))
+const held = State.initial(sessionAt("a", 3_600 * second), config)
 const serverDown = new RefreshError.ServerError({ status: 503, message: "down" })
 const rejected = new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Already Used" })
 
 describe("freshness", () => {
   it("a token is fresh until expiresAt - margin, usable until expiresAt", () => {
     const freshEnd = 3_600 * second - config.margin
-    expect(State.freshUntil(held, config)).toBe(freshEnd)
-    expect(State.isFresh(held, freshEnd - 1, config)).toBe(true)
-    expect(State.isFresh(held, freshEnd, config)).toBe(false)
+    expect(State.freshUntil(held)).toBe(freshEnd)
+    expect(State.isFresh(held, freshEnd - 1)).toBe(true)
+    expect(State.isFresh(held, freshEnd)).toBe(false)
     expect(State.isUsable(held, freshEnd)).toBe(true)
     expect(State.isUsable(held, 3_600 * second)).toBe(false)
   })
 
   it("without a session nothing is fresh or usable, at any time", () => {
-    const none = State.initial(undefined)
-    expect(State.freshUntil(none, config)).toBe(-Infinity)
-    expect(State.isFresh(none, -1e15, config)).toBe(false)
+    const none = State.initial(undefined, config)
+    expect(State.freshUntil(none)).toBe(-Infinity)
+    expect(State.isFresh(none, -1e15)).toBe(false)
     expect(State.isUsable(none, -1e15)).toBe(false)
   })
 })
@@ -66,7 +68,12 @@ describe("failures and the cooldown", () => {
   it("a success after failures starts clean: no failures, no cooldown, a new generation", () => {
     const failed = State.transition(held, State.Event.Failed({ error: serverDown }), 0, config)
     const next = sessionAt("b", 7_200 * second)
-    const refreshed = State.transition(failed, State.Event.Refreshed({ session: next, saved: true }), 5_000, config)
+    const refreshed = State.transition(
+      failed,
+      State.Event.Refreshed({ session: next, saved: true, jitter: 0 }),
+      5_000,
+      config
+    )
     expect(refreshed).toMatchObject({ session: next, failures: 0, cooldownUntil: 0, unsaved: false })
     expect(refreshed.lastError).toBeUndefined()
     expect(refreshed.generation).toBe(failed.generation + 1)
@@ -74,9 +81,20 @@ describe("failures and the cooldown", () => {
 })
 
 describe("changes of session", () => {
+  it("a refreshed session's expiry decides its refresh time, as for a loaded one", () => {
+    const next = sessionAt("b", 7_200 * second)
+    const refreshed = State.transition(
+      held,
+      State.Event.Refreshed({ session: next, saved: true, jitter: 0 }),
+      0,
+      config
+    )
+    expect(refreshed.refreshAt).toBe(7_200 * second - config.margin)
+  })
+
   it("a refresh whose save failed is marked unsaved until the save of that generation succeeds", () => {
     const next = sessionAt("b", 7_200 * second)
-    const unsaved = State.transition(held, State.Event.Refreshed({ session: next, saved: false }), 0, config)
+    const unsaved = State.transition(held, State.Event.Refreshed({ session: next, saved: false, jitter: 0 }), 0, config)
     expect(unsaved.unsaved).toBe(true)
     // A save of an older generation changes nothing.
     expect(State.transition(unsaved, State.Event.Saved({ generation: held.generation }), 0, config)).toBe(unsaved)
@@ -87,7 +105,7 @@ describe("changes of session", () => {
 
   it("adopting another holder's session replaces ours, as a refresh would", () => {
     const theirs = sessionAt("theirs", 7_200 * second)
-    const adopted = State.transition(held, State.Event.Adopted({ session: theirs }), 0, config)
+    const adopted = State.transition(held, State.Event.Adopted({ session: theirs, jitter: 0 }), 0, config)
     expect(adopted.session).toBe(theirs)
     expect(adopted.expiresAt).toBe(7_200 * second)
     expect(adopted.generation).toBe(held.generation + 1)
@@ -109,7 +127,7 @@ describe("changes of session", () => {
     const back = State.transition(out, State.Event.SignedIn({ session: sessionAt("c", 1) }), 0, config)
     expect(back.signedOut).toBeUndefined()
     expect(back.generation).toBe(out.generation + 1)
-    expect(State.noSessionMessage(State.initial(undefined))).toBe("no session: sign in first")
+    expect(State.noSessionMessage(State.initial(undefined, config))).toBe("no session: sign in first")
   })
 
   it("a store error is a failure like any transient one", () => {
@@ -132,7 +150,103 @@ describe("the proactive refresh", () => {
     expect(State.proactiveAt(held, config)).toBe(3_540 * second)
     const cooling = { ...held, cooldownUntil: 3_550 * second }
     expect(State.proactiveAt(cooling, config)).toBe(3_550 * second)
-    expect(State.proactiveAt(State.initial(undefined), config)).toBeUndefined()
+    expect(State.proactiveAt(State.initial(undefined, config), config)).toBeUndefined()
     expect(State.proactiveAt(held, { ...config, autoRefresh: false })).toBeUndefined()
+  })
+})
+
+describe("when to refresh (the loop guard)", () => {
+  const received = (at: number, jitter = 0) => ({ at, jitter })
+
+  it("a session signed in or loaded refreshes at expiresAt - margin, whatever its lifetime", () => {
+    expect(State.refreshAtFor(61 * second, undefined, config)).toBe(1 * second)
+  })
+
+  it("a received token that is already inside the margin is refreshed after half its life, not at once", () => {
+    // 30-second tokens with the default 60-second margin: the margin is cut to 15 s,
+    // and the minimum interval (30 s) pushes the refresh to a second before expiry.
+    expect(State.refreshAtFor(30 * second, received(0), config)).toBe(29 * second)
+    // Without a minimum interval: half the lifetime.
+    expect(State.refreshAtFor(30 * second, received(0), { ...config, minInterval: 0 })).toBe(15 * second)
+  })
+
+  it("a margin larger than the lifetime never gives a refresh at receipt", () => {
+    for (const lifetime of [1, 10, 999, 1_000, 1_500, 2_000, 5_000, 59_000]) {
+      const at = State.refreshAtFor(1_000_000 + lifetime, received(1_000_000), config)
+      expect(at).toBeGreaterThan(1_000_000)
+      expect(at).toBeLessThan(1_000_000 + lifetime)
+    }
+  })
+
+  it("the minimum interval spaces refreshes but a refresh still starts a second before expiry", () => {
+    const short = { ...config, margin: 5 * second }
+    // 20-second tokens, 5-second margin: planned at 15 s, spaced to 30 s, capped at 19 s.
+    expect(State.refreshAtFor(20 * second, received(0), short)).toBe(19 * second)
+    // Long tokens are not affected.
+    expect(State.refreshAtFor(3_600 * second, received(0), config)).toBe(3_540 * second)
+  })
+
+  it("the jitter moves the refresh later by up to half the margin", () => {
+    const spread = { ...config, minInterval: 0 }
+    expect(State.refreshAtFor(3_600 * second, received(0, 0), spread)).toBe(3_540 * second)
+    expect(State.refreshAtFor(3_600 * second, received(0, 0.5), spread)).toBe(3_555 * second)
+    expect(State.refreshAtFor(3_600 * second, received(0, 0.999), spread)).toBeLessThan(3_570 * second)
+  })
+
+  it("an hour of 30-second tokens under the default options is about 120 refreshes, never thousands", () => {
+    let now = 0
+    let refreshes = 0
+    while (now < 3_600 * second) {
+      now = State.refreshAtFor(now + 30 * second, received(now), config)
+      refreshes++
+    }
+    expect(refreshes).toBeGreaterThanOrEqual(120)
+    expect(refreshes).toBeLessThanOrEqual(125)
+  })
+})
+
+describe("Retry-After and refused answers", () => {
+  it("the cooldown is at least the server's Retry-After", () => {
+    const limited = new RefreshError.RateLimitedError({
+      status: 429,
+      retryAfter: Option.some(Duration.hours(1)),
+      message: "slow down"
+    })
+    const next = State.transition(held, State.Event.Failed({ error: limited }), 0, config)
+    expect(next.cooldownUntil).toBe(3_600 * second)
+    expect(State.pauseAfter(limited, 1, config)).toBe(3_600 * second)
+    // A short Retry-After does not shorten the cooldown.
+    const brief = new RefreshError.RateLimitedError({
+      status: 429,
+      retryAfter: Option.some(Duration.seconds(1)),
+      message: ""
+    })
+    expect(State.pauseAfter(brief, 1, config)).toBe(10 * second)
+  })
+
+  it("a refused answer that rotated keeps the new refresh token, the old access token, and cools down", () => {
+    const rotated = Session.unsafeMake({
+      accessToken: "access-a",
+      refreshToken: "refresh-rotated",
+      expiresAt: 3_600 * second,
+      user: { id: "u" }
+    })
+    const malformed = new RefreshError.MalformedResponseError({
+      status: 200,
+      message: "expires_in is not in the future"
+    })
+    const next = State.transition(
+      held,
+      State.Event.Failed({ error: malformed, rotated: { session: rotated, saved: true } }),
+      100 * second,
+      config
+    )
+    expect(next.session).toBe(rotated)
+    expect(next.failures).toBe(1)
+    expect(next.cooldownUntil).toBe(110 * second)
+    // Due for a refresh at once: not fresh, but still usable until it expires.
+    expect(State.isFresh(next, 100 * second)).toBe(false)
+    expect(State.isUsable(next, 100 * second)).toBe(true)
+    expect(State.proactiveAt(next, config)).toBe(110 * second)
   })
 })

@@ -3,7 +3,7 @@
 import type { HttpClient } from "@effect/platform"
 import { FetchHttpClient, KeyValueStore } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Layer, Option, Stream } from "effect"
 import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
 
 // [layers]
@@ -52,6 +52,8 @@ export const withToken = Effect.gen(function*() {
 export const logEvents = SessionManager.events.pipe(
   Stream.runForEach(
     SessionManager.SessionEvent.$match({
+      // Always first: what is held at the moment of subscribing; every change follows.
+      Initial: ({ session }) => Effect.log(Option.isSome(session) ? "signed in already" : "not signed in yet"),
       SignedIn: () => Effect.log("signed in"),
       Refreshed: ({ session }) => Effect.log(`refreshed; expires ${session.expiresAt}`),
       RefreshFailed: ({ error, willRetry }) => Effect.logWarning(`refresh failed: ${error._tag}`, { willRetry }),

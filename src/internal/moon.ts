@@ -7,7 +7,7 @@
  * @internal
  */
 import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Clock, DateTime, Effect, Option, Predicate, Redacted } from "effect"
+import { Clock, Effect, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, parseRetryAfter } from "./http.js"
@@ -109,19 +109,26 @@ export const decodeSuccess = (
   if (Option.isNone(json)) {
     return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
   }
-  return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    const skew = skewMillis(serverDate, now)
-    return Wire.decode(json.value, now + skew).pipe(
-      Effect.map((session) => (skew === 0 ? session : shiftExpiry(session, -skew))),
-      Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
-        // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-        const error = readErrorBody(body, "application/json", mask)
-        return isDeadToken(error)
-          ? new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
-          : new RefreshError.MalformedResponseError({ status, message: Session.describeIssue(issue) })
-      })
-    )
-  })
+  return Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) =>
+      Wire.decode(json.value, now, skewMillis(serverDate, now)).pipe(
+        Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
+          // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
+          const error = readErrorBody(body, "application/json", mask)
+          if (isDeadToken(error)) {
+            return new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+          }
+          // Refused, but the server may have rotated: its new refresh token is kept.
+          const rotated = Wire.salvageRefreshToken(json.value)
+          return new RefreshError.MalformedResponseError({
+            status,
+            message: Session.describeIssue(issue),
+            ...(rotated === undefined ? {} : { rotatedRefreshToken: Redacted.make(rotated) })
+          })
+        })
+      )
+  )
 }
 
 /** Turns any other answer into a typed error. */
@@ -152,19 +159,6 @@ const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
 
 /** A Date header further than this from our clock is ignored. */
 const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
-
-/**
- * `expires_at` is the server's clock; a client whose clock runs ahead would
- * think the session expires early and refresh constantly. Expiry is moved
- * onto our clock.
- */
-const shiftExpiry = (session: Session.Session, millis: number): Session.Session =>
-  // Not DateTime.addDuration: a Duration cannot be negative, and the shift can be.
-  // The fields come from a decoded session: no need to validate them again.
-  new Session.Session({
-    ...session,
-    expiresAt: DateTime.unsafeMake(DateTime.toEpochMillis(session.expiresAt) + millis)
-  }, true)
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,

@@ -1,32 +1,36 @@
 /**
  * The fiber code of `SessionManager`: single flight, commit, the proactive
- * timer and the background save. It only sequences effects; every decision
- * about the session (fresh? cooldown? what does this outcome change?) is a
- * pure function of `sessionState.ts`.
+ * timer, the background save and the bounds on the store. It only sequences
+ * effects; every decision about the session (fresh? cooldown? what does this
+ * outcome change?) is a pure function of `sessionState.ts`.
  *
  * Imports the public module for its error and event constructors, which it
  * only uses inside functions (the public module imports this one back).
  *
  * @internal
  */
-import type { Clock, Redacted, Scope } from "effect"
+import type { Clock, Scope } from "effect"
 import {
   Cause,
   Deferred,
   Duration,
   Effect,
   Exit,
+  Fiber,
   FiberHandle,
   FiberId,
   MutableRef,
   Option,
   PubSub,
-  Schedule
+  Random,
+  Redacted,
+  Schedule,
+  Stream
 } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
-import type * as Session from "../Session.js"
+import * as Session from "../Session.js"
 import * as SessionManager from "../SessionManager.js"
-import type * as SessionStore from "../SessionStore.js"
+import * as SessionStore from "../SessionStore.js"
 import * as State from "./sessionState.js"
 
 /** What a refresh produced: a new session, or one another holder saved. */
@@ -37,16 +41,27 @@ interface Fresh {
 
 /** Effects built once per session, so a read of a fresh token allocates nothing. */
 interface Hot {
-  readonly session: Session.Session | undefined
+  readonly state: State.State
   /** The token is fresh while the clock is below this. */
   readonly freshUntil: number
   readonly succeed: Effect.Effect<Session.Session>
   readonly succeedToken: Effect.Effect<Redacted.Redacted<string>>
 }
 
+/** The bounds on the store, in milliseconds. */
+export interface Bounds {
+  /** `load`, `save` and `clear`. */
+  readonly store: number
+  /** Waiting for the store's lock (another holder may be refreshing under it). */
+  readonly lock: number
+}
+
 /** Everything the fiber code shares. */
 export interface Runtime {
   readonly config: State.Config
+  readonly bounds: Bounds
+  /** Spread proactive refreshes (stores shared with other processes). */
+  readonly spread: boolean
   readonly client: RefreshClient.Service
   readonly store: SessionStore.Service
   /** The one clock (the one in context at build), so the hot and slow paths never disagree. */
@@ -58,26 +73,25 @@ export interface Runtime {
   readonly hot: MutableRef.MutableRef<Hot>
   readonly inflight: MutableRef.MutableRef<Deferred.Deferred<Session.Session, SessionManager.SessionError> | undefined>
   readonly events: PubSub.PubSub<SessionManager.SessionEvent>
-  /** Serialises every change of session (commit, sign-in, sign-out, background save). */
+  /** Serialises every change of session (commit, sign-in, sign-out, background save) and every publish. */
   readonly mutex: Effect.Semaphore
   readonly proactive: FiberHandle.FiberHandle<void, never>
   readonly saving: FiberHandle.FiberHandle<void, never>
 }
 
-const hotFor = (session: Session.Session | undefined, freshUntil: number): Hot => ({
-  session,
-  freshUntil,
-  succeed: session ? Effect.succeed(session) : Effect.never,
-  succeedToken: session ? Effect.succeed(session.accessToken) : Effect.never
+/** The hot-path cache for a state. */
+export const makeHot = (state: State.State): Hot => ({
+  state,
+  freshUntil: State.freshUntil(state),
+  succeed: state.session ? Effect.succeed(state.session) : Effect.never,
+  succeedToken: state.session ? Effect.succeed(state.session.accessToken) : Effect.never
 })
-
-/** The hot-path cache for a state: rebuilt only when the session changes. */
-export const makeHot = (state: State.State, config: State.Config): Hot =>
-  hotFor(state.session, State.freshUntil(state, config))
 
 const setState = (rt: Runtime, next: State.State): State.State => {
   MutableRef.set(rt.state, next)
-  if (MutableRef.get(rt.hot).session !== next.session) MutableRef.set(rt.hot, makeHot(next, rt.config))
+  const hot = MutableRef.get(rt.hot).state
+  // Rebuilt only when what the hot path reads changes, not on every cooldown.
+  if (hot.session !== next.session || hot.refreshAt !== next.refreshAt) MutableRef.set(rt.hot, makeHot(next))
   return next
 }
 
@@ -91,6 +105,60 @@ const apply = (rt: Runtime, event: State.Event): Effect.Effect<State.State> =>
 const noSession = (state: State.State) => new SessionManager.NoSessionError({ message: State.noSessionMessage(state) })
 
 const publish = (rt: Runtime, event: SessionManager.SessionEvent) => PubSub.publish(rt.events, event)
+
+// In [0, 1) when refreshes are spread across processes, else 0.
+const jitter = (rt: Runtime): Effect.Effect<number> => rt.spread ? Random.next : Effect.succeed(0)
+
+// ---------------------------------------------------------------------------
+// The store, bounded: a store that hangs must not hang the manager.
+// ---------------------------------------------------------------------------
+
+const timedOut = (operation: SessionStore.StoreError["operation"], millis: number) => () =>
+  new SessionStore.StoreError({
+    operation,
+    message: `the store did not answer within ${Duration.format(Duration.millis(millis))}`
+  })
+
+const bounded = <A>(
+  rt: Runtime,
+  operation: "load" | "save" | "clear",
+  effect: Effect.Effect<A, SessionStore.StoreError>
+): Effect.Effect<A, SessionStore.StoreError> =>
+  Effect.timeoutFail(effect, { duration: rt.bounds.store, onTimeout: timedOut(operation, rt.bounds.store) })
+
+/** Loads the stored session, bounded. */
+export const load = (rt: Pick<Runtime, "store" | "bounds">) =>
+  Effect.timeoutFail(rt.store.load, { duration: rt.bounds.store, onTimeout: timedOut("load", rt.bounds.store) })
+
+/**
+ * Runs `critical` under the store's lock, failing with a `StoreError` when
+ * the lock is not granted within the bound. Only the wait is bounded: once
+ * granted, `critical` (the POST and the save) runs under its own bounds.
+ */
+const withLockBounded = <A, E>(
+  rt: Runtime,
+  critical: Effect.Effect<A, E>
+): Effect.Effect<A, E | SessionStore.StoreError> =>
+  Effect.gen(function*() {
+    const granted = yield* Deferred.make<void>()
+    const holder = yield* Effect.fork(
+      rt.store.withLock(Effect.zipRight(Deferred.succeed(granted, undefined), critical))
+    )
+    const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
+      Effect.timeout(rt.bounds.lock),
+      Effect.option
+    )
+    if (Option.isNone(waited)) {
+      // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
+      yield* Fiber.interruptFork(holder)
+      return yield* Effect.fail(timedOut("lock", rt.bounds.lock)())
+    }
+    return yield* Fiber.join(holder)
+  })
+
+// ---------------------------------------------------------------------------
+// Scheduling and saving
+// ---------------------------------------------------------------------------
 
 /** (Re)arms the proactive refresh for the current state, or stops it. */
 export const reschedule = (rt: Runtime): Effect.Effect<void> =>
@@ -125,27 +193,35 @@ const saveInBackground = (
     const retry = rt.mutex.withPermits(1)(
       Effect.gen(function*() {
         if (MutableRef.get(rt.state).generation !== generation) return
-        yield* rt.store.save(session)
+        yield* bounded(rt, "save", rt.store.save(session))
         yield* apply(rt, State.Event.Saved({ generation }))
       })
     ).pipe(Effect.retry(saveRetrySchedule), Effect.ignore)
     yield* FiberHandle.run(rt.saving, retry)
   })
 
+/** Saves a session the server just issued; a failure is reported and retried, never silent. */
+const saveRotated = (rt: Runtime, session: Session.Session) =>
+  Effect.map(Effect.either(bounded(rt, "save", rt.store.save(session))), Option.getLeft)
+
+// ---------------------------------------------------------------------------
+// Committing the outcome of a refresh
+// ---------------------------------------------------------------------------
+
 const commitSuccess = (rt: Runtime, { adopted, session }: Fresh) =>
   Effect.gen(function*() {
     yield* FiberHandle.clear(rt.saving)
-    if (adopted) {
-      yield* apply(rt, State.Event.Adopted({ session }))
-    } else {
-      // Save before anyone can read it: the old refresh token is spent.
-      const saveError = Option.getLeft(yield* Effect.either(rt.store.save(session)))
-      const next = yield* apply(rt, State.Event.Refreshed({ session, saved: Option.isNone(saveError) }))
-      yield* publish(rt, SessionManager.SessionEvent.Refreshed({ session }))
-      if (Option.isSome(saveError)) yield* saveInBackground(rt, saveError.value, session, next.generation)
-      return session
-    }
+    // Save before anyone can read it: the old refresh token is spent.
+    const saveError = adopted ? Option.none() : yield* saveRotated(rt, session)
+    const spread = yield* jitter(rt)
+    const next = yield* apply(
+      rt,
+      adopted
+        ? State.Event.Adopted({ session, jitter: spread })
+        : State.Event.Refreshed({ session, saved: Option.isNone(saveError), jitter: spread })
+    )
     yield* publish(rt, SessionManager.SessionEvent.Refreshed({ session }))
+    if (Option.isSome(saveError)) yield* saveInBackground(rt, saveError.value, session, next.generation)
     return session
   })
 
@@ -157,7 +233,7 @@ const commitRejected = (rt: Runtime, error: State.Failure & { readonly _tag: "To
       Effect.annotateLogs({ status: error.status ?? "none", message: error.message })
     )
     yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
-    yield* rt.store.clear.pipe(
+    yield* bounded(rt, "clear", rt.store.clear).pipe(
       Effect.catchAll((clearError) =>
         Effect.zipRight(
           Effect.logError("moon-refresh: could not clear the stored session after a rejected token"),
@@ -167,26 +243,47 @@ const commitRejected = (rt: Runtime, error: State.Failure & { readonly _tag: "To
     )
   })
 
-const commitFailed = (rt: Runtime, error: State.Failure) =>
+// The server's answer was refused but carried a new refresh token: the one we
+// sent is spent, so the new one replaces it (saved like any rotation).
+const rotatedBy = (error: State.Failure, base: Session.Session): Session.Session | undefined =>
+  error._tag === "MalformedResponseError" && error.rotatedRefreshToken !== undefined
+    ? new Session.Session({ ...base, refreshToken: error.rotatedRefreshToken }, true)
+    : undefined
+
+const commitFailed = (rt: Runtime, error: State.Failure, base: Session.Session) =>
   Effect.gen(function*() {
-    const next = yield* apply(rt, State.Event.Failed({ error }))
-    yield* Effect.logWarning("moon-refresh: refresh failed; keeping the session").pipe(
+    const rotated = rotatedBy(error, base)
+    const saveError = rotated === undefined ? Option.none() : yield* saveRotated(rt, rotated)
+    if (rotated !== undefined) yield* FiberHandle.clear(rt.saving)
+    const next = yield* apply(
+      rt,
+      State.Event.Failed({
+        error,
+        rotated: rotated === undefined ? undefined : { session: rotated, saved: Option.isNone(saveError) }
+      })
+    )
+    yield* Effect.logWarning(
+      rotated === undefined
+        ? "moon-refresh: refresh failed; keeping the session"
+        : "moon-refresh: refresh answer refused; keeping its new refresh token"
+    ).pipe(
       Effect.annotateLogs({
         error: error._tag,
         message: error.message,
-        cooldownMillis: State.cooldownFor(next.failures, rt.config)
+        cooldownMillis: next.cooldownUntil - (yield* rt.clock.currentTimeMillis)
       })
     )
-    yield* publish(
-      rt,
-      SessionManager.SessionEvent.RefreshFailed({ error, willRetry: rt.config.autoRefresh })
-    )
+    yield* publish(rt, SessionManager.SessionEvent.RefreshFailed({ error, willRetry: rt.config.autoRefresh }))
+    if (rotated !== undefined && Option.isSome(saveError)) {
+      yield* saveInBackground(rt, saveError.value, rotated, next.generation)
+    }
   })
 
-/** Applies the outcome of a refresh started under `generation`. Runs under the mutex. */
+/** Applies the outcome of a refresh of `base` started under `generation`. Runs under the mutex. */
 const commit = (
   rt: Runtime,
   generation: number,
+  base: Session.Session,
   outcome: Exit.Exit<Fresh, State.Failure>
 ): Effect.Effect<Session.Session, SessionManager.SessionError> =>
   Effect.gen(function*() {
@@ -203,10 +300,14 @@ const commit = (
     const error = Cause.failureOption(outcome.cause)
     if (Option.isNone(error)) return yield* Effect.failCause(outcome.cause)
     if (error.value._tag === "TokenRejectedError") yield* commitRejected(rt, error.value)
-    else yield* commitFailed(rt, error.value)
+    else yield* commitFailed(rt, error.value, base)
     yield* reschedule(rt)
     return yield* Effect.failCause(outcome.cause)
   })
+
+// ---------------------------------------------------------------------------
+// Single flight
+// ---------------------------------------------------------------------------
 
 /**
  * Under the store's lock: re-read the store, adopt a newer session another
@@ -216,35 +317,35 @@ const commit = (
  */
 const runRefresh = (rt: Runtime, snapshot: State.State, held: Session.Session) => {
   let committed = false
+  let base = held
   const critical = Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
-      let base = held
       let adopted = false
       if (!snapshot.unsaved) {
         // Another process (or tab) sharing the store may have refreshed
         // already: its session is newer and ours is spent.
-        const stored = yield* restore(Effect.orElseSucceed(rt.store.load, () => Option.none<Session.Session>()))
+        const stored = yield* restore(Effect.orElseSucceed(load(rt), () => Option.none<Session.Session>()))
         if (Option.isSome(stored) && State.isNewer(stored.value, base)) {
           base = stored.value
           adopted = true
         }
       }
       const now = yield* rt.clock.currentTimeMillis
-      const outcome: Exit.Exit<Fresh, State.Failure> = adopted && State.isFresh(State.initial(base), now, rt.config)
+      const outcome: Exit.Exit<Fresh, State.Failure> = adopted && State.isAdoptable(base, now, rt.config)
         ? Exit.succeed({ session: base, adopted: true })
         : yield* Effect.exit(
           restore(Effect.map(rt.client.refresh(base.refreshToken), (session) => ({ session, adopted: false })))
         )
       committed = true
-      return yield* rt.mutex.withPermits(1)(commit(rt, snapshot.generation, outcome))
+      return yield* rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, outcome))
     })
   )
-  return rt.store.withLock(critical).pipe(
-    // The store's lock (or its re-read) failed before the outcome was
-    // committed: that is a failed refresh too, with its cooldown.
+  return withLockBounded(rt, critical).pipe(
+    // The store's lock failed (or was not granted in time) before the outcome
+    // was committed: that is a failed refresh too, with its cooldown.
     Effect.catchIf(
       (error): error is SessionStore.StoreError => !committed && error._tag === "StoreError",
-      (error) => rt.mutex.withPermits(1)(commit(rt, snapshot.generation, Exit.fail(error)))
+      (error) => rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, Exit.fail(error)))
     ),
     Effect.withSpan("moon-refresh/SessionManager.refresh", { captureStackTrace: false })
   )
@@ -277,7 +378,7 @@ export const startOrJoin = (rt: Runtime): Effect.Effect<Session.Session, Session
     })
   )
 
-/** A read that is not fresh: within the margin, expired, absent, or cooling down. */
+/** A read that is not fresh: due for a refresh, expired, absent, or cooling down. */
 export const slowSession = (rt: Runtime): Effect.Effect<Session.Session, SessionManager.SessionError> =>
   Effect.gen(function*() {
     const state = MutableRef.get(rt.state)
@@ -287,18 +388,15 @@ export const slowSession = (rt: Runtime): Effect.Effect<Session.Session, Session
     const inflight = MutableRef.get(rt.inflight)
     if (inflight !== undefined) return usable ? state.session : yield* Deferred.await(inflight)
     if (State.inCooldown(state, now)) {
-      return usable
-        ? state.session
-        : yield* Effect.fail(state.lastError ?? noSession(state))
+      return usable ? state.session : yield* Effect.fail(state.lastError ?? noSession(state))
     }
     const result = yield* Effect.either(startOrJoin(rt))
     if (result._tag === "Right") return result.right
     // A transient failure keeps the old session; hand it out while it is valid.
-    if (
-      MutableRef.get(rt.state).session === state.session && State.isUsable(state, yield* rt.clock.currentTimeMillis)
-    ) {
-      return state.session
-    }
+    const after = MutableRef.get(rt.state)
+    // (The same access token also after a refused answer whose new refresh token was kept.)
+    const now2 = yield* rt.clock.currentTimeMillis
+    if (after.session?.accessToken === state.session.accessToken && State.isUsable(after, now2)) return after.session
     return yield* Effect.fail(result.left)
   })
 
@@ -315,11 +413,28 @@ export const refresh = (rt: Runtime): Effect.Effect<Session.Session, SessionMana
     )
   })
 
+// ---------------------------------------------------------------------------
+// Sign-in, sign-out, events
+// ---------------------------------------------------------------------------
+
+const sameTokens = (a: Session.Session, b: Session.Session): boolean =>
+  Redacted.value(a.refreshToken) === Redacted.value(b.refreshToken) &&
+  Redacted.value(a.accessToken) === Redacted.value(b.accessToken)
+
+// A refresh in flight belongs to the session being replaced: later callers
+// must not join it (its result is discarded at commit anyway).
+const detachInflight = (rt: Runtime) => Effect.sync(() => MutableRef.set(rt.inflight, undefined))
+
 export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<void, SessionStore.StoreError> =>
   rt.mutex.withPermits(1)(
     Effect.gen(function*() {
-      yield* rt.store.save(session)
+      const held = MutableRef.get(rt.state).session
+      // The session already held: nothing changes. Detaching a refresh in
+      // flight here would POST the same refresh token twice.
+      if (held !== undefined && sameTokens(held, session)) return
+      yield* bounded(rt, "save", rt.store.save(session))
       yield* FiberHandle.clear(rt.saving)
+      yield* detachInflight(rt)
       yield* apply(rt, State.Event.SignedIn({ session }))
       yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
       yield* reschedule(rt)
@@ -330,9 +445,29 @@ export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreErro
   rt.mutex.withPermits(1)(
     Effect.gen(function*() {
       yield* FiberHandle.clear(rt.saving)
+      yield* detachInflight(rt)
       const next = yield* apply(rt, State.Event.SignedOut())
       yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
       yield* reschedule(rt)
-      yield* rt.store.clear
+      yield* bounded(rt, "clear", rt.store.clear)
     })
+  )
+
+/**
+ * The event stream: `Initial` with the session held at the moment of
+ * subscribing, then every change. Subscribing and reading the session happen
+ * under the mutex that every change and publish takes, so nothing falls
+ * between the two.
+ */
+export const events = (rt: Runtime): Stream.Stream<SessionManager.SessionEvent> =>
+  Stream.unwrapScoped(
+    rt.mutex.withPermits(1)(
+      Effect.map(PubSub.subscribe(rt.events), (subscription) =>
+        Stream.concat(
+          Stream.succeed(
+            SessionManager.SessionEvent.Initial({ session: Option.fromNullable(MutableRef.get(rt.state).session) })
+          ),
+          Stream.fromQueue(subscription)
+        ))
+    )
   )
