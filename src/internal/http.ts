@@ -3,8 +3,9 @@
  *
  * @internal
  */
-import type { HttpClientError, HttpClientResponse } from "@effect/platform"
-import { Duration, Effect, Either, Option, Stream } from "effect"
+import type { HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { HttpClient } from "@effect/platform"
+import { Duration, Effect, Either, FiberRef, Option, Stream } from "effect"
 
 /** The largest response body we read: a session is a few kilobytes. */
 export const maxBodyBytes = 1024 * 1024
@@ -112,4 +113,43 @@ export const validatePath = (path: string): Either.Either<string, string> => {
     return Either.left(`must be a plain URL path such as "/auth/refresh" (got ${JSON.stringify(path.slice(0, 100))})`)
   }
   return Either.right(path)
+}
+
+/**
+ * Runs `execute` with `onHop` called on every request the transport is about
+ * to send, redirect hops included. A client that follows redirects (for
+ * example `HttpClient.followRedirects()`) sends each hop through the
+ * transport without passing through any wrapper of ours; the one hook every
+ * hop passes is the transport's tracer predicate (`HttpClient.make` consults
+ * it before sending). `onHop` may mutate the request it is given, to keep a
+ * secret off a hop it must not reach; it never creates a span.
+ *
+ * The user's own tracer settings are kept: the predicate answers what theirs
+ * would have. Limit: a predicate set with `withTracerDisabledWhen` *inside*
+ * the user's redirect-following client replaces ours for those hops.
+ */
+export const guardHops = <A, E, R>(
+  execute: Effect.Effect<A, E, R>,
+  onHop: (request: HttpClientRequest.HttpClientRequest) => void
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(
+    Effect.zip(FiberRef.get(FiberRef.currentTracerEnabled), FiberRef.get(HttpClient.currentTracerDisabledWhen)),
+    ([enabled, disabledWhen]) =>
+      execute.pipe(
+        Effect.locally(HttpClient.currentTracerDisabledWhen, (request) => {
+          onHop(request)
+          return !enabled || disabledWhen(request)
+        }),
+        // The transport skips the predicate when tracing is off: on, so it is always called.
+        Effect.locally(FiberRef.currentTracerEnabled, true)
+      )
+  )
+
+/** `scheme://host:port` of a URL, or `undefined` when it does not parse. */
+export const originOf = (url: string | URL): string | undefined => {
+  try {
+    return new URL(url).origin
+  } catch {
+    return undefined
+  }
 }
