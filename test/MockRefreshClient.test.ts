@@ -391,13 +391,16 @@ describe("MockRefreshClient", () => {
         }))
     }
 
-    it.effect("refuses a negative reuseWindow with the options' one wording", () =>
-      Effect.gen(function*() {
-        const exit = yield* Effect.exit(MockRefreshClient.make({ reuseWindow: "-1 second" }))
-        expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
-          `MockRefreshClient: option "reuseWindow" must be a finite, non-negative duration`
-        )
-      }))
+    for (const reuseWindow of [-1, "-5 seconds", Duration.infinity] as const) {
+      it.effect(`refuses a reuseWindow of ${String(reuseWindow)} with the options' one wording`, () =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(MockRefreshClient.make({ reuseWindow }))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+            `MockRefreshClient: option "reuseWindow" must be a finite, non-negative duration`
+          )
+        }))
+    }
 
     it.effect("refuses a lifetime with the options' one wording", () =>
       Effect.gen(function*() {
@@ -466,6 +469,7 @@ describe("docs/examples/testing.ts", () => {
   it.effect("ridesOutAnOutage", () => Examples.ridesOutAnOutage)
   it.effect("signsOutOnRejection", () => Examples.signsOutOnRejection)
   it.effect("lostAnswerSignsOut", () => Examples.lostAnswerSignsOut)
+  it.effect("lostAnswerInReuseWindow", () => Examples.lostAnswerInReuseWindow)
   it.scopedLive("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
   it.scopedLive("lostAnswerAndReuseWindow", () => Examples.lostAnswerAndReuseWindow)
   it.scopedLive("noTokenInTheOutput", () => Examples.noTokenInTheOutput)
