@@ -2,12 +2,10 @@ import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platf
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
 import { Cause, Clock, Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Stream, TestClock } from "effect"
-import { AuthHttpClient, SessionManager, SessionStore } from "moon-refresh"
+import { AuthHttpClient, RefreshClient, RefreshError, SessionManager, SessionStore } from "moon-refresh"
+import { MockRefreshClient } from "moon-refresh/testing"
 import { inspect } from "node:util"
 import { recordingTracer } from "./support/RecordingTracer.js"
-import * as ScriptedRefreshClient from "./support/ScriptedRefreshClient.js"
-
-const { makeSession } = ScriptedRefreshClient
 
 const minute = 60_000
 const hour = 60 * minute
@@ -49,25 +47,34 @@ const makeApi = (options: { readonly accepted: ReadonlyArray<string>; readonly l
 
 type Api = ReturnType<typeof makeApi>
 
+const callCount = (mock: MockRefreshClient.Service) => Effect.map(mock.stats, (stats) => stats.calls)
+
 interface Harness {
   readonly http: AuthHttpClient.AuthHttpClient
   readonly manager: SessionManager.Service
-  readonly refresh: ScriptedRefreshClient.ScriptedRefreshClient
+  readonly refresh: MockRefreshClient.Service
 }
 
-/** An AuthHttpClient over `api`, with a manager holding `session` and a scripted refresh. */
+/**
+ * An AuthHttpClient over `api`, with a manager holding a session the mock
+ * issued, `mock-access-token-0` valid for an hour (unless `signedIn` is false).
+ */
 const withClient = <A, E>(
   setup: {
     readonly api: Api
-    readonly session?: ReturnType<typeof makeSession>
-    readonly refresh?: ScriptedRefreshClient.ScriptedRefreshClient
+    readonly signedIn?: boolean
+    /** The mock's options. Default: every call issues a one-hour session after 1 s. */
+    readonly refresh?: MockRefreshClient.Options
   },
   body: (harness: Harness) => Effect.Effect<A, E, Scope.Scope>
 ) =>
   Effect.gen(function*() {
-    const refresh = setup.refresh ?? ScriptedRefreshClient.make(ScriptedRefreshClient.succeed({ delay: "1 second" }))
+    const refresh = yield* MockRefreshClient.make(
+      setup.refresh ?? { whenEmpty: MockRefreshClient.succeed({ delay: "1 second" }) }
+    )
+    const session = setup.signedIn === false ? undefined : yield* refresh.issueSession({ name: "0", lifetime: hour })
     const manager = SessionManager.layer({ autoRefresh: false }).pipe(
-      Layer.provide(Layer.merge(refresh.layer, SessionStore.layerMemory(setup.session)))
+      Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, refresh), SessionStore.layerMemory(session)))
     )
     const context = yield* Layer.build(Layer.provideMerge(AuthHttpClient.layer, Layer.merge(manager, setup.api.layer)))
     return yield* body({
@@ -79,20 +86,20 @@ const withClient = <A, E>(
 
 describe("AuthHttpClient", () => {
   it.effect("sends Authorization: Bearer <access token> with every request", () => {
-    const api = makeApi({ accepted: ["access-0"] })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+    const api = makeApi({ accepted: ["mock-access-token-0"] })
+    return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
         const response = yield* http.get(url)
         expect(response.status).toBe(200)
         yield* http.post(url)
-        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-0"])
-        expect(refresh.callCount()).toBe(0)
+        expect(api.authorizations()).toStrictEqual(["Bearer mock-access-token-0", "Bearer mock-access-token-0"])
+        expect(yield* callCount(refresh)).toBe(0)
       }))
   })
 
   it.effect("fails with NoSessionError, sending nothing, when nobody is signed in", () => {
     const api = makeApi({ accepted: [] })
-    return withClient({ api }, ({ http }) =>
+    return withClient({ api, signedIn: false }, ({ http }) =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(http.get(url))
         expect(error._tag).toBe("NoSessionError")
@@ -101,29 +108,29 @@ describe("AuthHttpClient", () => {
   })
 
   it.effect("50 concurrent requests that all get 401 cause one refresh and 50 replays with the new token", () => {
-    // The server revoked access-0 although it has not expired; only the refreshed token works.
-    const api = makeApi({ accepted: ["access-1"] })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+    // The server revoked mock-access-token-0 although it has not expired; only the refreshed token works.
+    const api = makeApi({ accepted: ["mock-access-token-1"] })
+    return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
         const requests = yield* Effect.fork(
           Effect.all(Array.from({ length: 50 }, () => http.get(url)), { concurrency: "unbounded" })
         )
         yield* settle
-        expect(refresh.callCount()).toBe(1)
+        expect(yield* callCount(refresh)).toBe(1)
         yield* TestClock.adjust("1 second")
         const responses = yield* Fiber.join(requests)
         expect(responses.map((response) => response.status)).toStrictEqual(Array.from({ length: 50 }, () => 200))
-        expect(refresh.callCount()).toBe(1)
+        expect(yield* callCount(refresh)).toBe(1)
         const authorizations = api.authorizations()
         expect(authorizations).toHaveLength(100)
-        expect(authorizations.filter((value) => value === "Bearer access-0")).toHaveLength(50)
-        expect(authorizations.filter((value) => value === "Bearer access-1")).toHaveLength(50)
+        expect(authorizations.filter((value) => value === "Bearer mock-access-token-0")).toHaveLength(50)
+        expect(authorizations.filter((value) => value === "Bearer mock-access-token-1")).toHaveLength(50)
       }))
   })
 
   it.effect("returns a second 401 as it is: exactly two sends and one refresh, never a loop", () => {
     const api = makeApi({ accepted: [] })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+    return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
         const request = yield* Effect.fork(http.get(url))
         yield* settle
@@ -131,30 +138,30 @@ describe("AuthHttpClient", () => {
         const response = yield* Fiber.join(request)
         expect(response.status).toBe(401)
         expect(yield* response.json).toStrictEqual({ error: "invalid JWT" })
-        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-1"])
-        expect(refresh.callCount()).toBe(1)
+        expect(api.authorizations()).toStrictEqual(["Bearer mock-access-token-0", "Bearer mock-access-token-1"])
+        expect(yield* callCount(refresh)).toBe(1)
       }))
   })
 
   it.effect("replays with the current token, without refreshing, when the session changed while the request was out", () => {
-    const api = makeApi({ accepted: ["access-new"], latency: "1 second" })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, manager, refresh }) =>
+    const api = makeApi({ accepted: ["mock-access-token-new"], latency: "1 second" })
+    return withClient({ api }, ({ http, manager, refresh }) =>
       Effect.gen(function*() {
         const request = yield* Effect.fork(http.get(url))
         yield* settle
-        yield* manager.signIn(makeSession("new", 2 * hour))
+        yield* manager.signIn(yield* refresh.issueSession({ name: "new", lifetime: 2 * hour }))
         yield* TestClock.adjust("1 second")
         yield* TestClock.adjust("1 second")
         const response = yield* Fiber.join(request)
         expect(response.status).toBe(200)
-        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-new"])
-        expect(refresh.callCount()).toBe(0)
+        expect(api.authorizations()).toStrictEqual(["Bearer mock-access-token-0", "Bearer mock-access-token-new"])
+        expect(yield* callCount(refresh)).toBe(0)
       }))
   })
 
   it.effect("joins a refresh already in flight when its request gets a 401", () => {
-    const api = makeApi({ accepted: ["access-1"] })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, manager, refresh }) =>
+    const api = makeApi({ accepted: ["mock-access-token-1"] })
+    return withClient({ api }, ({ http, manager, refresh }) =>
       Effect.gen(function*() {
         const refreshing = yield* Effect.fork(manager.refresh)
         yield* settle
@@ -163,14 +170,14 @@ describe("AuthHttpClient", () => {
         yield* TestClock.adjust("1 second")
         expect((yield* Fiber.join(request)).status).toBe(200)
         yield* Fiber.join(refreshing)
-        expect(refresh.callCount()).toBe(1)
-        expect(api.authorizations()).toStrictEqual(["Bearer access-0", "Bearer access-1"])
+        expect(yield* callCount(refresh)).toBe(1)
+        expect(api.authorizations()).toStrictEqual(["Bearer mock-access-token-0", "Bearer mock-access-token-1"])
       }))
   })
 
   it.effect("does not replay a request whose body is a stream (it cannot be sent twice)", () => {
-    const api = makeApi({ accepted: ["access-1"] })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http, refresh }) =>
+    const api = makeApi({ accepted: ["mock-access-token-1"] })
+    return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
         const streamed = HttpClientRequest.post(url).pipe(
           HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("{\"a\":1}")))
@@ -182,17 +189,18 @@ describe("AuthHttpClient", () => {
         expect(response.status).toBe(401)
         // Returned unread: the caller can still read why it was refused.
         expect(yield* response.text).toBe("{\"error\":\"invalid JWT\"}")
-        expect(api.authorizations()).toStrictEqual(["Bearer access-0"])
+        expect(api.authorizations()).toStrictEqual(["Bearer mock-access-token-0"])
         // The session was refreshed all the same: the next request carries the new token.
-        expect(refresh.callCount()).toBe(1)
+        expect(yield* callCount(refresh)).toBe(1)
         expect((yield* http.get(url)).status).toBe(200)
       }))
   })
 
   it.effect("fails with the refresh's typed error when the refresh a 401 needed fails", () => {
     const api = makeApi({ accepted: [] })
-    const refresh = ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown())
-    return withClient({ api, session: makeSession(0, hour), refresh }, ({ http }) =>
+    const unavailable = new RefreshError.ServerError({ status: 503, message: "service unavailable" })
+    const refresh = { whenEmpty: MockRefreshClient.fail(unavailable, { delay: "100 millis" }) }
+    return withClient({ api, refresh }, ({ http }) =>
       Effect.gen(function*() {
         const request = yield* Effect.fork(Effect.flip(http.get(url)))
         yield* settle
@@ -203,14 +211,14 @@ describe("AuthHttpClient", () => {
   })
 
   it.effect("never puts the Authorization header value in logs or span attributes", () => {
-    const api = makeApi({ accepted: ["access-1"] })
+    const api = makeApi({ accepted: ["mock-access-token-1"] })
     const { spans, tracer } = recordingTracer()
     const lines: Array<string> = []
     const capture = Logger.make((options) => {
       lines.push(Logger.logfmtLogger.log(options), Logger.jsonLogger.log(options))
       lines.push(inspect(options.message, { depth: 10 }), Cause.pretty(options.cause))
     })
-    return withClient({ api, session: makeSession(0, hour) }, ({ http }) =>
+    return withClient({ api }, ({ http }) =>
       Effect.gen(function*() {
         const request = yield* Effect.fork(
           http.get(url).pipe(
@@ -233,7 +241,7 @@ describe("AuthHttpClient", () => {
         Logger.withMinimumLogLevel(LogLevel.All),
         Effect.map(() => {
           // The tokens were sent, so the checks below are not vacuous.
-          expect(api.authorizations()).toContain("Bearer access-1")
+          expect(api.authorizations()).toContain("Bearer mock-access-token-1")
           expect(lines.length).toBeGreaterThan(0)
           // The signed request itself was logged: its header shows as redacted.
           expect(lines.some((line) => line.includes("\"authorization\":\"<redacted>\""))).toBe(true)
@@ -252,7 +260,14 @@ describe("AuthHttpClient", () => {
             ])
           ]
           for (const text of everything) {
-            for (const token of ["access-0", "access-1", "refresh-0", "refresh-1"]) {
+            for (
+              const token of [
+                "mock-access-token-0",
+                "mock-access-token-1",
+                "mock-refresh-token-0",
+                "mock-refresh-token-1"
+              ]
+            ) {
               expect(text).not.toContain(token)
             }
           }

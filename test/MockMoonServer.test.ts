@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, DateTime, Effect, Exit, Redacted, Runtime, Schedule, Scope, TestClock } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Exit, Redacted, Runtime, Schedule, Scope, TestClock } from "effect"
 import { MockMoonServer } from "moon-refresh/testing"
 
 // The server is exercised with plain `fetch`, so these tests say what goes over
@@ -431,6 +431,29 @@ describe("MockMoonServer", () => {
           ["POST", "/auth/refresh", 200, undefined]
         ])
       }))
+  })
+
+  describe("options", () => {
+    for (
+      const [option, value, message] of [
+        ["accessTokenLifetime", 0, `MockMoonServer: option "accessTokenLifetime" must be a whole number >= 1`],
+        ["accessTokenLifetime", 1.5, `MockMoonServer: option "accessTokenLifetime" must be a whole number >= 1`],
+        ["reuseWindow", -1, `MockMoonServer: option "reuseWindow" must be a finite, non-negative duration`],
+        ["reuseWindow", "-5 seconds", `MockMoonServer: option "reuseWindow" must be a finite, non-negative duration`],
+        [
+          "reuseWindow",
+          Duration.infinity,
+          `MockMoonServer: option "reuseWindow" must be a finite, non-negative duration`
+        ]
+      ] as const
+    ) {
+      it.scoped(`refuses ${option} ${String(value)} with a defect naming the option, before listening`, () =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(MockMoonServer.make({ [option]: value }))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(message)
+        }))
+    }
   })
 
   describe("secrets and lifecycle", () => {

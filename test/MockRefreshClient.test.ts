@@ -122,6 +122,76 @@ describe("MockRefreshClient", () => {
       }))
   })
 
+  describe("named sessions", () => {
+    it.effect("issueSession with a name gives tokens named after it; refreshes number on from 1", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make()
+        const seeded = yield* mock.issueSession({ name: "seed", lifetime: "10 minutes" })
+        expect(tokensOf(seeded)).toStrictEqual(["mock-access-token-seed", "mock-refresh-token-seed"])
+        expect(expiryOf(seeded)).toBe(600_000)
+        expect(tokensOf(yield* mock.refresh(seeded.refreshToken))).toStrictEqual([
+          "mock-access-token-1",
+          "mock-refresh-token-1"
+        ])
+      }))
+
+    it.effect("skips a number a test took as a name", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make()
+        const zero = yield* mock.issueSession({ name: "0" })
+        yield* mock.issueSession({ name: "2" })
+        const first = yield* mock.refresh(zero.refreshToken)
+        const third = yield* mock.refresh(first.refreshToken)
+        expect([first, third].map(tokensOf)).toStrictEqual([
+          ["mock-access-token-1", "mock-refresh-token-1"],
+          ["mock-access-token-3", "mock-refresh-token-3"]
+        ])
+      }))
+
+    it.effect("a name already taken is a defect naming it", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make()
+        yield* mock.issueSession({ name: "other" })
+        const exit = yield* Effect.exit(mock.issueSession({ name: "other" }))
+        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(`"other"`)
+      }))
+  })
+
+  describe("reuse window", () => {
+    it.effect("within the window, the token spent last gets the same new refresh token and a new access token", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make({ reuseWindow: "10 seconds" })
+        const seeded = yield* mock.issueSession()
+        const rotated = yield* mock.refresh(seeded.refreshToken)
+        yield* TestClock.adjust("10 seconds")
+        const again = yield* mock.refresh(seeded.refreshToken)
+        expect(tokensOf(again)).toStrictEqual(["mock-access-token-3", "mock-refresh-token-2"])
+        expect(yield* mock.isLive(rotated.refreshToken)).toBe(true)
+
+        yield* TestClock.adjust(1)
+        const late = yield* Effect.flip(mock.refresh(seeded.refreshToken))
+        expect(late.message).toBe("Invalid Refresh Token: Already Used")
+        expect((yield* mock.calls).map((call) => call.outcome)).toStrictEqual([
+          "rotated",
+          "reuse-tolerated",
+          "reuse-rejected"
+        ])
+        expect(yield* mock.stats).toMatchObject({ rotations: 1, reusesTolerated: 1, reuseRejections: 1 })
+      }))
+
+    it.effect("without one (the default), even a reuse at the same instant is rejected", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make()
+        const seeded = yield* mock.issueSession()
+        yield* mock.refresh(seeded.refreshToken)
+        expect((yield* Effect.flip(mock.refresh(seeded.refreshToken))).message).toBe(
+          "Invalid Refresh Token: Already Used"
+        )
+        expect(yield* mock.stats).toMatchObject({ reusesTolerated: 0, reuseRejections: 1 })
+      }))
+  })
+
   describe("the script", () => {
     it.effect("succeeds when the script is empty, with the default lifetime", () =>
       Effect.gen(function*() {
@@ -321,6 +391,25 @@ describe("MockRefreshClient", () => {
         }))
     }
 
+    for (const reuseWindow of [-1, "-5 seconds", Duration.infinity] as const) {
+      it.effect(`refuses a reuseWindow of ${String(reuseWindow)} with the options' one wording`, () =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(MockRefreshClient.make({ reuseWindow }))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+            `MockRefreshClient: option "reuseWindow" must be a finite, non-negative duration`
+          )
+        }))
+    }
+
+    it.effect("refuses a lifetime with the options' one wording", () =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(MockRefreshClient.make({ lifetime: -1 }))
+        expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+          `MockRefreshClient: option "lifetime" must be a finite, non-negative duration`
+        )
+      }))
+
     it.effect("a step with a negative delay dies when it is used, naming the option", () =>
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: -5 })] })
@@ -380,6 +469,7 @@ describe("docs/examples/testing.ts", () => {
   it.effect("ridesOutAnOutage", () => Examples.ridesOutAnOutage)
   it.effect("signsOutOnRejection", () => Examples.signsOutOnRejection)
   it.effect("lostAnswerSignsOut", () => Examples.lostAnswerSignsOut)
+  it.effect("lostAnswerInReuseWindow", () => Examples.lostAnswerInReuseWindow)
   it.scopedLive("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
   it.scopedLive("lostAnswerAndReuseWindow", () => Examples.lostAnswerAndReuseWindow)
   it.scopedLive("noTokenInTheOutput", () => Examples.noTokenInTheOutput)

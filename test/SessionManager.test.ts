@@ -20,10 +20,8 @@ import {
 } from "effect"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, SessionManager, SessionStore } from "moon-refresh"
-import * as ScriptedRefreshClient from "./support/ScriptedRefreshClient.js"
+import { MockRefreshClient } from "moon-refresh/testing"
 import * as TestHttpClient from "./support/TestHttpClient.js"
-
-const { makeSession } = ScriptedRefreshClient
 
 const second = 1_000
 const minute = 60 * second
@@ -47,6 +45,23 @@ const readAtOnce = (manager: SessionManager.Service) =>
 
 const currentToken = (manager: SessionManager.Service) =>
   Effect.map(manager.current, Option.match({ onNone: () => "none", onSome: tokenOf }))
+
+// What the refresh client saw: how many calls, when each started, the refresh tokens they were given.
+const callCount = (mock: MockRefreshClient.Service) => Effect.map(mock.stats, (stats) => stats.calls)
+const startTimes = (mock: MockRefreshClient.Service) =>
+  Effect.map(mock.calls, (calls) => calls.map((call) => call.startedAt))
+const tokensGiven = (mock: MockRefreshClient.Service) => Effect.map(mock.tokens, (tokens) => tokens.map(Redacted.value))
+
+/** Every refresh fails with a 503 after `delay`. */
+const serverDown = (delay: Duration.DurationInput) =>
+  MockRefreshClient.fail(new RefreshError.ServerError({ status: 503, message: "service unavailable" }), { delay })
+
+/** A session the mock issues at time 0: `mock-access-token-<name>`, expiring at `lifetime`. */
+interface Stored {
+  readonly name: string
+  readonly lifetime: Duration.DurationInput
+}
+const stored = (name: string, lifetime: Duration.DurationInput): Stored => ({ name, lifetime })
 
 /**
  * A Moon refresh endpoint whose `n`th answer takes `delays[n]` (the last delay
@@ -167,11 +182,11 @@ interface CapturedLog {
 }
 
 interface Setup {
-  /** The stored session the manager starts from. */
-  readonly session?: Session.Session
-  /** Default: every call issues a one-hour session after 1 s. */
-  readonly client?: ScriptedRefreshClient.ScriptedRefreshClient
-  /** Replaces the scripted client (e.g. the real `RefreshClient.layer`). */
+  /** The stored session the manager starts from, issued by the mock. */
+  readonly session?: Stored
+  /** The mock's options. Default: every call issues a one-hour session after 1 s. */
+  readonly mock?: MockRefreshClient.Options
+  /** Replaces the mock (e.g. the real `RefreshClient.layer`). */
   readonly refreshLayer?: Layer.Layer<RefreshClient.RefreshClient>
   readonly options?: SessionManager.Options
 }
@@ -179,7 +194,7 @@ interface Setup {
 interface Harness {
   readonly manager: SessionManager.Service
   readonly context: Context.Context<SessionManager.SessionManager>
-  readonly client: ScriptedRefreshClient.ScriptedRefreshClient
+  readonly mock: MockRefreshClient.Service
   readonly store: TestStore
   readonly events: Array<SessionManager.SessionEvent>
   readonly logs: Array<CapturedLog>
@@ -191,11 +206,13 @@ const withManager = <A, E>(setup: Setup, body: (harness: Harness) => Effect.Effe
     logs.push({ level: options.logLevel, line: Logger.logfmtLogger.log(options) })
   })
   return Effect.gen(function*() {
-    const client = setup.client ?? ScriptedRefreshClient.make(ScriptedRefreshClient.succeed({ delay: "1 second" }))
-    const store = makeStore(setup.session)
+    const mock = yield* MockRefreshClient.make(
+      setup.mock ?? { whenEmpty: MockRefreshClient.succeed({ delay: "1 second" }) }
+    )
+    const store = makeStore(setup.session && (yield* mock.issueSession(setup.session)))
     const context = yield* Layer.build(
       SessionManager.layer(setup.options).pipe(
-        Layer.provide(Layer.merge(setup.refreshLayer ?? client.layer, store.layer))
+        Layer.provide(Layer.merge(setup.refreshLayer ?? Layer.succeed(RefreshClient.RefreshClient, mock), store.layer))
       )
     )
     const manager = Context.get(context, SessionManager.SessionManager)
@@ -205,7 +222,10 @@ const withManager = <A, E>(setup: Setup, body: (harness: Harness) => Effect.Effe
       Stream.runForEach(manager.events.pipe(Stream.drop(1)), (event) => Effect.sync(() => events.push(event)))
     )
     yield* settle
-    return yield* body({ manager, context, client, store, events, logs })
+    const result = yield* body({ manager, context, mock, store, events, logs })
+    // Refresh tokens are one-time: whatever a test does, the manager never spends one twice.
+    expect(yield* mock.stats).toMatchObject({ reuseRejections: 0, unknownTokens: 0 })
+    return result
   }).pipe(
     Effect.scoped,
     Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
@@ -219,45 +239,47 @@ const tags = (events: ReadonlyArray<SessionManager.SessionEvent>) => events.map(
 
 describe("reading the token", () => {
   it.effect("loads the stored session when the layer is built", () =>
-    withManager({ session: makeSession(0, 10 * minute) }, ({ manager, store }) =>
+    withManager({ session: stored("0", 10 * minute) }, ({ manager, store }) =>
       Effect.gen(function*() {
-        expect(yield* currentToken(manager)).toBe("access-0")
+        expect(yield* currentToken(manager)).toBe("mock-access-token-0")
         expect(store.log).toStrictEqual(["load"])
       })))
 
   it.effect("hands out a token with more than the margin left at once: no refresh, no store access", () =>
     withManager(
-      { session: makeSession(0, 10 * minute) },
-      ({ client, context, manager, store }) =>
+      { session: stored("0", 10 * minute) },
+      ({ mock, context, manager, store }) =>
         Effect.gen(function*() {
           for (let i = 0; i < 100; i++) {
-            expect(Redacted.value(yield* manager.accessToken)).toBe("access-0")
+            expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-0")
           }
-          expect(tokenOf(yield* manager.session)).toBe("access-0")
+          expect(tokenOf(yield* manager.session)).toBe("mock-access-token-0")
           // The module's accessors read the same service.
-          expect(Redacted.value(yield* Effect.provide(SessionManager.accessToken, context))).toBe("access-0")
-          expect(client.callCount()).toBe(0)
+          expect(Redacted.value(yield* Effect.provide(SessionManager.accessToken, context))).toBe("mock-access-token-0")
+          expect(yield* callCount(mock)).toBe(0)
           expect(store.log).toStrictEqual(["load"])
         })
     ))
 
   it.effect("fails with NoSessionError, without a refresh call, when nobody has signed in", () =>
-    withManager({}, ({ client, manager }) =>
+    withManager({}, ({ mock, manager }) =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(manager.accessToken)
         expect(error._tag).toBe("NoSessionError")
         expect((yield* Effect.flip(manager.refresh))._tag).toBe("NoSessionError")
         expect(yield* manager.current).toStrictEqual(Option.none())
-        expect(client.callCount()).toBe(0)
+        expect(yield* callCount(mock)).toBe(0)
       })))
 
   it.effect("fails to build with the StoreError when the store cannot be read", () =>
     Effect.gen(function*() {
-      const store = makeStore(makeSession(0, hour))
+      const mock = yield* MockRefreshClient.make()
+      const store = makeStore(yield* mock.issueSession({ name: "0" }))
       store.failLoad = true
-      const client = ScriptedRefreshClient.make()
       const exit = yield* Layer.build(
-        SessionManager.layer().pipe(Layer.provide(Layer.merge(client.layer, store.layer)))
+        SessionManager.layer().pipe(
+          Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, mock), store.layer))
+        )
       ).pipe(Effect.scoped, Effect.exit)
       expect(Exit.isFailure(exit)).toBe(true)
       const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
@@ -266,10 +288,9 @@ describe("reading the token", () => {
 
   it.effect("refuses an infinite margin when the layer is built (a defect, not a StoreError)", () =>
     Effect.gen(function*() {
-      const client = ScriptedRefreshClient.make()
       const exit = yield* Layer.build(
         SessionManager.layer({ margin: Duration.infinity }).pipe(
-          Layer.provide(Layer.merge(client.layer, makeStore().layer))
+          Layer.provide(Layer.merge(MockRefreshClient.layer(), makeStore().layer))
         )
       ).pipe(Effect.scoped, Effect.exit)
       expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
@@ -278,9 +299,10 @@ describe("reading the token", () => {
   for (const [option, value] of [["margin", -1], ["cooldown", -1000], ["maxCooldown", -5]] as const) {
     it.effect(`refuses a negative ${option} (${value}) instead of clamping it, naming the option`, () =>
       Effect.gen(function*() {
-        const client = ScriptedRefreshClient.make()
         const exit = yield* Layer.build(
-          SessionManager.layer({ [option]: value }).pipe(Layer.provide(Layer.merge(client.layer, makeStore().layer)))
+          SessionManager.layer({ [option]: value }).pipe(
+            Layer.provide(Layer.merge(MockRefreshClient.layer(), makeStore().layer))
+          )
         ).pipe(Effect.scoped, Effect.exit)
         expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
         expect(Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "").toContain(`option "${option}"`)
@@ -291,62 +313,62 @@ describe("reading the token", () => {
 describe("single flight", () => {
   it.effect("1,000 concurrent accessToken calls on an expired session make exactly one refresh call; all get the new token", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ client, manager, store }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ mock, manager, store }) =>
         Effect.gen(function*() {
           const readers = yield* Effect.fork(
             Effect.all(Array.from({ length: 1_000 }, () => manager.accessToken), { concurrency: "unbounded" })
           )
           yield* settle
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
           yield* TestClock.adjust("1 second")
           const tokens = (yield* Fiber.join(readers)).map(Redacted.value)
           expect(tokens).toHaveLength(1_000)
-          expect(new Set(tokens)).toStrictEqual(new Set(["access-1"]))
-          expect(client.callCount()).toBe(1)
-          expect(client.tokens()).toStrictEqual(["refresh-0"])
-          expect(store.storedToken()).toBe("access-1")
+          expect(new Set(tokens)).toStrictEqual(new Set(["mock-access-token-1"]))
+          expect(yield* callCount(mock)).toBe(1)
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0"])
+          expect(store.storedToken()).toBe("mock-access-token-1")
         })
     ))
 
   it.effect("refresh called while a refresh is in flight joins it instead of starting a second one", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ client, manager }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ mock, manager }) =>
         Effect.gen(function*() {
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           const refresher = yield* Effect.fork(manager.refresh)
           yield* settle
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
           yield* TestClock.adjust("1 second")
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-1")
-          expect(tokenOf(yield* Fiber.join(refresher))).toBe("access-1")
-          expect(client.callCount()).toBe(1)
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-1")
+          expect(tokenOf(yield* Fiber.join(refresher))).toBe("mock-access-token-1")
+          expect(yield* callCount(mock)).toBe(1)
 
           // With nothing in flight, refresh does refresh, with the rotated token.
           const again = yield* Effect.fork(manager.refresh)
           yield* TestClock.adjust("1 second")
-          expect(tokenOf(yield* Fiber.join(again))).toBe("access-2")
-          expect(client.tokens()).toStrictEqual(["refresh-0", "refresh-1"])
+          expect(tokenOf(yield* Fiber.join(again))).toBe("mock-access-token-2")
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0", "mock-refresh-token-1"])
         })
     ))
 
   it.effect("a waiting caller that is interrupted does not abort the refresh the others rely on", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ client, manager, store }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ mock, manager, store }) =>
         Effect.gen(function*() {
           const impatient = yield* Effect.fork(manager.accessToken)
           const patient = yield* Effect.fork(manager.accessToken)
           yield* settle
           yield* Fiber.interrupt(impatient)
           yield* TestClock.adjust("1 second")
-          expect(Redacted.value(yield* Fiber.join(patient))).toBe("access-1")
-          expect(client.interruptions()).toBe(0)
-          expect(client.calls[0]!.outcome).toBe("succeeded")
-          expect(yield* currentToken(manager)).toBe("access-1")
-          expect(store.storedToken()).toBe("access-1")
+          expect(Redacted.value(yield* Fiber.join(patient))).toBe("mock-access-token-1")
+          expect((yield* mock.stats).interruptions).toBe(0)
+          expect((yield* mock.calls)[0]!.outcome).toBe("rotated")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
+          expect(store.storedToken()).toBe("mock-access-token-1")
         })
     ))
 })
@@ -355,64 +377,64 @@ describe("proactive refresh", () => {
   it.effect("refreshes at expiresAt - margin with no caller, then again ahead of the new expiry", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.succeed({ expiresIn: "10 minutes", delay: "1 second" })
-        )
+        session: stored("0", 10 * minute),
+        mock: { whenEmpty: MockRefreshClient.succeed({ lifetime: "10 minutes", delay: "1 second" }) }
       },
-      ({ client, manager }) =>
+      ({ mock, manager }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute - 1)
-          expect(client.callCount()).toBe(0)
+          expect(yield* callCount(mock)).toBe(0)
           yield* TestClock.adjust(1)
-          expect(client.startedAt()).toStrictEqual([9 * minute])
+          expect(yield* startTimes(mock)).toStrictEqual([9 * minute])
           yield* TestClock.adjust("1 second")
-          expect(yield* currentToken(manager)).toBe("access-1")
-          // access-1 was issued at 9:01 for 10 minutes: the next refresh is due at 18:01.
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
+          // mock-access-token-1 was issued at 9:01 for 10 minutes: the next refresh is due at 18:01.
           yield* TestClock.setTime(18 * minute + second - 1)
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
           yield* TestClock.adjust(1)
-          expect(client.startedAt()).toStrictEqual([9 * minute, 18 * minute + second])
-          expect(client.tokens()).toStrictEqual(["refresh-0", "refresh-1"])
+          expect(yield* startTimes(mock)).toStrictEqual([9 * minute, 18 * minute + second])
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0", "mock-refresh-token-1"])
           yield* TestClock.adjust("1 second")
-          expect(yield* currentToken(manager)).toBe("access-2")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-2")
         })
     ))
 
   it.effect("a reader during the proactive refresh gets the old, still-valid token without waiting", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(ScriptedRefreshClient.succeed({ delay: "5 seconds" }))
+        session: stored("0", 10 * minute),
+        mock: { whenEmpty: MockRefreshClient.succeed({ delay: "5 seconds" }) }
       },
-      ({ client, manager }) =>
+      ({ mock, manager }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute)
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           const read = yield* Fiber.poll(reader)
-          expect(Option.map(read, Exit.map(Redacted.value))).toStrictEqual(Option.some(Exit.succeed("access-0")))
+          expect(Option.map(read, Exit.map(Redacted.value))).toStrictEqual(
+            Option.some(Exit.succeed("mock-access-token-0"))
+          )
           expect(yield* Clock.currentTimeMillis).toBe(9 * minute)
 
           yield* TestClock.adjust("5 seconds")
-          expect(Redacted.value(yield* manager.accessToken)).toBe("access-1")
-          expect(client.callCount()).toBe(1)
+          expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-1")
+          expect(yield* callCount(mock)).toBe(1)
         })
     ))
 
   it.effect("with autoRefresh off, the first read after the clock jumps far past expiry refreshes at once", () =>
     withManager(
-      { session: makeSession(0, 10 * minute), options: { autoRefresh: false } },
-      ({ client, manager }) =>
+      { session: stored("0", 10 * minute), options: { autoRefresh: false } },
+      ({ mock, manager }) =>
         Effect.gen(function*() {
           yield* TestClock.adjust("1 day")
-          expect(client.callCount()).toBe(0)
+          expect(yield* callCount(mock)).toBe(0)
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
-          expect(client.startedAt()).toStrictEqual([24 * hour])
+          expect(yield* startTimes(mock)).toStrictEqual([24 * hour])
           yield* TestClock.adjust("1 second")
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-1")
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-1")
         })
     ))
 })
@@ -420,7 +442,7 @@ describe("proactive refresh", () => {
 describe("rotation", () => {
   it.effect("saves the new session to the store before any reader is handed the new token", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
+      { session: stored("0", 0), options: { autoRefresh: false } },
       ({ manager, store }) =>
         Effect.gen(function*() {
           const read = Effect.flatMap(manager.accessToken, (token) =>
@@ -434,18 +456,18 @@ describe("rotation", () => {
           yield* Fiber.join(readers)
           yield* read
           expect(store.log.filter((entry) => entry !== "load")).toStrictEqual([
-            "save:access-1",
-            "read:access-1 (stored: access-1)",
-            "read:access-1 (stored: access-1)",
-            "read:access-1 (stored: access-1)",
-            "read:access-1 (stored: access-1)"
+            "save:mock-access-token-1",
+            "read:mock-access-token-1 (stored: mock-access-token-1)",
+            "read:mock-access-token-1 (stored: mock-access-token-1)",
+            "read:mock-access-token-1 (stored: mock-access-token-1)",
+            "read:mock-access-token-1 (stored: mock-access-token-1)"
           ])
         })
     ))
 
   it.effect("a failed save keeps the new session in memory, emits SaveFailed, logs an error and retries until saved", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
+      { session: stored("0", 0), options: { autoRefresh: false } },
       ({ events, logs, manager, store }) =>
         Effect.gen(function*() {
           store.failNextSaves = 4
@@ -453,9 +475,9 @@ describe("rotation", () => {
           yield* settle
           yield* TestClock.adjust("1 second")
           // The refresh succeeded: the caller gets the new token although the save failed.
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-1")
-          expect(yield* currentToken(manager)).toBe("access-1")
-          expect(store.storedToken()).toBe("access-0")
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-1")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
+          expect(store.storedToken()).toBe("mock-access-token-0")
           yield* settle
           expect(tags(events)).toStrictEqual(["Refreshed", "SaveFailed"])
           const saveFailed = events[1]!
@@ -463,28 +485,28 @@ describe("rotation", () => {
           const errors = logs.filter((log) => log.level === LogLevel.Error)
           expect(errors).toHaveLength(1)
           expect(errors[0]!.line).toContain("could not be saved")
-          expect(errors[0]!.line).not.toContain("access-1")
+          expect(errors[0]!.line).not.toContain("mock-access-token-1")
 
           yield* TestClock.adjust("1 hour")
           // In the background: at once, then 1 s, 2 s and 4 s apart; the fifth attempt succeeds.
           expect(store.saves).toStrictEqual([
-            { token: "access-1", at: 1_000, ok: false },
-            { token: "access-1", at: 1_000, ok: false },
-            { token: "access-1", at: 2_000, ok: false },
-            { token: "access-1", at: 4_000, ok: false },
-            { token: "access-1", at: 8_000, ok: true }
+            { token: "mock-access-token-1", at: 1_000, ok: false },
+            { token: "mock-access-token-1", at: 1_000, ok: false },
+            { token: "mock-access-token-1", at: 2_000, ok: false },
+            { token: "mock-access-token-1", at: 4_000, ok: false },
+            { token: "mock-access-token-1", at: 8_000, ok: true }
           ])
-          expect(store.storedToken()).toBe("access-1")
-          expect(yield* currentToken(manager)).toBe("access-1")
+          expect(store.storedToken()).toBe("mock-access-token-1")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
         })
     ))
 
   it.effect("stops retrying the save of a session once a newer session replaced it", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ client, manager, store }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ mock, manager, store }) =>
         Effect.gen(function*() {
-          store.failSavesOf = "access-1"
+          store.failSavesOf = "mock-access-token-1"
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("1 second")
@@ -493,16 +515,17 @@ describe("rotation", () => {
           // The unsaved refresh token is in memory: the next refresh spends it, not the old one.
           const refresher = yield* Effect.fork(manager.refresh)
           yield* TestClock.adjust("1 second")
-          expect(tokenOf(yield* Fiber.join(refresher))).toBe("access-2")
+          expect(tokenOf(yield* Fiber.join(refresher))).toBe("mock-access-token-2")
           yield* TestClock.adjust("1 hour")
-          expect(client.tokens()).toStrictEqual(["refresh-0", "refresh-1"])
-          expect(store.saves.filter((save) => save.token === "access-1").map((save) => save.at)).toStrictEqual([
-            1_000,
-            1_000,
-            2_000,
-            4_000
-          ])
-          expect(store.storedToken()).toBe("access-2")
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0", "mock-refresh-token-1"])
+          expect(store.saves.filter((save) => save.token === "mock-access-token-1").map((save) => save.at))
+            .toStrictEqual([
+              1_000,
+              1_000,
+              2_000,
+              4_000
+            ])
+          expect(store.storedToken()).toBe("mock-access-token-2")
         })
     ))
 })
@@ -511,16 +534,16 @@ describe("transient failures", () => {
   it.effect("keeps a still-valid session through a transient failure, emits RefreshFailed, and retries after the cooldown", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown("100 millis"))
+        session: stored("0", 10 * minute),
+        mock: { whenEmpty: serverDown("100 millis") }
       },
-      ({ client, events, manager, store }) =>
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute)
           yield* TestClock.adjust("100 millis")
-          expect(client.callCount()).toBe(1)
-          expect(yield* currentToken(manager)).toBe("access-0")
-          expect(store.storedToken()).toBe("access-0")
+          expect(yield* callCount(mock)).toBe(1)
+          expect(yield* currentToken(manager)).toBe("mock-access-token-0")
+          expect(store.storedToken()).toBe("mock-access-token-0")
           yield* settle
           expect(events).toHaveLength(1)
           const failed = events[0]!
@@ -531,24 +554,24 @@ describe("transient failures", () => {
           }
 
           // Within the cooldown: readers get the valid token, `refresh` fails at once; no request.
-          expect(Redacted.value(yield* manager.accessToken)).toBe("access-0")
+          expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-0")
           expect((yield* Effect.flip(manager.refresh))._tag).toBe("ServerError")
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
 
           // Cooldowns of 10 s, 20 s, 40 s, each counted from the end of the failed refresh.
           yield* TestClock.setTime(9 * minute + 59 * second)
-          expect(client.startedAt()).toStrictEqual([540_000, 550_100, 570_200])
-          expect(Redacted.value(yield* manager.accessToken)).toBe("access-0")
+          expect(yield* startTimes(mock)).toStrictEqual([540_000, 550_100, 570_200])
+          expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-0")
 
           // Once the token has expired, a read within the cooldown fails at once with the last error.
           yield* TestClock.setTime(10 * minute + 5 * second)
           const error = yield* Effect.flip(manager.accessToken)
           expect(error._tag).toBe("ServerError")
-          expect(client.callCount()).toBe(3)
+          expect(yield* callCount(mock)).toBe(3)
           yield* TestClock.setTime(11 * minute)
-          expect(client.startedAt()).toStrictEqual([540_000, 550_100, 570_200, 610_300])
+          expect(yield* startTimes(mock)).toStrictEqual([540_000, 550_100, 570_200, 610_300])
           // The session is never dropped on a transient failure.
-          expect(yield* currentToken(manager)).toBe("access-0")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-0")
           expect(tags(events).every((tag) => tag === "RefreshFailed")).toBe(true)
         })
     ))
@@ -560,10 +583,10 @@ describe("transient failures", () => {
     () =>
       withManager(
         {
-          session: makeSession(0, 61 * second),
-          client: ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown("100 millis"))
+          session: stored("0", 61 * second),
+          mock: { whenEmpty: serverDown("100 millis") }
         },
-        ({ client, manager }) =>
+        ({ mock, manager }) =>
           Effect.gen(function*() {
             const reads: Array<{ readonly at: number; readonly outcome: string }> = []
             for (let s = 1; s <= 3_600; s++) {
@@ -576,7 +599,7 @@ describe("transient failures", () => {
               )
             }
             yield* settle
-            expect(client.startedAt()).toStrictEqual([
+            expect(yield* startTimes(mock)).toStrictEqual([
               1_000,
               11_100,
               31_200,
@@ -597,9 +620,9 @@ describe("transient failures", () => {
             expect(reads).toHaveLength(3_600)
             // Readers got the token while it was valid, then the typed error; never "no session".
             for (const read of reads) {
-              expect(read.outcome).toBe(read.at < 61 * second ? "access-0" : "ServerError")
+              expect(read.outcome).toBe(read.at < 61 * second ? "mock-access-token-0" : "ServerError")
             }
-            expect(yield* currentToken(manager)).toBe("access-0")
+            expect(yield* currentToken(manager)).toBe("mock-access-token-0")
           })
       ),
     60_000
@@ -614,13 +637,13 @@ describe("transient failures", () => {
         const server = TestHttpClient.make(TestHttpClient.text(503, "Service Unavailable"))
         yield* withManager(
           {
-            session: makeSession(0, 61 * second),
+            session: stored("0", 61 * second),
             refreshLayer: RefreshClient.layer().pipe(Layer.provide(server.layer))
           },
           ({ manager }) =>
             Effect.gen(function*() {
               for (let s = 1; s <= 3_600; s++) yield* TestClock.adjust("1 second")
-              expect(yield* currentToken(manager)).toBe("access-0")
+              expect(yield* currentToken(manager)).toBe("mock-access-token-0")
             })
         )
         const sentAt = server.sentAt()
@@ -641,64 +664,69 @@ describe("transient failures", () => {
   it.effect("a malformed response never replaces a good session", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.fail(
-            new RefreshError.MalformedResponseError({ status: 200, message: "response is not a session" })
-          ),
-          ScriptedRefreshClient.succeed()
-        )
+        session: stored("0", 10 * minute),
+        mock: {
+          script: [
+            MockRefreshClient.fail(
+              new RefreshError.MalformedResponseError({ status: 200, message: "response is not a session" })
+            )
+          ],
+          whenEmpty: MockRefreshClient.succeed()
+        }
       },
-      ({ client, events, manager, store }) =>
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute)
-          expect(client.callCount()).toBe(1)
-          expect(yield* currentToken(manager)).toBe("access-0")
-          expect(store.storedToken()).toBe("access-0")
-          expect(Redacted.value(yield* manager.accessToken)).toBe("access-0")
+          expect(yield* callCount(mock)).toBe(1)
+          expect(yield* currentToken(manager)).toBe("mock-access-token-0")
+          expect(store.storedToken()).toBe("mock-access-token-0")
+          expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-0")
           yield* settle
           expect(tags(events)).toStrictEqual(["RefreshFailed"])
 
-          // The next attempt, after the cooldown, spends the same (kept) refresh token.
+          // The next attempt, after the cooldown, spends the same (kept) refresh token. (A failed
+          // call issues nothing, so the first new session is number 1.)
           yield* TestClock.adjust("10 seconds")
-          expect(client.tokens()).toStrictEqual(["refresh-0", "refresh-0"])
-          expect(yield* currentToken(manager)).toBe("access-2")
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0", "mock-refresh-token-0"])
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
         })
     ))
 
   it.effect("a malformed response to a read of an expired token fails the read but keeps the session", () =>
     withManager(
       {
-        session: makeSession(0, 0),
+        session: stored("0", 0),
         options: { autoRefresh: false },
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.fail(new RefreshError.MalformedResponseError({ status: 200, message: "not JSON" }))
-        )
+        mock: {
+          whenEmpty: MockRefreshClient.fail(
+            new RefreshError.MalformedResponseError({ status: 200, message: "not JSON" })
+          )
+        }
       },
       ({ manager, store }) =>
         Effect.gen(function*() {
           const error = yield* Effect.flip(manager.accessToken)
           expect(error._tag).toBe("MalformedResponseError")
-          expect(yield* currentToken(manager)).toBe("access-0")
-          expect(store.storedToken()).toBe("access-0")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-0")
+          expect(store.storedToken()).toBe("mock-access-token-0")
         })
     ))
 
   it.effect("a reader whose own refresh fails transiently still gets the token while it is valid", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
+        session: stored("0", 10 * minute),
         options: { autoRefresh: false },
-        client: ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown("100 millis"))
+        mock: { whenEmpty: serverDown("100 millis") }
       },
-      ({ client, events, manager }) =>
+      ({ mock, events, manager }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute + 30 * second)
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("100 millis")
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-0")
-          expect(client.callCount()).toBe(1)
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-0")
+          expect(yield* callCount(mock)).toBe(1)
           yield* settle
           const failed = events[0]
           // autoRefresh is off: nobody retries by itself.
@@ -709,46 +737,48 @@ describe("transient failures", () => {
   it.effect("a successful refresh resets the cooldown to its first step", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.serverDown("100 millis"),
-          ScriptedRefreshClient.serverDown("100 millis"),
-          ScriptedRefreshClient.succeed({ expiresIn: "10 minutes", delay: "100 millis" }),
-          ScriptedRefreshClient.serverDown("100 millis")
-        )
+        session: stored("0", 10 * minute),
+        mock: {
+          script: [
+            serverDown("100 millis"),
+            serverDown("100 millis"),
+            MockRefreshClient.succeed({ lifetime: "10 minutes", delay: "100 millis" })
+          ],
+          whenEmpty: serverDown("100 millis")
+        }
       },
-      ({ client }) =>
+      ({ mock }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(18 * minute + 50 * second)
           // 9:00 fails, 9:10.1 fails, 9:30.2 succeeds (valid to 19:30.3), 18:30.3 fails, 18:40.4 (10 s, not 40 s).
-          expect(client.startedAt()).toStrictEqual([540_000, 550_100, 570_200, 1_110_300, 1_120_400])
+          expect(yield* startTimes(mock)).toStrictEqual([540_000, 550_100, 570_200, 1_110_300, 1_120_400])
         })
     ))
 
   it.effect("follows the configured cooldown, doubling up to maxCooldown", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
+        session: stored("0", 10 * minute),
         options: { cooldown: "1 second", maxCooldown: "4 seconds" },
-        client: ScriptedRefreshClient.make(ScriptedRefreshClient.serverDown(Duration.zero))
+        mock: { whenEmpty: serverDown(Duration.zero) }
       },
-      ({ client }) =>
+      ({ mock }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute + 16 * second)
-          expect(client.startedAt()).toStrictEqual([540_000, 541_000, 543_000, 547_000, 551_000, 555_000])
+          expect(yield* startTimes(mock)).toStrictEqual([540_000, 541_000, 543_000, 547_000, 551_000, 555_000])
         })
     ))
 
   it.effect("a store lock that cannot be taken is a failed refresh: RefreshFailed, a cooldown, then a retry", () =>
     withManager(
-      { session: makeSession(0, 10 * minute) },
-      ({ client, events, manager, store }) =>
+      { session: stored("0", 10 * minute) },
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           store.failNextLocks = 1
           yield* TestClock.setTime(9 * minute)
           yield* settle
           expect(store.log).toContain("lock-failed")
-          expect(yield* currentToken(manager)).toBe("access-0")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-0")
           const observed = {
             events: events.map((event) =>
               event._tag === "RefreshFailed"
@@ -760,11 +790,11 @@ describe("transient failures", () => {
             locksTried: store.log.filter((entry) => entry === "lock-failed").length
           }
           yield* TestClock.setTime(9 * minute + 10 * second)
-          const retriedAt = client.startedAt()
+          const retriedAt = yield* startTimes(mock)
           yield* TestClock.adjust("1 second")
           expect({ ...observed, retriedAt }).toStrictEqual({
             events: ["RefreshFailed(StoreError, willRetry: true)"],
-            read: "access-0",
+            read: "mock-access-token-0",
             locksTried: 1,
             retriedAt: [9 * minute + 10 * second]
           })
@@ -776,7 +806,7 @@ describe("transient failures", () => {
       // The first request would take an hour; the retry answers at once.
       const server = slowMoonServer("1 hour", Duration.zero)
       yield* withManager(
-        { session: makeSession(0, 10 * minute), refreshLayer: server.layer },
+        { session: stored("0", 10 * minute), refreshLayer: server.layer },
         ({ manager }) =>
           Effect.gen(function*() {
             yield* TestClock.setTime(9 * minute + 11 * second)
@@ -794,14 +824,14 @@ describe("terminal failure", () => {
   it.effect("a rejected refresh token signs out: memory and store cleared, SignedOut emitted, later reads fail without a request", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.fail(
+        session: stored("0", 10 * minute),
+        mock: {
+          whenEmpty: MockRefreshClient.fail(
             new RefreshError.TokenRejectedError({ status: 400, message: "Invalid Refresh Token: Already Used" })
           )
-        )
+        }
       },
-      ({ client, events, manager, store }) =>
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           const error = yield* Effect.flip(manager.refresh)
           expect(error._tag).toBe("TokenRejectedError")
@@ -820,20 +850,21 @@ describe("terminal failure", () => {
           expect((yield* Effect.flip(manager.refresh))._tag).toBe("NoSessionError")
           // No proactive refresh either.
           yield* TestClock.adjust("1 day")
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
         })
     ))
 
   it.effect("a reader waiting on a refresh whose token is rejected gets the TokenRejectedError", () =>
     withManager(
       {
-        session: makeSession(0, 0),
+        session: stored("0", 0),
         options: { autoRefresh: false },
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.fail(new RefreshError.TokenRejectedError({ status: 401, message: "invalid_grant" }), {
-            delay: "1 second"
-          })
-        )
+        mock: {
+          whenEmpty: MockRefreshClient.fail(
+            new RefreshError.TokenRejectedError({ status: 401, message: "invalid_grant" }),
+            { delay: "1 second" }
+          )
+        }
       },
       ({ manager }) =>
         Effect.gen(function*() {
@@ -848,12 +879,14 @@ describe("terminal failure", () => {
   it.effect("a proactive refresh whose token is rejected signs out too", () =>
     withManager(
       {
-        session: makeSession(0, 10 * minute),
-        client: ScriptedRefreshClient.make(
-          ScriptedRefreshClient.fail(new RefreshError.TokenRejectedError({ status: 401, message: "invalid_grant" }))
-        )
+        session: stored("0", 10 * minute),
+        mock: {
+          whenEmpty: MockRefreshClient.fail(
+            new RefreshError.TokenRejectedError({ status: 401, message: "invalid_grant" })
+          )
+        }
       },
-      ({ client, events, manager, store }) =>
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute)
           yield* settle
@@ -861,38 +894,42 @@ describe("terminal failure", () => {
           expect(store.storedToken()).toBe("none")
           expect(tags(events)).toStrictEqual(["SignedOut"])
           yield* TestClock.adjust("1 day")
-          expect(client.callCount()).toBe(1)
+          expect(yield* callCount(mock)).toBe(1)
         })
     ))
 })
 
 describe("the layer's scope", () => {
-  const buildIn = (scope: Scope.Scope, client: ScriptedRefreshClient.ScriptedRefreshClient, store: TestStore) =>
-    Layer.build(SessionManager.layer().pipe(Layer.provide(Layer.merge(client.layer, store.layer)))).pipe(
+  const buildIn = (scope: Scope.Scope, mock: MockRefreshClient.Service, store: TestStore) =>
+    Layer.build(
+      SessionManager.layer().pipe(
+        Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, mock), store.layer))
+      )
+    ).pipe(
       Scope.extend(scope),
       Effect.map(Context.get(SessionManager.SessionManager))
     )
 
   it.effect("closing it stops the proactive refresh", () =>
     Effect.gen(function*() {
-      const client = ScriptedRefreshClient.make()
-      const store = makeStore(makeSession(0, 10 * minute))
+      const mock = yield* MockRefreshClient.make()
+      const store = makeStore(yield* mock.issueSession({ name: "0", lifetime: 10 * minute }))
       const scope = yield* Scope.make()
-      yield* buildIn(scope, client, store)
+      yield* buildIn(scope, mock, store)
       yield* TestClock.setTime(9 * minute - 1)
       yield* Scope.close(scope, Exit.void)
       yield* TestClock.adjust("1 day")
-      expect(client.callCount()).toBe(0)
+      expect(yield* callCount(mock)).toBe(0)
     }))
 
   it.effect("closing it aborts an in-flight refresh instead of waiting for it", () =>
     Effect.gen(function*() {
-      const client = ScriptedRefreshClient.make(ScriptedRefreshClient.succeed({ delay: "1 hour" }))
-      const store = makeStore(makeSession(0, 10 * minute))
+      const mock = yield* MockRefreshClient.make({ whenEmpty: MockRefreshClient.succeed({ delay: "1 hour" }) })
+      const store = makeStore(yield* mock.issueSession({ name: "0", lifetime: 10 * minute }))
       const scope = yield* Scope.make()
-      const manager = yield* buildIn(scope, client, store)
+      const manager = yield* buildIn(scope, mock, store)
       yield* TestClock.setTime(9 * minute)
-      expect(client.callCount()).toBe(1)
+      expect(yield* callCount(mock)).toBe(1)
       const waiter = yield* Effect.fork(manager.refresh)
       yield* settle
       // Closed in a daemon so that, if the close waits for the request, the test can
@@ -900,7 +937,7 @@ describe("the layer's scope", () => {
       const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
       yield* settle
       const outcome = {
-        refresh: client.calls[0]!.outcome,
+        refresh: (yield* mock.calls)[0]!.outcome,
         closed: Option.isSome(yield* Fiber.poll(closing)),
         waiter: Option.map(yield* Fiber.poll(waiter), (exit) => Exit.isInterrupted(exit))
       }
@@ -908,14 +945,15 @@ describe("the layer's scope", () => {
       yield* Fiber.join(closing)
       expect(outcome).toStrictEqual({ refresh: "interrupted", closed: true, waiter: Option.some(true) })
       yield* TestClock.adjust("1 day")
-      expect(client.callCount()).toBe(1)
-      expect(store.storedToken()).toBe("access-0")
+      expect(yield* callCount(mock)).toBe(1)
+      expect(store.storedToken()).toBe("mock-access-token-0")
     }))
 
   it.effect("closing it aborts the HTTP request of an in-flight refresh made by the real RefreshClient", () =>
     Effect.gen(function*() {
       const server = slowMoonServer("1 hour", Duration.zero)
-      const store = makeStore(makeSession(0, 10 * minute))
+      const mock = yield* MockRefreshClient.make()
+      const store = makeStore(yield* mock.issueSession({ name: "0", lifetime: 10 * minute }))
       const scope = yield* Scope.make()
       yield* Layer.build(SessionManager.layer().pipe(Layer.provide(Layer.merge(server.layer, store.layer)))).pipe(
         Scope.extend(scope)
@@ -938,71 +976,71 @@ describe("the layer's scope", () => {
 describe("a store shared with another process", () => {
   it.effect("adopts a newer session another process saved instead of refreshing", () =>
     withManager(
-      { session: makeSession(0, 10 * minute) },
-      ({ client, events, manager, store }) =>
+      { session: stored("0", 10 * minute) },
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
-          store.setByAnotherProcess(makeSession("other", 2 * hour))
+          store.setByAnotherProcess(yield* mock.issueSession({ name: "other", lifetime: 2 * hour }))
           yield* TestClock.setTime(9 * minute)
-          expect(client.callCount()).toBe(0)
-          expect(yield* currentToken(manager)).toBe("access-other")
-          expect(Redacted.value(yield* manager.accessToken)).toBe("access-other")
+          expect(yield* callCount(mock)).toBe(0)
+          expect(yield* currentToken(manager)).toBe("mock-access-token-other")
+          expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-other")
           yield* settle
           expect(tags(events)).toStrictEqual(["Refreshed"])
           // The next refresh is planned from the adopted session, and spends its refresh token.
           yield* TestClock.setTime(2 * hour - minute)
-          expect(client.tokens()).toStrictEqual(["refresh-other"])
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-other"])
           yield* TestClock.adjust("1 second")
-          expect(yield* currentToken(manager)).toBe("access-1")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-1")
         })
     ))
 
   it.effect("refreshes with the newer stored session's refresh token when that one is within the margin too", () =>
     withManager(
-      { session: makeSession(0, 10 * minute), options: { autoRefresh: false } },
-      ({ client, manager, store }) =>
+      { session: stored("0", 10 * minute), options: { autoRefresh: false } },
+      ({ mock, manager, store }) =>
         Effect.gen(function*() {
-          store.setByAnotherProcess(makeSession("other", 10 * minute + 30 * second))
+          store.setByAnotherProcess(yield* mock.issueSession({ name: "other", lifetime: 10 * minute + 30 * second }))
           yield* TestClock.setTime(9 * minute + 45 * second)
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("1 second")
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-1")
-          expect(client.tokens()).toStrictEqual(["refresh-other"])
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-1")
+          expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-other"])
         })
     ))
 })
 
 describe("signing in and out", () => {
   it.effect("signIn saves the session, then uses it, emits SignedIn and plans its refresh", () =>
-    withManager({}, ({ client, events, manager, store }) =>
+    withManager({}, ({ mock, events, manager, store }) =>
       Effect.gen(function*() {
-        yield* manager.signIn(makeSession("new", hour))
-        expect(store.log).toStrictEqual(["load", "save:access-new"])
-        expect(Redacted.value(yield* manager.accessToken)).toBe("access-new")
+        yield* manager.signIn(yield* mock.issueSession({ name: "new", lifetime: hour }))
+        expect(store.log).toStrictEqual(["load", "save:mock-access-token-new"])
+        expect(Redacted.value(yield* manager.accessToken)).toBe("mock-access-token-new")
         yield* settle
         expect(tags(events)).toStrictEqual(["SignedIn"])
         yield* TestClock.setTime(hour - minute)
-        expect(client.tokens()).toStrictEqual(["refresh-new"])
+        expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-new"])
         yield* TestClock.adjust("1 second")
-        expect(yield* currentToken(manager)).toBe("access-1")
+        expect(yield* currentToken(manager)).toBe("mock-access-token-1")
       })))
 
   it.effect("signIn whose save fails changes nothing and returns the StoreError", () =>
-    withManager({ session: makeSession(0, hour) }, ({ events, manager, store }) =>
+    withManager({ session: stored("0", hour) }, ({ events, manager, mock, store }) =>
       Effect.gen(function*() {
         store.failNextSaves = 1
-        const error = yield* Effect.flip(manager.signIn(makeSession("new", 2 * hour)))
+        const error = yield* Effect.flip(manager.signIn(yield* mock.issueSession({ name: "new", lifetime: 2 * hour })))
         expect([error._tag, error.operation]).toStrictEqual(["StoreError", "save"])
-        expect(yield* currentToken(manager)).toBe("access-0")
-        expect(store.storedToken()).toBe("access-0")
+        expect(yield* currentToken(manager)).toBe("mock-access-token-0")
+        expect(store.storedToken()).toBe("mock-access-token-0")
         yield* settle
         expect(events).toStrictEqual([])
       })))
 
   it.effect("signOut forgets the session, emits SignedOut(UserSignedOut), clears the store, and stops refreshing", () =>
     withManager(
-      { session: makeSession(0, 10 * minute) },
-      ({ client, events, manager, store }) =>
+      { session: stored("0", 10 * minute) },
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           yield* manager.signOut
           expect(yield* manager.current).toStrictEqual(Option.none())
@@ -1013,12 +1051,12 @@ describe("signing in and out", () => {
           const signedOut = events[0]!
           expect(signedOut._tag === "SignedOut" && signedOut.reason._tag).toBe("UserSignedOut")
           yield* TestClock.adjust("1 day")
-          expect(client.callCount()).toBe(0)
+          expect(yield* callCount(mock)).toBe(0)
         })
     ))
 
   it.effect("signOut whose store clear fails returns the StoreError and still forgets the session in memory", () =>
-    withManager({ session: makeSession(0, 10 * minute) }, ({ manager, store }) =>
+    withManager({ session: stored("0", 10 * minute) }, ({ manager, store }) =>
       Effect.gen(function*() {
         store.failClear = true
         const error = yield* Effect.flip(manager.signOut)
@@ -1029,14 +1067,14 @@ describe("signing in and out", () => {
 
   it.effect("a refresh that completes after signOut does not bring the session back", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ client, events, manager, store }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
           yield* manager.signOut
           yield* TestClock.adjust("1 second")
-          expect(client.calls[0]!.outcome).toBe("succeeded")
+          expect((yield* mock.calls)[0]!.outcome).toBe("rotated")
           const exit = yield* Fiber.await(reader)
           expect(Exit.isFailure(exit) && Option.map(Cause.failureOption(exit.cause), (e) => e._tag)).toStrictEqual(
             Option.some("NoSessionError")
@@ -1051,16 +1089,16 @@ describe("signing in and out", () => {
 
   it.effect("a refresh that completes after signIn is discarded in favour of the signed-in session", () =>
     withManager(
-      { session: makeSession(0, 0), options: { autoRefresh: false } },
-      ({ manager, store }) =>
+      { session: stored("0", 0), options: { autoRefresh: false } },
+      ({ manager, mock, store }) =>
         Effect.gen(function*() {
           const reader = yield* Effect.fork(manager.accessToken)
           yield* settle
-          yield* manager.signIn(makeSession("new", 2 * hour))
+          yield* manager.signIn(yield* mock.issueSession({ name: "new", lifetime: 2 * hour }))
           yield* TestClock.adjust("1 second")
-          expect(Redacted.value(yield* Fiber.join(reader))).toBe("access-new")
-          expect(yield* currentToken(manager)).toBe("access-new")
-          expect(store.storedToken()).toBe("access-new")
+          expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-new")
+          expect(yield* currentToken(manager)).toBe("mock-access-token-new")
+          expect(store.storedToken()).toBe("mock-access-token-new")
         })
     ))
 })

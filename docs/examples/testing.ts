@@ -128,6 +128,23 @@ export const lostAnswerSignsOut = Effect.gen(function*() {
 }).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
 // [/mock-lost]
 
+// [mock-lost-window]
+// it.effect("within Supabase's reuse window, the retry after a lost answer gets the new token", () => …)
+export const lostAnswerInReuseWindow = Effect.gen(function*() {
+  const mock = yield* signInWithMock
+  yield* mock.script(MockRefreshClient.lost()) // at 59:00 the server rotates; the answer is lost
+  yield* TestClock.adjust("59 minutes")
+
+  // The retry at 59:10 presents the spent token again, 10 s after it was spent:
+  // inside the window, the server answers with the refresh token it issued at
+  // 59:00 (mock-refresh-token-2) and a new access token.
+  yield* TestClock.adjust("10 seconds")
+  expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-3")
+  expect(yield* mock.isLive((yield* SessionManager.session).refreshToken)).toBe(true)
+  expect(yield* mock.stats).toMatchObject({ rotations: 1, reusesTolerated: 1, reuseRejections: 0 })
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour", reuseWindow: "10 seconds" })))
+// [/mock-lost-window]
+
 // [server-layer]
 // The same application over real HTTP: the real RefreshClient and an
 // AuthHttpClient, both pointed at a MockMoonServer on 127.0.0.1.

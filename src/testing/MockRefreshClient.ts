@@ -5,7 +5,8 @@
  *
  * - Each call of `refresh` takes the next {@link Step} of the script: succeed
  *   (a new session), fail with a given `RefreshError`, lose the answer after
- *   the token was rotated, or hang. When the script is used up, calls succeed.
+ *   the token was rotated, or hang. When the script is used up, calls take the
+ *   `whenEmpty` step (by default, they succeed).
  * - Delays are `Effect.sleep`s and expiries are read from the `Clock`, so a
  *   `TestClock` drives everything: a test of an hour of refreshes runs in
  *   milliseconds.
@@ -14,7 +15,9 @@
  *   Token: Already Used", status 500, what the real client reports), and the
  *   whole session is revoked, as Supabase's reuse detection does. A code path
  *   that refreshes twice with the same token fails in tests the way it would
- *   fail in production.
+ *   fail in production. With a `reuseWindow`, a reuse of the token spent last
+ *   is forgiven for that long, as Supabase's reuse interval does. (The
+ *   `MockMoonServer` runs the same model of the token family.)
  * - Every call is counted and recorded with the token it was given (kept
  *   `Redacted`), when it started and ended, and how it ended.
  *
@@ -25,10 +28,12 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Redacted } from "effect"
+import * as Options_ from "../internal/options.js"
 import * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
+import * as TokenFamily from "./internal/tokenFamily.js"
 
 // ---------------------------------------------------------------------------
 // Steps
@@ -148,6 +153,16 @@ export interface Options {
   readonly lifetime?: Duration.DurationInput | undefined
   /** The user of sessions issued without one. Default `{ id: "mock-user-1", email: "user@example.com" }`. */
   readonly user?: Session.User | undefined
+  /**
+   * How long after a rotation the spent token may be presented again and get
+   * the same new refresh token back (with a new access token), as Supabase's
+   * reuse interval (about 10 s there). A number is milliseconds. Default 0:
+   * every reuse is rejected, which is what a test that hunts for double
+   * refreshes wants.
+   *
+   * @since 0.2.0
+   */
+  readonly reuseWindow?: Duration.DurationInput | undefined
 }
 
 /**
@@ -155,6 +170,9 @@ export interface Options {
  *
  * - `pending`: still running (sleeping its delay, or hanging).
  * - `rotated`: a new session was returned.
+ * - `reuse-tolerated`: the token spent last was presented again within the
+ *   `reuseWindow`: its new refresh token was returned again, with a new
+ *   access token (since 0.2.0).
  * - `failed`: a `Fail` step's error was returned.
  * - `lost`: a `Lost` step: processed, then failed.
  * - `reuse-rejected`: the token was spent or its session revoked by a reuse.
@@ -170,6 +188,7 @@ export interface Options {
 export type Outcome =
   | "pending"
   | "rotated"
+  | "reuse-tolerated"
   | "failed"
   | "lost"
   | "reuse-rejected"
@@ -210,6 +229,12 @@ export interface Stats {
   readonly rotations: number
   /** Spent tokens (or tokens of a session revoked by a reuse) presented again. */
   readonly reuseRejections: number
+  /**
+   * Reuses inside the `reuseWindow`, answered with the existing new token.
+   *
+   * @since 0.2.0
+   */
+  readonly reusesTolerated: number
   /** Tokens this mock never issued, or of a session revoked with `revokeSession`. */
   readonly unknownTokens: number
   /** Calls that ended because they were interrupted. */
@@ -228,11 +253,19 @@ export interface Service extends RefreshClient.Service {
    * Starts a new session (a new chain of one-time refresh tokens) and
    * returns its first `Session`, expiring `lifetime` after the `Clock`'s now.
    * A `lifetime` of zero gives a session that is already expired.
+   *
+   * Its tokens are `mock-access-token-<n>` and `mock-refresh-token-<n>`, `n`
+   * counting the sessions the mock issued, or, with a `name` (since 0.2.0),
+   * `mock-access-token-<name>` and `mock-refresh-token-<name>`: a test can
+   * then tell apart the session it seeded from those the refreshes issue
+   * (numbered on, skipping any number taken as a name). A name already taken
+   * is a defect.
    */
   readonly issueSession: (
     options?: {
       readonly lifetime?: Duration.DurationInput | undefined
       readonly user?: Session.User | undefined
+      readonly name?: string | undefined
     }
   ) => Effect.Effect<Session.Session>
   /** Queues steps for the next calls, after those already queued. */
@@ -274,12 +307,6 @@ export class MockRefreshClient extends Context.Tag("moon-refresh/testing/MockRef
 // Implementation
 // ---------------------------------------------------------------------------
 
-interface Chain {
-  current: string
-  readonly user: Session.User
-  revoked: "reuse" | "signout" | undefined
-}
-
 interface MutableCall {
   n: number
   refreshToken: Redacted.Redacted<string>
@@ -289,13 +316,27 @@ interface MutableCall {
   outcome: Outcome
 }
 
+interface State {
+  readonly families: TokenFamily.TokenFamilies<Session.User>
+  readonly queue: Array<Step>
+  readonly calls: Array<MutableCall>
+  readonly counters: { calls: number; interruptions: number }
+  readonly whenEmpty: Step
+  readonly lifetime: Duration.Duration
+  readonly user: Session.User
+}
+
+const owner = "MockRefreshClient"
+
 const defaultUser: Session.User = { id: "mock-user-1", email: "user@example.com" }
 
 // What the real client reports for Moon's answers (a 500 carrying Supabase's error).
-const alreadyUsed = () =>
-  new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Already Used" })
-const notFound = () =>
-  new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Refresh Token Not Found" })
+const refusals = {
+  "reuse-rejected": () =>
+    new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Already Used" }),
+  "unknown-token": () =>
+    new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Refresh Token Not Found" })
+}
 const blank = () => new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" })
 const connectionLost = () =>
   new RefreshError.TransportError({
@@ -303,197 +344,190 @@ const connectionLost = () =>
     message: "connection lost while reading the response: connection reset by peer (ECONNRESET)"
   })
 
-// Duration clamps a negative input ("-5 seconds" included) to zero; in a test
-// script that is a mistake to report, not to clamp.
-const isNegative = (input: Duration.DurationInput): boolean => {
-  if (typeof input === "number") return input < 0
-  if (typeof input === "bigint") return input < 0n
-  if (typeof input === "string") return /^\s*-/.test(input)
-  return Array.isArray(input) && (input[0] < 0 || input[1] < 0)
+const duration = (option: string, input: Duration.DurationInput) =>
+  Options_.duration(owner, option, input, "nonNegative")
+
+// Readable, distinct tokens: `mock-refresh-token-3` is the third session issued.
+const tokensNamed = (name: string): TokenFamily.Tokens => ({
+  accessToken: `mock-access-token-${name}`,
+  refreshToken: `mock-refresh-token-${name}`
+})
+
+const makeFamilies = (reuseWindowMillis: number): TokenFamily.TokenFamilies<Session.User> => {
+  let sessions = 0
+  const families: TokenFamily.TokenFamilies<Session.User> = TokenFamily.make({
+    reuseWindowMillis,
+    newTokens: () => {
+      // Numbers a test took as names are skipped.
+      do sessions++
+      while (families.isKnown(tokensNamed(String(sessions)).refreshToken))
+      return tokensNamed(String(sessions))
+    }
+  })
+  return families
 }
 
-const durationOption = (name: string, input: Duration.DurationInput): Duration.Duration => {
-  const duration = Duration.decodeUnknown(input)
-  if (isNegative(input) || Option.isNone(duration) || !Duration.isFinite(duration.value)) {
-    throw new globalThis.Error(`MockRefreshClient: "${name}" must be a finite, non-negative duration`)
+const toSession = (grant: TokenFamily.Grant<Session.User>): Session.Session =>
+  Session.unsafeMake({
+    accessToken: grant.accessToken,
+    refreshToken: grant.refreshToken,
+    expiresAt: grant.expiresAt,
+    tokenType: "bearer",
+    user: grant.family.data
+  })
+
+const issueSession = (
+  state: State,
+  options: Parameters<Service["issueSession"]>[0] = {}
+): Effect.Effect<Session.Session> =>
+  Effect.gen(function*() {
+    const lifetime = options.lifetime === undefined
+      ? state.lifetime
+      : yield* Options_.orDie(duration("lifetime", options.lifetime))
+    const tokens = options.name === undefined ? undefined : tokensNamed(options.name)
+    if (tokens !== undefined && state.families.isKnown(tokens.refreshToken)) {
+      return yield* Effect.dieMessage(`${owner}: issueSession was given the name "${options.name}", already taken`)
+    }
+    const now = yield* Clock.currentTimeMillis
+    return toSession(state.families.issue(options.user ?? state.user, now, now + Duration.toMillis(lifetime), tokens))
+  })
+
+// The refresh grant, run by the shared model of the token family.
+const grant = (
+  state: State,
+  call: MutableCall,
+  token: string,
+  lifetime: Duration.Duration,
+  now: number
+): Either.Either<Session.Session, RefreshError.TokenRejectedError> => {
+  const rotation = state.families.rotate(token, now, now + Duration.toMillis(lifetime))
+  call.outcome = rotation.outcome
+  return "grant" in rotation ? Either.right(toSession(rotation.grant)) : Either.left(refusals[rotation.outcome]())
+}
+
+// What a step does once its delay has passed.
+const complete = (
+  state: State,
+  call: MutableCall,
+  token: string,
+  step: Exclude<Step, { readonly _tag: "Hang" }>,
+  lifetime: Duration.Duration,
+  now: number
+): Effect.Effect<Session.Session, RefreshError.RefreshError> => {
+  call.endedAt = now
+  switch (step._tag) {
+    case "Fail": {
+      call.outcome = "failed"
+      return Effect.fail(step.error)
+    }
+    case "Lost": {
+      // The server's side happens (the token is spent), then the answer is lost.
+      grant(state, call, token, lifetime, now)
+      call.outcome = "lost"
+      return Effect.fail(step.error ?? connectionLost())
+    }
+    case "Succeed":
+      return Either.match(grant(state, call, token, lifetime, now), { onLeft: Effect.fail, onRight: Effect.succeed })
   }
-  return duration.value
 }
 
-const reveal = (token: Redacted.Redacted<string> | string): string =>
-  Redacted.isRedacted(token) ? Redacted.value(token) : token
+const answer = (
+  state: State,
+  call: MutableCall,
+  token: string,
+  step: Step
+): Effect.Effect<Session.Session, RefreshError.RefreshError> => {
+  if (step._tag === "Hang") return Effect.never
+  const checked = Either.all({
+    delay: duration("delay", step.delay ?? Duration.zero),
+    lifetime: step._tag === "Succeed" && step.lifetime !== undefined
+      ? duration("lifetime", step.lifetime)
+      : Either.right(state.lifetime)
+  })
+  return Effect.flatMap(Options_.orDie(checked), ({ delay, lifetime }) =>
+    Effect.zipRight(
+      Effect.sleep(delay),
+      Effect.flatMap(Clock.currentTimeMillis, (now) => complete(state, call, token, step, lifetime, now))
+    ))
+}
+
+// No span here: `Effect.withSpan` hands a failure on as a copy of its
+// error, and a test should get back the very error it scripted.
+const refresh = (state: State) => (refreshToken: Redacted.Redacted<string>) =>
+  Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
+    state.counters.calls++
+    const token = Redacted.value(refreshToken)
+    const call: MutableCall = {
+      n: state.calls.length + 1,
+      refreshToken,
+      step: undefined,
+      startedAt,
+      endedAt: undefined,
+      outcome: "pending"
+    }
+    state.calls.push(call)
+    // As the real client: a blank token is refused before any request.
+    if (token.trim() === "") {
+      call.outcome = "blank"
+      call.endedAt = startedAt
+      return Effect.fail(blank())
+    }
+    // Taken on arrival, so steps apply in the order calls arrive.
+    const step = state.queue.shift() ?? state.whenEmpty
+    call.step = step._tag
+    return answer(state, call, token, step).pipe(
+      Effect.onInterrupt(() =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            state.counters.interruptions++
+            call.outcome = "interrupted"
+            call.endedAt = now
+          }))
+      )
+    )
+  })
 
 /**
- * Builds a mock. Dies (a defect naming the option) when `lifetime` is not a
- * finite, non-negative duration; a step with such a `delay` or `lifetime`
- * dies when it is consumed.
+ * Builds a mock. Dies (a defect naming the option) when `lifetime` or
+ * `reuseWindow` is not a finite, non-negative duration; a step with such a
+ * `delay` or `lifetime` dies when it is consumed.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<Service> =>
   Effect.gen(function*() {
-    const defaultLifetime = yield* Effect.try({
-      try: () => durationOption("lifetime", options.lifetime ?? Duration.hours(1)),
-      catch: (error) => error
-    }).pipe(Effect.orDie)
-    const whenEmpty = options.whenEmpty ?? succeed()
-    const baseUser = options.user ?? defaultUser
-
-    const queue: Array<Step> = [...(options.script ?? [])]
-    const chains = new Map<string, Chain>()
-    const issued: Array<Redacted.Redacted<string>> = []
-    const calls: Array<MutableCall> = []
-    const stats = { calls: 0, rotations: 0, reuseRejections: 0, unknownTokens: 0, interruptions: 0 }
-    let sessions = 0
-
-    // Readable, distinct tokens: `mock-refresh-token-3` is the third session issued.
-    const issue = (chain: Chain, lifetime: Duration.Duration, now: number): Session.Session => {
-      sessions++
-      const accessToken = `mock-access-token-${sessions}`
-      const refreshToken = `mock-refresh-token-${sessions}`
-      issued.push(Redacted.make(accessToken), Redacted.make(refreshToken))
-      chains.set(refreshToken, chain)
-      chain.current = refreshToken
-      return Session.unsafeMake({
-        accessToken,
-        refreshToken,
-        expiresAt: now + Duration.toMillis(lifetime),
-        tokenType: "bearer",
-        user: chain.user
-      })
+    const checked = yield* Options_.orDie(Either.all({
+      lifetime: duration("lifetime", options.lifetime ?? Duration.hours(1)),
+      reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative")
+    }))
+    const state: State = {
+      families: makeFamilies(checked.reuseWindowMillis),
+      queue: [...(options.script ?? [])],
+      calls: [],
+      counters: { calls: 0, interruptions: 0 },
+      whenEmpty: options.whenEmpty ?? succeed(),
+      lifetime: checked.lifetime,
+      user: options.user ?? defaultUser
     }
-
-    // The refresh grant with rotation and reuse detection, as the server runs it.
-    const grant = (
-      call: MutableCall,
-      token: string,
-      lifetime: Duration.Duration,
-      now: number
-    ): Either.Either<Session.Session, RefreshError.TokenRejectedError> => {
-      const chain = chains.get(token)
-      if (chain === undefined || chain.revoked === "signout") {
-        stats.unknownTokens++
-        call.outcome = "unknown-token"
-        return Either.left(notFound())
-      }
-      if (chain.revoked === undefined && chain.current === token) {
-        stats.rotations++
-        call.outcome = "rotated"
-        return Either.right(issue(chain, lifetime, now))
-      }
-      // A spent token presented again: the whole session is revoked, the newest token included.
-      chain.revoked = "reuse"
-      stats.reuseRejections++
-      call.outcome = "reuse-rejected"
-      return Either.left(alreadyUsed())
-    }
-
-    const answer = (
-      call: MutableCall,
-      token: string,
-      step: Step
-    ): Effect.Effect<Session.Session, RefreshError.RefreshError> => {
-      if (step._tag === "Hang") return Effect.never
-      const delay = durationOption("delay", step.delay ?? Duration.zero)
-      const lifetime = step._tag === "Succeed" && step.lifetime !== undefined
-        ? durationOption("lifetime", step.lifetime)
-        : defaultLifetime
-      return Effect.zipRight(
-        Effect.sleep(delay),
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          call.endedAt = now
-          switch (step._tag) {
-            case "Fail": {
-              call.outcome = "failed"
-              return Effect.fail(step.error)
-            }
-            case "Lost": {
-              // The server's side happens (the token is spent), then the answer is lost.
-              grant(call, token, lifetime, now)
-              call.outcome = "lost"
-              return Effect.fail(step.error ?? connectionLost())
-            }
-            case "Succeed":
-              return Either.match(grant(call, token, lifetime, now), {
-                onLeft: Effect.fail,
-                onRight: Effect.succeed
-              })
-          }
-        })
-      )
-    }
-
-    // No span here: `Effect.withSpan` hands a failure on as a copy of its
-    // error, and a test should get back the very error it scripted.
-    const refresh = (refreshToken: Redacted.Redacted<string>) =>
-      Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
-        stats.calls++
-        const token = Redacted.value(refreshToken)
-        const call: MutableCall = {
-          n: calls.length + 1,
-          refreshToken,
-          step: undefined,
-          startedAt,
-          endedAt: undefined,
-          outcome: "pending"
-        }
-        calls.push(call)
-        // As the real client: a blank token is refused before any request.
-        if (token.trim() === "") {
-          call.outcome = "blank"
-          call.endedAt = startedAt
-          return Effect.fail(blank())
-        }
-        // Taken on arrival, so steps apply in the order calls arrive.
-        const step = queue.shift() ?? whenEmpty
-        call.step = step._tag
-        return Effect.suspend(() => answer(call, token, step)).pipe(
-          Effect.onInterrupt(() =>
-            Effect.flatMap(Clock.currentTimeMillis, (now) =>
-              Effect.sync(() => {
-                stats.interruptions++
-                call.outcome = "interrupted"
-                call.endedAt = now
-              }))
-          )
-        )
-      })
-
     const mock: Service = {
-      refresh,
-      issueSession: (issueOptions = {}) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.try({
-            try: () => {
-              const lifetime = issueOptions.lifetime === undefined
-                ? defaultLifetime
-                : durationOption("lifetime", issueOptions.lifetime)
-              const chain: Chain = { current: "", user: issueOptions.user ?? baseUser, revoked: undefined }
-              return issue(chain, lifetime, now)
-            },
-            catch: (error) => error
-          }).pipe(Effect.orDie)),
+      refresh: refresh(state),
+      issueSession: (issueOptions) => issueSession(state, issueOptions),
       script: (...steps) =>
         Effect.sync(() => {
-          queue.push(...steps)
+          state.queue.push(...steps)
         }),
-      pendingSteps: Effect.sync(() => queue.length),
-      calls: Effect.sync(() => calls.map((call) => ({ ...call }))),
-      tokens: Effect.sync(() => calls.map((call) => call.refreshToken)),
-      stats: Effect.sync(() => ({ ...stats })),
-      isLive: (token) =>
-        Effect.sync(() => {
-          const value = reveal(token)
-          const chain = chains.get(value)
-          return chain !== undefined && chain.revoked === undefined && chain.current === value
-        }),
-      revokeSession: (token) =>
-        Effect.sync(() => {
-          const chain = chains.get(reveal(token))
-          if (chain !== undefined) chain.revoked = "signout"
-        }),
-      issuedTokens: Effect.sync(() => issued.slice())
+      pendingSteps: Effect.sync(() => state.queue.length),
+      calls: Effect.sync(() => state.calls.map((call) => ({ ...call }))),
+      tokens: Effect.sync(() => state.calls.map((call) => call.refreshToken)),
+      stats: Effect.sync(() => ({
+        calls: state.counters.calls,
+        ...state.families.stats(),
+        interruptions: state.counters.interruptions
+      })),
+      isLive: (token) => Effect.sync(() => state.families.isLive(token)),
+      revokeSession: (token) => Effect.sync(() => state.families.revoke(token)),
+      issuedTokens: Effect.sync(() => state.families.issued())
     }
     return mock
   })
