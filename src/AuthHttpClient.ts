@@ -1,12 +1,23 @@
 /**
- * An `HttpClient` that signs every request with the session's access token,
- * and on a 401 refreshes once (joining any refresh already in flight) and
- * replays the request once. A second 401 is returned as it is: never a loop.
+ * An `HttpClient` that signs requests with the session's access token, and on
+ * a 401 refreshes once (joining any refresh already in flight) and replays the
+ * request once. A second 401 is returned as it is: never a loop.
+ *
+ * With `origins`, only requests to those origins carry the token, only their
+ * 401s can cause a refresh, and a redirect that leaves them drops the header.
  *
  * @since 0.1.0
  */
-import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Context, Effect, Layer, Option, Redacted } from "effect"
+import {
+  HttpClient,
+  type HttpClientError,
+  HttpClientRequest,
+  type HttpClientResponse,
+  UrlParams
+} from "@effect/platform"
+import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import { guardHops, originOf, readBodyCapped } from "./internal/http.js"
+import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
 /**
@@ -29,8 +40,71 @@ export const AuthHttpClient: Context.Tag<AuthHttpClient, AuthHttpClient> = Conte
   "moon-refresh/AuthHttpClient"
 )
 
-const withToken = (request: HttpClientRequest.HttpClientRequest, token: Redacted.Redacted<string>) =>
-  HttpClientRequest.bearerToken(request, token)
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The origins (scheme, host and port, e.g. `"https://api.example.com"`)
+   * whose requests carry the access token. A request to any other origin is
+   * sent as it is, without the token, and its 401 never causes a refresh; a
+   * redirect from an allowed origin to another drops the `Authorization`
+   * header. Omitted: every request is signed (what {@link layer} does).
+   */
+  readonly origins?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * Before the replay, the body of a 401 is read (so the connection can be
+ * reused) up to this many bytes and for at most {@link drainTimeout}; past
+ * either, it is abandoned, never waited for.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const maxDrainBytes = 64 * 1024
+
+/**
+ * @since 0.2.0
+ * @category constants
+ */
+export const drainTimeout: Duration.Duration = Duration.seconds(1)
+
+const owner = "AuthHttpClient"
+
+// The one check of the options: each origin must be a URL's origin, written as one.
+const resolveOrigins = (
+  options: Options
+): Either.Either<ReadonlySet<string> | undefined, Options_.Invalid> => {
+  if (options.origins === undefined) return Either.right(undefined)
+  const origins = new Set<string>()
+  for (const input of options.origins) {
+    const origin = originOf(input)
+    if (origin === undefined || origin === "null" || origin !== input.replace(/\/$/, "")) {
+      return Either.left({
+        owner,
+        option: "origins",
+        reason: `must list origins such as "https://api.example.com" (scheme, host and port; no path): got ${
+          JSON.stringify(input.slice(0, 100))
+        }`
+      })
+    }
+    origins.add(origin)
+  }
+  return Either.right(origins)
+}
+
+const requestOrigin = (request: HttpClientRequest.HttpClientRequest): string | undefined =>
+  Either.match(UrlParams.makeUrl(request.url, request.urlParams, request.hash), {
+    onLeft: () => undefined,
+    onRight: (url) => url.origin
+  })
+
+// Reads what is left of a 401 so the connection can be reused, within bounds:
+// a body that never ends must not hold the replay.
+const drain = (response: HttpClientResponse.HttpClientResponse) =>
+  readBodyCapped(response, maxDrainBytes).pipe(Effect.timeout(drainTimeout), Effect.ignore)
 
 /**
  * Wraps `client` with the `SessionManager` in context.
@@ -38,14 +112,34 @@ const withToken = (request: HttpClientRequest.HttpClientRequest, token: Redacted
  * A request whose body is a stream cannot be sent twice: its 401 is returned
  * without a replay (the session is still refreshed for the next request).
  *
+ * Dies (a defect naming the option) when an origin is not one.
+ *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
-  client: HttpClient.HttpClient
+  client: HttpClient.HttpClient,
+  options: Options = {}
 ): Effect.Effect<AuthHttpClient, never, SessionManager.SessionManager> =>
-  Effect.map(SessionManager.SessionManager, (manager) => {
-    const execute = (
+  Effect.gen(function*() {
+    const origins = yield* Options_.orDie(resolveOrigins(options))
+    const manager = yield* SessionManager.SessionManager
+    const allowed = (request: HttpClientRequest.HttpClientRequest) => {
+      const origin = origins === undefined ? undefined : requestOrigin(request)
+      return origins === undefined || (origin !== undefined && origins.has(origin))
+    }
+    // A hop of a redirect that leaves the allowed origins: the header the
+    // hop shares with our signed request is removed before it is sent.
+    const stripForeign = (request: HttpClientRequest.HttpClientRequest) => {
+      if (!allowed(request) && "authorization" in request.headers) {
+        delete (request.headers as Record<string, string>)["authorization"]
+      }
+    }
+    const send = origins === undefined
+      ? (request: HttpClientRequest.HttpClientRequest) => client.execute(request)
+      : (request: HttpClientRequest.HttpClientRequest) => guardHops(client.execute(request), stripForeign)
+
+    const signed = (
       request: HttpClientRequest.HttpClientRequest
     ): Effect.Effect<
       HttpClientResponse.HttpClientResponse,
@@ -53,12 +147,12 @@ export const make = (
     > =>
       Effect.gen(function*() {
         const token = yield* manager.accessToken
-        const response = yield* client.execute(withToken(request, token))
+        const response = yield* send(HttpClientRequest.bearerToken(request, token))
         if (response.status !== 401) return response
         // A stream body cannot be sent twice: that 401 goes back to the caller
         // unread. Any other 401 is drained to free the connection.
         const replayable = request.body._tag !== "Stream"
-        if (replayable) yield* Effect.ignore(response.arrayBuffer)
+        if (replayable) yield* drain(response)
         // If the session changed while the request was out (another request's
         // refresh, a proactive one), the new token is already there: no refresh.
         const current = yield* manager.current
@@ -67,8 +161,13 @@ export const make = (
         const next = changed ? yield* manager.accessToken : (yield* manager.refresh).accessToken
         if (!replayable) return response
         yield* Effect.annotateCurrentSpan("moon.auth.replayed", true)
-        return yield* client.execute(withToken(request, next))
+        return yield* send(HttpClientRequest.bearerToken(request, next))
       })
+
+    const execute = (request: HttpClientRequest.HttpClientRequest) =>
+      // Another origin: sent as it is, and its 401 is its own business.
+      allowed(request) ? signed(request) : client.execute(request)
+
     return HttpClient.makeWith<never, never, HttpClientError.HttpClientError | SessionManager.SessionError, never>(
       (request) => Effect.flatMap(request, execute),
       Effect.succeed
@@ -76,10 +175,51 @@ export const make = (
   })
 
 /**
- * Wraps the `HttpClient` in context.
+ * Wraps the `HttpClient` in context and signs every request, whatever its
+ * host: right for a program that talks to one API. To sign only some origins
+ * (and keep the token off redirects that leave them), use {@link layerWith}.
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Effect, Layer } from "effect"
+ * import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
+ *
+ * const HttpLive = AuthHttpClient.layer.pipe(
+ *   Layer.provideMerge(SessionManager.layer()),
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(SessionStore.layerMemory()),
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ *
+ * const me = Effect.gen(function*() {
+ *   const http = yield* AuthHttpClient.AuthHttpClient
+ *   const response = yield* http.get("https://beta.usemoon.ai/accounts")
+ *   return yield* response.json
+ * }).pipe(Effect.provide(HttpLive))
+ * ```
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer: Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> = Layer
-  .effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, make))
+  .effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, (client) => make(client)))
+
+/**
+ * Wraps the `HttpClient` in context, signing only requests to `origins`.
+ *
+ * @example
+ * ```ts
+ * import { AuthHttpClient } from "moon-refresh"
+ *
+ * // Moon's API gets the token; requests anywhere else go out without it.
+ * const HttpLive = AuthHttpClient.layerWith({ origins: ["https://beta.usemoon.ai"] })
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerWith = (
+  options: Options
+): Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> =>
+  Layer.effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, (client) => make(client, options)))

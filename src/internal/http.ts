@@ -4,7 +4,7 @@
  * @internal
  */
 import type { HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { HttpClient } from "@effect/platform"
+import { FetchHttpClient, HttpClient } from "@effect/platform"
 import { Duration, Effect, Either, FiberRef, Option, Stream } from "effect"
 
 /** The largest response body we read: a session is a few kilobytes. */
@@ -130,7 +130,8 @@ export const validatePath = (path: string): Either.Either<string, string> => {
  */
 export const guardHops = <A, E, R>(
   execute: Effect.Effect<A, E, R>,
-  onHop: (request: HttpClientRequest.HttpClientRequest) => void
+  onHop: (request: HttpClientRequest.HttpClientRequest) => void,
+  spans: "as configured" | "never" = "as configured"
 ): Effect.Effect<A, E, R> =>
   Effect.flatMap(
     Effect.zip(FiberRef.get(FiberRef.currentTracerEnabled), FiberRef.get(HttpClient.currentTracerDisabledWhen)),
@@ -138,12 +139,33 @@ export const guardHops = <A, E, R>(
       execute.pipe(
         Effect.locally(HttpClient.currentTracerDisabledWhen, (request) => {
           onHop(request)
-          return !enabled || disabledWhen(request)
+          return spans === "never" || !enabled || disabledWhen(request)
         }),
         // The transport skips the predicate when tracing is off: on, so it is always called.
         Effect.locally(FiberRef.currentTracerEnabled, true)
       )
   )
+
+/**
+ * Runs `execute` with `fetch` told not to follow redirects (`FetchHttpClient`
+ * reads its `RequestInit` from context on each request): a 3xx comes back as
+ * it is (in a browser, as an opaque response of status 0). Other transports
+ * do not follow redirects by themselves.
+ */
+export const withoutFetchRedirects = <A, E, R>(execute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(
+    Effect.serviceOption(FetchHttpClient.RequestInit),
+    (init) =>
+      Effect.provideService(execute, FetchHttpClient.RequestInit, {
+        ...Option.getOrUndefined(init),
+        redirect: "manual"
+      })
+  )
+
+/** Overwrites a request body's bytes, so a hop that must not get them sends blanks of the same length. */
+export const blankBody = (request: HttpClientRequest.HttpClientRequest): void => {
+  if (request.body._tag === "Uint8Array") request.body.body.fill(0x20)
+}
 
 /** `scheme://host:port` of a URL, or `undefined` when it does not parse. */
 export const originOf = (url: string | URL): string | undefined => {
