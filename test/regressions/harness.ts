@@ -1,0 +1,107 @@
+/**
+ * What the regression files share: one refresh against a scripted answer, and
+ * a SessionManager over a MockRefreshClient that holds a session the mock issued.
+ * Only the public API and test/support are used.
+ */
+import type { HttpClient } from "@effect/platform"
+import { Cause, Context, Duration, Effect, Exit, Layer, Option, Redacted, TestClock } from "effect"
+import type { Session } from "moon-refresh"
+import { RefreshClient, RefreshError, RefreshPolicy, SessionManager, SessionStore } from "moon-refresh"
+import { MockRefreshClient } from "moon-refresh/testing"
+import { failureOf } from "../support/Exits.js"
+import * as TestHttpClient from "../support/TestHttpClient.js"
+
+/** The refresh token every RefreshClient case sends. */
+export const refreshToken = "refresh-token-secret-v1"
+
+/** A valid answer: a one-hour session whose tokens are unlike the request's. */
+export const sessionBody = {
+  access_token: "access-token-secret-v2",
+  refresh_token: "refresh-token-secret-v2",
+  expires_in: 3600,
+  token_type: "bearer",
+  user: { id: "user-1", email: "ada@example.com" }
+}
+
+/** Lets every fiber run until it waits on something, without moving the TestClock. */
+export const settle = TestClock.adjust(Duration.zero)
+
+/**
+ * Builds `layer` over a double answering `replies` in turn, and refreshes
+ * once; the exit, and the requests the double received.
+ */
+export const refreshThrough = <E>(
+  layer: Layer.Layer<RefreshClient.RefreshClient, E, HttpClient.HttpClient>,
+  replies: ReadonlyArray<TestHttpClient.Reply>,
+  token: string = refreshToken
+) => {
+  const server = TestHttpClient.make(...replies)
+  return RefreshClient.refresh(token).pipe(
+    Effect.provide(layer),
+    Effect.provide(server.layer),
+    Effect.exit,
+    Effect.map((exit) => ({ exit, requests: server.requests }))
+  )
+}
+
+/** {@link refreshThrough} `RefreshClient.layer`, with no retries. */
+export const refreshAgainst = (replies: ReadonlyArray<TestHttpClient.Reply>, token: string = refreshToken) =>
+  refreshThrough(RefreshClient.layer({ policy: RefreshPolicy.none }), replies, token)
+
+/** The session an exit succeeded with; throws (failing the test) otherwise. */
+export const sessionOf = (exit: Exit.Exit<Session.Session, RefreshError.RefreshError>): Session.Session => {
+  if (Exit.isFailure(exit)) throw new Error(`expected a session, got ${Cause.pretty(exit.cause)}`)
+  return exit.value
+}
+
+/** A typed refresh error, not a defect, whose message is capped. */
+export const expectRefreshError = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): RefreshError.RefreshError => {
+  const error = failureOf(exit)
+  // Nothing beside the typed failure either.
+  if (Exit.isFailure(exit) && (Cause.isDie(exit.cause) || Cause.isInterrupted(exit.cause))) {
+    throw new Error(`a defect or an interruption beside the error: ${Cause.pretty(exit.cause)}`)
+  }
+  if (!RefreshError.isRefreshError(error)) throw new Error(`not a RefreshError: ${String(error)}`)
+  if (error.message.length > RefreshError.maxMessageLength) throw new Error("message longer than the cap")
+  return error
+}
+
+export interface ManagerSetup {
+  readonly mock?: MockRefreshClient.Options | undefined
+  /** Lifetime of the session the mock issues and the store starts with. Default 10 minutes. */
+  readonly lifetime?: Duration.DurationInput | undefined
+  readonly manager?: SessionManager.Options | undefined
+  /** Builds the store from the seeded session. Default `SessionStore.makeMemory`. */
+  readonly store?: ((seeded: Session.Session) => Effect.Effect<SessionStore.Service>) | undefined
+}
+
+/**
+ * A MockRefreshClient (from `MockRefreshClient.layer`), a session it issued,
+ * and a store holding that session; `managerLayer` builds a SessionManager
+ * over both through `SessionManager.layer`.
+ */
+export const seed = (setup: ManagerSetup = {}) =>
+  Effect.gen(function*() {
+    const mockContext = yield* Layer.build(MockRefreshClient.layer(setup.mock))
+    const mock = Context.get(mockContext, MockRefreshClient.MockRefreshClient)
+    const seeded = yield* mock.issueSession({ lifetime: setup.lifetime ?? Duration.minutes(10) })
+    const store = yield* (setup.store ?? SessionStore.makeMemory)(seeded)
+    const managerLayer = (options?: SessionManager.Options) =>
+      SessionManager.layer(options).pipe(
+        Layer.provide(Layer.succeedContext(mockContext)),
+        Layer.provide(Layer.succeed(SessionStore.SessionStore, store))
+      )
+    return { mock, seeded, store, managerLayer }
+  })
+
+/** {@link seed} and one SessionManager; its background fibers live in the scope in context. */
+export const buildManager = (setup: ManagerSetup = {}) =>
+  Effect.gen(function*() {
+    const seeded = yield* seed(setup)
+    const context = yield* Layer.build(seeded.managerLayer(setup.manager))
+    return { ...seeded, manager: Context.get(context, SessionManager.SessionManager) }
+  })
+
+/** The refresh token a store holds, revealed ("none" when empty). */
+export const storedRefreshToken = (store: SessionStore.Service): Effect.Effect<string, SessionStore.StoreError> =>
+  Effect.map(store.load, Option.match({ onNone: () => "none", onSome: (s) => Redacted.value(s.refreshToken) }))
