@@ -62,7 +62,8 @@ describe("the server's clock", () => {
         refreshAgainst([
           TestHttpClient.json(
             200,
-            { ...sessionBody, expires_at: (serverNow + 10 * 60_000) / 1000 },
+            // Alone: beside expires_in, expires_at is not used at all.
+            { ...withoutExpiry, expires_at: (serverNow + 10 * 60_000) / 1000 },
             httpDate(serverNow)
           )
         ]).pipe(Effect.map(({ exit }) => DateTime.toEpochMillis(sessionOf(exit).expiresAt)))
@@ -83,7 +84,7 @@ describe("the server's clock", () => {
       Effect.gen(function*() {
         yield* TestClock.setTime(now)
         const { exit } = yield* refreshAgainst([
-          TestHttpClient.json(200, { ...sessionBody, expires_at: (now + hour) / 1000 }, httpDate(serverNow))
+          TestHttpClient.json(200, { ...withoutExpiry, expires_at: (now + hour) / 1000 }, httpDate(serverNow))
         ])
         expect(DateTime.toEpochMillis(sessionOf(exit).expiresAt)).toBe(now + hour)
       }))
