@@ -148,7 +148,8 @@ export const make = (
       Effect.gen(function*() {
         const token = yield* manager.accessToken
         const response = yield* send(HttpClientRequest.bearerToken(request, token))
-        if (response.status !== 401) return response
+        // A 401 from another origin (after a redirect) says nothing about our token.
+        if (response.status !== 401 || !allowed(response.request)) return response
         // A stream body cannot be sent twice: that 401 goes back to the caller
         // unread. Any other 401 is drained to free the connection.
         const replayable = request.body._tag !== "Stream"

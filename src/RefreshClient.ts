@@ -8,7 +8,7 @@
 import { HttpClient, type HttpClientError } from "@effect/platform"
 import type { ConfigError } from "effect"
 import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
-import { BodyTooLarge, joinUrl, readBodyCapped, validateBaseUrl, validatePath } from "./internal/http.js"
+import { BodyTooLarge, joinUrl, readBodyCapped, sendRefresh, validateBaseUrl, validatePath } from "./internal/http.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -130,22 +130,16 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
 
 const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
-    // No platform span for this POST: its exit holds the raw request and
-    // response, whose bodies hold the tokens, and a tracer that serialises
-    // exits would write them out. Our own span (moon-refresh/refresh) carries
-    // the URL, the attempts and the outcome. No trace-propagation headers to
-    // Moon either: a third-party auth server has no use for our trace ids.
-    const client = (yield* HttpClient.HttpClient).pipe(
-      HttpClient.withTracerDisabledWhen(() => true),
-      HttpClient.withTracerPropagation(false)
-    )
+    // No trace-propagation headers to Moon: a third-party auth server has no
+    // use for our trace ids. (No platform span either: see `sendRefresh`.)
+    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
 
     const attempt = (refreshToken: Redacted.Redacted<string>) => {
       // A server that echoes the request must not put our token in an error message.
       const mask = Moon.maskToken(refreshToken)
-      return client.execute(Moon.request(url, refreshToken)).pipe(
+      return sendRefresh(client, url, Moon.request(url, refreshToken)).pipe(
         Effect.flatMap((response) =>
-          readBodyCapped(response).pipe(
+          Moon.refuseRedirect(response, url) ?? readBodyCapped(response).pipe(
             Effect.catchIf(
               (error): error is BodyTooLarge => error instanceof BodyTooLarge,
               (error) => Moon.tooLarge(response, error)

@@ -55,8 +55,11 @@ export class TransportError extends Schema.TaggedError<TransportError>("moon-ref
 
 /**
  * The server answered with a status that is not a session and not a verdict on
- * the token: a 5xx, or an unexpected status such as a 404 from a wrong base URL.
- * Only 5xx are retryable (see {@link isRetryable}).
+ * the token: a 5xx; a 401 or 403 whose body is not the auth server's JSON
+ * error (a proxy's or firewall's page); a redirect (3xx, or status 0 for a
+ * browser's opaque redirect), which is refused so the token never leaves the
+ * configured URL; or an unexpected status such as a 404 from a wrong base URL.
+ * Only 5xx and those 401/403 are retryable (see {@link isRetryable}).
  *
  * @since 0.1.0
  * @category errors
@@ -96,8 +99,9 @@ export class RateLimitedError extends Schema.TaggedError<RateLimitedError>("moon
 }
 
 /**
- * The refresh token is dead: a 400/401/403, or any status whose body carries
- * one of Supabase's dead-token messages or codes, or a blank token refused
+ * The refresh token is dead: a 400, a 401/403 with the auth server's JSON
+ * error, or any status whose body carries one of Supabase's dead-token
+ * messages or codes, or a blank token refused
  * before any request was sent (then `status` is absent). Terminal: retrying
  * cannot help, the user has to sign in again.
  *
@@ -182,8 +186,10 @@ export const RefreshError: Schema.Union<[
 export const isRefreshError = (u: unknown): u is RefreshError => Predicate.hasProperty(u, TypeId)
 
 /**
- * Whether trying again could succeed: network failures, timeouts, 5xx and rate
- * limits. A rejected token, a malformed answer or an unexpected 4xx are final.
+ * Whether trying again could succeed: network failures, timeouts, 5xx, rate
+ * limits, and a 401 or 403 that did not come from the auth server (an HTML
+ * page from a proxy). A rejected token, a malformed answer, a redirect or an
+ * unexpected 4xx are final.
  *
  * @since 0.1.0
  * @category predicates
@@ -194,7 +200,9 @@ export const isRetryable = (error: RefreshError): boolean => {
     case "RateLimitedError":
       return true
     case "ServerError":
-      return error.status >= 500
+      // A 401/403 is a ServerError only when its body was not the auth
+      // server's (a proxy's or firewall's page): worth another try.
+      return error.status >= 500 || error.status === 401 || error.status === 403
     case "TokenRejectedError":
     case "MalformedResponseError":
       return false

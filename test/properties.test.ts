@@ -468,6 +468,15 @@ const expectTypedError = (cause: Cause.Cause<RefreshError.RefreshError>, secrets
 // Each run gets a TestClock of its own, starting at the run's now. Cheaper than
 // `TestClock.setTime` on the test's clock, which first waits (a few timer ticks)
 // for every fiber of the test to settle: more than the refresh under test costs.
+const isJsonObject = (text: string): boolean => {
+  try {
+    const value: unknown = JSON.parse(text)
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+  } catch {
+    return false
+  }
+}
+
 const atTime = (now: number) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.provide(effect, TestClock.live(TestClock.makeData(now, Chunk.empty())))
 
@@ -491,8 +500,19 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
           // The classification follows the status where the status decides.
           if (status >= 200 && status < 300) {
             expect(["MalformedResponseError", "TokenRejectedError"], context).toContain(error._tag)
-          } else if (status === 400 || status === 401 || status === 403) {
+          } else if (status === 400) {
             expect(error._tag, context).toBe("TokenRejectedError")
+          } else if (status === 401 || status === 403) {
+            // A verdict on the token only from the auth server (a JSON error) or
+            // a dead-token message; a proxy's page is a retryable ServerError.
+            expect(["TokenRejectedError", "ServerError"], context).toContain(error._tag)
+            if (error._tag === "ServerError") {
+              // (A body over the cap is not read at all: then only the status is known.)
+              const unread = Number(scenario.headers["content-length"] ?? 0) > 1024 * 1024 ||
+                Buffer.byteLength(scenario.body.text) > 1024 * 1024
+              expect(isJsonObject(scenario.body.text) && !unread, context).toBe(false)
+              expect(RefreshError.isRetryable(error), context).toBe(true)
+            }
           } else {
             expect(error._tag, context).not.toBe("MalformedResponseError")
           }
@@ -594,12 +614,12 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
 
 describe("Arbitrary values of the library's own schemas", () => {
   it.prop(
-    "every RefreshError is recognised by isRefreshError, and only 5xx, transport and rate limits are retryable",
+    "every RefreshError is recognised by isRefreshError, and only 5xx, a proxy's 401/403, transport and rate limits are retryable",
     { error: RefreshError.RefreshError },
     ({ error }) => {
       expect(RefreshError.isRefreshError(error)).toBe(true)
       const retryable = error._tag === "TransportError" || error._tag === "RateLimitedError" ||
-        (error._tag === "ServerError" && error.status >= 500)
+        (error._tag === "ServerError" && (error.status >= 500 || error.status === 401 || error.status === 403))
       expect(RefreshError.isRetryable(error)).toBe(retryable)
     },
     { fastCheck: { numRuns: 500 } }

@@ -167,11 +167,38 @@ export const blankBody = (request: HttpClientRequest.HttpClientRequest): void =>
   if (request.body._tag === "Uint8Array") request.body.body.fill(0x20)
 }
 
-/** `scheme://host:port` of a URL, or `undefined` when it does not parse. */
-export const originOf = (url: string | URL): string | undefined => {
+/** `scheme://host:port` of a URL (relative to `base` when given), or `undefined` when it does not parse. */
+export const originOf = (url: string, base?: string): string | undefined => {
   try {
-    return new URL(url).origin
+    return new URL(url, base).origin
   } catch {
     return undefined
   }
 }
+
+/**
+ * Sends the refresh POST so that the refresh token reaches `url` and nothing
+ * else, whatever the client in context does with redirects:
+ *
+ * - `fetch` is told not to follow them (a 3xx comes back as it is);
+ * - a client that follows them itself (`HttpClient.followRedirects()`) sends
+ *   each hop through the transport: a hop to any other URL has its body
+ *   blanked before it leaves, so it carries no token (the caller then refuses
+ *   the answer, which came from elsewhere).
+ *
+ * No platform span, on any hop: its exit holds the raw request and response,
+ * whose bodies hold the tokens, and a tracer that serialises exits would write
+ * them out. `RefreshClient`'s own span carries the URL, attempts and outcome.
+ */
+export const sendRefresh = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>,
+  url: string,
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> =>
+  guardHops(
+    withoutFetchRedirects(client.execute(request)),
+    (hop) => {
+      if (hop.url !== url) blankBody(hop)
+    },
+    "never"
+  )

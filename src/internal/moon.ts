@@ -10,7 +10,7 @@ import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { Clock, Effect, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
-import { type BodyTooLarge, parseRetryAfter } from "./http.js"
+import { type BodyTooLarge, originOf, parseRetryAfter } from "./http.js"
 import * as Wire from "./wire.js"
 
 /**
@@ -36,6 +36,8 @@ const codeKeys = ["error_code", "code", "error"] as const
 interface ErrorBody {
   readonly message: string
   readonly codes: ReadonlyArray<string>
+  /** The body was a JSON object (an API's error), not text or a page. */
+  readonly json: boolean
 }
 
 const parseJson = (text: string): Option.Option<unknown> => {
@@ -61,8 +63,8 @@ export const readErrorBody = (body: string, contentType: string | undefined, mas
   // Applied to the message after JSON parsing too, so an escaped echo
   // (`\/`, `\u0041`) is caught once unescaped.
   const clean = (text: string) => mask(mask(text).replace(tokenField, "$1<redacted>"))
-  const { codes, message } = readRawErrorBody(body, contentType)
-  return { message: clean(message), codes }
+  const { codes, json, message } = readRawErrorBody(body, contentType)
+  return { message: clean(message), codes, json }
 }
 
 const readRawErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
@@ -72,13 +74,15 @@ const readRawErrorBody = (body: string, contentType: string | undefined): ErrorB
     const codes = codeKeys.flatMap((key) => (typeof record[key] === "string" ? [record[key] as string] : []))
     for (const key of messageKeys) {
       const value = record[key]
-      if (typeof value === "string" && value.trim() !== "") return { message: value, codes }
-      if (Predicate.isRecord(value) && typeof value.message === "string") return { message: value.message, codes }
+      if (typeof value === "string" && value.trim() !== "") return { message: value, codes, json: true }
+      if (Predicate.isRecord(value) && typeof value.message === "string") {
+        return { message: value.message, codes, json: true }
+      }
     }
-    return { message: "", codes }
+    return { message: "", codes, json: true }
   }
   const looksHtml = /html/i.test(contentType ?? "") || /^\s*<(!doctype|html)/i.test(body)
-  return { message: looksHtml ? fromHtml(body) : body, codes: [] }
+  return { message: looksHtml ? fromHtml(body) : body, codes: [], json: false }
 }
 
 const isDeadToken = (error: ErrorBody): boolean =>
@@ -131,6 +135,46 @@ export const decodeSuccess = (
   )
 }
 
+/**
+ * Refuses an answer that is a redirect (a 3xx, or the opaque status 0 a
+ * browser's `fetch` gives one), or that came from another URL than ours
+ * because the client followed one: the token must never be sent anywhere
+ * else, and another host's answer is not a session. Not retryable (a status
+ * below 500 never is); `undefined` for any other answer.
+ */
+export const refuseRedirect = (
+  response: HttpClientResponse.HttpClientResponse,
+  url: string
+): Effect.Effect<never, RefreshError.ServerError> | undefined => {
+  const status = response.status
+  const to = (location: string | undefined) => {
+    const origin = location === undefined ? undefined : originOf(location, url)
+    return origin === undefined ? "" : ` to ${origin}`
+  }
+  if ((status >= 300 && status < 400) || status === 0) {
+    const what = status === 0 ? "an opaque redirect" : `${status}, a redirect${to(response.headers["location"])}`
+    return Effect.fail(
+      new RefreshError.ServerError({
+        status,
+        message: `the refresh endpoint answered ${what}; redirects are refused, the refresh token is only sent to ${
+          originOf(url)
+        }`
+      })
+    )
+  }
+  if (response.request.url !== url) {
+    return Effect.fail(
+      new RefreshError.ServerError({
+        status,
+        message: `the answer came from ${
+          originOf(response.request.url) ?? "another URL"
+        } after a redirect, which is refused (the refresh token was not sent there)`
+      })
+    )
+  }
+  return undefined
+}
+
 /** Turns any other answer into a typed error. */
 export const classifyFailure = (
   response: HttpClientResponse.HttpClientResponse,
@@ -170,7 +214,12 @@ const classify = (
   const status = response.status
   const error = readErrorBody(body, response.headers["content-type"], mask)
   const message = RefreshError.capMessage(error.message) || fallback
-  if (isDeadToken(error) || status === 400 || status === 401 || status === 403) {
+  // A 401 or 403 is a verdict on the token only when the auth server gave it
+  // (its JSON error): an HTML page from a proxy or firewall is not proof of a
+  // dead token, and signing the user out on it would be wrong. It is a
+  // server error, retried by the policy.
+  const fromAuthServer = status === 400 || error.json
+  if (isDeadToken(error) || (fromAuthServer && (status === 400 || status === 401 || status === 403))) {
     return new RefreshError.TokenRejectedError({ status, message })
   }
   if (status === 408) return new RefreshError.TransportError({ reason: "Timeout", message })

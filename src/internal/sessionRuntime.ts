@@ -119,16 +119,32 @@ const timedOut = (operation: SessionStore.StoreError["operation"], millis: numbe
     message: `the store did not answer within ${Duration.format(Duration.millis(millis))}`
   })
 
+// Not `Effect.timeout`: inside the uninterruptible commit of a refresh, a
+// timeout could not stop the operation (it would wait for it), and made
+// interruptible it would also be cut by the interruption a closing scope sends
+// to every child fiber, losing the save of a rotated token. Here the operation
+// and its timer run as daemons that only the deadline or the caller's own
+// (interruptible) wait can stop.
 const bounded = <A>(
-  rt: Runtime,
+  rt: Pick<Runtime, "bounds">,
   operation: "load" | "save" | "clear",
   effect: Effect.Effect<A, SessionStore.StoreError>
 ): Effect.Effect<A, SessionStore.StoreError> =>
-  Effect.timeoutFail(effect, { duration: rt.bounds.store, onTimeout: timedOut(operation, rt.bounds.store) })
+  Effect.gen(function*() {
+    const done = yield* Deferred.make<A, SessionStore.StoreError>()
+    const worker = yield* Effect.forkDaemon(Effect.interruptible(Deferred.complete(done, effect)))
+    const timer = yield* Effect.forkDaemon(
+      Effect.interruptible(
+        Effect.zipRight(Effect.sleep(rt.bounds.store), Deferred.fail(done, timedOut(operation, rt.bounds.store)()))
+      )
+    )
+    return yield* Deferred.await(done).pipe(
+      Effect.ensuring(Effect.zipRight(Fiber.interruptFork(worker), Fiber.interruptFork(timer)))
+    )
+  })
 
 /** Loads the stored session, bounded. */
-export const load = (rt: Pick<Runtime, "store" | "bounds">) =>
-  Effect.timeoutFail(rt.store.load, { duration: rt.bounds.store, onTimeout: timedOut("load", rt.bounds.store) })
+export const load = (rt: Pick<Runtime, "store" | "bounds">) => bounded(rt, "load", rt.store.load)
 
 /**
  * Runs `critical` under the store's lock, failing with a `StoreError` when

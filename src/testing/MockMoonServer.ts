@@ -62,6 +62,16 @@ import * as Routes from "./internal/routes.js"
  *   streamed in 64 KiB chunks until the client stops reading). Does not rotate.
  * - `WrongContentType`: the normal answer (rotates) under another
  *   `Content-Type` (default `text/html; charset=utf-8`).
+ * - `Redirect`: answer `status` (a 3xx) with `Location: location`, as a
+ *   hostile or misconfigured proxy would. Does not rotate.
+ * - `EndlessBody`: answer `status` and start a body that never ends (until
+ *   the client hangs up). Does not rotate.
+ * - `PatchedSession`: rotate, and answer the new session with the fields of
+ *   `patch` merged in (for example `{ expires_in: 0 }`: a session that is
+ *   expired on arrival, whose new refresh token must still be kept).
+ *
+ * On `GET /protected` (queued with `scriptProtected`), `Status`, `Redirect`,
+ * `EndlessBody` and `Delay` apply the same way; other faults answer normally.
  *
  * @since 0.1.0
  * @category models
@@ -81,6 +91,9 @@ export type Fault = Data.TaggedEnum<{
   RetryAfter: { readonly status: number; readonly value: string | number }
   Oversized: { readonly bytes: number; readonly chunked?: boolean | undefined }
   WrongContentType: { readonly contentType?: string | undefined }
+  Redirect: { readonly status: number; readonly location: string }
+  EndlessBody: { readonly status: number }
+  PatchedSession: { readonly patch: Readonly<Record<string, unknown>> }
 }>
 
 /**
@@ -146,6 +159,12 @@ export interface Options {
   readonly now?: (() => number) | undefined
   /** The user of sessions issued without one. */
   readonly user?: UserInput | undefined
+  /**
+   * How far the `Date` header of every answer is from the server's clock, in
+   * milliseconds (negative: behind), to test clients against a server whose
+   * clock is wrong. Default 0: the `Date` header is `now()`.
+   */
+  readonly dateOffset?: number | undefined
 }
 
 /**
@@ -226,6 +245,8 @@ export interface RecordedRequest {
   readonly outcome: Outcome
   /** The scripted fault applied to it, if any. */
   readonly fault: Fault["_tag"] | undefined
+  /** Whether it came with an `Authorization: Bearer …` header (the token itself is not kept). */
+  readonly bearer: boolean
 }
 
 /**
@@ -242,6 +263,8 @@ export interface Service {
   readonly script: (...faults: ReadonlyArray<Fault>) => Effect.Effect<void>
   /** Faults queued and not yet applied. */
   readonly pendingFaults: Effect.Effect<number>
+  /** Queues faults for the next requests to `GET /protected`, one per request, in order. */
+  readonly scriptProtected: (...faults: ReadonlyArray<Fault>) => Effect.Effect<void>
   readonly stats: Effect.Effect<Stats>
   /** Every request so far, oldest first. */
   readonly requests: Effect.Effect<ReadonlyArray<RecordedRequest>>
@@ -275,10 +298,12 @@ const owner = "MockMoonServer"
 const settings = (options: Options): Either.Either<Routes.Settings, Options_.Invalid> =>
   Either.all({
     lifetime: Options_.integer(owner, "accessTokenLifetime", options.accessTokenLifetime ?? 3600, { min: 1 }),
-    reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative")
-  }).pipe(Either.map(({ lifetime, reuseWindowMillis }) => ({
+    reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative"),
+    dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER })
+  }).pipe(Either.map(({ dateOffset, lifetime, reuseWindowMillis }) => ({
     lifetime,
     reuseWindowMillis,
+    dateOffset,
     bodyShape: options.bodyShape ?? "bare",
     now: options.now ?? Date.now,
     user: options.user
@@ -309,6 +334,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
           state.faults.push(...more)
         }),
       pendingFaults: Effect.sync(() => state.faults.length),
+      scriptProtected: (...more) =>
+        Effect.sync(() => {
+          state.protectedFaults.push(...more)
+        }),
       stats: Effect.sync(() => Routes.stats(state)),
       requests: Effect.sync(() => state.records.map((record) => ({ ...record }))),
       isLive: (token) => Effect.sync(() => state.families.isLive(token)),

@@ -47,8 +47,40 @@ export const apply = (fault: Fault, exchange: Exchange, context: FaultContext): 
       return scripted(exchange, () => oversized(fault.bytes, fault.chunked === true, exchange))
     case "WrongContentType":
       return send(exchange, { ...context.answer(), contentType: fault.contentType ?? "text/html; charset=utf-8" })
+    case "Redirect":
+      return scripted(exchange, () => send(exchange, redirect(fault.status, fault.location)))
+    case "EndlessBody":
+      return scripted(exchange, () => endless(fault.status, exchange))
+    case "PatchedSession":
+      return send(exchange, patched(context.answer(), fault.patch))
   }
 }
+
+// The answer with `patch` merged into its session (inside `token` when wrapped).
+const patched = (reply: Reply, patch: Readonly<Record<string, unknown>>): Reply => {
+  const body = JSON.parse(reply.body) as Record<string, unknown>
+  const next = typeof body.token === "object" && body.token !== null
+    ? { ...body, token: { ...body.token, ...patch } }
+    : { ...body, ...patch }
+  return { ...reply, body: JSON.stringify(next) }
+}
+
+const redirect = (status: number, location: string): Reply => ({
+  status,
+  contentType: "text/html; charset=utf-8",
+  body: `<html><body>Moved: <a href="${location}">here</a></body></html>`,
+  headers: { location }
+})
+
+// A head, one chunk, then nothing more until the client hangs up.
+const endless = (status: number, exchange: Exchange): void => {
+  writeHead(exchange, json(status, null))
+  exchange.res.write(`{"error":"`)
+}
+
+/** Whether a fault applies to `GET /protected` (the others are for the refresh endpoint only). */
+export const onProtected = (fault: Fault): boolean =>
+  fault._tag === "Status" || fault._tag === "Redirect" || fault._tag === "EndlessBody" || fault._tag === "Delay"
 
 // A fault that answers without looking at the token.
 const scripted = (exchange: Exchange, respond: () => void): void => {

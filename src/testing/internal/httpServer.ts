@@ -34,6 +34,7 @@ export interface RequestRecord {
   status: number | undefined
   outcome: Outcome
   fault: Fault["_tag"] | undefined
+  bearer: boolean
 }
 
 /** One request and its response. */
@@ -43,22 +44,30 @@ export interface Exchange {
   readonly record: RequestRecord
   /** Whether the connection closed (the client hung up, or the answer was sent). */
   readonly closed: () => boolean
+  /** The value of the `Date` header of the answer. */
+  readonly date: () => string
 }
 
-export const makeExchange = (req: Http.IncomingMessage, res: Http.ServerResponse, at: number): Exchange => {
+export const makeExchange = (
+  req: Http.IncomingMessage,
+  res: Http.ServerResponse,
+  at: number,
+  date: () => string
+): Exchange => {
   const record: RequestRecord = {
     method: req.method ?? "GET",
     path: pathOf(req.url),
     at,
     status: undefined,
     outcome: "pending",
-    fault: undefined
+    fault: undefined,
+    bearer: /^Bearer\s/i.test(req.headers.authorization ?? "")
   }
   let closed = false
   res.once("close", () => {
     closed = true
   })
-  return { req, res, record, closed: () => closed }
+  return { req, res, record, closed: () => closed, date }
 }
 
 // The query string can carry a token; the record keeps the path only.
@@ -72,6 +81,7 @@ const pathOf = (url: string | undefined): string => {
 export const writeHead = (exchange: Exchange, reply: Reply, length?: number): void => {
   exchange.record.status = reply.status
   exchange.res.writeHead(reply.status, {
+    date: exchange.date(),
     "content-type": reply.contentType,
     ...(length === undefined ? {} : { "content-length": String(length) }),
     ...reply.headers

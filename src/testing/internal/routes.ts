@@ -25,6 +25,8 @@ export interface Settings {
   readonly lifetime: number
   readonly bodyShape: BodyShape
   readonly reuseWindowMillis: number
+  /** Added to `now()` for the `Date` header. */
+  readonly dateOffset: number
   readonly now: () => number
   readonly user: UserInput | undefined
 }
@@ -55,6 +57,8 @@ export interface State {
   readonly families: TokenFamily.TokenFamilies<SignIn>
   readonly counters: Counters
   readonly faults: Array<Fault>
+  /** Faults for `GET /protected`. */
+  readonly protectedFaults: Array<Fault>
   readonly records: Array<RequestRecord>
   readonly timers: Timers
 }
@@ -70,6 +74,7 @@ export const makeState = (settings: Settings, timers: Timers): State => ({
   }),
   counters: { refreshRequests: 0, faults: 0, protectedRequests: 0, unauthorized: 0 },
   faults: [],
+  protectedFaults: [],
   records: [],
   timers
 })
@@ -227,24 +232,32 @@ const refreshRoute = (state: State, exchange: Exchange): void => {
 const protectedRoute = (state: State, exchange: Exchange): void => {
   state.counters.protectedRequests++
   exchange.req.resume()
+  const fault = state.protectedFaults.shift()
+  if (fault !== undefined && Faults.onProtected(fault)) {
+    state.counters.faults++
+    exchange.record.fault = fault._tag
+    return Faults.apply(fault, exchange, { answer: () => authorize(state, exchange), timers: state.timers })
+  }
+  send(exchange, authorize(state, exchange))
+}
+
+// The answer of `/protected`: 200 for a valid access token, else Supabase's 401.
+const authorize = (state: State, exchange: Exchange): Reply => {
   const { record } = exchange
   const token = /^Bearer\s+(\S+)\s*$/i.exec(exchange.req.headers.authorization ?? "")?.[1]
   const access = token === undefined ? undefined : state.families.checkAccess(token, state.settings.now())
   if (access?.status === "valid") {
     record.outcome = "authorized"
     const user = access.family.data.user
-    return send(exchange, json(200, { ok: true, user: { id: user.id, email: user.email } }))
+    return json(200, { ok: true, user: { id: user.id, email: user.email } })
   }
   state.counters.unauthorized++
   record.outcome = "unauthorized"
-  send(
-    exchange,
-    access === undefined
-      ? unauthorized("no_authorization", "This endpoint requires a Bearer token")
-      : access.status === "expired"
-      ? unauthorized("bad_jwt", "invalid JWT: token has invalid claims: token is expired")
-      : unauthorized("bad_jwt", "invalid JWT: unable to parse or verify signature")
-  )
+  return access === undefined
+    ? unauthorized("no_authorization", "This endpoint requires a Bearer token")
+    : access.status === "expired"
+    ? unauthorized("bad_jwt", "invalid JWT: token has invalid claims: token is expired")
+    : unauthorized("bad_jwt", "invalid JWT: unable to parse or verify signature")
 }
 
 const notFoundRoute = (_state: State, exchange: Exchange): void => {
@@ -264,7 +277,12 @@ export const routes: Readonly<Record<string, (state: State, exchange: Exchange) 
  * `runtime` once its connection closes, and dispatches it to its route.
  */
 export const onRequest = (state: State, runtime: Runtime.Runtime<never>): Http.RequestListener => (req, res) => {
-  const exchange = makeExchange(req, res, state.settings.now())
+  const exchange = makeExchange(
+    req,
+    res,
+    state.settings.now(),
+    () => new Date(state.settings.now() + state.settings.dateOffset).toUTCString()
+  )
   const { record } = exchange
   state.records.push(record)
   res.once("close", () => Runtime.runFork(runtime)(logRequest(record)))

@@ -1,0 +1,245 @@
+/**
+ * Regression cases: tokens go only where they belong. Each was reproduced
+ * over real loopback HTTP before the fix (issue "Tokens go only where they
+ * belong, and nothing makes the manager spin"). One case per bug, named by
+ * what broke; add one per bug fixed.
+ */
+import { FetchHttpClient, HttpClient } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { DateTime, Duration, Effect, Exit, Layer, Logger, LogLevel, Option, Redacted } from "effect"
+import {
+  AuthHttpClient,
+  RefreshClient,
+  RefreshError,
+  RefreshPolicy,
+  Session,
+  SessionManager,
+  SessionStore
+} from "moon-refresh"
+import { MockMoonServer } from "moon-refresh/testing"
+import { failureOf } from "../support/Exits.js"
+
+const { Fault } = MockMoonServer
+
+// The transports users provide: as they come, and wrapped in Effect's own redirect follower.
+const followingNode = Layer.effect(
+  HttpClient.HttpClient,
+  Effect.map(HttpClient.HttpClient, HttpClient.followRedirects())
+).pipe(Layer.provide(NodeHttpClient.layer))
+const followingFetch = Layer.effect(
+  HttpClient.HttpClient,
+  Effect.map(HttpClient.HttpClient, HttpClient.followRedirects())
+).pipe(Layer.provide(FetchHttpClient.layer))
+
+const refreshVia = (
+  httpLayer: Layer.Layer<HttpClient.HttpClient>,
+  server: MockMoonServer.Service,
+  token: Redacted.Redacted<string>
+) =>
+  RefreshClient.refresh(token).pipe(
+    Effect.provide(RefreshClient.layer({
+      baseUrl: server.url,
+      policy: RefreshPolicy.exponential({
+        base: "10 millis",
+        maxRetries: 3,
+        maxDelay: "10 millis",
+        maxElapsed: "1 second"
+      })
+    })),
+    Effect.provide(httpLayer),
+    Effect.exit
+  )
+
+describe("the refresh token never leaves the configured endpoint", () => {
+  for (
+    const [name, httpLayer] of [
+      ["NodeHttpClient + HttpClient.followRedirects()", followingNode],
+      ["FetchHttpClient (fetch follows redirects by default)", FetchHttpClient.layer],
+      ["FetchHttpClient + HttpClient.followRedirects()", followingFetch]
+    ] as const
+  ) {
+    it.scopedLive(`${name}: a 302 to another host is refused, and that host never gets the token`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const attacker = yield* MockMoonServer.make()
+        const issued = yield* moon.issueSession()
+        yield* moon.script(Fault.Redirect({ status: 302, location: `${attacker.url}/auth/refresh` }))
+
+        const exit = yield* refreshVia(httpLayer, moon, issued.refreshToken)
+
+        const error = failureOf(exit) as RefreshError.RefreshError
+        expect(error._tag).toBe("ServerError")
+        expect(error.message).toContain("redirect")
+        expect(error.message).toContain("refused")
+        expect(error.message).not.toContain(Redacted.value(issued.refreshToken))
+        // Not retried: one POST to Moon, whose token is untouched.
+        expect(RefreshError.isRetryable(error)).toBe(false)
+        expect((yield* moon.stats).refreshRequests).toBe(1)
+        expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+        // The other host got no token: nothing at all, or a body with no token in it.
+        const seen = yield* attacker.requests
+        expect(seen.every((request) => request.outcome === "bad-request")).toBe(true)
+        expect((yield* attacker.stats).unknownTokens).toBe(0)
+      }).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+  }
+
+  it.scopedLive("a 307 seen directly names its status and that redirects are refused", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Redirect({ status: 307, location: "https://elsewhere.example/auth/refresh" }))
+      const error = failureOf(
+        yield* refreshVia(FetchHttpClient.layer, moon, issued.refreshToken)
+      ) as RefreshError.RefreshError
+      expect(error).toMatchObject({ _tag: "ServerError", status: 307 })
+      expect(error.message).toBe(
+        `the refresh endpoint answered 307, a redirect to https://elsewhere.example; redirects are refused, the refresh token is only sent to ${moon.url}`
+      )
+    }))
+})
+
+describe("the bearer goes only to the origins the user names", () => {
+  const appLayer = (
+    moon: MockMoonServer.Service,
+    seeded: Session.Session,
+    http: Layer.Layer<HttpClient.HttpClient>
+  ) =>
+    AuthHttpClient.layerWith({ origins: [moon.url] }).pipe(
+      Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
+      Layer.provide(SessionStore.layerMemory(seeded)),
+      Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
+      Layer.provide(http)
+    )
+
+  it.scopedLive("a request to another origin is sent without the token, and its 401 causes no refresh", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const other = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      const { response } = yield* Effect.gen(function*() {
+        const http = yield* AuthHttpClient.AuthHttpClient
+        const response = yield* http.get(`${other.url}/protected`)
+        yield* response.text
+        return { response }
+      }).pipe(Effect.provide(appLayer(moon, Session.unsafeMake(issued), NodeHttpClient.layer)))
+      expect(response.status).toBe(401)
+      expect((yield* other.requests).map((request) => request.bearer)).toStrictEqual([false])
+      expect((yield* moon.stats).refreshRequests).toBe(0)
+    }))
+
+  it.scopedLive("a redirect that leaves the allowed origin drops the Authorization header", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const other = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
+      const status = yield* Effect.gen(function*() {
+        const http = yield* AuthHttpClient.AuthHttpClient
+        const response = yield* http.get(`${moon.url}/protected`)
+        yield* response.text
+        return response.status
+      }).pipe(Effect.provide(appLayer(moon, Session.unsafeMake(issued), followingNode)))
+      // The first hop was signed; the hop to the other origin was not, and its 401 refreshed nothing.
+      expect((yield* moon.requests).map((request) => request.bearer)).toStrictEqual([true])
+      expect((yield* other.requests).map((request) => request.bearer)).toStrictEqual([false])
+      expect(status).toBe(401)
+      expect((yield* moon.stats).refreshRequests).toBe(0)
+    }))
+
+  it.scopedLive("a 401 whose body never ends is drained within a second, then replayed", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.scriptProtected(Fault.EndlessBody({ status: 401 }))
+      const result = yield* Effect.gen(function*() {
+        const http = yield* AuthHttpClient.AuthHttpClient
+        const response = yield* http.get(`${moon.url}/protected`)
+        return response.status
+      }).pipe(
+        Effect.provide(appLayer(moon, Session.unsafeMake(issued), NodeHttpClient.layer)),
+        Effect.timeout(Duration.seconds(5)),
+        Effect.exit
+      )
+      expect(result).toStrictEqual(Exit.succeed(200))
+      expect((yield* moon.stats).refreshRequests).toBe(1)
+    }))
+
+  it.effect("an origin that is not one is refused when the layer is built, naming the option", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(
+        AuthHttpClient.make(HttpClient.make(() => Effect.never), { origins: ["https://api.example.com/v1"] }).pipe(
+          Effect.provide(SessionManager.layer()),
+          Effect.provide(SessionStore.layerMemory()),
+          Effect.provide(Layer.succeed(RefreshClient.RefreshClient, { refresh: () => Effect.never }))
+        )
+      )
+      expect(Exit.isFailure(exit) && String(exit.cause)).toContain(`AuthHttpClient: option "origins"`)
+    }))
+})
+
+describe("expiry comes from the token, not from a Date header", () => {
+  for (
+    const [what, offset] of [["two hours behind", -2], ["two hours ahead", 2]] as const
+  ) {
+    it.scopedLive(`a Date header ${what}: a 60-minute token lives 60 minutes, and the rotation is kept`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make({ dateOffset: offset * 3_600_000 })
+        const issued = yield* moon.issueSession()
+        const before = Date.now()
+        const session = yield* refreshVia(FetchHttpClient.layer, moon, issued.refreshToken).pipe(Effect.flatten)
+        const lifetime = DateTime.toEpochMillis(session.expiresAt) - before
+        expect(lifetime).toBeGreaterThan(3_600_000 - 5_000)
+        expect(lifetime).toBeLessThanOrEqual(3_600_000 + 1_000)
+        expect(yield* moon.isLive(session.refreshToken)).toBe(true)
+      }))
+  }
+})
+
+describe("a rotation is never dropped", () => {
+  it.scopedLive("an answer whose access token expired on arrival keeps its new refresh token in the store", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      const store = yield* SessionStore.makeMemory(Session.unsafeMake(issued))
+      yield* moon.script(Fault.PatchedSession({ patch: { expires_in: 0, expires_at: 0 } }))
+      const manager = yield* SessionManager.make({ autoRefresh: false, cooldown: "100 millis" }).pipe(
+        Effect.provide(RefreshClient.layer({ baseUrl: moon.url })),
+        Effect.provide(FetchHttpClient.layer),
+        Effect.provideService(SessionStore.SessionStore, store)
+      )
+      const error = yield* Effect.flip(manager.refresh)
+      expect(error._tag).toBe("MalformedResponseError")
+      expect(String(error)).not.toContain(Redacted.value(issued.refreshToken))
+      // The server rotated: the store holds its live successor, and the old access token is still used.
+      const stored = Option.getOrThrow(yield* store.load)
+      expect(yield* moon.isLive(stored.refreshToken)).toBe(true)
+      expect(Redacted.value(stored.accessToken)).toBe(Redacted.value(issued.accessToken))
+      // After the cooldown, the next refresh spends the kept token: no reuse, the user stays signed in.
+      yield* Effect.sleep("150 millis")
+      const next = yield* manager.refresh
+      expect(yield* moon.isLive(next.refreshToken)).toBe(true)
+      expect(yield* moon.stats).toMatchObject({ rotations: 2, reuseRejections: 0 })
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+
+  it.scopedLive("a 403 page from a proxy is retried, not taken as a dead token", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.script(
+        Fault.Status({ status: 403, body: "<html><head><title>403 Forbidden</title></head><body>WAF</body></html>" })
+      )
+      const session = yield* refreshVia(FetchHttpClient.layer, moon, issued.refreshToken).pipe(Effect.flatten)
+      expect(yield* moon.isLive(session.refreshToken)).toBe(true)
+      expect((yield* moon.stats).refreshRequests).toBe(2)
+    }))
+
+  it.scopedLive("a 403 with the auth server's JSON error is still a rejected token", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Status({ status: 403, body: { error: "forbidden", message: "token revoked" } }))
+      const error = failureOf(yield* refreshVia(FetchHttpClient.layer, moon, issued.refreshToken))
+      expect(error).toMatchObject({ _tag: "TokenRejectedError", status: 403 })
+    }))
+})
