@@ -15,8 +15,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Readline from "node:readline"
+import { fileURLToPath } from "node:url"
 
-const repo = Path.resolve(import.meta.dirname, "..")
+const repo = fileURLToPath(new URL("..", import.meta.url))
 const examples = Path.join(repo, "docs", "examples")
 const started = Date.now()
 

@@ -14,12 +14,13 @@
  * removed at the end.
  */
 import { spawnSync } from "node:child_process"
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
 
-const repo = Path.resolve(import.meta.dirname, "..")
+const repo = fileURLToPath(new URL("..", import.meta.url))
 const require = createRequire(import.meta.url)
 const started = Date.now()
 
@@ -38,9 +39,9 @@ const run = (command: string, args: ReadonlyArray<string>, cwd: string): string 
 const readJson = (path: string): any => JSON.parse(readFileSync(path, "utf8"))
 
 const filesUnder = (dir: string): Array<string> =>
-  readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => Path.relative(dir, Path.join(entry.parentPath, entry.name)).split(Path.sep).join("/"))
+  readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((path) => statSync(Path.join(dir, path)).isFile())
+    .map((path) => path.split(Path.sep).join("/"))
 
 // ---------------------------------------------------------------------------
 // Which subpaths the package's `exports` make public, and which private
