@@ -7,10 +7,13 @@
  * 1. `RefreshClient`: the server's next answer is a 500, and the default
  *    retry policy rides it out.
  * 2. `SessionManager` and `AuthHttpClient`, as a timeline: a session whose
- *    access tokens live 2 s kept fresh across 3 expiries while requests run,
- *    an outage of two 503s ridden out, and 100 concurrent requests on an
- *    expired session causing exactly one refresh. It exits with code 1 if any
- *    of those promises is broken.
+ *    access tokens are issued for 2 s kept fresh across 3 expiries while
+ *    requests run, an outage of two 503s ridden out, then a second session,
+ *    left unused until it expired, on which 100 concurrent requests cause
+ *    exactly one refresh.
+ *
+ * It checks each of those promises as it goes, and ends with one line: that
+ * all checks passed, or which failed (exit code 1).
  *
  * With `MOON_BASE_URL` and `MOON_REFRESH_TOKEN` both set, it refreshes once
  * against that server instead (part 1 only: a real token can be used once).
@@ -18,7 +21,6 @@
  * Tokens are never printed: sessions hold them as `Redacted`.
  */
 import { FetchHttpClient } from "@effect/platform"
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import {
   Clock,
   Config,
@@ -39,6 +41,15 @@ import {
 } from "effect"
 import { AuthHttpClient, RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
+import { runMain } from "../docs/examples/run-main.js"
+
+// Every promise the demo makes, checked where it is kept; the last line counts them.
+const checks = { passed: 0, broken: [] as Array<string> }
+const check = (ok: boolean, promise: string) =>
+  Effect.sync(() => {
+    if (ok) checks.passed++
+    else checks.broken.push(promise)
+  })
 
 const describeSession = (session: Session.Session) =>
   `session:  accessToken ${session.accessToken}, refreshToken ${session.refreshToken}, ` +
@@ -90,6 +101,7 @@ const local = Effect.gen(function*() {
     const oldLive = yield* server.isLive(first.refreshToken)
     const newLive = yield* server.isLive(second.refreshToken)
     yield* Console.log(`rotation: previous refresh token live: ${oldLive}; newest: ${newLive}`)
+    yield* check(!oldLive && newLive, "each refresh spends the previous refresh token")
   }).pipe(
     // Built here, not at the top: the client needs the URL of the server started above.
     Effect.provide(RefreshClient.layer({ baseUrl: server.url }))
@@ -100,6 +112,7 @@ const local = Effect.gen(function*() {
     `server:   ${stats.refreshRequests} POST /auth/refresh, ${stats.rotations} rotations, ` +
       `${stats.reuseRejections} reuse rejections`
   )
+  yield* check(stats.refreshRequests === 3, "the HTTP 500 retried once: 3 POSTs for 2 refreshes")
 }).pipe(
   Effect.provide(FetchHttpClient.layer),
   Effect.scoped
@@ -117,18 +130,14 @@ interface Tally {
 }
 
 const manager = Effect.gen(function*() {
-  // Access tokens live 2 s (1 to 2 s in fact: `expires_at` is in whole seconds).
+  // `expires_at` is in whole seconds, as Moon's: a token issued for 2 s at
+  // 10.3 s expires at 12 s, so it is valid 1 to 2 s.
   const server = yield* MockMoonServer.make({ accessTokenLifetime: 2 })
   const start = yield* Clock.currentTimeMillis
   const stamp = (millis: number) => `+${((millis - start) / 1000).toFixed(2)}s`
   const line = (text: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => Console.log(`  ${stamp(now).padStart(6)}  ${text}`))
-  const broken: Array<string> = []
-  const check = (ok: boolean, promise: string) => Effect.sync(() => ok || broken.push(promise))
   const postCount = Effect.map(server.stats, (stats) => stats.refreshRequests)
-
-  // Issued now, used last: by then it has expired.
-  const idle = Session.unsafeMake(yield* server.issueSession({ user: { email: "idle@example.com" } }))
 
   const tally: Tally = { ok: 0, unauthorized: 0, failed: [] }
   const request = Effect.flatMap(AuthHttpClient.AuthHttpClient, (http) => http.get(`${server.url}/protected`)).pipe(
@@ -172,8 +181,13 @@ const manager = Effect.gen(function*() {
 
   yield* Console.log("")
   yield* Console.log(
-    `session manager: access tokens live 2 s, refreshed 1 s before expiry; 4 loops of GET ${server.url}/protected`
+    `session manager: access tokens issued for 2 s, refreshed 1 s before expiry; 4 loops of GET ${server.url}/protected`
   )
+  yield* Console.log("  (expires_at is whole seconds, as Moon's: each access token is valid 1 to 2 s)")
+
+  // A second session, issued now and used last: by then it has expired.
+  const idle = Session.unsafeMake(yield* server.issueSession({ user: { email: "idle@example.com" } }))
+  yield* line("second session (idle@example.com) issued, left unused until the end")
 
   yield* Effect.gen(function*() {
     // Prints each event as it happens, and hands it to the timeline below.
@@ -250,14 +264,15 @@ const manager = Effect.gen(function*() {
     Effect.scoped
   )
 
-  // 100 requests on a session whose token has expired: they all wait for one refresh.
+  // The second session, expired by now: 100 requests all wait for one refresh.
   yield* Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     yield* Effect.sleep(Math.max(0, DateTime.toEpochMillis(idle.expiresAt) - now))
     const before = snapshot()
     const posts = yield* postCount
     yield* line(
-      `100 concurrent GET /protected on a session expired at ${stamp(DateTime.toEpochMillis(idle.expiresAt))}`
+      `second session (idle@example.com), expired at ${stamp(DateTime.toEpochMillis(idle.expiresAt))}: ` +
+        `100 concurrent GET /protected`
     )
     yield* Effect.all(Array.from({ length: 100 }, () => request), { concurrency: "unbounded", discard: true })
     const refreshes = (yield* postCount) - posts
@@ -277,12 +292,6 @@ const manager = Effect.gen(function*() {
   )
   yield* check(stats.reuseRejections === 0, "no refresh token used twice")
   yield* check(tally.unauthorized === 0 && tally.failed.length === 0, "no 401 and no failure returned to the program")
-  if (broken.length > 0) {
-    yield* Console.error(`FAILED: ${broken.join("; ")}`)
-    yield* Effect.sync(() => {
-      process.exitCode = 1
-    })
-  }
 }).pipe(
   // The manager logs each failed refresh as a warning; the timeline shows it as an event.
   Logger.withMinimumLogLevel(LogLevel.Error),
@@ -322,6 +331,15 @@ const main = Effect.gen(function*() {
   }
   yield* local
   yield* manager
+  if (checks.broken.length > 0) {
+    yield* Console.error(
+      `FAILED: ${checks.broken.length} of ${checks.passed + checks.broken.length} checks: ${checks.broken.join("; ")}`
+    )
+    return yield* Effect.sync(() => {
+      process.exitCode = 1
+    })
+  }
+  yield* Console.log(`all ${checks.passed} checks passed`)
 })
 
 // `runMain` prints logs with the pretty logger. Keep it for Info and above;
@@ -334,5 +352,5 @@ const demoLogger = Logger.zip(
 main.pipe(
   Effect.provide(Logger.replace(Logger.prettyLoggerDefault, demoLogger)),
   Logger.withMinimumLogLevel(LogLevel.Debug),
-  NodeRuntime.runMain
+  runMain
 )

@@ -1,8 +1,8 @@
 // docs/02-errors.md: turning refresh errors into decisions.
 import { FetchHttpClient } from "@effect/platform"
-import { NodeRuntime } from "@effect/platform-node"
 import { Config, Data, Duration, Effect, Layer, Option, type Redacted } from "effect"
 import { RefreshClient, RefreshError, type Session } from "moon-refresh"
+import { runMain } from "./run-main.js"
 
 // [catchTags]
 // What the application does next, decided from the error.
@@ -49,6 +49,6 @@ const program = Effect.gen(function*() {
 
 program.pipe(
   Effect.provide(RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.layer))),
-  NodeRuntime.runMain
+  runMain
 )
 // [/run]

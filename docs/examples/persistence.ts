@@ -1,8 +1,12 @@
 // docs/05-persistence.md: where a session is kept between runs.
 import { KeyValueStore } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Layer, Option, Schema } from "effect"
 import { Session, SessionManager, SessionStore } from "moon-refresh"
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
+import * as Path from "node:path"
 
 // [memory]
 // Nothing survives the process: for tests, or a session handed in at start.
@@ -55,6 +59,38 @@ export const makeCustom = (backend: {
   })
 }
 // [/custom]
+
+// [file-by-path]
+// The same file store as OnDisk, importing @effect/platform-node's modules by
+// path: with skipLibCheck false, its index needs @types/ws; these do not.
+export const OnDiskByPath = SessionStore.layerKeyValueStore({ key: "moon-session" }).pipe(
+  Layer.provide(KeyValueStore.layerFileSystem(".moon")),
+  Layer.provide(Layer.merge(NodeFileSystem.layer, NodePath.layer))
+)
+// [/file-by-path]
+
+// [file-node-fs]
+// A session file without @effect/platform-node: makeCustom over node:fs.
+// The directory is created 0700 and the file 0600; a save writes a temporary
+// file and renames it, so a crash mid-save never leaves half a session.
+export const layerFile = (dir: string) => {
+  const file = Path.join(dir, "session.json")
+  return Layer.succeed(
+    SessionStore.SessionStore,
+    makeCustom({
+      get: () => readFile(file, "utf8").catch((error) => (error.code === "ENOENT" ? null : Promise.reject(error))),
+      set: async (value) => {
+        await mkdir(dir, { recursive: true, mode: 0o700 })
+        await writeFile(`${file}.tmp`, value, { mode: 0o600 })
+        await rename(`${file}.tmp`, file)
+      },
+      del: () => rm(file, { force: true })
+    })
+  )
+}
+
+export const OnDiskNodeFs = layerFile(".moon")
+// [/file-node-fs]
 
 // [signin]
 // Start from a Moon login response (same body shapes as a refresh), then let

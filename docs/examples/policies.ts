@@ -1,8 +1,8 @@
 // docs/03-retry-policies.md: choosing and writing retry policies.
 import { FetchHttpClient } from "@effect/platform"
-import { NodeRuntime } from "@effect/platform-node"
 import { Config, Effect, Layer, Schedule } from "effect"
 import { RefreshClient, type RefreshError, RefreshPolicy } from "moon-refresh"
+import { runMain } from "./run-main.js"
 
 // [default]
 // RefreshPolicy.default, spelled out.
@@ -58,6 +58,6 @@ const program = Effect.gen(function*() {
 
 program.pipe(
   Effect.provide(RefreshClient.layerConfig({ policy: patient }).pipe(Layer.provide(FetchHttpClient.layer))),
-  NodeRuntime.runMain
+  runMain
 )
 // [/run]

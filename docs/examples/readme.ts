@@ -13,4 +13,14 @@ const program = Effect.gen(function*() {
 // MOON_BASE_URL, when set, replaces https://beta.usemoon.ai.
 const MainLive = RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.layer))
 
-Effect.runPromise(program.pipe(Effect.provide(MainLive)))
+program.pipe(
+  Effect.provide(MainLive),
+  // A spent token, no network: one line and exit code 1, not a stack trace.
+  Effect.catchAll((error) =>
+    Effect.sync(() => {
+      console.error(String(error))
+      process.exitCode = 1
+    })
+  ),
+  Effect.runPromise
+)

@@ -1,8 +1,9 @@
 // docs/01-refreshing.md: layers, options, the accessor and the service.
 import { FetchHttpClient } from "@effect/platform"
-import { NodeHttpClient, NodeRuntime } from "@effect/platform-node"
+import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Duration, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
+import { runMain } from "./run-main.js"
 
 // [layer]
 // Every option, set to its default.
@@ -49,6 +50,6 @@ program.pipe(
   Effect.provide(RefreshFromConfig),
   // Shows the debug line logged for each failed attempt.
   Logger.withMinimumLogLevel(LogLevel.Debug),
-  NodeRuntime.runMain
+  runMain
 )
 // [/run]

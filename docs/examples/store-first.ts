@@ -1,9 +1,10 @@
 // docs/01-refreshing.md: a refresh token is spent by the refresh, so the new
 // session is stored before anything uses it.
 import { KeyValueStore } from "@effect/platform"
-import { NodeHttpClient, NodeKeyValueStore, NodeRuntime } from "@effect/platform-node"
+import { NodeHttpClient, NodeKeyValueStore } from "@effect/platform-node"
 import { Config, DateTime, Effect, Layer, Option } from "effect"
 import { RefreshClient, Session } from "moon-refresh"
+import { runMain } from "./run-main.js"
 
 // [rotate]
 export const rotate = Effect.gen(function*() {
@@ -31,6 +32,6 @@ const MainLive = Layer.mergeAll(
 rotate.pipe(
   Effect.tap((session) => Effect.log(`stored; access token valid until ${DateTime.formatIso(session.expiresAt)}`)),
   Effect.provide(MainLive),
-  NodeRuntime.runMain
+  runMain
 )
 // [/run]

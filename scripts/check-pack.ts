@@ -1,0 +1,262 @@
+/**
+ * `npm run check:pack`: what a user installing the package gets.
+ *
+ * Packs the repository (`prepack` builds dist/), runs `attw` on the tarball,
+ * installs it into an empty project beside its peer dependencies only, and
+ * there compiles a consumer of every entry in package.json's `exports` (each
+ * `*` expanded to the files it matches) as `.mts` and `.cts`, type-checked
+ * under `module` NodeNext and Node16 with `skipLibCheck: false`. It runs both
+ * compiled consumers: each imports every entry, refreshes a session against
+ * `MockMoonServer`, and shows that no private path resolves. Exits 1 at the
+ * first thing that fails, with its output.
+ *
+ * Everything happens in a temporary directory outside the repository,
+ * removed at the end.
+ */
+import { spawnSync } from "node:child_process"
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+const repo = fileURLToPath(new URL("..", import.meta.url))
+const require = createRequire(import.meta.url)
+const started = Date.now()
+
+class CheckFailed extends Error {}
+
+const run = (command: string, args: ReadonlyArray<string>, cwd: string): string => {
+  const result = spawnSync(command, args, { cwd, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
+  if (result.status !== 0) {
+    throw new CheckFailed(
+      `${command} ${args.join(" ")} (in ${cwd}) exited with ${result.status}\n${result.stdout}${result.stderr}`
+    )
+  }
+  return result.stdout
+}
+
+const readJson = (path: string): any => JSON.parse(readFileSync(path, "utf8"))
+
+const filesUnder = (dir: string): Array<string> =>
+  readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((path) => statSync(Path.join(dir, path)).isFile())
+    .map((path) => path.split(Path.sep).join("/"))
+
+// ---------------------------------------------------------------------------
+// Which subpaths the package's `exports` make public, and which private
+// ---------------------------------------------------------------------------
+
+type Exports = Record<string, unknown>
+
+/** Node's rule: an exact key first, else the pattern with the longest prefix before its `*`. */
+const exportKeyFor = (exports: Exports, subpath: string): string | undefined => {
+  if (subpath in exports) return subpath
+  let best: string | undefined
+  for (const key of Object.keys(exports)) {
+    const star = key.indexOf("*")
+    if (star === -1) continue
+    const prefix = key.slice(0, star)
+    const suffix = key.slice(star + 1)
+    const matches = subpath.startsWith(prefix) && subpath.endsWith(suffix) &&
+      subpath.length >= key.length - 1
+    if (matches && (best === undefined || prefix.length > best.indexOf("*"))) best = key
+  }
+  return best
+}
+
+/** Every subpath `exports` names or that one of its patterns matches in the installed files. */
+const subpathsOf = (exports: Exports, installed: string) => {
+  const files = filesUnder(installed)
+  const subpaths = new Set<string>()
+  for (const [key, value] of Object.entries(exports)) {
+    if (key === "./package.json") continue
+    if (!key.includes("*")) {
+      subpaths.add(key)
+      continue
+    }
+    if (value === null) continue
+    const target = (value as { import: { default: string } }).import.default.slice(2)
+    const [prefix = "", suffix = ""] = target.split("*")
+    for (const file of files) {
+      if (file.startsWith(prefix) && file.endsWith(suffix)) {
+        subpaths.add(key.replace("*", file.slice(prefix.length, file.length - suffix.length)))
+      }
+    }
+  }
+  const isPublic = (subpath: string) => {
+    const key = exportKeyFor(exports, subpath)
+    return key !== undefined && exports[key] !== null
+  }
+  const all = [...subpaths].sort()
+  return { public: all.filter(isPublic), private: all.filter((subpath) => !isPublic(subpath)) }
+}
+
+const specifier = (name: string, subpath: string) => subpath === "." ? name : `${name}/${subpath.slice(2)}`
+
+// ---------------------------------------------------------------------------
+// The consumer: one source, compiled as .mts and as .cts
+// ---------------------------------------------------------------------------
+
+const consumerSource = (
+  format: "esm" | "cjs",
+  name: string,
+  entries: { readonly public: ReadonlyArray<string>; readonly private: ReadonlyArray<string> }
+) => {
+  const imports = entries.public.map((subpath, i) => `import * as entry${i} from "${specifier(name, subpath)}"`)
+  const privateTypes = entries.private.map((subpath, i) =>
+    `// @ts-expect-error: a private path has no types\n` +
+    `export type Private${i} = typeof import("${specifier(name, subpath)}")`
+  )
+  const table = entries.public.map((subpath, i) => `  "${subpath}": entry${i}`)
+  const resolve = format === "esm" ? "import.meta.resolve(path)" : "require.resolve(path)"
+  return `${imports.join("\n")}
+import { FetchHttpClient } from "@effect/platform"
+import { Effect } from "effect"
+import { RefreshClient } from "${name}"
+import { MockMoonServer } from "${name}/testing"
+
+${privateTypes.join("\n")}
+
+const entries: Record<string, object> = {
+${table.join(",\n")}
+}
+
+const resolves = (path: string) => {
+  try {
+    ${resolve}
+    return true
+  } catch {
+    return false
+  }
+}
+
+const refresh = Effect.gen(function*() {
+  const server = yield* MockMoonServer.make()
+  const seeded = yield* server.issueSession({ user: { email: "pack@example.com" } })
+  const client = yield* RefreshClient.make({ baseUrl: server.url })
+  const session = yield* client.refresh(seeded.refreshToken)
+  return session.user.email
+}).pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer))
+
+Effect.runPromise(refresh).then((user) => {
+  const names = Object.fromEntries(
+    Object.entries(entries).map(([subpath, module]) => [subpath, Object.keys(module).filter((k) => k !== "default").sort()])
+  )
+  const reachable = ${JSON.stringify(entries.private.map((subpath) => specifier(name, subpath)))}.filter(resolves)
+  console.log(JSON.stringify({ user, names, reachable }))
+})
+`
+}
+
+/** What the consumer prints. */
+interface ConsumerOutput {
+  readonly user: string | null
+  readonly names: Record<string, ReadonlyArray<string>>
+  readonly reachable: ReadonlyArray<string>
+}
+
+// ---------------------------------------------------------------------------
+
+const main = (tmp: string) => {
+  const pkg = readJson(Path.join(repo, "package.json"))
+
+  // As on a fresh clone: no dist/ until `prepack` builds it.
+  rmSync(Path.join(repo, "dist"), { recursive: true, force: true })
+  const packed = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", tmp], repo))[0]
+  const tarball = Path.join(tmp, packed.filename)
+  console.log(
+    `pack:     ${packed.filename}, ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} KiB ` +
+      `(${(packed.unpackedSize / 1024).toFixed(0)} KiB unpacked)`
+  )
+
+  // Only the peer dependencies, at the versions the tests ran against.
+  const consumer = Path.join(tmp, "consumer")
+  mkdirSync(consumer)
+  writeFileSync(
+    Path.join(consumer, "package.json"),
+    JSON.stringify({ name: "pack-consumer", private: true, type: "module" })
+  )
+  const peers = Object.keys(pkg.peerDependencies).map((peer) => `${peer}@${require(`${peer}/package.json`).version}`)
+  run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", tarball, ...peers], consumer)
+  const installed = Path.join(consumer, "node_modules", pkg.name)
+  console.log(`install:  ${pkg.name} with ${peers.join(", ")} into an empty project`)
+
+  // Every subpath, from the exports of the package as installed.
+  const entries = subpathsOf(readJson(Path.join(installed, "package.json")).exports, installed)
+  console.log(`entries:  public ${entries.public.join(" ")}`)
+  console.log(`          private ${entries.private.join(" ")}`)
+  if (entries.public.length === 0) throw new CheckFailed("no public entry found in exports")
+
+  // attw exits 1 on any problem, in any resolution mode. Its own discovery
+  // skips patterns, so the expanded subpaths are named.
+  const attw = Path.join(repo, "node_modules", ".bin", "attw")
+  const extra = entries.public.filter((subpath) => !(subpath in pkg.exports))
+  console.log(
+    run(attw, [
+      tarball,
+      "--format",
+      "table-flipped",
+      "--no-color",
+      ...(extra.length > 0 ? ["--include-entrypoints", ...extra] : [])
+    ], repo).trimEnd()
+  )
+
+  for (const [format, extension] of [["esm", "mts"], ["cjs", "cts"]] as const) {
+    writeFileSync(Path.join(consumer, `consumer.${extension}`), consumerSource(format, pkg.name, entries))
+  }
+  writeFileSync(
+    Path.join(consumer, "tsconfig.json"),
+    JSON.stringify({
+      compilerOptions: {
+        target: "ES2022",
+        // @effect/platform's own types name DOM ones (Storage, Transferable).
+        lib: ["ES2022", "DOM"],
+        strict: true,
+        skipLibCheck: false,
+        types: ["node"],
+        typeRoots: [Path.join(repo, "node_modules", "@types")],
+        outDir: "out"
+      },
+      files: ["consumer.mts", "consumer.cts"]
+    })
+  )
+  // Node16 is the stricter: it refuses to `require` ESM types (TS1479).
+  // NodeNext also emits the programs run below.
+  const tsc = require.resolve("typescript/bin/tsc")
+  run(process.execPath, [tsc, "-p", ".", "--module", "Node16", "--moduleResolution", "Node16", "--noEmit"], consumer)
+  run(process.execPath, [tsc, "-p", ".", "--module", "NodeNext", "--moduleResolution", "NodeNext"], consumer)
+  console.log(
+    "types:    consumer.mts and consumer.cts type-check under Node16 and NodeNext (strict, skipLibCheck false)"
+  )
+
+  const runConsumer = (extension: "mjs" | "cjs"): ConsumerOutput =>
+    JSON.parse(run(process.execPath, [Path.join("out", `consumer.${extension}`)], consumer))
+  const esm = runConsumer("mjs")
+  const cjs = runConsumer("cjs")
+  for (const [label, result] of [["ESM", esm], ["CJS", cjs]] as const) {
+    const empty = entries.public.filter((subpath) => (result.names[subpath] ?? []).length === 0)
+    if (empty.length > 0) throw new CheckFailed(`${label}: no exports from ${empty.join(", ")}`)
+    if (result.user !== "pack@example.com") throw new CheckFailed(`${label}: refresh returned ${result.user}`)
+    if (result.reachable.length > 0) throw new CheckFailed(`${label}: private paths resolve: ${result.reachable}`)
+  }
+  const differ = entries.public.filter((subpath) =>
+    JSON.stringify(esm.names[subpath]) !== JSON.stringify(cjs.names[subpath])
+  )
+  if (differ.length > 0) throw new CheckFailed(`ESM and CJS export different names from ${differ.join(", ")}`)
+  console.log(
+    `run:      ${entries.public.length} entries import as ESM and CJS with the same names; ` +
+      `a refresh against MockMoonServer works in both; ${entries.private.length} private paths resolve in neither`
+  )
+}
+
+const tmp = mkdtempSync(Path.join(Os.tmpdir(), "moon-refresh-pack-"))
+try {
+  main(tmp)
+  console.log(`pack check passed in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+} catch (error) {
+  console.error(error instanceof CheckFailed ? `pack check FAILED: ${error.message}` : error)
+  process.exitCode = 1
+} finally {
+  rmSync(tmp, { recursive: true, force: true })
+}
