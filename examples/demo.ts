@@ -213,6 +213,9 @@ const manager = Effect.gen(function*() {
             yield* line(
               `RefreshFailed: ${error._tag}${status}, willRetry: ${event.willRetry}; session kept, token valid ${left} s more`
             )
+          } else if (event._tag === "Initial") {
+            // Every subscription opens with what is held at that moment.
+            yield* line(`Initial: ${Option.isSome(event.session) ? "a session is held" : "no session yet"}`)
           } else {
             signedOut ||= event._tag === "SignedOut"
             yield* line(event._tag)

@@ -1,7 +1,5 @@
 /**
  * Small HTTP helpers shared by the endpoint code. Not public API.
- *
- * @internal
  */
 import type { HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { FetchHttpClient, HttpClient } from "@effect/platform"

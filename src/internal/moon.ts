@@ -4,7 +4,7 @@
  * `RefreshClient` only drives these; a port to another backend (or to Effect
  * 4's HTTP module) changes this file and `http.ts`, nothing else.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { Clock, Effect, Option, Predicate, Redacted } from "effect"

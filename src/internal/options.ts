@@ -7,7 +7,7 @@
  * dies (a programming error, at layer construction), `layerConfig` turns the
  * same message into a `ConfigError` naming the setting.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { ConfigError, Duration, Effect, Either, Option } from "effect"
 

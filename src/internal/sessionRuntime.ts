@@ -7,7 +7,7 @@
  * Imports the public module for its error and event constructors, which it
  * only uses inside functions (the public module imports this one back).
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import type { Clock, Scope } from "effect"
 import {

@@ -5,7 +5,7 @@
  * these to decide what the new state is; every rule can be tested by calling
  * it.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { Data, DateTime, Duration, Option } from "effect"
 import * as RefreshError from "../RefreshError.js"

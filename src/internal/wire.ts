@@ -7,7 +7,7 @@
  * It imports `Session.ts`, which imports it back: nothing here touches
  * `Session` at module load, only inside the functions.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { DateTime, Effect, Either, ParseResult, Predicate, Redacted, Schema } from "effect"
 import * as AST from "effect/SchemaAST"

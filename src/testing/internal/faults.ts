@@ -4,7 +4,7 @@
  * exchange, the normal answer (computing it rotates the token) and the
  * server's timers.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import type { Fault } from "../MockMoonServer.js"
 import type { Exchange, Reply, Timers } from "./httpServer.js"

@@ -3,7 +3,7 @@
  * request, reading a bounded body, timers and sockets that die with the
  * server. Nothing here knows about Moon; the routes and faults do.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { Effect } from "effect"
 import type { Scope } from "effect"

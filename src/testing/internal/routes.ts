@@ -3,7 +3,7 @@
  * and one handler per route. A new route is one more entry in {@link routes};
  * a new fault is a case in `faults.ts`.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { DateTime, Effect, Redacted, Runtime } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"

@@ -15,7 +15,7 @@
  * `MockRefreshClient` calls them with the `Clock`'s time, the `MockMoonServer`
  * with its `now` option. No Effect, no I/O.
  *
- * @internal
+ * Not public API: the package's exports keep `internal/` private.
  */
 import { Redacted } from "effect"
 
