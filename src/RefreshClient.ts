@@ -264,7 +264,28 @@ export const layerConfig = (
   )
 
 /**
- * Refreshes with the `RefreshClient` in context.
+ * Refreshes with the `RefreshClient` in context. The token that was sent is
+ * spent once the server answers: store the new session before using it.
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Config, Effect } from "effect"
+ * import { RefreshClient } from "moon-refresh"
+ *
+ * const program = Effect.gen(function*() {
+ *   const token = yield* Config.redacted("MOON_REFRESH_TOKEN")
+ *   const session = yield* RefreshClient.refresh(token)
+ *   yield* Effect.log(`signed in as ${session.user.id}`)
+ * }).pipe(
+ *   Effect.catchTags({
+ *     TokenRejectedError: () => Effect.logWarning("the refresh token is dead: sign in again"),
+ *     TransportError: (error) => Effect.logWarning(`network: ${error.message}`)
+ *   }),
+ *   Effect.provide(RefreshClient.layerConfig()),
+ *   Effect.provide(FetchHttpClient.layer)
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category accessors

@@ -250,6 +250,30 @@ export const make = (
   })
 
 /**
+ * The manager as a layer: it loads the stored session when built, refreshes
+ * ahead of expiry in a fiber of the layer's scope, and stops when the scope
+ * closes.
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Effect, Layer, Redacted } from "effect"
+ * import { RefreshClient, SessionManager, SessionStore } from "moon-refresh"
+ *
+ * const SessionLive = SessionManager.layer({ margin: "2 minutes" }).pipe(
+ *   Layer.provide(RefreshClient.layerConfig()),
+ *   Layer.provide(SessionStore.layerMemory()),
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ *
+ * // A valid access token for a client that is not an HttpClient: no I/O
+ * // while the token has more than the margin left.
+ * const authorization = SessionManager.accessToken.pipe(
+ *   Effect.map((token) => `Bearer ${Redacted.value(token)}`),
+ *   Effect.provide(SessionLive)
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */
