@@ -64,6 +64,8 @@ describe("docs/reliability.md", () => {
     expect([...tags].sort()).toStrictEqual([
       "Delay",
       "Oversized",
+      "PatchedSession",
+      "Redirect",
       "Reset",
       "ResetAfterRotate",
       "RetryAfter",

@@ -368,6 +368,68 @@ const serverFaults: ReadonlyArray<Case> = [
       scenario: script([{ _tag: "WrongContentType" }])
     },
     session(1)
+  ),
+  ...everywhere(
+    {
+      id: "redirect-302",
+      title: "`Redirect` 302 to another host: refused, not retried, the token never sent there",
+      scenario: script([{ _tag: "Redirect", status: 302, location: "https://attacker.example/auth/refresh" }])
+    },
+    fail({ _tag: "ServerError", status: 302 }, 1, "old")
+  ),
+  ...everywhere(
+    {
+      id: "status-403-html-once",
+      title: "`Status` 403 with a proxy's HTML page (not the auth server's verdict), once",
+      scenario: script([{ _tag: "Status", status: 403, body: proxyHtml(403, "Forbidden") }])
+    },
+    session(2)
+  ),
+  ...everywhere(
+    {
+      id: "status-403-html-always",
+      title: "`Status` 403 with a proxy's HTML page, on every attempt: retried, the session kept",
+      scenario: script(times(everyAttempt, { _tag: "Status", status: 403, body: proxyHtml(403, "Forbidden") }))
+    },
+    fail({ _tag: "ServerError", status: 403, message: "403 Forbidden" }, everyAttempt, "old")
+  ),
+  ...perEntryPoint(
+    {
+      id: "rotated-expired-on-arrival",
+      title:
+        "`PatchedSession` `expires_in: 0` (rotates, but the session is expired on arrival): the new refresh token is kept",
+      scenario: script([{ _tag: "PatchedSession", patch: { expires_in: 0, expires_at: 0 } }])
+    },
+    {
+      // The caller gets the new token in the error (`rotatedRefreshToken`); the one it passed is spent.
+      RefreshClient: fail(
+        {
+          _tag: "MalformedResponseError",
+          status: 200,
+          message: "response is not a session: invalid field \"expires_in\""
+        },
+        1,
+        "old-spent"
+      ),
+      SessionManager: fail(
+        {
+          _tag: "MalformedResponseError",
+          status: 200,
+          message: "response is not a session: invalid field \"expires_in\""
+        },
+        1,
+        "new"
+      ),
+      AuthHttpClient: fail(
+        {
+          _tag: "MalformedResponseError",
+          status: 200,
+          message: "response is not a session: invalid field \"expires_in\""
+        },
+        1,
+        "new"
+      )
+    }
   )
 ]
 
