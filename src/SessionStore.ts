@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { KeyValueStore } from "@effect/platform"
-import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
+import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Stream } from "effect"
 import * as RefreshError from "./RefreshError.js"
 import * as Session from "./Session.js"
 
@@ -23,25 +23,121 @@ export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/Sto
 }) {}
 
 /**
+ * A fenced write was refused: the record is no longer at the revision the
+ * writer read, because another holder wrote in between. Nothing was written.
+ * The `SessionManager` answers it by re-reading and adopting what is there.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StoreConflictError extends Schema.TaggedError<StoreConflictError>("moon-refresh/StoreConflictError")(
+  "StoreConflictError",
+  {
+    expected: Schema.Number,
+    actual: Schema.Number,
+    message: Schema.String
+  }
+) {}
+
+/**
+ * What a store holds: a session, or a sign-out (`None`: a tombstone), and its
+ * revision. Every write increases the revision by one; revision 0 with no
+ * session is a store nobody wrote to yet. The revision is the fencing token of
+ * the store's lock: a write names the revision it replaces and is refused
+ * if the record moved on, so a holder that stalled past its lease cannot
+ * overwrite a newer session, and a signed-out session cannot come back.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Stored {
+  readonly revision: number
+  readonly session: Option.Option<Session.Session>
+}
+
+/**
+ * The stored form of a record, for stores that keep it as JSON (a file,
+ * `localStorage`, Redis): `{ "revision": 3, "session": { … } }`, or
+ * `"session": null` for a sign-out. The tokens are in clear.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const StoredSchema: Schema.Schema<
+  Stored,
+  { readonly revision: number; readonly session: typeof Session.Session.Encoded | null }
+> = Schema.Struct({
+  revision: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
+  session: Schema.OptionFromNullOr(Session.Session)
+})
+
+/**
+ * `StoredSchema` to and from a JSON string.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const StoredJson: Schema.Schema<Stored, string> = Schema.parseJson(StoredSchema)
+
+/**
+ * The record of an empty store: revision 0, no session.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const empty: Stored = { revision: 0, session: Option.none() }
+
+/**
  * @since 0.1.0
  * @category models
  */
 export interface Service {
   /** The stored session, if any. A stored value that does not decode is `None` (and logged). */
   readonly load: Effect.Effect<Option.Option<Session.Session>, StoreError>
+  /** Writes the session over whatever is stored (an unconditional write). */
   readonly save: (session: Session.Session) => Effect.Effect<void, StoreError>
+  /** Writes a sign-out over whatever is stored (an unconditional write). */
   readonly clear: Effect.Effect<void, StoreError>
   /**
-   * Runs a refresh (load, POST, save) while holding the store's lock. The
-   * `SessionManager` re-reads the store inside it and adopts a newer session
-   * another holder saved instead of spending an already-rotated token.
+   * Runs a refresh (read, POST, write) while holding the store's lock, which
+   * every holder of the store (other processes, tabs, replicas, for stores
+   * that reach them) respects. The `SessionManager` re-reads the store inside
+   * it and adopts a newer session another holder wrote instead of spending an
+   * already-rotated token.
    */
   readonly withLock: <A, E, R>(critical: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /** The record, with its revision ({@link empty} when nothing was written). */
+  readonly read: Effect.Effect<Stored, StoreError>
+  /**
+   * A fenced write: stores `session` (`None`: a sign-out) if the record is
+   * still at revision `expected`, and returns the new record (revision
+   * `expected + 1`); else fails with `StoreConflictError` and writes nothing.
+   * Atomic: a reader sees the old record or the new one, never a part.
+   */
+  readonly write: (
+    session: Option.Option<Session.Session>,
+    expected: number
+  ) => Effect.Effect<Stored, StoreError | StoreConflictError>
+  /**
+   * Records as other holders write them (and possibly this one's own writes:
+   * compare revisions). A manager adopts a newer session from it without any
+   * request, and a sign-out anywhere signs it out. Never fails: a store whose
+   * feed breaks reconnects, or falls back to polling.
+   */
+  readonly changes: Stream.Stream<Stored>
+  /**
+   * Whether other processes, tabs or replicas can hold this store too. The
+   * manager then spreads its proactive refreshes (a random offset in the
+   * first half of the margin), so holders do not all wake at one instant.
+   */
+  readonly shared: boolean
 }
 
 /**
- * What {@link make} needs to build a store: `withLock` may be left out by a
- * store that only one process uses.
+ * What {@link make} needs to build a store that only one process uses: load,
+ * save and clear. `make` keeps the revision in memory and gives it an
+ * in-process lock and change feed, so several managers of one process sharing
+ * it coordinate; other processes do not see them.
  *
  * @since 0.2.0
  * @category models
@@ -50,15 +146,44 @@ export interface Implementation {
   readonly load: Service["load"]
   readonly save: Service["save"]
   readonly clear: Service["clear"]
-  /** Omit it for a store used by one process: {@link make} gives it an in-process lock. */
+  /** Omit it to get an in-process lock (a semaphore of one permit). */
   readonly withLock?: Service["withLock"] | undefined
 }
 
 /**
+ * What {@link make} needs to build a store several processes share: a
+ * fenced `read` and `write` (see {@link Service}), and, where the backend can
+ * give them, a lock and a change feed that reach the other holders.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface FencedImplementation {
+  readonly read: Service["read"]
+  readonly write: Service["write"]
+  /** Omit it to get an in-process lock: fencing still keeps writes safe, but refreshes may race. */
+  readonly withLock?: Service["withLock"] | undefined
+  /** Writes by other holders. This process's own writes are added by `make`. */
+  readonly changes?: Stream.Stream<Stored> | undefined
+  /** Default `true`. */
+  readonly shared?: boolean | undefined
+}
+
+const isFenced = (implementation: Implementation | FencedImplementation): implementation is FencedImplementation =>
+  "read" in implementation && "write" in implementation
+
+/**
  * The one way to build a store: fills in what the implementation leaves out,
- * as `KeyValueStore.make` does. A store without its own lock gets an
- * in-process one (a semaphore of one permit), so two managers of one process
- * sharing it still refresh one at a time.
+ * as `KeyValueStore.make` does.
+ *
+ * - A store without its own lock gets an in-process one, so two managers of
+ *   one process sharing it still refresh one at a time.
+ * - Every write made through the store is published to an in-process change
+ *   feed, merged with the implementation's own, so managers sharing the store
+ *   in one process see each other's writes at once.
+ * - A plain `{ load, save, clear }` implementation gets its revision kept in
+ *   memory (fenced within the process); `save` and `clear` of a fenced one
+ *   are a read and a write at the revision read, retried on conflict.
  *
  * @example
  * ```ts
@@ -77,10 +202,80 @@ export interface Implementation {
  * @since 0.2.0
  * @category constructors
  */
-export const make = (implementation: Implementation): Service => {
+export const make = (implementation: Implementation | FencedImplementation): Service => {
   const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
-  return { load: implementation.load, save: implementation.save, clear: implementation.clear, withLock }
+  const local = Effect.runSync(PubSub.unbounded<Stored>())
+  const publish = (stored: Stored) => PubSub.publish(local, stored)
+  if (!isFenced(implementation)) {
+    const memory = fenceInMemory(implementation)
+    return {
+      load: implementation.load,
+      save: (session) => Effect.flatMap(memory.overwrite(Option.some(session)), publish),
+      clear: Effect.flatMap(memory.overwrite(Option.none()), publish),
+      withLock,
+      read: memory.read,
+      write: (session, expected) => Effect.tap(memory.write(session, expected), publish),
+      changes: Stream.fromPubSub(local),
+      shared: false
+    }
+  }
+  const write = (session: Option.Option<Session.Session>, expected: number) =>
+    Effect.tap(implementation.write(session, expected), publish)
+  const overwrite = (session: Option.Option<Session.Session>, operation: "save" | "clear") =>
+    Effect.flatMap(implementation.read, (stored) => write(session, stored.revision)).pipe(
+      // Another holder wrote between the read and the write: read again.
+      Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: 5 }),
+      Effect.catchTag(
+        "StoreConflictError",
+        (error) => Effect.fail(new StoreError({ operation, message: `the store kept changing: ${error.message}` }))
+      ),
+      Effect.asVoid
+    )
+  return {
+    load: Effect.map(implementation.read, (stored) => stored.session),
+    save: (session) => overwrite(Option.some(session), "save"),
+    clear: overwrite(Option.none(), "clear"),
+    withLock,
+    read: implementation.read,
+    write,
+    changes: implementation.changes === undefined
+      ? Stream.fromPubSub(local)
+      : Stream.merge(Stream.fromPubSub(local), implementation.changes),
+    shared: implementation.shared ?? true
+  }
 }
+
+// A plain store's revision, kept in memory: fenced within this process only.
+// Its own save and clear write unconditionally, as the plain store does.
+const fenceInMemory = (implementation: Implementation) => {
+  let revision = 0
+  const commit = (session: Option.Option<Session.Session>) =>
+    Effect.map(
+      Option.match(session, { onNone: () => implementation.clear, onSome: implementation.save }),
+      (): Stored => ({ revision: ++revision, session })
+    )
+  return {
+    read: Effect.map(implementation.load, (session): Stored => ({ revision, session })),
+    write: (session: Option.Option<Session.Session>, expected: number) =>
+      Effect.suspend((): Effect.Effect<Stored, StoreError | StoreConflictError> =>
+        expected === revision ? commit(session) : Effect.fail(conflict(expected, revision))
+      ),
+    overwrite: commit
+  }
+}
+
+/**
+ * The error of a fenced write refused because the record is at `actual`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const conflict = (expected: number, actual: number): StoreConflictError =>
+  new StoreConflictError({
+    expected,
+    actual,
+    message: `expected revision ${expected}, the store is at ${actual}`
+  })
 
 /**
  * @since 0.1.0
@@ -96,12 +291,20 @@ export class SessionStore extends Context.Tag("moon-refresh/SessionStore")<Sessi
  * @category constructors
  */
 export const makeMemory = (initial?: Session.Session): Effect.Effect<Service> =>
-  Effect.map(Ref.make(Option.fromNullable(initial)), (ref) =>
-    make({
-      load: Ref.get(ref),
-      save: (session) => Ref.set(ref, Option.some(session)),
-      clear: Ref.set(ref, Option.none())
-    }))
+  Effect.map(
+    Ref.make<Stored>(initial === undefined ? empty : { revision: 1, session: Option.some(initial) }),
+    (ref) =>
+      make({
+        read: Ref.get(ref),
+        write: (session, expected) =>
+          Effect.flatten(Ref.modify(ref, (stored): readonly [Effect.Effect<Stored, StoreConflictError>, Stored] => {
+            if (stored.revision !== expected) return [Effect.fail(conflict(expected, stored.revision)), stored]
+            const next = { revision: expected + 1, session }
+            return [Effect.succeed(next), next]
+          })),
+        shared: false
+      })
+  )
 
 /**
  * @since 0.1.0
@@ -127,6 +330,12 @@ export interface KeyValueStoreOptions {
  * The session is stored as JSON with its tokens in clear. Give it an
  * encrypting `KeyValueStore` (or a directory only the user can read) if that
  * matters where it runs.
+ *
+ * It coordinates the managers of one process only: a `KeyValueStore` has no
+ * lock and no compare-and-set, so two processes sharing a directory (or two
+ * tabs sharing `localStorage`) can still refresh the same token at once. For
+ * those, use `NodeSessionStore` (`moon-refresh/node`), `BrowserSessionStore`
+ * (`moon-refresh/browser`) or `RedisSessionStore` (`moon-refresh/redis`).
  *
  * @since 0.1.0
  * @category constructors

@@ -130,7 +130,7 @@ const makeStore = (initial?: Session.Session): TestStore => {
     failClear: false,
     failLoad: false,
     failNextLocks: 0,
-    service: {
+    service: SessionStore.make({
       load: Effect.suspend(() => {
         store.log.push("load")
         return store.failLoad
@@ -164,7 +164,7 @@ const makeStore = (initial?: Session.Session): TestStore => {
         stored = Option.none()
         return Effect.void
       })
-    },
+    }),
     get layer() {
       return Layer.succeed(SessionStore.SessionStore, store.service)
     }

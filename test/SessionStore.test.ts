@@ -4,6 +4,7 @@ import * as PlatformError from "@effect/platform/Error"
 import { describe, expect, it } from "@effect/vitest"
 import { DateTime, Effect, Layer, Logger, LogLevel, Option, Redacted } from "effect"
 import { Session, SessionStore } from "moon-refresh"
+import { storeContract } from "./support/StoreContract.js"
 
 const accessToken = "eyJhbGciOiJIUzI1NiJ9.stored-access-token.signature"
 const refreshToken = "stored-refresh-token-v7"
@@ -247,3 +248,10 @@ function systemError(method: string) {
     description: "disk on fire"
   })
 }
+
+// The memory store, two managers of one process sharing one instance.
+storeContract(
+  "SessionStore.makeMemory",
+  Effect.map(SessionStore.makeMemory(), (store) => ({ open: Effect.succeed(store) })),
+  { feedWithin: "1 second" }
+)
