@@ -29,6 +29,7 @@ import {
   Stream
 } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
+import type * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import * as SessionManager from "../SessionManager.js"
 import * as SessionStore from "../SessionStore.js"
@@ -534,6 +535,55 @@ export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<voi
       yield* reschedule(rt)
     })
   )
+
+/**
+ * Refreshes a refresh token from outside (a sign-in flow, the environment)
+ * and signs in with the result, under the store's lock: if another holder
+ * signed in meanwhile, its session is taken instead of spending the token,
+ * which it may have spent already.
+ */
+export const signInWithRefreshToken = (
+  rt: Runtime,
+  token: Redacted.Redacted<string>
+): Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError> =>
+  Effect.flatMap(read(rt), (before) =>
+    withLockBounded(
+      rt,
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const stored = yield* restore(read(rt))
+          // Written while this call waited for the lock: another holder signed in (with this very token, as two
+          // processes starting from one in the environment would). Take its session; ours would be a reuse.
+          if (stored.revision > before.revision && Option.isSome(stored.session)) {
+            return yield* rt.mutex.withPermits(1)(Effect.orDie(takeStored(rt, stored)))
+          }
+          const session = yield* restore(rt.client.refresh(token))
+          // The token is spent once the server answered: the new session is kept, whatever happens next.
+          return yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+            yield* FiberHandle.clear(rt.saving)
+            yield* detachInflight(rt)
+            const written = yield* writeFenced(rt, Option.some(session), stored.revision)
+            if (written._tag === "Lost" && Option.isSome(written.stored)) {
+              return yield* Effect.orDie(takeStored(rt, written.stored.value))
+            }
+            const revision = written._tag === "Written" ? written.stored.revision : stored.revision
+            const next = yield* apply(
+              rt,
+              State.Event.Refreshed({
+                session,
+                saved: written._tag === "Written",
+                arrival: yield* receivedNow(rt, revision)
+              })
+            )
+            yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
+            if (written._tag === "Failed") yield* reportSaveFailed(rt, written.error)
+            if (written._tag !== "Written") yield* saveInBackground(rt, session, next.generation)
+            yield* reschedule(rt)
+            return session
+          }))
+        })
+      )
+    )).pipe(Effect.withSpan("moon-refresh/SessionManager.signInWithRefreshToken", { captureStackTrace: false }))
 
 export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreError> =>
   rt.mutex.withPermits(1)(
