@@ -13,7 +13,6 @@ import {
   Duration,
   Effect,
   Either,
-  FiberHandle,
   Layer,
   MutableRef,
   Option,
@@ -244,21 +243,23 @@ export const make = (
       jitter,
       revision: stored.revision
     })
+    const clock = yield* Effect.clock
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
     const rt: Runtime.Runtime = {
       config,
       bounds,
       spread: store.shared,
       client: yield* RefreshClient.RefreshClient,
       store,
-      clock: yield* Effect.clock,
+      clock,
       scope: yield* Effect.scope,
       state: MutableRef.make(initial),
       hot: MutableRef.make(Runtime.makeHot(initial)),
       inflight: MutableRef.make(undefined),
-      events: yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown),
+      publish: (event) => PubSub.publish(events, event),
       mutex: yield* Effect.makeSemaphore(1),
-      proactive: yield* FiberHandle.make<void, never>(),
-      saving: yield* FiberHandle.make<void, never>()
+      timer: yield* Runtime.fiberTimer(clock),
+      saving: MutableRef.make(undefined)
     }
     yield* Runtime.reschedule(rt)
     yield* Effect.forkScoped(Runtime.followChanges(rt))
@@ -285,7 +286,7 @@ export const make = (
       signInWithRefreshToken: (token) =>
         Runtime.signInWithRefreshToken(rt, Redacted.isRedacted(token) ? token : Redacted.make(token)),
       signOut: Runtime.signOut(rt),
-      events: Runtime.events(rt)
+      events: Runtime.events(rt, events)
     })
   })
 
