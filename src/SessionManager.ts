@@ -222,6 +222,7 @@ export const make = (
       inflight: MutableRef.make(undefined),
       publish: (event) => PubSub.publish(events, event),
       mutex: yield* Effect.makeSemaphore(1),
+      writes: yield* Effect.makeSemaphore(1),
       timer: yield* Runtime.fiberTimer(clock),
       saving: MutableRef.make(undefined)
     }

@@ -130,6 +130,7 @@ export const make = (
           inflight: MutableRef.make(undefined),
           publish: (event) => PubSub.publish(events, { key, event }),
           mutex: Effect.unsafeMakeSemaphore(1),
+          writes: Effect.unsafeMakeSemaphore(1),
           // A dropped session's refresh that completes later must not arm its timer again.
           timer: {
             arm: (
