@@ -1,0 +1,128 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Option, Redacted } from "effect"
+import { NodeSessionStore } from "moon-refresh/node"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { session, storeContract } from "./support/StoreContract.js"
+
+/** A fresh directory under the system's temporary directory, removed with the scope. */
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "moon-node-store-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+const modeOf = (path: string) => Fs.statSync(path).mode & 0o777
+
+/** Runs `f` with the process umask set to `mask`, restoring it after. */
+const withUmask = <A, E, R>(mask: number, effect: Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(Effect.sync(() => process.umask(mask)), () => effect, (previous) =>
+    Effect.sync(() => {
+      process.umask(previous)
+    }))
+
+storeContract(
+  "NodeSessionStore",
+  Effect.map(tempDir, (dir) => ({
+    // Two `make`s on one path: they coordinate through the file system only, as two processes do.
+    open: NodeSessionStore.make({
+      path: Path.join(dir, "moon", "session.json"),
+      lease: "2 seconds",
+      pollInterval: "500 millis"
+    })
+  })),
+  { feedWithin: "3 seconds" }
+)
+
+describe("NodeSessionStore permissions", () => {
+  it.scopedLive("creates the directory 0700 and the file 0600 under umask 022", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "a", "b", "session.json")
+      const store = yield* withUmask(0o022, NodeSessionStore.make({ path }))
+      yield* withUmask(0o022, store.save(session("1")))
+      expect(modeOf(Path.join(dir, "a"))).toBe(0o700)
+      expect(modeOf(Path.join(dir, "a", "b"))).toBe(0o700)
+      expect(modeOf(path)).toBe(0o600)
+      // No temporary file is left beside it.
+      expect(Fs.readdirSync(Path.join(dir, "a", "b"))).toStrictEqual(["session.json"])
+    }))
+
+  it.scopedLive("refuses an existing file that others can read, naming the path and the mode", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      Fs.writeFileSync(path, "{}", { mode: 0o644 })
+      Fs.chmodSync(path, 0o644)
+      const error = yield* Effect.flip(NodeSessionStore.make({ path }))
+      expect(error).toBeInstanceOf(NodeSessionStore.FileStoreError)
+      expect(error).toMatchObject({ _tag: "FileStoreError", reason: "InsecurePermissions", path, mode: 0o644 })
+      expect(error.message).toContain(path)
+      expect(error.message).toContain("0644")
+    }))
+
+  it.scopedLive("refuses an existing directory that others can read", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const shared = Path.join(dir, "shared")
+      Fs.mkdirSync(shared)
+      Fs.chmodSync(shared, 0o755)
+      const error = yield* Effect.flip(NodeSessionStore.make({ path: Path.join(shared, "session.json") }))
+      expect(error).toMatchObject({ reason: "InsecurePermissions", path: shared, mode: 0o755 })
+      expect(error.message).toContain("chmod 700")
+    }))
+
+  it.scopedLive("refuses a path that is a directory", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      Fs.mkdirSync(path, { mode: 0o700 })
+      const error = yield* Effect.flip(NodeSessionStore.make({ path }))
+      expect(error).toMatchObject({ reason: "NotAFile", path })
+    }))
+
+  it.scopedLive("refuses a directory that cannot be created", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const blocker = Path.join(dir, "blocker")
+      Fs.writeFileSync(blocker, "", { mode: 0o600 })
+      const error = yield* Effect.flip(NodeSessionStore.make({ path: Path.join(blocker, "session.json") }))
+      expect(error.reason).toBe("Unavailable")
+      expect(error.message).toContain(blocker)
+    }))
+
+  it("dies naming the option when an option is invalid", () => {
+    const exit = Effect.runSyncExit(
+      Effect.scoped(NodeSessionStore.make({ path: "session.json", lease: "1 second" }))
+    )
+    expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+      "NodeSessionStore: option \"lease\" must be at least 2 seconds"
+    )
+  })
+})
+
+describe("NodeSessionStore file format", () => {
+  it.scopedLive("holds SessionStore.StoredJson; a file that does not decode is a sign-out, and a fenced write over it works", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const store = yield* NodeSessionStore.make({ path })
+      yield* store.save(session("1"))
+      const onDisk = JSON.parse(Fs.readFileSync(path, "utf8"))
+      expect(onDisk).toMatchObject({ revision: 1, session: { refreshToken: "refresh-1" } })
+      // A hand edit that breaks the session but keeps the revision.
+      Fs.writeFileSync(path, JSON.stringify({ revision: 7, session: { garbage: true } }))
+      const broken = yield* store.read
+      expect(broken.revision).toBe(7)
+      expect(Option.isNone(broken.session)).toBe(true)
+      const written = yield* store.write(Option.some(session("2")), 7)
+      expect(written.revision).toBe(8)
+      // Not JSON at all: revision 0, and a write at 0 replaces it.
+      Fs.writeFileSync(path, "not json")
+      expect((yield* store.read).revision).toBe(0)
+      yield* store.write(Option.some(session("3")), 0)
+      expect(Option.map((yield* store.read).session, (s) => Redacted.value(s.refreshToken))).toStrictEqual(
+        Option.some("refresh-3")
+      )
+    }))
+})
