@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Option, Redacted } from "effect"
+import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, Option, Redacted, Stream } from "effect"
 import { NodeSessionStore } from "moon-refresh/node"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as FileStore from "../src/internal/fileStore.js"
 import { session, storeContract } from "./support/StoreContract.js"
 
 /** A fresh directory under the system's temporary directory, removed with the scope. */
@@ -124,5 +125,95 @@ describe("NodeSessionStore file format", () => {
       expect(Option.map((yield* store.read).session, (s) => Redacted.value(s.refreshToken))).toStrictEqual(
         Option.some("refresh-3")
       )
+    }))
+})
+
+const tokenOf = (stored: { readonly session: Option.Option<{ readonly refreshToken: Redacted.Redacted<string> }> }) =>
+  Option.getOrElse(Option.map(stored.session, (s) => Redacted.value(s.refreshToken)), () => "none")
+
+describe("NodeSessionStore lock", () => {
+  it.scopedLive("write inside withLock uses the lock held; a fiber forked there writes after it ended by taking it anew", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const store = yield* NodeSessionStore.make({ path, lockTimeout: "2 seconds" })
+      const go = yield* Deferred.make<void>()
+      const late = yield* store.withLock(Effect.gen(function*() {
+        // The lock is not re-taken (that would wait for itself until lockTimeout).
+        yield* store.write(Option.some(session("1")), 0)
+        return yield* Effect.forkDaemon(Effect.zipRight(Deferred.await(go), store.write(Option.some(session("2")), 1)))
+      }))
+      expect(Fs.existsSync(`${path}.lock`)).toBe(false)
+      yield* Deferred.succeed(go, undefined)
+      const written = yield* Fiber.join(late)
+      expect(written.revision).toBe(2)
+      expect(Fs.existsSync(`${path}.lock`)).toBe(false)
+    }))
+
+  it.scopedLive("waiting for the lock is interruptible, and an interrupted holder releases it", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const [a, b] = [yield* NodeSessionStore.make({ path }), yield* NodeSessionStore.make({ path })]
+      const inside = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(a.withLock(Effect.zipRight(Deferred.succeed(inside, undefined), Effect.never)))
+      yield* Deferred.await(inside)
+      const waiter = yield* Effect.fork(b.withLock(Effect.void))
+      yield* Effect.sleep("200 millis")
+      const [took, exit] = yield* Effect.timed(Fiber.interrupt(waiter))
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(Duration.toMillis(took)).toBeLessThan(500)
+      expect(Fs.existsSync(`${path}.lock`)).toBe(true)
+      yield* Fiber.interrupt(holder)
+      expect(Fs.existsSync(`${path}.lock`)).toBe(false)
+      yield* b.withLock(Effect.void).pipe(Effect.timeout("1 second"))
+    }))
+
+  it.scopedLive("a write whose lock was taken away writes nothing and leaves no temporary file", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const store = yield* NodeSessionStore.make({ path })
+      yield* store.save(session("1"))
+      const error = yield* Effect.flip(store.withLock(Effect.gen(function*() {
+        // What a takeover after a stall looks like from the stalled holder: its lock directory is gone.
+        Fs.rmSync(`${path}.lock`, { recursive: true })
+        return yield* store.write(Option.some(session("2")), 1)
+      })))
+      expect(error).toMatchObject({ _tag: "StoreError", operation: "save" })
+      expect(error.message).toContain("lock")
+      expect(tokenOf(yield* store.read)).toBe("refresh-1")
+      expect(Fs.readdirSync(dir).sort()).toStrictEqual(["session.json"])
+    }))
+})
+
+describe("NodeSessionStore change feed", () => {
+  it.scopedLive("a file-system notification brings another holder's write without waiting for the poll", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const options = { path, pollInterval: "1 hour" } as const
+      const [a, b] = [yield* NodeSessionStore.make(options), yield* NodeSessionStore.make(options)]
+      const seen = yield* Deferred.make<number>()
+      yield* Effect.forkScoped(Stream.runForEach(b.changes, (stored) => Deferred.succeed(seen, stored.revision)))
+      yield* Effect.sleep("100 millis")
+      yield* a.write(Option.some(session("1")), 0)
+      expect(yield* Deferred.await(seen).pipe(Effect.timeout("1 second"))).toBe(1)
+    }))
+
+  it.scopedLive("polling goes on when the directory cannot be watched", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const missing = {
+        file: Path.join(dir, "gone", "session.json"),
+        dir: Path.join(dir, "gone"),
+        base: "session.json"
+      }
+      const ticks = yield* FileStore.ticks(missing, 50).pipe(
+        Stream.take(3),
+        Stream.runCollect,
+        Effect.timeout("2 seconds")
+      )
+      expect(Chunk.size(ticks)).toBe(3)
     }))
 })
