@@ -372,8 +372,7 @@ export const makeService = (
               operation,
               message: `the record changed under the lock: ${conflict.message}`
             })
-          )),
-        Effect.asVoid
+          ))
       )
     return {
       ...service,

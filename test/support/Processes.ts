@@ -8,7 +8,7 @@ import type { Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as Readline from "node:readline"
 import { fileURLToPath } from "node:url"
-import type { ChildCommand, ChildConfig, ChildMessage } from "./nodeStoreChild.js"
+import type { ChildCommand, ChildConfig, ChildMessage } from "./ChildProtocol.js"
 
 const script = fileURLToPath(new URL("./nodeStoreChild.ts", import.meta.url))
 const repo = fileURLToPath(new URL("../..", import.meta.url))
