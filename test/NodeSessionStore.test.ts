@@ -150,6 +150,33 @@ describe("NodeSessionStore lock", () => {
       expect(Fs.existsSync(`${path}.lock`)).toBe(false)
     }))
 
+  it.scopedLive("a write from outside goes through while this store's lock holder waits for it", () =>
+    Effect.gen(function*() {
+      // The manager's shape: a refresh holds the lock and waits for the manager's
+      // mutex, which a sign-out holds while it writes. The write must not wait for the lock.
+      const dir = yield* tempDir
+      const path = Path.join(dir, "session.json")
+      const store = yield* NodeSessionStore.make({ path, lockTimeout: "3 seconds" })
+      yield* store.save(session("1"))
+      const inside = yield* Deferred.make<void>()
+      const signedOut = yield* Deferred.make<void>()
+      const refresh = yield* Effect.fork(store.withLock(Effect.gen(function*() {
+        const read = yield* store.read
+        yield* Deferred.succeed(inside, undefined)
+        yield* Deferred.await(signedOut)
+        // Its fenced write finds the sign-out in the way.
+        return yield* Effect.flip(store.write(Option.some(session("2")), read.revision))
+      })))
+      yield* Deferred.await(inside)
+      const [took, cleared] = yield* Effect.timed(store.clear)
+      yield* Deferred.succeed(signedOut, undefined)
+      expect(Duration.toMillis(took)).toBeLessThan(1000)
+      expect(cleared.revision).toBe(2)
+      expect(yield* Fiber.join(refresh)).toMatchObject({ _tag: "StoreConflictError", expected: 1, actual: 2 })
+      expect(Option.isNone((yield* store.read).session)).toBe(true)
+      expect(Fs.existsSync(`${path}.lock`)).toBe(false)
+    }))
+
   it.scopedLive("waiting for the lock is interruptible, and an interrupted holder releases it", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir

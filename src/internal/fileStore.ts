@@ -5,7 +5,7 @@
  * together into a `SessionStore`.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either, FiberRef, Option, PubSub, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Either, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
@@ -258,28 +258,21 @@ export interface Config {
 
 /**
  * The store on a prepared location. The change feed's fiber lives in the
- * scope.
- *
- * The lock is re-entrant per store: `write` takes it unless the calling fiber
- * (or the fiber that forked it) already holds it through this store's
- * `withLock`, which is how the `SessionManager` calls it during a refresh.
- * `signIn`, `save` and `clear` call `write` outside, and it takes the lock
- * for the one write.
+ * scope. A write holds the lock (see `FileLock.makeStoreLock`): the manager
+ * writes inside `withLock` during a refresh; `signIn`, `save` and `clear`
+ * write outside.
  */
 export const makeService = (
   location: Location,
   config: Config
 ): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const lockOptions = {
+    const lock = yield* FileLock.makeStoreLock({
       file: location.file,
       lease: Duration.millis(config.lease),
       timeout: Duration.millis(config.lockTimeout)
-    }
-    const held = FiberRef.unsafeMake<Option.Option<FileLock.Holding>>(Option.none())
-    // Fibers of this process queue here instead of polling the lock directory.
-    const local = yield* Effect.makeSemaphore(1)
-    // Fibers sharing one holding (a refresh that forked its save) commit one at a time.
+    })
+    // Writes under one holding (a refresh that forked its save, a borrowed lock) commit one at a time.
     const commits = yield* Effect.makeSemaphore(1)
     // The revision this store last wrote or published: the feed skips it.
     let lastSeen = -1
@@ -296,14 +289,6 @@ export const makeService = (
         )
         : Effect.succeed(stored)
     })
-
-    const withLock = <A, E, R>(critical: Effect.Effect<A, E, R>): Effect.Effect<A, E | SessionStore.StoreError, R> =>
-      Effect.flatMap(FiberRef.get(held), (current) =>
-        Option.isSome(current) && !current.value.lost()
-          ? critical
-          : local.withPermits(1)(
-            FileLock.withHolding(lockOptions, (holding) => Effect.locally(critical, held, Option.some(holding)))
-          ))
 
     const lockLost = (operation: "save" | "clear") =>
       new SessionStore.StoreError({
@@ -327,12 +312,7 @@ export const makeService = (
       }))
 
     const write = (session: Option.Option<Session.Session>, expected: number) =>
-      withLock(Effect.flatMap(FiberRef.get(held), (holding) =>
-        Option.match(holding, {
-          // withLock always sets it; kept total for the type checker.
-          onNone: () => Effect.die("NodeSessionStore: write outside the lock"),
-          onSome: (holding) => commit(holding, session, expected)
-        })))
+      lock.underLock((holding) => commit(holding, session, expected))
 
     yield* removeLeftovers(location, 60_000)
     lastSeen = (yield* Effect.orElseSucceed(readStored, () => SessionStore.empty)).revision
@@ -357,15 +337,16 @@ export const makeService = (
     const service = SessionStore.make({
       read: readStored,
       write,
-      withLock,
+      withLock: lock.withLock,
       changes: Stream.fromPubSub(feed),
       shared: true
     })
     // `make`'s save and clear read outside the lock and retry a few times on a
-    // conflict, which several busy processes can exhaust. Reading under the
-    // lock, they cannot conflict (unless the lock was lost).
+    // conflict, which several busy processes can exhaust. Under the lock only
+    // a write of this process can come between the read and the write.
     const overwrite = (session: Option.Option<Session.Session>, operation: "save" | "clear") =>
-      withLock(Effect.flatMap(service.read, (stored) => service.write(session, stored.revision))).pipe(
+      lock.underLock(() => Effect.flatMap(service.read, (stored) => service.write(session, stored.revision))).pipe(
+        Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: 3 }),
         Effect.catchTag("StoreConflictError", (conflict) =>
           Effect.fail(
             new SessionStore.StoreError({

@@ -3,7 +3,7 @@
  * `nodeStoreChild.ts` under tsx, reports JSON lines, takes JSON commands, and
  * is killed (SIGKILL) when the test's scope closes if it is still running.
  */
-import { Deferred, Duration, Effect, Option, Queue, Stream, SubscriptionRef } from "effect"
+import { Deferred, Duration, Effect, Either, Option, Queue, Stream, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as Readline from "node:readline"
@@ -68,10 +68,18 @@ export const spawnChild = (mode: string, config: ChildConfig): Effect.Effect<Chi
       messages: SubscriptionRef.get(log),
       waitFor: <A>(pick: (message: ChildMessage) => A | undefined, within: Duration.DurationInput) =>
         log.changes.pipe(
-          Stream.map((all) => Option.firstSomeOf(all.map((message) => Option.fromNullable(pick(message))))),
+          Stream.map((all) =>
+            Option.firstSomeOf(all.map((message) =>
+              message.type === "error"
+                // The child failed: no point waiting for anything else.
+                ? Option.some(Either.left(`child ${child.pid} (${mode}) failed: ${message.message}`))
+                : Option.map(Option.fromNullable(pick(message)), Either.right)
+            ))
+          ),
           Stream.filterMap((found) => found),
           Stream.runHead,
           Effect.flatten,
+          Effect.flatMap((found) => found),
           Effect.timeoutFail({
             duration: within,
             onTimeout: () => `child ${child.pid} (${mode}) did not report it within ${Duration.format(within)}`

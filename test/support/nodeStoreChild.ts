@@ -119,7 +119,12 @@ const manager = (config: ChildConfig) =>
       Stream.takeUntil((command) => command.cmd === "stop"),
       Stream.runForEach((command) =>
         command.cmd === "signOut"
-          ? Effect.zipRight(sessions.signOut, report({ type: "signedOut", at: Date.now() }))
+          ? sessions.signOut.pipe(
+            Effect.matchEffect({
+              onFailure: (error) => report({ type: "error", message: `signOut failed: ${error.message}` }),
+              onSuccess: () => report({ type: "signedOut", at: Date.now() })
+            })
+          )
           : Effect.void
       )
     )
