@@ -148,7 +148,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
       const env = yield* setup({ reuseWindow })
       const children = yield* startFleet(env.path, env.server.url)
       const started = (yield* env.server.stats).rotations
-      yield* rotations(env.server, started + 2, 30_000)
+      yield* rotations(env.server, started + 1, 30_000)
       // The next refresh hangs: `Delay` before the server rotates, `SlowBody` after.
       yield* env.server.script(
         fault === "Delay"
@@ -174,7 +174,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
       const killedAt = yield* Clock.currentTimeMillis
       expect(yield* victim.exited).toBe("SIGKILL")
       const before = (yield* env.server.stats).rotations
-      yield* rotations(env.server, before + 3, 30_000)
+      yield* rotations(env.server, before + 2, 30_000)
       const survivors = children.filter((child) => child !== victim)
       const summaries = yield* stopFleet(survivors)
       const stats = yield* env.server.stats
@@ -226,12 +226,14 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
         // A 30 s poll: only a file-system notification can deliver the sign-out in time.
         const children = yield* startFleet(env.path, env.server.url, { pollMs: 30_000 })
         const started = (yield* env.server.stats).rotations
-        yield* rotations(env.server, started + 2, 30_000)
+        yield* rotations(env.server, started + 1, 30_000)
         const [leaver, ...others] = children
         yield* leaver!.send({ cmd: "signOut" })
-        const signedOutAt = yield* leaver!.waitFor((m) => (m.type === "signedOut" ? m.at : undefined), "10 seconds")
+        yield* leaver!.waitFor((m) => m.type === "signedOut" || undefined, "10 seconds")
         const tombstone = yield* env.store.read
         expect(Option.isNone(tombstone.session)).toBe(true)
+        // When the tombstone was written, by the host's clock (the children report by it too).
+        const signedOutAt = Math.round(Fs.statSync(env.path).mtimeMs)
         const reached = yield* Effect.forEach(others, (child) =>
           child.waitFor(
             (m) => (m.type === "event" && m.tag === "SignedOut" ? { at: m.at, reason: m.detail } : undefined),
@@ -245,11 +247,16 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
         const latencies = reached.map((r) => r.at - signedOutAt)
         console.log(
           `sign-out in 1 of ${processes} processes (30 s poll): the others signed out ${Math.min(...latencies)} to ` +
-            `${Math.max(...latencies)} ms after it returned; ${postsAfter.length} refresh POSTs after it; ` +
+            `${
+              Math.max(...latencies)
+            } ms after the tombstone was written; ${postsAfter.length} refresh POSTs after it; ` +
             `file at revision ${after.revision} (the tombstone's: ${tombstone.revision})`
         )
         expect(reached.map((r) => r.reason)).toStrictEqual(others.map(() => "SignedOutElsewhere"))
-        for (const latency of latencies) expect(latency).toBeLessThan(1000)
+        for (const latency of latencies) {
+          expect(latency).toBeGreaterThanOrEqual(0)
+          expect(latency).toBeLessThan(1000)
+        }
         expect(postsAfter).toStrictEqual([])
         expect(after.revision).toBe(tombstone.revision)
         expect(Option.isNone(after.session)).toBe(true)
