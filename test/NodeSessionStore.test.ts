@@ -13,6 +13,9 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
 )
 
+/** `session.json` in a fresh temporary directory. */
+const sessionFile = Effect.map(tempDir, (dir) => ({ dir, path: Path.join(dir, "session.json") }))
+
 const modeOf = (path: string) => Fs.statSync(path).mode & 0o777
 
 /** Runs `f` with the process umask set to `mask`, restoring it after. */
@@ -51,8 +54,7 @@ describe("NodeSessionStore permissions", () => {
 
   it.scopedLive("refuses an existing file that others can read, naming the path and the mode", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       Fs.writeFileSync(path, "{}", { mode: 0o644 })
       Fs.chmodSync(path, 0o644)
       const error = yield* Effect.flip(NodeSessionStore.make({ path }))
@@ -75,8 +77,7 @@ describe("NodeSessionStore permissions", () => {
 
   it.scopedLive("refuses a path that is a directory", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       Fs.mkdirSync(path, { mode: 0o700 })
       const error = yield* Effect.flip(NodeSessionStore.make({ path }))
       expect(error).toMatchObject({ reason: "NotAFile", path })
@@ -105,8 +106,7 @@ describe("NodeSessionStore permissions", () => {
 describe("NodeSessionStore file format", () => {
   it.scopedLive("holds SessionStore.StoredJson; a file that does not decode is a sign-out, and a fenced write over it works", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path })
       yield* store.save(session("1"))
       const onDisk = JSON.parse(Fs.readFileSync(path, "utf8"))
@@ -134,8 +134,7 @@ const tokenOf = (stored: { readonly session: Option.Option<{ readonly refreshTok
 describe("NodeSessionStore lock", () => {
   it.scopedLive("write inside withLock uses the lock held; a fiber forked there writes after it ended by taking it anew", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path, lockTimeout: "2 seconds" })
       const go = yield* Deferred.make<void>()
       const late = yield* store.withLock(Effect.gen(function*() {
@@ -154,8 +153,7 @@ describe("NodeSessionStore lock", () => {
     Effect.gen(function*() {
       // The manager's shape: a refresh holds the lock and waits for the manager's
       // mutex, which a sign-out holds while it writes. The write must not wait for the lock.
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path, lockTimeout: "3 seconds" })
       yield* store.save(session("1"))
       const inside = yield* Deferred.make<void>()
@@ -179,8 +177,7 @@ describe("NodeSessionStore lock", () => {
 
   it.scopedLive("waiting for the lock is interruptible, and an interrupted holder releases it", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       const [a, b] = [yield* NodeSessionStore.make({ path }), yield* NodeSessionStore.make({ path })]
       const inside = yield* Deferred.make<void>()
       const holder = yield* Effect.fork(a.withLock(Effect.zipRight(Deferred.succeed(inside, undefined), Effect.never)))
@@ -198,8 +195,7 @@ describe("NodeSessionStore lock", () => {
 
   it.scopedLive("a write whose lock was taken away writes nothing and leaves no temporary file", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { dir, path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path })
       yield* store.save(session("1"))
       const error = yield* Effect.flip(store.withLock(Effect.gen(function*() {
@@ -217,8 +213,7 @@ describe("NodeSessionStore lock", () => {
 describe("NodeSessionStore change feed", () => {
   it.scopedLive("a file-system notification brings another holder's write without waiting for the poll", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const path = Path.join(dir, "session.json")
+      const { path } = yield* sessionFile
       const options = { path, pollInterval: "1 hour" } as const
       const [a, b] = [yield* NodeSessionStore.make(options), yield* NodeSessionStore.make(options)]
       const seen = yield* Deferred.make<number>()
