@@ -246,7 +246,9 @@ export const ticks = (location: Location, pollInterval: number): Stream.Stream<v
     Stream.catchAll(() => Stream.empty)
   )
   const polls = Stream.fromSchedule(Schedule.spaced(pollInterval)).pipe(Stream.as(undefined))
-  return Stream.merge(notifications, polls).pipe(Stream.debounce("20 millis"))
+  // A rename is several notifications: one read after they settle. The polls
+  // stay outside the debounce, so a burst that never settles still gets them.
+  return Stream.merge(notifications.pipe(Stream.debounce("20 millis")), polls)
 }
 
 /** The store's options, checked, in milliseconds. */
