@@ -10,6 +10,7 @@
 export const entries = {
   ".": "index",
   "./testing": "testing/index",
+  "./node": "node/index",
   "./*": "*",
   "./internal/*": null,
   "./testing/internal/*": null
