@@ -10,9 +10,11 @@
 export const entries = {
   ".": "index",
   "./testing": "testing/index",
+  "./browser": "browser/index",
   "./*": "*",
   "./internal/*": null,
-  "./testing/internal/*": null
+  "./testing/internal/*": null,
+  "./browser/internal/*": null
 }
 
 // ESM and CommonJS each get their own declarations: dist/cjs/package.json says
