@@ -121,8 +121,8 @@ const main = async () => {
     Layer.provideMerge(SessionLive),
     Layer.provideMerge(FetchHttpClient.layer)
   )
+  // For the page's life: when the tab closes, the browser releases a lock it held.
   const runtime = ManagedRuntime.make(AppLive)
-  addEventListener("pagehide", () => void runtime.dispose())
 
   const describeError = (error: { readonly _tag: string; readonly message?: string }) =>
     `${error._tag}${error.message === undefined ? "" : `: ${error.message}`}`

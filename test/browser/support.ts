@@ -68,6 +68,8 @@ export const makeOrigin = (
       Effect.promise(() => browser.newContext({ viewport: { width: 900, height: 900 } })),
       (context) => Effect.promise(() => context.close())
     )
+    // Functions the tests send to a page may use the helper tsx names them with.
+    yield* Effect.promise(() => context.addInitScript("globalThis.__name = (f) => f"))
     return {
       context,
       moon,
