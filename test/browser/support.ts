@@ -79,7 +79,10 @@ export const makeOrigin = (
         key: "moon-session",
         maxHoldMillis: options.maxHoldMillis ?? 15_000,
         loops: 2,
-        marginMillis: 1000
+        // The most a manager allows for a 3 s token (half its lifetime). The mock's
+        // token expires on a whole second, up to 1 s before `expires_in` says: a 1 s
+        // margin would let a tab use a token the server already considers expired.
+        marginMillis: 1500
       }
     }
   })

@@ -80,7 +80,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(total(all, signOuts)).toBe(0)
       expect(total(all, failures)).toBe(0)
       // No tab refreshed a token another tab had just refreshed: each token
-      // (valid 2 to 3 s, refreshed in its last second) served at least a second.
+      // (valid 2 to 3 s, refreshed in its last 1.5 s) served at least a second.
       expect(Math.min(...gaps)).toBeGreaterThanOrEqual(1000)
     }))
 
