@@ -101,6 +101,45 @@ describe("BrowserSessionStore: construction", () => {
     })))
 })
 
+/**
+ * A tab frozen inside the lock, over a record at revision 1: nothing can
+ * interrupt it, so it never lets go by itself. `thaw` lets it go on to write
+ * over revision 1 and gives what that write did.
+ */
+const stuckHolder = (browser: FakeBrowser, store: SessionStore.Service) =>
+  Effect.gen(function*() {
+    yield* store.write(Option.some(session("1")), 0)
+    const thawed = yield* Deferred.make<void>()
+    let late: Either.Either<SessionStore.Stored, unknown> | undefined
+    yield* Effect.fork(store.withLock(Effect.uninterruptible(Effect.zipRight(
+      Deferred.await(thawed),
+      Effect.flatMap(Effect.either(store.write(Option.some(session("stale")), 1)), (result) =>
+        Effect.sync(() => {
+          late = result
+        }))
+    ))))
+    yield* until(() => browser.locks.held.has(lockName), "the stuck tab holds the lock")
+    return {
+      thaw: Effect.zipRight(
+        Deferred.succeed(thawed, undefined),
+        Effect.map(until(() => late !== undefined, "the stuck tab tries to write"), () => late!)
+      )
+    }
+  })
+
+/** Three tabs of one origin; the first holds the lock until `release` (which waits for it to let go). */
+const heldByFirstOfThree = Effect.gen(function*() {
+  const browser = new FakeBrowser()
+  const [a, b, c] = [yield* openTab(browser), yield* openTab(browser), yield* openTab(browser)]
+  const released = yield* Deferred.make<void>()
+  const holder = yield* Effect.fork(a.store.withLock(Deferred.await(released)))
+  yield* until(() => browser.locks.held.has(lockName), "the first tab holds the lock")
+  return { browser, b, c, release: Effect.zipRight(Deferred.succeed(released, undefined), Fiber.join(holder)) }
+})
+
+const waiting = (browser: FakeBrowser, count: number) =>
+  until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === count, `${count} waiting for the lock`)
+
 describe("BrowserSessionStore: the lock's bound and takeover", () => {
   it.scoped("a holder keeps the lock at most maxHold: then its critical section is interrupted and the lock released", () =>
     Effect.gen(function*() {
@@ -129,22 +168,11 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
-      yield* a.store.write(Option.some(session("1")), 0)
-      // A frozen tab: it cannot be interrupted, so it never lets go by itself.
-      const thaw = yield* Deferred.make<void>()
-      let late: Either.Either<SessionStore.Stored, unknown> | undefined
-      yield* Effect.fork(a.store.withLock(Effect.uninterruptible(Effect.zipRight(
-        Deferred.await(thaw),
-        Effect.flatMap(Effect.either(a.store.write(Option.some(session("stale")), 1)), (result) =>
-          Effect.sync(() => {
-            late = result
-          }))
-      ))))
-      yield* until(() => browser.locks.held.get(lockName)?.clientId === a.clientId, "a holds the lock")
+      const stuck = yield* stuckHolder(browser, a.store)
       const stealer = yield* Effect.fork(b.store.withLock(
         Effect.flatMap(b.store.read, (stored) => b.store.write(Option.some(session("2")), stored.revision))
       ))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 1, "b waits")
+      yield* waiting(browser, 1)
       yield* TestClock.adjust("15 seconds")
       yield* settle
       expect(Option.isNone(yield* Fiber.poll(stealer))).toBe(true)
@@ -152,9 +180,8 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       yield* until(() => browser.locks.steals === 1, "b takes over")
       const written = yield* Fiber.join(stealer)
       expect(written.revision).toBe(2)
-      yield* Deferred.succeed(thaw, undefined)
-      yield* until(() => late !== undefined, "the stuck holder tries to write")
-      expect(Either.getLeft(late!).pipe(Option.getOrThrow)).toMatchObject({ _tag: "StoreConflictError" })
+      const late = yield* stuck.thaw
+      expect(Either.getLeft(late).pipe(Option.getOrThrow)).toMatchObject({ _tag: "StoreConflictError" })
       expect(tokenOf(yield* b.store.read)).toBe("refresh-2")
     }))
 
@@ -162,26 +189,15 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
-      yield* a.store.write(Option.some(session("1")), 0)
-      const thaw = yield* Deferred.make<void>()
-      let late: Either.Either<SessionStore.Stored, unknown> | undefined
-      yield* Effect.fork(a.store.withLock(Effect.uninterruptible(Effect.zipRight(
-        Deferred.await(thaw),
-        Effect.flatMap(Effect.either(a.store.write(Option.some(session("stale")), 1)), (result) =>
-          Effect.sync(() => {
-            late = result
-          }))
-      ))))
-      yield* until(() => browser.locks.held.has(lockName), "a holds the lock")
+      const stuck = yield* stuckHolder(browser, a.store)
       const taken = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
       yield* Effect.fork(b.store.withLock(Effect.zipRight(Deferred.succeed(taken, undefined), Deferred.await(release))))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 1, "b waits")
+      yield* waiting(browser, 1)
       yield* TestClock.adjust("16 seconds")
       yield* Deferred.await(taken)
-      yield* Deferred.succeed(thaw, undefined)
-      yield* until(() => late !== undefined, "the stuck holder tries to write")
-      expect(Either.getLeft(late!).pipe(Option.getOrThrow)).toMatchObject({
+      const late = yield* stuck.thaw
+      expect(Either.getLeft(late).pipe(Option.getOrThrow)).toMatchObject({
         _tag: "StoreConflictError",
         message: "another tab took over the lock while this one held it; nothing written"
       })
@@ -204,9 +220,9 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       const fa = yield* Effect.fork(a.store.withLock(hold("a")))
       yield* until(() => order.length === 1, "a holds")
       const fb = yield* Effect.fork(b.store.withLock(hold("b")))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 1, "b waits")
+      yield* waiting(browser, 1)
       const fc = yield* Effect.fork(c.store.withLock(hold("c")))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 2, "c waits")
+      yield* waiting(browser, 2)
       // 10 s each: c waits 20 s in all, past its 16 s of patience, but the lock moved on meanwhile.
       for (let second = 0; second < 30; second++) {
         yield* TestClock.adjust("1 second")
@@ -219,40 +235,30 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
 
   it.scoped("a manager torn down while it waits withdraws its request (a Strict Mode double mount leaves no lock behind)", () =>
     Effect.gen(function*() {
-      const browser = new FakeBrowser()
-      const [a, b, c] = [yield* openTab(browser), yield* openTab(browser), yield* openTab(browser)]
-      const release = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork(a.store.withLock(Deferred.await(release)))
-      yield* until(() => browser.locks.held.has(lockName), "a holds")
+      const { b, browser, c, release } = yield* heldByFirstOfThree
       const mounted = yield* Effect.fork(b.store.withLock(Effect.succeed("never")))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 1, "b waits")
+      yield* waiting(browser, 1)
       yield* Fiber.interrupt(mounted)
       expect(browser.locks.queues.get(lockName)).toStrictEqual([])
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(holder)
+      yield* release
       expect(yield* c.store.withLock(Effect.succeed("c got it"))).toBe("c got it")
       yield* until(() => browser.locks.held.size === 0, "c lets go")
     }))
 
   it.scoped("a grant that reaches a manager already torn down is released at once", () =>
     Effect.gen(function*() {
-      const browser = new FakeBrowser()
-      const [a, b, c] = [yield* openTab(browser), yield* openTab(browser), yield* openTab(browser)]
-      const release = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork(a.store.withLock(Deferred.await(release)))
-      yield* until(() => browser.locks.held.has(lockName), "a holds")
+      const { b, browser, c, release } = yield* heldByFirstOfThree
       let ran = false
       const mounted = yield* Effect.fork(b.store.withLock(Effect.sync(() => {
         ran = true
       })))
-      yield* until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === 1, "b waits")
+      yield* waiting(browser, 1)
       // The grant is on its way to b when b is torn down: aborting can no longer withdraw it.
       let open = () => {}
       browser.locks.hold = new Promise<void>((resolve) => {
         open = resolve
       })
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(holder)
+      yield* release
       yield* until(() => browser.locks.held.get(lockName)?.clientId === b.clientId, "the lock goes to b")
       yield* Fiber.interrupt(mounted)
       browser.locks.hold = undefined
