@@ -268,6 +268,23 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       expect(yield* c.store.withLock(Effect.succeed("c got it"))).toBe("c got it")
     }))
 
+  it.scoped("a lock the browser refuses fails with a StoreError and runs nothing", () =>
+    Effect.gen(function*() {
+      const { platform } = new FakeBrowser().tab()
+      const refusing: typeof platform.locks = {
+        request: (() => Promise.reject(new DOMException("The request was denied.", "SecurityError"))) as any,
+        query: platform.locks.query
+      }
+      const store = yield* Internal.make({ ...platform, locks: refusing }, settings())
+      let ran = false
+      const error = yield* Effect.flip(store.withLock(Effect.sync(() => {
+        ran = true
+      })))
+      expect(error).toMatchObject({ _tag: "StoreError", operation: "lock" })
+      expect(error.message).toBe("the browser refused the lock: SecurityError: The request was denied.")
+      expect(ran).toBe(false)
+    }))
+
   it.scoped("a holder whose lock is stolen has its critical section interrupted", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()

@@ -73,9 +73,14 @@ const grants = new Map<string, number>()
 const request = (locks: Locks, name: string, steal: boolean): Ticket => {
   const controller = new AbortController()
   let release = () => {}
+  let grant = () => {}
+  let refuse = (_: unknown) => {}
   const ticket: Ticket = {
     state: "waiting",
-    granted: undefined as unknown as Promise<void>,
+    granted: new Promise<void>((resolve, reject) => {
+      grant = resolve
+      refuse = reject
+    }),
     cancel: () => {
       const was = ticket.state
       ticket.state = "done"
@@ -84,31 +89,29 @@ const request = (locks: Locks, name: string, steal: boolean): Ticket => {
     },
     onLost: () => {}
   }
-  ;(ticket as { granted: Promise<void> }).granted = new Promise<void>((resolve, reject) => {
-    // `signal` and `steal` cannot be combined; a steal is granted at once anyway.
-    locks.request(name, steal ? { steal: true } : { signal: controller.signal }, () => {
-      // Granted after we gave up waiting (an abort racing the grant): release at once.
-      if (ticket.state !== "waiting") return undefined
-      ticket.state = "held"
-      grants.set(name, (grants.get(name) ?? 0) + 1)
-      resolve()
-      return new Promise<void>((released) => {
-        release = released
-      })
-    }).then(
-      () => {},
-      (error: unknown) => {
-        if (ticket.state === "held") {
-          // The lock was stolen from us: the browser rejects the holder's request.
-          ticket.state = "lost"
-          ticket.onLost()
-        } else if (ticket.state === "waiting") {
-          ticket.state = "done"
-          reject(error)
-        }
+  // `signal` and `steal` cannot be combined; a steal is granted at once anyway.
+  locks.request(name, steal ? { steal: true } : { signal: controller.signal }, () => {
+    // Granted after we gave up waiting (an abort racing the grant): release at once.
+    if (ticket.state !== "waiting") return undefined
+    ticket.state = "held"
+    grants.set(name, (grants.get(name) ?? 0) + 1)
+    grant()
+    return new Promise<void>((released) => {
+      release = released
+    })
+  }).then(
+    () => {},
+    (error: unknown) => {
+      if (ticket.state === "held") {
+        // The lock was stolen from us: the browser rejects the holder's request.
+        ticket.state = "lost"
+        ticket.onLost()
+      } else if (ticket.state === "waiting") {
+        ticket.state = "done"
+        refuse(error)
       }
-    )
-  })
+    }
+  )
   return ticket
 }
 
