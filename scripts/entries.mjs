@@ -11,9 +11,11 @@ export const entries = {
   ".": "index",
   "./testing": "testing/index",
   "./node": "node/index",
+  "./browser": "browser/index",
   "./*": "*",
   "./internal/*": null,
-  "./testing/internal/*": null
+  "./testing/internal/*": null,
+  "./browser/internal/*": null
 }
 
 // ESM and CommonJS each get their own declarations: dist/cjs/package.json says
