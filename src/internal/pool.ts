@@ -233,28 +233,28 @@ export const make = (
  * up to a minute, so an outage does not get a POST from every key.
  */
 const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Clock) => {
-  const semaphore = Effect.unsafeMakeSemaphore(permits)
+  const limit = fifoLimiter(permits)
   let inFlight = 0
   let maxInFlight = 0
   let failures = 0
   let until = 0
   let lastError: RefreshError.RefreshError | undefined
+  const counted = (token: Redacted.Redacted<string>) =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        inFlight++
+        maxInFlight = Math.max(maxInFlight, inFlight)
+      }),
+      () => base.refresh(token),
+      () =>
+        Effect.sync(() => {
+          inFlight--
+        })
+    )
   const refresh = (token: Redacted.Redacted<string>) =>
     Effect.suspend(() => {
       if (lastError !== undefined && clock.unsafeCurrentTimeMillis() < until) return Effect.fail(lastError)
-      return semaphore.withPermits(1)(
-        Effect.acquireUseRelease(
-          Effect.sync(() => {
-            inFlight++
-            maxInFlight = Math.max(maxInFlight, inFlight)
-          }),
-          () => base.refresh(token),
-          () =>
-            Effect.sync(() => {
-              inFlight--
-            })
-        )
-      ).pipe(
+      return limit(counted(token)).pipe(
         Effect.onExit((exit) =>
           Effect.sync(() => {
             if (Exit.isSuccess(exit)) {
@@ -275,6 +275,57 @@ const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Cl
       )
     })
   return { refresh, inFlight: () => inFlight, maxInFlight: () => maxInFlight }
+}
+
+/**
+ * At most `permits` effects at once, the others waiting in arrival order.
+ * Not `Effect.makeSemaphore`: a release there wakes every waiter to race for
+ * the freed permit, which with thousands waiting (a pool's restart) costs
+ * quadratic time; here a release hands its permit to the next waiter alone.
+ */
+export const fifoLimiter = (permits: number) => {
+  interface Ticket {
+    granted: boolean
+    cancelled: boolean
+    wake: (() => void) | undefined
+  }
+  let free = permits
+  let queue: Array<Ticket> = []
+  let head = 0
+  const release = (): void => {
+    while (head < queue.length) {
+      const next = queue[head++]!
+      if (head > 1024 && head * 2 > queue.length) {
+        queue = queue.slice(head)
+        head = 0
+      }
+      if (next.cancelled) continue
+      next.granted = true
+      next.wake?.()
+      return
+    }
+    free++
+  }
+  const wait = Effect.suspend(() => {
+    if (free > 0) {
+      free--
+      return Effect.void
+    }
+    const ticket: Ticket = { granted: false, cancelled: false, wake: undefined }
+    queue.push(ticket)
+    return Effect.async<void>((resume) => {
+      ticket.wake = () => resume(Effect.void)
+      // Given up while waiting: out of the queue, or, if the permit came meanwhile, passed on.
+      return Effect.sync(() => {
+        ticket.cancelled = true
+        if (ticket.granted) release()
+      })
+    })
+  })
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(restore(wait), Effect.ensuring(restore(effect), Effect.sync(release)))
+    )
 }
 
 /** The sign-in, sign-out and refresh of one key, through its session's runtime. */
