@@ -5,6 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock } from "effect"
 import { RefreshError, SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
+import { fifoLimiter } from "../src/internal/pool.js"
 
 const settle = TestClock.adjust(Duration.zero)
 
@@ -211,5 +212,29 @@ describe("SessionPool", () => {
       expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
         `SessionPool: option "capacity" must be a whole number >= 1`
       )
+    }))
+})
+
+describe("the pool's limiter", () => {
+  it.effect("runs at most N at once, the others in arrival order, and a waiter that gives up loses no permit", () =>
+    Effect.gen(function*() {
+      const limit = fifoLimiter(2)
+      const started: Array<number> = []
+      const job = (n: number) => limit(Effect.zipRight(Effect.sync(() => started.push(n)), Effect.sleep("1 second")))
+      const fibers = yield* Effect.forEach([1, 2, 3, 4, 5], (n) => Effect.fork(job(n)))
+      yield* settle
+      expect(started).toStrictEqual([1, 2])
+      // 3 gives up while waiting: 4 and 5 still get their turn, in order.
+      yield* Fiber.interrupt(fibers[2]!)
+      yield* TestClock.adjust("1 second")
+      expect(started).toStrictEqual([1, 2, 4, 5])
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(fibers[4]!)
+      // Both permits are free again.
+      const after: Array<number> = []
+      yield* Effect.all([limit(Effect.sync(() => after.push(1))), limit(Effect.sync(() => after.push(2)))], {
+        concurrency: 2
+      })
+      expect(after).toStrictEqual([1, 2])
     }))
 })
