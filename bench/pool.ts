@@ -157,7 +157,7 @@ export const measurePool = (settings: {
 
 // Run on its own: `npx tsx --expose-gc bench/pool.ts`.
 if (import.meta.url === `file://${process.argv[1]}`) {
-  measurePool({ scales: [1_000, 10_000, 100_000], reads: 1_000_000, stampede: 10_000, cap: 16 }).then(
+  measurePool({ scales: (process.env.POOL_SCALES ?? "1000,10000,100000").split(",").map(Number), reads: 1_000_000, stampede: 10_000, cap: 16 }).then(
     (result) => {
       console.table(result.scales.map((row) => ({
         sessions: row.sessions,

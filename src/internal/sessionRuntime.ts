@@ -37,7 +37,7 @@ import * as SessionStore from "../SessionStore.js"
 import * as State from "./sessionState.js"
 
 /** Effects built once per session, so a read of a fresh token allocates nothing. */
-interface Hot {
+export interface Hot {
   readonly state: State.State
   /** The token is fresh while the clock is below this. */
   readonly freshUntil: number
@@ -68,6 +68,8 @@ export interface Runtime {
   // change is one synchronous step, atomic on JavaScript's single thread.
   readonly state: MutableRef.MutableRef<State.State>
   readonly hot: MutableRef.MutableRef<Hot>
+  /** Told of every new hot-path cache (a pool keeps a copy beside its key, where its reads find it). */
+  readonly onHot?: ((hot: Hot) => void) | undefined
   readonly inflight: MutableRef.MutableRef<Deferred.Deferred<Session.Session, SessionManager.SessionError> | undefined>
   /** Where events go: the manager's own PubSub, or a pool's feed of every key. */
   readonly publish: (event: SessionManager.SessionEvent) => Effect.Effect<unknown>
@@ -119,7 +121,11 @@ const setState = (rt: Runtime, next: State.State): State.State => {
   MutableRef.set(rt.state, next)
   const hot = MutableRef.get(rt.hot).state
   // Rebuilt only when what the hot path reads changes, not on every cooldown.
-  if (hot.session !== next.session || hot.refreshAt !== next.refreshAt) MutableRef.set(rt.hot, makeHot(next))
+  if (hot.session !== next.session || hot.refreshAt !== next.refreshAt) {
+    const rebuilt = makeHot(next)
+    MutableRef.set(rt.hot, rebuilt)
+    rt.onHot?.(rebuilt)
+  }
   return next
 }
 
