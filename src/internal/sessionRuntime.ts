@@ -250,8 +250,17 @@ const receivedNow = (rt: Runtime, revision: number) =>
 const takeStored = (
   rt: Runtime,
   stored: SessionStore.Stored
-): Effect.Effect<Session.Session, SessionManager.NoSessionError> =>
-  Option.match(stored.session, {
+): Effect.Effect<Session.Session, SessionManager.NoSessionError> => {
+  const state = MutableRef.get(rt.state)
+  // Known already (the feed brought it, or it is our own write): nothing changes.
+  const known = stored.revision < state.revision ||
+    (stored.revision === state.revision &&
+      Option.match(stored.session, {
+        onNone: () => state.session === undefined,
+        onSome: (session) => state.session !== undefined && sameTokens(session, state.session)
+      }))
+  if (known) return state.session !== undefined ? Effect.succeed(state.session) : Effect.fail(noSession(state))
+  return Option.match(stored.session, {
     onSome: (session) =>
       Effect.gen(function*() {
         yield* apply(rt, State.Event.Adopted({ session, arrival: yield* receivedNow(rt, stored.revision) }))
@@ -265,6 +274,7 @@ const takeStored = (
         return yield* Effect.fail(noSession(next))
       })
   })
+}
 
 /** How a fenced write of a new session (or a sign-out) ended. */
 type Written = Data.TaggedEnum<{
@@ -276,12 +286,19 @@ type Written = Data.TaggedEnum<{
 }>
 const Written = Data.taggedEnum<Written>()
 
+// On a store other processes share, a failed write under the lock is tried
+// again a few times before the session is left to the background save: once
+// the lock is released another holder may read the store, and the token it
+// holds is spent.
+const writeRetries = Schedule.exponential(Duration.millis(100)).pipe(Schedule.intersect(Schedule.recurs(3)))
+
 const writeFenced = (
   rt: Runtime,
   session: Option.Option<Session.Session>,
   expected: number
 ): Effect.Effect<Written> =>
   write(rt, session, expected).pipe(
+    Effect.retry({ schedule: writeRetries, while: (error) => rt.store.shared && error._tag === "StoreError" }),
     Effect.map((stored): Written => Written.Written({ stored })),
     Effect.catchAll((error): Effect.Effect<Written> =>
       error._tag === "StoreConflictError"
@@ -438,9 +455,19 @@ const commit = (
 ): Effect.Effect<Session.Session, SessionManager.SessionError> =>
   Effect.gen(function*() {
     const state = MutableRef.get(rt.state)
-    if (state.generation !== generation) {
-      // Signed in or out (or another holder's session taken) while the
-      // request was in flight: that wins.
+    // The session changed while the request was out (a sign-in or sign-out,
+    // or another holder's session taken from the feed). An answer that spent
+    // a token is still written, fenced on the revision it was planned from:
+    // the store refuses it if anyone wrote since, and then what is there is
+    // taken; if nobody did, it is the newest session and must not be lost.
+    // Anything else is discarded: the newer change wins.
+    const spent = Exit.isSuccess(outcome)
+      ? outcome.value.plan._tag === "Refresh"
+      : Option.exists(
+        Cause.failureOption(outcome.cause),
+        (error) => error._tag === "TokenRejectedError" || rotatedBy(error, base) !== undefined
+      )
+    if (state.generation !== generation && !spent) {
       return state.session ?? (yield* Effect.fail(noSession(state)))
     }
     if (Exit.isSuccess(outcome)) {
