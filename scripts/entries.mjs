@@ -10,6 +10,7 @@
 export const entries = {
   ".": "index",
   "./testing": "testing/index",
+  "./redis": "redis/index",
   "./*": "*",
   "./internal/*": null,
   "./testing/internal/*": null
