@@ -7,7 +7,20 @@
  * @since 0.1.0
  */
 import type { Redacted, Scope, Stream } from "effect"
-import { Context, Data, Duration, Effect, Either, FiberHandle, Layer, MutableRef, Option, PubSub, Schema } from "effect"
+import {
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Either,
+  FiberHandle,
+  Layer,
+  MutableRef,
+  Option,
+  PubSub,
+  Random,
+  Schema
+} from "effect"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
 import * as Runtime from "./internal/sessionRuntime.js"
@@ -206,11 +219,18 @@ export const make = (
   Effect.gen(function*() {
     const { bounds, config } = yield* Options_.orDie(resolve(options))
     const store = yield* SessionStore.SessionStore
-    const initial = State.initial(Option.getOrUndefined(yield* Runtime.load({ store, bounds })), config)
+    const stored = yield* Runtime.read({ store, bounds })
+    // Holders of a shared store spread their refreshes over the first half of the margin.
+    const jitter = store.shared ? yield* Random.next : 0
+    const initial = State.initial(Option.getOrUndefined(stored.session), config, {
+      at: undefined,
+      jitter,
+      revision: stored.revision
+    })
     const rt: Runtime.Runtime = {
       config,
       bounds,
-      spread: false,
+      spread: store.shared,
       client: yield* RefreshClient.RefreshClient,
       store,
       clock: yield* Effect.clock,
@@ -224,6 +244,7 @@ export const make = (
       saving: yield* FiberHandle.make<void, never>()
     }
     yield* Runtime.reschedule(rt)
+    yield* Effect.forkScoped(Runtime.followChanges(rt))
 
     const slowSession = Runtime.slowSession(rt)
     const slowToken = Effect.map(slowSession, (session) => session.accessToken)

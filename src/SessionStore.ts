@@ -94,10 +94,10 @@ export const empty: Stored = { revision: 0, session: Option.none() }
 export interface Service {
   /** The stored session, if any. A stored value that does not decode is `None` (and logged). */
   readonly load: Effect.Effect<Option.Option<Session.Session>, StoreError>
-  /** Writes the session over whatever is stored (an unconditional write). */
-  readonly save: (session: Session.Session) => Effect.Effect<void, StoreError>
-  /** Writes a sign-out over whatever is stored (an unconditional write). */
-  readonly clear: Effect.Effect<void, StoreError>
+  /** Writes the session over whatever is stored (an unconditional write); gives the record written. */
+  readonly save: (session: Session.Session) => Effect.Effect<Stored, StoreError>
+  /** Writes a sign-out over whatever is stored (an unconditional write); gives the record written. */
+  readonly clear: Effect.Effect<Stored, StoreError>
   /**
    * Runs a refresh (read, POST, write) while holding the store's lock, which
    * every holder of the store (other processes, tabs, replicas, for stores
@@ -143,9 +143,9 @@ export interface Service {
  * @category models
  */
 export interface Implementation {
-  readonly load: Service["load"]
-  readonly save: Service["save"]
-  readonly clear: Service["clear"]
+  readonly load: Effect.Effect<Option.Option<Session.Session>, StoreError>
+  readonly save: (session: Session.Session) => Effect.Effect<void, StoreError>
+  readonly clear: Effect.Effect<void, StoreError>
   /** Omit it to get an in-process lock (a semaphore of one permit). */
   readonly withLock?: Service["withLock"] | undefined
 }
@@ -210,8 +210,8 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
     const memory = fenceInMemory(implementation)
     return {
       load: implementation.load,
-      save: (session) => Effect.flatMap(memory.overwrite(Option.some(session)), publish),
-      clear: Effect.flatMap(memory.overwrite(Option.none()), publish),
+      save: (session) => Effect.tap(memory.overwrite(Option.some(session)), publish),
+      clear: Effect.tap(memory.overwrite(Option.none()), publish),
       withLock,
       read: memory.read,
       write: (session, expected) => Effect.tap(memory.write(session, expected), publish),
@@ -228,8 +228,7 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
       Effect.catchTag(
         "StoreConflictError",
         (error) => Effect.fail(new StoreError({ operation, message: `the store kept changing: ${error.message}` }))
-      ),
-      Effect.asVoid
+      )
     )
   return {
     load: Effect.map(implementation.read, (stored) => stored.session),

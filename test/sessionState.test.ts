@@ -16,7 +16,9 @@ const config: State.Config = {
 const sessionAt = (name: string, expiresAt: number) =>
   Session.unsafeMake({ accessToken: `access-${name}`, refreshToken: `refresh-${name}`, expiresAt, user: { id: "u" } })
 
-const held = State.initial(sessionAt("a", 3_600 * second), config)
+/** A session signed in or loaded: lifetime unknown, no spread, record revision 1. */
+const loaded: State.Arrival = { at: undefined, jitter: 0, revision: 1 }
+const held = State.initial(sessionAt("a", 3_600 * second), config, loaded)
 const serverDown = new RefreshError.ServerError({ status: 503, message: "down" })
 const rejected = new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token: Already Used" })
 
@@ -70,7 +72,7 @@ describe("failures and the cooldown", () => {
     const next = sessionAt("b", 7_200 * second)
     const refreshed = State.transition(
       failed,
-      State.Event.Refreshed({ session: next, saved: true, jitter: 0 }),
+      State.Event.Refreshed({ session: next, saved: true, arrival: loaded }),
       5_000,
       config
     )
@@ -85,7 +87,7 @@ describe("changes of session", () => {
     const next = sessionAt("b", 7_200 * second)
     const refreshed = State.transition(
       held,
-      State.Event.Refreshed({ session: next, saved: true, jitter: 0 }),
+      State.Event.Refreshed({ session: next, saved: true, arrival: loaded }),
       0,
       config
     )
@@ -94,25 +96,39 @@ describe("changes of session", () => {
 
   it("a refresh whose save failed is marked unsaved until the save of that generation succeeds", () => {
     const next = sessionAt("b", 7_200 * second)
-    const unsaved = State.transition(held, State.Event.Refreshed({ session: next, saved: false, jitter: 0 }), 0, config)
+    const unsaved = State.transition(
+      held,
+      State.Event.Refreshed({ session: next, saved: false, arrival: loaded }),
+      0,
+      config
+    )
     expect(unsaved.unsaved).toBe(true)
     // A save of an older generation changes nothing.
-    expect(State.transition(unsaved, State.Event.Saved({ generation: held.generation }), 0, config)).toBe(unsaved)
-    expect(State.transition(unsaved, State.Event.Saved({ generation: unsaved.generation }), 0, config).unsaved).toBe(
+    expect(State.transition(unsaved, State.Event.Saved({ generation: held.generation, revision: 2 }), 0, config)).toBe(
+      unsaved
+    )
+    expect(
+      State.transition(unsaved, State.Event.Saved({ generation: unsaved.generation, revision: 2 }), 0, config).unsaved
+    ).toBe(
       false
     )
   })
 
   it("adopting another holder's session replaces ours, as a refresh would", () => {
     const theirs = sessionAt("theirs", 7_200 * second)
-    const adopted = State.transition(held, State.Event.Adopted({ session: theirs, jitter: 0 }), 0, config)
+    const adopted = State.transition(
+      held,
+      State.Event.Adopted({ session: theirs, arrival: { at: 0, jitter: 0, revision: 7 } }),
+      0,
+      config
+    )
     expect(adopted.session).toBe(theirs)
     expect(adopted.expiresAt).toBe(7_200 * second)
     expect(adopted.generation).toBe(held.generation + 1)
   })
 
   it("a rejected token ends the session with the reason, and reads say why", () => {
-    const out = State.transition(held, State.Event.Rejected({ error: rejected }), 0, config)
+    const out = State.transition(held, State.Event.Rejected({ error: rejected, revision: 2 }), 0, config)
     expect(out.session).toBeUndefined()
     expect(out.signedOut?._tag).toBe("TokenRejected")
     expect(State.noSessionMessage(out)).toBe(
@@ -121,10 +137,10 @@ describe("changes of session", () => {
   })
 
   it("signing out ends the session; signing in again clears the reason", () => {
-    const out = State.transition(held, State.Event.SignedOut(), 0, config)
+    const out = State.transition(held, State.Event.SignedOut({ revision: 2, elsewhere: false }), 0, config)
     expect(out.session).toBeUndefined()
     expect(State.noSessionMessage(out)).toBe("no session: signed out")
-    const back = State.transition(out, State.Event.SignedIn({ session: sessionAt("c", 1) }), 0, config)
+    const back = State.transition(out, State.Event.SignedIn({ session: sessionAt("c", 1), arrival: loaded }), 0, config)
     expect(back.signedOut).toBeUndefined()
     expect(back.generation).toBe(out.generation + 1)
     expect(State.noSessionMessage(State.initial(undefined, config))).toBe("no session: sign in first")
@@ -156,10 +172,10 @@ describe("the proactive refresh", () => {
 })
 
 describe("when to refresh (the loop guard)", () => {
-  const received = (at: number, jitter = 0) => ({ at, jitter })
+  const received = (at: number, jitter = 0) => ({ at, jitter, revision: 1 })
 
   it("a session signed in or loaded refreshes at expiresAt - margin, whatever its lifetime", () => {
-    expect(State.refreshAtFor(61 * second, undefined, config)).toBe(1 * second)
+    expect(State.refreshAtFor(61 * second, loaded, config)).toBe(1 * second)
   })
 
   it("a received token that is already inside the margin is refreshed after half its life, not at once", () => {
@@ -237,7 +253,7 @@ describe("Retry-After and refused answers", () => {
     })
     const next = State.transition(
       held,
-      State.Event.Failed({ error: malformed, rotated: { session: rotated, saved: true } }),
+      State.Event.Failed({ error: malformed, rotated: { session: rotated, saved: true, arrival: loaded } }),
       100 * second,
       config
     )
@@ -248,5 +264,75 @@ describe("Retry-After and refused answers", () => {
     expect(State.isFresh(next, 100 * second)).toBe(false)
     expect(State.isUsable(next, 100 * second)).toBe(true)
     expect(State.proactiveAt(next, config)).toBe(110 * second)
+  })
+})
+
+describe("a store shared with other holders", () => {
+  const record = (revision: number, session?: Session.Session) => ({ revision, session: Option.fromNullable(session) })
+  const mine = held.session!
+
+  it("the record at our revision: refresh our session, fenced on that revision", () => {
+    expect(State.plan(held, mine, record(1, mine), 0, config)).toStrictEqual(
+      State.Plan.Refresh({ base: mine, expected: 1 })
+    )
+  })
+
+  it("a later revision holding a fresh session: take it, no request", () => {
+    const theirs = sessionAt("theirs", 7_200 * second)
+    expect(State.plan(held, mine, record(2, theirs), 3_000 * second, config)).toStrictEqual(
+      State.Plan.Adopt({ session: theirs, revision: 2 })
+    )
+  })
+
+  it("a later revision holding a session within the margin: refresh its token (ours is spent)", () => {
+    const theirs = sessionAt("theirs", 3_600 * second)
+    expect(State.plan(held, mine, record(2, theirs), 3_570 * second, config)).toStrictEqual(
+      State.Plan.Refresh({ base: theirs, expected: 2 })
+    )
+  })
+
+  it("a later revision holding a sign-out: follow it, no request", () => {
+    expect(State.plan(held, mine, record(5), 0, config)).toStrictEqual(State.Plan.FollowSignOut({ revision: 5 }))
+  })
+
+  it("an earlier revision (the store lost its record): refresh ours and write it back over that revision", () => {
+    expect(State.plan(held, mine, record(0), 0, config)).toStrictEqual(State.Plan.Refresh({ base: mine, expected: 0 }))
+  })
+
+  it("a plain store at our revision holding a session that expires later: written from outside, taken", () => {
+    const outside = sessionAt("outside", 7_200 * second)
+    expect(State.plan(held, mine, record(1, outside), 0, config)).toStrictEqual(
+      State.Plan.Adopt({ session: outside, revision: 1 })
+    )
+  })
+
+  it("an unsaved session refreshes over the revision it replaces, whatever the store holds", () => {
+    const unsaved = { ...held, unsaved: true }
+    const older = sessionAt("older-but-later", 7_200 * second)
+    expect(State.plan(unsaved, mine, record(1, older), 0, config)).toStrictEqual(
+      State.Plan.Refresh({ base: mine, expected: 1 })
+    )
+  })
+
+  it("the change feed: a later revision is another holder's write; ours and older ones are ignored", () => {
+    expect(State.onChange(held, record(1, mine))).toBe("ignore")
+    expect(State.onChange(held, record(0))).toBe("ignore")
+    expect(State.onChange(held, record(2, sessionAt("b", 1)))).toBe("adopt")
+    expect(State.onChange(held, record(2))).toBe("signOut")
+    // Already signed out: another sign-out changes nothing.
+    expect(State.onChange(State.initial(undefined, config, loaded), record(2))).toBe("ignore")
+  })
+
+  it("a sign-out from another holder ends the session with its own reason and message", () => {
+    const out = State.transition(held, State.Event.SignedOut({ revision: 3, elsewhere: true }), 0, config)
+    expect(out.signedOut?._tag).toBe("SignedOutElsewhere")
+    expect(out.revision).toBe(3)
+    expect(State.noSessionMessage(out)).toBe("no session: signed out by another holder of the session store")
+  })
+
+  it("the spread moves a loaded session's refresh later by up to half the margin", () => {
+    expect(State.refreshAtFor(3_600 * second, { at: undefined, jitter: 0.5, revision: 1 }, config)).toBe(
+      3_555 * second
+    )
   })
 })

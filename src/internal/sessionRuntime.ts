@@ -10,6 +10,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Clock, Scope } from "effect"
+import { Data } from "effect"
 import {
   Cause,
   Deferred,
@@ -32,12 +33,6 @@ import * as Session from "../Session.js"
 import * as SessionManager from "../SessionManager.js"
 import * as SessionStore from "../SessionStore.js"
 import * as State from "./sessionState.js"
-
-/** What a refresh produced: a new session, or one another holder saved. */
-interface Fresh {
-  readonly session: Session.Session
-  readonly adopted: boolean
-}
 
 /** Effects built once per session, so a read of a fresh token allocates nothing. */
 interface Hot {
@@ -125,13 +120,13 @@ const timedOut = (operation: SessionStore.StoreError["operation"], millis: numbe
 // to every child fiber, losing the save of a rotated token. Here the operation
 // and its timer run as daemons that only the deadline or the caller's own
 // (interruptible) wait can stop.
-const bounded = <A>(
+const bounded = <A, E>(
   rt: Pick<Runtime, "bounds">,
   operation: "load" | "save" | "clear",
-  effect: Effect.Effect<A, SessionStore.StoreError>
-): Effect.Effect<A, SessionStore.StoreError> =>
+  effect: Effect.Effect<A, E>
+): Effect.Effect<A, E | SessionStore.StoreError> =>
   Effect.gen(function*() {
-    const done = yield* Deferred.make<A, SessionStore.StoreError>()
+    const done = yield* Deferred.make<A, E | SessionStore.StoreError>()
     const worker = yield* Effect.forkDaemon(Effect.interruptible(Deferred.complete(done, effect)))
     const timer = yield* Effect.forkDaemon(
       Effect.interruptible(
@@ -143,8 +138,19 @@ const bounded = <A>(
     )
   })
 
-/** Loads the stored session, bounded. */
-export const load = (rt: Pick<Runtime, "store" | "bounds">) => bounded(rt, "load", rt.store.load)
+/** Reads the store's record, bounded. */
+export const read = (rt: Pick<Runtime, "store" | "bounds">) => bounded(rt, "load", rt.store.read)
+
+/** A fenced write, bounded. */
+const write = (rt: Runtime, session: Option.Option<Session.Session>, expected: number) =>
+  bounded(rt, Option.isSome(session) ? "save" : "clear", rt.store.write(session, expected))
+
+/** An unconditional write (sign-in, sign-out), bounded: the store's `save` or `clear`. */
+const overwrite = (rt: Runtime, session: Option.Option<Session.Session>) =>
+  Option.match(session, {
+    onSome: (session) => bounded(rt, "save", rt.store.save(session)),
+    onNone: () => bounded(rt, "clear", rt.store.clear)
+  })
 
 /**
  * Runs `critical` under the store's lock, failing with a `StoreError` when
@@ -188,75 +194,142 @@ export const reschedule = (rt: Runtime): Effect.Effect<void> =>
       ))
   })
 
+const arrival = (rt: Runtime, at: number | undefined, revision: number): Effect.Effect<State.Arrival> =>
+  Effect.map(jitter(rt), (spread) => ({ at, jitter: spread, revision }))
+
+const receivedNow = (rt: Runtime, revision: number) =>
+  Effect.flatMap(rt.clock.currentTimeMillis, (now) => arrival(rt, now, revision))
+
+/**
+ * Takes what the store holds after another holder won a write: its session
+ * (as a refresh would have given it), or its sign-out. Runs under the mutex.
+ */
+const takeStored = (
+  rt: Runtime,
+  stored: SessionStore.Stored
+): Effect.Effect<Session.Session, SessionManager.NoSessionError> =>
+  Option.match(stored.session, {
+    onSome: (session) =>
+      Effect.gen(function*() {
+        yield* apply(rt, State.Event.Adopted({ session, arrival: yield* receivedNow(rt, stored.revision) }))
+        yield* publish(rt, SessionManager.SessionEvent.Refreshed({ session }))
+        return session
+      }),
+    onNone: () =>
+      Effect.gen(function*() {
+        const next = yield* apply(rt, State.Event.SignedOut({ revision: stored.revision, elsewhere: true }))
+        yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
+        return yield* Effect.fail(noSession(next))
+      })
+  })
+
+/** How a fenced write of a new session (or a sign-out) ended. */
+type Written = Data.TaggedEnum<{
+  Written: { readonly stored: SessionStore.Stored }
+  /** Another holder wrote first; this is what the store holds now (if it could be read). */
+  Lost: { readonly stored: Option.Option<SessionStore.Stored> }
+  /** The store failed: the caller keeps the session in memory and retries the save. */
+  Failed: { readonly error: SessionStore.StoreError }
+}>
+const Written = Data.taggedEnum<Written>()
+
+const writeFenced = (
+  rt: Runtime,
+  session: Option.Option<Session.Session>,
+  expected: number
+): Effect.Effect<Written> =>
+  write(rt, session, expected).pipe(
+    Effect.map((stored): Written => Written.Written({ stored })),
+    Effect.catchAll((error): Effect.Effect<Written> =>
+      error._tag === "StoreConflictError"
+        ? Effect.map(Effect.option(read(rt)), (stored) => Written.Lost({ stored }))
+        : Effect.succeed(Written.Failed({ error }))
+    )
+  )
+
+// Says that a save failed, once the event of what was saved is out.
+const reportSaveFailed = (rt: Runtime, error: SessionStore.StoreError) =>
+  Effect.zipRight(
+    Effect.logError("moon-refresh: the new session could not be saved; retrying in the background").pipe(
+      Effect.annotateLogs({ error: error.message })
+    ),
+    publish(rt, SessionManager.SessionEvent.SaveFailed({ error }))
+  )
+
 // A failed save is retried in the background until it succeeds or the session changes.
 const saveRetrySchedule = Schedule.exponential(Duration.seconds(1)).pipe(
   Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.minutes(1)))
 )
 
-// Reports a failed save and keeps retrying it in the background; the session
-// stays in memory, so this process does not lose the rotated token.
-const saveInBackground = (
-  rt: Runtime,
-  error: SessionStore.StoreError,
-  session: Session.Session,
-  generation: number
-) =>
-  Effect.gen(function*() {
-    yield* Effect.logError("moon-refresh: the new session could not be saved; retrying in the background").pipe(
-      Effect.annotateLogs({ error: error.message })
-    )
-    yield* publish(rt, SessionManager.SessionEvent.SaveFailed({ error }))
-    const retry = rt.mutex.withPermits(1)(
-      Effect.gen(function*() {
-        if (MutableRef.get(rt.state).generation !== generation) return
-        yield* bounded(rt, "save", rt.store.save(session))
-        yield* apply(rt, State.Event.Saved({ generation }))
-      })
-    ).pipe(Effect.retry(saveRetrySchedule), Effect.ignore)
-    yield* FiberHandle.run(rt.saving, retry)
-  })
-
-/** Saves a session the server just issued; a failure is reported and retried, never silent. */
-const saveRotated = (rt: Runtime, session: Session.Session) =>
-  Effect.map(Effect.either(bounded(rt, "save", rt.store.save(session))), Option.getLeft)
+// Keeps retrying a failed save; the session stays in memory, so this process
+// does not lose the rotated token. If another holder wrote in the meantime,
+// what it wrote is taken instead.
+const saveInBackground = (rt: Runtime, session: Session.Session, generation: number) => {
+  const attempt = rt.mutex.withPermits(1)(
+    Effect.gen(function*() {
+      const state = MutableRef.get(rt.state)
+      if (state.generation !== generation) return
+      const written = yield* write(rt, Option.some(session), state.revision).pipe(
+        Effect.catchTag(
+          "StoreConflictError",
+          () => Effect.flatMap(read(rt), (stored) => Effect.as(Effect.ignore(takeStored(rt, stored)), undefined))
+        )
+      )
+      if (written !== undefined) yield* apply(rt, State.Event.Saved({ generation, revision: written.revision }))
+    })
+  )
+  return FiberHandle.run(rt.saving, attempt.pipe(Effect.retry(saveRetrySchedule), Effect.ignore))
+}
 
 // ---------------------------------------------------------------------------
 // Committing the outcome of a refresh
 // ---------------------------------------------------------------------------
 
-const commitSuccess = (rt: Runtime, { adopted, session }: Fresh) =>
+/** What a refresh, under the store's lock, came to. */
+type Outcome = State.Plan
+
+const commitSession = (rt: Runtime, session: Session.Session, expected: number) =>
   Effect.gen(function*() {
     yield* FiberHandle.clear(rt.saving)
-    // Save before anyone can read it: the old refresh token is spent.
-    const saveError = adopted ? Option.none() : yield* saveRotated(rt, session)
-    const spread = yield* jitter(rt)
+    // Saved before anyone can read it: the old refresh token is spent.
+    const written = yield* writeFenced(rt, Option.some(session), expected)
+    // Another holder wrote first (its lease had passed ours, or it signed in
+    // or out): ours was never handed out, what it wrote is taken.
+    if (written._tag === "Lost" && Option.isSome(written.stored)) return yield* takeStored(rt, written.stored.value)
+    const revision = written._tag === "Written" ? written.stored.revision : expected
     const next = yield* apply(
       rt,
-      adopted
-        ? State.Event.Adopted({ session, jitter: spread })
-        : State.Event.Refreshed({ session, saved: Option.isNone(saveError), jitter: spread })
+      State.Event.Refreshed({ session, saved: written._tag === "Written", arrival: yield* receivedNow(rt, revision) })
     )
     yield* publish(rt, SessionManager.SessionEvent.Refreshed({ session }))
-    if (Option.isSome(saveError)) yield* saveInBackground(rt, saveError.value, session, next.generation)
+    if (written._tag === "Failed") yield* reportSaveFailed(rt, written.error)
+    if (written._tag !== "Written") yield* saveInBackground(rt, session, next.generation)
     return session
   })
 
-const commitRejected = (rt: Runtime, error: State.Failure & { readonly _tag: "TokenRejectedError" }) =>
+const commitRejected = (
+  rt: Runtime,
+  error: State.Failure & { readonly _tag: "TokenRejectedError" },
+  expected: number
+) =>
   Effect.gen(function*() {
     yield* FiberHandle.clear(rt.saving)
-    const next = yield* apply(rt, State.Event.Rejected({ error }))
+    const written = yield* writeFenced(rt, Option.none(), expected)
+    // Another holder wrote since we read: its session is newer than the token
+    // the server refused (or it signed out already).
+    if (written._tag === "Lost" && Option.isSome(written.stored)) {
+      return yield* Effect.ignore(takeStored(rt, written.stored.value))
+    }
+    const revision = written._tag === "Written" ? written.stored.revision : expected
+    const next = yield* apply(rt, State.Event.Rejected({ error, revision }))
     yield* Effect.logWarning("moon-refresh: refresh token rejected; signed out").pipe(
       Effect.annotateLogs({ status: error.status ?? "none", message: error.message })
     )
     yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
-    yield* bounded(rt, "clear", rt.store.clear).pipe(
-      Effect.catchAll((clearError) =>
-        Effect.zipRight(
-          Effect.logError("moon-refresh: could not clear the stored session after a rejected token"),
-          publish(rt, SessionManager.SessionEvent.SaveFailed({ error: clearError }))
-        )
-      )
-    )
+    if (written._tag === "Failed") {
+      yield* Effect.logError("moon-refresh: could not clear the stored session after a rejected token")
+      yield* publish(rt, SessionManager.SessionEvent.SaveFailed({ error: written.error }))
+    }
   })
 
 // The server's answer was refused but carried a new refresh token: the one we
@@ -266,18 +339,20 @@ const rotatedBy = (error: State.Failure, base: Session.Session): Session.Session
     ? new Session.Session({ ...base, refreshToken: error.rotatedRefreshToken }, true)
     : undefined
 
-const commitFailed = (rt: Runtime, error: State.Failure, base: Session.Session) =>
+const commitFailed = (rt: Runtime, error: State.Failure, base: Session.Session, expected: number) =>
   Effect.gen(function*() {
-    const rotated = rotatedBy(error, base)
-    const saveError = rotated === undefined ? Option.none() : yield* saveRotated(rt, rotated)
-    if (rotated !== undefined) yield* FiberHandle.clear(rt.saving)
-    const next = yield* apply(
-      rt,
-      State.Event.Failed({
-        error,
-        rotated: rotated === undefined ? undefined : { session: rotated, saved: Option.isNone(saveError) }
-      })
-    )
+    const session = rotatedBy(error, base)
+    const written = session === undefined ? undefined : yield* writeFenced(rt, Option.some(session), expected)
+    if (written?._tag === "Lost" && Option.isSome(written.stored)) {
+      return yield* Effect.ignore(takeStored(rt, written.stored.value))
+    }
+    if (written !== undefined) yield* FiberHandle.clear(rt.saving)
+    const rotated = session === undefined || written === undefined ? undefined : {
+      session,
+      saved: written._tag === "Written",
+      arrival: { at: undefined, jitter: 0, revision: written._tag === "Written" ? written.stored.revision : expected }
+    }
+    const next = yield* apply(rt, State.Event.Failed({ error, rotated }))
     yield* Effect.logWarning(
       rotated === undefined
         ? "moon-refresh: refresh failed; keeping the session"
@@ -290,33 +365,41 @@ const commitFailed = (rt: Runtime, error: State.Failure, base: Session.Session) 
       })
     )
     yield* publish(rt, SessionManager.SessionEvent.RefreshFailed({ error, willRetry: rt.config.autoRefresh }))
-    if (rotated !== undefined && Option.isSome(saveError)) {
-      yield* saveInBackground(rt, saveError.value, rotated, next.generation)
-    }
+    if (written?._tag === "Failed") yield* reportSaveFailed(rt, written.error)
+    if (rotated !== undefined && !rotated.saved) yield* saveInBackground(rt, rotated.session, next.generation)
   })
 
-/** Applies the outcome of a refresh of `base` started under `generation`. Runs under the mutex. */
+/**
+ * Applies the outcome of a refresh started under `generation` from the
+ * record at revision `expected`. Runs under the mutex.
+ */
 const commit = (
   rt: Runtime,
   generation: number,
   base: Session.Session,
-  outcome: Exit.Exit<Fresh, State.Failure>
+  expected: number,
+  outcome: Exit.Exit<{ readonly plan: Outcome; readonly fresh?: Session.Session | undefined }, State.Failure>
 ): Effect.Effect<Session.Session, SessionManager.SessionError> =>
   Effect.gen(function*() {
     const state = MutableRef.get(rt.state)
     if (state.generation !== generation) {
-      // Signed in or out while the request was in flight: that wins.
+      // Signed in or out (or another holder's session taken) while the
+      // request was in flight: that wins.
       return state.session ?? (yield* Effect.fail(noSession(state)))
     }
     if (Exit.isSuccess(outcome)) {
-      const session = yield* commitSuccess(rt, outcome.value)
-      yield* reschedule(rt)
+      const { fresh, plan } = outcome.value
+      const session = yield* State.Plan.$match(plan, {
+        FollowSignOut: ({ revision }) => takeStored(rt, { revision, session: Option.none() }),
+        Adopt: ({ revision, session }) => takeStored(rt, { revision, session: Option.some(session) }),
+        Refresh: ({ expected }) => commitSession(rt, fresh!, expected)
+      }).pipe(Effect.ensuring(reschedule(rt)))
       return session
     }
     const error = Cause.failureOption(outcome.cause)
     if (Option.isNone(error)) return yield* Effect.failCause(outcome.cause)
-    if (error.value._tag === "TokenRejectedError") yield* commitRejected(rt, error.value)
-    else yield* commitFailed(rt, error.value, base)
+    if (error.value._tag === "TokenRejectedError") yield* commitRejected(rt, error.value, expected)
+    else yield* commitFailed(rt, error.value, base, expected)
     yield* reschedule(rt)
     return yield* Effect.failCause(outcome.cause)
   })
@@ -326,42 +409,37 @@ const commit = (
 // ---------------------------------------------------------------------------
 
 /**
- * Under the store's lock: re-read the store, adopt a newer session another
- * holder saved if it is fresh, else POST; then commit. Uninterruptible once
- * the server has answered: the answer is committed (and saved) even if the
- * scope is closing, because the old refresh token is already spent.
+ * Under the store's lock: read the record and decide (`State.plan`): follow
+ * another holder's sign-out, take its fresh session, or POST and write the
+ * result fenced on the revision read. Uninterruptible once the server has
+ * answered: the answer is committed (and saved) even if the scope is
+ * closing, because the old refresh token is already spent.
  */
 const runRefresh = (rt: Runtime, snapshot: State.State, held: Session.Session) => {
   let committed = false
   let base = held
+  let expected = snapshot.revision
   const critical = Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
-      let adopted = false
-      if (!snapshot.unsaved) {
-        // Another process (or tab) sharing the store may have refreshed
-        // already: its session is newer and ours is spent.
-        const stored = yield* restore(Effect.orElseSucceed(load(rt), () => Option.none<Session.Session>()))
-        if (Option.isSome(stored) && State.isNewer(stored.value, base)) {
-          base = stored.value
-          adopted = true
-        }
+      const stored = yield* restore(read(rt))
+      const plan = State.plan(snapshot, held, stored, yield* rt.clock.currentTimeMillis, rt.config)
+      if (plan._tag === "Refresh") {
+        base = plan.base
+        expected = plan.expected
       }
-      const now = yield* rt.clock.currentTimeMillis
-      const outcome: Exit.Exit<Fresh, State.Failure> = adopted && State.isAdoptable(base, now, rt.config)
-        ? Exit.succeed({ session: base, adopted: true })
-        : yield* Effect.exit(
-          restore(Effect.map(rt.client.refresh(base.refreshToken), (session) => ({ session, adopted: false })))
-        )
+      const outcome = plan._tag === "Refresh"
+        ? yield* Effect.exit(restore(Effect.map(rt.client.refresh(base.refreshToken), (fresh) => ({ plan, fresh }))))
+        : Exit.succeed({ plan })
       committed = true
-      return yield* rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, outcome))
+      return yield* rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, expected, outcome))
     })
   )
   return withLockBounded(rt, critical).pipe(
-    // The store's lock failed (or was not granted in time) before the outcome
-    // was committed: that is a failed refresh too, with its cooldown.
+    // The store's lock or its read failed (or the lock was not granted in
+    // time) before anything was committed: a failed refresh, with its cooldown.
     Effect.catchIf(
       (error): error is SessionStore.StoreError => !committed && error._tag === "StoreError",
-      (error) => rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, Exit.fail(error)))
+      (error) => rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, expected, Exit.fail(error)))
     ),
     Effect.withSpan("moon-refresh/SessionManager.refresh", { captureStackTrace: false })
   )
@@ -448,10 +526,10 @@ export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<voi
       // The session already held: nothing changes. Detaching a refresh in
       // flight here would POST the same refresh token twice.
       if (held !== undefined && sameTokens(held, session)) return
-      yield* bounded(rt, "save", rt.store.save(session))
+      const written = yield* overwrite(rt, Option.some(session))
       yield* FiberHandle.clear(rt.saving)
       yield* detachInflight(rt)
-      yield* apply(rt, State.Event.SignedIn({ session }))
+      yield* apply(rt, State.Event.SignedIn({ session, arrival: yield* arrival(rt, undefined, written.revision) }))
       yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
       yield* reschedule(rt)
     })
@@ -462,12 +540,34 @@ export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreErro
     Effect.gen(function*() {
       yield* FiberHandle.clear(rt.saving)
       yield* detachInflight(rt)
-      const next = yield* apply(rt, State.Event.SignedOut())
+      // Forgotten in memory first: a store that cannot be written does not keep the user signed in here.
+      const next = yield* apply(
+        rt,
+        State.Event.SignedOut({ revision: MutableRef.get(rt.state).revision, elsewhere: false })
+      )
       yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
       yield* reschedule(rt)
-      yield* bounded(rt, "clear", rt.store.clear)
+      const written = yield* overwrite(rt, Option.none())
+      yield* apply(rt, State.Event.Saved({ generation: next.generation, revision: written.revision }))
     })
   )
+
+/**
+ * Follows the store's change feed: another holder's session is taken (no
+ * request), its sign-out signs this manager out. Runs for the manager's life.
+ */
+export const followChanges = (rt: Runtime): Effect.Effect<void> =>
+  Stream.runForEach(rt.store.changes, (stored) =>
+    rt.mutex.withPermits(1)(
+      Effect.gen(function*() {
+        const state = MutableRef.get(rt.state)
+        const change = State.onChange(state, stored)
+        if (change === "ignore") return
+        yield* FiberHandle.clear(rt.saving)
+        yield* Effect.ignore(takeStored(rt, stored))
+        yield* reschedule(rt)
+      })
+    ))
 
 /**
  * The event stream: `Initial` with the session held at the moment of

@@ -45,6 +45,11 @@ export type SignOutReason = Data.TaggedEnum<{
   UserSignedOut: {}
   /** The server rejected the refresh token: the user must sign in again. */
   TokenRejected: { readonly error: RefreshError.TokenRejectedError }
+  /**
+   * Another holder of the store (a process, a tab, a replica) signed out, or
+   * had the refresh token rejected: its sign-out reached this one.
+   */
+  SignedOutElsewhere: {}
 }>
 
 export const SignOutReason = Data.taggedEnum<SignOutReason>()
@@ -65,20 +70,39 @@ export interface State {
   /** Memory holds a newer session than the store (its save failed and is being retried). */
   readonly unsaved: boolean
   readonly signedOut: SignOutReason | undefined
+  /**
+   * The store's revision this state matches: the record the session was read
+   * from or written as (for an unsaved session, the record it replaces).
+   */
+  readonly revision: number
+}
+
+/** How a session came to be held. */
+export interface Arrival {
+  /**
+   * When this manager received it from a refresh or took it over from
+   * another holder: its lifetime counts from here. `undefined` for a session
+   * signed in or loaded, whose lifetime is unknown.
+   */
+  readonly at: number | undefined
+  /**
+   * In [0, 1): spreads the refresh over the first half of the margin, so
+   * holders of one shared session do not all wake at the same instant. 0 for
+   * a store no one else holds.
+   */
+  readonly jitter: number
+  /** The store's revision of the record that holds it. */
+  readonly revision: number
 }
 
 /** What can happen to a session. */
 export type Event = Data.TaggedEnum<{
   /** `signIn`: a session from outside, already saved. */
-  SignedIn: { readonly session: Session.Session }
-  /**
-   * A refresh returned a new session; `saved` is false when its save failed.
-   * `jitter` in [0, 1) spreads the next refresh over the first half of the
-   * margin, so holders of one session do not all wake at the same instant.
-   */
-  Refreshed: { readonly session: Session.Session; readonly saved: boolean; readonly jitter: number }
-  /** Another holder of the store refreshed first: its session is taken as is. */
-  Adopted: { readonly session: Session.Session; readonly jitter: number }
+  SignedIn: { readonly session: Session.Session; readonly arrival: Arrival }
+  /** A refresh returned a new session; `saved` is false when its save failed. */
+  Refreshed: { readonly session: Session.Session; readonly saved: boolean; readonly arrival: Arrival }
+  /** Another holder of the store refreshed (or signed in): its session is taken as is. */
+  Adopted: { readonly session: Session.Session; readonly arrival: Arrival }
   /**
    * A refresh failed but the token may still work: keep the session, cool
    * down. `rotated`: the server did rotate (its answer carried a new refresh
@@ -87,55 +111,61 @@ export type Event = Data.TaggedEnum<{
    */
   Failed: {
     readonly error: Failure
-    readonly rotated?: { readonly session: Session.Session; readonly saved: boolean } | undefined
+    readonly rotated?:
+      | { readonly session: Session.Session; readonly saved: boolean; readonly arrival: Arrival }
+      | undefined
   }
-  /** The server refused the refresh token: the session is over. */
-  Rejected: { readonly error: RefreshError.TokenRejectedError }
-  /** `signOut`. */
-  SignedOut: {}
-  /** The background save of the session of `generation` succeeded. */
-  Saved: { readonly generation: number }
+  /** The server refused the refresh token: the session is over (the store holds a sign-out at `revision`). */
+  Rejected: { readonly error: RefreshError.TokenRejectedError; readonly revision: number }
+  /** A sign-out, here (`signOut`) or by another holder. */
+  SignedOut: { readonly revision: number; readonly elsewhere: boolean }
+  /** The background save of the session of `generation` succeeded, as `revision`. */
+  Saved: { readonly generation: number; readonly revision: number }
 }>
 
 export const Event = Data.taggedEnum<Event>()
 
 /**
- * When to refresh a session, in epoch ms. `received` is when this manager got
- * it from a refresh (or adopted it), with a `jitter` in [0, 1); `undefined`
- * for a session signed in or loaded at start, whose lifetime is unknown.
+ * When to refresh a session, in epoch ms.
  *
- * - The margin is at most half the lifetime: a token that arrives already
- *   inside the configured margin is not refreshed again at once (a loop).
- * - The jitter moves the refresh later by up to half the margin.
- * - Successful refreshes are `minInterval` apart, except that a refresh
- *   starts at least {@link minLead} (or the margin, if smaller) before expiry.
+ * - A session of unknown lifetime (signed in, loaded): at `expiresAt -
+ *   margin`, moved later by the jitter (up to half the margin).
+ * - A session received from a refresh or taken over: the margin is at most
+ *   half its lifetime, so a token that arrives already inside the configured
+ *   margin is not refreshed again at once (a loop); successful refreshes are
+ *   `minInterval` apart, except that a refresh starts at least
+ *   {@link minLead} (or the margin, if smaller) before expiry.
  * - Never after `expiresAt`: an expired token is never fresh.
  */
-export const refreshAtFor = (
-  expiresAt: number,
-  received: { readonly at: number; readonly jitter: number } | undefined,
-  config: Config
-): number => {
-  if (received === undefined) return expiresAt - config.margin
-  const lifetime = Math.max(0, expiresAt - received.at)
+export const refreshAtFor = (expiresAt: number, arrival: Arrival, config: Config): number => {
+  if (arrival.at === undefined) return expiresAt - config.margin + arrival.jitter * config.margin / 2
+  const lifetime = Math.max(0, expiresAt - arrival.at)
   const margin = Math.min(config.margin, lifetime * maxMarginShare)
-  const planned = expiresAt - margin + received.jitter * margin / 2
-  const spaced = Math.max(planned, received.at + config.minInterval)
+  const planned = expiresAt - margin + arrival.jitter * margin / 2
+  const spaced = Math.max(planned, arrival.at + config.minInterval)
   return Math.min(spaced, expiresAt - Math.min(margin, minLead))
 }
 
-const install = (
-  session: Session.Session | undefined,
-  received: { readonly at: number; readonly jitter: number } | undefined,
-  config: Config
-) => {
+const install = (session: Session.Session | undefined, arrival: Arrival, config: Config) => {
   const expiresAt = session ? DateTime.toEpochMillis(session.expiresAt) : 0
-  return { session, expiresAt, refreshAt: session ? refreshAtFor(expiresAt, received, config) : -Infinity }
+  return {
+    session,
+    expiresAt,
+    refreshAt: session ? refreshAtFor(expiresAt, arrival, config) : -Infinity,
+    revision: arrival.revision
+  }
 }
 
-/** The state of a manager that starts from `session` (the stored one, if any). */
-export const initial = (session: Session.Session | undefined, config: Config): State => ({
-  ...install(session, undefined, config),
+/**
+ * The state of a manager that starts from what the store holds: `session` at
+ * `revision` (none, for an empty store or a sign-out).
+ */
+export const initial = (
+  session: Session.Session | undefined,
+  config: Config,
+  arrival: Arrival = { at: undefined, jitter: 0, revision: 0 }
+): State => ({
+  ...install(session, arrival, config),
   generation: 0,
   cooldownUntil: 0,
   failures: 0,
@@ -146,15 +176,14 @@ export const initial = (session: Session.Session | undefined, config: Config): S
 
 // A new session starts clean: a refresh still in flight belongs to the old
 // one, and its result is discarded when it commits (the generation differs).
-const replace = (
-  state: State,
-  session: Session.Session | undefined,
-  config: Config,
-  received?: { readonly at: number; readonly jitter: number }
-): State => ({
-  ...initial(undefined, config),
-  ...install(session, received, config),
+const replace = (state: State, session: Session.Session | undefined, arrival: Arrival, config: Config): State => ({
+  ...initial(session, config, arrival),
   generation: state.generation + 1
+})
+
+const ended = (state: State, revision: number, reason: SignOutReason, config: Config): State => ({
+  ...replace(state, undefined, { at: undefined, jitter: 0, revision }, config),
+  signedOut: reason
 })
 
 /** The pause after the `failures`th failure in a row: `cooldown` doubling, at most `maxCooldown`. */
@@ -174,11 +203,10 @@ export const pauseAfter = (error: Failure, failures: number, config: Config): nu
 export const transition = (state: State, event: Event, now: number, config: Config): State => {
   switch (event._tag) {
     case "SignedIn":
-      return replace(state, event.session, config)
     case "Adopted":
-      return replace(state, event.session, config, { at: now, jitter: event.jitter })
+      return replace(state, event.session, event.arrival, config)
     case "Refreshed":
-      return { ...replace(state, event.session, config, { at: now, jitter: event.jitter }), unsaved: !event.saved }
+      return { ...replace(state, event.session, event.arrival, config), unsaved: !event.saved }
     case "Failed": {
       const failures = state.failures + 1
       const cooling = {
@@ -192,18 +220,23 @@ export const transition = (state: State, event: Event, now: number, config: Conf
       // (after the cooldown: a server that keeps doing this is not hammered).
       const rotated = event.rotated.session
       return {
-        ...replace(state, rotated, config),
+        ...replace(state, rotated, event.rotated.arrival, config),
         refreshAt: Math.min(now, DateTime.toEpochMillis(rotated.expiresAt)),
         unsaved: !event.rotated.saved,
         ...cooling
       }
     }
     case "Rejected":
-      return { ...replace(state, undefined, config), signedOut: SignOutReason.TokenRejected({ error: event.error }) }
+      return ended(state, event.revision, SignOutReason.TokenRejected({ error: event.error }), config)
     case "SignedOut":
-      return { ...replace(state, undefined, config), signedOut: SignOutReason.UserSignedOut() }
+      return ended(
+        state,
+        event.revision,
+        event.elsewhere ? SignOutReason.SignedOutElsewhere() : SignOutReason.UserSignedOut(),
+        config
+      )
     case "Saved":
-      return state.generation === event.generation ? { ...state, unsaved: false } : state
+      return state.generation === event.generation ? { ...state, unsaved: false, revision: event.revision } : state
   }
 }
 
@@ -231,12 +264,18 @@ export const proactiveAt = (state: State, config: Config): number | undefined =>
   config.autoRefresh && state.session !== undefined ? Math.max(state.cooldownUntil, state.refreshAt) : undefined
 
 /** Why reads fail when there is no session. */
-export const noSessionMessage = (state: State): string =>
-  state.signedOut?._tag === "TokenRejected"
-    ? `no session: the refresh token was rejected (${state.signedOut.error.message})`
-    : state.signedOut?._tag === "UserSignedOut"
-    ? "no session: signed out"
-    : "no session: sign in first"
+export const noSessionMessage = (state: State): string => {
+  switch (state.signedOut?._tag) {
+    case "TokenRejected":
+      return `no session: the refresh token was rejected (${state.signedOut.error.message})`
+    case "UserSignedOut":
+      return "no session: signed out"
+    case "SignedOutElsewhere":
+      return "no session: signed out by another holder of the session store"
+    case undefined:
+      return "no session: sign in first"
+  }
+}
 
 /**
  * Whether a newer stored session can be taken as it is: it has more than the
@@ -252,3 +291,65 @@ export const isAdoptable = (session: Session.Session, now: number, config: Confi
  */
 export const isNewer = (stored: Session.Session, held: Session.Session): boolean =>
   DateTime.greaterThan(stored.expiresAt, held.expiresAt)
+
+/** What to do under the store's lock, once the record has been read. */
+export type Plan = Data.TaggedEnum<{
+  /** Another holder signed out: follow it, no request. */
+  FollowSignOut: { readonly revision: number }
+  /** Another holder refreshed (or signed in) and its session is fresh: take it, no request. */
+  Adopt: { readonly session: Session.Session; readonly revision: number }
+  /** POST `base`'s refresh token, then write the new session over revision `expected`. */
+  Refresh: { readonly base: Session.Session; readonly expected: number }
+}>
+
+export const Plan = Data.taggedEnum<Plan>()
+
+/**
+ * Decides a refresh of `held` (the session of `state`) from the record read
+ * under the lock. The store's revision says who wrote last:
+ *
+ * - a later revision: another holder wrote; follow its sign-out, take its
+ *   session if it is fresh, else refresh its token (ours is spent);
+ * - the same revision: nobody did; refresh ours (and, for a plain store whose
+ *   revision is kept in memory, take a stored session that expires later: it
+ *   was written from outside this process);
+ * - an earlier revision: the store lost its record (a restart without
+ *   persistence): refresh ours and write it back.
+ */
+export const plan = (
+  state: State,
+  held: Session.Session,
+  stored: { readonly revision: number; readonly session: Option.Option<Session.Session> },
+  now: number,
+  config: Config
+): Plan => {
+  const take = (session: Session.Session) =>
+    isAdoptable(session, now, config)
+      ? Plan.Adopt({ session, revision: stored.revision })
+      : Plan.Refresh({ base: session, expected: stored.revision })
+  if (stored.revision > state.revision) {
+    return Option.match(stored.session, {
+      onNone: () => Plan.FollowSignOut({ revision: stored.revision }),
+      onSome: take
+    })
+  }
+  if (stored.revision === state.revision && !state.unsaved && Option.isSome(stored.session)) {
+    if (isNewer(stored.session.value, held)) return take(stored.session.value)
+  }
+  return Plan.Refresh({ base: held, expected: stored.revision })
+}
+
+/**
+ * What a record from the change feed does to the state: a later revision
+ * than ours is another holder's write (a sign-out, or a session to take); an
+ * earlier or equal one is old news or our own write.
+ */
+export const onChange = (
+  state: State,
+  stored: { readonly revision: number; readonly session: Option.Option<Session.Session> }
+): "ignore" | "signOut" | "adopt" =>
+  stored.revision <= state.revision
+    ? "ignore"
+    : Option.isNone(stored.session)
+    ? (state.session === undefined ? "ignore" : "signOut")
+    : "adopt"
