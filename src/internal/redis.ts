@@ -151,8 +151,13 @@ export const close = (client: Redis): Effect.Effect<void> =>
     Effect.zipRight(Effect.sync(() => client.disconnect()))
   )
 
-const errorMessage = (cause: unknown): string =>
-  RefreshError.capMessage(cause instanceof Error ? cause.message : String(cause))
+const errorMessage = (cause: unknown): string => {
+  const message = cause instanceof Error ? cause.message : String(cause)
+  // ioredis's words for "sent while disconnected" name an option, not the problem.
+  return RefreshError.capMessage(
+    message.startsWith("Stream isn't writeable") ? "not connected (the connection is down)" : message
+  )
+}
 
 // ---------------------------------------------------------------------------
 // Records
