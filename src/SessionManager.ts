@@ -6,19 +6,19 @@
  *
  * @since 0.1.0
  */
-import type { Redacted, Scope, Stream } from "effect"
+import type { Scope, Stream } from "effect"
 import {
   Context,
   Data,
   Duration,
   Effect,
   Either,
-  FiberHandle,
   Layer,
   MutableRef,
   Option,
   PubSub,
   Random,
+  Redacted,
   Schema
 } from "effect"
 import * as Stream_ from "effect/Stream"
@@ -111,8 +111,24 @@ export interface Service {
    * failed refresh it fails at once with that failure instead of calling the server.
    */
   readonly refresh: Effect.Effect<Session.Session, SessionError>
-  /** Saves the session, then uses it. If the save fails, nothing changes. */
+  /**
+   * Saves the session, then uses it. If the save fails, nothing changes.
+   * Signing in with the session already held changes nothing.
+   */
   readonly signIn: (session: Session.Session) => Effect.Effect<void, SessionStore.StoreError>
+  /**
+   * Refreshes `refreshToken` (one from a sign-in flow, or the environment),
+   * saves the new session and signs in with it: the start of every session
+   * that is not loaded from the store. The token is spent once the server
+   * answers, so the new session is kept even if its save fails (then retried
+   * in the background, as after any refresh). A rejected token fails with
+   * `TokenRejectedError` and changes nothing. Runs under the store's lock: if
+   * another holder of the store signed in meanwhile, its session is taken and
+   * the token is not sent.
+   */
+  readonly signInWithRefreshToken: (
+    refreshToken: Redacted.Redacted<string> | string
+  ) => Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError>
   /** Forgets the session in memory, then clears the store; fails if the store could not be cleared. */
   readonly signOut: Effect.Effect<void, SessionStore.StoreError>
   /**
@@ -227,21 +243,23 @@ export const make = (
       jitter,
       revision: stored.revision
     })
+    const clock = yield* Effect.clock
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
     const rt: Runtime.Runtime = {
       config,
       bounds,
       spread: store.shared,
       client: yield* RefreshClient.RefreshClient,
       store,
-      clock: yield* Effect.clock,
+      clock,
       scope: yield* Effect.scope,
       state: MutableRef.make(initial),
       hot: MutableRef.make(Runtime.makeHot(initial)),
       inflight: MutableRef.make(undefined),
-      events: yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown),
+      publish: (event) => PubSub.publish(events, event),
       mutex: yield* Effect.makeSemaphore(1),
-      proactive: yield* FiberHandle.make<void, never>(),
-      saving: yield* FiberHandle.make<void, never>()
+      timer: yield* Runtime.fiberTimer(clock),
+      saving: MutableRef.make(undefined)
     }
     yield* Runtime.reschedule(rt)
     yield* Effect.forkScoped(Runtime.followChanges(rt))
@@ -265,8 +283,10 @@ export const make = (
       current: Effect.sync(() => Option.fromNullable(MutableRef.get(rt.state).session)),
       refresh: Runtime.refresh(rt),
       signIn: (next) => Runtime.signIn(rt, next),
+      signInWithRefreshToken: (token) =>
+        Runtime.signInWithRefreshToken(rt, Redacted.isRedacted(token) ? token : Redacted.make(token)),
       signOut: Runtime.signOut(rt),
-      events: Runtime.events(rt)
+      events: Runtime.events(rt, events)
     })
   })
 
@@ -339,6 +359,30 @@ export const refresh: Effect.Effect<Session.Session, SessionError, SessionManage
 export const signIn = (
   session: Session.Session
 ): Effect.Effect<void, SessionStore.StoreError, SessionManager> => use((_) => _.signIn(session))
+
+/**
+ * Signs in from a refresh token: see {@link Service.signInWithRefreshToken}.
+ *
+ * @example
+ * ```ts
+ * import { Config, Effect, Option } from "effect"
+ * import { SessionManager } from "moon-refresh"
+ *
+ * // The most common start: use the stored session, else the token in the environment.
+ * const start = Effect.gen(function*() {
+ *   if (Option.isNone(yield* SessionManager.current)) {
+ *     yield* SessionManager.signInWithRefreshToken(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+ *   }
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const signInWithRefreshToken = (
+  refreshToken: Redacted.Redacted<string> | string
+): Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError, SessionManager> =>
+  use((_) => _.signInWithRefreshToken(refreshToken))
 
 /**
  * @since 0.1.0

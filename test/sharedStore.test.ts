@@ -144,3 +144,51 @@ describe("managers sharing one store", () => {
       expect(Option.isSome((yield* memory.read).session)).toBe(true)
     }))
 })
+
+describe("signInWithRefreshToken", () => {
+  it.scoped("refreshes the given token, saves the new session, signs in and emits SignedIn", () =>
+    Effect.gen(function*() {
+      const { manager, mock, store } = yield* world()
+      const a = yield* manager()
+      yield* a.manager.signOut
+      const outside = yield* mock.issueSession({ name: "from-login" })
+      const session = yield* a.manager.signInWithRefreshToken(outside.refreshToken)
+      expect(yield* mock.isLive(session.refreshToken)).toBe(true)
+      expect(yield* mock.isLive(outside.refreshToken)).toBe(false)
+      expect(yield* tokenOf(a.manager)).toBe(Redacted.value(session.accessToken))
+      const stored = yield* store.read
+      expect(Option.map(stored.session, (s) => Redacted.value(s.refreshToken))).toStrictEqual(
+        Option.some(Redacted.value(session.refreshToken))
+      )
+      expect(a.events.map((event) => event._tag)).toStrictEqual(["SignedOut", "SignedIn"])
+    }))
+
+  it.scoped("a rejected token fails with TokenRejectedError and changes nothing", () =>
+    Effect.gen(function*() {
+      const { manager, seeded } = yield* world()
+      const a = yield* manager()
+      const error = yield* Effect.flip(a.manager.signInWithRefreshToken("never-issued"))
+      expect(error._tag).toBe("TokenRejectedError")
+      expect(yield* tokenOf(a.manager)).toBe(Redacted.value(seeded.accessToken))
+      expect(a.events).toStrictEqual([])
+    }))
+
+  it.scoped("when another holder signed in meanwhile, its session is taken and the token is not sent", () =>
+    Effect.gen(function*() {
+      const { manager, mock } = yield* world()
+      const a = yield* manager()
+      const b = yield* manager()
+      yield* a.manager.signOut
+      yield* settle
+      const login = yield* mock.issueSession({ name: "login" })
+      // Both start from the same token (say, from the environment), at once: one POSTs, the other takes its session.
+      const [fromA, fromB] = yield* Effect.all([
+        a.manager.signInWithRefreshToken(login.refreshToken),
+        b.manager.signInWithRefreshToken(login.refreshToken)
+      ], { concurrency: "unbounded" })
+      expect((yield* mock.stats).calls).toBe(1)
+      expect(Redacted.value(fromA.accessToken)).toBe(Redacted.value(fromB.accessToken))
+      expect(yield* tokenOf(a.manager)).toBe(yield* tokenOf(b.manager))
+      expect((yield* mock.stats).reuseRejections).toBe(0)
+    }))
+})

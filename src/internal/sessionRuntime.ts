@@ -29,6 +29,7 @@ import {
   Stream
 } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
+import type * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import * as SessionManager from "../SessionManager.js"
 import * as SessionStore from "../SessionStore.js"
@@ -67,12 +68,32 @@ export interface Runtime {
   readonly state: MutableRef.MutableRef<State.State>
   readonly hot: MutableRef.MutableRef<Hot>
   readonly inflight: MutableRef.MutableRef<Deferred.Deferred<Session.Session, SessionManager.SessionError> | undefined>
-  readonly events: PubSub.PubSub<SessionManager.SessionEvent>
+  /** Where events go: the manager's own PubSub, or a pool's feed of every key. */
+  readonly publish: (event: SessionManager.SessionEvent) => Effect.Effect<unknown>
   /** Serialises every change of session (commit, sign-in, sign-out, background save) and every publish. */
   readonly mutex: Effect.Semaphore
-  readonly proactive: FiberHandle.FiberHandle<void, never>
-  readonly saving: FiberHandle.FiberHandle<void, never>
+  /** The proactive refresh: one fiber per manager, or a pool's one timer for every key. */
+  readonly timer: Timer
+  /** The background save, if one is retrying; it runs in `scope`. */
+  readonly saving: MutableRef.MutableRef<Fiber.RuntimeFiber<void> | undefined>
 }
+
+/** Runs an effect at a time, replacing the one armed before. */
+export interface Timer {
+  readonly arm: (at: number, run: Effect.Effect<void>) => Effect.Effect<void>
+  readonly clear: Effect.Effect<void>
+}
+
+/** A timer of its own: one fiber, in a `FiberHandle` of the manager's scope. */
+export const fiberTimer = (clock: Clock.Clock): Effect.Effect<Timer, never, Scope.Scope> =>
+  Effect.map(FiberHandle.make<void, never>(), (handle) => ({
+    arm: (at, run) =>
+      Effect.flatMap(
+        clock.currentTimeMillis,
+        (now) => FiberHandle.run(handle, Effect.zipRight(Effect.sleep(Duration.millis(Math.max(0, at - now))), run))
+      ),
+    clear: FiberHandle.clear(handle)
+  }))
 
 /** The hot-path cache for a state. */
 export const makeHot = (state: State.State): Hot => ({
@@ -99,7 +120,7 @@ const apply = (rt: Runtime, event: State.Event): Effect.Effect<State.State> =>
 
 const noSession = (state: State.State) => new SessionManager.NoSessionError({ message: State.noSessionMessage(state) })
 
-const publish = (rt: Runtime, event: SessionManager.SessionEvent) => PubSub.publish(rt.events, event)
+const publish = (rt: Runtime, event: SessionManager.SessionEvent) => rt.publish(event)
 
 // In [0, 1) when refreshes are spread across processes, else 0.
 const jitter = (rt: Runtime): Effect.Effect<number> => rt.spread ? Random.next : Effect.succeed(0)
@@ -186,12 +207,16 @@ const withLockBounded = <A, E>(
 export const reschedule = (rt: Runtime): Effect.Effect<void> =>
   Effect.suspend(() => {
     const at = State.proactiveAt(MutableRef.get(rt.state), rt.config)
-    if (at === undefined) return FiberHandle.clear(rt.proactive)
-    return Effect.flatMap(rt.clock.currentTimeMillis, (now) =>
-      FiberHandle.run(
-        rt.proactive,
-        Effect.sleep(Duration.millis(Math.max(0, at - now))).pipe(Effect.zipRight(Effect.ignore(startOrJoin(rt))))
-      ))
+    return at === undefined ? rt.timer.clear : rt.timer.arm(at, Effect.ignore(startOrJoin(rt)))
+  })
+
+/** Stops the background save, if one is retrying. */
+export const stopSaving = (rt: Runtime): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const fiber = MutableRef.get(rt.saving)
+    if (fiber === undefined) return Effect.void
+    MutableRef.set(rt.saving, undefined)
+    return Fiber.interruptFork(fiber)
   })
 
 const arrival = (rt: Runtime, at: number | undefined, revision: number): Effect.Effect<State.Arrival> =>
@@ -278,7 +303,11 @@ const saveInBackground = (rt: Runtime, session: Session.Session, generation: num
       if (written !== undefined) yield* apply(rt, State.Event.Saved({ generation, revision: written.revision }))
     })
   )
-  return FiberHandle.run(rt.saving, attempt.pipe(Effect.retry(saveRetrySchedule), Effect.ignore))
+  return Effect.flatMap(stopSaving(rt), () =>
+    Effect.flatMap(
+      Effect.forkIn(attempt.pipe(Effect.retry(saveRetrySchedule), Effect.ignore), rt.scope),
+      (fiber) => Effect.sync(() => MutableRef.set(rt.saving, fiber))
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -290,7 +319,7 @@ type Outcome = State.Plan
 
 const commitSession = (rt: Runtime, session: Session.Session, expected: number) =>
   Effect.gen(function*() {
-    yield* FiberHandle.clear(rt.saving)
+    yield* stopSaving(rt)
     // Saved before anyone can read it: the old refresh token is spent.
     const written = yield* writeFenced(rt, Option.some(session), expected)
     // Another holder wrote first (its lease had passed ours, or it signed in
@@ -313,7 +342,7 @@ const commitRejected = (
   expected: number
 ) =>
   Effect.gen(function*() {
-    yield* FiberHandle.clear(rt.saving)
+    yield* stopSaving(rt)
     const written = yield* writeFenced(rt, Option.none(), expected)
     // Another holder wrote since we read: its session is newer than the token
     // the server refused (or it signed out already).
@@ -346,7 +375,7 @@ const commitFailed = (rt: Runtime, error: State.Failure, base: Session.Session, 
     if (written?._tag === "Lost" && Option.isSome(written.stored)) {
       return yield* Effect.ignore(takeStored(rt, written.stored.value))
     }
-    if (written !== undefined) yield* FiberHandle.clear(rt.saving)
+    if (written !== undefined) yield* stopSaving(rt)
     const rotated = session === undefined || written === undefined ? undefined : {
       session,
       saved: written._tag === "Written",
@@ -527,7 +556,7 @@ export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<voi
       // flight here would POST the same refresh token twice.
       if (held !== undefined && sameTokens(held, session)) return
       const written = yield* overwrite(rt, Option.some(session))
-      yield* FiberHandle.clear(rt.saving)
+      yield* stopSaving(rt)
       yield* detachInflight(rt)
       yield* apply(rt, State.Event.SignedIn({ session, arrival: yield* arrival(rt, undefined, written.revision) }))
       yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
@@ -535,10 +564,59 @@ export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<voi
     })
   )
 
+/**
+ * Refreshes a refresh token from outside (a sign-in flow, the environment)
+ * and signs in with the result, under the store's lock: if another holder
+ * signed in meanwhile, its session is taken instead of spending the token,
+ * which it may have spent already.
+ */
+export const signInWithRefreshToken = (
+  rt: Runtime,
+  token: Redacted.Redacted<string>
+): Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError> =>
+  Effect.flatMap(read(rt), (before) =>
+    withLockBounded(
+      rt,
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const stored = yield* restore(read(rt))
+          // Written while this call waited for the lock: another holder signed in (with this very token, as two
+          // processes starting from one in the environment would). Take its session; ours would be a reuse.
+          if (stored.revision > before.revision && Option.isSome(stored.session)) {
+            return yield* rt.mutex.withPermits(1)(Effect.orDie(takeStored(rt, stored)))
+          }
+          const session = yield* restore(rt.client.refresh(token))
+          // The token is spent once the server answered: the new session is kept, whatever happens next.
+          return yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+            yield* stopSaving(rt)
+            yield* detachInflight(rt)
+            const written = yield* writeFenced(rt, Option.some(session), stored.revision)
+            if (written._tag === "Lost" && Option.isSome(written.stored)) {
+              return yield* Effect.orDie(takeStored(rt, written.stored.value))
+            }
+            const revision = written._tag === "Written" ? written.stored.revision : stored.revision
+            const next = yield* apply(
+              rt,
+              State.Event.Refreshed({
+                session,
+                saved: written._tag === "Written",
+                arrival: yield* receivedNow(rt, revision)
+              })
+            )
+            yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
+            if (written._tag === "Failed") yield* reportSaveFailed(rt, written.error)
+            if (written._tag !== "Written") yield* saveInBackground(rt, session, next.generation)
+            yield* reschedule(rt)
+            return session
+          }))
+        })
+      )
+    )).pipe(Effect.withSpan("moon-refresh/SessionManager.signInWithRefreshToken", { captureStackTrace: false }))
+
 export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreError> =>
   rt.mutex.withPermits(1)(
     Effect.gen(function*() {
-      yield* FiberHandle.clear(rt.saving)
+      yield* stopSaving(rt)
       yield* detachInflight(rt)
       // Forgotten in memory first: a store that cannot be written does not keep the user signed in here.
       const next = yield* apply(
@@ -563,7 +641,7 @@ export const followChanges = (rt: Runtime): Effect.Effect<void> =>
         const state = MutableRef.get(rt.state)
         const change = State.onChange(state, stored)
         if (change === "ignore") return
-        yield* FiberHandle.clear(rt.saving)
+        yield* stopSaving(rt)
         yield* Effect.ignore(takeStored(rt, stored))
         yield* reschedule(rt)
       })
@@ -575,10 +653,13 @@ export const followChanges = (rt: Runtime): Effect.Effect<void> =>
  * under the mutex that every change and publish takes, so nothing falls
  * between the two.
  */
-export const events = (rt: Runtime): Stream.Stream<SessionManager.SessionEvent> =>
+export const events = (
+  rt: Runtime,
+  pubsub: PubSub.PubSub<SessionManager.SessionEvent>
+): Stream.Stream<SessionManager.SessionEvent> =>
   Stream.unwrapScoped(
     rt.mutex.withPermits(1)(
-      Effect.map(PubSub.subscribe(rt.events), (subscription) =>
+      Effect.map(PubSub.subscribe(pubsub), (subscription) =>
         Stream.concat(
           Stream.succeed(
             SessionManager.SessionEvent.Initial({ session: Option.fromNullable(MutableRef.get(rt.state).session) })
