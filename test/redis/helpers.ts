@@ -7,6 +7,7 @@ import type { Scope } from "effect"
 import { Effect, Option, Redacted } from "effect"
 import type { SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
+import { type RedisServer, startRedisServer } from "../support/RedisServer.js"
 
 export { session } from "../support/StoreContract.js"
 
@@ -31,3 +32,9 @@ export const rawClient = (url: string) => RedisSessionStore.makeClient(url, { en
 /** The refresh token of a record, or "none" for a sign-out. */
 export const tokenOf = (stored: SessionStore.Stored): string =>
   Option.match(stored.session, { onNone: () => "none", onSome: (s) => Redacted.value(s.refreshToken) })
+
+/** A redis-server of the test's own (to kill, freeze or restart), stopped with the scope. */
+export const ownRedisServer: Effect.Effect<RedisServer, never, Scope.Scope> = Effect.acquireRelease(
+  Effect.promise(() => startRedisServer()),
+  (server) => Effect.promise(() => server.stop())
+)

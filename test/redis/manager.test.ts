@@ -10,16 +10,12 @@ import { Clock, Context, Effect, Layer, Option, Redacted, Schema, Stream } from 
 import { RefreshClient, Session, SessionManager, SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 import { MockMoonServer } from "moon-refresh/testing"
-import { startRedisServer } from "../support/RedisServer.js"
-import { freshKey, rawClient } from "./helpers.js"
+import { freshKey, ownRedisServer, rawClient } from "./helpers.js"
 
 describe("SessionManager on RedisSessionStore: Redis down", () => {
   it.scopedLive("the session is served from memory, a refresh fails with the cooldown, nothing is lost when Redis returns", () =>
     Effect.gen(function*() {
-      const redis = yield* Effect.acquireRelease(
-        Effect.promise(() => startRedisServer()),
-        (redis) => Effect.promise(() => redis.stop())
-      )
+      const redis = yield* ownRedisServer
       const server = yield* MockMoonServer.make({ reuseWindow: 0, accessTokenLifetime: 3600 })
       const key = freshKey("manager")
       const client = yield* RedisSessionStore.makeClient(redis.url)

@@ -4,17 +4,10 @@
  * Each test starts its own redis-server, so it can kill and restart it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import type { Scope } from "effect"
 import { Clock, Deferred, Effect, Option, Schema, Stream } from "effect"
 import type { SessionStore as SessionStoreNs } from "moon-refresh"
 import { SessionStore } from "moon-refresh"
-import { type RedisServer, startRedisServer } from "../support/RedisServer.js"
-import { freshKey, openStore, rawClient, session, tokenOf } from "./helpers.js"
-
-const server: Effect.Effect<RedisServer, never, Scope.Scope> = Effect.acquireRelease(
-  Effect.promise(() => startRedisServer()),
-  (server) => Effect.promise(() => server.stop())
-)
+import { freshKey, openStore, ownRedisServer, rawClient, session, tokenOf } from "./helpers.js"
 
 /** Runs `effect` and returns how long it took, in ms, and its result. */
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -38,7 +31,7 @@ const awaitRevision = (store: SessionStoreNs.Service, revision: number) =>
 describe("RedisSessionStore: Redis down", () => {
   it.scopedLive("stopped: every operation fails with a StoreError within the timeout; back, they work", () =>
     Effect.gen(function*() {
-      const redis = yield* server
+      const redis = yield* ownRedisServer
       const store = yield* openStore(redis.url, { key: freshKey("down"), timeout: "500 millis" })
       yield* store.write(Option.some(session("1")), 0)
       yield* Effect.promise(() => redis.kill())
@@ -64,7 +57,7 @@ describe("RedisSessionStore: Redis down", () => {
 
   it.scopedLive("frozen (no answer, connections open): operations fail with a StoreError within the timeout", () =>
     Effect.gen(function*() {
-      const redis = yield* server
+      const redis = yield* ownRedisServer
       const store = yield* openStore(redis.url, { key: freshKey("frozen"), timeout: "500 millis" })
       yield* store.write(Option.some(session("1")), 0)
       redis.freeze()
@@ -86,7 +79,7 @@ describe("RedisSessionStore: Redis restarted", () => {
   // Two replicas hold revision 2; Redis restarts in one of three ways.
   const restarted = (how: "data kept" | "data lost" | "older snapshot") =>
     Effect.gen(function*() {
-      const redis = yield* server
+      const redis = yield* ownRedisServer
       const key = freshKey("restart")
       const [a, b] = [yield* openStore(redis.url, { key }), yield* openStore(redis.url, { key })]
       yield* a.write(Option.some(session("1")), 0)
@@ -121,7 +114,7 @@ describe("RedisSessionStore: Redis restarted", () => {
 
   it.scopedLive("a write published while a subscriber was disconnected reaches it by the re-read on reconnect", () =>
     Effect.gen(function*() {
-      const redis = yield* server
+      const redis = yield* ownRedisServer
       const key = freshKey("missed")
       const store = yield* openStore(redis.url, { key })
       yield* store.write(Option.some(session("1")), 0)

@@ -10,8 +10,7 @@ import type { Scope } from "effect"
 import { DateTime, Effect, Option, Schedule, Schema } from "effect"
 import { Session, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
-import { startRedisServer } from "../support/RedisServer.js"
-import { freshKey, openStore, rawClient } from "./helpers.js"
+import { freshKey, openStore, ownRedisServer, rawClient } from "./helpers.js"
 import type { Summary } from "./replica.js"
 import { type Replica, type ReplicaEnv, startReplica } from "./support/replicas.js"
 
@@ -206,10 +205,7 @@ describe("RedisSessionStore: replicas in separate processes", () => {
     "Redis restarted mid-run, without its data then with it: the replicas recover, no reuse, no sign-out",
     () =>
       Effect.gen(function*() {
-        const redis = yield* Effect.acquireRelease(
-          Effect.promise(() => startRedisServer()),
-          (redis) => Effect.promise(() => redis.stop())
-        )
+        const redis = yield* ownRedisServer
         const { env, key, server, signIn } = yield* world({ leaseMs: 5_000, readers: 5, url: redis.url })
         const replicas = yield* start(env, 3)
         yield* signIn
