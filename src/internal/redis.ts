@@ -418,13 +418,18 @@ export const makeStore = (
     subscriber.on("ready", () => run(FiberHandle.run(resync, onReady)))
     yield* Effect.addFinalizer(() => Effect.sync(() => subscriber.removeAllListeners("ready")))
 
-    return SessionStore.make({
-      read,
-      write,
-      withLock,
-      changes: Stream.fromPubSub(feed),
-      shared: true
-    })
+    // Each run of the feed starts with the record as it is once subscribed:
+    // a holder that read the record, then subscribed, misses no write made
+    // in between (a sign-in while it started, say).
+    const changes = Stream.unwrapScoped(
+      Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(feed)
+        const current = yield* Effect.option(read)
+        return Stream.concat(Stream.fromIterable(Option.toArray(current)), Stream.fromQueue(subscription))
+      })
+    )
+
+    return SessionStore.make({ read, write, withLock, changes, shared: true })
   })
 
 // Waits for the client's `ready`, triggering the connection of a lazy client.

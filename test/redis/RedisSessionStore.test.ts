@@ -5,7 +5,7 @@
  * lease.
  */
 import { describe, expect, inject, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Fiber, Option, Schema } from "effect"
+import { Clock, Deferred, Effect, Fiber, Option, Schedule, Schema, Stream } from "effect"
 import { SessionStore } from "moon-refresh"
 import { storeContract } from "../support/StoreContract.js"
 import { freshKey, openStore, rawClient, session, tokenOf } from "./helpers.js"
@@ -62,6 +62,32 @@ describe("RedisSessionStore: the record", () => {
       const other = yield* openStore(url, { key: garbage })
       expect((yield* other.read).revision).toBe(0)
       expect((yield* other.write(Option.some(session("1")), 0)).revision).toBe(1)
+    }))
+})
+
+describe("RedisSessionStore: the change feed", () => {
+  it.scopedLive("starts with the record as it is: a write made before a holder subscribed is not missed", () =>
+    Effect.gen(function*() {
+      const key = freshKey("feed-start")
+      const [a, b] = [yield* openStore(url, { key }), yield* openStore(url, { key })]
+      // Both subscribed (and so done with their first re-read) before the write.
+      const raw = yield* rawClient(url)
+      yield* Effect.promise(() => raw.pubsub("NUMSUB", `${key}:changes`)).pipe(
+        Effect.filterOrFail((reply) => reply[1] === 2),
+        Effect.retry(Schedule.spaced("20 millis")),
+        Effect.timeout("5 seconds")
+      )
+      yield* Effect.sleep("100 millis")
+      yield* a.write(Option.some(session("1")), 0)
+      // Long enough for b to have heard of the write already, before anyone listens to its feed.
+      yield* Effect.sleep("300 millis")
+      const first = yield* Stream.runHead(b.changes).pipe(
+        Effect.timeout("2 seconds"),
+        Effect.orElseSucceed(Option.none)
+      )
+      expect(Option.map(first, (stored) => [stored.revision, tokenOf(stored)])).toStrictEqual(
+        Option.some([1, "refresh-1"])
+      )
     }))
 })
 
