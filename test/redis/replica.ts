@@ -51,10 +51,11 @@ const program = Effect.gen(function*() {
   const baseUrl = env("MOON_BASE_URL")
 
   yield* Effect.forkScoped(Stream.runForEach(manager.events, (event) =>
-    Effect.zipRight(
+    Effect.all([
+      trace ? Effect.sync(() => console.log(`${Date.now()} event ${event._tag}`)) : Effect.void,
       count(events, event._tag),
       event._tag === "SignedOut" ? Ref.update(signOuts, (all) => [...all, event.reason._tag]) : Effect.void
-    )))
+    ])))
 
   console.log(JSON.stringify({ ready: process.pid }))
   yield* Stream.runHead(
@@ -108,15 +109,27 @@ const program = Effect.gen(function*() {
 
 let lockRequests = 0
 
+// With TRACE=1, a line per store operation and event (revisions only, never a token).
+const trace = process.env.TRACE === "1"
+const traced = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>, show: (a: A) => unknown = () => "") =>
+  trace
+    ? Effect.tapBoth(effect, {
+      onFailure: (error) => Effect.sync(() => console.log(`${Date.now()} ${what}: failed ${String(error)}`)),
+      onSuccess: (a) => Effect.sync(() => console.log(`${Date.now()} ${what} ${show(a)}`))
+    })
+    : effect
+
 // The store from `REDIS_URL`, with its lock requests counted.
 const StoreLive = Layer.effect(
   SessionStore.SessionStore,
   Effect.map(SessionStore.SessionStore, (store): SessionStore.Service => ({
     ...store,
+    read: traced("read", store.read, (stored) => stored.revision),
+    write: (session, expected) => traced(`write at ${expected}`, store.write(session, expected), (s) => s.revision),
     withLock: (critical) =>
       Effect.suspend(() => {
         lockRequests++
-        return store.withLock(critical)
+        return traced("lock released", store.withLock(Effect.zipRight(traced("lock taken", Effect.void), critical)))
       })
   }))
 ).pipe(

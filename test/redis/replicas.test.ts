@@ -56,23 +56,40 @@ const start = (env: ReplicaEnv, count: number): Effect.Effect<Array<Replica>, ne
 const refreshPosts = (server: MockMoonServer.Service) =>
   Effect.map(server.requests, (all) => all.filter((r) => r.method === "POST" && r.path === "/auth/refresh"))
 
-/** Waits until the server has rotated `count` times, within `within` ms; else fails with what it saw. */
+/**
+ * Waits until the server has rotated `count` times, within `within` ms; fails
+ * at once on a reuse rejection, or at the deadline, with what it saw.
+ */
 const awaitRotations = (
   server: MockMoonServer.Service,
   replicas: ReadonlyArray<Replica>,
   count: number,
   within: number
 ) =>
-  Effect.flatMap(server.stats, (stats) => stats.rotations >= count ? Effect.void : Effect.fail("not yet")).pipe(
-    Effect.retry(Schedule.spaced("250 millis")),
-    Effect.timeout(within),
-    Effect.catchTag("TimeoutException", () =>
-      Effect.flatMap(server.stats, (stats) =>
-        Effect.fail(
-          `fewer than ${count} rotations within ${within} ms: ${JSON.stringify(stats)}\n` +
-            replicas.map((replica) => `replica ${replica.pid}:\n  ${replica.logs.slice(-20).join("\n  ")}`).join("\n")
-        )))
-  )
+  Effect.gen(function*() {
+    const outcome = yield* Effect.flatMap(
+      server.stats,
+      (stats) =>
+        stats.rotations >= count
+          ? Effect.succeed("done")
+          : stats.reuseRejections > 0
+          ? Effect.succeed("reuse")
+          : Effect.fail("not yet")
+    ).pipe(
+      Effect.retry(Schedule.spaced("250 millis")),
+      Effect.timeout(within),
+      Effect.orElseSucceed(() => "timeout")
+    )
+    if (outcome === "done") return
+    const stats = yield* server.stats
+    const posts = (yield* refreshPosts(server)).map((post) => `${post.at} POST ${post.outcome}`)
+    // Every line of every replica (TRACE=1 adds the store's operations), in time order.
+    const lines = replicas.flatMap((replica) => replica.logs.map((line) => `${line} [${replica.pid}]`))
+    return yield* Effect.fail(
+      `${outcome === "reuse" ? "a reuse rejection" : `fewer than ${count} rotations within ${within} ms`}: ` +
+        `${JSON.stringify(stats)}\n${[...posts, ...lines].sort().slice(0, 400).join("\n")}`
+    )
+  })
 
 const sum = (summaries: ReadonlyArray<Summary>, pick: (summary: Summary) => number) =>
   summaries.reduce((total, summary) => total + pick(summary), 0)
