@@ -11,6 +11,11 @@ export default defineConfig({
         find: /^moon-refresh\/testing$/,
         replacement: fileURLToPath(new URL("./src/testing/index.ts", import.meta.url))
       },
+      { find: /^moon-refresh\/node$/, replacement: fileURLToPath(new URL("./src/node/index.ts", import.meta.url)) },
+      {
+        find: /^moon-refresh\/browser$/,
+        replacement: fileURLToPath(new URL("./src/browser/index.ts", import.meta.url))
+      },
       { find: /^moon-refresh\/redis$/, replacement: fileURLToPath(new URL("./src/redis/index.ts", import.meta.url)) },
       { find: /^moon-refresh\/(.*)$/, replacement: fileURLToPath(new URL("./src/$1.ts", import.meta.url)) }
     ]

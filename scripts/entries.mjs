@@ -10,10 +10,13 @@
 export const entries = {
   ".": "index",
   "./testing": "testing/index",
+  "./node": "node/index",
+  "./browser": "browser/index",
   "./redis": "redis/index",
   "./*": "*",
   "./internal/*": null,
-  "./testing/internal/*": null
+  "./testing/internal/*": null,
+  "./browser/internal/*": null
 }
 
 // ESM and CommonJS each get their own declarations: dist/cjs/package.json says

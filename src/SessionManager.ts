@@ -6,23 +6,11 @@
  *
  * @since 0.1.0
  */
-import type { Scope, Stream } from "effect"
-import {
-  Context,
-  Data,
-  Duration,
-  Effect,
-  Either,
-  Layer,
-  MutableRef,
-  Option,
-  PubSub,
-  Random,
-  Redacted,
-  Schema
-} from "effect"
+import type { Duration, Scope, Stream } from "effect"
+import { Context, Data, Effect, Layer, MutableRef, Option, PubSub, Random, Redacted, Schema } from "effect"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
+import * as SessionOptions from "./internal/sessionOptions.js"
 import * as Runtime from "./internal/sessionRuntime.js"
 import * as State from "./internal/sessionState.js"
 import * as RefreshClient from "./RefreshClient.js"
@@ -183,39 +171,15 @@ export interface Options {
  * @since 0.1.0
  * @category constants
  */
-export const defaults = {
-  margin: Duration.seconds(60),
-  autoRefresh: true,
-  cooldown: Duration.seconds(10),
-  maxCooldown: Duration.minutes(5),
-  minInterval: Duration.seconds(30),
-  storeTimeout: Duration.seconds(10),
-  lockTimeout: Duration.seconds(60)
-} as const
-
-const owner = "SessionManager"
-
-interface Resolved {
-  readonly config: State.Config
-  readonly bounds: Runtime.Bounds
-}
-
-// The one validation of the options: a refusal is a defect at layer construction.
-const resolve = (options: Options): Either.Either<Resolved, Options_.Invalid> =>
-  Either.gen(function*() {
-    const millis = (option: keyof typeof defaults & keyof Options, rule: Options_.DurationRule) =>
-      Options_.millis(owner, option, (options[option] ?? defaults[option]) as Duration.DurationInput, rule)
-    return {
-      config: {
-        margin: yield* millis("margin", "nonNegative"),
-        autoRefresh: options.autoRefresh ?? defaults.autoRefresh,
-        cooldown: yield* millis("cooldown", "nonNegative"),
-        maxCooldown: yield* millis("maxCooldown", "nonNegative"),
-        minInterval: yield* millis("minInterval", "nonNegative")
-      },
-      bounds: { store: yield* millis("storeTimeout", "positive"), lock: yield* millis("lockTimeout", "positive") }
-    }
-  })
+export const defaults: {
+  readonly margin: Duration.Duration
+  readonly autoRefresh: boolean
+  readonly cooldown: Duration.Duration
+  readonly maxCooldown: Duration.Duration
+  readonly minInterval: Duration.Duration
+  readonly storeTimeout: Duration.Duration
+  readonly lockTimeout: Duration.Duration
+} = SessionOptions.defaults
 
 /**
  * Builds the manager from the `RefreshClient` and `SessionStore` in context,
@@ -233,7 +197,7 @@ export const make = (
   RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
 > =>
   Effect.gen(function*() {
-    const { bounds, config } = yield* Options_.orDie(resolve(options))
+    const { bounds, config } = yield* Options_.orDie(SessionOptions.resolve(options))
     const store = yield* SessionStore.SessionStore
     const stored = yield* Runtime.read({ store, bounds })
     // Holders of a shared store spread their refreshes over the first half of the margin.
@@ -258,6 +222,7 @@ export const make = (
       inflight: MutableRef.make(undefined),
       publish: (event) => PubSub.publish(events, event),
       mutex: yield* Effect.makeSemaphore(1),
+      writes: yield* Effect.makeSemaphore(1),
       timer: yield* Runtime.fiberTimer(clock),
       saving: MutableRef.make(undefined)
     }

@@ -204,8 +204,11 @@ const isFenced = (implementation: Implementation | FencedImplementation): implem
  */
 export const make = (implementation: Implementation | FencedImplementation): Service => {
   const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
-  const local = Effect.runSync(PubSub.unbounded<Stored>())
-  const publish = (stored: Stored) => PubSub.publish(local, stored)
+  // Made on the first subscription: a store nobody follows (most of a pool's)
+  // carries no PubSub, and publishing to it costs nothing.
+  let local: PubSub.PubSub<Stored> | undefined
+  const publish = (stored: Stored) => local === undefined ? Effect.void : PubSub.publish(local, stored)
+  const localChanges = Stream.unwrap(Effect.sync(() => Stream.fromPubSub(local ??= Effect.runSync(PubSub.unbounded()))))
   if (!isFenced(implementation)) {
     const memory = fenceInMemory(implementation)
     return {
@@ -215,7 +218,7 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
       withLock,
       read: memory.read,
       write: (session, expected) => Effect.tap(memory.write(session, expected), publish),
-      changes: Stream.fromPubSub(local),
+      changes: localChanges,
       shared: false
     }
   }
@@ -237,9 +240,7 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
     withLock,
     read: implementation.read,
     write,
-    changes: implementation.changes === undefined
-      ? Stream.fromPubSub(local)
-      : Stream.merge(Stream.fromPubSub(local), implementation.changes),
+    changes: implementation.changes === undefined ? localChanges : Stream.merge(localChanges, implementation.changes),
     shared: implementation.shared ?? true
   }
 }
@@ -311,6 +312,54 @@ export const makeMemory = (initial?: Session.Session): Effect.Effect<Service> =>
  */
 export const layerMemory = (initial?: Session.Session): Layer.Layer<SessionStore> =>
   Layer.effect(SessionStore, makeMemory(initial))
+
+/**
+ * Stores for many sessions, one per key (an application's user id): what a
+ * `SessionPool` needs. Each key's store has its own record, lock and change
+ * feed; nothing of one key touches another's. `forKey` gives the same
+ * backing record for the same key every time.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Keyed {
+  readonly forKey: (key: string) => Effect.Effect<Service, StoreError>
+}
+
+/**
+ * @since 0.2.0
+ * @category tags
+ */
+export class KeyedSessionStore extends Context.Tag("moon-refresh/KeyedSessionStore")<KeyedSessionStore, Keyed>() {}
+
+/**
+ * One memory store per key, kept for the life of the process: a session a
+ * pool dropped for being idle comes back from here without a request.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeMemoryKeyed: Effect.Effect<Keyed> = Effect.sync(() => {
+  const stores = new Map<string, Service>()
+  return {
+    // Made in one synchronous step, so two fibers asking for a new key at once get the same store.
+    forKey: (key) =>
+      Effect.sync(() => {
+        let store = stores.get(key)
+        if (store === undefined) {
+          store = Effect.runSync(makeMemory())
+          stores.set(key, store)
+        }
+        return store
+      })
+  }
+})
+
+/**
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerMemoryKeyed: Layer.Layer<KeyedSessionStore> = Layer.effect(KeyedSessionStore, makeMemoryKeyed)
 
 /**
  * @since 0.1.0

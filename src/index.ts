@@ -52,3 +52,10 @@ export * as SessionManager from "./SessionManager.js"
  * @since 0.1.0
  */
 export * as AuthHttpClient from "./AuthHttpClient.js"
+
+/**
+ * Many sessions, one per key (a user id), for servers acting for many users.
+ *
+ * @since 0.2.0
+ */
+export * as SessionPool from "./SessionPool.js"

@@ -433,6 +433,96 @@ describe("MockMoonServer", () => {
       }))
   })
 
+  describe("CORS", () => {
+    const page = "http://127.0.0.1:5173"
+    const preflight = (server: MockMoonServer.Service, origin: string, path = "/auth/refresh") =>
+      call(`${server.url}${path}`, {
+        method: "OPTIONS",
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type, traceparent, b3"
+        }
+      })
+
+    it.scopedLive("answers a preflight from an allowed origin with the methods and headers a page's client sends", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
+        for (const path of ["/auth/refresh", "/protected"]) {
+          const answer = yield* preflight(server, page, path)
+          expect(answer.status).toBe(204)
+          expect(answer.headers.get("access-control-allow-origin")).toBe(page)
+          expect(answer.headers.get("access-control-allow-methods")).toBe("GET, POST")
+          expect(answer.headers.get("access-control-allow-headers")?.split(", ")).toEqual(
+            expect.arrayContaining(["authorization", "content-type", "traceparent", "b3"])
+          )
+        }
+        const stats = yield* server.stats
+        expect(stats.refreshRequests).toBe(0)
+        expect(stats.protectedRequests).toBe(0)
+        expect((yield* server.requests).map((request) => request.outcome)).toStrictEqual(["preflight", "preflight"])
+      }))
+
+    it.scopedLive("refuses a preflight from another origin with 403 and no CORS header", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
+        const answer = yield* preflight(server, "http://127.0.0.1:6666")
+        expect(answer.status).toBe(403)
+        expect(answer.headers.get("access-control-allow-origin")).toBeNull()
+        expect((yield* server.requests)[0]!.outcome).toBe("cross-origin-refused")
+      }))
+
+    it.scopedLive("marks answers to an allowed origin, exposes Date and Retry-After, and still checks every token", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
+        const issued = yield* server.issueSession()
+        const refreshFromPage = call(`${server.url}/auth/refresh`, {
+          method: "POST",
+          headers: { origin: page, "content-type": "application/json" },
+          body: JSON.stringify({ refresh_token: Redacted.value(issued.refreshToken) })
+        })
+        const rotated = yield* refreshFromPage
+        expect(rotated.status).toBe(200)
+        expect(rotated.headers.get("access-control-allow-origin")).toBe(page)
+        expect(rotated.headers.get("access-control-expose-headers")).toBe("date, retry-after, www-authenticate")
+        expect(rotated.headers.get("vary")).toBe("Origin")
+        // The same spent token from the allowed page: reuse, rejected and revoking as without CORS.
+        const reused = yield* refreshFromPage
+        expect(reused.status).toBe(500)
+        expect(reused.headers.get("access-control-allow-origin")).toBe(page)
+        expect((yield* server.stats).reuseRejections).toBe(1)
+        const refused = yield* call(`${server.url}/protected`, { headers: { origin: page } })
+        expect(refused.status).toBe(401)
+        expect(refused.headers.get("access-control-allow-origin")).toBe(page)
+      }))
+
+    it.scopedLive("gives another origin's requests no CORS header (the browser then hides the answer)", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
+        const answer = yield* call(`${server.url}/protected`, { headers: { origin: "http://127.0.0.1:6666" } })
+        expect(answer.status).toBe(401)
+        expect(answer.headers.get("access-control-allow-origin")).toBeNull()
+      }))
+
+    it.scopedLive("with cors: true allows any origin", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make({ cors: true })
+        const answer = yield* preflight(server, "http://localhost:3000")
+        expect(answer.status).toBe(204)
+        expect(answer.headers.get("access-control-allow-origin")).toBe("http://localhost:3000")
+      }))
+
+    it.scopedLive("without the option sends no CORS header and answers OPTIONS 404, as before", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make()
+        const answer = yield* preflight(server, page)
+        expect(answer.status).toBe(404)
+        expect(answer.headers.get("access-control-allow-origin")).toBeNull()
+        const refused = yield* call(`${server.url}/protected`, { headers: { origin: page } })
+        expect(refused.headers.get("access-control-allow-origin")).toBeNull()
+      }))
+  })
+
   describe("options", () => {
     for (
       const [option, value, message] of [
@@ -444,6 +534,11 @@ describe("MockMoonServer", () => {
           "reuseWindow",
           Duration.infinity,
           `MockMoonServer: option "reuseWindow" must be a finite, non-negative duration`
+        ],
+        [
+          "cors",
+          { origins: ["http://127.0.0.1:8080/app"] },
+          `MockMoonServer: option "cors" lists "http://127.0.0.1:8080/app", which is not an origin`
         ]
       ] as const
     ) {

@@ -190,7 +190,7 @@ describe("when to refresh (the loop guard)", () => {
     for (const lifetime of [1, 10, 999, 1_000, 1_500, 2_000, 5_000, 59_000]) {
       const at = State.refreshAtFor(1_000_000 + lifetime, received(1_000_000), config)
       expect(at).toBeGreaterThan(1_000_000)
-      expect(at).toBeLessThan(1_000_000 + lifetime)
+      expect(at).toBeLessThanOrEqual(1_000_000 + lifetime)
     }
   })
 

@@ -5,8 +5,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Layer, Option, Schema } from "effect"
 import { Session, SessionManager, SessionStore } from "moon-refresh"
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
-import * as Path from "node:path"
+import { NodeSessionStore } from "moon-refresh/node"
 
 // [memory]
 // Nothing survives the process: for tests, or a session handed in at start.
@@ -29,8 +28,8 @@ export const InLocalStorage = SessionStore.layerKeyValueStore({ key: "moon-sessi
 // [/browser]
 
 // [custom]
-// Your own store: three effects (and, for a store shared by several processes,
-// `withLock`: the manager re-reads the store inside it before refreshing).
+// Your own store for one process: three effects. `make` keeps the revision in
+// memory and adds an in-process lock and change feed.
 // `Schema.parseJson(Session.Session)` is the stored form: tokens in clear.
 const StoredSession = Schema.parseJson(Session.Session)
 
@@ -69,28 +68,65 @@ export const OnDiskByPath = SessionStore.layerKeyValueStore({ key: "moon-session
 )
 // [/file-by-path]
 
-// [file-node-fs]
-// A session file without @effect/platform-node: makeCustom over node:fs.
-// The directory is created 0700 and the file 0600; a save writes a temporary
-// file and renames it, so a crash mid-save never leaves half a session.
-export const layerFile = (dir: string) => {
-  const file = Path.join(dir, "session.json")
-  return Layer.succeed(
-    SessionStore.SessionStore,
-    makeCustom({
-      get: () => readFile(file, "utf8").catch((error) => (error.code === "ENOENT" ? null : Promise.reject(error))),
-      set: async (value) => {
-        await mkdir(dir, { recursive: true, mode: 0o700 })
-        await writeFile(`${file}.tmp`, value, { mode: 0o600 })
-        await rename(`${file}.tmp`, file)
-      },
-      del: () => rm(file, { force: true })
-    })
-  )
-}
+// [node-file]
+// One file that every process of the program shares (moon-refresh/node):
+// atomic fenced writes, a lock that survives a crash, a change feed, and a
+// directory (0700) and file (0600) only the user can read.
+export const SharedFile = NodeSessionStore.layerFile({ path: ".moon/session.json" })
 
-export const OnDiskNodeFs = layerFile(".moon")
-// [/file-node-fs]
+// The same, with a shorter lease: a process killed while it holds the lock
+// blocks the others' refreshes for at most 5 seconds.
+export const SharedFileShortLease = NodeSessionStore.layerFile({
+  path: ".moon/session.json",
+  lease: "5 seconds",
+  pollInterval: "1 second"
+})
+// [/node-file]
+
+// [fenced]
+// A store several processes share, on a backend with a compare-and-set (a SQL
+// row with a revision column, an etcd key, a Redis WATCH/MULTI): the record is
+// `SessionStore.StoredJson`, and a write names the revision it replaces.
+export const makeFenced = (backend: {
+  // The stored JSON, or null when nothing was ever written.
+  readonly get: () => Promise<string | null>
+  // Stores `json` if the stored revision is still `expected`; false if it moved on.
+  readonly compareAndSet: (expected: number, json: string) => Promise<boolean>
+}): SessionStore.Service => {
+  const unavailable = (operation: "load" | "save") => () =>
+    new SessionStore.StoreError({ operation, message: `backend unavailable during ${operation}` })
+  const read = Effect.tryPromise({ try: backend.get, catch: unavailable("load") }).pipe(
+    Effect.map((json) =>
+      json === null
+        ? SessionStore.empty
+        // A record that does not decode reads as a sign-out at revision 0, never a crash.
+        : Option.getOrElse(Schema.decodeUnknownOption(SessionStore.StoredJson)(json), () => SessionStore.empty)
+    )
+  )
+  return SessionStore.make({
+    read,
+    write: (session, expected) => {
+      const next: SessionStore.Stored = { revision: expected + 1, session }
+      return Effect.tryPromise({
+        try: () => backend.compareAndSet(expected, Schema.encodeSync(SessionStore.StoredJson)(next)),
+        catch: unavailable("save")
+      }).pipe(
+        Effect.flatMap((stored) =>
+          stored
+            ? Effect.succeed(next)
+            // Someone wrote in between: say at which revision the record is now.
+            : Effect.flatMap(read, (current) => Effect.fail(SessionStore.conflict(expected, current.revision)))
+        )
+      )
+    }
+    // No `withLock` here: `make` gives an in-process one. Two processes may
+    // then POST the same refresh token (a reuse, which the server punishes);
+    // fencing only stops the second from overwriting the first's session. A
+    // lock that reaches every process, and a `changes` feed, are what give one
+    // refresh per expiry.
+  })
+}
+// [/fenced]
 
 // [signin]
 // Start from a Moon login response (same body shapes as a refresh), then let

@@ -16,6 +16,7 @@ import {
   Deferred,
   Duration,
   Effect,
+  Either,
   Exit,
   Fiber,
   FiberHandle,
@@ -70,8 +71,19 @@ export interface Runtime {
   readonly inflight: MutableRef.MutableRef<Deferred.Deferred<Session.Session, SessionManager.SessionError> | undefined>
   /** Where events go: the manager's own PubSub, or a pool's feed of every key. */
   readonly publish: (event: SessionManager.SessionEvent) => Effect.Effect<unknown>
-  /** Serialises every change of session (commit, sign-in, sign-out, background save) and every publish. */
+  /**
+   * Serialises every change of the state and every publish. Never held while
+   * waiting for the store's lock: a refresh takes the lock, then this (to
+   * commit), so the other way round would deadlock with a store whose writes
+   * take its lock.
+   */
   readonly mutex: Effect.Semaphore
+  /**
+   * Serialises this holder's own writes from outside a refresh (sign-in,
+   * sign-out, the background save), so the store and memory see them in the
+   * same order. Taken before the store's lock, never after the mutex.
+   */
+  readonly writes: Effect.Semaphore
   /** The proactive refresh: one fiber per manager, or a pool's one timer for every key. */
   readonly timer: Timer
   /** The background save, if one is retrying; it runs in `scope`. */
@@ -290,17 +302,26 @@ const saveRetrySchedule = Schedule.exponential(Duration.seconds(1)).pipe(
 // does not lose the rotated token. If another holder wrote in the meantime,
 // what it wrote is taken instead.
 const saveInBackground = (rt: Runtime, session: Session.Session, generation: number) => {
-  const attempt = rt.mutex.withPermits(1)(
+  const current = () => {
+    const state = MutableRef.get(rt.state)
+    return state.generation === generation ? state : undefined
+  }
+  const attempt = rt.writes.withPermits(1)(
     Effect.gen(function*() {
-      const state = MutableRef.get(rt.state)
-      if (state.generation !== generation) return
-      const written = yield* write(rt, Option.some(session), state.revision).pipe(
-        Effect.catchTag(
-          "StoreConflictError",
-          () => Effect.flatMap(read(rt), (stored) => Effect.as(Effect.ignore(takeStored(rt, stored)), undefined))
-        )
-      )
-      if (written !== undefined) yield* apply(rt, State.Event.Saved({ generation, revision: written.revision }))
+      const state = current()
+      if (state === undefined) return
+      const written = yield* Effect.either(write(rt, Option.some(session), state.revision))
+      yield* rt.mutex.withPermits(1)(Effect.suspend(() => {
+        if (current() === undefined) return Effect.void
+        if (Either.isRight(written)) {
+          return apply(rt, State.Event.Saved({ generation, revision: written.right.revision }))
+        }
+        // Another holder wrote since: what it wrote is taken instead.
+        if (written.left._tag === "StoreConflictError") {
+          return Effect.flatMap(read(rt), (stored) => Effect.ignore(takeStored(rt, stored)))
+        }
+        return Effect.fail(written.left)
+      }))
     })
   )
   return Effect.flatMap(stopSaving(rt), () =>
@@ -549,18 +570,22 @@ const sameTokens = (a: Session.Session, b: Session.Session): boolean =>
 const detachInflight = (rt: Runtime) => Effect.sync(() => MutableRef.set(rt.inflight, undefined))
 
 export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<void, SessionStore.StoreError> =>
-  rt.mutex.withPermits(1)(
+  rt.writes.withPermits(1)(
     Effect.gen(function*() {
       const held = MutableRef.get(rt.state).session
       // The session already held: nothing changes. Detaching a refresh in
       // flight here would POST the same refresh token twice.
       if (held !== undefined && sameTokens(held, session)) return
+      // Saved first (not under the mutex: the store may wait for a refresh
+      // holding its lock): if the save fails, nothing changes.
       const written = yield* overwrite(rt, Option.some(session))
-      yield* stopSaving(rt)
-      yield* detachInflight(rt)
-      yield* apply(rt, State.Event.SignedIn({ session, arrival: yield* arrival(rt, undefined, written.revision) }))
-      yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
-      yield* reschedule(rt)
+      yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+        yield* stopSaving(rt)
+        yield* detachInflight(rt)
+        yield* apply(rt, State.Event.SignedIn({ session, arrival: yield* arrival(rt, undefined, written.revision) }))
+        yield* publish(rt, SessionManager.SessionEvent.SignedIn({ session }))
+        yield* reschedule(rt)
+      }))
     })
   )
 
@@ -614,19 +639,26 @@ export const signInWithRefreshToken = (
     )).pipe(Effect.withSpan("moon-refresh/SessionManager.signInWithRefreshToken", { captureStackTrace: false }))
 
 export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreError> =>
-  rt.mutex.withPermits(1)(
+  rt.writes.withPermits(1)(
     Effect.gen(function*() {
-      yield* stopSaving(rt)
-      yield* detachInflight(rt)
       // Forgotten in memory first: a store that cannot be written does not keep the user signed in here.
-      const next = yield* apply(
-        rt,
-        State.Event.SignedOut({ revision: MutableRef.get(rt.state).revision, elsewhere: false })
-      )
-      yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
-      yield* reschedule(rt)
+      const next = yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+        yield* stopSaving(rt)
+        yield* detachInflight(rt)
+        const next = yield* apply(
+          rt,
+          State.Event.SignedOut({ revision: MutableRef.get(rt.state).revision, elsewhere: false })
+        )
+        yield* publish(rt, SessionManager.SessionEvent.SignedOut({ reason: next.signedOut! }))
+        yield* reschedule(rt)
+        return next
+      }))
+      // Not under the mutex: the store may wait for a refresh holding its lock, whose
+      // commit then finds the session signed out and discards its result.
       const written = yield* overwrite(rt, Option.none())
-      yield* apply(rt, State.Event.Saved({ generation: next.generation, revision: written.revision }))
+      yield* rt.mutex.withPermits(1)(
+        apply(rt, State.Event.Saved({ generation: next.generation, revision: written.revision }))
+      )
     })
   )
 
@@ -636,15 +668,19 @@ export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreErro
  */
 export const followChanges = (rt: Runtime): Effect.Effect<void> =>
   Stream.runForEach(rt.store.changes, (stored) =>
-    rt.mutex.withPermits(1)(
-      Effect.gen(function*() {
-        const state = MutableRef.get(rt.state)
-        const change = State.onChange(state, stored)
-        if (change === "ignore") return
-        yield* stopSaving(rt)
-        yield* Effect.ignore(takeStored(rt, stored))
-        yield* reschedule(rt)
-      })
+    // After this holder's own write in progress (a sign-in saves before it
+    // applies): its echo then finds the revision already ours.
+    rt.writes.withPermits(1)(
+      rt.mutex.withPermits(1)(
+        Effect.gen(function*() {
+          const state = MutableRef.get(rt.state)
+          const change = State.onChange(state, stored)
+          if (change === "ignore") return
+          yield* stopSaving(rt)
+          yield* Effect.ignore(takeStored(rt, stored))
+          yield* reschedule(rt)
+        })
+      )
     ))
 
 /**

@@ -138,12 +138,13 @@ export const Event = Data.taggedEnum<Event>()
  * - Never after `expiresAt`: an expired token is never fresh.
  */
 export const refreshAtFor = (expiresAt: number, arrival: Arrival, config: Config): number => {
-  if (arrival.at === undefined) return expiresAt - config.margin + arrival.jitter * config.margin / 2
+  // Whole milliseconds, as the clock counts.
+  if (arrival.at === undefined) return Math.ceil(expiresAt - config.margin + arrival.jitter * config.margin / 2)
   const lifetime = Math.max(0, expiresAt - arrival.at)
   const margin = Math.min(config.margin, lifetime * maxMarginShare)
   const planned = expiresAt - margin + arrival.jitter * margin / 2
   const spaced = Math.max(planned, arrival.at + config.minInterval)
-  return Math.min(spaced, expiresAt - Math.min(margin, minLead))
+  return Math.ceil(Math.min(spaced, expiresAt - Math.min(margin, minLead)))
 }
 
 const install = (session: Session.Session | undefined, arrival: Arrival, config: Config) => {

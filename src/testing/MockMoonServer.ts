@@ -26,6 +26,7 @@ import { Context, Data, Effect, Either, Layer } from "effect"
 import * as Options_ from "../internal/options.js"
 import * as RefreshClient from "../RefreshClient.js"
 import type * as Session from "../Session.js"
+import * as Cors from "./internal/cors.js"
 import * as HttpServer from "./internal/httpServer.js"
 import * as Routes from "./internal/routes.js"
 
@@ -165,6 +166,18 @@ export interface Options {
    * clock is wrong. Default 0: the `Date` header is `now()`.
    */
   readonly dateOffset?: number | undefined
+  /**
+   * Lets pages on other origins call the server from a browser (CORS):
+   * `true` for any origin, or `{ origins: ["http://127.0.0.1:5173"] }` for
+   * those only. Preflights from an allowed origin are answered 204 (methods
+   * `GET` and `POST`; the headers `authorization`, `content-type`, `accept`
+   * and the trace headers `traceparent`, `tracestate` and `b3`), from
+   * another 403; answers to an allowed origin carry
+   * `Access-Control-Allow-Origin` and expose `Date`, `Retry-After` and
+   * `WWW-Authenticate`. Nothing else changes: tokens are checked as
+   * always. Default: no CORS headers, and `OPTIONS` is answered 404.
+   */
+  readonly cors?: true | { readonly origins: ReadonlyArray<string> } | undefined
 }
 
 /**
@@ -225,6 +238,8 @@ export type Outcome =
   | "authorized"
   | "unauthorized"
   | "not-found"
+  | "preflight"
+  | "cross-origin-refused"
   | "error"
 
 /**
@@ -299,8 +314,10 @@ const settings = (options: Options): Either.Either<Routes.Settings, Options_.Inv
   Either.all({
     lifetime: Options_.integer(owner, "accessTokenLifetime", options.accessTokenLifetime ?? 3600, { min: 1 }),
     reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative"),
-    dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER })
-  }).pipe(Either.map(({ dateOffset, lifetime, reuseWindowMillis }) => ({
+    dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER }),
+    cors: Cors.policy(owner, options.cors)
+  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuseWindowMillis }) => ({
+    cors,
     lifetime,
     reuseWindowMillis,
     dateOffset,
@@ -313,8 +330,9 @@ const settings = (options: Options): Either.Either<Routes.Settings, Options_.Inv
  * Starts a server on 127.0.0.1 and stops it when the scope closes: the
  * listener is closed, open connections are destroyed and pending scripted
  * delays are cancelled. Dies (a defect naming the option) when
- * `accessTokenLifetime` is not a whole number of seconds from 1, or
- * `reuseWindow` is not a finite, non-negative duration.
+ * `accessTokenLifetime` is not a whole number of seconds from 1,
+ * `reuseWindow` is not a finite, non-negative duration, or `cors` lists
+ * something that is not an origin.
  *
  * @since 0.1.0
  * @category constructors

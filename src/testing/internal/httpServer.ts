@@ -46,13 +46,16 @@ export interface Exchange {
   readonly closed: () => boolean
   /** The value of the `Date` header of the answer. */
   readonly date: () => string
+  /** Headers every answer to this request carries (CORS, for an allowed origin). */
+  readonly headers: Readonly<Record<string, string>>
 }
 
 export const makeExchange = (
   req: Http.IncomingMessage,
   res: Http.ServerResponse,
   at: number,
-  date: () => string
+  date: () => string,
+  headers: Readonly<Record<string, string>> = {}
 ): Exchange => {
   const record: RequestRecord = {
     method: req.method ?? "GET",
@@ -67,7 +70,7 @@ export const makeExchange = (
   res.once("close", () => {
     closed = true
   })
-  return { req, res, record, closed: () => closed, date }
+  return { req, res, record, closed: () => closed, date, headers }
 }
 
 // The query string can carry a token; the record keeps the path only.
@@ -84,6 +87,7 @@ export const writeHead = (exchange: Exchange, reply: Reply, length?: number): vo
     date: exchange.date(),
     "content-type": reply.contentType,
     ...(length === undefined ? {} : { "content-length": String(length) }),
+    ...exchange.headers,
     ...reply.headers
   })
 }

@@ -10,6 +10,7 @@ import { randomBytes, randomUUID } from "node:crypto"
 import type * as Http from "node:http"
 import type * as Session from "../../Session.js"
 import type { BodyShape, Fault, IssuedSession, Stats, UserInput } from "../MockMoonServer.js"
+import * as Cors from "./cors.js"
 import * as Faults from "./faults.js"
 import type { Exchange, Reply, RequestRecord, Timers } from "./httpServer.js"
 import { json, makeExchange, readBody, send } from "./httpServer.js"
@@ -29,6 +30,8 @@ export interface Settings {
   readonly dateOffset: number
   readonly now: () => number
   readonly user: UserInput | undefined
+  /** Who may call from a browser page on another origin; `undefined`: nobody (no CORS headers). */
+  readonly cors: Cors.Policy | undefined
 }
 
 // The user as sent on the wire (`email` may be `null` there).
@@ -281,12 +284,14 @@ export const onRequest = (state: State, runtime: Runtime.Runtime<never>): Http.R
     req,
     res,
     state.settings.now(),
-    () => new Date(state.settings.now() + state.settings.dateOffset).toUTCString()
+    () => new Date(state.settings.now() + state.settings.dateOffset).toUTCString(),
+    Cors.responseHeaders(state.settings.cors, req.headers.origin)
   )
   const { record } = exchange
   state.records.push(record)
   res.once("close", () => Runtime.runFork(runtime)(logRequest(record)))
   try {
+    if (Cors.preflight(state.settings.cors, exchange)) return
     const route = routes[`${record.method} ${record.path}`] ?? notFoundRoute
     route(state, exchange)
   } catch (cause) {

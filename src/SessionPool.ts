@@ -1,0 +1,295 @@
+/**
+ * Many users on one server: one Moon session per key (your application's user
+ * id), each kept alive with the rules of a `SessionManager` (one refresh at a
+ * time, ahead of expiry, saved before use, fenced writes), created on first
+ * use and dropped when idle. A dropped session stays in its store and comes
+ * back from it, without a request, while it is valid.
+ *
+ * What a pool adds to many managers: one timer and one event feed for every
+ * key instead of fibers per key, refreshes spread in time, a cap on the
+ * refresh POSTs in flight across the pool, and a pool-wide back-off when
+ * refreshes keep failing. One key's failure stays with that key: a rejected
+ * token signs out that key only.
+ *
+ * @since 0.2.0
+ */
+import { HttpClient } from "@effect/platform"
+import type { Redacted, Scope } from "effect"
+import { Context, Duration, Effect, Either, Layer, MutableRef, Option, Stream } from "effect"
+import * as AuthHttpClient from "./AuthHttpClient.js"
+import * as Options_ from "./internal/options.js"
+import * as Internal from "./internal/pool.js"
+import * as SessionOptions from "./internal/sessionOptions.js"
+import * as Runtime from "./internal/sessionRuntime.js"
+import * as RefreshClient from "./RefreshClient.js"
+import type * as RefreshError from "./RefreshError.js"
+import type * as Session from "./Session.js"
+import * as SessionManager from "./SessionManager.js"
+import * as SessionStore from "./SessionStore.js"
+
+/**
+ * An event of one key's session (a `SessionManager.SessionEvent`, without
+ * `Initial`, which belongs to a single manager's subscription).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface KeyedEvent {
+  readonly key: string
+  readonly event: SessionManager.SessionEvent
+}
+
+/**
+ * What the pool holds now.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Stats {
+  /** Sessions in memory. */
+  readonly live: number
+  /** Of those, the ones with a proactive refresh planned. */
+  readonly scheduled: number
+  /** Refresh POSTs in flight now, and the most at once since the pool started. */
+  readonly refreshesInFlight: number
+  readonly maxRefreshesInFlight: number
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Service {
+  /** An access token of `key`'s session; the session is loaded from its store on first use. */
+  readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError>
+  readonly session: (key: string) => Effect.Effect<Session.Session, SessionManager.SessionError>
+  /** What `key` holds now, loading it from its store if it is not in memory (hence the `StoreError`). */
+  readonly current: (key: string) => Effect.Effect<Option.Option<Session.Session>, SessionStore.StoreError>
+  readonly refresh: (key: string) => Effect.Effect<Session.Session, SessionManager.SessionError>
+  readonly signIn: (key: string, session: Session.Session) => Effect.Effect<void, SessionStore.StoreError>
+  readonly signInWithRefreshToken: (
+    key: string,
+    refreshToken: Redacted.Redacted<string> | string
+  ) => Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError>
+  readonly signOut: (key: string) => Effect.Effect<void, SessionStore.StoreError>
+  /** Every key's events, from the moment the stream is run. */
+  readonly events: Stream.Stream<KeyedEvent>
+  /** A `SessionManager` for one key, for code written against one (an `AuthHttpClient`, yours). */
+  readonly manager: (key: string) => SessionManager.Service
+  readonly stats: Effect.Effect<Stats>
+}
+
+/**
+ * @since 0.2.0
+ * @category tags
+ */
+export class SessionPool extends Context.Tag("moon-refresh/SessionPool")<SessionPool, Service>() {}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /** The options of each key's session, as a `SessionManager`'s. */
+  readonly session?: SessionManager.Options | undefined
+  /** A session not used for this long is dropped from memory (it stays in its store). Default 10 minutes. */
+  readonly idleTimeToLive?: Duration.DurationInput | undefined
+  /** The most sessions in memory at once; the least recently used go first. Default 100,000. */
+  readonly capacity?: number | undefined
+  /** The most refresh POSTs in flight at once, across the pool. Default 16. */
+  readonly maxConcurrentRefreshes?: number | undefined
+}
+
+const owner = "SessionPool"
+
+const resolve = (options: Options): Either.Either<Internal.PoolConfig, Options_.Invalid> =>
+  Either.gen(function*() {
+    return {
+      session: yield* SessionOptions.resolve(options.session ?? {}, owner),
+      idleTimeToLive: yield* Options_.millis(
+        owner,
+        "idleTimeToLive",
+        options.idleTimeToLive ?? Duration.minutes(10),
+        "positive"
+      ),
+      capacity: yield* Options_.integer(owner, "capacity", options.capacity ?? 100_000, { min: 1 }),
+      maxConcurrentRefreshes: yield* Options_.integer(
+        owner,
+        "maxConcurrentRefreshes",
+        options.maxConcurrentRefreshes ?? 16,
+        { min: 1 }
+      )
+    }
+  })
+
+/**
+ * Builds the pool from the `RefreshClient` and `KeyedSessionStore` in
+ * context. Its timer, sweep and refreshes live in the scope. Dies (a defect
+ * naming the option) when an option is invalid.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<Service, never, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore | Scope.Scope> =>
+  Effect.gen(function*() {
+    const config = yield* Options_.orDie(resolve(options))
+    const pool = yield* Internal.make(
+      config,
+      yield* RefreshClient.RefreshClient,
+      yield* SessionStore.KeyedSessionStore
+    )
+    const on = <A, E>(key: string, f: (rt: Runtime.Runtime) => Effect.Effect<A, E>) => Internal.withEntry(pool, key, f)
+    const service: Service = {
+      accessToken: pool.accessToken,
+      session: pool.session,
+      current: (key) => on(key, (rt) => Effect.sync(() => Option.fromNullable(MutableRef.get(rt.state).session))),
+      refresh: (key) => on(key, Runtime.refresh),
+      signIn: (key, session) => on(key, (rt) => Runtime.signIn(rt, session)),
+      signInWithRefreshToken: (key, token) =>
+        on(key, (rt) => Runtime.signInWithRefreshToken(rt, Internal.redact(token))),
+      signOut: (key) => on(key, Runtime.signOut),
+      events: Stream.fromPubSub(pool.events),
+      manager: (key) => managerOf(service, key),
+      stats: Effect.sync(() => ({
+        live: pool.live(),
+        scheduled: pool.armed(),
+        refreshesInFlight: pool.inFlight(),
+        maxRefreshesInFlight: pool.maxInFlight()
+      }))
+    }
+    return service
+  })
+
+// A SessionManager for one key: the pool's members with the key applied.
+const managerOf = (pool: Service, key: string): SessionManager.Service => ({
+  accessToken: pool.accessToken(key),
+  session: pool.session(key),
+  current: Effect.orElseSucceed(pool.current(key), () => Option.none()),
+  refresh: pool.refresh(key),
+  signIn: (session) => pool.signIn(key, session),
+  signInWithRefreshToken: (token) => pool.signInWithRefreshToken(key, token),
+  signOut: pool.signOut(key),
+  events: Stream.filterMap(pool.events, (keyed) => keyed.key === key ? Option.some(keyed.event) : Option.none())
+})
+
+/**
+ * The pool as a layer: give it a `RefreshClient` and a `KeyedSessionStore`
+ * (`SessionStore.layerMemoryKeyed`, or a keyed Node or Redis store).
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Effect, Layer } from "effect"
+ * import { RefreshClient, SessionPool, SessionStore } from "moon-refresh"
+ *
+ * const PoolLive = SessionPool.layer({ idleTimeToLive: "15 minutes", maxConcurrentRefreshes: 8 }).pipe(
+ *   Layer.provide(RefreshClient.layerConfig()),
+ *   Layer.provide(SessionStore.layerMemoryKeyed),
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ *
+ * // In a request handler: the access token of the user the request is for.
+ * const tokenFor = (userId: string) => SessionPool.accessToken(userId).pipe(Effect.provide(PoolLive))
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (
+  options?: Options
+): Layer.Layer<SessionPool, never, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore> =>
+  Layer.scoped(SessionPool, make(options))
+
+/**
+ * An `AuthHttpClient` that signs requests with `key`'s session, over the
+ * `HttpClient` in context: `origins` as for `AuthHttpClient.make`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const httpClient = (
+  key: string,
+  options?: AuthHttpClient.Options
+): Effect.Effect<AuthHttpClient.AuthHttpClient, never, SessionPool | HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const pool = yield* SessionPool
+    const client = yield* HttpClient.HttpClient
+    return yield* AuthHttpClient.make(client, options).pipe(
+      Effect.provideService(SessionManager.SessionManager, pool.manager(key))
+    )
+  })
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const accessToken = (
+  key: string
+): Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.accessToken(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const session = (key: string): Effect.Effect<Session.Session, SessionManager.SessionError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.session(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const current = (
+  key: string
+): Effect.Effect<Option.Option<Session.Session>, SessionStore.StoreError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.current(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const refresh = (key: string): Effect.Effect<Session.Session, SessionManager.SessionError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.refresh(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const signIn = (
+  key: string,
+  session: Session.Session
+): Effect.Effect<void, SessionStore.StoreError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.signIn(key, session))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const signInWithRefreshToken = (
+  key: string,
+  refreshToken: Redacted.Redacted<string> | string
+): Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.signInWithRefreshToken(key, refreshToken))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const signOut = (key: string): Effect.Effect<void, SessionStore.StoreError, SessionPool> =>
+  Effect.flatMap(SessionPool, (pool) => pool.signOut(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const events: Stream.Stream<KeyedEvent, never, SessionPool> = Stream.unwrap(
+  Effect.map(SessionPool, (pool) => pool.events)
+)
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const stats: Effect.Effect<Stats, never, SessionPool> = Effect.flatMap(SessionPool, (pool) => pool.stats)

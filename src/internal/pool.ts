@@ -1,0 +1,288 @@
+/**
+ * The `SessionPool`: one session per key, each with the rules and single
+ * flight of a `SessionManager` (the same `sessionRuntime` code) but none of a
+ * manager's fibers. What a pool shares instead:
+ *
+ * - one timer for every key's proactive refresh (`timerWheel.ts`);
+ * - one event feed, each event tagged with its key;
+ * - one `RefreshClient`, behind a cap on the POSTs in flight and a circuit
+ *   that backs the whole pool off when refreshes keep failing;
+ * - one sweep that drops sessions idle for `idleTimeToLive`, and a bound on
+ *   how many are live (least recently used dropped first). A dropped session
+ *   stays in its store and comes back from it on the next use.
+ *
+ * Not `RcMap`: `RcMap.get` opens a scope per access, about 26,000 reads a
+ * second on this machine, where a pool must serve a million; a `Map` in LRU
+ * order and a synchronous read on the hot path do.
+ *
+ * Not public API: the package's exports keep `internal/` private.
+ */
+import type { Clock, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberId, MutableRef, Option, PubSub, Random, Redacted } from "effect"
+import type * as RefreshClient from "../RefreshClient.js"
+import * as RefreshError from "../RefreshError.js"
+import type * as Session from "../Session.js"
+import type * as SessionManager from "../SessionManager.js"
+import type * as SessionStore from "../SessionStore.js"
+import * as Runtime from "./sessionRuntime.js"
+import * as State from "./sessionState.js"
+import * as TimerWheel from "./timerWheel.js"
+
+/** An event of one key's session. */
+export interface KeyedEvent {
+  readonly key: string
+  readonly event: SessionManager.SessionEvent
+}
+
+export interface PoolConfig {
+  readonly session: { readonly config: State.Config; readonly bounds: Runtime.Bounds }
+  readonly idleTimeToLive: number
+  readonly capacity: number
+  readonly maxConcurrentRefreshes: number
+}
+
+interface Entry {
+  readonly key: string
+  readonly rt: Runtime.Runtime
+  lastUsed: number
+  feed: Fiber.RuntimeFiber<void> | undefined
+}
+
+/** Consecutive transient failures, across keys, after which the whole pool backs off. */
+export const circuitThreshold = 5
+
+const maxCircuitPause = 60_000
+
+export interface Pool {
+  readonly entry: (key: string) => Effect.Effect<Entry, SessionStore.StoreError>
+  readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError>
+  readonly session: (key: string) => Effect.Effect<Session.Session, SessionManager.SessionError>
+  readonly events: PubSub.PubSub<KeyedEvent>
+  readonly live: () => number
+  readonly armed: () => number
+  readonly inFlight: () => number
+  readonly maxInFlight: () => number
+}
+
+export const make = (
+  config: PoolConfig,
+  base: RefreshClient.Service,
+  keyed: SessionStore.Keyed
+): Effect.Effect<Pool, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const clock = yield* Effect.clock
+    const wheel = yield* TimerWheel.make
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<KeyedEvent>(), PubSub.shutdown)
+    const entries = new Map<string, Entry>()
+    const creating = new Map<string, Deferred.Deferred<Entry, SessionStore.StoreError>>()
+    const client = throttled(base, config.maxConcurrentRefreshes, clock)
+
+    const drop = (entry: Entry) =>
+      Effect.suspend(() => {
+        entries.delete(entry.key)
+        const feed = entry.feed
+        entry.feed = undefined
+        return Effect.all([
+          entry.rt.timer.clear,
+          Runtime.stopSaving(entry.rt),
+          feed ? Fiber.interruptFork(feed) : Effect.void
+        ], {
+          discard: true
+        })
+      })
+
+    // A session with a refresh in flight or an unsaved rotation is never
+    // dropped: memory may hold the only copy of a live refresh token.
+    const droppable = (entry: Entry) =>
+      MutableRef.get(entry.rt.inflight) === undefined && !MutableRef.get(entry.rt.state).unsaved
+
+    const evict = Effect.suspend(() => {
+      const drops: Array<Effect.Effect<void>> = []
+      for (const entry of entries.values()) {
+        if (entries.size - drops.length <= config.capacity) break
+        if (droppable(entry)) drops.push(drop(entry))
+      }
+      return Effect.all(drops, { discard: true })
+    })
+
+    const create = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
+      Effect.gen(function*() {
+        const store = yield* keyed.forKey(key)
+        const stored = yield* Runtime.read({ store, bounds: config.session.bounds })
+        const initial = State.initial(Option.getOrUndefined(stored.session), config.session.config, {
+          at: undefined,
+          jitter: yield* Random.next,
+          revision: stored.revision
+        })
+        const timer = wheel.timer(key)
+        const holder: { entry?: Entry } = {}
+        const rt: Runtime.Runtime = {
+          config: config.session.config,
+          bounds: config.session.bounds,
+          spread: true,
+          client,
+          store,
+          clock,
+          scope,
+          state: MutableRef.make(initial),
+          hot: MutableRef.make(Runtime.makeHot(initial)),
+          inflight: MutableRef.make(undefined),
+          publish: (event) => PubSub.publish(events, { key, event }),
+          mutex: Effect.unsafeMakeSemaphore(1),
+          writes: Effect.unsafeMakeSemaphore(1),
+          // A dropped session's refresh that completes later must not arm its timer again.
+          timer: {
+            arm: (
+              at,
+              run
+            ) => (holder.entry !== undefined && entries.get(key) === holder.entry ? timer.arm(at, run) : Effect.void),
+            clear: timer.clear
+          },
+          saving: MutableRef.make(undefined)
+        }
+        const entry: Entry = { key, rt, lastUsed: clock.unsafeCurrentTimeMillis(), feed: undefined }
+        holder.entry = entry
+        entries.set(key, entry)
+        // Only a store other holders share has anything to say through its feed.
+        if (store.shared) entry.feed = yield* Effect.forkIn(Runtime.followChanges(rt), scope)
+        yield* Runtime.reschedule(rt)
+        yield* evict
+        return entry
+      })
+    const entry = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
+      Effect.suspend(() => {
+        const found = entries.get(key)
+        if (found !== undefined) return Effect.succeed(touch(found))
+        const waiting = creating.get(key)
+        if (waiting !== undefined) return Deferred.await(waiting)
+        const deferred = Deferred.unsafeMake<Entry, SessionStore.StoreError>(FiberId.none)
+        creating.set(key, deferred)
+        // Uninterruptible: a caller that gives up must not leave the others waiting on nothing.
+        return Effect.uninterruptible(Effect.exit(create(key))).pipe(
+          Effect.tap((exit) => Effect.zipRight(Effect.sync(() => creating.delete(key)), Deferred.done(deferred, exit))),
+          Effect.flatten
+        )
+      })
+
+    // Reads reorder the LRU at most once a second per key: two Map operations
+    // on every read would be most of its cost.
+    const touch = (found: Entry): Entry => {
+      const now = clock.unsafeCurrentTimeMillis()
+      if (now - found.lastUsed >= 1_000) {
+        entries.delete(found.key)
+        entries.set(found.key, found)
+      }
+      found.lastUsed = now
+      return found
+    }
+
+    const sweep = Effect.suspend(() => {
+      const now = clock.unsafeCurrentTimeMillis()
+      const drops: Array<Effect.Effect<void>> = []
+      for (const found of entries.values()) {
+        if (now - found.lastUsed < config.idleTimeToLive) break
+        if (droppable(found)) drops.push(drop(found))
+      }
+      return Effect.all(drops, { discard: true })
+    })
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
+    )
+
+    // The hot path: a Map read, a clock read, the session's prebuilt effect.
+    const accessToken = (key: string) =>
+      Effect.suspend((): Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError> => {
+        const found = entries.get(key)
+        if (found !== undefined) {
+          const hot = MutableRef.get(touch(found).rt.hot)
+          if (found.lastUsed < hot.freshUntil) return hot.succeedToken
+          return Effect.map(Runtime.slowSession(found.rt), (s) => s.accessToken)
+        }
+        // Loaded now: read as any live session (usually fresh: no request).
+        return Effect.flatMap(entry(key), () => accessToken(key))
+      })
+
+    const sessionOf = (key: string) =>
+      Effect.suspend((): Effect.Effect<Session.Session, SessionManager.SessionError> => {
+        const found = entries.get(key)
+        if (found !== undefined) {
+          const hot = MutableRef.get(touch(found).rt.hot)
+          if (found.lastUsed < hot.freshUntil) return hot.succeed
+          return Runtime.slowSession(found.rt)
+        }
+        return Effect.flatMap(entry(key), () => sessionOf(key))
+      })
+
+    return {
+      entry,
+      accessToken,
+      session: sessionOf,
+      events,
+      live: () => entries.size,
+      armed: wheel.armed,
+      inFlight: client.inFlight,
+      maxInFlight: client.maxInFlight
+    }
+  })
+
+/**
+ * The pool's `RefreshClient`: at most `permits` POSTs in flight, and a
+ * circuit: after {@link circuitThreshold} transient failures in a row (any
+ * keys), refreshes fail at once with the last error for a pause that doubles
+ * up to a minute, so an outage does not get a POST from every key.
+ */
+const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Clock) => {
+  const semaphore = Effect.unsafeMakeSemaphore(permits)
+  let inFlight = 0
+  let maxInFlight = 0
+  let failures = 0
+  let until = 0
+  let lastError: RefreshError.RefreshError | undefined
+  const refresh = (token: Redacted.Redacted<string>) =>
+    Effect.suspend(() => {
+      if (lastError !== undefined && clock.unsafeCurrentTimeMillis() < until) return Effect.fail(lastError)
+      return semaphore.withPermits(1)(
+        Effect.acquireUseRelease(
+          Effect.sync(() => {
+            inFlight++
+            maxInFlight = Math.max(maxInFlight, inFlight)
+          }),
+          () => base.refresh(token),
+          () =>
+            Effect.sync(() => {
+              inFlight--
+            })
+        )
+      ).pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) {
+              failures = 0
+              lastError = undefined
+              return
+            }
+            const error = Option.getOrUndefined(Option.flatMap(Exit.causeOption(exit), Cause.failureOption))
+            if (error === undefined || !RefreshError.isRetryable(error)) return
+            failures++
+            lastError = error
+            if (failures >= circuitThreshold) {
+              until = clock.unsafeCurrentTimeMillis() +
+                Math.min(1_000 * 2 ** (failures - circuitThreshold), maxCircuitPause)
+            }
+          })
+        )
+      )
+    })
+  return { refresh, inFlight: () => inFlight, maxInFlight: () => maxInFlight }
+}
+
+/** The sign-in, sign-out and refresh of one key, through its session's runtime. */
+export const withEntry = <A, E>(
+  pool: Pool,
+  key: string,
+  f: (rt: Runtime.Runtime) => Effect.Effect<A, E>
+): Effect.Effect<A, E | SessionStore.StoreError> => Effect.flatMap(pool.entry(key), (found) => f(found.rt))
+
+export const redact = (token: Redacted.Redacted<string> | string) =>
+  Redacted.isRedacted(token) ? token : Redacted.make(token)

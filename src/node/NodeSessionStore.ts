@@ -1,0 +1,169 @@
+/**
+ * A session file that several Node processes on one host share safely: CLIs,
+ * workers, the replicas of a single-host server. One refresh per expiry among
+ * all of them, sign-outs that reach every process, and a file only its owner
+ * can read.
+ *
+ * - **Atomic writes**: a temporary file in the same directory, flushed, then
+ *   renamed over the file. A reader sees the old record or the new one,
+ *   never a part; a crash mid-write leaves the old one.
+ * - **Fenced writes**: the file holds `SessionStore.StoredJson` (the session
+ *   and a revision). A write names the revision it replaces and is refused
+ *   (`StoreConflictError`) if the record moved on, so a sign-out cannot be
+ *   undone by a process that still holds the old session.
+ * - **A lock that survives a crash**: `proper-lockfile`'s lock directory
+ *   `<path>.lock`, held as a lease. A holder killed with SIGKILL holds it for
+ *   one lease at most; then another process takes it over.
+ * - **A change feed**: file-system notifications on the directory, and a
+ *   re-read every `pollInterval` where those are unreliable.
+ * - **Private**: the directory is created `0700` and the file `0600`, whatever
+ *   the umask; an existing file or directory that other users can read is
+ *   refused with a `FileStoreError`.
+ *
+ * Node only: import it from `moon-refresh/node`. See docs/08-many-processes.md
+ * for the guarantees and their limits.
+ *
+ * @since 0.2.0
+ */
+import type { Scope } from "effect"
+import { Duration, Effect, Either, Layer, Schema } from "effect"
+import * as FileStore from "../internal/fileStore.js"
+import * as Options_ from "../internal/options.js"
+import * as SessionStore from "../SessionStore.js"
+
+/**
+ * The store could not be built on this path. `reason` says why:
+ *
+ * - `InsecurePermissions`: the file or its directory can be read by other
+ *   users (`mode` holds its permission bits); `chmod 600` the file, `chmod 700`
+ *   the directory.
+ * - `NotAFile`: the path is a directory, a symbolic link or a device.
+ * - `NotADirectory`: something that is not a directory stands where the
+ *   file's directory should be.
+ * - `Unavailable`: the directory could not be created or read.
+ *
+ * The message names the path, never a token.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class FileStoreError extends Schema.TaggedError<FileStoreError>("moon-refresh/FileStoreError")(
+  "FileStoreError",
+  {
+    path: Schema.String,
+    reason: Schema.Literal("InsecurePermissions", "NotAFile", "NotADirectory", "Unavailable"),
+    mode: Schema.optional(Schema.Number),
+    message: Schema.String
+  }
+) {}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /** The session file. Its directory is created (mode `0700`) if missing. */
+  readonly path: string
+  /**
+   * How long a holder that died (or froze) keeps the lock before another
+   * process takes it over. A live holder renews it every half lease. At
+   * least 2 seconds. Default 10 seconds.
+   */
+  readonly lease?: Duration.DurationInput | undefined
+  /**
+   * The longest to wait for the lock (a `StoreError` with operation `"lock"`
+   * after it). The `SessionManager`'s own `lockTimeout` applies on top.
+   * Default 30 seconds.
+   */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
+   * How often the file is re-read for the change feed, in case a
+   * file-system notification is lost (network shares, some containers).
+   * Default 2 seconds.
+   */
+  readonly pollInterval?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.2.0
+ * @category constants
+ */
+export const defaults = {
+  lease: Duration.seconds(10),
+  lockTimeout: Duration.seconds(30),
+  pollInterval: Duration.seconds(2)
+} as const
+
+const owner = "NodeSessionStore"
+
+// proper-lockfile does not accept a shorter one (it raises it silently).
+const shortestLease = 2000
+
+const resolve = (options: Options): Either.Either<FileStore.Config, Options_.Invalid> =>
+  Either.gen(function*() {
+    if (typeof options.path !== "string" || options.path.trim() === "") {
+      return yield* Either.left({ owner, option: "path", reason: "must be the path of a file" })
+    }
+    const lease = yield* Options_.millis(owner, "lease", options.lease ?? defaults.lease, "positive")
+    if (lease < shortestLease) {
+      return yield* Either.left({ owner, option: "lease", reason: "must be at least 2 seconds" })
+    }
+    return {
+      lease,
+      lockTimeout: yield* Options_.millis(
+        owner,
+        "lockTimeout",
+        options.lockTimeout ?? defaults.lockTimeout,
+        "positive"
+      ),
+      pollInterval: yield* Options_.millis(
+        owner,
+        "pollInterval",
+        options.pollInterval ?? defaults.pollInterval,
+        "positive"
+      )
+    }
+  })
+
+/**
+ * Opens the session file at `options.path`: checks (or creates) its
+ * directory and the file's permissions, then starts the change feed, which
+ * lives in the scope. Fails with a `FileStoreError` when the path cannot be
+ * used; dies (a defect naming the option) when an option is invalid.
+ *
+ * Two stores made on one path, in one process or in several, coordinate
+ * through the file system as two processes do.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<SessionStore.Service, FileStoreError, Scope.Scope> =>
+  Effect.flatMap(Options_.orDie(resolve(options)), (config) =>
+    FileStore.prepare(options.path).pipe(
+      Effect.mapError((refusal) => new FileStoreError(refusal)),
+      Effect.flatMap((location) => FileStore.makeService(location, config))
+    ))
+
+/**
+ * The `SessionStore` on a session file; see {@link make}.
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Layer } from "effect"
+ * import { RefreshClient, SessionManager } from "moon-refresh"
+ * import { NodeSessionStore } from "moon-refresh/node"
+ *
+ * // Every process of the program (a CLI, its workers) uses the same file.
+ * const SessionLive = SessionManager.layer().pipe(
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerFile = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> =>
+  Layer.scoped(SessionStore.SessionStore, make(options))

@@ -1,0 +1,215 @@
+// SessionPool under TestClock, over MockRefreshClient: sessions per key,
+// created on first use, dropped when idle or past capacity, refreshes capped
+// and spread, one key's failure kept to that key.
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock } from "effect"
+import { RefreshError, SessionPool, SessionStore } from "moon-refresh"
+import { MockRefreshClient } from "moon-refresh/testing"
+
+const settle = TestClock.adjust(Duration.zero)
+
+/** A pool over a mock and a keyed memory store; `seed(key, lifetime)` stores a session the mock issued for a key. */
+const world = (options: SessionPool.Options = {}, mockOptions: MockRefreshClient.Options = {}) =>
+  Effect.gen(function*() {
+    const mockContext = yield* Layer.build(MockRefreshClient.layer(mockOptions))
+    const mock = Context.get(mockContext, MockRefreshClient.MockRefreshClient)
+    const keyed = yield* SessionStore.makeMemoryKeyed
+    const pool = Context.get(
+      yield* Layer.build(
+        SessionPool.layer(options).pipe(
+          Layer.provide(Layer.succeedContext(mockContext)),
+          Layer.provide(Layer.succeed(SessionStore.KeyedSessionStore, keyed))
+        )
+      ),
+      SessionPool.SessionPool
+    )
+    const seed = (key: string, lifetime: Duration.DurationInput = "1 hour") =>
+      Effect.gen(function*() {
+        const session = yield* mock.issueSession({ lifetime, name: key })
+        const store = yield* keyed.forKey(key)
+        yield* store.save(session)
+        return session
+      })
+    return { mock, keyed, pool, seed }
+  })
+
+const tokenOf = (token: Redacted.Redacted<string>) => Redacted.value(token)
+
+/** Moves the TestClock a second at a time until `fiber` is done: its work needs many sleeps in turn. */
+const joinAdvancing = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 600 && Option.isNone(yield* Fiber.poll(fiber)); i++) yield* TestClock.adjust("1 second")
+    return yield* Fiber.join(fiber)
+  })
+
+describe("SessionPool", () => {
+  it.scoped("loads a key's session from its store on first use, and serves it without a request", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world()
+      yield* seed("ada")
+      expect(tokenOf(yield* pool.accessToken("ada"))).toBe("mock-access-token-ada")
+      expect((yield* pool.stats).live).toBe(1)
+      expect((yield* mock.stats).calls).toBe(0)
+    }))
+
+  it.scoped("a key with nothing stored fails with NoSessionError, without a request", () =>
+    Effect.gen(function*() {
+      const { mock, pool } = yield* world()
+      expect((yield* Effect.flip(pool.accessToken("nobody")))._tag).toBe("NoSessionError")
+      expect((yield* mock.stats).calls).toBe(0)
+    }))
+
+  it.scoped("keys are independent: signing one in or out leaves the others alone", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world()
+      yield* seed("ada")
+      yield* seed("bob")
+      yield* pool.signOut("ada")
+      expect(Option.isNone(yield* pool.current("ada"))).toBe(true)
+      expect(tokenOf(yield* pool.accessToken("bob"))).toBe("mock-access-token-bob")
+      const carol = yield* mock.issueSession({ name: "carol-login" })
+      yield* pool.signIn("carol", carol)
+      expect(tokenOf(yield* pool.accessToken("carol"))).toBe("mock-access-token-carol-login")
+    }))
+
+  it.scoped("refreshes each key ahead of expiry, once per expiry, with no reuse", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world({ session: { margin: "1 minute" }, idleTimeToLive: "1 hour" }, {
+        lifetime: "10 minutes"
+      })
+      const keys = Array.from({ length: 50 }, (_, i) => `user-${i}`)
+      yield* Effect.forEach(keys, (key) => seed(key, "10 minutes"), { discard: true })
+      yield* Effect.forEach(keys, pool.accessToken, { discard: true })
+      // 35 minutes: each 10-minute token is refreshed 9 to 9.5 minutes after it was issued: 3 refreshes a key.
+      // (A minute at a time: a refresh re-arms the pool's timer a few fibers later than a single jump would wait.)
+      for (let minute = 0; minute < 35; minute++) yield* TestClock.adjust(Duration.minutes(1))
+      const stats = yield* mock.stats
+      expect(stats).toMatchObject({ calls: 150, rotations: 150, reuseRejections: 0 })
+      for (const key of keys) expect(yield* mock.isLive((yield* pool.session(key)).refreshToken)).toBe(true)
+    }))
+
+  it.scoped("proactive refreshes of sessions stored together are spread, not all at one instant", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world({ session: { margin: "1 minute" }, idleTimeToLive: "1 hour" })
+      const keys = Array.from({ length: 200 }, (_, i) => `user-${i}`)
+      yield* Effect.forEach(keys, (key) => seed(key, "10 minutes"), { discard: true })
+      yield* Effect.forEach(keys, pool.accessToken, { discard: true })
+      for (let minute = 0; minute < 10; minute++) yield* TestClock.adjust(Duration.minutes(1))
+      const starts = new Set((yield* mock.calls).map((call) => call.startedAt))
+      // Over the first half of the margin (30 s): hundreds of distinct instants, not one.
+      expect(starts.size).toBeGreaterThan(150)
+      expect(Math.max(...starts) - Math.min(...starts)).toBeLessThanOrEqual(30_000)
+    }))
+
+  it.scoped("never more refresh POSTs in flight than the cap, when 300 sessions expire together", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world({ maxConcurrentRefreshes: 8, session: { autoRefresh: false } }, {
+        whenEmpty: MockRefreshClient.succeed({ delay: "100 millis" })
+      })
+      const keys = Array.from({ length: 300 }, (_, i) => `user-${i}`)
+      yield* Effect.forEach(keys, (key) => seed(key, "2 minutes"), { discard: true })
+      yield* Effect.forEach(keys, pool.accessToken, { discard: true })
+      // Everyone's token has expired: every read needs a refresh at once.
+      yield* TestClock.adjust(Duration.minutes(3))
+      const reads = yield* Effect.fork(Effect.forEach(keys, pool.accessToken, { concurrency: "unbounded" }))
+      yield* joinAdvancing(reads)
+      const stats = yield* pool.stats
+      expect(stats.maxRefreshesInFlight).toBe(8)
+      expect(yield* mock.stats).toMatchObject({ rotations: 300, reuseRejections: 0 })
+    }))
+
+  it.scoped("a rejected token signs out that key only", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world({ session: { autoRefresh: false } })
+      const ada = yield* seed("ada", "30 seconds")
+      yield* seed("bob", "30 seconds")
+      yield* mock.revokeSession(ada.refreshToken)
+      yield* TestClock.adjust(Duration.seconds(31))
+      expect((yield* Effect.flip(pool.accessToken("ada")))._tag).toBe("TokenRejectedError")
+      expect((yield* Effect.flip(pool.accessToken("ada")))._tag).toBe("NoSessionError")
+      expect(yield* mock.isLive((yield* pool.session("bob")).refreshToken)).toBe(true)
+    }))
+
+  it.scoped("an outage backs the whole pool off: after 5 failures in a row, refreshes fail at once without a POST", () =>
+    Effect.gen(function*() {
+      const down = new RefreshError.ServerError({ status: 503, message: "down" })
+      const { mock, pool, seed } = yield* world({ session: { autoRefresh: false } }, {
+        whenEmpty: MockRefreshClient.fail(down)
+      })
+      const keys = Array.from({ length: 20 }, (_, i) => `user-${i}`)
+      yield* Effect.forEach(keys, (key) => seed(key, "30 seconds"), { discard: true })
+      yield* TestClock.adjust(Duration.seconds(31))
+      const results = yield* Effect.forEach(keys, (key) => Effect.either(pool.refresh(key)))
+      expect(results.every((result) => result._tag === "Left")).toBe(true)
+      // Five POSTs failed; the other fifteen keys were refused by the circuit, with no request.
+      expect((yield* mock.stats).calls).toBe(5)
+      // A second later the circuit lets one through again.
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* mock.script(MockRefreshClient.succeed())
+      // Each key is in its own cooldown now: this one is past it.
+      yield* TestClock.adjust(Duration.seconds(10))
+      expect(tokenOf(yield* pool.accessToken("user-0"))).toMatch(/^mock-access-token-/)
+    }))
+
+  it.scoped("a session idle past idleTimeToLive is dropped, and comes back from its store without a request", () =>
+    Effect.gen(function*() {
+      const { mock, pool, seed } = yield* world({ idleTimeToLive: "5 minutes" })
+      yield* seed("ada")
+      yield* pool.accessToken("ada")
+      yield* TestClock.adjust(Duration.minutes(7))
+      expect((yield* pool.stats).live).toBe(0)
+      expect(tokenOf(yield* pool.accessToken("ada"))).toBe("mock-access-token-ada")
+      expect((yield* pool.stats).live).toBe(1)
+      expect((yield* mock.stats).calls).toBe(0)
+    }))
+
+  it.scoped("past capacity, the least recently used session is dropped first", () =>
+    Effect.gen(function*() {
+      const { pool, seed } = yield* world({ capacity: 2 })
+      for (const key of ["a", "b", "c"]) yield* seed(key)
+      yield* pool.accessToken("a")
+      yield* TestClock.adjust("2 seconds")
+      yield* pool.accessToken("b")
+      yield* TestClock.adjust("2 seconds")
+      // "a" is used again: "b" is now the least recent.
+      yield* pool.accessToken("a")
+      yield* TestClock.adjust("2 seconds")
+      yield* pool.accessToken("c")
+      expect((yield* pool.stats).live).toBe(2)
+      // Both survivors are served; b comes back from its store.
+      expect(tokenOf(yield* pool.accessToken("b"))).toBe("mock-access-token-b")
+    }))
+
+  it.scoped("events carry their key", () =>
+    Effect.gen(function*() {
+      const { mock, pool } = yield* world()
+      const seen: Array<SessionPool.KeyedEvent> = []
+      yield* Effect.forkScoped(Stream.runForEach(pool.events, (event) => Effect.sync(() => seen.push(event))))
+      yield* settle
+      yield* pool.signIn("ada", yield* mock.issueSession({ name: "ada" }))
+      yield* pool.signOut("ada")
+      yield* settle
+      expect(seen.map(({ event, key }) => `${key}:${event._tag}`)).toStrictEqual(["ada:SignedIn", "ada:SignedOut"])
+    }))
+
+  it.scoped("httpClient(key) signs requests with that key's token", () =>
+    Effect.gen(function*() {
+      const { pool, seed } = yield* world()
+      yield* seed("ada")
+      const manager = pool.manager("ada")
+      expect(tokenOf(yield* manager.accessToken)).toBe("mock-access-token-ada")
+    }))
+
+  it.effect("an invalid option is a defect naming it", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(
+        Effect.scoped(SessionPool.make({ capacity: 0 })).pipe(
+          Effect.provide(MockRefreshClient.layer()),
+          Effect.provide(SessionStore.layerMemoryKeyed)
+        )
+      )
+      expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+        `SessionPool: option "capacity" must be a whole number >= 1`
+      )
+    }))
+})

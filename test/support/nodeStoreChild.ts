@@ -1,0 +1,164 @@
+/**
+ * One process of the multi-process tests of `NodeSessionStore`, started by
+ * `test/support/Processes.ts` as `node --import tsx nodeStoreChild.ts MODE CONFIG`.
+ * It reports JSON lines on stdout (never a token: a refresh token appears as a
+ * short hash) and takes JSON commands on stdin.
+ *
+ * Modes:
+ * - `save`: saves a new session in a loop for `durationMs`, then reports `done`.
+ * - `hold`: takes the store's lock, reports `locked`, and holds it until killed.
+ * - `manager`: a `SessionManager` on the file against the mock server at `url`,
+ *   `readers` fibers reading its access token in a loop, every event and every
+ *   entry into and exit from the store's lock reported; commands `signOut` and
+ *   `stop` (which reports `summary` and exits).
+ */
+import { FetchHttpClient } from "@effect/platform"
+import { Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
+import { NodeSessionStore } from "moon-refresh/node"
+import * as Readline from "node:readline"
+import { type ChildCommand, type ChildConfig, type ChildMessage, fingerprint } from "./ChildProtocol.js"
+
+const report = (message: ChildMessage) => Effect.sync(() => process.stdout.write(`${JSON.stringify(message)}\n`))
+
+const commands = Stream.async<ChildCommand>((emit) => {
+  const lines = Readline.createInterface({ input: process.stdin })
+  lines.on("line", (line) => {
+    if (line.trim() !== "") void emit.single(JSON.parse(line) as ChildCommand)
+  })
+  lines.on("close", () => void emit.end())
+})
+
+const storeOptions = (config: ChildConfig): NodeSessionStore.Options => ({
+  path: config.path,
+  lease: Duration.millis(config.leaseMs ?? 2000),
+  pollInterval: Duration.millis(config.pollMs ?? 2000)
+})
+
+const sessionNamed = (name: string) =>
+  Session.unsafeMake({
+    accessToken: `access-${name}`,
+    refreshToken: `refresh-${name}`,
+    expiresAt: Date.UTC(2030, 0, 1),
+    user: { id: "user-1", email: "ada@example.com" }
+  })
+
+const save = (config: ChildConfig) =>
+  Effect.gen(function*() {
+    const store = yield* NodeSessionStore.make(storeOptions(config))
+    yield* report({ type: "ready", pid: process.pid, at: Date.now() })
+    const until = Date.now() + (config.durationMs ?? 2000)
+    let saves = 0
+    const errors: Array<string> = []
+    while (Date.now() < until) {
+      const result = yield* Effect.either(store.save(sessionNamed(`${process.pid}-${saves}`)))
+      if (result._tag === "Left") errors.push(result.left.message)
+      else saves++
+    }
+    yield* report({ type: "done", saves, errors })
+  })
+
+const hold = (config: ChildConfig) =>
+  Effect.gen(function*() {
+    const store = yield* NodeSessionStore.make(storeOptions(config))
+    yield* store.withLock(Effect.zipRight(report({ type: "locked", at: Date.now() }), Effect.never))
+  })
+
+/** The store, with every entry into and exit from its lock reported. */
+const reportingStore = (config: ChildConfig) =>
+  Layer.scoped(
+    SessionStore.SessionStore,
+    Effect.gen(function*() {
+      const store = yield* NodeSessionStore.make(storeOptions(config))
+      const withLock: SessionStore.Service["withLock"] = (critical) =>
+        store.withLock(
+          Effect.acquireUseRelease(
+            report({ type: "lock", state: "in", at: Date.now() }),
+            () => critical,
+            () => report({ type: "lock", state: "out", at: Date.now() })
+          )
+        )
+      return { ...store, withLock }
+    })
+  )
+
+const manager = (config: ChildConfig) =>
+  Effect.gen(function*() {
+    const sessions = yield* SessionManager.SessionManager
+    let reads = 0
+    const readErrors: Record<string, number> = {}
+    yield* sessions.events.pipe(
+      Stream.runForEach((event) =>
+        report({
+          type: "event",
+          tag: event._tag,
+          detail: event._tag === "RefreshFailed"
+            ? event.error._tag
+            : event._tag === "SignedOut"
+            ? event.reason._tag
+            : event._tag === "SaveFailed"
+            ? event.error.message
+            : undefined,
+          token: "session" in event && event.session instanceof Session.Session
+            ? fingerprint(event.session.refreshToken)
+            : undefined,
+          at: Date.now()
+        })
+      ),
+      Effect.forkScoped
+    )
+    const reader = Effect.gen(function*() {
+      const result = yield* Effect.either(sessions.accessToken)
+      if (result._tag === "Right") reads++
+      else readErrors[result.left._tag] = (readErrors[result.left._tag] ?? 0) + 1
+      yield* Effect.sleep(`${10 + Math.floor(Math.random() * 20)} millis`)
+    }).pipe(Effect.forever)
+    const readers = yield* Effect.forkAll(Array.from({ length: config.readers ?? 25 }, () => reader))
+    yield* report({ type: "ready", pid: process.pid, at: Date.now() })
+    yield* commands.pipe(
+      Stream.takeUntil((command) => command.cmd === "stop"),
+      Stream.runForEach((command) =>
+        command.cmd === "signOut"
+          ? sessions.signOut.pipe(
+            Effect.matchEffect({
+              onFailure: (error) => report({ type: "error", message: `signOut failed: ${error.message}` }),
+              onSuccess: () => report({ type: "signedOut", at: Date.now() })
+            })
+          )
+          : Effect.void
+      )
+    )
+    yield* Fiber.interrupt(readers)
+    const current = yield* sessions.current
+    yield* report({
+      type: "summary",
+      reads,
+      readErrors,
+      token: Option.match(current, { onNone: () => null, onSome: (session) => fingerprint(session.refreshToken) })
+    })
+  }).pipe(
+    Effect.provide(
+      SessionManager.layer({ margin: Duration.millis(config.marginMs ?? 1000), minInterval: 0, cooldown: "200 millis" })
+        .pipe(
+          Layer.provide(
+            RefreshClient.layer({ baseUrl: config.url!, timeout: "2 seconds", policy: RefreshPolicy.default })
+          ),
+          Layer.provide(reportingStore(config)),
+          Layer.provide(FetchHttpClient.layer)
+        )
+    )
+  )
+
+const [mode = "", json = "{}"] = process.argv.slice(2)
+const config = JSON.parse(json) as ChildConfig
+const programs: Record<string, Effect.Effect<void, unknown, never>> = {
+  save: Effect.scoped(save(config)),
+  hold: Effect.scoped(hold(config)),
+  manager: Effect.scoped(manager(config))
+}
+const program = programs[mode] ?? Effect.fail(`unknown mode ${mode}`)
+
+program.pipe(
+  Effect.catchAllCause((cause) => report({ type: "error", message: String(cause) })),
+  Effect.runPromise
+).then(() => process.exit(0))
