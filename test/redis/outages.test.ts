@@ -4,7 +4,7 @@
  * Each test starts its own redis-server, so it can kill and restart it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Option, Schema, Stream } from "effect"
+import { Clock, Deferred, Effect, Option, Schedule, Schema, Stream } from "effect"
 import type { SessionStore as SessionStoreNs } from "moon-refresh"
 import { SessionStore } from "moon-refresh"
 import { freshKey, openStore, ownRedisServer, rawClient, session, tokenOf } from "./helpers.js"
@@ -88,14 +88,14 @@ describe("RedisSessionStore: Redis restarted", () => {
       yield* a.write(Option.some(session("2")), 1)
       yield* bSees2
 
-      const bAfter = yield* awaitRevision(b, 2)
       if (how === "data kept") yield* Effect.promise(() => redis.shutdownSaving())
       else yield* Effect.promise(() => redis.kill())
       yield* Effect.promise(() => redis.restart())
 
-      // After its reconnect, b re-reads and passes the record on; whichever
-      // replica reconnects first puts revision 2 back if the server lost it.
-      const seen = yield* bAfter
+      // Once reconnected, b reads the record (its feed starts with it) and
+      // passes it on; whichever replica reads first puts revision 2 back if
+      // the server lost it.
+      const seen = yield* Effect.flatten(awaitRevision(b, 2))
       expect(seen.revision).toBe(2)
       expect(tokenOf(seen)).toBe("refresh-2")
       const raw = yield* rawClient(redis.url)
@@ -118,7 +118,13 @@ describe("RedisSessionStore: Redis restarted", () => {
       const key = freshKey("missed")
       const store = yield* openStore(redis.url, { key })
       yield* store.write(Option.some(session("1")), 0)
-      const seen = yield* awaitRevision(store, 2)
+      // The feed is running (it started with revision 1) before the write below.
+      const received: Array<SessionStoreNs.Stored> = []
+      yield* Effect.forkScoped(Stream.runForEach(store.changes, (stored) => Effect.sync(() => received.push(stored))))
+      yield* Effect.suspend(() => received.length > 0 ? Effect.void : Effect.fail("none")).pipe(
+        Effect.retry(Schedule.spaced("20 millis")),
+        Effect.timeout("5 seconds")
+      )
       const raw = yield* rawClient(redis.url)
       // In one transaction: drop every subscriber, then another holder writes
       // and publishes to nobody.
@@ -126,7 +132,10 @@ describe("RedisSessionStore: Redis restarted", () => {
       yield* Effect.promise(() =>
         raw.multi().client("KILL", "TYPE", "pubsub").set(key, json).publish(`${key}:changes`, json).exec()
       )
-      const stored = yield* seen
+      const stored = yield* Effect.suspend(() => {
+        const found = received.find((stored) => stored.revision === 2)
+        return found === undefined ? Effect.fail("none") : Effect.succeed(found)
+      }).pipe(Effect.retry(Schedule.spaced("20 millis")), Effect.timeout("10 seconds"))
       expect(tokenOf(stored)).toBe("refresh-2")
     }))
 })
