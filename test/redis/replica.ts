@@ -2,8 +2,9 @@
  * One replica of a service acting for one Moon account, as a Node process of
  * its own: a `SessionManager` on `RedisSessionStore` (client from
  * `REDIS_URL`), a `RefreshClient` on the mock server, and `READERS` fibers
- * reading the access token all the time, one of them also using it against
- * `/protected`. Started by replicas.test.ts.
+ * each reading the access token every 100 ms (8 such processes on 2 cores
+ * must leave the CPU to the refreshes), and a probe using it against
+ * `/protected` every 250 ms. Started by replicas.test.ts.
  *
  * It prints JSON lines on stdout: `{"ready":…}` once its manager runs (on
  * an empty store, signed out: the session arrives through the change feed,
@@ -74,7 +75,7 @@ const program = Effect.gen(function*() {
   )
   const readers = Number(env("READERS"))
   for (let i = 0; i < readers; i++) {
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(read, Effect.sleep("20 millis"))))
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(read, Effect.sleep("100 millis"))))
   }
   // The token read is also used: an expired or revoked one would get a 401.
   const probe = Effect.gen(function*() {
