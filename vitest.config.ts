@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url"
-import { defineConfig } from "vitest/config"
+import { configDefaults, defineConfig } from "vitest/config"
 
 export default defineConfig({
   resolve: {
@@ -16,11 +16,14 @@ export default defineConfig({
         find: /^moon-refresh\/browser$/,
         replacement: fileURLToPath(new URL("./src/browser/index.ts", import.meta.url))
       },
+      { find: /^moon-refresh\/redis$/, replacement: fileURLToPath(new URL("./src/redis/index.ts", import.meta.url)) },
       { find: /^moon-refresh\/(.*)$/, replacement: fileURLToPath(new URL("./src/$1.ts", import.meta.url)) }
     ]
   },
   test: {
     include: ["test/**/*.test.ts"],
+    // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
+    exclude: [...configDefaults.exclude, "test/redis/**"],
     // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
     testTimeout: 20_000
   }

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import { printTable, round, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
 import { measureMicro } from "./micro.js"
+import { measureRedis } from "./redis.js"
 import { measureRoundTrips } from "./roundtrip.js"
 import { measureSizes } from "./size.js"
 import { measureStampede } from "./stampede.js"
@@ -22,7 +23,8 @@ const settings = {
   micro: { calls: 500, rounds: 3 },
   stampede: { callers: 10_000, rounds: 3, heavyRounds: 2, maxSockets: 256 },
   hotPath: { reads: 300_000, rounds: 3 },
-  memory: { checkpoints: [1_000, 10_000, 100_000] }
+  memory: { checkpoints: [1_000, 10_000, 100_000] },
+  redis: { reads: 100_000, refreshes: 30, rounds: 5 }
 } as const
 
 const targets = {
@@ -163,6 +165,18 @@ const main = async () => {
       )
     )
 
+    const redis = await measureRedis(server, settings.redis)
+    printTable(
+      `6. RedisSessionStore: added cost over the memory store, ms per operation, median of ${settings.redis.rounds} rounds [${elapsed()}]`,
+      "skipped" in redis ? [{ result: redis.skipped }] : redis.rows.map((row) => ({
+        operation: row.what,
+        "memory ms": row.memoryMs,
+        "redis ms": row.redisMs,
+        "added ms": row.addedMs,
+        "x memory": row.ratio
+      }))
+    )
+
     const manager = stampede.find((row) => row.flow.startsWith("SessionManager"))!
     const fiberFloor = stampede.find((row) => row.flow.includes("fibers await"))!
     const nodeKeepAlive = roundTrip.find((row) => row.client === "RefreshClient / NodeHttpClient (keep-alive agent)")!
@@ -248,6 +262,7 @@ const main = async () => {
       stampede: { oneRefreshMillis: refreshClient.p50Ms, rows: stampede },
       hotPath,
       memory: [memory, memoryUnvalidated],
+      redis,
       size
     }
     writeFileSync(

@@ -12,6 +12,7 @@ export const entries = {
   "./testing": "testing/index",
   "./node": "node/index",
   "./browser": "browser/index",
+  "./redis": "redis/index",
   "./*": "*",
   "./internal/*": null,
   "./testing/internal/*": null,

@@ -1,0 +1,446 @@
+/**
+ * The body of `RedisSessionStore`: the Lua scripts, one bounded operation on
+ * the client, the lease lock and the change feed. The public module holds the
+ * options, the layers and the docs.
+ *
+ * Not public API: the package's exports keep `internal/` private.
+ */
+import {
+  Clock,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  FiberHandle,
+  FiberId,
+  FiberSet,
+  Option,
+  ParseResult,
+  PubSub,
+  Random,
+  Schedule,
+  Schema,
+  Stream
+} from "effect"
+import type { Scope } from "effect"
+import type { Redis, RedisOptions } from "ioredis"
+import { createHash } from "node:crypto"
+import { hostname } from "node:os"
+import * as RefreshError from "../RefreshError.js"
+import type * as Session from "../Session.js"
+import * as SessionStore from "../SessionStore.js"
+
+// ---------------------------------------------------------------------------
+// Scripts: each runs atomically on the server.
+// ---------------------------------------------------------------------------
+
+// The revision of a stored value, as `decodeRecord` reads it: a value that is
+// missing or does not parse is revision 0, so both sides agree on what a
+// write at revision 0 replaces.
+const revisionOf = `
+local function revisionOf(value)
+  if not value then return 0 end
+  local ok, record = pcall(cjson.decode, value)
+  if ok and type(record) == "table" and type(record.revision) == "number"
+    and record.revision >= 0 and record.revision % 1 == 0 then
+    return record.revision
+  end
+  return 0
+end
+`
+
+interface Script {
+  readonly lua: string
+  readonly sha: string
+}
+
+const script = (lua: string): Script => ({ lua, sha: createHash("sha1").update(lua).digest("hex") })
+
+/** KEYS: record. ARGV: expected revision, new record, channel. Returns `{written (0|1), revision before}`. */
+export const writeScript = script(`${revisionOf}
+local actual = revisionOf(redis.call("GET", KEYS[1]))
+if actual ~= tonumber(ARGV[1]) then return {0, actual} end
+redis.call("SET", KEYS[1], ARGV[2])
+redis.call("PUBLISH", ARGV[3], ARGV[2])
+return {1, actual}
+`)
+
+/**
+ * KEYS: record. ARGV: record, its revision, channel. Puts the record back if
+ * the stored one is older (or gone). Returns `{put back (0|1), stored after}`
+ * (without the second when there is nothing stored).
+ */
+export const restoreScript = script(`${revisionOf}
+local current = redis.call("GET", KEYS[1])
+if revisionOf(current) < tonumber(ARGV[2]) then
+  redis.call("SET", KEYS[1], ARGV[1])
+  redis.call("PUBLISH", ARGV[3], ARGV[1])
+  return {1, ARGV[1]}
+end
+return {0, current}
+`)
+
+/** KEYS: lock. ARGV: token, lease in ms. Returns 0 when taken, else the holder's lease left in ms (or -1). */
+export const acquireScript = script(`
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 0 end
+return redis.call("PTTL", KEYS[1])
+`)
+
+/** KEYS: lock. ARGV: token, released channel. Deletes the lock only if the token still holds it. */
+export const releaseScript = script(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("DEL", KEYS[1])
+  redis.call("PUBLISH", ARGV[2], "")
+  return 1
+end
+return 0
+`)
+
+/** KEYS: lock. ARGV: token, lease in ms. Extends the lease only if the token still holds it. */
+export const renewScript = script(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 0
+`)
+
+// EVALSHA, and EVAL once when the server does not know the script (first use,
+// or a restarted server), as ioredis's own `defineCommand` does; done here so
+// that a client the user passes in gets no commands added to it.
+const runScript = (
+  client: Redis,
+  { lua, sha }: Script,
+  keys: ReadonlyArray<string>,
+  args: ReadonlyArray<string | number>
+): Promise<unknown> =>
+  client.evalsha(sha, keys.length, ...keys, ...args).catch((error: unknown) =>
+    error instanceof Error && error.message.startsWith("NOSCRIPT")
+      ? client.eval(lua, keys.length, ...keys, ...args)
+      : Promise.reject(error)
+  )
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+/** See `RedisSessionStore.clientOptions`, which documents each choice. */
+export const clientOptions: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+  autoResendUnfulfilledCommands: false,
+  socketTimeout: 5_000,
+  connectTimeout: 5_000
+}
+
+// The subscriber is ours whatever the user's client says: it resubscribes and
+// re-reads itself after a reconnect, in that order.
+const subscriberOptions: Partial<RedisOptions> = {
+  ...clientOptions,
+  autoResubscribe: false,
+  lazyConnect: false,
+  // A subscriber waits for messages with no command pending; ioredis's socket
+  // timeout has misfired on such connections (ioredis #1904).
+  socketTimeout: undefined,
+  connectionName: "moon-refresh:changes"
+}
+
+/** Quits politely when the server answers, and in any case stops reconnecting. */
+export const close = (client: Redis): Effect.Effect<void> =>
+  Effect.tryPromise(() => client.quit()).pipe(
+    Effect.timeout("1 second"),
+    Effect.ignore,
+    Effect.zipRight(Effect.sync(() => client.disconnect()))
+  )
+
+const errorMessage = (cause: unknown): string => {
+  const message = cause instanceof Error ? cause.message : String(cause)
+  // ioredis's words for "sent while disconnected" name an option, not the problem.
+  return RefreshError.capMessage(
+    message.startsWith("Stream isn't writeable") ? "not connected (the connection is down)" : message
+  )
+}
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+const decodeStored = Schema.decodeEither(SessionStore.StoredJson)
+const encodeStored = Schema.encode(SessionStore.StoredJson)
+const RevisionOnly = Schema.parseJson(
+  Schema.Struct({ revision: Schema.Number.pipe(Schema.int(), Schema.nonNegative()) })
+)
+const decodeRevision = Schema.decodeEither(RevisionOnly)
+
+/**
+ * A stored value as a record. One that does not decode (an old format, a
+ * hand edit) is a sign-out at the revision it names (0 if none), as the
+ * scripts read it, so a write can replace it; the value itself is not logged.
+ */
+export const decodeRecord = (key: string, value: string | null): Effect.Effect<SessionStore.Stored> => {
+  if (value === null) return Effect.succeed(SessionStore.empty)
+  const decoded = decodeStored(value)
+  if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
+  const revision = Either.match(decodeRevision(value), { onLeft: () => 0, onRight: (record) => record.revision })
+  return Effect.as(
+    Effect.logWarning(`moon-refresh: the record under "${key}" does not decode; treated as signed out`),
+    { revision, session: Option.none() }
+  )
+}
+
+// ---------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------
+
+/** The options, checked, in milliseconds. */
+export interface Settings {
+  readonly key: string
+  readonly lease: number
+  readonly lockTimeout: number
+  readonly timeout: number
+}
+
+type Operation = SessionStore.StoreError["operation"]
+
+/** The keys and channels one record uses; they share the record key as prefix (and so its hash tag). */
+export const names = (key: string) => ({
+  record: key,
+  lock: `${key}:lock`,
+  changes: `${key}:changes`,
+  released: `${key}:released`
+})
+
+// A lock waiter sleeps at most this long between two attempts when nothing
+// wakes it: a release it missed (subscriber down) costs no more than this.
+const maxPoll = 1_000
+
+/** The store on `client`: `SessionStore.make` over a fenced read and write, a lease lock and a change feed. */
+export const makeStore = (
+  client: Redis,
+  settings: Settings
+): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const keys = names(settings.key)
+    const run = yield* FiberSet.makeRuntime<never>()
+    const feed = yield* PubSub.unbounded<SessionStore.Stored>()
+
+    const timedOut = (operation: Operation) => () =>
+      new SessionStore.StoreError({
+        operation,
+        message: `Redis did not answer within ${
+          Duration.format(Duration.millis(settings.timeout))
+        } (connection ${client.status})`
+      })
+
+    // One command, bounded by the timeout, waiting first for the connection:
+    // with the offline queue off a command sent while disconnected fails at
+    // once, so nothing is left queued to run after the caller gave up.
+    const on =
+      (connection: Redis) =>
+      <A>(operation: Operation, send: () => Promise<A>): Effect.Effect<A, SessionStore.StoreError> =>
+        Effect.zipRight(
+          connected(connection, operation),
+          Effect.tryPromise({
+            try: send,
+            catch: (cause) => new SessionStore.StoreError({ operation, message: `Redis: ${errorMessage(cause)}` })
+          })
+        ).pipe(Effect.timeoutFail({ duration: settings.timeout, onTimeout: timedOut(operation) }))
+    const command = on(client)
+
+    // The newest record this process has seen, read, written or heard of: what
+    // it puts back if the server lost it.
+    let known: SessionStore.Stored = SessionStore.empty
+    const note = (stored: SessionStore.Stored) => {
+      if (stored.revision > known.revision) known = stored
+      return stored
+    }
+
+    const encode = (stored: SessionStore.Stored, operation: Operation) =>
+      Effect.mapError(
+        encodeStored(stored),
+        (error) => new SessionStore.StoreError({ operation, message: ParseResult.TreeFormatter.formatErrorSync(error) })
+      )
+
+    // A record older than one this process saw means the server lost data
+    // (restarted without it, or from an older snapshot): put back the newest
+    // known, unless another holder already put back a newer one.
+    const restore = (operation: Operation) =>
+      Effect.gen(function*() {
+        const stored = known
+        const json = yield* encode(stored, operation)
+        const [restored, after] = (yield* command(
+          operation,
+          () => runScript(client, restoreScript, [keys.record], [json, stored.revision, keys.changes])
+        )) as [number, string | undefined]
+        if (restored === 1) {
+          yield* Effect.logWarning(
+            `moon-refresh: the record under "${settings.key}" was lost or older on the server; put back revision ${stored.revision}`
+          )
+        }
+        return note(yield* decodeRecord(settings.key, after ?? null))
+      })
+
+    const read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError> = Effect.gen(function*() {
+      const value = yield* command("load", () => client.get(keys.record))
+      const stored = note(yield* decodeRecord(settings.key, value))
+      return stored.revision < known.revision ? yield* restore("load") : stored
+    })
+
+    const write = (
+      session: Option.Option<Session.Session>,
+      expected: number
+    ): Effect.Effect<SessionStore.Stored, SessionStore.StoreError | SessionStore.StoreConflictError> =>
+      Effect.gen(function*() {
+        const operation = Option.isSome(session) ? "save" : "clear"
+        const next: SessionStore.Stored = { revision: expected + 1, session }
+        const json = yield* encode(next, operation)
+        const attempt = Effect.map(
+          command(operation, () => runScript(client, writeScript, [keys.record], [expected, json, keys.changes])),
+          (reply) => reply as [number, number]
+        )
+        let [written, actual] = yield* attempt
+        if (written === 0 && actual < known.revision) {
+          // The server lost data: put the newest known record back, then the
+          // write is fenced against it as if nothing had been lost.
+          const restored = yield* restore(operation)
+          if (restored.revision === expected) [written, actual] = yield* attempt
+          else actual = restored.revision
+        }
+        if (written === 0) return yield* Effect.fail(SessionStore.conflict(expected, actual))
+        return note(next)
+      })
+
+    // ---- the lock ----
+
+    // Waiters wake when a holder releases (its PUBLISH), or when its lease ends.
+    let released = Deferred.unsafeMake<void>(FiberId.none)
+    const wakeWaiters = () => {
+      const woken = released
+      released = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(woken, Exit.void)
+    }
+
+    const acquire = (token: string) =>
+      Effect.gen(function*() {
+        const deadline = (yield* Clock.currentTimeMillis) + settings.lockTimeout
+        while (true) {
+          const woken = released
+          const left = Number(
+            yield* command("lock", () => runScript(client, acquireScript, [keys.lock], [token, settings.lease]))
+          )
+          if (left === 0) return
+          const now = yield* Clock.currentTimeMillis
+          if (now >= deadline) {
+            return yield* new SessionStore.StoreError({
+              operation: "lock",
+              message: `another holder kept the Redis lock "${keys.lock}" for ${
+                Duration.format(Duration.millis(settings.lockTimeout))
+              }`
+            })
+          }
+          // A lease that ends wakes the next holder; the jitter keeps waiters
+          // that polled together from polling together again.
+          const jitter = yield* Random.nextIntBetween(0, 50)
+          const wait = Math.min(left > 0 ? left : maxPoll, maxPoll, deadline - now) + jitter
+          yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(Duration.millis(wait)))
+        }
+      })
+
+    const release = (token: string) =>
+      Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
+
+    // Renews the lease every third of it while the critical section runs. A
+    // holder that stalls past its lease loses the lock; its writes are fenced.
+    const renew = (token: string) =>
+      Effect.gen(function*() {
+        const interval = Duration.millis(Math.max(1, Math.floor(settings.lease / 3)))
+        while (true) {
+          yield* Effect.sleep(interval)
+          const renewed = yield* Effect.either(
+            command("lock", () => runScript(client, renewScript, [keys.lock], [token, settings.lease]))
+          )
+          if (Either.isRight(renewed) && renewed.right === 0) {
+            return yield* Effect.logWarning(
+              `moon-refresh: the Redis lock "${keys.lock}" expired while held; another holder may take over (writes stay fenced)`
+            )
+          }
+        }
+      })
+
+    const newToken = Effect.map(
+      Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+      ([a, b]) => `${hostname()}:${process.pid}:${a.toString(36)}${b.toString(36)}`
+    )
+
+    const withLock = <A, E, R>(
+      critical: Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | SessionStore.StoreError, R> =>
+      Effect.uninterruptibleMask((restoreInterruption) =>
+        Effect.gen(function*() {
+          const token = yield* newToken
+          // A SET that reached the server after the caller gave up (or timed
+          // out) is deleted, not left to hold the lock for a whole lease.
+          yield* restoreInterruption(acquire(token)).pipe(
+            Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(release(token)))
+          )
+          return yield* Effect.scoped(
+            Effect.zipRight(
+              Effect.forkScoped(Effect.interruptible(renew(token))),
+              restoreInterruption(critical)
+            )
+          ).pipe(Effect.ensuring(release(token)))
+        })
+      ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", { captureStackTrace: false }))
+
+    // ---- the change feed ----
+
+    const subscriber = yield* Effect.acquireRelease(
+      Effect.sync(() => client.duplicate(subscriberOptions)),
+      close
+    )
+    // Connection errors reach callers through the operations; here they are noise.
+    subscriber.on("error", (error: Error) => run(Effect.logDebug(`moon-refresh: Redis subscriber: ${error.message}`)))
+    subscriber.on("message", (channel: string, message: string) => {
+      if (channel === keys.released) return wakeWaiters()
+      if (channel !== keys.changes) return
+      run(Effect.flatMap(decodeRecord(settings.key, message), (stored) => PubSub.publish(feed, note(stored))))
+    })
+    // Pub/sub forgets what it sent while this connection was down: after every
+    // (re)connect, subscribe, then re-read (putting back a record the server
+    // lost) and pass on what is there.
+    const resync = yield* FiberHandle.make<void, never>()
+    const onReady = Effect.gen(function*() {
+      yield* on(subscriber)("load", () => subscriber.subscribe(keys.changes, keys.released)).pipe(
+        Effect.retry(Schedule.spaced("500 millis"))
+      )
+      wakeWaiters()
+      const stored = yield* read.pipe(Effect.retry(Schedule.spaced("500 millis")))
+      yield* PubSub.publish(feed, stored)
+    }).pipe(Effect.ignore) // retried until it succeeds or the next reconnect replaces it
+    subscriber.on("ready", () => run(FiberHandle.run(resync, onReady)))
+    yield* Effect.addFinalizer(() => Effect.sync(() => subscriber.removeAllListeners("ready")))
+
+    // Each run of the feed starts with the record as it is once subscribed:
+    // a holder that read the record, then subscribed, misses no write made
+    // in between (a sign-in while it started, say).
+    const changes = Stream.unwrapScoped(
+      Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(feed)
+        const current = yield* Effect.option(read)
+        return Stream.concat(Stream.fromIterable(Option.toArray(current)), Stream.fromQueue(subscription))
+      })
+    )
+
+    return SessionStore.make({ read, write, withLock, changes, shared: true })
+  })
+
+// Waits for the client's `ready`, triggering the connection of a lazy client.
+const connected = (client: Redis, operation: Operation): Effect.Effect<void, SessionStore.StoreError> =>
+  Effect.async<void, SessionStore.StoreError>((resume) => {
+    if (client.status === "ready") return resume(Effect.void)
+    if (client.status === "end") {
+      return resume(Effect.fail(new SessionStore.StoreError({ operation, message: "the Redis client is closed" })))
+    }
+    const onReady = () => resume(Effect.void)
+    client.once("ready", onReady)
+    if (client.status === "wait") client.connect().catch(() => undefined)
+    return Effect.sync(() => client.off("ready", onReady))
+  })

@@ -1,0 +1,235 @@
+/**
+ * A `SessionStore` on Redis, for several replicas or workers acting for the
+ * same Moon account: they share one record, one lock and one change feed.
+ *
+ * - The record: `SessionStore.StoredJson` under `key`, with its revision. A
+ *   write is a script that compares the revision and sets the record and
+ *   publishes it in one step (fenced): a holder that stalled past its lease
+ *   cannot overwrite a newer session or a sign-out.
+ * - The lock: `SET key:lock token NX PX lease`, renewed while the refresh
+ *   runs, deleted only by its owner (compare-and-delete), and given up by
+ *   lease expiry when the holder dies.
+ * - The change feed: a `PUBLISH` on `key:changes` with every write (keyspace
+ *   notifications are off on most servers), and a re-read after every
+ *   reconnect, since pub/sub forgets what it sent while a subscriber was away.
+ *
+ * Reads of the `SessionManager` stay in memory, and its single flight stays
+ * in the process: Redis is only asked at a refresh, a sign-in or a sign-out.
+ *
+ * Needs `ioredis` (an optional peer dependency of `moon-refresh`).
+ *
+ * @since 0.2.0
+ */
+import type { ConfigError, Scope } from "effect"
+import { Config, Context, Duration, Effect, Either, Layer, Redacted, Runtime } from "effect"
+import type { RedisOptions } from "ioredis"
+import { Redis } from "ioredis"
+import * as Options_ from "../internal/options.js"
+import * as Internal from "../internal/redis.js"
+import * as SessionStore from "../SessionStore.js"
+
+/**
+ * The ioredis client the store runs its commands on. The store opens one
+ * more connection of its own for the change feed (`client.duplicate()`).
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class RedisClient extends Context.Tag("moon-refresh/RedisSessionStore/RedisClient")<RedisClient, Redis>() {}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The key of the record, one per Moon account (for example
+   * `"moon-session:ada"`). The lock is `key:lock`, the channels `key:changes`
+   * and `key:released`, so a hash tag in the key (`"{moon-session:ada}"`)
+   * keeps them on one Redis Cluster slot.
+   */
+  readonly key: string
+  /**
+   * How long a lock outlives a holder that died. A live holder renews it
+   * every third of it while its refresh runs. Default 10 seconds.
+   */
+  readonly lease?: Duration.DurationInput | undefined
+  /**
+   * The longest to wait for the lock before failing with a `StoreError`
+   * (`operation: "lock"`). Keep it above `lease`, so a holder that died is
+   * taken over within it. Default 30 seconds.
+   */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
+   * The longest one Redis operation may take, waiting for the connection
+   * included, before it fails with a `StoreError`. Default 2 seconds.
+   */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.2.0
+ * @category constants
+ */
+export const defaults = {
+  lease: Duration.seconds(10),
+  lockTimeout: Duration.seconds(30),
+  timeout: Duration.seconds(2)
+} as const
+
+const owner = "RedisSessionStore"
+
+const resolve = (options: Options): Either.Either<Internal.Settings, Options_.Invalid> =>
+  Either.gen(function*() {
+    const millis = (option: keyof typeof defaults) =>
+      Options_.millis(owner, option, options[option] ?? defaults[option], "positive")
+    const key = typeof options.key === "string" && options.key.length > 0
+      ? options.key
+      : yield* Either.left({ owner, option: "key", reason: "must be a non-empty string" })
+    return {
+      key,
+      // Redis counts a lease in whole milliseconds.
+      lease: Math.ceil(yield* millis("lease")),
+      lockTimeout: yield* millis("lockTimeout"),
+      timeout: yield* millis("timeout")
+    }
+  })
+
+/**
+ * The ioredis settings of the clients this module creates. Spread them into
+ * your own client's options to get the same behaviour when Redis is down:
+ *
+ * - `enableOfflineQueue: false`: a command sent while disconnected fails at
+ *   once instead of waiting in a queue and running later, after the store
+ *   gave up on it (a late `SET NX` would hold the lock for a whole lease).
+ *   The store waits for the connection itself, within its `timeout`.
+ * - `maxRetriesPerRequest: 0` and `autoResendUnfulfilledCommands: false`: a
+ *   command in flight when the connection drops fails at once and is not
+ *   sent again on reconnect.
+ * - `socketTimeout: 5000`: a server that stops answering (frozen, or a
+ *   connection that died silently) is dropped and reconnected.
+ * - `connectTimeout: 5000`; ioredis's default `retryStrategy` reconnects
+ *   forever, backing off to 2 seconds.
+ *
+ * A client with other settings works too: every operation is bounded by the
+ * store's `timeout` whatever the client does.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const clientOptions: RedisOptions = Internal.clientOptions
+
+/**
+ * Builds the store on the `RedisClient` in context. The change feed's
+ * connection lives in the scope. Dies (a defect naming the option) when an
+ * option is invalid. Connects lazily: no Redis needs to be up for this to
+ * succeed, and operations fail with a `StoreError` until it is.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<SessionStore.Service, never, RedisClient | Scope.Scope> =>
+  Effect.flatMap(
+    Options_.orDie(resolve(options)),
+    (settings) => Effect.flatMap(RedisClient, (client) => Internal.makeStore(client, settings))
+  )
+
+/**
+ * The store as a layer, on the `RedisClient` in context.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { RefreshClient, SessionManager } from "moon-refresh"
+ * import { RedisSessionStore } from "moon-refresh/redis"
+ *
+ * // Every replica acting for this account uses the same key.
+ * export const SessionLive = SessionManager.layer().pipe(
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(RedisSessionStore.layer({ key: "moon-session:ada" })),
+ *   Layer.provide(RedisSessionStore.layerClientConfig()) // REDIS_URL
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<SessionStore.SessionStore, never, RedisClient> =>
+  Layer.scoped(SessionStore.SessionStore, make(options))
+
+/**
+ * Opens an ioredis client on `url` with {@link clientOptions} (and
+ * `options` over them), and closes it with the scope.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeClient = (
+  url: Redacted.Redacted<string> | string,
+  options: RedisOptions = {}
+): Effect.Effect<Redis, never, Scope.Scope> =>
+  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const client = new Redis(Redacted.isRedacted(url) ? Redacted.value(url) : url, {
+          ...clientOptions,
+          ...options
+        })
+        // Without a listener ioredis prints every failed reconnect; the
+        // store's operations report what matters as `StoreError`s.
+        client.on("error", (error: Error) =>
+          Runtime.runFork(runtime)(Effect.logDebug(`moon-refresh: Redis client: ${error.message}`)))
+        return client
+      }),
+      Internal.close
+    ))
+
+/**
+ * A client you already have. The layer does not close it.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerClient = (client: Redis): Layer.Layer<RedisClient> => Layer.succeed(RedisClient, client)
+
+const isRedisUrl = (url: string): boolean => {
+  try {
+    const protocol = new URL(url).protocol
+    return protocol === "redis:" || protocol === "rediss:"
+  } catch {
+    return false
+  }
+}
+
+/**
+ * A client on the URL in `REDIS_URL` (or the `Config` given), opened with
+ * {@link clientOptions} and closed with the layer's scope. A URL that is not
+ * `redis://` or `rediss://` is a `ConfigError`. The URL is read as a
+ * `Redacted`: it may hold a password.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerClientConfig = (
+  url: Config.Config<Redacted.Redacted<string>> = Config.redacted("REDIS_URL")
+): Layer.Layer<RedisClient, ConfigError.ConfigError> =>
+  Layer.scoped(
+    RedisClient,
+    Effect.flatMap(
+      Config.validate(url, {
+        message: "must be a redis:// or rediss:// URL",
+        validation: (u) => isRedisUrl(Redacted.value(u))
+      }),
+      (valid) => makeClient(valid)
+    )
+  )
+
+/**
+ * The store with a client of its own from `REDIS_URL`: {@link layer} and
+ * {@link layerClientConfig} in one.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig = (options: Options): Layer.Layer<SessionStore.SessionStore, ConfigError.ConfigError> =>
+  layer(options).pipe(Layer.provide(layerClientConfig()))
