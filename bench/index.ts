@@ -116,7 +116,7 @@ const main = async () => {
       table("auth")
     )
     printTable(
-      "1c. Where RefreshClient's cost over the floor goes (FetchHttpClient, chunked answers)",
+      "1c. Where RefreshClient's cost over the floor goes (FetchHttpClient, chunked answers; all of RefreshClient is in table 1)",
       table("breakdown")
     )
 

@@ -19,6 +19,7 @@ import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
 import * as AuthHttpClient from "../src/AuthHttpClient.js"
+import { timeoutFail } from "../src/internal/attempt.js"
 import { readBodyCapped } from "../src/internal/http.js"
 import * as Moon from "../src/internal/moon.js"
 import * as RefreshClient from "../src/RefreshClient.js"
@@ -376,10 +377,22 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
   )
 
   // Where RefreshClient's cost over the floor goes, over FetchHttpClient with
-  // chunked answers: the floor without the platform's span (which our POST
-  // skips), then our body read, then our decoding, then all of RefreshClient.
+  // chunked answers, one piece added at a time: the floor without the
+  // platform's span (which our POST skips), our body read, our decoding, the
+  // per-attempt timeout; RefreshClient itself (the main table) adds the
+  // retry, its span and the mapping of errors.
   const breakdown = "chunked"
   const off = tracerOff(FetchHttpClient.layer)
+  const decoded = (client: HttpClient.HttpClient, url: string, token: string) =>
+    client.execute(request(url, token)).pipe(
+      Effect.flatMap((response) =>
+        Effect.flatMap(
+          readBodyCapped(response),
+          (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
+        )
+      ),
+      Effect.map((session) => Redacted.value(session.refreshToken))
+    )
   runners.push(
     httpRunner(label("a. floor, tracer off", breakdown), "breakdown", breakdown, fetchStack, off, withText),
     httpRunner(
@@ -400,24 +413,18 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       breakdown,
       fetchStack,
       off,
-      (client, url, token) =>
-        client.execute(request(url, token)).pipe(
-          Effect.flatMap((response) =>
-            Effect.flatMap(
-              readBodyCapped(response),
-              (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
-            )
-          ),
-          Effect.map((session) => Redacted.value(session.refreshToken))
-        )
+      decoded
     ),
-    refreshClientRunner(
-      label("d. RefreshClient, all tracing off", breakdown),
+    httpRunner(
+      label("d. c, inside the per-attempt timeoutFail", breakdown),
       "breakdown",
       breakdown,
       fetchStack,
-      FetchHttpClient.layer,
-      Effect.withTracerEnabled(false)
+      off,
+      (client, url, token) =>
+        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
+          decoded(client, url, token)
+        )
     )
   )
   return runners
