@@ -161,6 +161,27 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     dispose: () => Promise.resolve()
   })
 
+  /** A runner whose loop runs in a runtime of its own, built from `layer`. */
+  const runtimeRunner = <R, E>(
+    name: string,
+    group: Group,
+    framing: Framing,
+    stack: Stack,
+    layer: Layer.Layer<R>,
+    loop: (session: Minted, count: number) => Effect.Effect<Timed, E, R>
+  ): Runner => {
+    const runtime = ManagedRuntime.make(layer)
+    return {
+      name,
+      group,
+      framing,
+      floor: label(`${stack.name} POST + text + JSON.parse`, framing),
+      plain: stack.plain(framing),
+      run: (session, count) => runtime.runPromise(loop(session, count)),
+      dispose: () => runtime.dispose()
+    }
+  }
+
   /** A runner over an `HttpClient` layer: `step` is one refresh. */
   const httpRunner = <E>(
     name: string,
@@ -170,54 +191,41 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     http: Layer.Layer<HttpClient.HttpClient>,
     step: (client: HttpClient.HttpClient, url: string, token: string) => Effect.Effect<string, E>
   ): Runner => {
-    const runtime = ManagedRuntime.make(http)
     const url = urlFor(framing, "/auth/refresh")
-    return {
+    return runtimeRunner(
       name,
       group,
       framing,
-      floor: label(`${stack.name} POST + text + JSON.parse`, framing),
-      plain: stack.plain(framing),
-      run: (session, count) =>
-        runtime.runPromise(
-          Effect.flatMap(HttpClient.HttpClient, (client) =>
-            refreshLoop(session, count, (token) => step(client, url, token)))
-        ),
-      dispose: () => runtime.dispose()
-    }
+      stack,
+      http,
+      (session, count) =>
+        Effect.flatMap(
+          HttpClient.HttpClient,
+          (client) => refreshLoop(session, count, (token) => step(client, url, token))
+        )
+    )
   }
 
   const refreshClientRunner = (
     name: string,
-    group: Group,
     framing: Framing,
     stack: Stack,
-    http: Layer.Layer<HttpClient.HttpClient>,
-    wrap: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E> = (effect) => effect
-  ): Runner => {
-    const runtime = ManagedRuntime.make(
-      RefreshClient.layer({ baseUrl: `${server.baseUrl}/${framing}` }).pipe(Layer.provide(http))
-    )
-    return {
+    http: Layer.Layer<HttpClient.HttpClient>
+  ): Runner =>
+    runtimeRunner(
       name,
-      group,
+      "refresh",
       framing,
-      floor: label(`${stack.name} POST + text + JSON.parse`, framing),
-      plain: stack.plain(framing),
-      run: (session, count) =>
-        runtime.runPromise(
-          Effect.flatMap(RefreshClient.RefreshClient, (client) =>
-            wrap(
-              refreshLoop(
-                session,
-                count,
-                (token) => Effect.map(client.refresh(Redacted.make(token)), (next) => Redacted.value(next.refreshToken))
-              )
-            ))
-        ),
-      dispose: () => runtime.dispose()
-    }
-  }
+      stack,
+      RefreshClient.layer({ baseUrl: `${server.baseUrl}/${framing}` }).pipe(Layer.provide(http)),
+      (session, count) =>
+        Effect.flatMap(RefreshClient.RefreshClient, (client) =>
+          refreshLoop(
+            session,
+            count,
+            (token) => Effect.map(client.refresh(Redacted.make(token)), (next) => Redacted.value(next.refreshToken))
+          ))
+    )
 
   const request = (url: string, token: string) => Moon.request(url, Redacted.make(token))
   const withText = (client: HttpClient.HttpClient, url: string, token: string) =>
@@ -303,13 +311,12 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
           stack.layer,
           withText
         ),
-        refreshClientRunner(label(`RefreshClient / ${stack.name}`, framing), "refresh", framing, stack, stack.layer)
+        refreshClientRunner(label(`RefreshClient / ${stack.name}`, framing), framing, stack, stack.layer)
       )
     }
   }
   runners.push(refreshClientRunner(
     label("RefreshClient / NodeHttpClient (default agent: no keep-alive)", "cl"),
-    "refresh",
     "cl",
     nodeStack,
     NodeHttpClient.layer

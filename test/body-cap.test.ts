@@ -187,7 +187,6 @@ for (const [name, layer, body, inflates] of stacks) {
         const server = yield* serve((req, res) => {
           res.writeHead(200, { "content-type": "application/json" })
           res.write(sessionJson.slice(0, sessionJson.indexOf(issuedRefreshToken) + 10))
-          res.on("finish", () => undefined)
           // Flushed, then the connection is cut.
           res.write("", () => req.socket.destroy())
         })
