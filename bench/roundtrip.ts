@@ -448,6 +448,11 @@ export interface RoundTripRow {
   readonly ratioToPlain: number
   /** The same against its platform floor. */
   readonly ratioToFloor: number
+  /**
+   * Median over rounds of (this client's median latency / its floor's): less
+   * swayed than the mean by the stalls a busy machine adds to a few requests.
+   */
+  readonly p50RatioToFloor: number
   /** This process's CPU time per request, median over rounds. */
   readonly cpuMicrosPerRequest: number
   /** Median over rounds of (this client's CPU per request / its floor's). */
@@ -523,6 +528,7 @@ export const measureRoundTrips = async (
       p99Ms: median(samples.map((sample) => percentile(sample.latencies, 99))),
       ratioToPlain: ratio(samples, samplesOf(runner.plain), meanOf),
       ratioToFloor: ratio(samples, floor, meanOf),
+      p50RatioToFloor: ratio(samples, floor, (sample) => percentile(sample.latencies, 50)),
       cpuMicrosPerRequest: median(samples.map(cpuOf)),
       cpuRatioToFloor: ratio(samples, floor, cpuOf),
       plain: runner.plain,
