@@ -322,13 +322,31 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     NodeHttpClient.layer
   ))
 
-  // AuthHttpClient against the same client with a fixed bearer header: the
-  // session is valid for an hour, so no request refreshes.
+  // AuthHttpClient against the same client with a fixed bearer header, both in
+  // one program (the same runtime, so the same context for the platform to
+  // merge into each request). The session is valid for an hour, so no request
+  // refreshes.
   const protectedUrl = urlFor("cl", "/protected")
-  const authRunner = <E, R>(
+  const program = (session: Minted) =>
+    AuthHttpClient.layer.pipe(
+      Layer.provideMerge(
+        SessionManager.layer({ autoRefresh: false }).pipe(
+          Layer.provide(SessionStore.layerMemory(Session.unsafeMake({
+            accessToken: session.accessToken,
+            refreshToken: session.refreshToken,
+            expiresAt: session.expiresAt,
+            user: { id: "bench-user" }
+          }))),
+          Layer.provide(RefreshClient.layer({ baseUrl: server.baseUrl }))
+        )
+      ),
+      Layer.provideMerge(FetchHttpClient.layer)
+    )
+  const authRunner = <E>(
     name: string,
-    client: Effect.Effect<HttpClient.HttpClient.With<E>, never, R>,
-    layer: (session: Minted) => Layer.Layer<R, unknown>
+    client: (
+      session: Minted
+    ) => Effect.Effect<HttpClient.HttpClient.With<E>, never, Layer.Layer.Success<ReturnType<typeof program>>>
   ): Runner => ({
     name,
     group: "auth",
@@ -336,10 +354,10 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     floor: label("FetchHttpClient + fixed bearer header, GET + text", "cl"),
     plain: fetchPlain("cl"),
     run: async (session, count) => {
-      const runtime = ManagedRuntime.make(layer(session))
+      const runtime = ManagedRuntime.make(program(session))
       try {
         return await runtime.runPromise(Effect.flatMap(
-          client,
+          client(session),
           (http) =>
             effectLoop(count, Effect.asVoid(Effect.flatMap(http.get(protectedUrl), (response) => response.text)))
         ))
@@ -352,35 +370,13 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
   runners.push(
     authRunner(
       label("FetchHttpClient + fixed bearer header, GET + text", "cl"),
-      HttpClient.HttpClient,
       (session) =>
-        Layer.effect(
+        Effect.map(
           HttpClient.HttpClient,
-          Effect.map(
-            HttpClient.HttpClient,
-            HttpClient.mapRequest(HttpClientRequest.bearerToken(Redacted.make(session.accessToken)))
-          )
-        ).pipe(Layer.provide(FetchHttpClient.layer))
-    ),
-    authRunner(
-      label("AuthHttpClient / FetchHttpClient, GET + text", "cl"),
-      AuthHttpClient.AuthHttpClient,
-      (session) =>
-        AuthHttpClient.layer.pipe(
-          Layer.provideMerge(
-            SessionManager.layer({ autoRefresh: false }).pipe(
-              Layer.provide(SessionStore.layerMemory(Session.unsafeMake({
-                accessToken: session.accessToken,
-                refreshToken: session.refreshToken,
-                expiresAt: session.expiresAt,
-                user: { id: "bench-user" }
-              }))),
-              Layer.provide(RefreshClient.layer({ baseUrl: server.baseUrl }))
-            )
-          ),
-          Layer.provide(FetchHttpClient.layer)
+          HttpClient.mapRequest(HttpClientRequest.bearerToken(Redacted.make(session.accessToken)))
         )
-    )
+    ),
+    authRunner(label("AuthHttpClient / FetchHttpClient, GET + text", "cl"), () => AuthHttpClient.AuthHttpClient)
   )
 
   // Where RefreshClient's cost over the floor goes, over FetchHttpClient with
