@@ -8,6 +8,7 @@
  */
 import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Effect, Option, Redacted } from "effect"
+import { retry, timeoutFail } from "../src/internal/attempt.js"
 import { readBodyCapped } from "../src/internal/http.js"
 import * as Moon from "../src/internal/moon.js"
 import * as RefreshClient from "../src/RefreshClient.js"
@@ -43,11 +44,24 @@ const body = JSON.stringify({
   }
 })
 const request = HttpClientRequest.post("http://127.0.0.1/auth/refresh")
+// A chunked answer: one 2 KB chunk, no Content-Length.
 const response = () =>
   HttpClientResponse.fromWeb(
     request,
-    new Response(body, { headers: { "content-type": "application/json", "content-length": String(body.length) } })
+    new Response(new Blob([body]).stream(), { headers: { "content-type": "application/json" } })
   )
+// The same answer from a client readBodyCapped does not know (a test double,
+// a user's own client): only the public `stream` is left to read it.
+const unknownResponse = (): HttpClientResponse.HttpClientResponse => {
+  const inner = response()
+  return {
+    ...Object.fromEntries(
+      ["request", "status", "headers", "cookies", "remoteAddress"].map((k) => [k, inner[k as keyof typeof inner]])
+    ),
+    stream: inner.stream,
+    text: inner.text
+  } as unknown as HttpClientResponse.HttpClientResponse
+}
 const fields = {
   accessToken: Redacted.make(`at.1.${pad}`),
   refreshToken: Redacted.make(`rt.2.${pad}`),
@@ -67,9 +81,14 @@ const pieces: ReadonlyArray<Piece> = [
   { piece: "(tick: one setImmediate wait)", source: "subtracted from every row", effect: () => Effect.void },
   { piece: "response.text", source: "(platform)", effect: () => response().text },
   {
-    piece: "readBodyCapped (Stream.runFoldEffect)",
+    piece: "readBodyCapped: the platform's body, a reader loop",
     source: "src/internal/http.ts readBodyCapped",
     effect: () => readBodyCapped(response())
+  },
+  {
+    piece: "readBodyCapped: any other response, Stream.runFoldEffect",
+    source: "src/internal/http.ts readStream",
+    effect: () => readBodyCapped(unknownResponse())
   },
   { piece: "JSON.parse of the body", source: "(floor)", effect: () => Effect.sync(() => JSON.parse(body)) },
   {
@@ -89,17 +108,30 @@ const pieces: ReadonlyArray<Piece> = [
   },
   {
     piece: "Effect.timeoutFail around a succeeding effect",
-    source: "src/RefreshClient.ts attempt",
+    source: "(what RefreshClient used)",
     effect: () => Effect.timeoutFail(Effect.void, { duration: RefreshClient.defaultTimeout, onTimeout: timeoutError })
   },
   {
+    piece: "timeoutFail (one fork, a plain timer) around the same",
+    source: "src/internal/attempt.ts timeoutFail",
+    effect: () => timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: timeoutError })(Effect.void)
+  },
+  {
     piece: "Effect.retry(defaultPolicy) around a succeeding effect",
-    source: "src/RefreshClient.ts refresh",
+    source: "(what RefreshClient used)",
     effect: () =>
       Effect.retry(Effect.void as Effect.Effect<void, RefreshError.RefreshError>, {
         schedule: RefreshPolicy.defaultPolicy,
         while: RefreshError.isRetryable
       })
+  },
+  {
+    piece: "retry(defaultPolicy), started on the first failure, around the same",
+    source: "src/internal/attempt.ts retry",
+    effect: () =>
+      retry({ schedule: RefreshPolicy.defaultPolicy, while: RefreshError.isRetryable })(
+        Effect.void as Effect.Effect<void, RefreshError.RefreshError>
+      )
   },
   {
     piece: "Effect.withSpan (stack trace captured: default)",

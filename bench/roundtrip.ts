@@ -1,21 +1,33 @@
 /**
- * 1. Round-trip overhead: sequential refreshes (POST, decode, carry the
- * rotated refresh token to the next one) through each client against the same
- * server, interleaved round by round so that every client sees the same
- * machine. Ratios are to plain `fetch` + `JSON.parse` in the same round.
+ * 1. Round trip: sequential refreshes (POST, decode, carry the rotated
+ * refresh token to the next one) through each client against the same
+ * server, for each way the server can frame its answer, interleaved round by
+ * round so that every client sees the same machine. Each client is compared
+ * with two others measured in the same round and framing: the plain client of
+ * its HTTP stack (`fetch`, `node:http`), and the platform floor, a bare
+ * `HttpClient` POST + `text` + `JSON.parse` on the same stack (tracer on, as
+ * by default), which is what a user would write by hand.
+ *
+ * Also measured: `AuthHttpClient` per request (`GET /protected`) against the
+ * same client with a fixed bearer header, and where RefreshClient's remaining
+ * cost goes (the `breakdown` group).
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import axios from "axios"
 import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
+import * as AuthHttpClient from "../src/AuthHttpClient.js"
+import { timeoutFail } from "../src/internal/attempt.js"
 import { readBodyCapped } from "../src/internal/http.js"
 import * as Moon from "../src/internal/moon.js"
 import * as RefreshClient from "../src/RefreshClient.js"
-import * as RefreshError from "../src/RefreshError.js"
-import * as RefreshPolicy from "../src/RefreshPolicy.js"
+import * as Session from "../src/Session.js"
+import * as SessionManager from "../src/SessionManager.js"
+import * as SessionStore from "../src/SessionStore.js"
 import { median, percentile, rotate, type ServerHandle } from "./harness.js"
+import type { Framing, Minted } from "./server.js"
 
 interface Sample {
   readonly latencies: Array<number>
@@ -26,13 +38,22 @@ interface Sample {
 
 type Timed = Omit<Sample, "cpuMs">
 
+export type Group = "refresh" | "auth" | "breakdown"
+
 export interface Runner {
   readonly name: string
-  /** `main`: the table the issue asks for; `breakdown`: the experiment on where our overhead is. */
-  readonly group: "main" | "breakdown"
-  /** Which plain client is the floor for this one's HTTP stack. */
-  readonly baseline: "fetch" | "node:http"
-  readonly run: (firstRefreshToken: string, count: number) => Promise<Timed>
+  /**
+   * `refresh`: the table the issue asks for; `auth`: requests through
+   * AuthHttpClient; `breakdown`: the experiment on where our cost is.
+   */
+  readonly group: Group
+  readonly framing: Framing
+  /** The runner this one is compared with: the platform floor of its stack and framing. */
+  readonly floor: string
+  /** The plain client (no Effect) of its stack and framing. */
+  readonly plain: string
+  /** `count` sequential requests, starting from a freshly minted session. */
+  readonly run: (session: Minted, count: number) => Promise<Timed>
   readonly dispose: () => Promise<void>
 }
 
@@ -40,68 +61,44 @@ interface WireSession {
   readonly refresh_token: string
 }
 
-const promiseLoop = async (
-  first: string,
-  count: number,
-  step: (token: string) => Promise<string>
-): Promise<Timed> => {
+const timedLoop = async (count: number, step: () => Promise<void>): Promise<Timed> => {
   const latencies: Array<number> = []
-  let token = first
   const start = performance.now()
   for (let i = 0; i < count; i++) {
     const t0 = performance.now()
-    token = await step(token)
+    await step()
     latencies.push(performance.now() - t0)
   }
   return { latencies, totalMs: performance.now() - start }
 }
 
 // The whole loop runs inside one Effect program, as a user's refreshes would.
-const effectLoop = <E>(
-  first: string,
-  count: number,
-  step: (token: string) => Effect.Effect<string, E>
-): Effect.Effect<Timed, E> =>
+const effectLoop = <E>(count: number, step: Effect.Effect<void, E>): Effect.Effect<Timed, E> =>
   Effect.gen(function*() {
     const latencies: Array<number> = []
-    let token = first
     const start = performance.now()
     for (let i = 0; i < count; i++) {
       const t0 = performance.now()
-      token = yield* step(token)
+      yield* step
       latencies.push(performance.now() - t0)
     }
     return { latencies, totalMs: performance.now() - start }
   })
 
-const refreshClientRunner = (
-  name: string,
-  group: Runner["group"],
-  baseline: Runner["baseline"],
-  baseUrl: string,
-  http: Layer.Layer<HttpClient.HttpClient>,
-  wrap: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E> = (effect) => effect
-): Runner => {
-  const runtime = ManagedRuntime.make(RefreshClient.layer({ baseUrl }).pipe(Layer.provide(http)))
-  return {
-    name,
-    group,
-    baseline,
-    run: (first, count) =>
-      runtime.runPromise(
-        Effect.flatMap(RefreshClient.RefreshClient, (client) =>
-          wrap(
-            effectLoop(
-              first,
-              count,
-              (token) =>
-                Effect.map(client.refresh(Redacted.make(token)), (session) => Redacted.value(session.refreshToken))
-            )
-          ))
-      ),
-    dispose: () => runtime.dispose()
-  }
+/** Carries the rotated refresh token from one refresh to the next. */
+const refreshLoop = <E>(
+  session: Minted,
+  count: number,
+  step: (token: string) => Effect.Effect<string, E>
+): Effect.Effect<Timed, E> => {
+  let token = session.refreshToken
+  return effectLoop(
+    count,
+    Effect.suspend(() => step(token)).pipe(Effect.map((next) => void (token = next)))
+  )
 }
+
+const requestBody = (token: string) => JSON.stringify({ refresh_token: token })
 
 /** An `HttpClient` layer whose client neither opens spans nor sends trace headers. */
 export const tracerOff = (http: Layer.Layer<HttpClient.HttpClient>): Layer.Layer<HttpClient.HttpClient> =>
@@ -111,193 +108,360 @@ export const tracerOff = (http: Layer.Layer<HttpClient.HttpClient>): Layer.Layer
       client.pipe(HttpClient.withTracerDisabledWhen(() => true), HttpClient.withTracerPropagation(false)))
   ).pipe(Layer.provide(http))
 
-const requestBody = (token: string) => JSON.stringify({ refresh_token: token })
+interface Stack {
+  /** Shown in the runner names. */
+  readonly name: string
+  readonly layer: Layer.Layer<HttpClient.HttpClient>
+  readonly plain: (framing: Framing) => string
+  readonly framings: ReadonlyArray<Framing>
+}
+
+const label = (name: string, framing: Framing) => `${name} [${framing}]`
 
 export const makeRunners = (server: ServerHandle): Array<Runner> => {
-  const url = `${server.baseUrl}/auth/refresh`
+  const urlFor = (framing: Framing, path: string) => `${server.baseUrl}/${framing}${path}`
   const keepAliveAgent = new Http.Agent({ keepAlive: true })
   const nodeKeepAlive = NodeHttpClient.layerWithoutAgent.pipe(
     Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
   )
-  const plain = (name: string, baseline: Runner["baseline"], step: (token: string) => Promise<string>): Runner => ({
+  const runners: Array<Runner> = []
+
+  const fetchPlain = (framing: Framing) => label("fetch + JSON.parse", framing)
+  const nodePlain = (framing: Framing) => label("node:http (keep-alive) + JSON.parse", framing)
+  const fetchStack: Stack = {
+    name: "FetchHttpClient",
+    layer: FetchHttpClient.layer,
+    plain: fetchPlain,
+    framings: ["cl", "chunked", "gzip"]
+  }
+  // node:http asks for no compression, so a gzip framing would be the same as `cl`.
+  const nodeStack: Stack = {
+    name: "NodeHttpClient (keep-alive)",
+    layer: nodeKeepAlive,
+    plain: nodePlain,
+    framings: ["cl", "chunked"]
+  }
+
+  const plainRunner = (
+    name: string,
+    framing: Framing,
+    floor: string,
+    step: (url: string, token: string) => Promise<string>
+  ): Runner => ({
     name,
-    group: "main",
-    baseline,
-    run: (first, count) => promiseLoop(first, count, step),
+    group: "refresh",
+    framing,
+    floor,
+    plain: name,
+    run: (session, count) => {
+      let token = session.refreshToken
+      const url = urlFor(framing, "/auth/refresh")
+      return timedLoop(count, async () => void (token = await step(url, token)))
+    },
     dispose: () => Promise.resolve()
   })
 
-  const fetchRunner = plain("fetch + JSON.parse", "fetch", async (token) => {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json" },
-      body: requestBody(token)
-    })
-    return (JSON.parse(await response.text()) as WireSession).refresh_token
-  })
-
-  const nodeRunner = plain(
-    "node:http (keep-alive) + JSON.parse",
-    "node:http",
-    (token) =>
-      new Promise<string>((resolve, reject) => {
-        const body = requestBody(token)
-        const request = Http.request(url, {
-          method: "POST",
-          agent: keepAliveAgent,
-          headers: {
-            "content-type": "application/json",
-            accept: "application/json",
-            "content-length": Buffer.byteLength(body)
-          }
-        }, (response) => {
-          const chunks: Array<Buffer> = []
-          response.on("data", (chunk: Buffer) => chunks.push(chunk))
-          response.on("end", () => {
-            try {
-              resolve((JSON.parse(Buffer.concat(chunks).toString("utf8")) as WireSession).refresh_token)
-            } catch (error) {
-              reject(error)
-            }
-          })
-          response.on("error", reject)
-        })
-        request.on("error", reject)
-        request.end(body)
-      })
-  )
-
-  const axiosRunner = plain("axios", "node:http", async (token) => {
-    const response = await axios.post<WireSession>(url, { refresh_token: token })
-    return response.data.refresh_token
-  })
-
-  // The experiment: the same refresh over FetchHttpClient through parts of
-  // what RefreshClient does (b to d), all of it without tracing (e), and all
-  // of it with the body read by `response.text` instead of readBodyCapped (f).
-  const rung = <E>(
+  /** A runner whose loop runs in a runtime of its own, built from `layer`. */
+  const runtimeRunner = <R, E>(
     name: string,
-    http: Layer.Layer<HttpClient.HttpClient>,
-    step: (client: HttpClient.HttpClient, token: string) => Effect.Effect<string, E>
+    group: Group,
+    framing: Framing,
+    stack: Stack,
+    layer: Layer.Layer<R>,
+    loop: (session: Minted, count: number) => Effect.Effect<Timed, E, R>
   ): Runner => {
-    const runtime = ManagedRuntime.make(http)
+    const runtime = ManagedRuntime.make(layer)
     return {
       name,
-      group: "breakdown",
-      baseline: "fetch",
-      run: (first, count) =>
-        runtime.runPromise(
-          Effect.flatMap(HttpClient.HttpClient, (client) => effectLoop(first, count, (token) => step(client, token)))
-        ),
+      group,
+      framing,
+      floor: label(`${stack.name} POST + text + JSON.parse`, framing),
+      plain: stack.plain(framing),
+      run: (session, count) => runtime.runPromise(loop(session, count)),
       dispose: () => runtime.dispose()
     }
   }
-  const request = (token: string) => Moon.request(url, Redacted.make(token))
-  const withText = (client: HttpClient.HttpClient, token: string) =>
-    client.execute(request(token)).pipe(
+
+  /** A runner over an `HttpClient` layer: `step` is one refresh. */
+  const httpRunner = <E>(
+    name: string,
+    group: Group,
+    framing: Framing,
+    stack: Stack,
+    http: Layer.Layer<HttpClient.HttpClient>,
+    step: (client: HttpClient.HttpClient, url: string, token: string) => Effect.Effect<string, E>
+  ): Runner => {
+    const url = urlFor(framing, "/auth/refresh")
+    return runtimeRunner(
+      name,
+      group,
+      framing,
+      stack,
+      http,
+      (session, count) =>
+        Effect.flatMap(
+          HttpClient.HttpClient,
+          (client) => refreshLoop(session, count, (token) => step(client, url, token))
+        )
+    )
+  }
+
+  const refreshClientRunner = (
+    name: string,
+    framing: Framing,
+    stack: Stack,
+    http: Layer.Layer<HttpClient.HttpClient>
+  ): Runner =>
+    runtimeRunner(
+      name,
+      "refresh",
+      framing,
+      stack,
+      RefreshClient.layer({ baseUrl: `${server.baseUrl}/${framing}` }).pipe(Layer.provide(http)),
+      (session, count) =>
+        Effect.flatMap(RefreshClient.RefreshClient, (client) =>
+          refreshLoop(
+            session,
+            count,
+            (token) => Effect.map(client.refresh(Redacted.make(token)), (next) => Redacted.value(next.refreshToken))
+          ))
+    )
+
+  const request = (url: string, token: string) => Moon.request(url, Redacted.make(token))
+  const withText = (client: HttpClient.HttpClient, url: string, token: string) =>
+    client.execute(request(url, token)).pipe(
       Effect.flatMap((response) => response.text),
       Effect.map((text) => (JSON.parse(text) as WireSession).refresh_token)
     )
-  const withCapped = (client: HttpClient.HttpClient, token: string) =>
-    client.execute(request(token)).pipe(
-      Effect.flatMap((response) => readBodyCapped(response)),
-      Effect.map((text) => (JSON.parse(text) as WireSession).refresh_token)
+
+  for (const framing of fetchStack.framings) {
+    runners.push(
+      plainRunner(
+        fetchPlain(framing),
+        framing,
+        label("FetchHttpClient POST + text + JSON.parse", framing),
+        async (url, token) => {
+          const response = await fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json", accept: "application/json" },
+            body: requestBody(token)
+          })
+          return (JSON.parse(await response.text()) as WireSession).refresh_token
+        }
+      )
     )
-  // RefreshClient's pipeline (decode, timeout, retry, span) with the body read
-  // by `response.text` instead of the capped stream fold: what a fix would give.
-  const textPipeline = (client: HttpClient.HttpClient, token: string) =>
-    client.execute(request(token)).pipe(
+  }
+  for (const framing of nodeStack.framings) {
+    runners.push(Object.assign(
+      plainRunner(
+        nodePlain(framing),
+        framing,
+        label("NodeHttpClient (keep-alive) POST + text + JSON.parse", framing),
+        (url, token) =>
+          new Promise<string>((resolve, reject) => {
+            const body = requestBody(token)
+            const outgoing = Http.request(url, {
+              method: "POST",
+              agent: keepAliveAgent,
+              headers: {
+                "content-type": "application/json",
+                accept: "application/json",
+                "content-length": Buffer.byteLength(body)
+              }
+            }, (response) => {
+              const chunks: Array<Buffer> = []
+              response.on("data", (chunk: Buffer) => chunks.push(chunk))
+              response.on("end", () => {
+                try {
+                  resolve((JSON.parse(Buffer.concat(chunks).toString("utf8")) as WireSession).refresh_token)
+                } catch (error) {
+                  reject(error)
+                }
+              })
+              response.on("error", reject)
+            })
+            outgoing.on("error", reject)
+            outgoing.end(body)
+          })
+      ),
+      { dispose: () => Promise.resolve(keepAliveAgent.destroy()) }
+    ))
+  }
+  runners.push({
+    ...plainRunner(
+      label("axios", "cl"),
+      "cl",
+      label("NodeHttpClient (keep-alive) POST + text + JSON.parse", "cl"),
+      async (url, token) => {
+        const response = await axios.post<WireSession>(url, { refresh_token: token })
+        return response.data.refresh_token
+      }
+    ),
+    plain: nodePlain("cl")
+  })
+
+  for (const stack of [fetchStack, nodeStack]) {
+    for (const framing of stack.framings) {
+      runners.push(
+        httpRunner(
+          label(`${stack.name} POST + text + JSON.parse`, framing),
+          "refresh",
+          framing,
+          stack,
+          stack.layer,
+          withText
+        ),
+        refreshClientRunner(label(`RefreshClient / ${stack.name}`, framing), framing, stack, stack.layer)
+      )
+    }
+  }
+  runners.push(refreshClientRunner(
+    label("RefreshClient / NodeHttpClient (default agent: no keep-alive)", "cl"),
+    "cl",
+    nodeStack,
+    NodeHttpClient.layer
+  ))
+
+  // AuthHttpClient against the same client with a fixed bearer header, both in
+  // one program (the same runtime, so the same context for the platform to
+  // merge into each request). The session is valid for an hour, so no request
+  // refreshes.
+  const protectedUrl = urlFor("cl", "/protected")
+  const program = (session: Minted) =>
+    AuthHttpClient.layer.pipe(
+      Layer.provideMerge(
+        SessionManager.layer({ autoRefresh: false }).pipe(
+          Layer.provide(SessionStore.layerMemory(Session.unsafeMake({
+            accessToken: session.accessToken,
+            refreshToken: session.refreshToken,
+            expiresAt: session.expiresAt,
+            user: { id: "bench-user" }
+          }))),
+          Layer.provide(RefreshClient.layer({ baseUrl: server.baseUrl }))
+        )
+      ),
+      Layer.provideMerge(FetchHttpClient.layer)
+    )
+  const authRunner = <E>(
+    name: string,
+    client: (
+      session: Minted
+    ) => Effect.Effect<HttpClient.HttpClient.With<E>, never, Layer.Layer.Success<ReturnType<typeof program>>>
+  ): Runner => ({
+    name,
+    group: "auth",
+    framing: "cl",
+    floor: label("FetchHttpClient + fixed bearer header, GET + text", "cl"),
+    plain: fetchPlain("cl"),
+    run: async (session, count) => {
+      const runtime = ManagedRuntime.make(program(session))
+      try {
+        return await runtime.runPromise(Effect.flatMap(
+          client(session),
+          (http) =>
+            effectLoop(count, Effect.asVoid(Effect.flatMap(http.get(protectedUrl), (response) => response.text)))
+        ))
+      } finally {
+        await runtime.dispose()
+      }
+    },
+    dispose: () => Promise.resolve()
+  })
+  runners.push(
+    authRunner(
+      label("FetchHttpClient + fixed bearer header, GET + text", "cl"),
+      (session) =>
+        Effect.map(
+          HttpClient.HttpClient,
+          HttpClient.mapRequest(HttpClientRequest.bearerToken(Redacted.make(session.accessToken)))
+        )
+    ),
+    authRunner(label("AuthHttpClient / FetchHttpClient, GET + text", "cl"), () => AuthHttpClient.AuthHttpClient)
+  )
+
+  // Where RefreshClient's cost over the floor goes, over FetchHttpClient with
+  // chunked answers, one piece added at a time: the floor without the
+  // platform's span (which our POST skips), our body read, our decoding, the
+  // per-attempt timeout; RefreshClient itself (the main table) adds the
+  // retry, its span and the mapping of errors.
+  const breakdown = "chunked"
+  const off = tracerOff(FetchHttpClient.layer)
+  const decoded = (client: HttpClient.HttpClient, url: string, token: string) =>
+    client.execute(request(url, token)).pipe(
       Effect.flatMap((response) =>
         Effect.flatMap(
-          response.text,
+          readBodyCapped(response),
           (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
         )
       ),
-      Effect.catchTags({
-        RequestError: (error) =>
-          Effect.fail(new RefreshError.TransportError({ reason: "Network", message: error.message })),
-        ResponseError: (error) =>
-          Effect.fail(new RefreshError.TransportError({ reason: "Network", message: error.message }))
-      }),
-      Effect.timeoutFail({
-        duration: RefreshClient.defaultTimeout,
-        onTimeout: () => new RefreshError.TransportError({ reason: "Timeout", message: "timeout" })
-      }),
-      Effect.retry({ schedule: RefreshPolicy.defaultPolicy, while: RefreshError.isRetryable }),
-      Effect.map((session) => Redacted.value(session.refreshToken)),
-      Effect.withSpan("moon-refresh/refresh", { kind: "client", attributes: { "moon.refresh.url": url } })
+      Effect.map((session) => Redacted.value(session.refreshToken))
     )
-
-  return [
-    fetchRunner,
-    nodeRunner,
-    axiosRunner,
-    refreshClientRunner("RefreshClient / FetchHttpClient", "main", "fetch", server.baseUrl, FetchHttpClient.layer),
-    refreshClientRunner(
-      "RefreshClient / NodeHttpClient (default agent)",
-      "main",
-      "node:http",
-      server.baseUrl,
-      NodeHttpClient.layer
-    ),
-    refreshClientRunner(
-      "RefreshClient / NodeHttpClient (keep-alive agent)",
-      "main",
-      "node:http",
-      server.baseUrl,
-      nodeKeepAlive
-    ),
-    {
-      name: "a. Effect.tryPromise(fetch + JSON.parse)",
-      group: "breakdown",
-      baseline: "fetch",
-      run: (first, count) =>
-        Effect.runPromise(effectLoop(first, count, (token) =>
-          Effect.tryPromise(async () => {
-            const response = await fetch(url, {
-              method: "POST",
-              headers: { "content-type": "application/json", accept: "application/json" },
-              body: requestBody(token)
-            })
-            return (JSON.parse(await response.text()) as WireSession).refresh_token
-          }))),
-      dispose: () => Promise.resolve()
-    },
-    rung("b. HttpClient.execute + text + JSON.parse", FetchHttpClient.layer, withText),
-    rung("c. b, HttpClient tracer off", tracerOff(FetchHttpClient.layer), withText),
-    rung("d. b, readBodyCapped instead of text", FetchHttpClient.layer, withCapped),
-    refreshClientRunner(
-      "e. RefreshClient, all tracing off",
+  runners.push(
+    httpRunner(label("a. floor, tracer off", breakdown), "breakdown", breakdown, fetchStack, off, withText),
+    httpRunner(
+      label("b. a, readBodyCapped instead of text", breakdown),
       "breakdown",
-      "fetch",
-      server.baseUrl,
-      FetchHttpClient.layer,
-      Effect.withTracerEnabled(false)
+      breakdown,
+      fetchStack,
+      off,
+      (client, url, token) =>
+        client.execute(request(url, token)).pipe(
+          Effect.flatMap((response) => readBodyCapped(response)),
+          Effect.map((text) => (JSON.parse(text) as WireSession).refresh_token)
+        )
     ),
-    rung("f. RefreshClient's pipeline, response.text instead of readBodyCapped", FetchHttpClient.layer, textPipeline)
-  ]
+    httpRunner(
+      label("c. b, decodeSuccess instead of JSON.parse", breakdown),
+      "breakdown",
+      breakdown,
+      fetchStack,
+      off,
+      decoded
+    ),
+    httpRunner(
+      label("d. c, inside the per-attempt timeoutFail", breakdown),
+      "breakdown",
+      breakdown,
+      fetchStack,
+      off,
+      (client, url, token) =>
+        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
+          decoded(client, url, token)
+        )
+    )
+  )
+  return runners
 }
 
 export interface RoundTripRow {
   readonly client: string
-  readonly group: Runner["group"]
-  readonly baseline: Runner["baseline"]
+  readonly group: Group
+  readonly framing: Framing
   readonly requestsPerSecond: number
   readonly p50Ms: number
   readonly p99Ms: number
-  /** Median over rounds of (this client's mean latency / plain fetch's) in the same round. */
-  readonly ratioToFetch: number
-  /** The same against the plain client of this client's own HTTP stack. */
-  readonly ratioToSameStack: number
+  /** Median over rounds of (this client's mean latency / its plain client's) in the same round. */
+  readonly ratioToPlain: number
+  /** The same against its platform floor. */
+  readonly ratioToFloor: number
+  /**
+   * Median over rounds of (this client's median latency / its floor's): less
+   * swayed than the mean by the stalls a busy machine adds to a few requests.
+   */
+  readonly p50RatioToFloor: number
   /** This process's CPU time per request, median over rounds. */
   readonly cpuMicrosPerRequest: number
-  /** Median over rounds of (this client's CPU per request / plain fetch's). */
-  readonly cpuRatioToFetch: number
+  /** Median over rounds of (this client's CPU per request / its floor's). */
+  readonly cpuRatioToFloor: number
+  readonly plain: string
+  readonly floor: string
 }
 
 export interface RoundTripOptions {
   readonly rounds: number
   readonly perRound: number
+  /** Each round is run in this many slices, each runner's slice next to those of the runners it is compared with. */
+  readonly slices: number
   readonly warmup: number
 }
 
@@ -306,18 +470,34 @@ export const measureRoundTrips = async (
   options: RoundTripOptions
 ): Promise<Array<RoundTripRow>> => {
   const runners = makeRunners(server)
+  // A runner and its floor take turns within a few seconds of each other, so
+  // that a ratio compares the same state of a busy machine.
+  const groups = [...new Set(runners.map((runner) => runner.floor))].map((floor) =>
+    runners.filter((runner) => runner.floor === floor)
+  )
   const results = new Map<string, Array<Sample>>(runners.map((runner) => [runner.name, []]))
+  const perSlice = Math.ceil(options.perRound / options.slices)
   try {
-    for (const runner of runners) {
-      await runner.run((await server.mint(3600)).refreshToken, options.warmup)
-    }
+    for (const runner of runners) await runner.run(await server.mint(3600), options.warmup)
     for (let round = 0; round < options.rounds; round++) {
-      for (const runner of rotate(runners, round)) {
-        const { refreshToken } = await server.mint(3600)
-        const cpu = process.cpuUsage()
-        const timed = await runner.run(refreshToken, options.perRound)
-        const used = process.cpuUsage(cpu)
-        results.get(runner.name)!.push({ ...timed, cpuMs: (used.user + used.system) / 1000 })
+      const slices = new Map<string, Array<Sample>>(runners.map((runner) => [runner.name, []]))
+      for (const group of rotate(groups, round)) {
+        for (let slice = 0; slice < options.slices; slice++) {
+          for (const runner of rotate(group, round + slice)) {
+            const session = await server.mint(3600)
+            const cpu = process.cpuUsage()
+            const timed = await runner.run(session, perSlice)
+            const used = process.cpuUsage(cpu)
+            slices.get(runner.name)!.push({ ...timed, cpuMs: (used.user + used.system) / 1000 })
+          }
+        }
+      }
+      for (const [name, parts] of slices) {
+        results.get(name)!.push({
+          latencies: parts.flatMap((part) => part.latencies),
+          totalMs: parts.reduce((sum, part) => sum + part.totalMs, 0),
+          cpuMs: parts.reduce((sum, part) => sum + part.cpuMs, 0)
+        })
       }
     }
   } finally {
@@ -325,23 +505,30 @@ export const measureRoundTrips = async (
   }
   const meanOf = (sample: Sample) => sample.totalMs / sample.latencies.length
   const cpuOf = (sample: Sample) => (sample.cpuMs * 1000) / sample.latencies.length
-  const fetchSamples = results.get("fetch + JSON.parse")!
-  const nodeSamples = results.get("node:http (keep-alive) + JSON.parse")!
-  const ratio = (samples: ReadonlyArray<Sample>, base: ReadonlyArray<Sample>) =>
-    median(samples.map((sample, i) => meanOf(sample) / meanOf(base[i]!)))
+  const samplesOf = (name: string) => {
+    const samples = results.get(name)
+    if (samples === undefined) throw new Error(`no runner named ${name}`)
+    return samples
+  }
+  const ratio = (samples: ReadonlyArray<Sample>, base: ReadonlyArray<Sample>, of: (sample: Sample) => number) =>
+    median(samples.map((sample, i) => of(sample) / of(base[i]!)))
   return runners.map((runner) => {
-    const samples = results.get(runner.name)!
+    const samples = samplesOf(runner.name)
+    const floor = samplesOf(runner.floor)
     return {
       client: runner.name,
       group: runner.group,
-      baseline: runner.baseline,
+      framing: runner.framing,
       requestsPerSecond: median(samples.map((sample) => 1000 / meanOf(sample))),
       p50Ms: median(samples.map((sample) => percentile(sample.latencies, 50))),
       p99Ms: median(samples.map((sample) => percentile(sample.latencies, 99))),
-      ratioToFetch: ratio(samples, fetchSamples),
-      ratioToSameStack: ratio(samples, runner.baseline === "fetch" ? fetchSamples : nodeSamples),
+      ratioToPlain: ratio(samples, samplesOf(runner.plain), meanOf),
+      ratioToFloor: ratio(samples, floor, meanOf),
+      p50RatioToFloor: ratio(samples, floor, (sample) => percentile(sample.latencies, 50)),
       cpuMicrosPerRequest: median(samples.map(cpuOf)),
-      cpuRatioToFetch: median(samples.map((sample, i) => cpuOf(sample) / cpuOf(fetchSamples[i]!)))
+      cpuRatioToFloor: ratio(samples, floor, cpuOf),
+      plain: runner.plain,
+      floor: runner.floor
     }
   })
 }

@@ -10,10 +10,18 @@
  * - `GET /protected` with `Authorization: Bearer …`: 200 for a live access
  *   token, 401 for a stale or unknown one.
  *
+ * Every route also answers under a prefix naming how its body is framed:
+ * none or `/cl` sends a `Content-Length`; `/chunked` sends the body chunked,
+ * as `res.writeHead` + `res.end(body)` does and most frameworks do; `/gzip`
+ * sends it gzipped with a `Content-Length`, as a CDN in front of an API does
+ * (when the request accepts gzip; `node:http` does not ask for it, and gets
+ * the `Content-Length` answer).
+ *
  * The parent drives it over IPC (see `startServer` in `harness.ts`): mint a
  * session as if signed in, expire every access token, read and reset counters.
  */
 import * as Http from "node:http"
+import * as Zlib from "node:zlib"
 
 export interface Minted {
   readonly accessToken: string
@@ -71,8 +79,32 @@ const mint = (lifetimeSeconds: number): Minted => {
   return { accessToken, refreshToken, expiresAt }
 }
 
+/** How a body is framed on the wire. */
+export type Framing = "cl" | "chunked" | "gzip"
+
+export const framings: ReadonlyArray<Framing> = ["cl", "chunked", "gzip"]
+
+let framing: Framing = "cl"
+let acceptsGzip = false
+
 const send = (res: Http.ServerResponse, status: number, body: unknown) => {
   const text = JSON.stringify(body)
+  if (framing === "chunked") {
+    // Headers written first, then the body: Node frames it chunked.
+    res.writeHead(status, { "content-type": "application/json" })
+    res.end(text)
+    return
+  }
+  if (framing === "gzip" && acceptsGzip) {
+    const gzipped = Zlib.gzipSync(text)
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-encoding": "gzip",
+      "content-length": gzipped.length
+    })
+    res.end(gzipped)
+    return
+  }
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
   res.end(text)
 }
@@ -82,8 +114,14 @@ const rejectRefresh = (res: Http.ServerResponse, code: string, message: string) 
   send(res, 400, { code: 400, error_code: code, msg: message })
 }
 
+const framed = /^\/(cl|chunked|gzip)(?=\/)/
+
 const handle = (req: Http.IncomingMessage, res: Http.ServerResponse, body: string) => {
-  if (req.method === "POST" && req.url === "/auth/refresh") {
+  const prefix = framed.exec(req.url ?? "")
+  framing = prefix ? (prefix[1] as Framing) : "cl"
+  acceptsGzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""))
+  const url = prefix ? req.url!.slice(prefix[0].length) : req.url
+  if (req.method === "POST" && url === "/auth/refresh") {
     stats.refreshPosts++
     let presented: unknown
     try {
@@ -105,7 +143,7 @@ const handle = (req: Http.IncomingMessage, res: Http.ServerResponse, body: strin
       user
     })
   }
-  if (req.method === "GET" && req.url === "/protected") {
+  if (req.method === "GET" && url === "/protected") {
     const auth = req.headers.authorization ?? ""
     const expiresAt = auth.startsWith("Bearer ") ? accessTokens.get(auth.slice(7)) : undefined
     if (expiresAt === undefined || expiresAt <= Date.now()) {

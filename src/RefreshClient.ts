@@ -8,6 +8,7 @@
 import { HttpClient, type HttpClientError } from "@effect/platform"
 import type { ConfigError } from "effect"
 import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
+import { retry, timeoutFail } from "./internal/attempt.js"
 import { BodyTooLarge, joinUrl, readBodyCapped, sendRefresh, validateBaseUrl, validatePath } from "./internal/http.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
@@ -167,7 +168,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
               : Effect.dieMessage(`RefreshClient: could not build the request (${error.reason})`),
           ResponseError: (error) => Effect.fail(describeTransport(error))
         }),
-        Effect.timeoutFail({
+        timeoutFail({
           duration: timeout,
           onTimeout: () =>
             new RefreshError.TransportError({
@@ -200,7 +201,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
               Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message })
             )
           ),
-          Effect.retry({ schedule: policy, while: RefreshError.isRetryable }),
+          retry({ schedule: policy, while: RefreshError.isRetryable }),
           Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("moon.refresh.attempts", attempts)))
         )
       }).pipe(

@@ -14,8 +14,12 @@ export const RefreshLive = RefreshClient.layer({
   timeout: "10 seconds"
 }).pipe(Layer.provide(FetchHttpClient.layer))
 
-// The same defaults, over Node's own HTTP stack (from @effect/platform-node).
-export const RefreshLiveNode = RefreshClient.layer().pipe(Layer.provide(NodeHttpClient.layer))
+// The same defaults, over Node's own HTTP stack (from @effect/platform-node),
+// keeping connections alive: `NodeHttpClient.layer` opens one per request.
+export const RefreshLiveNode = RefreshClient.layer().pipe(
+  Layer.provide(NodeHttpClient.layerWithoutAgent),
+  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
+)
 // [/layer]
 
 // [layerConfig]

@@ -1,0 +1,139 @@
+/**
+ * The timeout and the retry around each refresh attempt (src/internal/attempt.ts)
+ * give the outcome of `Effect.timeoutFail` and `Effect.retry`, which they
+ * replace for their cost.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, TestClock } from "effect"
+import { retry, timeoutFail } from "../src/internal/attempt.js"
+
+const onTimeout = () => "timed out" as const
+const within = (millis: number) => timeoutFail({ duration: Duration.millis(millis), onTimeout })
+
+describe("timeoutFail on the live clock", () => {
+  it.live("returns the value of an effect that ends in time", () =>
+    Effect.gen(function*() {
+      expect(yield* within(5_000)(Effect.succeed(42))).toBe(42)
+      expect(yield* within(5_000)(Effect.as(Effect.yieldNow(), "after a yield"))).toBe("after a yield")
+    }))
+
+  it.live("fails with the effect's own error, and dies with its defect", () =>
+    Effect.gen(function*() {
+      expect(yield* Effect.flip(within(5_000)(Effect.fail("refused")))).toBe("refused")
+      const exit = yield* Effect.exit(within(5_000)(Effect.die("broken")))
+      expect(Exit.isFailure(exit) && exit.cause._tag).toBe("Die")
+    }))
+
+  it.live("fails with onTimeout once the duration has passed, after interrupting the effect", () =>
+    Effect.gen(function*() {
+      let interrupted = false
+      const started = yield* Clock.currentTimeMillis
+      const error = yield* Effect.flip(
+        within(30)(Effect.onInterrupt(Effect.never, () => Effect.sync(() => (interrupted = true))))
+      )
+      expect(error).toBe("timed out")
+      expect((yield* Clock.currentTimeMillis) - started).toBeGreaterThanOrEqual(29)
+      expect(interrupted).toBe(true)
+    }))
+
+  it.live("interrupting the caller interrupts the effect and waits for it to end", () =>
+    Effect.gen(function*() {
+      const running = yield* Deferred.make<void>()
+      let finalized = false
+      const fiber = yield* Effect.fork(
+        within(60_000)(
+          Effect.zipRight(
+            Deferred.succeed(running, undefined),
+            Effect.onInterrupt(Effect.never, () => Effect.sync(() => (finalized = true)))
+          )
+        )
+      )
+      yield* Deferred.await(running)
+      const exit = yield* Fiber.interrupt(fiber)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(finalized).toBe(true)
+    }))
+})
+
+describe("timeoutFail under another clock", () => {
+  it.effect("is driven by the TestClock", () =>
+    Effect.gen(function*() {
+      const fiber = yield* Effect.fork(within(1_000)(Effect.never))
+      yield* TestClock.adjust(Duration.millis(999))
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(1))
+      expect(yield* Effect.flip(Fiber.join(fiber))).toBe("timed out")
+    }))
+})
+
+type Failure = { readonly retryable: boolean; readonly n: number }
+
+/** An effect that fails with `script[i]` on its i-th run, then succeeds with the number of runs. */
+const scripted = (script: ReadonlyArray<Failure>) => {
+  let runs = 0
+  const effect = Effect.suspend(() => {
+    runs++
+    return runs <= script.length ? Effect.fail(script[runs - 1]!) : Effect.succeed(runs)
+  })
+  return { effect, runs: () => runs }
+}
+
+/** Runs `script` under both retries, recording what the schedule saw and when. */
+const underBoth = (script: ReadonlyArray<Failure>) =>
+  Effect.map(
+    Effect.forEach(["Effect.retry", "retry"] as const, (which) =>
+      Effect.gen(function*() {
+        const seen: Array<readonly [number, number]> = []
+        const schedule = Schedule.spaced(Duration.millis(100)).pipe(
+          Schedule.intersect(Schedule.recurs(3)),
+          Schedule.tapInput((failure: Failure) =>
+            Effect.map(Clock.currentTimeMillis, (now) => void seen.push([failure.n, now]))
+          )
+        )
+        const options = { schedule, while: (failure: Failure) => failure.retryable }
+        const { effect, runs } = scripted(script)
+        const start = yield* Clock.currentTimeMillis
+        const fiber = yield* Effect.fork(
+          Effect.either(which === "retry" ? retry(options)(effect) : Effect.retry(effect, options))
+        )
+        yield* TestClock.adjust(Duration.minutes(1))
+        const result = yield* Fiber.join(fiber)
+        return { result, runs: runs(), seen: seen.map(([n, at]) => [n, at - start]) }
+      })),
+    ([effectRetry, ours]) => ({ effectRetry: effectRetry!, ours: ours! })
+  )
+
+describe("retry", () => {
+  it.effect("runs once when the first attempt succeeds", () =>
+    Effect.gen(function*() {
+      const { effectRetry, ours } = yield* underBoth([])
+      expect(ours.runs).toBe(1)
+      expect(ours.seen).toStrictEqual([])
+      expect(JSON.stringify(ours)).toBe(JSON.stringify(effectRetry))
+    }))
+
+  it.effect("feeds the schedule the same failures at the same times as Effect.retry", () =>
+    Effect.gen(function*() {
+      const { effectRetry, ours } = yield* underBoth([{ retryable: true, n: 1 }, { retryable: true, n: 2 }])
+      expect(ours.runs).toBe(3)
+      expect(ours.seen).toStrictEqual([[1, 0], [2, 100]])
+      expect(JSON.stringify(ours)).toBe(JSON.stringify(effectRetry))
+    }))
+
+  it.effect("fails at once, unretried, with a first error that `while` refuses (the schedule still sees it)", () =>
+    Effect.gen(function*() {
+      const { effectRetry, ours } = yield* underBoth([{ retryable: false, n: 1 }])
+      expect(ours.runs).toBe(1)
+      expect(JSON.stringify(ours)).toBe(JSON.stringify(effectRetry))
+    }))
+
+  it.effect("stops at a later error that `while` refuses, and when the schedule is done", () =>
+    Effect.gen(function*() {
+      const refused = yield* underBoth([{ retryable: true, n: 1 }, { retryable: false, n: 2 }])
+      expect(refused.ours.runs).toBe(2)
+      expect(JSON.stringify(refused.ours)).toBe(JSON.stringify(refused.effectRetry))
+      const exhausted = yield* underBoth(Array.from({ length: 6 }, (_, i) => ({ retryable: true, n: i + 1 })))
+      expect(exhausted.ours.runs).toBe(4)
+      expect(JSON.stringify(exhausted.ours)).toBe(JSON.stringify(exhausted.effectRetry))
+    }))
+})

@@ -1,0 +1,260 @@
+/**
+ * The 1 MiB bound on a refresh answer, whatever its framing, over real HTTP on
+ * 127.0.0.1 for each of the platform's Node clients: a body with a
+ * `Content-Length`, a chunked body, and a gzipped one whose decoded size is
+ * what counts. A refused body is not read to its end: the servers below never
+ * end those answers, so a client that waited for the rest would hang, and each
+ * test waits for the server to see the connection closed.
+ */
+import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, type Layer, Logger, LogLevel, Redacted, type Scope } from "effect"
+import { RefreshClient, RefreshPolicy } from "moon-refresh"
+import * as Http from "node:http"
+import * as Zlib from "node:zlib"
+import { bodyOf, BodyTooLarge, maxBodyBytes, readBodyCapped } from "../src/internal/http.js"
+
+const refreshToken = Redacted.make("rt-sent-by-the-client-0123456789")
+const issuedRefreshToken = "rt-issued-by-the-server-9876543210"
+
+const sessionJson = JSON.stringify({
+  access_token: "at-issued-by-the-server-5555555555",
+  refresh_token: issuedRefreshToken,
+  token_type: "bearer",
+  expires_in: 3600,
+  expires_at: Math.floor(Date.now() / 1000) + 3600,
+  user: { id: "user-1" }
+})
+
+/** A JSON body of `bytes` bytes that is not a session. */
+const padded = (bytes: number) => `{"padding":"${"x".repeat(bytes - 14)}"}`
+
+interface TestServer {
+  readonly url: string
+  /** Resolves when the server sees the connection of the (first) answer close. */
+  readonly closed: Deferred.Deferred<void>
+}
+
+/** A node:http server on 127.0.0.1 for the scope of one test; `answer` writes every response. */
+const serve = (
+  answer: (req: Http.IncomingMessage, res: Http.ServerResponse) => void
+): Effect.Effect<TestServer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const closed = yield* Deferred.make<void>()
+    const server = Http.createServer((req, res) => {
+      res.on("close", () => Deferred.unsafeDone(closed, Exit.void))
+      req.resume()
+      req.on("end", () => answer(req, res))
+    })
+    const port = yield* Effect.acquireRelease(
+      Effect.async<number>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as { port: number }).port)))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { url: `http://127.0.0.1:${port}`, closed }
+  })
+
+const refreshAt = (server: TestServer) =>
+  Effect.flatMap(
+    RefreshClient.make({ baseUrl: server.url, policy: RefreshPolicy.none }),
+    (client) => client.refresh(refreshToken)
+  )
+
+const tooLarge = {
+  _tag: "MalformedResponseError",
+  status: 200,
+  message: `response body is larger than ${maxBodyBytes} bytes`
+}
+
+const stacks: ReadonlyArray<
+  readonly [name: string, layer: Layer.Layer<HttpClient.HttpClient>, body: "Web" | "Node", inflates: boolean]
+> = [
+  ["FetchHttpClient", FetchHttpClient.layer, "Web", true],
+  ["NodeHttpClient (node:http)", NodeHttpClient.layer, "Node", false],
+  ["NodeHttpClient (undici)", NodeHttpClient.layerUndici, "Node", false]
+]
+
+for (const [name, layer, body, inflates] of stacks) {
+  describe(`the body cap over ${name}`, () => {
+    it.scopedLive(`reads the body with a plain loop (${body}), not through an Effect Stream`, () =>
+      Effect.gen(function*() {
+        const server = yield* serve((_, res) => res.end(sessionJson))
+        const client = yield* HttpClient.HttpClient
+        const response = yield* client.get(server.url)
+        expect(bodyOf(response)._tag).toBe(body)
+        yield* response.text
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("reads a chunked session", () =>
+      Effect.gen(function*() {
+        const server = yield* serve((_, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.write(sessionJson.slice(0, 40))
+          res.end(sessionJson.slice(40))
+        })
+        const session = yield* refreshAt(server)
+        expect(Redacted.value(session.refreshToken)).toBe(issuedRefreshToken)
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("reads a gzipped session when it asked for one, and a plain one otherwise", () =>
+      Effect.gen(function*() {
+        let gzipped = false
+        const server = yield* serve((req, res) => {
+          gzipped = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""))
+          const bytes = gzipped ? Zlib.gzipSync(sessionJson) : Buffer.from(sessionJson)
+          res.writeHead(200, {
+            "content-type": "application/json",
+            "content-length": bytes.length,
+            ...(gzipped ? { "content-encoding": "gzip" } : {})
+          })
+          res.end(bytes)
+        })
+        const session = yield* refreshAt(server)
+        expect(Redacted.value(session.refreshToken)).toBe(issuedRefreshToken)
+        expect(gzipped).toBe(inflates)
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("refuses a chunked 2xx body over the cap without reading the rest, and closes the connection", () =>
+      Effect.gen(function*() {
+        const server = yield* serve((_, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          // Past the cap, and never ended.
+          res.write(padded(maxBodyBytes + 64 * 1024).slice(0, -2))
+        })
+        const error = yield* Effect.flip(refreshAt(server))
+        expect(error).toMatchObject(tooLarge)
+        yield* Deferred.await(server.closed)
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("refuses a declared Content-Length over the cap before reading any of it", () =>
+      Effect.gen(function*() {
+        const server = yield* serve((_, res) => {
+          res.writeHead(200, { "content-type": "application/json", "content-length": maxBodyBytes + 1 })
+          res.write("{")
+        })
+        const error = yield* Effect.flip(refreshAt(server))
+        expect(error).toMatchObject(tooLarge)
+      }).pipe(Effect.provide(layer)))
+
+    if (inflates) {
+      it.scopedLive("refuses a small gzip body that inflates past the cap, without reading the rest", () =>
+        Effect.gen(function*() {
+          // 4 MiB of JSON in about 4 KiB: the first half inflates to about 2 MiB.
+          const gzipped = Zlib.gzipSync(padded(4 * maxBodyBytes))
+          expect(gzipped.length).toBeLessThan(16 * 1024)
+          const server = yield* serve((_, res) => {
+            res.writeHead(200, {
+              "content-type": "application/json",
+              "content-encoding": "gzip",
+              "content-length": gzipped.length
+            })
+            // Half of the declared length, and never the rest.
+            res.write(gzipped.subarray(0, gzipped.length / 2))
+          })
+          const error = yield* Effect.flip(refreshAt(server))
+          expect(error).toMatchObject(tooLarge)
+          yield* Deferred.await(server.closed)
+        }).pipe(Effect.provide(layer)))
+    } else {
+      it.scopedLive("does not inflate: a gzip body it did not ask for is its compressed bytes, refused as not JSON", () =>
+        Effect.gen(function*() {
+          const gzipped = Zlib.gzipSync(padded(4 * maxBodyBytes))
+          const server = yield* serve((_, res) => {
+            res.writeHead(200, {
+              "content-type": "application/json",
+              "content-encoding": "gzip",
+              "content-length": gzipped.length
+            })
+            res.end(gzipped)
+          })
+          const error = yield* Effect.flip(refreshAt(server))
+          expect(error).toMatchObject({
+            _tag: "MalformedResponseError",
+            status: 200,
+            message: "response body is not JSON"
+          })
+        }).pipe(Effect.provide(layer)))
+    }
+
+    it.scopedLive("reports a chunked body cut mid-stream as a TransportError, with no token in it or in any log", () =>
+      Effect.gen(function*() {
+        const server = yield* serve((req, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.write(sessionJson.slice(0, sessionJson.indexOf(issuedRefreshToken) + 10))
+          // Flushed, then the connection is cut.
+          res.write("", () => req.socket.destroy())
+        })
+        const logs: Array<string> = []
+        const logger = Logger.make(({ cause, message }) => logs.push(`${String(message)} ${String(cause)}`))
+        const error = yield* Effect.flip(refreshAt(server)).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+          Logger.withMinimumLogLevel(LogLevel.All)
+        )
+        expect(error).toMatchObject({ _tag: "TransportError", reason: "Network" })
+        expect(error.message).toMatch(/^connection lost while reading the response/)
+        for (const text of [error.message, String(error), ...logs]) {
+          expect(text).not.toContain(Redacted.value(refreshToken))
+          expect(text).not.toContain(issuedRefreshToken.slice(0, 12))
+        }
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("interrupting a refresh while its body streams closes the connection", () =>
+      Effect.gen(function*() {
+        const server = yield* serve((_, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.write(sessionJson.slice(0, 40))
+        })
+        const answered = yield* Deferred.make<void>()
+        const client = (yield* HttpClient.HttpClient).pipe(
+          HttpClient.tap(() => Deferred.succeed(answered, undefined))
+        )
+        const fiber = yield* Effect.fork(
+          refreshAt(server).pipe(Effect.provideService(HttpClient.HttpClient, client))
+        )
+        yield* Deferred.await(answered)
+        const exit = yield* Fiber.interrupt(fiber)
+        expect(Exit.isInterrupted(exit)).toBe(true)
+        yield* Deferred.await(server.closed)
+      }).pipe(Effect.provide(layer)))
+  })
+}
+
+describe("the body cap over a client it does not know", () => {
+  // Only the public members: no runtime body to find, so the body goes through `stream`.
+  const opaque = (body: BodyInit, headers: Record<string, string> = {}): HttpClientResponse.HttpClientResponse => {
+    const inner = HttpClientResponse.fromWeb(
+      HttpClientRequest.post("http://127.0.0.1/auth/refresh"),
+      new Response(body, { headers: { "content-type": "application/json", ...headers } })
+    )
+    return {
+      [HttpClientResponse.TypeId]: HttpClientResponse.TypeId,
+      request: inner.request,
+      status: inner.status,
+      headers: inner.headers,
+      stream: inner.stream,
+      text: inner.text
+    } as unknown as HttpClientResponse.HttpClientResponse
+  }
+  const chunked = (text: string) => new Blob([text]).stream()
+
+  it.effect("reads it through its stream", () =>
+    Effect.gen(function*() {
+      const response = opaque(chunked(sessionJson))
+      expect(bodyOf(response)._tag).toBe("Unknown")
+      expect(yield* readBodyCapped(response)).toBe(sessionJson)
+    }))
+
+  it.effect("refuses a chunked body over the cap, and a declared length over it", () =>
+    Effect.gen(function*() {
+      const over = padded(maxBodyBytes + 1)
+      expect(yield* Effect.flip(readBodyCapped(opaque(chunked(over))))).toBeInstanceOf(BodyTooLarge)
+      const declared = opaque("{}", { "content-length": String(maxBodyBytes + 1) })
+      expect(yield* Effect.flip(readBodyCapped(declared))).toBeInstanceOf(BodyTooLarge)
+    }))
+})
