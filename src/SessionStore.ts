@@ -12,13 +12,15 @@ import * as RefreshError from "./RefreshError.js"
 import * as Session from "./Session.js"
 
 /**
- * A store failed to load, save or clear. The message never holds a token.
+ * A store failed to load, save or clear, to take its lock (`"lock"`), or
+ * refused a key of a keyed store (`"key"`: an empty key, say). The message
+ * never holds a token.
  *
  * @since 0.1.0
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/StoreError")("StoreError", {
-  operation: Schema.Literal("load", "save", "clear", "lock"),
+  operation: Schema.Literal("load", "save", "clear", "lock", "key"),
   message: Schema.String
 }) {}
 

@@ -5,7 +5,7 @@
  * together into a `SessionStore`.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Option, PubSub, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Either, Option, PubSub, Queue, Schedule, Schema, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
@@ -53,6 +53,45 @@ const refuseReadable = (path: string, mode: number, kind: "file" | "directory"):
 })
 
 /**
+ * Creates the directory (mode 0700, whatever the umask) if it is missing, and
+ * refuses one that other users can read, or that is not a directory. Gives
+ * its absolute path.
+ */
+const prepareDir = async (path: string): Promise<Either.Either<string, Refusal>> => {
+  const dir = Path.resolve(path)
+  const created = await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
+  // `mode` passes through the umask: set it exactly on every directory made here.
+  if (created !== undefined && checksModes) {
+    for (let at = dir; at.length >= created.length; at = Path.dirname(at)) await Fs.chmod(at, 0o700)
+  }
+  const dirStat = await Fs.stat(dir)
+  if (!dirStat.isDirectory()) {
+    return Either.left({
+      path: dir,
+      reason: "NotADirectory",
+      message: `NodeSessionStore: ${dir} is not a directory`
+    })
+  }
+  if (checksModes && (dirStat.mode & 0o077) !== 0) {
+    return Either.left(refuseReadable(dir, dirStat.mode, "directory"))
+  }
+  return Either.right(dir)
+}
+
+const unavailable = (path: string) => (error: unknown): Refusal => ({
+  path,
+  reason: "Unavailable",
+  message: `NodeSessionStore: cannot use ${path}: ${messageOf(error)}`
+})
+
+/**
+ * The directory of a keyed store, as {@link prepare} prepares a file's:
+ * created 0700 if missing, refused if other users can read it.
+ */
+export const prepareDirectory = (path: string): Effect.Effect<string, Refusal> =>
+  Effect.tryPromise({ try: () => prepareDir(path), catch: unavailable(path) }).pipe(Effect.flatten)
+
+/**
  * Creates the directory (mode 0700, whatever the umask) if it is missing,
  * and refuses a directory or a file that other users can read, a file that is
  * not a regular file, and a directory that cannot be created.
@@ -61,23 +100,8 @@ export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
   Effect.tryPromise({
     try: async (): Promise<Either.Either<Location, Refusal>> => {
       const file = Path.resolve(path)
-      const dir = Path.dirname(file)
-      const created = await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
-      // `mode` passes through the umask: set it exactly on every directory made here.
-      if (created !== undefined && checksModes) {
-        for (let at = dir; at.length >= created.length; at = Path.dirname(at)) await Fs.chmod(at, 0o700)
-      }
-      const dirStat = await Fs.stat(dir)
-      if (!dirStat.isDirectory()) {
-        return Either.left({
-          path: dir,
-          reason: "NotADirectory",
-          message: `NodeSessionStore: ${dir} is not a directory`
-        })
-      }
-      if (checksModes && (dirStat.mode & 0o077) !== 0) {
-        return Either.left(refuseReadable(dir, dirStat.mode, "directory"))
-      }
+      const dir = await prepareDir(Path.dirname(file))
+      if (Either.isLeft(dir)) return Either.left(dir.left)
       const fileStat = await Fs.lstat(file).catch((error) =>
         codeOf(error) === "ENOENT" ? undefined : Promise.reject(error)
       )
@@ -93,13 +117,9 @@ export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
       if (fileStat !== undefined && checksModes && (fileStat.mode & 0o077) !== 0) {
         return Either.left(refuseReadable(file, fileStat.mode, "file"))
       }
-      return Either.right({ file, dir, base: Path.basename(file) })
+      return Either.right({ file, dir: dir.right, base: Path.basename(file) })
     },
-    catch: (error): Refusal => ({
-      path,
-      reason: "Unavailable",
-      message: `NodeSessionStore: cannot use ${path}: ${messageOf(error)}`
-    })
+    catch: unavailable(path)
   }).pipe(Effect.flatten)
 
 const storeError = (operation: SessionStore.StoreError["operation"], file: string) => (error: unknown) =>
@@ -206,12 +226,19 @@ const syncDirectory = async (dir: string) => {
  * milliseconds). Best effort: another process may be removing them too.
  */
 export const removeLeftovers = (location: Location, olderThan: number): Effect.Effect<void> =>
+  removeTemporaries(location.dir, (name) => name.startsWith(`.${location.base}.`), olderThan)
+
+/** {@link removeLeftovers} for every temporary file in `dir` whose name passes `ours`. */
+export const removeTemporaries = (
+  dir: string,
+  ours: (name: string) => boolean,
+  olderThan: number
+): Effect.Effect<void> =>
   Effect.promise(async () => {
-    const prefix = `.${location.base}.`
-    const names = await Fs.readdir(location.dir).catch(() => [] as Array<string>)
+    const names = await Fs.readdir(dir).catch(() => [] as Array<string>)
     for (const name of names) {
-      if (!name.startsWith(prefix) || !name.endsWith(".tmp")) continue
-      const path = Path.join(location.dir, name)
+      if (!ours(name) || !name.endsWith(".tmp")) continue
+      const path = Path.join(dir, name)
       // The file system's mtimes are on the OS clock, not on Effect's Clock.
       const stat = await Fs.stat(path).catch(() => undefined)
       if (stat !== undefined && Date.now() - stat.mtimeMs > olderThan) await Fs.rm(path, { force: true })
@@ -259,15 +286,20 @@ export interface Config {
 }
 
 /**
- * The store on a prepared location. The change feed's fiber lives in the
- * scope. A write holds the lock (see `FileLock.makeStoreLock`): the manager
- * writes inside `withLock` during a refresh; `signIn`, `save` and `clear`
- * write outside.
+ * What a store on one file is made of, whatever its change feed: the read,
+ * the fenced write under the lock, and `finish`, which makes the service
+ * from them and a feed. A write holds the lock (see `FileLock.makeStoreLock`):
+ * the manager writes inside `withLock` during a refresh; `signIn`, `save` and
+ * `clear` write outside.
  */
-export const makeService = (
-  location: Location,
-  config: Config
-): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
+interface Core {
+  readonly read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError>
+  /** The revision this store last wrote or its feed last published: an eager feed skips it. */
+  readonly lastSeen: { current: number }
+  readonly finish: (changes: Stream.Stream<SessionStore.Stored>) => SessionStore.Service
+}
+
+const makeCore = (location: Location, config: Config): Effect.Effect<Core> =>
   Effect.gen(function*() {
     const lock = yield* FileLock.makeStoreLock({
       file: location.file,
@@ -276,8 +308,7 @@ export const makeService = (
     })
     // Writes under one holding (a refresh that forked its save, a borrowed lock) commit one at a time.
     const commits = yield* Effect.makeSemaphore(1)
-    // The revision this store last wrote or published: the feed skips it.
-    let lastSeen = -1
+    const lastSeen = { current: -1 }
     let warned = false
 
     const readStored = Effect.flatMap(read(location), ({ stored, undecodable }) => {
@@ -309,19 +340,54 @@ export const makeService = (
           next,
           Effect.filterOrFail(holding.stillHeld, (ours) => ours, () => lockLost(operation))
         )
-        lastSeen = next.revision
+        lastSeen.current = next.revision
         return next
       }))
 
     const write = (session: Option.Option<Session.Session>, expected: number) =>
       lock.underLock((holding) => commit(holding, session, expected))
 
+    const finish = (changes: Stream.Stream<SessionStore.Stored>): SessionStore.Service => {
+      const service = SessionStore.make({ read: readStored, write, withLock: lock.withLock, changes, shared: true })
+      // `make`'s save and clear read outside the lock and retry a few times on a
+      // conflict, which several busy processes can exhaust. Under the lock only
+      // a write of this process can come between the read and the write.
+      const overwrite = (session: Option.Option<Session.Session>, operation: "save" | "clear") =>
+        lock.underLock(() => Effect.flatMap(service.read, (stored) => service.write(session, stored.revision))).pipe(
+          Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: 3 }),
+          Effect.catchTag("StoreConflictError", (conflict) =>
+            Effect.fail(
+              new SessionStore.StoreError({
+                operation,
+                message: `the record changed under the lock: ${conflict.message}`
+              })
+            ))
+        )
+      return {
+        ...service,
+        save: (session) => overwrite(Option.some(session), "save"),
+        clear: overwrite(Option.none(), "clear")
+      }
+    }
+    return { read: readStored, lastSeen, finish }
+  })
+
+/**
+ * The store on a prepared location, with its change feed running for as
+ * long as the scope: the feed's fiber lives in it.
+ */
+export const makeService = (
+  location: Location,
+  config: Config
+): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const core = yield* makeCore(location, config)
     yield* removeLeftovers(location, 60_000)
-    lastSeen = (yield* Effect.orElseSucceed(readStored, () => SessionStore.empty)).revision
+    core.lastSeen.current = (yield* Effect.orElseSucceed(core.read, () => SessionStore.empty)).revision
     const feed = yield* PubSub.unbounded<SessionStore.Stored>()
     yield* ticks(location, config.pollInterval).pipe(
       Stream.mapEffect(() =>
-        readStored.pipe(
+        core.read.pipe(
           Effect.tapError((error) =>
             Effect.logDebug(`NodeSessionStore: re-reading for the change feed failed: ${error.message}`)
           ),
@@ -329,37 +395,59 @@ export const makeService = (
         )
       ),
       Stream.runForEach((stored) => {
-        if (Option.isNone(stored) || stored.value.revision === lastSeen) return Effect.void
-        lastSeen = stored.value.revision
+        if (Option.isNone(stored) || stored.value.revision === core.lastSeen.current) return Effect.void
+        core.lastSeen.current = stored.value.revision
         return PubSub.publish(feed, stored.value)
       }),
       Effect.forkScoped
     )
-
-    const service = SessionStore.make({
-      read: readStored,
-      write,
-      withLock: lock.withLock,
-      changes: Stream.fromPubSub(feed),
-      shared: true
-    })
-    // `make`'s save and clear read outside the lock and retry a few times on a
-    // conflict, which several busy processes can exhaust. Under the lock only
-    // a write of this process can come between the read and the write.
-    const overwrite = (session: Option.Option<Session.Session>, operation: "save" | "clear") =>
-      lock.underLock(() => Effect.flatMap(service.read, (stored) => service.write(session, stored.revision))).pipe(
-        Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: 3 }),
-        Effect.catchTag("StoreConflictError", (conflict) =>
-          Effect.fail(
-            new SessionStore.StoreError({
-              operation,
-              message: `the record changed under the lock: ${conflict.message}`
-            })
-          ))
-      )
-    return {
-      ...service,
-      save: (session) => overwrite(Option.some(session), "save"),
-      clear: overwrite(Option.none(), "clear")
-    }
+    return core.finish(Stream.fromPubSub(feed))
   })
+
+/**
+ * Tells the store of one file when that file may have changed: a keyed
+ * store's one watcher on its directory, shared by every key (see
+ * `fileStoreKeyed.ts`).
+ */
+export interface Watch {
+  /** Calls `wake` each time the file named `base` may have changed, for as long as the scope. */
+  readonly follow: (base: string, wake: () => void) => Effect.Effect<void, never, Scope.Scope>
+  /** Bounds the feeds' re-reads in flight at once, across every key. */
+  readonly reads: Effect.Semaphore
+}
+
+/**
+ * The store on a location in a watched directory. Its change feed costs
+ * nothing until it runs: each run follows the file through `watch`, starts
+ * with the record as it is once followed (so a write made between a reader's
+ * read and its subscription is not missed), then brings every new revision.
+ * Building it does no I/O.
+ */
+export const makeFollowedService = (
+  location: Location,
+  config: Config,
+  watch: Watch
+): Effect.Effect<SessionStore.Service> =>
+  Effect.map(makeCore(location, config), (core) =>
+    core.finish(Stream.unwrapScoped(Effect.gen(function*() {
+      // One wake waiting is enough: a read after it sees every write before it.
+      const wakes = yield* Queue.dropping<void>(1)
+      yield* watch.follow(location.base, () => void Queue.unsafeOffer(wakes, undefined))
+      yield* Queue.offer(wakes, undefined)
+      let last = -1
+      return Stream.fromQueue(wakes).pipe(
+        Stream.mapEffect(() =>
+          watch.reads.withPermits(1)(core.read).pipe(
+            Effect.tapError((error) =>
+              Effect.logDebug(`NodeSessionStore: re-reading for the change feed failed: ${error.message}`)
+            ),
+            Effect.option
+          )
+        ),
+        Stream.filterMap((stored) => {
+          if (Option.isNone(stored) || stored.value.revision === last) return Option.none()
+          last = stored.value.revision
+          return stored
+        })
+      )
+    }))))

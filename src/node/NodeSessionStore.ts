@@ -28,6 +28,7 @@
 import type { Scope } from "effect"
 import { Duration, Effect, Either, Layer, Schema } from "effect"
 import * as FileStore from "../internal/fileStore.js"
+import * as FileStoreKeyed from "../internal/fileStoreKeyed.js"
 import * as Options_ from "../internal/options.js"
 import * as SessionStore from "../SessionStore.js"
 
@@ -104,6 +105,11 @@ const resolve = (options: Options): Either.Either<FileStore.Config, Options_.Inv
     if (typeof options.path !== "string" || options.path.trim() === "") {
       return yield* Either.left({ owner, option: "path", reason: "must be the path of a file" })
     }
+    return yield* resolveTimes(options)
+  })
+
+const resolveTimes = (options: Omit<Options, "path">): Either.Either<FileStore.Config, Options_.Invalid> =>
+  Either.gen(function*() {
     const lease = yield* Options_.millis(owner, "lease", options.lease ?? defaults.lease, "positive")
     if (lease < shortestLease) {
       return yield* Either.left({ owner, option: "lease", reason: "must be at least 2 seconds" })
@@ -167,3 +173,91 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, File
  */
 export const layerFile = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> =>
   Layer.scoped(SessionStore.SessionStore, make(options))
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface KeyedOptions extends Omit<Options, "path"> {
+  /**
+   * The directory of the session files, one per key. Created (mode `0700`)
+   * if missing; refused if other users can read it. Keep it for these files
+   * only.
+   */
+  readonly directory: string
+}
+
+/**
+ * The name of `key`'s session file in a keyed store's directory: the hex
+ * SHA-256 of the key's UTF-8 bytes, then `.json` (its lock is the same name
+ * with `.lock` added). Whatever the key holds (`../`, `/`, NUL, a megabyte,
+ * letters that differ only in case), the name is 69 characters of `[0-9a-f]`
+ * and `.json`: it stays inside the directory and never meets another key's,
+ * on any file system. The name does not say whose file it is: compute it
+ * from the key to find one.
+ *
+ * @since 0.2.0
+ * @category utils
+ */
+export const keyFileName = (key: string): string => FileStoreKeyed.fileNameOf(key)
+
+const resolveKeyed = (options: KeyedOptions): Either.Either<FileStore.Config, Options_.Invalid> =>
+  typeof options.directory !== "string" || options.directory.trim() === ""
+    ? Either.left({ owner, option: "directory", reason: "must be the path of a directory" })
+    : resolveTimes(options)
+
+/**
+ * Opens a keyed store on `options.directory`: one session file per key
+ * (your application's user id), named by {@link keyFileName}, each with its
+ * own lock (`<name>.lock`) and record, as {@link make} gives for one file.
+ * What a `SessionPool` needs, with several processes sharing the directory.
+ *
+ * `forKey` does no I/O and holds nothing: a key's store is built each time it
+ * is asked for (the same file every time), and its change feed costs nothing
+ * until it runs. The directory has one watcher and one poll, shared by every
+ * key whose feed runs, and only while one does. A key that is empty or not
+ * well-formed Unicode (a lone surrogate) fails with a `StoreError` whose
+ * operation is `"key"`.
+ *
+ * Fails with a `FileStoreError` when the directory cannot be used; dies (a
+ * defect naming the option) when an option is invalid.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeKeyed = (
+  options: KeyedOptions
+): Effect.Effect<SessionStore.Keyed, FileStoreError, Scope.Scope> =>
+  Effect.flatMap(Options_.orDie(resolveKeyed(options)), (config) =>
+    FileStore.prepareDirectory(options.directory).pipe(
+      Effect.mapError((refusal) => new FileStoreError(refusal)),
+      Effect.flatMap((dir) => FileStoreKeyed.makeKeyed(dir, config)),
+      Effect.map(({ keyed }) => keyed)
+    ))
+
+/**
+ * The `KeyedSessionStore` on a directory of session files; see
+ * {@link makeKeyed}.
+ *
+ * @example
+ * ```ts
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Layer } from "effect"
+ * import { RefreshClient, SessionPool } from "moon-refresh"
+ * import { NodeSessionStore } from "moon-refresh/node"
+ *
+ * // One file per user in .moon/sessions/, shared by every process of the server.
+ * const PoolLive = SessionPool.layer().pipe(
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(NodeSessionStore.layerKeyed({ directory: ".moon/sessions" })),
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerKeyed = (
+  options: KeyedOptions
+): Layer.Layer<SessionStore.KeyedSessionStore, FileStoreError> =>
+  Layer.scoped(SessionStore.KeyedSessionStore, makeKeyed(options))
