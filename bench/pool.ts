@@ -1,5 +1,5 @@
 /**
- * The pool section of `npm run bench` (also `npx tsx --expose-gc bench/pool.ts`
+ * The pool section of `npm run bench` (also `npx tsx bench/pool.ts`
  * on its own): what a `SessionPool` costs per session, in memory and time, at
  * 1,000, 10,000 and 100,000 sessions; how fast it serves tokens for random
  * keys; and how many refresh POSTs it has in flight when 10,000 sessions
@@ -12,6 +12,10 @@
 import { Context, Effect, Layer, Logger, LogLevel, Redacted, TestClock, TestContext } from "effect"
 import { Session, SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
+import { fork } from "node:child_process"
+import { rmSync } from "node:fs"
+import { join } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 const gc = () => {
   const collect = (globalThis as { gc?: () => void }).gc
@@ -54,6 +58,9 @@ export interface PoolFigures {
  */
 const measureScale = (n: number) =>
   Effect.gen(function*() {
+    // The test clock starts at 0: set it to now before anything schedules on it,
+    // or the jump would run the pool's periodic sweep once per interval since 1970.
+    yield* TestClock.setTime(Date.now())
     const keys = Array.from({ length: n }, (_, i) => `user-${i}`)
     const mockContext = yield* Layer.build(MockRefreshClient.layer())
     const keyed = yield* SessionStore.makeMemoryKeyed
@@ -70,7 +77,6 @@ const measureScale = (n: number) =>
       ),
       SessionPool.SessionPool
     )
-    yield* TestClock.setTime(Date.now())
     const warmStart = performance.now()
     for (const key of keys) yield* pool.accessToken(key)
     const warmMillis = performance.now() - warmStart
@@ -148,27 +154,86 @@ const measureStampede = (n: number, cap: number) =>
     return { sessions: n, cap, maxInFlight: stats.maxRefreshesInFlight, posts: (yield* mock.stats).calls, millis }
   }).pipe(Effect.scoped)
 
-export const measurePool = (settings: {
+export const measurePool = async (settings: {
   readonly scales: ReadonlyArray<number>
   /** Reads are of random keys among this many live sessions. */
   readonly readsOver: number
   readonly reads: number
   readonly stampede: number
   readonly cap: number
-}) =>
-  Effect.runPromise(
-    Effect.gen(function*() {
-      const scales: Array<PoolFigures> = []
-      for (const n of settings.scales) scales.push(yield* measureScale(n))
-      const readsPerSecond = yield* measureReads(settings.readsOver, settings.reads)
-      const stampede = yield* measureStampede(settings.stampede, settings.cap)
-      return { scales, readsPerSecond, stampede }
-    }).pipe(Logger.withMinimumLogLevel(LogLevel.None))
-  )
+}) => {
+  // One program per measurement: a TestContext provided to one program leaves
+  // its TestClock as the fiber's clock after it ends, and the live
+  // measurements that followed would sleep on a clock nobody moves.
+  const run = <A, E>(effect: Effect.Effect<A, E>) =>
+    Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+  const scales: Array<PoolFigures> = []
+  for (const n of settings.scales) scales.push(await run(measureScale(n)))
+  const readsPerSecond = await run(measureReads(settings.readsOver, settings.reads))
+  const stampede = await run(measureStampede(settings.stampede, settings.cap))
+  return { scales, readsPerSecond, stampede }
+}
 
-// Run on its own: `npx tsx --expose-gc bench/pool.ts`.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  measurePool({
+/**
+ * `measurePool` in a process of its own, on the library compiled as users run
+ * it. Under tsx every named function in our TypeScript gets esbuild's
+ * `keepNames` wrapper, which gives each closure a property store of its own
+ * (about 256 bytes): a pool holds several closures per session, so a reading
+ * under tsx would charge that to the pool. The section is bundled once with
+ * esbuild (no `keepNames`, `effect` left external) and run with plain node.
+ */
+export const measurePoolCompiled = async (settings: Parameters<typeof measurePool>[0]) => {
+  const { build } = await import("esbuild")
+  const root = fileURLToPath(new URL("..", import.meta.url))
+  // Inside the project, so that the bundle's `effect` import resolves to node_modules.
+  const outfile = join(root, "node_modules", ".cache", "moon-refresh-bench", `pool-${process.pid}.mjs`)
+  await build({
+    entryPoints: [fileURLToPath(import.meta.url)],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile,
+    external: ["effect", "@effect/*", "ioredis", "proper-lockfile"],
+    tsconfig: join(root, "tsconfig.json"),
+    logLevel: "warning"
+  })
+  try {
+    return await new Promise<Awaited<ReturnType<typeof measurePool>>>((resolve, reject) => {
+      const child = fork(outfile, ["--child", JSON.stringify(settings)], {
+        execPath: process.execPath,
+        execArgv: ["--expose-gc"],
+        stdio: ["ignore", "inherit", "inherit", "ipc"]
+      })
+      let answered = false
+      child.on(
+        "message",
+        (message: { readonly result?: Awaited<ReturnType<typeof measurePool>>; readonly error?: string }) => {
+          answered = true
+          if (message.error !== undefined) reject(new Error(message.error))
+          else resolve(message.result!)
+        }
+      )
+      child.on("error", reject)
+      child.on("exit", (code) => {
+        if (!answered) reject(new Error(`the pool section exited with ${code} without an answer`))
+      })
+    })
+  } finally {
+    rmSync(outfile, { force: true })
+  }
+}
+
+const isMain = import.meta.url === pathToFileURL(process.argv[1] ?? "").href
+
+if (isMain && process.argv[2] === "--child" && process.send !== undefined) {
+  measurePool(JSON.parse(process.argv[3]!)).then(
+    (result) => process.send!({ result }, () => process.exit(0)),
+    (error) => process.send!({ error: String(error) }, () => process.exit(1))
+  )
+} else if (isMain) {
+  // On its own: `npx tsx bench/pool.ts` (POOL_SCALES=1000,10000 for a shorter run).
+  measurePoolCompiled({
     scales: (process.env.POOL_SCALES ?? "1000,10000,100000").split(",").map(Number),
     readsOver: 10_000,
     reads: 1_000_000,
