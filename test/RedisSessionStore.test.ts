@@ -69,6 +69,32 @@ describe("RedisSessionStore without a server", () => {
       }
     }))
 
+  it.scopedLive("refuses keyed options that are not what they must be, naming them; builds keys without a server", () =>
+    Effect.gen(function*() {
+      const client = yield* RedisSessionStore.makeClient(`redis://127.0.0.1:${yield* closedPort}`)
+      const keyedOn = (options: RedisSessionStore.KeyedOptions) =>
+        RedisSessionStore.makeKeyed(options).pipe(
+          Effect.provideService(RedisSessionStore.RedisClient, client),
+          Effect.scoped,
+          Effect.exit
+        )
+      const refused = [
+        [{ prefix: "" }, `RedisSessionStore: option "prefix" must be a non-empty string without braces`],
+        [{ prefix: "{app}:" }, `RedisSessionStore: option "prefix" must be a non-empty string without braces`],
+        [{ prefix: "s:", lease: "0 millis" }, `RedisSessionStore: option "lease" must be a positive, finite duration`]
+      ] as const
+      for (const [options, message] of refused) {
+        expect(defectMessage(yield* keyedOn(options))).toStrictEqual(Option.some(message))
+      }
+      // forKey does no I/O: a store for a key comes at once, with nothing listening.
+      const keyed = yield* RedisSessionStore.makeKeyed({ prefix: "s:", timeout: "300 millis" }).pipe(
+        Effect.provideService(RedisSessionStore.RedisClient, client)
+      )
+      const store = yield* keyed.forKey("ada")
+      expect((yield* Effect.flip(store.read))._tag).toBe("StoreError")
+      expect((yield* Effect.flip(keyed.forKey(""))).operation).toBe("key")
+    }))
+
   it.effect("layerClientConfig reads REDIS_URL, and refuses a missing or non-Redis URL as a ConfigError", () =>
     Effect.gen(function*() {
       const build = (map: Map<string, string>) =>

@@ -18,6 +18,7 @@ import {
   Option,
   ParseResult,
   PubSub,
+  Queue,
   Random,
   Schedule,
   Schema,
@@ -30,6 +31,7 @@ import { hostname } from "node:os"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
 import * as SessionStore from "../SessionStore.js"
+import * as StoreKey from "./storeKey.js"
 
 // ---------------------------------------------------------------------------
 // Scripts: each runs atomically on the server.
@@ -212,38 +214,143 @@ export const names = (key: string) => ({
 // wakes it: a release it missed (subscriber down) costs no more than this.
 const maxPoll = 1_000
 
-/** The store on `client`: `SessionStore.make` over a fenced read and write, a lease lock and a change feed. */
-export const makeStore = (
+type Command = <A>(operation: Operation, send: () => Promise<A>) => Effect.Effect<A, SessionStore.StoreError>
+
+// One command, bounded by the timeout, waiting first for the connection:
+// with the offline queue off a command sent while disconnected fails at
+// once, so nothing is left queued to run after the caller gave up.
+const bounded = (connection: Redis, timeout: number): Command => (operation, send) =>
+  Effect.zipRight(
+    connected(connection, operation),
+    Effect.tryPromise({
+      try: send,
+      catch: (cause) => new SessionStore.StoreError({ operation, message: `Redis: ${errorMessage(cause)}` })
+    })
+  ).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        new SessionStore.StoreError({
+          operation,
+          message: `Redis did not answer within ${
+            Duration.format(Duration.millis(timeout))
+          } (connection ${connection.status})`
+        })
+    })
+  )
+
+// ---------------------------------------------------------------------------
+// The subscriber: one connection for every channel a store (or a keyed
+// store's many keys) follows
+// ---------------------------------------------------------------------------
+
+/** What follows a channel. */
+export interface Listener {
+  readonly onMessage: (message: string) => void
+  /**
+   * Runs once the channel is subscribed, and again after every reconnect
+   * (pub/sub forgot what it sent meanwhile): the follower re-reads.
+   */
+  readonly onSubscribed: Effect.Effect<void>
+}
+
+export interface Subscriber {
+  /**
+   * Follows `channel` for as long as the scope: subscribed when its first
+   * listener comes, unsubscribed when its last one leaves.
+   */
+  readonly follow: (channel: string, listener: Listener) => Effect.Effect<void, never, Scope.Scope>
+  /** The channels followed now. */
+  readonly channels: () => number
+}
+
+// Channels per SUBSCRIBE when resubscribing many after a reconnect.
+const subscribeBatch = 1_000
+
+/** A subscriber connection of its own (`client.duplicate()`), closed with the scope. */
+export const makeSubscriber = (client: Redis, timeout: number): Effect.Effect<Subscriber, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const run = yield* FiberSet.makeRuntime<never>()
+    const listeners = new Map<string, Set<Listener>>()
+    const subscriber = yield* Effect.acquireRelease(
+      Effect.sync(() => client.duplicate(subscriberOptions)),
+      close
+    )
+    const command = bounded(subscriber, timeout)
+    // Connection errors reach callers through the operations; here they are noise.
+    subscriber.on("error", (error: Error) => run(Effect.logDebug(`moon-refresh: Redis subscriber: ${error.message}`)))
+    subscriber.on("message", (channel: string, message: string) => {
+      listeners.get(channel)?.forEach((listener) => listener.onMessage(message))
+    })
+    // After every (re)connect: subscribe to every channel followed, then let
+    // each listener re-read. Retried until it succeeds or the next reconnect
+    // replaces it.
+    const resync = yield* FiberHandle.make<void, never>()
+    const onReady = Effect.gen(function*() {
+      const channels = [...listeners.keys()]
+      for (let i = 0; i < channels.length; i += subscribeBatch) {
+        const batch = channels.slice(i, i + subscribeBatch)
+        yield* command("load", () => subscriber.subscribe(...batch)).pipe(Effect.retry(Schedule.spaced("500 millis")))
+      }
+      const all = [...listeners.values()].flatMap((set) => [...set])
+      yield* Effect.forEach(all, (listener) => listener.onSubscribed, { concurrency: 16, discard: true })
+    }).pipe(Effect.ignore)
+    subscriber.on("ready", () => run(FiberHandle.run(resync, onReady)))
+    yield* Effect.addFinalizer(() => Effect.sync(() => subscriber.removeAllListeners("ready")))
+
+    // SUBSCRIBE and UNSUBSCRIBE are sent in the step that changes the map, so
+    // the connection gets them in the order the channels were followed and
+    // left. Sent only when ready: a connection that is not gets them all on `ready`.
+    const follow = (channel: string, listener: Listener): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.flatMap(
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            const set = listeners.get(channel) ?? new Set()
+            const first = set.size === 0
+            set.add(listener)
+            listeners.set(channel, set)
+            if (subscriber.status !== "ready") return undefined
+            return first ? subscriber.subscribe(channel) : Promise.resolve()
+          }),
+          () =>
+            Effect.sync(() => {
+              const set = listeners.get(channel)
+              set?.delete(listener)
+              if (set?.size !== 0) return
+              listeners.delete(channel)
+              if (subscriber.status === "ready") subscriber.unsubscribe(channel).catch(() => undefined)
+            })
+        ),
+        (subscribing) =>
+          subscribing === undefined ? Effect.void : Effect.forkScoped(
+            command("load", () => subscribing).pipe(Effect.zipRight(listener.onSubscribed), Effect.ignore)
+          )
+      )
+
+    return { follow, channels: () => listeners.size }
+  })
+
+// ---------------------------------------------------------------------------
+// The store of one record
+// ---------------------------------------------------------------------------
+
+/** How a store uses the subscriber. */
+type Following =
+  /** The single store: its channels are followed for its whole life, its feed fed whether read or not. */
+  | "always"
+  /** A keyed store's: a channel is followed only while the feed runs, or a lock waiter waits. */
+  | "while-needed"
+
+const makeKeyStore = (
   client: Redis,
-  settings: Settings
+  settings: Settings,
+  subscriber: Subscriber,
+  run: (effect: Effect.Effect<unknown>) => unknown,
+  following: Following
 ): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
   Effect.gen(function*() {
     const keys = names(settings.key)
-    const run = yield* FiberSet.makeRuntime<never>()
-    const feed = yield* PubSub.unbounded<SessionStore.Stored>()
-
-    const timedOut = (operation: Operation) => () =>
-      new SessionStore.StoreError({
-        operation,
-        message: `Redis did not answer within ${
-          Duration.format(Duration.millis(settings.timeout))
-        } (connection ${client.status})`
-      })
-
-    // One command, bounded by the timeout, waiting first for the connection:
-    // with the offline queue off a command sent while disconnected fails at
-    // once, so nothing is left queued to run after the caller gave up.
-    const on =
-      (connection: Redis) =>
-      <A>(operation: Operation, send: () => Promise<A>): Effect.Effect<A, SessionStore.StoreError> =>
-        Effect.zipRight(
-          connected(connection, operation),
-          Effect.tryPromise({
-            try: send,
-            catch: (cause) => new SessionStore.StoreError({ operation, message: `Redis: ${errorMessage(cause)}` })
-          })
-        ).pipe(Effect.timeoutFail({ duration: settings.timeout, onTimeout: timedOut(operation) }))
-    const command = on(client)
+    const command = bounded(client, settings.timeout)
 
     // The newest record this process has seen, read, written or heard of: what
     // it puts back if the server lost it.
@@ -308,6 +415,14 @@ export const makeStore = (
         return note(next)
       })
 
+    // A published record, decoded in the step that received it so that
+    // records reach the feed in the order they were published.
+    const received = (message: string, deliver: (stored: SessionStore.Stored) => void) => {
+      const decoded = decodeStored(message)
+      if (Either.isRight(decoded)) return deliver(note(decoded.right))
+      run(Effect.map(decodeRecord(settings.key, message), (stored) => deliver(note(stored))))
+    }
+
     // ---- the lock ----
 
     // Waiters wake when a holder releases (its PUBLISH), or when its lease ends.
@@ -317,10 +432,12 @@ export const makeStore = (
       released = Deferred.unsafeMake<void>(FiberId.none)
       Deferred.unsafeDone(woken, Exit.void)
     }
+    const releases: Listener = { onMessage: wakeWaiters, onSubscribed: Effect.sync(wakeWaiters) }
 
     const acquire = (token: string) =>
       Effect.gen(function*() {
         const deadline = (yield* Clock.currentTimeMillis) + settings.lockTimeout
+        let listening = following === "always"
         while (true) {
           const woken = released
           const left = Number(
@@ -336,13 +453,19 @@ export const makeStore = (
               }`
             })
           }
+          // A keyed store listens for releases only while it waits; once
+          // subscribed, it tries again at once (a release may have come in between).
+          if (!listening) {
+            yield* subscriber.follow(keys.released, releases)
+            listening = true
+          }
           // A lease that ends wakes the next holder; the jitter keeps waiters
           // that polled together from polling together again.
           const jitter = yield* Random.nextIntBetween(0, 50)
           const wait = Math.min(left > 0 ? left : maxPoll, maxPoll, deadline - now) + jitter
           yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(Duration.millis(wait)))
         }
-      })
+      }).pipe(Effect.scoped)
 
     const release = (token: string) =>
       Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
@@ -392,44 +515,103 @@ export const makeStore = (
 
     // ---- the change feed ----
 
-    const subscriber = yield* Effect.acquireRelease(
-      Effect.sync(() => client.duplicate(subscriberOptions)),
-      close
-    )
-    // Connection errors reach callers through the operations; here they are noise.
-    subscriber.on("error", (error: Error) => run(Effect.logDebug(`moon-refresh: Redis subscriber: ${error.message}`)))
-    subscriber.on("message", (channel: string, message: string) => {
-      if (channel === keys.released) return wakeWaiters()
-      if (channel !== keys.changes) return
-      run(Effect.flatMap(decodeRecord(settings.key, message), (stored) => PubSub.publish(feed, note(stored))))
-    })
-    // Pub/sub forgets what it sent while this connection was down: after every
-    // (re)connect, subscribe, then re-read (putting back a record the server
-    // lost) and pass on what is there.
-    const resync = yield* FiberHandle.make<void, never>()
-    const onReady = Effect.gen(function*() {
-      yield* on(subscriber)("load", () => subscriber.subscribe(keys.changes, keys.released)).pipe(
-        Effect.retry(Schedule.spaced("500 millis"))
-      )
-      wakeWaiters()
-      const stored = yield* read.pipe(Effect.retry(Schedule.spaced("500 millis")))
-      yield* PubSub.publish(feed, stored)
-    }).pipe(Effect.ignore) // retried until it succeeds or the next reconnect replaces it
-    subscriber.on("ready", () => run(FiberHandle.run(resync, onReady)))
-    yield* Effect.addFinalizer(() => Effect.sync(() => subscriber.removeAllListeners("ready")))
-
     // Each run of the feed starts with the record as it is once subscribed:
     // a holder that read the record, then subscribed, misses no write made
     // in between (a sign-in while it started, say).
-    const changes = Stream.unwrapScoped(
-      Effect.gen(function*() {
-        const subscription = yield* PubSub.subscribe(feed)
-        const current = yield* Effect.option(read)
-        return Stream.concat(Stream.fromIterable(Option.toArray(current)), Stream.fromQueue(subscription))
+    const startingWithCurrent = (rest: Stream.Stream<SessionStore.Stored>) =>
+      Effect.map(
+        Effect.option(read),
+        (current) => Stream.concat(Stream.fromIterable(Option.toArray(current)), rest)
+      )
+
+    let changes: Stream.Stream<SessionStore.Stored>
+    if (following === "always") {
+      const feed = yield* PubSub.unbounded<SessionStore.Stored>()
+      const publish = (stored: SessionStore.Stored) => void feed.unsafeOffer(stored)
+      yield* subscriber.follow(keys.changes, {
+        onMessage: (message) => received(message, publish),
+        // After every (re)connect: wake lock waiters (a release may have been
+        // missed), re-read (putting back a record the server lost) and pass
+        // on what is there.
+        onSubscribed: read.pipe(Effect.retry(Schedule.spaced("500 millis")), Effect.map(publish), Effect.ignore)
       })
-    )
+      yield* subscriber.follow(keys.released, releases)
+      changes = Stream.unwrapScoped(
+        Effect.flatMap(PubSub.subscribe(feed), (subscription) => startingWithCurrent(Stream.fromQueue(subscription)))
+      )
+    } else {
+      changes = Stream.unwrapScoped(Effect.gen(function*() {
+        const queue = yield* Queue.unbounded<SessionStore.Stored>()
+        let open = true
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            open = false
+          })
+        )
+        const offer = (stored: SessionStore.Stored) => void Queue.unsafeOffer(queue, stored)
+        yield* subscriber.follow(keys.changes, {
+          onMessage: (message) => received(message, offer),
+          onSubscribed: read.pipe(
+            Effect.retry({ schedule: Schedule.spaced("500 millis"), while: () => open }),
+            Effect.map(offer),
+            Effect.ignore
+          )
+        })
+        return yield* startingWithCurrent(Stream.fromQueue(queue))
+      }))
+    }
 
     return SessionStore.make({ read, write, withLock, changes, shared: true })
+  })
+
+/** The store on `client`: `SessionStore.make` over a fenced read and write, a lease lock and a change feed. */
+export const makeStore = (
+  client: Redis,
+  settings: Settings
+): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const run = yield* FiberSet.makeRuntime<never>()
+    const subscriber = yield* makeSubscriber(client, settings.timeout)
+    return yield* makeKeyStore(client, settings, subscriber, run, "always")
+  })
+
+/** The options of a keyed store, checked: `lease`, `lockTimeout` and `timeout` as for one store. */
+export interface KeyedSettings extends Omit<Settings, "key"> {
+  readonly prefix: string
+}
+
+/**
+ * The record key of a user key: `prefix{<key, percent-encoded>}`. The
+ * encoding (`encodeURIComponent`) is reversible and leaves no `:`, `{` or
+ * `}`, so no key's record can be another's lock or channel (`…}:lock`), and
+ * the braces make the key a Redis Cluster hash tag: a key's record and lock
+ * share a slot.
+ */
+export const recordKey = (prefix: string, key: string): string => `${prefix}{${encodeURIComponent(key)}}`
+
+/** The keyed store and its subscriber, for the tests. */
+export interface Keyed {
+  readonly keyed: SessionStore.Keyed
+  readonly subscriber: Subscriber
+}
+
+/**
+ * One store per user key, on one client and one subscriber connection. A
+ * key's store is built on each `forKey` (the same record every time) and
+ * holds nothing on the server but while its feed runs or it waits for its
+ * lock: then its channel is subscribed on the shared connection.
+ */
+export const makeKeyed = (client: Redis, settings: KeyedSettings): Effect.Effect<Keyed, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const run = yield* FiberSet.makeRuntime<never>()
+    const subscriber = yield* makeSubscriber(client, settings.timeout)
+    const forKey = (key: string) =>
+      Effect.flatMap(StoreKey.check("RedisSessionStore", key), (valid) =>
+        // "while-needed" adds nothing to the scope: each feed run and lock wait has a scope of its own.
+        Effect.scoped(
+          makeKeyStore(client, { ...settings, key: recordKey(settings.prefix, valid) }, subscriber, run, "while-needed")
+        ))
+    return { keyed: { forKey }, subscriber }
   })
 
 // Waits for the client's `ready`, triggering the connection of a lazy client.

@@ -16,6 +16,10 @@
  * Reads of the `SessionManager` stay in memory, and its single flight stays
  * in the process: Redis is only asked at a refresh, a sign-in or a sign-out.
  *
+ * For a `SessionPool` (one session per user of a server), `makeKeyed` and
+ * `layerKeyed` give the same for each user key under a prefix, with one
+ * subscriber connection for all of them.
+ *
  * Needs `ioredis` (an optional peer dependency of `moon-refresh`).
  *
  * @since 0.2.0
@@ -233,3 +237,104 @@ export const layerClientConfig = (
  */
 export const layerConfig = (options: Options): Layer.Layer<SessionStore.SessionStore, ConfigError.ConfigError> =>
   layer(options).pipe(Layer.provide(layerClientConfig()))
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface KeyedOptions extends Omit<Options, "key"> {
+  /**
+   * What every record key starts with, for example `"moon-session:"`. A
+   * user key's record is {@link recordKey}`(prefix, key)`, its lock and
+   * channels that with `:lock`, `:changes` and `:released` added. No braces:
+   * the key's part is the Redis Cluster hash tag.
+   */
+  readonly prefix: string
+}
+
+/**
+ * The Redis key of a user key's record: `prefix{key}`, the key
+ * percent-encoded (`encodeURIComponent`). The encoding is reversible
+ * (`decodeURIComponent` of what is between the braces gives the key back)
+ * and leaves no `:` and no braces, so no user key's record can be another's
+ * lock or channel, and the braces make it the Redis Cluster hash tag (a
+ * record and its lock on one slot).
+ *
+ * @since 0.2.0
+ * @category utils
+ */
+export const recordKey = (prefix: string, key: string): string => Internal.recordKey(prefix, key)
+
+const resolveKeyed = (options: KeyedOptions): Either.Either<Internal.KeyedSettings, Options_.Invalid> =>
+  Either.gen(function*() {
+    const prefix = typeof options.prefix === "string" && options.prefix.length > 0 && !/[{}]/.test(options.prefix)
+      ? options.prefix
+      : yield* Either.left({ owner, option: "prefix", reason: "must be a non-empty string without braces" })
+    const { key: _, ...settings } = yield* resolve({ ...options, key: prefix })
+    return { ...settings, prefix }
+  })
+
+/**
+ * Builds a keyed store on the `RedisClient` in context: one record, lock and
+ * change feed per user key (your application's user id) under `prefix`, as
+ * {@link make} gives for one key. What a `SessionPool` needs, with several
+ * replicas sharing Redis.
+ *
+ * `forKey` does no I/O: a key's store is built each time it is asked for
+ * (the same record every time). The store opens one connection of its own
+ * for every key's change feed, and subscribes to a key's channel on it only
+ * while that key's feed runs (or a holder waits for its lock): a replica gets
+ * the messages of the keys it holds, not every user's. A key that is empty or
+ * not well-formed Unicode (a lone surrogate) fails with a `StoreError` whose
+ * operation is `"key"`. Dies (a defect naming the option) when an option is
+ * invalid.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeKeyed = (
+  options: KeyedOptions
+): Effect.Effect<SessionStore.Keyed, never, RedisClient | Scope.Scope> =>
+  Effect.flatMap(
+    Options_.orDie(resolveKeyed(options)),
+    (settings) =>
+      Effect.flatMap(RedisClient, (client) => Effect.map(Internal.makeKeyed(client, settings), ({ keyed }) => keyed))
+  )
+
+/**
+ * The keyed store as a layer, on the `RedisClient` in context; see
+ * {@link makeKeyed}.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { RefreshClient, SessionPool } from "moon-refresh"
+ * import { RedisSessionStore } from "moon-refresh/redis"
+ *
+ * // Every replica serving these users uses the same prefix.
+ * export const PoolLive = SessionPool.layer().pipe(
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(RedisSessionStore.layerKeyed({ prefix: "moon-session:" })),
+ *   Layer.provide(RedisSessionStore.layerClientConfig()) // REDIS_URL
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerKeyed = (
+  options: KeyedOptions
+): Layer.Layer<SessionStore.KeyedSessionStore, never, RedisClient> =>
+  Layer.scoped(SessionStore.KeyedSessionStore, makeKeyed(options))
+
+/**
+ * The keyed store with a client of its own from `REDIS_URL`:
+ * {@link layerKeyed} and {@link layerClientConfig} in one.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerKeyedConfig = (
+  options: KeyedOptions
+): Layer.Layer<SessionStore.KeyedSessionStore, ConfigError.ConfigError> =>
+  layerKeyed(options).pipe(Layer.provide(layerClientConfig()))
