@@ -83,6 +83,15 @@ export const SharedFileShortLease = NodeSessionStore.layerFile({
 })
 // [/node-file]
 
+// [node-keyed]
+// One file per user of a server (a SessionPool's store), in one directory that
+// every process of the server shares: each key has its own file, lock and feed.
+export const SharedFilePerUser = NodeSessionStore.layerKeyed({ directory: ".moon/sessions" })
+
+// Where a user's file is, to look at it or remove it by hand.
+export const fileOfUser = (userId: string) => `.moon/sessions/${NodeSessionStore.keyFileName(userId)}`
+// [/node-keyed]
+
 // [fenced]
 // A store several processes share, on a backend with a compare-and-set (a SQL
 // row with a revision column, an etcd key, a Redis WATCH/MULTI): the record is

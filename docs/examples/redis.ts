@@ -2,7 +2,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer, Stream } from "effect"
 import { Redis } from "ioredis"
-import { AuthHttpClient, RefreshClient, SessionManager } from "moon-refresh"
+import { AuthHttpClient, RefreshClient, SessionManager, SessionPool } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 
 // [setup]
@@ -40,3 +40,16 @@ export const logSessionEvents = Stream.runForEach(
   (event) => Effect.log(`session: ${event._tag}`)
 )
 // [/watch]
+
+// [keyed]
+// One session per user of your server (a SessionPool), shared by every replica:
+// each user key has its own record, lock and channel under the prefix.
+export const PoolLive = SessionPool.layer({ idleTimeToLive: "15 minutes" }).pipe(
+  Layer.provide(RefreshClient.layer()),
+  Layer.provide(RedisSessionStore.layerKeyedConfig({ prefix: "moon-session:" })),
+  Layer.provide(FetchHttpClient.layer)
+)
+
+// Where a user's record is, to look at it with redis-cli: moon-session:{ada%40example.com}
+export const recordOfUser = (userId: string) => RedisSessionStore.recordKey("moon-session:", userId)
+// [/keyed]

@@ -20,6 +20,9 @@
  *   the umask; an existing file or directory that other users can read is
  *   refused with a `FileStoreError`.
  *
+ * For a `SessionPool` (one session per user of a server), `makeKeyed` and
+ * `layerKeyed` give the same for each key: one file per key in a directory.
+ *
  * Node only: import it from `moon-refresh/node`. See docs/08-many-processes.md
  * for the guarantees and their limits.
  *
