@@ -11,7 +11,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as FileStoreKeyed from "../src/internal/fileStoreKeyed.js"
-import { acrossExpiries, eventually, poolStopsFeeds } from "./support/KeyedPool.js"
+import { acrossExpiries, eventually } from "./support/KeyedPool.js"
 import { session, storeContract } from "./support/StoreContract.js"
 
 /** A fresh directory under the system's temporary directory, removed with the scope. */
@@ -256,7 +256,7 @@ describe("NodeSessionStore.makeKeyed: options", () => {
 })
 
 describe("NodeSessionStore.makeKeyed under a SessionPool", () => {
-  it.scoped.skipIf(!poolStopsFeeds)(
+  it.scoped(
     "50 keys across two expiries: one refresh POST a key an expiry, no reuse; an idle session comes back from its file without a POST",
     () =>
       Effect.gen(function*() {

@@ -146,8 +146,8 @@ export const make = (
           },
           inflight: MutableRef.make(undefined),
           publish: (event) => PubSub.publish(events, { key, event }),
-          mutex: Effect.unsafeMakeSemaphore(1),
-          writes: Effect.unsafeMakeSemaphore(1),
+          mutex: undefined,
+          writes: undefined,
           // A dropped session's refresh that completes later must not arm its timer again.
           timer: {
             arm: (
@@ -170,7 +170,10 @@ export const make = (
         holder.entry = entry
         entries.set(key, entry)
         // Only a store other holders share has anything to say through its feed.
-        if (store.shared) entry.feed = yield* Effect.forkIn(Runtime.followChanges(rt), scope)
+        // Interruptible: `create` runs uninterruptibly, and a fiber forked there
+        // would inherit that, so a drop could not stop the feed (its watcher or
+        // subscription would stay) and closing the pool would wait on it forever.
+        if (store.shared) entry.feed = yield* Effect.forkIn(Effect.interruptible(Runtime.followChanges(rt)), scope)
         yield* Runtime.reschedule(rt)
         yield* evict
         return entry

@@ -9,7 +9,7 @@ import { Deferred, Effect, Fiber, Option, Schedule, Stream } from "effect"
 import type { SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 import * as Internal from "../../src/internal/redis.js"
-import { acrossExpiries, poolStopsFeeds } from "../support/KeyedPool.js"
+import { acrossExpiries } from "../support/KeyedPool.js"
 import { storeContract } from "../support/StoreContract.js"
 import { freshKey, rawClient, session, tokenOf } from "./helpers.js"
 
@@ -168,7 +168,7 @@ describe("RedisSessionStore.makeKeyed: the subscriber", () => {
 })
 
 describe("RedisSessionStore.makeKeyed under a SessionPool", () => {
-  it.scoped.skipIf(!poolStopsFeeds)(
+  it.scoped(
     "50 keys across two expiries: one refresh POST a key an expiry, no reuse; an idle session comes back from Redis without a POST",
     () =>
       Effect.gen(function*() {

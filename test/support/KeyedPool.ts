@@ -9,18 +9,6 @@ import { Context, Duration, Effect, Layer, Redacted, Stream, TestClock } from "e
 import { SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
-/**
- * Whether the pool can stop a key's change feed. It forks the feed inside the
- * uninterruptible creation of the key's entry (`create` in src/internal/pool.ts),
- * so the fiber inherits uninterruptibility: with a shared store (these), a
- * dropped session's feed runs on, holding its watcher or subscription, and
- * closing the pool waits for it forever. The fix is there, one word:
- * `Effect.forkIn(Effect.interruptible(Runtime.followChanges(rt)), scope)`.
- * With it, the pool tests over the keyed Node and Redis stores pass; set this
- * to `true` once it is in.
- */
-export const poolStopsFeeds = false
-
 /** The keyed store, and how many of its operations are in flight. */
 export interface Tracked {
   readonly keyed: SessionStore.Keyed
