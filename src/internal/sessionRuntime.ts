@@ -79,13 +79,17 @@ export interface Runtime {
    * commit), so the other way round would deadlock with a store whose writes
    * take its lock.
    */
-  readonly mutex: Effect.Semaphore
+  mutex: Effect.Semaphore | undefined
   /**
    * Serialises this holder's own writes from outside a refresh (sign-in,
    * sign-out, the background save), so the store and memory see them in the
    * same order. Taken before the store's lock, never after the mutex.
+   *
+   * Both are made on first use (`mutexOf`, `writesOf`): a pool holds one
+   * runtime per user, most of which are only ever read, and two semaphores
+   * are about 900 bytes.
    */
-  readonly writes: Effect.Semaphore
+  writes: Effect.Semaphore | undefined
   /** The proactive refresh: one fiber per manager, or a pool's one timer for every key. */
   readonly timer: Timer
   /** The background save, if one is retrying; it runs in `scope`. */
@@ -128,6 +132,9 @@ const setState = (rt: Runtime, next: State.State): State.State => {
   }
   return next
 }
+
+const mutexOf = (rt: Runtime): Effect.Semaphore => rt.mutex ??= Effect.unsafeMakeSemaphore(1)
+const writesOf = (rt: Runtime): Effect.Semaphore => rt.writes ??= Effect.unsafeMakeSemaphore(1)
 
 /** Applies a rule to the current state at the clock's now. */
 const apply = (rt: Runtime, event: State.Event): Effect.Effect<State.State> =>
@@ -329,12 +336,12 @@ const saveInBackground = (rt: Runtime, session: Session.Session, generation: num
     const state = MutableRef.get(rt.state)
     return state.generation === generation ? state : undefined
   }
-  const attempt = rt.writes.withPermits(1)(
+  const attempt = writesOf(rt).withPermits(1)(
     Effect.gen(function*() {
       const state = current()
       if (state === undefined) return
       const written = yield* Effect.either(write(rt, Option.some(session), state.revision))
-      yield* rt.mutex.withPermits(1)(Effect.suspend(() => {
+      yield* mutexOf(rt).withPermits(1)(Effect.suspend(() => {
         if (current() === undefined) return Effect.void
         if (Either.isRight(written)) {
           return apply(rt, State.Event.Saved({ generation, revision: written.right.revision }))
@@ -514,7 +521,7 @@ const runRefresh = (rt: Runtime, snapshot: State.State, held: Session.Session) =
         ? yield* Effect.exit(restore(Effect.map(rt.client.refresh(base.refreshToken), (fresh) => ({ plan, fresh }))))
         : Exit.succeed({ plan })
       committed = true
-      return yield* rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, expected, outcome))
+      return yield* mutexOf(rt).withPermits(1)(commit(rt, snapshot.generation, base, expected, outcome))
     })
   )
   return withLockBounded(rt, critical).pipe(
@@ -522,7 +529,7 @@ const runRefresh = (rt: Runtime, snapshot: State.State, held: Session.Session) =
     // time) before anything was committed: a failed refresh, with its cooldown.
     Effect.catchIf(
       (error): error is SessionStore.StoreError => !committed && error._tag === "StoreError",
-      (error) => rt.mutex.withPermits(1)(commit(rt, snapshot.generation, base, expected, Exit.fail(error)))
+      (error) => mutexOf(rt).withPermits(1)(commit(rt, snapshot.generation, base, expected, Exit.fail(error)))
     ),
     Effect.withSpan("moon-refresh/SessionManager.refresh", { captureStackTrace: false })
   )
@@ -603,7 +610,7 @@ const sameTokens = (a: Session.Session, b: Session.Session): boolean =>
 const detachInflight = (rt: Runtime) => Effect.sync(() => MutableRef.set(rt.inflight, undefined))
 
 export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<void, SessionStore.StoreError> =>
-  rt.writes.withPermits(1)(
+  writesOf(rt).withPermits(1)(
     Effect.gen(function*() {
       const held = MutableRef.get(rt.state).session
       // The session already held: nothing changes. Detaching a refresh in
@@ -612,7 +619,7 @@ export const signIn = (rt: Runtime, session: Session.Session): Effect.Effect<voi
       // Saved first (not under the mutex: the store may wait for a refresh
       // holding its lock): if the save fails, nothing changes.
       const written = yield* overwrite(rt, Option.some(session))
-      yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+      yield* mutexOf(rt).withPermits(1)(Effect.gen(function*() {
         yield* stopSaving(rt)
         yield* detachInflight(rt)
         yield* apply(rt, State.Event.SignedIn({ session, arrival: yield* arrival(rt, undefined, written.revision) }))
@@ -641,11 +648,11 @@ export const signInWithRefreshToken = (
           // Written while this call waited for the lock: another holder signed in (with this very token, as two
           // processes starting from one in the environment would). Take its session; ours would be a reuse.
           if (stored.revision > before.revision && Option.isSome(stored.session)) {
-            return yield* rt.mutex.withPermits(1)(Effect.orDie(takeStored(rt, stored)))
+            return yield* mutexOf(rt).withPermits(1)(Effect.orDie(takeStored(rt, stored)))
           }
           const session = yield* restore(rt.client.refresh(token))
           // The token is spent once the server answered: the new session is kept, whatever happens next.
-          return yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+          return yield* mutexOf(rt).withPermits(1)(Effect.gen(function*() {
             yield* stopSaving(rt)
             yield* detachInflight(rt)
             const written = yield* writeFenced(rt, Option.some(session), stored.revision)
@@ -672,10 +679,10 @@ export const signInWithRefreshToken = (
     )).pipe(Effect.withSpan("moon-refresh/SessionManager.signInWithRefreshToken", { captureStackTrace: false }))
 
 export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreError> =>
-  rt.writes.withPermits(1)(
+  writesOf(rt).withPermits(1)(
     Effect.gen(function*() {
       // Forgotten in memory first: a store that cannot be written does not keep the user signed in here.
-      const next = yield* rt.mutex.withPermits(1)(Effect.gen(function*() {
+      const next = yield* mutexOf(rt).withPermits(1)(Effect.gen(function*() {
         yield* stopSaving(rt)
         yield* detachInflight(rt)
         const next = yield* apply(
@@ -689,7 +696,7 @@ export const signOut = (rt: Runtime): Effect.Effect<void, SessionStore.StoreErro
       // Not under the mutex: the store may wait for a refresh holding its lock, whose
       // commit then finds the session signed out and discards its result.
       const written = yield* overwrite(rt, Option.none())
-      yield* rt.mutex.withPermits(1)(
+      yield* mutexOf(rt).withPermits(1)(
         apply(rt, State.Event.Saved({ generation: next.generation, revision: written.revision }))
       )
     })
@@ -703,8 +710,8 @@ export const followChanges = (rt: Runtime): Effect.Effect<void> =>
   Stream.runForEach(rt.store.changes, (stored) =>
     // After this holder's own write in progress (a sign-in saves before it
     // applies): its echo then finds the revision already ours.
-    rt.writes.withPermits(1)(
-      rt.mutex.withPermits(1)(
+    writesOf(rt).withPermits(1)(
+      mutexOf(rt).withPermits(1)(
         Effect.gen(function*() {
           const state = MutableRef.get(rt.state)
           const change = State.onChange(state, stored)
@@ -727,7 +734,7 @@ export const events = (
   pubsub: PubSub.PubSub<SessionManager.SessionEvent>
 ): Stream.Stream<SessionManager.SessionEvent> =>
   Stream.unwrapScoped(
-    rt.mutex.withPermits(1)(
+    mutexOf(rt).withPermits(1)(
       Effect.map(PubSub.subscribe(pubsub), (subscription) =>
         Stream.concat(
           Stream.succeed(
