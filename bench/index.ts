@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import { printTable, round, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
 import { measureMicro } from "./micro.js"
+import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
 import { type Group, measureRoundTrips, type RoundTripRow } from "./roundtrip.js"
 import { measureSizes } from "./size.js"
@@ -24,7 +25,8 @@ const settings = {
   stampede: { callers: 10_000, rounds: 3, heavyRounds: 2, maxSockets: 256 },
   hotPath: { reads: 300_000, rounds: 3 },
   memory: { checkpoints: [1_000, 10_000, 100_000] },
-  redis: { reads: 100_000, refreshes: 30, rounds: 5 }
+  redis: { reads: 100_000, refreshes: 30, rounds: 5 },
+  pool: { scales: [1_000, 10_000, 100_000], readsOver: 10_000, reads: 1_000_000, stampede: 10_000, cap: 16 }
 } as const
 
 const targets = {
@@ -33,7 +35,9 @@ const targets = {
   stampedePosts: 1,
   stampedeRatio: 1.5,
   hotPathOpsPerSecond: 2_000_000,
-  memoryGrowthBytes: 1_000_000
+  memoryGrowthBytes: 1_000_000,
+  poolBytesPerLiveSession: 5_000,
+  poolReadsPerSecond: 1_000_000
 } as const
 
 const cpuModel = () => {
@@ -186,6 +190,30 @@ const main = async () => {
       }))
     )
 
+    const pool = await measurePoolCompiled(settings.pool)
+    printTable(
+      `7. SessionPool: heap per session (900-character access tokens), warm-up from a memory store; compiled as users run it [${elapsed()}]`,
+      pool.scales.map((row) => ({
+        sessions: row.sessions,
+        "stored B/session": Math.round(row.storedBytesPerSession),
+        "pool B/live session": Math.round(row.liveBytesPerSession),
+        "pool B/idle session": Math.round(row.idleBytesPerSession),
+        "warm ms": Math.round(row.warmMillis),
+        "warm us/session": round(row.warmMicrosPerSession)
+      }))
+    )
+    const loop = hotPath.find((row) => row.read.startsWith("yield* manager.accessToken"))!
+    printTable(`7b. SessionPool: reads of random live keys, and ${settings.pool.stampede} sessions expiring together`, [
+      {
+        "reads/s": Math.round(pool.readsPerSecond),
+        "x one manager": round(pool.readsPerSecond / loop.opsPerSecond),
+        "stampede POSTs": pool.stampede.posts,
+        "max in flight": pool.stampede.maxInFlight,
+        cap: pool.stampede.cap,
+        "stampede ms": Math.round(pool.stampede.millis)
+      }
+    ])
+
     const manager = stampede.find((row) => row.flow.startsWith("SessionManager"))!
     const fiberFloor = stampede.find((row) => row.flow.includes("fibers await"))!
     const framings = ["cl", "chunked", "gzip"] as const
@@ -194,7 +222,6 @@ const main = async () => {
       row(`RefreshClient / NodeHttpClient (keep-alive) [${framing}]`)
     )
     const auth = row("AuthHttpClient / FetchHttpClient, GET + text [cl]")
-    const loop = hotPath.find((row) => row.read.startsWith("yield* manager.accessToken"))!
     const verdicts = {
       roundTrip: {
         target:
@@ -235,6 +262,17 @@ const main = async () => {
         fiberGrowth: memory.fiberGrowth,
         met: memory.growthBytes < targets.memoryGrowthBytes && memory.fiberGrowth <= 0
       },
+      pool: {
+        target:
+          `at most ${targets.poolBytesPerLiveSession} bytes of heap per live session at every scale, at least ${targets.poolReadsPerSecond} reads/s of random live keys, refresh POSTs in flight at most the cap`,
+        liveBytesPerSession: Object.fromEntries(pool.scales.map((row) => [row.sessions, row.liveBytesPerSession])),
+        warmMicrosPerSession: Object.fromEntries(pool.scales.map((row) => [row.sessions, row.warmMicrosPerSession])),
+        readsPerSecond: pool.readsPerSecond,
+        maxInFlight: pool.stampede.maxInFlight,
+        met: pool.scales.every((row) => row.liveBytesPerSession <= targets.poolBytesPerLiveSession) &&
+          pool.readsPerSecond >= targets.poolReadsPerSecond && pool.stampede.maxInFlight <= pool.stampede.cap &&
+          pool.stampede.posts === pool.stampede.sessions
+      },
       size: {
         target: "none; reported",
         ownShareGzippedBytes: ours.gzippedBytes - platformOnly.gzippedBytes,
@@ -270,6 +308,13 @@ const main = async () => {
       } after warm-up; fibers ${memory.readings.map((r) => r.liveFibers).join(" -> ")})`
     )
     console.log(`  5. size:       ${kb(verdicts.size.ownShareGzippedBytes)} gzipped over effect + platform alone`)
+    console.log(
+      `  7. pool:       ${verdicts.pool.met ? "met" : "MISSED"} (${
+        pool.scales.map((row) => `${Math.round(row.liveBytesPerSession)} B`).join(" / ")
+      } per live session at ${pool.scales.map((row) => row.sessions).join(" / ")}; ${
+        Math.round(pool.readsPerSecond)
+      } reads/s; ${pool.stampede.maxInFlight} in flight at most, cap ${pool.stampede.cap})`
+    )
 
     const results = {
       generatedAt: new Date().toISOString(),
@@ -295,6 +340,7 @@ const main = async () => {
       hotPath,
       memory: [memory, memoryUnvalidated],
       redis,
+      pool,
       size
     }
     writeFileSync(

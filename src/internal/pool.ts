@@ -12,8 +12,9 @@
  *   stays in its store and comes back from it on the next use.
  *
  * Not `RcMap`: `RcMap.get` opens a scope per access, about 26,000 reads a
- * second on this machine, where a pool must serve a million; a `Map` in LRU
- * order and a synchronous read on the hot path do.
+ * second on this machine, where a pool must serve a million. A `Map` read and
+ * the session's prebuilt effect do; reads never reorder the `Map` (the sweep
+ * and the eviction find the oldest sessions by their last-use times).
  *
  * Not public API: the package's exports keep `internal/` private.
  */
