@@ -11,7 +11,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as FileStoreKeyed from "../src/internal/fileStoreKeyed.js"
-import { acrossExpiries, eventually } from "./support/KeyedPool.js"
+import { acrossExpiries, eventually, followFeeds } from "./support/KeyedPool.js"
 import { session, storeContract } from "./support/StoreContract.js"
 
 /** A fresh directory under the system's temporary directory, removed with the scope. */
@@ -188,15 +188,7 @@ describe("NodeSessionStore.makeKeyed: the directory's watcher", () => {
       })
       const stores = yield* Effect.forEach(Array.from({ length: 1_000 }, (_, i) => `user-${i}`), keyed.forKey)
       expect(watch.running()).toBe(false)
-      const received = yield* Deferred.make<void>()
-      const feeds = yield* Effect.forEach(
-        stores.slice(0, 3),
-        (store) =>
-          Effect.fork(
-            Stream.runForEach(store.changes, (stored) =>
-              stored.revision === 1 ? Deferred.succeed(received, undefined) : Effect.void)
-          )
-      )
+      const { feeds, received } = yield* followFeeds(stores.slice(0, 3))
       yield* eventually("three keys followed", () => watch.followed() === 3)
       expect(watch.running()).toBe(true)
       yield* stores[1]!.save(session("1"))

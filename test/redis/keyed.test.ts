@@ -9,7 +9,7 @@ import { Deferred, Effect, Fiber, Option, Schedule, Stream } from "effect"
 import type { SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 import * as Internal from "../../src/internal/redis.js"
-import { acrossExpiries } from "../support/KeyedPool.js"
+import { acrossExpiries, followFeeds } from "../support/KeyedPool.js"
 import { storeContract } from "../support/StoreContract.js"
 import { freshKey, rawClient, session, tokenOf } from "./helpers.js"
 
@@ -134,15 +134,7 @@ describe("RedisSessionStore.makeKeyed: the subscriber", () => {
       const channels = () => Effect.promise(() => raw.pubsub("CHANNELS", `${prefix}*`)) as Effect.Effect<Array<string>>
       const stores = yield* Effect.forEach(Array.from({ length: 1_000 }, (_, i) => `user-${i}`), keyed.forKey)
       expect(subscriber.channels()).toBe(0)
-      const received = yield* Deferred.make<void>()
-      const feeds = yield* Effect.forEach(
-        stores.slice(0, 3),
-        (store) =>
-          Effect.fork(
-            Stream.runForEach(store.changes, (stored) =>
-              stored.revision === 1 ? Deferred.succeed(received, undefined) : Effect.void)
-          )
-      )
+      const { feeds, received } = yield* followFeeds(stores.slice(0, 3))
       yield* channels().pipe(
         Effect.filterOrFail((subscribed) => subscribed.length === 3),
         Effect.retry(Schedule.spaced("20 millis")),

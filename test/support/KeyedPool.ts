@@ -5,7 +5,7 @@
  * firing because the test jumped ahead while a file was being renamed).
  */
 import { expect } from "@effect/vitest"
-import { Context, Duration, Effect, Layer, Redacted, Stream, TestClock } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Redacted, Stream, TestClock } from "effect"
 import { SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
@@ -151,4 +151,21 @@ export const acrossExpiries = (scenario: Scenario) =>
       expect(yield* storedToken(key)).toBe(held)
       expect(yield* mock.isLive(held)).toBe(true)
     }
+  })
+
+/**
+ * Follows the change feed of each store in a fiber of its own; `received`
+ * completes when one of them sees a first write (revision 1).
+ */
+export const followFeeds = (stores: ReadonlyArray<SessionStore.Service>) =>
+  Effect.gen(function*() {
+    const received = yield* Deferred.make<void>()
+    const feeds = yield* Effect.forEach(stores, (store) =>
+      Effect.fork(
+        Stream.runForEach(
+          store.changes,
+          (stored) => stored.revision === 1 ? Deferred.succeed(received, undefined) : Effect.void
+        )
+      ))
+    return { received, feeds }
   })
