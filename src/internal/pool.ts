@@ -73,6 +73,88 @@ export interface Pool {
   readonly maxInFlight: () => number
 }
 
+/** What the entries of one pool share. */
+interface Shared {
+  readonly config: PoolConfig
+  readonly client: RefreshClient.Service
+  readonly clock: Clock.Clock
+  readonly scope: Scope.Scope
+  readonly wheel: TimerWheel.TimerWheel
+  readonly events: PubSub.PubSub<KeyedEvent>
+  readonly entries: Map<string, Entry>
+}
+
+/**
+ * A key's entry: a session runtime (the rules and single flight of a
+ * `SessionManager`) on the pool's client, timer and event feed, with its
+ * hot-path cache copied beside the key.
+ */
+const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, initial: State.State): Entry => {
+  const timer = shared.wheel.timer(key)
+  const holder: { entry?: Entry } = {}
+  const hot = Runtime.makeHot(initial)
+  const rt: Runtime.Runtime = {
+    config: shared.config.session.config,
+    bounds: shared.config.session.bounds,
+    spread: true,
+    client: shared.client,
+    store,
+    clock: shared.clock,
+    scope: shared.scope,
+    state: MutableRef.make(initial),
+    hot: MutableRef.make(hot),
+    onHot: (next) => {
+      const entry = holder.entry
+      if (entry === undefined) return
+      entry.freshUntil = next.freshUntil
+      entry.token = next.succeedToken
+      entry.succeed = next.succeed
+    },
+    inflight: MutableRef.make(undefined),
+    publish: (event) => PubSub.publish(shared.events, { key, event }),
+    mutex: undefined,
+    writes: undefined,
+    // A dropped session's refresh that completes later must not arm its timer again.
+    timer: {
+      arm: (at, run) =>
+        holder.entry !== undefined && shared.entries.get(key) === holder.entry ? timer.arm(at, run) : Effect.void,
+      clear: timer.clear
+    },
+    saving: MutableRef.make(undefined)
+  }
+  const entry: Entry = {
+    key,
+    rt,
+    freshUntil: hot.freshUntil,
+    token: hot.succeedToken,
+    succeed: hot.succeed,
+    lastUsed: shared.clock.unsafeCurrentTimeMillis(),
+    feed: undefined
+  }
+  holder.entry = entry
+  return entry
+}
+
+/** Out of memory (the store keeps it): its timer cleared, its background save and feed stopped. */
+const dropEntry = (entries: Map<string, Entry>, entry: Entry) =>
+  Effect.suspend(() => {
+    entries.delete(entry.key)
+    const feed = entry.feed
+    entry.feed = undefined
+    return Effect.all([
+      entry.rt.timer.clear,
+      Runtime.stopSaving(entry.rt),
+      feed ? Fiber.interruptFork(feed) : Effect.void
+    ], {
+      discard: true
+    })
+  })
+
+// A session with a refresh in flight or an unsaved rotation is never
+// dropped: memory may hold the only copy of a live refresh token.
+const droppable = (entry: Entry) =>
+  MutableRef.get(entry.rt.inflight) === undefined && !MutableRef.get(entry.rt.state).unsaved
+
 export const make = (
   config: PoolConfig,
   base: RefreshClient.Service,
@@ -86,25 +168,9 @@ export const make = (
     const entries = new Map<string, Entry>()
     const creating = new Map<string, Deferred.Deferred<Entry, SessionStore.StoreError>>()
     const client = throttled(base, config.maxConcurrentRefreshes, clock)
+    const shared: Shared = { config, client, clock, scope, wheel, events, entries }
 
-    const drop = (entry: Entry) =>
-      Effect.suspend(() => {
-        entries.delete(entry.key)
-        const feed = entry.feed
-        entry.feed = undefined
-        return Effect.all([
-          entry.rt.timer.clear,
-          Runtime.stopSaving(entry.rt),
-          feed ? Fiber.interruptFork(feed) : Effect.void
-        ], {
-          discard: true
-        })
-      })
-
-    // A session with a refresh in flight or an unsaved rotation is never
-    // dropped: memory may hold the only copy of a live refresh token.
-    const droppable = (entry: Entry) =>
-      MutableRef.get(entry.rt.inflight) === undefined && !MutableRef.get(entry.rt.state).unsaved
+    const drop = (entry: Entry) => dropEntry(entries, entry)
 
     // Past capacity: the least recently used go, in one batch of a hundredth
     // of the capacity more than needed, so a burst of new keys sorts the
@@ -125,57 +191,16 @@ export const make = (
           jitter: yield* Random.next,
           revision: stored.revision
         })
-        const timer = wheel.timer(key)
-        const holder: { entry?: Entry } = {}
-        const hot = Runtime.makeHot(initial)
-        const rt: Runtime.Runtime = {
-          config: config.session.config,
-          bounds: config.session.bounds,
-          spread: true,
-          client,
-          store,
-          clock,
-          scope,
-          state: MutableRef.make(initial),
-          hot: MutableRef.make(hot),
-          onHot: (next) => {
-            const entry = holder.entry
-            if (entry === undefined) return
-            entry.freshUntil = next.freshUntil
-            entry.token = next.succeedToken
-            entry.succeed = next.succeed
-          },
-          inflight: MutableRef.make(undefined),
-          publish: (event) => PubSub.publish(events, { key, event }),
-          mutex: undefined,
-          writes: undefined,
-          // A dropped session's refresh that completes later must not arm its timer again.
-          timer: {
-            arm: (
-              at,
-              run
-            ) => (holder.entry !== undefined && entries.get(key) === holder.entry ? timer.arm(at, run) : Effect.void),
-            clear: timer.clear
-          },
-          saving: MutableRef.make(undefined)
-        }
-        const entry: Entry = {
-          key,
-          rt,
-          freshUntil: hot.freshUntil,
-          token: hot.succeedToken,
-          succeed: hot.succeed,
-          lastUsed: clock.unsafeCurrentTimeMillis(),
-          feed: undefined
-        }
-        holder.entry = entry
+        const entry = makeEntry(shared, key, store, initial)
         entries.set(key, entry)
         // Only a store other holders share has anything to say through its feed.
         // Interruptible: `create` runs uninterruptibly, and a fiber forked there
         // would inherit that, so a drop could not stop the feed (its watcher or
         // subscription would stay) and closing the pool would wait on it forever.
-        if (store.shared) entry.feed = yield* Effect.forkIn(Effect.interruptible(Runtime.followChanges(rt)), scope)
-        yield* Runtime.reschedule(rt)
+        if (store.shared) {
+          entry.feed = yield* Effect.forkIn(Effect.interruptible(Runtime.followChanges(entry.rt)), scope)
+        }
+        yield* Runtime.reschedule(entry.rt)
         yield* evict
         return entry
       })

@@ -341,6 +341,185 @@ type Following =
   /** A keyed store's: a channel is followed only while the feed runs, or a lock waiter waits. */
   | "while-needed"
 
+/** The record: reads and fenced writes, and the put-back of a record the server lost. */
+const makeRecord = (
+  client: Redis,
+  settings: Settings,
+  run: (effect: Effect.Effect<unknown>) => unknown
+) => {
+  const keys = names(settings.key)
+  const command = bounded(client, settings.timeout)
+
+  // The newest record this process has seen, read, written or heard of: what
+  // it puts back if the server lost it.
+  let known: SessionStore.Stored = SessionStore.empty
+  const note = (stored: SessionStore.Stored) => {
+    if (stored.revision > known.revision) known = stored
+    return stored
+  }
+
+  const encode = (stored: SessionStore.Stored, operation: Operation) =>
+    Effect.mapError(
+      encodeStored(stored),
+      (error) => new SessionStore.StoreError({ operation, message: ParseResult.TreeFormatter.formatErrorSync(error) })
+    )
+
+  // A record older than one this process saw means the server lost data
+  // (restarted without it, or from an older snapshot): put back the newest
+  // known, unless another holder already put back a newer one.
+  const restore = (operation: Operation) =>
+    Effect.gen(function*() {
+      const stored = known
+      const json = yield* encode(stored, operation)
+      const [restored, after] = (yield* command(
+        operation,
+        () => runScript(client, restoreScript, [keys.record], [json, stored.revision, keys.changes])
+      )) as [number, string | undefined]
+      if (restored === 1) {
+        yield* Effect.logWarning(
+          `moon-refresh: the record under "${settings.key}" was lost or older on the server; put back revision ${stored.revision}`
+        )
+      }
+      return note(yield* decodeRecord(settings.key, after ?? null))
+    })
+
+  const read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError> = Effect.gen(function*() {
+    const value = yield* command("load", () => client.get(keys.record))
+    const stored = note(yield* decodeRecord(settings.key, value))
+    return stored.revision < known.revision ? yield* restore("load") : stored
+  })
+
+  const write = (
+    session: Option.Option<Session.Session>,
+    expected: number
+  ): Effect.Effect<SessionStore.Stored, SessionStore.StoreError | SessionStore.StoreConflictError> =>
+    Effect.gen(function*() {
+      const operation = Option.isSome(session) ? "save" : "clear"
+      const next: SessionStore.Stored = { revision: expected + 1, session }
+      const json = yield* encode(next, operation)
+      const attempt = Effect.map(
+        command(operation, () => runScript(client, writeScript, [keys.record], [expected, json, keys.changes])),
+        (reply) => reply as [number, number]
+      )
+      let [written, actual] = yield* attempt
+      if (written === 0 && actual < known.revision) {
+        // The server lost data: put the newest known record back, then the
+        // write is fenced against it as if nothing had been lost.
+        const restored = yield* restore(operation)
+        if (restored.revision === expected) [written, actual] = yield* attempt
+        else actual = restored.revision
+      }
+      if (written === 0) return yield* Effect.fail(SessionStore.conflict(expected, actual))
+      return note(next)
+    })
+
+  // A published record, decoded in the step that received it so that
+  // records reach the feed in the order they were published.
+  const received = (message: string, deliver: (stored: SessionStore.Stored) => void) => {
+    const decoded = decodeStored(message)
+    if (Either.isRight(decoded)) return deliver(note(decoded.right))
+    run(Effect.map(decodeRecord(settings.key, message), (stored) => deliver(note(stored))))
+  }
+
+  return { read, write, received }
+}
+
+/** The lease lock: `SET NX PX`, renewed while held, released by its owner only. */
+const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, following: Following) => {
+  const keys = names(settings.key)
+  const command = bounded(client, settings.timeout)
+
+  // Waiters wake when a holder releases (its PUBLISH), or when its lease ends.
+  let released = Deferred.unsafeMake<void>(FiberId.none)
+  const wakeWaiters = () => {
+    const woken = released
+    released = Deferred.unsafeMake<void>(FiberId.none)
+    Deferred.unsafeDone(woken, Exit.void)
+  }
+  const releases: Listener = { onMessage: wakeWaiters, onSubscribed: Effect.sync(wakeWaiters) }
+
+  const acquire = (token: string) =>
+    Effect.gen(function*() {
+      const deadline = (yield* Clock.currentTimeMillis) + settings.lockTimeout
+      let listening = following === "always"
+      while (true) {
+        const woken = released
+        const left = Number(
+          yield* command("lock", () => runScript(client, acquireScript, [keys.lock], [token, settings.lease]))
+        )
+        if (left === 0) return
+        const now = yield* Clock.currentTimeMillis
+        if (now >= deadline) {
+          return yield* new SessionStore.StoreError({
+            operation: "lock",
+            message: `another holder kept the Redis lock "${keys.lock}" for ${
+              Duration.format(Duration.millis(settings.lockTimeout))
+            }`
+          })
+        }
+        // A keyed store listens for releases only while it waits; once
+        // subscribed, it tries again at once (a release may have come in between).
+        if (!listening) {
+          yield* subscriber.follow(keys.released, releases)
+          listening = true
+        }
+        // A lease that ends wakes the next holder; the jitter keeps waiters
+        // that polled together from polling together again.
+        const jitter = yield* Random.nextIntBetween(0, 50)
+        const wait = Math.min(left > 0 ? left : maxPoll, maxPoll, deadline - now) + jitter
+        yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(Duration.millis(wait)))
+      }
+    }).pipe(Effect.scoped)
+
+  const release = (token: string) =>
+    Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
+
+  // Renews the lease every third of it while the critical section runs. A
+  // holder that stalls past its lease loses the lock; its writes are fenced.
+  const renew = (token: string) =>
+    Effect.gen(function*() {
+      const interval = Duration.millis(Math.max(1, Math.floor(settings.lease / 3)))
+      while (true) {
+        yield* Effect.sleep(interval)
+        const renewed = yield* Effect.either(
+          command("lock", () => runScript(client, renewScript, [keys.lock], [token, settings.lease]))
+        )
+        if (Either.isRight(renewed) && renewed.right === 0) {
+          return yield* Effect.logWarning(
+            `moon-refresh: the Redis lock "${keys.lock}" expired while held; another holder may take over (writes stay fenced)`
+          )
+        }
+      }
+    })
+
+  const newToken = Effect.map(
+    Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+    ([a, b]) => `${hostname()}:${process.pid}:${a.toString(36)}${b.toString(36)}`
+  )
+
+  const withLock = <A, E, R>(
+    critical: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | SessionStore.StoreError, R> =>
+    Effect.uninterruptibleMask((restoreInterruption) =>
+      Effect.gen(function*() {
+        const token = yield* newToken
+        // A SET that reached the server after the caller gave up (or timed
+        // out) is deleted, not left to hold the lock for a whole lease.
+        yield* restoreInterruption(acquire(token)).pipe(
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(release(token)))
+        )
+        return yield* Effect.scoped(
+          Effect.zipRight(
+            Effect.forkScoped(Effect.interruptible(renew(token))),
+            restoreInterruption(critical)
+          )
+        ).pipe(Effect.ensuring(release(token)))
+      })
+    ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", { captureStackTrace: false }))
+
+  return { withLock, releases }
+}
+
 const makeKeyStore = (
   client: Redis,
   settings: Settings,
@@ -350,168 +529,8 @@ const makeKeyStore = (
 ): Effect.Effect<SessionStore.Service, never, Scope.Scope> =>
   Effect.gen(function*() {
     const keys = names(settings.key)
-    const command = bounded(client, settings.timeout)
-
-    // The newest record this process has seen, read, written or heard of: what
-    // it puts back if the server lost it.
-    let known: SessionStore.Stored = SessionStore.empty
-    const note = (stored: SessionStore.Stored) => {
-      if (stored.revision > known.revision) known = stored
-      return stored
-    }
-
-    const encode = (stored: SessionStore.Stored, operation: Operation) =>
-      Effect.mapError(
-        encodeStored(stored),
-        (error) => new SessionStore.StoreError({ operation, message: ParseResult.TreeFormatter.formatErrorSync(error) })
-      )
-
-    // A record older than one this process saw means the server lost data
-    // (restarted without it, or from an older snapshot): put back the newest
-    // known, unless another holder already put back a newer one.
-    const restore = (operation: Operation) =>
-      Effect.gen(function*() {
-        const stored = known
-        const json = yield* encode(stored, operation)
-        const [restored, after] = (yield* command(
-          operation,
-          () => runScript(client, restoreScript, [keys.record], [json, stored.revision, keys.changes])
-        )) as [number, string | undefined]
-        if (restored === 1) {
-          yield* Effect.logWarning(
-            `moon-refresh: the record under "${settings.key}" was lost or older on the server; put back revision ${stored.revision}`
-          )
-        }
-        return note(yield* decodeRecord(settings.key, after ?? null))
-      })
-
-    const read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError> = Effect.gen(function*() {
-      const value = yield* command("load", () => client.get(keys.record))
-      const stored = note(yield* decodeRecord(settings.key, value))
-      return stored.revision < known.revision ? yield* restore("load") : stored
-    })
-
-    const write = (
-      session: Option.Option<Session.Session>,
-      expected: number
-    ): Effect.Effect<SessionStore.Stored, SessionStore.StoreError | SessionStore.StoreConflictError> =>
-      Effect.gen(function*() {
-        const operation = Option.isSome(session) ? "save" : "clear"
-        const next: SessionStore.Stored = { revision: expected + 1, session }
-        const json = yield* encode(next, operation)
-        const attempt = Effect.map(
-          command(operation, () => runScript(client, writeScript, [keys.record], [expected, json, keys.changes])),
-          (reply) => reply as [number, number]
-        )
-        let [written, actual] = yield* attempt
-        if (written === 0 && actual < known.revision) {
-          // The server lost data: put the newest known record back, then the
-          // write is fenced against it as if nothing had been lost.
-          const restored = yield* restore(operation)
-          if (restored.revision === expected) [written, actual] = yield* attempt
-          else actual = restored.revision
-        }
-        if (written === 0) return yield* Effect.fail(SessionStore.conflict(expected, actual))
-        return note(next)
-      })
-
-    // A published record, decoded in the step that received it so that
-    // records reach the feed in the order they were published.
-    const received = (message: string, deliver: (stored: SessionStore.Stored) => void) => {
-      const decoded = decodeStored(message)
-      if (Either.isRight(decoded)) return deliver(note(decoded.right))
-      run(Effect.map(decodeRecord(settings.key, message), (stored) => deliver(note(stored))))
-    }
-
-    // ---- the lock ----
-
-    // Waiters wake when a holder releases (its PUBLISH), or when its lease ends.
-    let released = Deferred.unsafeMake<void>(FiberId.none)
-    const wakeWaiters = () => {
-      const woken = released
-      released = Deferred.unsafeMake<void>(FiberId.none)
-      Deferred.unsafeDone(woken, Exit.void)
-    }
-    const releases: Listener = { onMessage: wakeWaiters, onSubscribed: Effect.sync(wakeWaiters) }
-
-    const acquire = (token: string) =>
-      Effect.gen(function*() {
-        const deadline = (yield* Clock.currentTimeMillis) + settings.lockTimeout
-        let listening = following === "always"
-        while (true) {
-          const woken = released
-          const left = Number(
-            yield* command("lock", () => runScript(client, acquireScript, [keys.lock], [token, settings.lease]))
-          )
-          if (left === 0) return
-          const now = yield* Clock.currentTimeMillis
-          if (now >= deadline) {
-            return yield* new SessionStore.StoreError({
-              operation: "lock",
-              message: `another holder kept the Redis lock "${keys.lock}" for ${
-                Duration.format(Duration.millis(settings.lockTimeout))
-              }`
-            })
-          }
-          // A keyed store listens for releases only while it waits; once
-          // subscribed, it tries again at once (a release may have come in between).
-          if (!listening) {
-            yield* subscriber.follow(keys.released, releases)
-            listening = true
-          }
-          // A lease that ends wakes the next holder; the jitter keeps waiters
-          // that polled together from polling together again.
-          const jitter = yield* Random.nextIntBetween(0, 50)
-          const wait = Math.min(left > 0 ? left : maxPoll, maxPoll, deadline - now) + jitter
-          yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(Duration.millis(wait)))
-        }
-      }).pipe(Effect.scoped)
-
-    const release = (token: string) =>
-      Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
-
-    // Renews the lease every third of it while the critical section runs. A
-    // holder that stalls past its lease loses the lock; its writes are fenced.
-    const renew = (token: string) =>
-      Effect.gen(function*() {
-        const interval = Duration.millis(Math.max(1, Math.floor(settings.lease / 3)))
-        while (true) {
-          yield* Effect.sleep(interval)
-          const renewed = yield* Effect.either(
-            command("lock", () => runScript(client, renewScript, [keys.lock], [token, settings.lease]))
-          )
-          if (Either.isRight(renewed) && renewed.right === 0) {
-            return yield* Effect.logWarning(
-              `moon-refresh: the Redis lock "${keys.lock}" expired while held; another holder may take over (writes stay fenced)`
-            )
-          }
-        }
-      })
-
-    const newToken = Effect.map(
-      Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
-      ([a, b]) => `${hostname()}:${process.pid}:${a.toString(36)}${b.toString(36)}`
-    )
-
-    const withLock = <A, E, R>(
-      critical: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | SessionStore.StoreError, R> =>
-      Effect.uninterruptibleMask((restoreInterruption) =>
-        Effect.gen(function*() {
-          const token = yield* newToken
-          // A SET that reached the server after the caller gave up (or timed
-          // out) is deleted, not left to hold the lock for a whole lease.
-          yield* restoreInterruption(acquire(token)).pipe(
-            Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(release(token)))
-          )
-          return yield* Effect.scoped(
-            Effect.zipRight(
-              Effect.forkScoped(Effect.interruptible(renew(token))),
-              restoreInterruption(critical)
-            )
-          ).pipe(Effect.ensuring(release(token)))
-        })
-      ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", { captureStackTrace: false }))
+    const { read, received, write } = makeRecord(client, settings, run)
+    const { releases, withLock } = makeLock(client, settings, subscriber, following)
 
     // ---- the change feed ----
 
