@@ -40,6 +40,33 @@ const world = (
     return { mock, seeded, store, memory, manager }
   })
 
+/**
+ * A store where another holder writes a session of its own just before the
+ * first write that `when` picks (as after a lease takeover between the
+ * manager's read and its write); every write after that goes through.
+ */
+const writesFirst = (
+  memory: SessionStore.Service,
+  mock: MockRefreshClient.Service,
+  when: (session: Option.Option<unknown>) => boolean
+): SessionStore.Service => {
+  let armed = true
+  return SessionStore.make({
+    read: memory.read,
+    write: (session, expected) =>
+      Effect.gen(function*() {
+        if (armed && when(session)) {
+          armed = false
+          const other = yield* mock.issueSession({ name: "other", lifetime: "1 hour" })
+          yield* memory.write(Option.some(other), expected)
+        }
+        return yield* memory.write(session, expected)
+      }),
+    changes: Stream.never,
+    shared: false
+  })
+}
+
 const tokenOf = (manager: SessionManager.Service) =>
   Effect.map(manager.current, Option.match({ onNone: () => "none", onSome: (s) => Redacted.value(s.accessToken) }))
 
@@ -80,26 +107,7 @@ describe("managers sharing one store", () => {
     Effect.gen(function*() {
       const { manager, memory } = yield* world({
         // Between the manager's read and its write, another holder writes (as after a lease takeover).
-        store: (memory, mock) => {
-          let armed = true
-          return SessionStore.make({
-            read: memory.read,
-            write: (
-              session,
-              expected
-            ): Effect.Effect<SessionStore.Stored, SessionStore.StoreError | SessionStore.StoreConflictError> =>
-              Effect.gen(function*() {
-                if (armed && Option.isSome(session)) {
-                  armed = false
-                  const other = yield* mock.issueSession({ name: "other", lifetime: "1 hour" })
-                  yield* memory.write(Option.some(other), expected)
-                }
-                return yield* memory.write(session, expected)
-              }),
-            changes: Stream.never,
-            shared: false
-          })
-        }
+        store: (memory, mock) => writesFirst(memory, mock, Option.isSome)
       })
       const a = yield* manager()
       const session = yield* a.manager.refresh
@@ -113,26 +121,7 @@ describe("managers sharing one store", () => {
   it.scoped("a rejected token does not sign out over a newer session another holder wrote", () =>
     Effect.gen(function*() {
       const { manager, memory, mock } = yield* world({
-        store: (memory, mock) => {
-          let armed = true
-          return SessionStore.make({
-            read: memory.read,
-            write: (
-              session,
-              expected
-            ): Effect.Effect<SessionStore.Stored, SessionStore.StoreError | SessionStore.StoreConflictError> =>
-              Effect.gen(function*() {
-                if (armed && Option.isNone(session)) {
-                  armed = false
-                  const other = yield* mock.issueSession({ name: "other", lifetime: "1 hour" })
-                  yield* memory.write(Option.some(other), expected)
-                }
-                return yield* memory.write(session, expected)
-              }),
-            changes: Stream.never,
-            shared: false
-          })
-        }
+        store: (memory, mock) => writesFirst(memory, mock, Option.isNone)
       })
       yield* mock.script(
         MockRefreshClient.fail(new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token" }))
