@@ -7,9 +7,18 @@
  */
 import { HttpClient, type HttpClientError } from "@effect/platform"
 import type { ConfigError } from "effect"
-import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted } from "effect"
+import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted, Tracer } from "effect"
 import { retry, timeoutFail } from "./internal/attempt.js"
-import { BodyTooLarge, joinUrl, readBodyCapped, sendRefresh, validateBaseUrl, validatePath } from "./internal/http.js"
+import {
+  BodyTooLarge,
+  joinUrl,
+  maxBodyBytes,
+  readBodyCapped,
+  refreshGuard,
+  validateBaseUrl,
+  validatePath
+} from "./internal/http.js"
+import { locallyAll } from "./internal/locally.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -131,34 +140,33 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
 
 const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
-    // No trace-propagation headers to Moon: a third-party auth server has no
-    // use for our trace ids. (No platform span either: see `sendRefresh`.)
-    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
+    const client = yield* HttpClient.HttpClient
 
     const attempt = (refreshToken: Redacted.Redacted<string>) => {
       // A server that echoes the request must not put our token in an error message.
       const mask = Moon.maskToken(refreshToken)
-      return sendRefresh(client, url, Moon.request(url, refreshToken)).pipe(
-        Effect.flatMap((response) =>
-          Moon.refuseRedirect(response, url) ?? readBodyCapped(response).pipe(
-            Effect.catchIf(
-              (error): error is BodyTooLarge => error instanceof BodyTooLarge,
-              (error) => Moon.tooLarge(response, error)
-            ),
-            Effect.flatMap((body) => {
-              if (response.status >= 200 && response.status < 300) {
-                const date = Date.parse(response.headers["date"] ?? "")
-                return Moon.decodeSuccess(
-                  response.status,
-                  body,
-                  Number.isNaN(date) ? Option.none() : Option.some(date),
-                  mask
-                )
-              }
-              return Moon.classifyFailure(response, body, mask)
-            })
-          )
-        ),
+      return Effect.flatMap(client.execute(Moon.request(url, refreshToken)), (response) => {
+        // The platform builds a new record on each read of `headers`.
+        const headers = response.headers
+        return Moon.refuseRedirect(response, url) ?? readBodyCapped(response, maxBodyBytes, headers).pipe(
+          Effect.catchIf(
+            (error): error is BodyTooLarge => error instanceof BodyTooLarge,
+            (error) => Moon.tooLarge(response, error)
+          ),
+          Effect.flatMap((body) => {
+            if (response.status >= 200 && response.status < 300) {
+              const date = Date.parse(headers["date"] ?? "")
+              return Moon.decodeSuccess(
+                response.status,
+                body,
+                Number.isNaN(date) ? Option.none() : Option.some(date),
+                mask
+              )
+            }
+            return Moon.classifyFailure(response, body, mask)
+          })
+        )
+      }).pipe(
         Effect.catchTags({
           RequestError: (error) =>
             // Encode and InvalidUrl cannot happen with a validated URL and a
@@ -175,44 +183,45 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
               reason: "Timeout",
               message: `no complete response within ${Duration.format(timeout)}`
             })
-        }),
-        // A fiber the HTTP stack forks and loses (a body cut mid-stream) would
-        // be logged with its raw error, whose request holds the token. Our own
-        // error says what happened, without it.
-        Effect.withUnhandledErrorLogLevel(Option.none())
+        })
       )
     }
 
+    const spanOptions: Tracer.SpanOptions = {
+      kind: "client",
+      attributes: { "moon.refresh.url": url },
+      // A stack trace per refresh costs more than the span itself.
+      captureStackTrace: false
+    }
+
     const refresh = (refreshToken: Redacted.Redacted<string>) =>
-      Effect.suspend(() => {
-        if (Redacted.value(refreshToken).trim() === "") {
-          return Effect.fail(
-            new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" })
-          )
-        }
+      Effect.useSpan("moon-refresh/refresh", spanOptions, (span) => {
         // Per run of the returned effect, not per call of `refresh`: an Effect can be run many times.
         let attempts = 0
-        return Effect.suspend(() => {
-          attempts++
-          return attempt(refreshToken)
-        }).pipe(
-          Effect.tapError((error) =>
-            Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
-              Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message })
-            )
-          ),
-          retry({ schedule: policy, while: RefreshError.isRetryable }),
-          Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("moon.refresh.attempts", attempts)))
+        const run = Redacted.value(refreshToken).trim() === ""
+          ? Effect.fail(new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" }))
+          : Effect.suspend(() => {
+            attempts++
+            return attempt(refreshToken)
+          }).pipe(
+            Effect.tapError((error) =>
+              Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
+                Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message })
+              )
+            ),
+            retry({ schedule: policy, while: RefreshError.isRetryable })
+          )
+        // The span is the parent of what runs inside, as `Effect.withSpan`
+        // makes it: set with the refresh's guard in one go (see `locallyAll`).
+        return locallyAll(
+          run,
+          (fiber) => refreshGuard(fiber, url, Context.add(fiber.currentContext, Tracer.ParentSpan, span)),
+          (exit) => {
+            span.attribute("moon.refresh.attempts", attempts)
+            span.attribute("moon.refresh.outcome", outcome(exit))
+          }
         )
-      }).pipe(
-        Effect.onExit((exit) => Effect.annotateCurrentSpan("moon.refresh.outcome", outcome(exit))),
-        Effect.withSpan("moon-refresh/refresh", {
-          kind: "client",
-          attributes: { "moon.refresh.url": url },
-          // A stack trace per refresh costs more than the span itself.
-          captureStackTrace: false
-        })
-      )
+      })
 
     return RefreshClient.of({ refresh })
   })

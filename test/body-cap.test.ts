@@ -13,7 +13,7 @@ import { Deferred, Effect, Exit, Fiber, type Layer, Logger, LogLevel, Redacted, 
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import * as Http from "node:http"
 import * as Zlib from "node:zlib"
-import { bodyOf, BodyTooLarge, maxBodyBytes, readBodyCapped } from "../src/internal/http.js"
+import { bodyOf, BodyTooLarge, maxBodyBytes, platformResponseRegistry, readBodyCapped } from "../src/internal/http.js"
 
 const refreshToken = Redacted.make("rt-sent-by-the-client-0123456789")
 const issuedRefreshToken = "rt-issued-by-the-server-9876543210"
@@ -89,6 +89,27 @@ for (const [name, layer, body, inflates] of stacks) {
         const response = yield* client.get(server.url)
         expect(bodyOf(response)._tag).toBe(body)
         yield* response.text
+      }).pipe(Effect.provide(layer)))
+
+    it.scopedLive("takes the response out of the platform's registry, as the platform's own readers do", () =>
+      Effect.gen(function*() {
+        const registry = platformResponseRegistry()
+        expect(registry).toBeDefined()
+        const taken: Array<unknown> = []
+        const unregister = registry!.unregister
+        yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            ;(registry as { unregister: (response: unknown) => void }).unregister = (response) => {
+              taken.push(response)
+              unregister(response)
+            }
+          }),
+          () => Effect.sync(() => ((registry as { unregister: (response: unknown) => void }).unregister = unregister))
+        )
+        const server = yield* serve((_, res) => res.end(sessionJson))
+        const response = yield* (yield* HttpClient.HttpClient).get(server.url)
+        expect(yield* readBodyCapped(response)).toBe(sessionJson)
+        expect(taken).toEqual([(response as unknown as { original: unknown }).original])
       }).pipe(Effect.provide(layer)))
 
     it.scopedLive("reads a chunked session", () =>

@@ -1,9 +1,10 @@
 /**
  * Small HTTP helpers shared by the endpoint code. Not public API.
  */
-import type { HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import type { Headers, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
-import { Duration, Effect, Either, FiberRef, Option, Predicate, Stream } from "effect"
+import { Context, Duration, Effect, Either, type Fiber, FiberRef, Option, Predicate, Stream } from "effect"
+import { type Entry, locallyAll } from "./locally.js"
 
 /** The largest response body we read: a session is a few kilobytes. */
 export const maxBodyBytes = 1024 * 1024
@@ -27,16 +28,19 @@ export class BodyTooLarge {
  */
 export const readBodyCapped = (
   response: HttpClientResponse.HttpClientResponse,
-  limit: number = maxBodyBytes
+  limit: number = maxBodyBytes,
+  // The platform builds a new record on each read of `response.headers`: a caller that has one passes it.
+  headers: Headers.Headers = response.headers
 ): Effect.Effect<string, BodyTooLarge | HttpClientError.ResponseError> => {
-  const headers = response.headers
   const declared = Number(headers["content-length"] ?? Number.NaN)
   if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge(limit))
   const body = bodyOf(response)
   switch (body._tag) {
     case "Web":
+      takeOver(response)
       return body.stream === null ? Effect.succeed("") : readWeb(response, body.stream, body.abort, limit)
     case "Node":
+      takeOver(response)
       return readNode(response, body.readable, body.abort, limit)
     case "Unknown":
       // A declared, small, uncompressed length bounds the body (the HTTP
@@ -65,6 +69,34 @@ export type BodySource =
   | { readonly _tag: "Unknown" }
 
 const unknownBody: BodySource = { _tag: "Unknown" }
+
+/**
+ * The registry `HttpClient.make` puts each response in, so that a response
+ * dropped unread has its request aborted once it is garbage-collected. The
+ * platform's own readers (`text`, `stream`…) take the response out when they
+ * start; a read of ours does the same (see `readBodyCapped`). Found in
+ * Effect's global store under the platform's key, read only (never created
+ * here); `undefined` if a platform version renames it, and then responses
+ * simply stay registered. `test/body-cap.test.ts` checks that it is found.
+ */
+export const platformResponseRegistry = ():
+  | { readonly unregister: (response: unknown) => void }
+  | undefined =>
+{
+  const store = (globalThis as { readonly "effect/GlobalValue"?: Map<unknown, unknown> })["effect/GlobalValue"]
+  const registry = store?.get("@effect/platform/HttpClient/responseRegistry")
+  return Predicate.hasProperty(registry, "unregister") && typeof registry.unregister === "function"
+    ? registry as { readonly unregister: (response: unknown) => void }
+    : undefined
+}
+
+// A read of ours either consumes the whole body or aborts the request itself;
+// left registered, each response would cost a registry cell, then an abort
+// (an AbortError with its stack trace) when it is collected.
+const takeOver = (response: HttpClientResponse.HttpClientResponse): void => {
+  const original = (response as { readonly original?: unknown }).original
+  if (original !== undefined) platformResponseRegistry()?.unregister(original)
+}
 
 const isNodeReadable = (u: unknown): u is NodeReadable =>
   Predicate.hasProperty(u, "on") && typeof u.on === "function" && Predicate.hasProperty(u, "destroy") &&
@@ -293,51 +325,58 @@ export const validatePath = (path: string): Either.Either<string, string> => {
 }
 
 /**
- * Runs `execute` with `onHop` called on every request the transport is about
- * to send, redirect hops included. A client that follows redirects (for
- * example `HttpClient.followRedirects()`) sends each hop through the
- * transport without passing through any wrapper of ours; the one hook every
- * hop passes is the transport's tracer predicate (`HttpClient.make` consults
- * it before sending). `onHop` may mutate the request it is given, to keep a
- * secret off a hop it must not reach; it never creates a span.
+ * The `FiberRef` values under which `onHop` is called on every request the
+ * transport is about to send, redirect hops included. A client that follows
+ * redirects (for example `HttpClient.followRedirects()`) sends each hop
+ * through the transport without passing through any wrapper of ours; the one
+ * hook every hop passes is the transport's tracer predicate
+ * (`HttpClient.make` consults it before sending). `onHop` may mutate the
+ * request it is given, to keep a secret off a hop it must not reach; it
+ * never creates a span.
  *
  * The user's own tracer settings are kept: the predicate answers what theirs
  * would have. Limit: a predicate set with `withTracerDisabledWhen` *inside*
  * the user's redirect-following client replaces ours for those hops.
  */
+const hopGuard = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  onHop: (request: HttpClientRequest.HttpClientRequest) => void,
+  spans: "as configured" | "never"
+): readonly [Entry, Entry] => {
+  const enabled = fiber.getFiberRef(FiberRef.currentTracerEnabled)
+  const disabledWhen = fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)
+  return [
+    [HttpClient.currentTracerDisabledWhen, (request: HttpClientRequest.HttpClientRequest) => {
+      onHop(request)
+      return spans === "never" || !enabled || disabledWhen(request)
+    }],
+    // The transport skips the predicate when tracing is off: on, so it is always called.
+    [FiberRef.currentTracerEnabled, true]
+  ]
+}
+
+/** Runs `execute` with `onHop` called on every request the transport sends (see {@link hopGuard}). */
 export const guardHops = <A, E, R>(
   execute: Effect.Effect<A, E, R>,
-  onHop: (request: HttpClientRequest.HttpClientRequest) => void,
-  spans: "as configured" | "never" = "as configured"
-): Effect.Effect<A, E, R> =>
-  Effect.flatMap(
-    Effect.zip(FiberRef.get(FiberRef.currentTracerEnabled), FiberRef.get(HttpClient.currentTracerDisabledWhen)),
-    ([enabled, disabledWhen]) =>
-      execute.pipe(
-        Effect.locally(HttpClient.currentTracerDisabledWhen, (request) => {
-          onHop(request)
-          return spans === "never" || !enabled || disabledWhen(request)
-        }),
-        // The transport skips the predicate when tracing is off: on, so it is always called.
-        Effect.locally(FiberRef.currentTracerEnabled, true)
-      )
-  )
+  onHop: (request: HttpClientRequest.HttpClientRequest) => void
+): Effect.Effect<A, E, R> => locallyAll(execute, (fiber) => hopGuard(fiber, onHop, "as configured"))
+
+const manualRedirects: globalThis.RequestInit = { redirect: "manual" }
 
 /**
- * Runs `execute` with `fetch` told not to follow redirects (`FetchHttpClient`
+ * `context` with `fetch` told not to follow redirects (`FetchHttpClient`
  * reads its `RequestInit` from context on each request): a 3xx comes back as
  * it is (in a browser, as an opaque response of status 0). Other transports
  * do not follow redirects by themselves.
  */
-export const withoutFetchRedirects = <A, E, R>(execute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(
-    Effect.serviceOption(FetchHttpClient.RequestInit),
-    (init) =>
-      Effect.provideService(execute, FetchHttpClient.RequestInit, {
-        ...Option.getOrUndefined(init),
-        redirect: "manual"
-      })
+const withoutFetchRedirects = (context: Context.Context<never>): Context.Context<never> => {
+  const init = Context.getOption(context, FetchHttpClient.RequestInit)
+  return Context.add(
+    context,
+    FetchHttpClient.RequestInit,
+    Option.isSome(init) ? { ...init.value, redirect: "manual" } : manualRedirects
   )
+}
 
 /** Overwrites a request body's bytes, so a hop that must not get them sends blanks of the same length. */
 export const blankBody = (request: HttpClientRequest.HttpClientRequest): void => {
@@ -354,8 +393,9 @@ export const originOf = (url: string, base?: string): string | undefined => {
 }
 
 /**
- * Sends the refresh POST so that the refresh token reaches `url` and nothing
- * else, whatever the client in context does with redirects:
+ * The `FiberRef` values under which a refresh (its POSTs and the reads of
+ * the answers) sends the refresh token to `url` and nothing else, whatever
+ * the client in context does with redirects:
  *
  * - `fetch` is told not to follow them (a 3xx comes back as it is);
  * - a client that follows them itself (`HttpClient.followRedirects()`) sends
@@ -366,16 +406,28 @@ export const originOf = (url: string, base?: string): string | undefined => {
  * No platform span, on any hop: its exit holds the raw request and response,
  * whose bodies hold the tokens, and a tracer that serialises exits would write
  * them out. `RefreshClient`'s own span carries the URL, attempts and outcome.
+ * With no platform span there are no trace headers either: a third-party
+ * auth server has no use for our trace ids.
+ *
+ * A fiber the HTTP stack forks and loses (a body cut mid-stream) is not
+ * logged: its raw error holds the request, and the request the token. The
+ * refresh's own error says what happened, without it.
+ *
+ * `context` is the fiber's context to run with, which gets fetch's
+ * `RequestInit` (the caller may add to it, as `RefreshClient` adds its span).
  */
-export const sendRefresh = <E, R>(
-  client: HttpClient.HttpClient.With<E, R>,
+export const refreshGuard = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
   url: string,
-  request: HttpClientRequest.HttpClientRequest
-): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> =>
-  guardHops(
-    withoutFetchRedirects(client.execute(request)),
-    (hop) => {
-      if (hop.url !== url) blankBody(hop)
-    },
-    "never"
-  )
+  context: Context.Context<never>
+): readonly [Entry, Entry, Entry, Entry] => {
+  const [predicate, tracer] = hopGuard(fiber, (hop) => {
+    if (hop.url !== url) blankBody(hop)
+  }, "never")
+  return [
+    predicate,
+    tracer,
+    [FiberRef.currentContext, withoutFetchRedirects(context)],
+    [FiberRef.unhandledErrorLogLevel, Option.none()]
+  ]
+}
