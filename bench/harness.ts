@@ -3,6 +3,7 @@
  * the statistics.
  */
 import { fork } from "node:child_process"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Command, Minted, Stats } from "./server.js"
 
@@ -22,8 +23,12 @@ export interface ServerHandle {
  */
 export const startServer = (): Promise<ServerHandle> =>
   new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(new URL("./server.ts", import.meta.url)), [], {
-      execArgv: process.execArgv.filter((flag) => flag !== "--expose-gc"),
+    // From a bundled section (`compiled.ts`), this file is not next to `server.ts`: it says where it is.
+    const directory = process.env["MOON_BENCH_DIR"] ?? dirname(fileURLToPath(import.meta.url))
+    const child = fork(join(directory, "server.ts"), [], {
+      // The server is TypeScript: tsx runs it, whether this process runs under tsx or not.
+      execArgv: ["--import", "tsx"],
+      cwd: join(directory, ".."),
       stdio: ["ignore", "inherit", "inherit", "ipc"]
     })
     let next = 0

@@ -15,7 +15,7 @@ import { runIsolated } from "./isolated.js"
 import { measureMicro } from "./micro.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
-import { type Group, measureRoundTrips, type RoundTripRow } from "./roundtrip.js"
+import type { Group, RoundTripRow } from "./roundtrip.js"
 import { measureSizes } from "./size.js"
 import { measureStampede } from "./stampede.js"
 
@@ -101,7 +101,8 @@ const main = async () => {
 
   const server = await startServer()
   try {
-    const roundTrip = await measureRoundTrips(server, settings.roundTrip)
+    // On the library compiled as users run it, against a server of its own.
+    const roundTrip = await runIsolated("roundTrip", settings.roundTrip)
     const table = (group: Group) =>
       roundTrip.filter((row) => row.group === group).map((row) => ({
         client: row.client,

@@ -12,10 +12,8 @@
 import { Clock, Context, Duration, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
 import { Session, SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
-import { fork } from "node:child_process"
-import { rmSync } from "node:fs"
-import { join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { answer, runCompiled } from "./compiled.js"
 
 const gc = () => {
   const collect = (globalThis as { gc?: () => void }).gc
@@ -221,63 +219,18 @@ export const measurePool = async (settings: {
   return { scales, readsPerSecond, stampede }
 }
 
-/**
- * `measurePool` in a process of its own, on the library compiled as users run
- * it. Under tsx every named function in our TypeScript gets esbuild's
- * `keepNames` wrapper, which gives each closure a property store of its own
- * (about 256 bytes): a pool holds several closures per session, so a reading
- * under tsx would charge that to the pool. The section is bundled once with
- * esbuild (no `keepNames`, `effect` left external) and run with plain node.
- */
-export const measurePoolCompiled = async (settings: Parameters<typeof measurePool>[0]) => {
-  const { build } = await import("esbuild")
-  const root = fileURLToPath(new URL("..", import.meta.url))
-  // Inside the project, so that the bundle's `effect` import resolves to node_modules.
-  const outfile = join(root, "node_modules", ".cache", "moon-refresh-bench", `pool-${process.pid}.mjs`)
-  await build({
-    entryPoints: [fileURLToPath(import.meta.url)],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile,
-    external: ["effect", "@effect/*", "ioredis", "proper-lockfile"],
-    tsconfig: join(root, "tsconfig.json"),
-    logLevel: "warning"
-  })
-  try {
-    return await new Promise<Awaited<ReturnType<typeof measurePool>>>((resolve, reject) => {
-      const child = fork(outfile, ["--child", JSON.stringify(settings)], {
-        execPath: process.execPath,
-        execArgv: ["--expose-gc"],
-        stdio: ["ignore", "inherit", "inherit", "ipc"]
-      })
-      let answered = false
-      child.on(
-        "message",
-        (message: { readonly result?: Awaited<ReturnType<typeof measurePool>>; readonly error?: string }) => {
-          answered = true
-          if (message.error !== undefined) reject(new Error(message.error))
-          else resolve(message.result!)
-        }
-      )
-      child.on("error", reject)
-      child.on("exit", (code) => {
-        if (!answered) reject(new Error(`the pool section exited with ${code} without an answer`))
-      })
-    })
-  } finally {
-    rmSync(outfile, { force: true })
-  }
-}
+/** `measurePool` in a process of its own, on the library compiled as users run it (see `compiled.ts`). */
+export const measurePoolCompiled = (settings: Parameters<typeof measurePool>[0]) =>
+  runCompiled<Awaited<ReturnType<typeof measurePool>>>(
+    fileURLToPath(import.meta.url),
+    ["--child", JSON.stringify(settings)],
+    "the pool section"
+  )
 
 const isMain = import.meta.url === pathToFileURL(process.argv[1] ?? "").href
 
 if (isMain && process.argv[2] === "--child" && process.send !== undefined) {
-  measurePool(JSON.parse(process.argv[3]!)).then(
-    (result) => process.send!({ result }, () => process.exit(0)),
-    (error) => process.send!({ error: String(error) }, () => process.exit(1))
-  )
+  answer(measurePool(JSON.parse(process.argv[3]!)))
 } else if (isMain) {
   // On its own: `npx tsx bench/pool.ts` (POOL_SCALES=1000,10000 for a shorter run).
   measurePoolCompiled({
