@@ -7,7 +7,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Clock, Effect, Option, Predicate, Redacted } from "effect"
+import { Clock, Effect, Either, Option, Predicate, Redacted } from "effect"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, originOf, parseRetryAfter } from "./http.js"
@@ -113,26 +113,28 @@ export const decodeSuccess = (
   if (Option.isNone(json)) {
     return Effect.fail(new RefreshError.MalformedResponseError({ status, message: "response body is not JSON" }))
   }
-  return Effect.flatMap(
-    Clock.currentTimeMillis,
-    (now) =>
-      Wire.decode(json.value, now, skewMillis(serverDate, now)).pipe(
-        Effect.mapError((issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
-          // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
-          const error = readErrorBody(body, "application/json", mask)
-          if (isDeadToken(error)) {
-            return new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
-          }
-          // Refused, but the server may have rotated: its new refresh token is kept.
-          const rotated = Wire.salvageRefreshToken(json.value)
-          return new RefreshError.MalformedResponseError({
-            status,
-            message: Session.describeIssue(issue),
-            ...(rotated === undefined ? {} : { rotatedRefreshToken: Redacted.make(rotated) })
-          })
+  // One read of the clock and a synchronous decode: no Effect per step of a
+  // decode that cannot suspend.
+  return Effect.clockWith((clock) => {
+    const now = clock.unsafeCurrentTimeMillis()
+    return Either.mapLeft(
+      Wire.decodeEither(json.value, now, skewMillis(serverDate, now)),
+      (issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
+        // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
+        const error = readErrorBody(body, "application/json", mask)
+        if (isDeadToken(error)) {
+          return new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+        }
+        // Refused, but the server may have rotated: its new refresh token is kept.
+        const rotated = Wire.salvageRefreshToken(json.value)
+        return new RefreshError.MalformedResponseError({
+          status,
+          message: Session.describeIssue(issue),
+          ...(rotated === undefined ? {} : { rotatedRefreshToken: Redacted.make(rotated) })
         })
-      )
-  )
+      }
+    )
+  })
 }
 
 /**

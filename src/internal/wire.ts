@@ -9,7 +9,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { DateTime, Effect, Either, ParseResult, Predicate, Redacted, Schema } from "effect"
+import type { Effect } from "effect"
+import { DateTime, Either, ParseResult, Predicate, Redacted, Schema } from "effect"
 import * as AST from "effect/SchemaAST"
 import { Session, SupabaseSession } from "../Session.js"
 
@@ -80,29 +81,40 @@ const toSession = (
       user: wire.user
     }, true))
 
+// Made on first use: this module and `Session.ts` import each other (see above).
+let decodeSupabaseOnce: ((u: unknown) => Either.Either<typeof SupabaseSession.Type, ParseResult.ParseIssue>) | undefined
+const decodeSupabase = (u: unknown) => (decodeSupabaseOnce ??= ParseResult.decodeUnknownEither(SupabaseSession))(u)
+
 /**
  * Decodes a wire body received at `receivedAt` (our clock). `skew` is how far
  * the server's clock is ahead of ours (negative: behind), used only for an
- * `expires_at` sent without `expires_in`.
+ * `expires_at` sent without `expires_in`. Synchronous: the schemas have no
+ * effectful part, and a refresh decodes one body per round trip.
  */
+export const decodeEither = (
+  input: unknown,
+  receivedAt: number,
+  skew = 0,
+  ast: AST.AST = Schema.Unknown.ast
+): Either.Either<Session, ParseResult.ParseIssue> => {
+  // Decide the shape first, so a failure names the fields of the shape
+  // that was sent instead of listing both alternatives of a union.
+  if (isWrapped(input)) {
+    return decodeSupabase(input.token).pipe(
+      Either.flatMap((wire) => toSession(wire, receivedAt, skew, ast, input.token)),
+      Either.mapLeft((issue) => new ParseResult.Pointer("token", input, issue))
+    )
+  }
+  return Either.flatMap(decodeSupabase(input), (wire) => toSession(wire, receivedAt, skew, ast, input))
+}
+
+/** {@link decodeEither} as an Effect, for `Schema.transformOrFail`. */
 export const decode = (
   input: unknown,
   receivedAt: number,
   skew = 0,
   ast: AST.AST = Schema.Unknown.ast
-): Effect.Effect<Session, ParseResult.ParseIssue> => {
-  // Decide the shape first, so a failure names the fields of the shape
-  // that was sent instead of listing both alternatives of a union.
-  if (isWrapped(input)) {
-    return ParseResult.decodeUnknown(SupabaseSession)(input.token).pipe(
-      Effect.flatMap((wire) => toSession(wire, receivedAt, skew, ast, input.token)),
-      Effect.mapError((issue) => new ParseResult.Pointer("token", input, issue))
-    )
-  }
-  return ParseResult.decodeUnknown(SupabaseSession)(input).pipe(
-    Effect.flatMap((wire) => toSession(wire, receivedAt, skew, ast, input))
-  )
-}
+): Effect.Effect<Session, ParseResult.ParseIssue> => decodeEither(input, receivedAt, skew, ast)
 
 /**
  * The new refresh token of a body that was refused as a whole, when it holds
