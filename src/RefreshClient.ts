@@ -10,7 +10,6 @@ import type { ConfigError } from "effect"
 import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted, Tracer } from "effect"
 import { retry, timeoutFail } from "./internal/attempt.js"
 import { joinUrl, maxBodyBytes, readBodyCapped, refreshGuard, validateBaseUrl, validatePath } from "./internal/http.js"
-import { locallyAll } from "./internal/locally.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -134,7 +133,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
   Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
 
-    const attempt = (refreshToken: Redacted.Redacted<string>) => {
+    const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) => {
       // A server that echoes the request must not put our token in an error message.
       const mask = Moon.maskToken(refreshToken)
       let answer: HttpClientResponse.HttpClientResponse | undefined
@@ -181,7 +180,11 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
             new RefreshError.TransportError({
               reason: "Timeout",
               message: `no complete response within ${Duration.format(timeout)}`
-            })
+            }),
+          // The attempt runs in a fiber of its own, which ends with it: the
+          // refresh's guard and its span as parent (as `Effect.withSpan`
+          // makes it) are set there, and nothing has to put them back.
+          refs: (fiber) => refreshGuard(fiber, url, Context.add(fiber.currentContext, Tracer.ParentSpan, span))
         })
       )
     }
@@ -197,29 +200,34 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
       Effect.useSpan("moon-refresh/refresh", spanOptions, (span) => {
         // Per run of the returned effect, not per call of `refresh`: an Effect can be run many times.
         let attempts = 0
+        // Overwritten when the refresh ends; what stays if it is interrupted
+        // (then no handler below runs, and the span still ends).
+        span.attribute("moon.refresh.outcome", "interrupted")
         const run = Redacted.value(refreshToken).trim() === ""
           ? Effect.fail(new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" }))
           : Effect.suspend(() => {
-            attempts++
-            return attempt(refreshToken)
+            span.attribute("moon.refresh.attempts", ++attempts)
+            return attempt(refreshToken, span)
           }).pipe(
             Effect.tapError((error) =>
               Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
-                Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message })
+                Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message }),
+                Effect.withParentSpan(span)
               )
             ),
             retry({ schedule: policy, while: RefreshError.isRetryable })
           )
-        // The span is the parent of what runs inside, as `Effect.withSpan`
-        // makes it: set with the refresh's guard in one go (see `locallyAll`).
-        return locallyAll(
-          run,
-          (fiber) => refreshGuard(fiber, url, Context.add(fiber.currentContext, Tracer.ParentSpan, span)),
-          (exit) => {
+        return Effect.matchCauseEffect(run, {
+          onFailure: (cause) => {
             span.attribute("moon.refresh.attempts", attempts)
-            span.attribute("moon.refresh.outcome", outcome(exit))
+            span.attribute("moon.refresh.outcome", outcome(Exit.failCause(cause)))
+            return Effect.failCause(cause)
+          },
+          onSuccess: (session) => {
+            span.attribute("moon.refresh.outcome", "success")
+            return Effect.succeed(session)
           }
-        )
+        })
       })
 
     return RefreshClient.of({ refresh })

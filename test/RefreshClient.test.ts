@@ -641,6 +641,36 @@ describe("tracing", () => {
       expect(span?.attributes.get("moon.refresh.outcome")).toBe("TokenRejectedError")
     }))
 
+  it.effect("records an interrupted refresh as such, its span ended", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const server = TestHttpClient.make(TestHttpClient.hang)
+      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.fork)
+      yield* TestClock.adjust(Duration.millis(100))
+      yield* Fiber.interrupt(fiber)
+
+      const span = spans.find((span) => span.name === "moon-refresh/refresh")
+      expect(span?.attributes.get("moon.refresh.attempts")).toBe(1)
+      expect(span?.attributes.get("moon.refresh.outcome")).toBe("interrupted")
+      expect(span?.status._tag).toBe("Ended")
+    }))
+
+  it.effect("a failed attempt's debug log is an event of the refresh span", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const server = TestHttpClient.make(TestHttpClient.transportFailure(), TestHttpClient.json(200, sessionBody))
+      const fiber = yield* refreshWith(server)().pipe(
+        Effect.withTracer(tracer),
+        Logger.withMinimumLogLevel(LogLevel.Debug),
+        Effect.fork
+      )
+      yield* TestClock.adjust(Duration.minutes(1))
+      yield* Fiber.join(fiber)
+
+      const span = spans.find((span) => span.name === "moon-refresh/refresh")
+      expect(span?.events.map(([name]) => name)).toContain("moon-refresh: refresh attempt failed")
+    }))
+
   it.effect("opens no platform HTTP span for the POST, whose exit would hold the raw request and its token", () =>
     Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()

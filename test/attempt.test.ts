@@ -4,7 +4,20 @@
  * replace for their cost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, TestClock } from "effect"
+import {
+  Clock,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberRef,
+  Logger,
+  LogLevel,
+  Option,
+  Schedule,
+  TestClock
+} from "effect"
 import { retry, timeoutFail } from "../src/internal/attempt.js"
 
 const onTimeout = () => "timed out" as const
@@ -63,6 +76,49 @@ describe("timeoutFail under another clock", () => {
       expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
       yield* TestClock.adjust(Duration.millis(1))
       expect(yield* Effect.flip(Fiber.join(fiber))).toBe("timed out")
+    }))
+})
+
+const label = FiberRef.unsafeMake("caller's")
+const withRefs = (clock: "live" | "test") =>
+  timeoutFail({
+    duration: Duration.seconds(clock === "live" ? 5 : 1),
+    onTimeout,
+    refs: (fiber) => [[label, `attempt's (was ${fiber.getFiberRef(label)})`]]
+  })
+
+describe("timeoutFail with refs", () => {
+  it.live("runs the effect with them, and leaves the caller's own values as they were", () =>
+    Effect.gen(function*() {
+      expect(yield* withRefs("live")(FiberRef.get(label))).toBe("attempt's (was caller's)")
+      expect(yield* FiberRef.get(label)).toBe("caller's")
+      yield* Effect.exit(withRefs("live")(Effect.fail("refused")))
+      expect(yield* FiberRef.get(label)).toBe("caller's")
+    }))
+
+  it.effect("does the same under the TestClock, where Effect.timeoutFail carries a child's refs back", () =>
+    Effect.gen(function*() {
+      expect(yield* withRefs("test")(FiberRef.get(label))).toBe("attempt's (was caller's)")
+      expect(yield* FiberRef.get(label)).toBe("caller's")
+      const fiber = yield* Effect.fork(withRefs("test")(Effect.never))
+      yield* TestClock.adjust(Duration.seconds(1))
+      expect(yield* Effect.flip(Fiber.join(fiber))).toBe("timed out")
+      expect(yield* FiberRef.get(label)).toBe("caller's")
+    }))
+
+  it.live("a failure of the attempt is the caller's to report: its fiber logs nothing", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const logger = Logger.make(({ message }) => lines.push(String(message)))
+      const error = yield* Effect.flip(within(5_000)(Effect.fail("refused"))).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+        Logger.withMinimumLogLevel(LogLevel.All),
+        Effect.withUnhandledErrorLogLevel(Option.some(LogLevel.Error))
+      )
+      expect(error).toBe("refused")
+      // The child's end is observed on another turn of the loop: give it one.
+      yield* Effect.sleep(Duration.millis(10))
+      expect(lines.filter((line) => line.includes("unhandled"))).toStrictEqual([])
     }))
 })
 

@@ -5,7 +5,19 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Context, DefaultServices, Duration, Effect, type Exit, Fiber, type Schedule } from "effect"
+import {
+  Clock,
+  Context,
+  DefaultServices,
+  Duration,
+  Effect,
+  type Exit,
+  Fiber,
+  FiberRef,
+  Option,
+  type Schedule
+} from "effect"
+import { type Entry, locallyAll, setForRest } from "./locally.js"
 
 const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 
@@ -15,57 +27,60 @@ const maxTimerMillis = 2 ** 31 - 1
 /**
  * `Effect.timeoutFail` with the same options and the same outcome: `self`
  * runs in a child fiber, which is interrupted (and awaited) once `duration`
- * has passed, and the result is `onTimeout()`. One difference: the child's
- * fiber-local changes (`FiberRef`s) are not carried back to the caller. A
- * refresh attempt makes none.
+ * has passed, and the result is `onTimeout()`. Two differences: the child's
+ * fiber-local changes (`FiberRef`s) are not carried back to the caller (a
+ * refresh attempt makes none), and `refs`, when given, are the `FiberRef`
+ * values `self` runs with (set in the child itself, which ends with `self`,
+ * so nothing has to put them back).
  *
  * `Effect.timeoutFail` races two forked fibers, `self` and a sleeping one,
  * and costs about a sixth of a refresh over loopback (over 100 µs of CPU).
  * On the live clock this forks `self` alone and waits for it beside a plain
- * timer, at a third of that. Under any other `Clock` (a `TestClock`, a clock
- * of the user's) the timer must be that clock's sleep: that is
- * `Effect.timeoutFail` itself.
+ * timer. Under any other `Clock` (a `TestClock`, a clock of the user's) the
+ * timer must be that clock's sleep: that is `Effect.timeoutFail` itself.
+ *
+ * The child's failure is the caller's to report, not the child's: the child
+ * never logs it as an unhandled error.
  */
 export const timeoutFail = <E1>(options: {
   readonly duration: Duration.Duration
   readonly onTimeout: () => E1
+  readonly refs?: ((fiber: Fiber.RuntimeFiber<unknown, unknown>) => readonly [Entry, ...Array<Entry>]) | undefined
 }) =>
 <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E1, R> =>
   Effect.clockWith((clock) => {
     const millis = Duration.toMillis(options.duration)
-    if (clock !== liveClock || !(millis <= maxTimerMillis)) return Effect.timeoutFail(self, options)
-    return Effect.uninterruptibleMask((restore) => {
-      let exit: Exit.Exit<A, E> | undefined
-      let wake: ((exit: Exit.Exit<A, E>) => void) | undefined
-      const run = Effect.flatMap(Effect.exit(restore(self)), (done) => {
-        exit = done
-        wake?.(done)
-        return done
-      })
-      return Effect.flatMap(Effect.fork(run), (child) =>
-        Effect.flatMap(
-          restore(Effect.async<Exit.Exit<A, E> | undefined>((resume) => {
-            if (exit !== undefined) return resume(Effect.succeed(exit))
-            const timer = setTimeout(() => {
-              wake = undefined
-              resume(Effect.succeed(undefined))
-            }, millis)
-            wake = (done) => {
-              wake = undefined
+    const refs = options.refs
+    if (clock !== liveClock || !(millis <= maxTimerMillis)) {
+      return Effect.timeoutFail(refs === undefined ? self : locallyAll(self, refs), options)
+    }
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        Effect.fork(setForRest(restore(self), (fiber) => [
+          [FiberRef.unhandledErrorLogLevel, Option.none()],
+          ...(refs === undefined ? [] : refs(fiber))
+        ])),
+        (child) =>
+          Effect.flatten(restore(Effect.async<Effect.Effect<A, E | E1>>((resume) => {
+            const onExit = (exit: Exit.Exit<A, E>) => {
               clearTimeout(timer)
-              resume(Effect.succeed(done))
+              resume(Effect.succeed(exit))
             }
+            const timer = setTimeout(() => {
+              child.removeObserver(onExit)
+              resume(Effect.succeed(Effect.zipRight(Fiber.interrupt(child), Effect.fail(options.onTimeout()))))
+            }, millis)
+            // Called at once if the child has already ended.
+            child.addObserver(onExit)
             // The caller was interrupted: so is the attempt, and we wait for it to end.
             return Effect.suspend(() => {
-              wake = undefined
               clearTimeout(timer)
+              child.removeObserver(onExit)
               return Fiber.interrupt(child)
             })
-          })),
-          (done): Effect.Effect<A, E | E1> =>
-            done === undefined ? Effect.zipRight(Fiber.interrupt(child), Effect.fail(options.onTimeout())) : done
-        ))
-    })
+          })))
+      )
+    )
   })
 
 /**

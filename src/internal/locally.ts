@@ -67,3 +67,23 @@ export const locallyAll = <A, E, R>(
       })
     })
   })
+
+/**
+ * Sets each `FiberRef` of `entries` for the rest of the running fiber, then
+ * runs `self`: for a fiber that ends with `self` (a child forked to run it),
+ * where putting the values back would be wasted work. Anywhere else, use
+ * {@link locallyAll}.
+ */
+export const setForRest = <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  entries: (fiber: Fiber.RuntimeFiber<unknown, unknown>) => readonly [Entry, ...Array<Entry>]
+): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime<A, E, R>((fiber) => {
+    const set = entries(fiber)
+    if (!isSettable(fiber)) return set.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
+    const id = fiber.id()
+    fiber.setFiberRefs(FiberRefs.updateManyAs(fiber.getFiberRefs(), {
+      entries: set.map(([ref, value]): Stacked => [ref, [[id, value]]]) as unknown as Entries
+    }))
+    return self
+  })
