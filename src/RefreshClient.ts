@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { HttpClient, type HttpClientError, type HttpClientResponse } from "@effect/platform"
+import { HttpClient, type HttpClientError } from "@effect/platform"
 import type { ConfigError } from "effect"
 import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted, Tracer } from "effect"
 import { retry, timeoutFail } from "./internal/attempt.js"
@@ -136,9 +136,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
     const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) => {
       // A server that echoes the request must not put our token in an error message.
       const mask = Moon.maskToken(refreshToken)
-      let answer: HttpClientResponse.HttpClientResponse | undefined
       return Effect.flatMap(client.execute(Moon.request(url, refreshToken)), (response) => {
-        answer = response
         // The platform builds a new record on each read of `headers`.
         const headers = response.headers
         return Moon.refuseRedirect(response, url) ?? Effect.flatMap(
@@ -161,7 +159,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
         Effect.catchAll((error) => {
           switch (error._tag) {
             case "BodyTooLarge":
-              return Moon.tooLarge(answer!, error)
+              return Moon.tooLarge(error.response, error)
             case "RequestError":
               // Encode and InvalidUrl cannot happen with a validated URL and a
               // string body; die without the request, whose body holds the token.
@@ -200,13 +198,10 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
       Effect.useSpan("moon-refresh/refresh", spanOptions, (span) => {
         // Per run of the returned effect, not per call of `refresh`: an Effect can be run many times.
         let attempts = 0
-        // Overwritten when the refresh ends; what stays if it is interrupted
-        // (then no handler below runs, and the span still ends).
-        span.attribute("moon.refresh.outcome", "interrupted")
         const run = Redacted.value(refreshToken).trim() === ""
           ? Effect.fail(new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" }))
           : Effect.suspend(() => {
-            span.attribute("moon.refresh.attempts", ++attempts)
+            attempts++
             return attempt(refreshToken, span)
           }).pipe(
             Effect.tapError((error) =>
@@ -217,17 +212,11 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
             ),
             retry({ schedule: policy, while: RefreshError.isRetryable })
           )
-        return Effect.matchCauseEffect(run, {
-          onFailure: (cause) => {
+        return Effect.onExit(run, (exit) =>
+          Effect.sync(() => {
             span.attribute("moon.refresh.attempts", attempts)
-            span.attribute("moon.refresh.outcome", outcome(Exit.failCause(cause)))
-            return Effect.failCause(cause)
-          },
-          onSuccess: (session) => {
-            span.attribute("moon.refresh.outcome", "success")
-            return Effect.succeed(session)
-          }
-        })
+            span.attribute("moon.refresh.outcome", outcome(exit))
+          }))
       })
 
     return RefreshClient.of({ refresh })

@@ -1,4 +1,4 @@
-import type { HttpClient } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type { Layer } from "effect"
 import {
@@ -6,16 +6,19 @@ import {
   Config,
   ConfigError,
   ConfigProvider,
+  Context,
   DateTime,
   Duration,
   Effect,
   Exit,
   Fiber,
+  FiberRef,
   Logger,
   LogLevel,
   Option,
   Redacted,
-  TestClock
+  TestClock,
+  Tracer
 } from "effect"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, RefreshPolicy } from "moon-refresh"
@@ -133,10 +136,14 @@ describe("the request", () => {
     it.effect(`refuses ${name} refresh token as TokenRejectedError without sending a request`, () =>
       Effect.gen(function*() {
         const server = TestHttpClient.make(TestHttpClient.json(200, sessionBody))
-        const error = yield* Effect.flip(refreshWith(server)(blank))
+        const { spans, tracer } = recordingTracer()
+        const error = yield* Effect.flip(refreshWith(server)(blank).pipe(Effect.withTracer(tracer)))
         expect(error._tag).toBe("TokenRejectedError")
         expect(error._tag === "TokenRejectedError" && error.status).toBeUndefined()
         expect(server.requests).toHaveLength(0)
+        const span = spans.find((span) => span.name === "moon-refresh/refresh")
+        expect(span?.attributes.get("moon.refresh.attempts")).toBe(0)
+        expect(span?.attributes.get("moon.refresh.outcome")).toBe("TokenRejectedError")
       }))
   }
 })
@@ -677,6 +684,81 @@ describe("tracing", () => {
       yield* refreshWith(TestHttpClient.make(TestHttpClient.json(200, sessionBody)))().pipe(Effect.withTracer(tracer))
 
       expect(spans.map((span) => span.name)).toStrictEqual(["moon-refresh/refresh"])
+    }))
+
+  for (const clock of ["TestClock", "live clock"] as const) {
+    const test = clock === "live clock" ? it.live : it.effect
+    test(`sends no trace headers even when the client's own tracer predicate lets the platform trace it (${clock})`, () =>
+      Effect.gen(function*() {
+        const { tracer } = recordingTracer()
+        const server = TestHttpClient.make(TestHttpClient.json(200, sessionBody))
+        // A predicate set on the client replaces ours inside `execute` (a
+        // documented limit): the platform opens its span, and would send
+        // its headers with it.
+        const traced = server.client.pipe(HttpClient.withTracerDisabledWhen(() => false))
+        yield* RefreshClient.refresh(refreshToken).pipe(
+          Effect.provide(RefreshClient.layer()),
+          Effect.provideService(HttpClient.HttpClient, traced),
+          Effect.withTracer(tracer)
+        )
+        expect(Object.keys(server.requests[0]!.headers).filter((name) => /traceparent|^b3$|x-b3/i.test(name)))
+          .toStrictEqual([])
+      }))
+  }
+
+  it.live("on the live clock: the refresh span is the parent inside the client, and the caller's own values stay", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const seen: Array<{ parent: string | undefined; init: unknown; propagation: boolean }> = []
+      const client = HttpClient.make((request, _url, _signal, fiber) => {
+        const parent = Context.getOption(fiber.currentContext, Tracer.ParentSpan)
+        seen.push({
+          parent: Option.isSome(parent) && parent.value._tag === "Span" ? parent.value.name : undefined,
+          init: Context.getOption(fiber.currentContext, FetchHttpClient.RequestInit).pipe(Option.getOrUndefined),
+          propagation: fiber.getFiberRef(HttpClient.currentTracerPropagation)
+        })
+        return Effect.succeed(
+          HttpClientResponse.fromWeb(request, new Response(JSON.stringify(sessionBody), { status: 200 }))
+        )
+      })
+      const callers = Effect.all([
+        FiberRef.get(FiberRef.currentTracerEnabled),
+        FiberRef.get(HttpClient.currentTracerDisabledWhen),
+        FiberRef.get(HttpClient.currentTracerPropagation),
+        FiberRef.get(FiberRef.unhandledErrorLogLevel),
+        Effect.serviceOption(FetchHttpClient.RequestInit),
+        Effect.serviceOption(Tracer.ParentSpan)
+      ])
+      const program = Effect.gen(function*() {
+        const before = yield* callers
+        yield* RefreshClient.refresh(refreshToken)
+        const after = yield* callers
+        return { before, after }
+      }).pipe(
+        Effect.provide(RefreshClient.layer()),
+        Effect.provideService(HttpClient.HttpClient, client),
+        Effect.withTracer(tracer)
+      )
+      const { after, before } = yield* program
+      expect(after).toStrictEqual(before)
+      expect(seen).toStrictEqual([{ parent: "moon-refresh/refresh", init: { redirect: "manual" }, propagation: false }])
+      expect(spans.map((span) => span.name)).toStrictEqual(["moon-refresh/refresh"])
+    }))
+
+  it.live("on the live clock: an interrupted refresh is recorded as such, its span ended", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const server = TestHttpClient.make(TestHttpClient.hang)
+      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.fork)
+      while (server.requests.length === 0) yield* Effect.sleep(Duration.millis(1))
+      yield* Fiber.interrupt(fiber)
+
+      const span = spans.find((span) => span.name === "moon-refresh/refresh")
+      expect(span?.attributes.get("moon.refresh.attempts")).toBe(1)
+      expect(span?.attributes.get("moon.refresh.outcome")).toBe("interrupted")
+      expect(span?.status._tag).toBe("Ended")
+      // The attempt was interrupted too: the request's signal is aborted.
+      expect(server.requests[0]!.signal.aborted).toBe(true)
     }))
 
   it.effect("sends no trace-propagation headers to Moon", () =>

@@ -4,7 +4,7 @@
  * and the previous values are back however it ends.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option } from "effect"
+import { Context, Deferred, Effect, Fiber, FiberRef, Option } from "effect"
 import { locallyAll } from "../src/internal/locally.js"
 
 const level = FiberRef.unsafeMake("outer")
@@ -13,15 +13,14 @@ class Service extends Context.Tag("test/Service")<Service, string>() {}
 
 const read = Effect.all([FiberRef.get(level), FiberRef.get(count), Effect.serviceOption(Service)])
 
-const inner = <A, E, R>(self: Effect.Effect<A, E, R>, done?: (exit: Exit.Exit<A, E>) => void) =>
+const inner = <A, E, R>(self: Effect.Effect<A, E, R>) =>
   locallyAll(
     self,
     (fiber) => [
       [level, "inner"],
       [count, fiber.getFiberRef(count) + 1],
       [FiberRef.currentContext, Context.add(fiber.currentContext, Service, "provided")]
-    ],
-    done
+    ]
   )
 
 describe("locallyAll", () => {
@@ -58,14 +57,13 @@ describe("locallyAll", () => {
       expect(yield* FiberRef.get(other)).toBe("set inside")
     }))
 
-  it.live("puts the values back and reports when the effect is interrupted", () =>
+  it.live("puts the values back when the effect is interrupted", () =>
     Effect.gen(function*() {
       const running = yield* Deferred.make<void>()
-      const exits: Array<Exit.Exit<unknown, unknown>> = []
       const after = yield* Deferred.make<readonly [string, number]>()
       const fiber = yield* Effect.fork(
         Effect.ensuring(
-          inner(Effect.zipRight(Deferred.succeed(running, undefined), Effect.never), (exit) => exits.push(exit)),
+          inner(Effect.zipRight(Deferred.succeed(running, undefined), Effect.never)),
           // What a finalizer of the caller sees: the values from before.
           Effect.flatMap(Effect.all([FiberRef.get(level), FiberRef.get(count)]), (values) =>
             Deferred.succeed(after, values))
@@ -74,18 +72,5 @@ describe("locallyAll", () => {
       yield* Deferred.await(running)
       yield* Fiber.interrupt(fiber)
       expect(yield* Deferred.await(after)).toEqual(["outer", 0])
-      expect(exits).toHaveLength(1)
-      expect(Exit.isInterrupted(exits[0]!)).toBe(true)
-    }))
-
-  it.effect("calls done once with the exit, and the effect's outcome is unchanged", () =>
-    Effect.gen(function*() {
-      const seen: Array<string> = []
-      const done = (exit: Exit.Exit<number, string>) => {
-        seen.push(Exit.isSuccess(exit) ? `success ${exit.value}` : `failure ${Exit.isFailure(exit) && exit.cause._tag}`)
-      }
-      expect(yield* inner(Effect.succeed(7), done)).toBe(7)
-      expect(yield* Effect.flip(inner(Effect.fail("refused"), done))).toBe("refused")
-      expect(seen).toEqual(["success 7", "failure Fail"])
     }))
 })

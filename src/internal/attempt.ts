@@ -27,11 +27,12 @@ const maxTimerMillis = 2 ** 31 - 1
 /**
  * `Effect.timeoutFail` with the same options and the same outcome: `self`
  * runs in a child fiber, which is interrupted (and awaited) once `duration`
- * has passed, and the result is `onTimeout()`. Two differences: the child's
- * fiber-local changes (`FiberRef`s) are not carried back to the caller (a
- * refresh attempt makes none), and `refs`, when given, are the `FiberRef`
- * values `self` runs with (set in the child itself, which ends with `self`,
- * so nothing has to put them back).
+ * has passed, and the result is `onTimeout()`. `refs`, when given, are the
+ * `FiberRef` values `self` runs with; the caller's own are left as they were.
+ * On the live clock they are set in the child itself, which ends with
+ * `self`, so nothing has to put them back; one difference there from
+ * `Effect.timeoutFail`: the child's other fiber-local changes are not carried
+ * back to the caller (a refresh attempt makes none).
  *
  * `Effect.timeoutFail` races two forked fibers, `self` and a sleeping one,
  * and costs about a sixth of a refresh over loopback (over 100 µs of CPU).
@@ -61,24 +62,34 @@ export const timeoutFail = <E1>(options: {
           ...(refs === undefined ? [] : refs(fiber))
         ])),
         (child) =>
-          Effect.flatten(restore(Effect.async<Effect.Effect<A, E | E1>>((resume) => {
-            const onExit = (exit: Exit.Exit<A, E>) => {
-              clearTimeout(timer)
-              resume(Effect.succeed(exit))
+          Effect.matchCauseEffect(
+            restore(Effect.async<Effect.Effect<A, E | E1>>((resume) => {
+              const onExit = (exit: Exit.Exit<A, E>) => {
+                clearTimeout(timer)
+                resume(Effect.succeed(exit))
+              }
+              const timer = setTimeout(() => {
+                child.removeObserver(onExit)
+                resume(Effect.succeed(Effect.zipRight(Fiber.interrupt(child), Effect.fail(options.onTimeout()))))
+              }, millis)
+              // Called at once if the child has already ended.
+              child.addObserver(onExit)
+              // The caller was interrupted: so is the attempt, and we wait for it to end.
+              return Effect.suspend(() => {
+                clearTimeout(timer)
+                child.removeObserver(onExit)
+                return Fiber.interrupt(child)
+              })
+            })),
+            {
+              // An interruption that came before the wait began (the fork ran
+              // uninterruptibly) ends it before its canceler exists: the attempt
+              // is interrupted here instead, never left running. Interrupting a
+              // child that has ended does nothing.
+              onFailure: (cause) => Effect.zipRight(Fiber.interrupt(child), Effect.failCause(cause)),
+              onSuccess: (next) => next
             }
-            const timer = setTimeout(() => {
-              child.removeObserver(onExit)
-              resume(Effect.succeed(Effect.zipRight(Fiber.interrupt(child), Effect.fail(options.onTimeout()))))
-            }, millis)
-            // Called at once if the child has already ended.
-            child.addObserver(onExit)
-            // The caller was interrupted: so is the attempt, and we wait for it to end.
-            return Effect.suspend(() => {
-              clearTimeout(timer)
-              child.removeObserver(onExit)
-              return Fiber.interrupt(child)
-            })
-          })))
+          )
       )
     )
   })

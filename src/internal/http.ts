@@ -14,7 +14,7 @@ export const maxRetryAfter = Duration.hours(1)
 
 export class BodyTooLarge {
   readonly _tag = "BodyTooLarge"
-  constructor(readonly limit: number) {}
+  constructor(readonly limit: number, readonly response: HttpClientResponse.HttpClientResponse) {}
 }
 
 /**
@@ -33,7 +33,7 @@ export const readBodyCapped = (
   headers: Headers.Headers = response.headers
 ): Effect.Effect<string, BodyTooLarge | HttpClientError.ResponseError> => {
   const declared = Number(headers["content-length"] ?? Number.NaN)
-  if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge(limit))
+  if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge(limit, response))
   const body = bodyOf(response)
   switch (body._tag) {
     case "Web":
@@ -180,7 +180,7 @@ const readWeb = (
       if (size > limit) {
         done = true
         reader.cancel().then(ignore, ignore)
-        return resume(Effect.fail(new BodyTooLarge(limit)))
+        return resume(Effect.fail(new BodyTooLarge(limit, response)))
       }
       chunks.push(result.value)
       reader.read().then(onChunk, onError)
@@ -220,7 +220,7 @@ const readNode = (
       if (size > limit) {
         stop()
         readable.destroy()
-        return resume(Effect.fail(new BodyTooLarge(limit)))
+        return resume(Effect.fail(new BodyTooLarge(limit, response)))
       }
       chunks.push(chunk)
     }
@@ -259,7 +259,7 @@ const readStream = (
       { chunks: [] as Array<Uint8Array>, size: 0 },
       (acc, chunk): Effect.Effect<{ chunks: Array<Uint8Array>; size: number }, BodyTooLarge> => {
         const size = acc.size + chunk.length
-        if (size > limit) return Effect.fail(new BodyTooLarge(limit))
+        if (size > limit) return Effect.fail(new BodyTooLarge(limit, response))
         acc.chunks.push(chunk)
         return Effect.succeed({ chunks: acc.chunks, size })
       }
@@ -335,8 +335,10 @@ export const validatePath = (path: string): Either.Either<string, string> => {
  * never creates a span.
  *
  * The user's own tracer settings are kept: the predicate answers what theirs
- * would have. Limit: a predicate set with `withTracerDisabledWhen` *inside*
- * the user's redirect-following client replaces ours for those hops.
+ * would have. Limit: a predicate set on the client itself with
+ * `HttpClient.withTracerDisabledWhen` is applied inside `client.execute`, after
+ * ours, and replaces it for every request that client sends: no hop is seen
+ * then, and the platform opens its span whenever that predicate says so.
  */
 const hopGuard = (
   fiber: Fiber.RuntimeFiber<unknown, unknown>,
@@ -406,8 +408,10 @@ export const originOf = (url: string, base?: string): string | undefined => {
  * No platform span, on any hop: its exit holds the raw request and response,
  * whose bodies hold the tokens, and a tracer that serialises exits would write
  * them out. `RefreshClient`'s own span carries the URL, attempts and outcome.
- * With no platform span there are no trace headers either: a third-party
- * auth server has no use for our trace ids.
+ * No trace headers either, even when a predicate of the user's (set on the
+ * client with `HttpClient.withTracerDisabledWhen`) replaces ours and the
+ * platform opens its span: a third-party auth server has no use for our trace
+ * ids, and in a browser they would need its CORS to allow them.
  *
  * A fiber the HTTP stack forks and loses (a body cut mid-stream) is not
  * logged: its raw error holds the request, and the request the token. The
@@ -420,13 +424,14 @@ export const refreshGuard = (
   fiber: Fiber.RuntimeFiber<unknown, unknown>,
   url: string,
   context: Context.Context<never>
-): readonly [Entry, Entry, Entry, Entry] => {
+): readonly [Entry, Entry, Entry, Entry, Entry] => {
   const [predicate, tracer] = hopGuard(fiber, (hop) => {
     if (hop.url !== url) blankBody(hop)
   }, "never")
   return [
     predicate,
     tracer,
+    [HttpClient.currentTracerPropagation, false],
     [FiberRef.currentContext, withoutFetchRedirects(context)],
     [FiberRef.unhandledErrorLogLevel, Option.none()]
   ]

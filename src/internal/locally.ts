@@ -33,30 +33,23 @@ const isSettable = (
  *
  * `entries` is called on the running fiber, so a value can depend on the
  * current one (a context with one service added, a predicate that defers to
- * the user's). `done`, when given, is called with the exit once the values
- * are back, as `Effect.onExit` would be, without the second uninterruptible
- * region an `onExit` costs (each is kilobytes of garbage on a refresh).
+ * the user's).
  */
 export const locallyAll = <A, E, R>(
   self: Effect.Effect<A, E, R>,
-  entries: (fiber: Fiber.RuntimeFiber<unknown, unknown>) => readonly [Entry, ...Array<Entry>],
-  done?: (exit: Exit.Exit<A, E>) => void
+  entries: (fiber: Fiber.RuntimeFiber<unknown, unknown>) => readonly [Entry, ...Array<Entry>]
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime<A, E, R>((fiber) => {
     const set = entries(fiber)
-    if (!isSettable(fiber)) {
-      const nested = set.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
-      return done === undefined ? nested : Effect.onExit(nested, (exit) => Effect.sync(() => done(exit)))
-    }
+    if (!isSettable(fiber)) return set.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
     const id = fiber.id()
     const saved = set.map(([ref]): Stacked => [ref, [[id, fiber.getFiberRef(ref)]]]) as unknown as Entries
     const apply = (current: Fiber.RuntimeFiber<unknown, unknown> & Settable, values: Entries) =>
       current.setFiberRefs(FiberRefs.updateManyAs(current.getFiberRefs(), { entries: values }))
-    // Puts the values back on the fiber that ends (the same one), then reports.
+    // Puts the values back on the fiber that ends (the same one).
     const end = (exit: Exit.Exit<A, E>) =>
       Effect.withFiberRuntime<A, E>((current) => {
         if (isSettable(current)) apply(current, saved)
-        done?.(exit)
         return exit
       })
     return Effect.uninterruptibleMask((unmask) => {
