@@ -24,6 +24,18 @@ const isSettable = (
 ): fiber is Fiber.RuntimeFiber<unknown, unknown> & Settable =>
   typeof (fiber as Partial<Settable>).setFiberRefs === "function"
 
+/** Sets `values` on `fiber` as its own, with one copy of its refs. */
+const put = (fiber: Fiber.RuntimeFiber<unknown, unknown> & Settable, values: ReadonlyArray<Entry>): void => {
+  const id = fiber.id()
+  fiber.setFiberRefs(FiberRefs.updateManyAs(fiber.getFiberRefs(), {
+    entries: values.map(([ref, value]): Stacked => [ref, [[id, value]]]) as unknown as Entries
+  }))
+}
+
+/** The same as nested `Effect.locally` calls, for a fiber runtime without `setFiberRefs`. */
+const nested = <A, E, R>(self: Effect.Effect<A, E, R>, values: ReadonlyArray<Entry>): Effect.Effect<A, E, R> =>
+  values.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
+
 /**
  * Runs `self` with each `FiberRef` of `entries` set to its value, and puts
  * the values back when `self` ends, however it ends: what nested
@@ -41,19 +53,16 @@ export const locallyAll = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime<A, E, R>((fiber) => {
     const set = entries(fiber)
-    if (!isSettable(fiber)) return set.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
-    const id = fiber.id()
-    const saved = set.map(([ref]): Stacked => [ref, [[id, fiber.getFiberRef(ref)]]]) as unknown as Entries
-    const apply = (current: Fiber.RuntimeFiber<unknown, unknown> & Settable, values: Entries) =>
-      current.setFiberRefs(FiberRefs.updateManyAs(current.getFiberRefs(), { entries: values }))
+    if (!isSettable(fiber)) return nested(self, set)
+    const saved = set.map(([ref]): Entry => [ref, fiber.getFiberRef(ref)])
     // Puts the values back on the fiber that ends (the same one).
     const end = (exit: Exit.Exit<A, E>) =>
       Effect.withFiberRuntime<A, E>((current) => {
-        if (isSettable(current)) apply(current, saved)
+        if (isSettable(current)) put(current, saved)
         return exit
       })
     return Effect.uninterruptibleMask((unmask) => {
-      apply(fiber, set.map(([ref, value]): Stacked => [ref, [[id, value]]]) as unknown as Entries)
+      put(fiber, set)
       return Effect.matchCauseEffect(unmask(self), {
         onFailure: (cause) => end(Exit.failCause(cause)),
         onSuccess: (a) => end(Exit.succeed(a))
@@ -73,10 +82,7 @@ export const setForRest = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime<A, E, R>((fiber) => {
     const set = entries(fiber)
-    if (!isSettable(fiber)) return set.reduce((effect, [ref, value]) => Effect.locally(effect, ref, value), self)
-    const id = fiber.id()
-    fiber.setFiberRefs(FiberRefs.updateManyAs(fiber.getFiberRefs(), {
-      entries: set.map(([ref, value]): Stacked => [ref, [[id, value]]]) as unknown as Entries
-    }))
+    if (!isSettable(fiber)) return nested(self, set)
+    put(fiber, set)
     return self
   })
