@@ -7,12 +7,14 @@
  * @since 0.1.0
  */
 import type { Duration, Scope, Stream } from "effect"
-import { Context, Data, Effect, Layer, MutableRef, Option, PubSub, Random, Redacted, Schema } from "effect"
+import { Context, Effect, FiberSet, Layer, Option, PubSub, Random, Redacted } from "effect"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
+import * as Cell from "./internal/session/cell.js"
+import * as Core from "./internal/session/core.js"
+import * as Events from "./internal/session/events.js"
+import * as Store from "./internal/session/store.js"
 import * as SessionOptions from "./internal/sessionOptions.js"
-import * as Runtime from "./internal/sessionRuntime.js"
-import * as State from "./internal/sessionState.js"
 import * as RefreshClient from "./RefreshClient.js"
 import type * as RefreshError from "./RefreshError.js"
 import type * as Session from "./Session.js"
@@ -25,63 +27,53 @@ import * as SessionStore from "./SessionStore.js"
  * @since 0.1.0
  * @category errors
  */
-export class NoSessionError extends Schema.TaggedError<NoSessionError>("moon-refresh/NoSessionError")(
-  "NoSessionError",
-  { message: Schema.String }
-) {}
+export const NoSessionError: typeof Events.NoSessionError = Events.NoSessionError
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type SessionError = RefreshError.RefreshError | NoSessionError | SessionStore.StoreError
+export type NoSessionError = Events.NoSessionError
 
 /**
- * Why a session ended: `UserSignedOut` (`signOut` was called), or
+ * @since 0.1.0
+ * @category errors
+ */
+export type SessionError = Events.SessionError
+
+/**
+ * Why a session ended: `UserSignedOut` (`signOut` was called),
  * `TokenRejected` (the server rejected the refresh token: the user must sign
- * in again).
+ * in again), or `SignedOutElsewhere` (another holder of the store signed out,
+ * or had the token rejected).
  *
  * @since 0.1.0
  * @category models
  */
-export type SignOutReason = State.SignOutReason
+export type SignOutReason = Events.SignOutReason
 
 /**
  * @since 0.1.0
  * @category constructors
  */
-export const SignOutReason: Data.TaggedEnum.Constructor<SignOutReason> = State.SignOutReason
+export const SignOutReason: typeof Events.SignOutReason = Events.SignOutReason
 
 /**
  * What happened to the session. Tokens inside a `Session` stay `Redacted`.
+ * `Initial` opens every subscription; `SignedIn`, `Refreshed` (a new session
+ * in use: this holder's refresh, or another holder's taken from the store),
+ * `RefreshFailed`, `SaveFailed` and `SignedOut` follow.
  *
  * @since 0.1.0
  * @category models
  */
-export type SessionEvent = Data.TaggedEnum<{
-  /**
-   * The first event of every subscription: the session held at the moment the
-   * stream subscribed (none when signed out). Every change after it follows.
-   */
-  Initial: { readonly session: Option.Option<Session.Session> }
-  SignedIn: { readonly session: Session.Session }
-  /** A new session is in use (and saved, unless a `SaveFailed` follows). */
-  Refreshed: { readonly session: Session.Session }
-  /**
-   * A refresh failed and the session was kept. `willRetry`: the manager will
-   * try again by itself after the cooldown (true when `autoRefresh` is on).
-   */
-  RefreshFailed: { readonly error: SessionError; readonly willRetry: boolean }
-  /** A new session could not be saved; it is kept in memory and the save is retried. */
-  SaveFailed: { readonly error: SessionStore.StoreError }
-  SignedOut: { readonly reason: SignOutReason }
-}>
+export type SessionEvent = Events.SessionEvent
 
 /**
  * @since 0.1.0
  * @category constructors
  */
-export const SessionEvent = Data.taggedEnum<SessionEvent>()
+export const SessionEvent: typeof Events.SessionEvent = Events.SessionEvent
 
 /**
  * @since 0.1.0
@@ -117,7 +109,13 @@ export interface Service {
   readonly signInWithRefreshToken: (
     refreshToken: Redacted.Redacted<string> | string
   ) => Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError>
-  /** Forgets the session in memory, then clears the store; fails if the store could not be cleared. */
+  /**
+   * Forgets the session in memory at once (reads fail, `SignedOut` is
+   * published), then writes the sign-out to the store. A refresh in flight
+   * is dropped, never saved. If the store cannot be written, the call fails
+   * with the `StoreError` and the sign-out is retried in the background until
+   * it lands (or a later sign-in replaces it).
+   */
   readonly signOut: Effect.Effect<void, SessionStore.StoreError>
   /**
    * Events from the moment the stream is run: first `Initial` with the
@@ -199,61 +197,70 @@ export const make = (
   Effect.gen(function*() {
     const { bounds, config } = yield* Options_.orDie(SessionOptions.resolve(options))
     const store = yield* SessionStore.SessionStore
-    const stored = yield* Runtime.read({ store, bounds })
+    const stored = yield* Store.read(store, bounds)
     // Holders of a shared store spread their refreshes over the first half of the margin.
     const jitter = store.shared ? yield* Random.next : 0
-    const initial = State.initial(Option.getOrUndefined(stored.session), config, {
-      at: undefined,
-      jitter,
-      revision: stored.revision
-    })
     const clock = yield* Effect.clock
-    const events = yield* Effect.acquireRelease(PubSub.unbounded<SessionEvent>(), PubSub.shutdown)
-    const rt: Runtime.Runtime = {
-      config,
+    const shared: Cell.Shared = {
+      config: { ...config, spread: store.shared },
       bounds,
-      spread: store.shared,
       client: yield* RefreshClient.RefreshClient,
-      store,
       clock,
-      scope: yield* Effect.scope,
-      state: MutableRef.make(initial),
-      hot: MutableRef.make(Runtime.makeHot(initial)),
-      inflight: MutableRef.make(undefined),
-      publish: (event) => PubSub.publish(events, event),
-      mutex: yield* Effect.makeSemaphore(1),
-      writes: yield* Effect.makeSemaphore(1),
-      timer: yield* Runtime.fiberTimer(clock),
-      saving: MutableRef.make(undefined)
+      fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
+      sendLease: Cell.defaultSendLease
     }
-    yield* Runtime.reschedule(rt)
-    yield* Effect.forkScoped(Runtime.followChanges(rt))
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<Published>(), PubSub.shutdown)
+    // Every event is numbered, so a subscriber's `Initial` and the events after it never overlap or leave a gap.
+    let published = 0
+    const cell = new Cell.Cell(
+      shared,
+      store,
+      Core.initial(stored, jitter, clock.unsafeCurrentTimeMillis(), shared.config),
+      Cell.fiberTimer(shared),
+      (event) => void events.unsafeOffer({ n: ++published, event })
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => cell.close()))
+    yield* Effect.forkScoped(Stream_.runForEach(store.changes, (record) => cell.changed(record)))
+    yield* cell.tick
 
-    const slowSession = Runtime.slowSession(rt)
-    const slowToken = Effect.map(slowSession, (session) => session.accessToken)
-    // The hot path: one synchronous read and one clock read; no lock, no
-    // fork, no allocation.
-    const session: Effect.Effect<Session.Session, SessionError> = Effect.suspend(() => {
-      const hot = MutableRef.get(rt.hot)
-      return rt.clock.unsafeCurrentTimeMillis() < hot.freshUntil ? hot.succeed : slowSession
-    })
-    const accessToken: Effect.Effect<Redacted.Redacted<string>, SessionError> = Effect.suspend(() => {
-      const hot = MutableRef.get(rt.hot)
-      return rt.clock.unsafeCurrentTimeMillis() < hot.freshUntil ? hot.succeedToken : slowToken
-    })
+    // The hot path: one field read and one clock read; no lock, no fork, no allocation.
+    const slowToken = Effect.map(cell.slowSession, (session) => session.accessToken)
+    const session: Effect.Effect<Session.Session, SessionError> = Effect.suspend(() =>
+      clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
+    )
+    const accessToken: Effect.Effect<Redacted.Redacted<string>, SessionError> = Effect.suspend(() =>
+      clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeedToken : slowToken
+    )
 
     return SessionManager.of({
       accessToken,
       session,
-      current: Effect.sync(() => Option.fromNullable(MutableRef.get(rt.state).session)),
-      refresh: Runtime.refresh(rt),
-      signIn: (next) => Runtime.signIn(rt, next),
+      current: Effect.sync(() => Option.fromNullable(Core.sessionOf(cell.state))),
+      refresh: cell.refresh,
+      signIn: (next) => cell.signIn(next),
       signInWithRefreshToken: (token) =>
-        Runtime.signInWithRefreshToken(rt, Redacted.isRedacted(token) ? token : Redacted.make(token)),
-      signOut: Runtime.signOut(rt),
-      events: Runtime.events(rt, events)
+        cell.signInWithRefreshToken(Redacted.isRedacted(token) ? token : Redacted.make(token)),
+      signOut: cell.signOut,
+      events: Stream_.unwrapScoped(
+        Effect.map(PubSub.subscribe(events), (subscription) => {
+          // Read once subscribed: an event published in between is already in the state, and skipped.
+          const seen = published
+          return Stream_.concat(
+            Stream_.succeed(SessionEvent.Initial({ session: Option.fromNullable(Core.sessionOf(cell.state)) })),
+            Stream_.filterMap(
+              Stream_.fromQueue(subscription),
+              ({ event, n }) => n > seen ? Option.some(event) : Option.none()
+            )
+          )
+        })
+      )
     })
   })
+
+interface Published {
+  readonly n: number
+  readonly event: SessionEvent
+}
 
 /**
  * The manager as a layer: it loads the stored session when built, refreshes

@@ -15,12 +15,12 @@
  */
 import { HttpClient } from "@effect/platform"
 import type { Redacted, Scope } from "effect"
-import { Context, Duration, Effect, Either, Layer, MutableRef, Option, Stream } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, Stream } from "effect"
 import * as AuthHttpClient from "./AuthHttpClient.js"
 import * as Options_ from "./internal/options.js"
 import * as Internal from "./internal/pool.js"
 import * as SessionOptions from "./internal/sessionOptions.js"
-import * as Runtime from "./internal/sessionRuntime.js"
+import * as Core from "./internal/session/core.js"
 import * as RefreshClient from "./RefreshClient.js"
 import type * as RefreshError from "./RefreshError.js"
 import type * as Session from "./Session.js"
@@ -140,16 +140,15 @@ export const make = (
       yield* RefreshClient.RefreshClient,
       yield* SessionStore.KeyedSessionStore
     )
-    const on = <A, E>(key: string, f: (rt: Runtime.Runtime) => Effect.Effect<A, E>) => Internal.withEntry(pool, key, f)
     const service: Service = {
       accessToken: pool.accessToken,
       session: pool.session,
-      current: (key) => on(key, (rt) => Effect.sync(() => Option.fromNullable(MutableRef.get(rt.state).session))),
-      refresh: (key) => on(key, Runtime.refresh),
-      signIn: (key, session) => on(key, (rt) => Runtime.signIn(rt, session)),
+      current: (key) => pool.use(key, (cell) => Effect.sync(() => Option.fromNullable(Core.sessionOf(cell.state)))),
+      refresh: (key) => pool.use(key, (cell) => cell.refresh),
+      signIn: (key, session) => pool.use(key, (cell) => cell.signIn(session)),
       signInWithRefreshToken: (key, token) =>
-        on(key, (rt) => Runtime.signInWithRefreshToken(rt, Internal.redact(token))),
-      signOut: (key) => on(key, Runtime.signOut),
+        pool.use(key, (cell) => cell.signInWithRefreshToken(Internal.redact(token))),
+      signOut: (key) => pool.use(key, (cell) => cell.signOut),
       events: Stream.fromPubSub(pool.events),
       manager: (key) => managerOf(service, key),
       stats: Effect.sync(() => ({

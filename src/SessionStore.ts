@@ -13,14 +13,15 @@ import * as Session from "./Session.js"
 
 /**
  * A store failed to load, save or clear, to take its lock (`"lock"`), or
- * refused a key of a keyed store (`"key"`: an empty key, say). The message
- * never holds a token.
+ * refused a key of a keyed store (`"key"`: an empty key, say); or a
+ * `SessionPool` at its capacity could not make room for another session
+ * (`"capacity"`: every session in it busy). The message never holds a token.
  *
  * @since 0.1.0
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/StoreError")("StoreError", {
-  operation: Schema.Literal("load", "save", "clear", "lock", "key"),
+  operation: Schema.Literal("load", "save", "clear", "lock", "key", "capacity"),
   message: Schema.String
 }) {}
 

@@ -1,15 +1,17 @@
 /**
- * The `SessionPool`: one session per key, each with the rules and single
- * flight of a `SessionManager` (the same `sessionRuntime` code) but none of a
- * manager's fibers. What a pool shares instead:
+ * The `SessionPool`: one cell of the session engine per key (`session/cell.ts`,
+ * the same rules and single flight as a `SessionManager`), with what a pool
+ * shares instead of fibers per key:
  *
- * - one timer for every key's proactive refresh (`timerWheel.ts`);
+ * - one timer for every key (`timerWheel.ts`);
  * - one event feed, each event tagged with its key;
  * - one `RefreshClient`, behind a cap on the POSTs in flight and a circuit
  *   that backs the whole pool off when refreshes keep failing;
  * - one sweep that drops sessions idle for `idleTimeToLive`, and a bound on
  *   how many are live (least recently used dropped first). A dropped session
- *   stays in its store and comes back from it on the next use.
+ *   stays in its store and comes back from it on the next use. A session with
+ *   anything in progress (a refresh, a write, a caller inside one of its
+ *   operations) is never dropped.
  *
  * Not `RcMap`: `RcMap.get` opens a scope per access, about 26,000 reads a
  * second on this machine, where a pool must serve a million. A `Map` read and
@@ -19,24 +21,27 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Clock, Scope } from "effect"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberId, MutableRef, Option, PubSub, Random, Redacted } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Option, PubSub, Random, Redacted, Stream } from "effect"
+import type { Fiber } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
-import type * as SessionManager from "../SessionManager.js"
-import type * as SessionStore from "../SessionStore.js"
-import * as Runtime from "./sessionRuntime.js"
-import * as State from "./sessionState.js"
+import * as SessionStore from "../SessionStore.js"
+import * as Cell from "./session/cell.js"
+import * as Core from "./session/core.js"
+import type * as Events from "./session/events.js"
+import type * as Rules from "./session/rules.js"
+import * as Store from "./session/store.js"
 import * as TimerWheel from "./timerWheel.js"
 
 /** An event of one key's session. */
 export interface KeyedEvent {
   readonly key: string
-  readonly event: SessionManager.SessionEvent
+  readonly event: Events.SessionEvent
 }
 
 export interface PoolConfig {
-  readonly session: { readonly config: State.Config; readonly bounds: Runtime.Bounds }
+  readonly session: { readonly config: Omit<Rules.Config, "spread">; readonly bounds: Store.Bounds }
   readonly idleTimeToLive: number
   readonly capacity: number
   readonly maxConcurrentRefreshes: number
@@ -44,9 +49,9 @@ export interface PoolConfig {
 
 interface Entry {
   readonly key: string
-  readonly rt: Runtime.Runtime
+  readonly cell: Cell.Cell
   /**
-   * The session's hot-path cache, copied here (the runtime tells of each new
+   * The session's hot-path cache, copied here (the cell tells of each new
    * one): a read of a fresh token touches the Map and this entry only, which
    * with 10,000 sessions scattered in memory is what keeps it fast.
    */
@@ -55,17 +60,19 @@ interface Entry {
   succeed: Effect.Effect<Session.Session>
   lastUsed: number
   feed: Fiber.RuntimeFiber<void> | undefined
+  /** Callers inside one of its operations: it is not dropped under them. */
+  pins: number
 }
 
-/** Consecutive transient failures, across keys, after which the whole pool backs off. */
+/** Transient failures in a row, across keys, that open the pool's circuit. */
 export const circuitThreshold = 5
 
 const maxCircuitPause = 60_000
 
 export interface Pool {
-  readonly entry: (key: string) => Effect.Effect<Entry, SessionStore.StoreError>
-  readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError>
-  readonly session: (key: string) => Effect.Effect<Session.Session, SessionManager.SessionError>
+  readonly use: <A, E>(key: string, f: (cell: Cell.Cell) => Effect.Effect<A, E>) => Effect.Effect<A, E | SessionStore.StoreError>
+  readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, Events.SessionError>
+  readonly session: (key: string) => Effect.Effect<Session.Session, Events.SessionError>
   readonly events: PubSub.PubSub<KeyedEvent>
   readonly live: () => number
   readonly armed: () => number
@@ -76,84 +83,63 @@ export interface Pool {
 /** What the entries of one pool share. */
 interface Shared {
   readonly config: PoolConfig
-  readonly client: RefreshClient.Service
-  readonly clock: Clock.Clock
-  readonly scope: Scope.Scope
+  readonly cells: Cell.Shared
   readonly wheel: TimerWheel.TimerWheel
   readonly events: PubSub.PubSub<KeyedEvent>
   readonly entries: Map<string, Entry>
 }
 
-/**
- * A key's entry: a session runtime (the rules and single flight of a
- * `SessionManager`) on the pool's client, timer and event feed, with its
- * hot-path cache copied beside the key.
- */
-const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, initial: State.State): Entry => {
-  const timer = shared.wheel.timer(key)
+/** A key's entry: a cell on the pool's client, timer and event feed, its hot-path cache beside the key. */
+const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, initial: Core.State): Entry => {
   const holder: { entry?: Entry } = {}
-  const hot = Runtime.makeHot(initial)
-  const rt: Runtime.Runtime = {
-    config: shared.config.session.config,
-    bounds: shared.config.session.bounds,
-    spread: true,
-    client: shared.client,
+  const cell = new Cell.Cell(
+    shared.cells,
     store,
-    clock: shared.clock,
-    scope: shared.scope,
-    state: MutableRef.make(initial),
-    hot: MutableRef.make(hot),
-    onHot: (next) => {
+    initial,
+    (cell) => shared.wheel.timer(key, cell.tick),
+    (event) => void shared.events.unsafeOffer({ key, event }),
+    (hot) => {
       const entry = holder.entry
       if (entry === undefined) return
-      entry.freshUntil = next.freshUntil
-      entry.token = next.succeedToken
-      entry.succeed = next.succeed
-    },
-    inflight: MutableRef.make(undefined),
-    publish: (event) => PubSub.publish(shared.events, { key, event }),
-    mutex: undefined,
-    writes: undefined,
-    // A dropped session's refresh that completes later must not arm its timer again.
-    timer: {
-      arm: (at, run) =>
-        holder.entry !== undefined && shared.entries.get(key) === holder.entry ? timer.arm(at, run) : Effect.void,
-      clear: timer.clear
-    },
-    saving: MutableRef.make(undefined)
-  }
+      entry.freshUntil = hot.freshUntil
+      entry.token = hot.succeedToken
+      entry.succeed = hot.succeed
+    }
+  )
   const entry: Entry = {
     key,
-    rt,
-    freshUntil: hot.freshUntil,
-    token: hot.succeedToken,
-    succeed: hot.succeed,
-    lastUsed: shared.clock.unsafeCurrentTimeMillis(),
-    feed: undefined
+    cell,
+    freshUntil: cell.hot.freshUntil,
+    token: cell.hot.succeedToken,
+    succeed: cell.hot.succeed,
+    lastUsed: shared.cells.clock.unsafeCurrentTimeMillis(),
+    feed: undefined,
+    pins: 0
   }
   holder.entry = entry
   return entry
 }
 
-/** Out of memory (the store keeps it): its timer cleared, its background save and feed stopped. */
-const dropEntry = (entries: Map<string, Entry>, entry: Entry) =>
-  Effect.suspend(() => {
-    entries.delete(entry.key)
-    const feed = entry.feed
-    entry.feed = undefined
-    return Effect.all([
-      entry.rt.timer.clear,
-      Runtime.stopSaving(entry.rt),
-      feed ? Fiber.interruptFork(feed) : Effect.void
-    ], {
-      discard: true
-    })
-  })
+const droppable = (entry: Entry) => entry.pins === 0 && Core.isIdle(entry.cell.state)
 
-// A session with a refresh in flight or an unsaved rotation is never
-// dropped: memory may hold the only copy of a live refresh token.
-const droppable = (entry: Entry) =>
-  MutableRef.get(entry.rt.inflight) === undefined && !MutableRef.get(entry.rt.state).unsaved
+/** Out of memory (the store keeps it): its timer cleared, its feed stopped. */
+const dropEntry = (entries: Map<string, Entry>, entry: Entry): void => {
+  entries.delete(entry.key)
+  entry.cell.close()
+  entry.feed?.unsafeInterruptAsFork(FiberId.none)
+  entry.feed = undefined
+}
+
+const pinned = <A, E>(entry: Entry, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.suspend(() => {
+    entry.pins++
+    return Effect.ensuring(
+      effect,
+      Effect.sync(() => {
+        entry.pins--
+      })
+    )
+  })
 
 export const make = (
   config: PoolConfig,
@@ -168,42 +154,40 @@ export const make = (
     const entries = new Map<string, Entry>()
     const creating = new Map<string, Deferred.Deferred<Entry, SessionStore.StoreError>>()
     const client = throttled(base, config.maxConcurrentRefreshes, clock)
-    const shared: Shared = { config, client, clock, scope, wheel, events, entries }
-
-    const drop = (entry: Entry) => dropEntry(entries, entry)
-
-    // Past capacity: the least recently used go, in one batch of a hundredth
-    // of the capacity more than needed, so a burst of new keys sorts the
-    // sessions once per batch rather than once per key.
-    const evict = Effect.suspend(() => {
-      if (entries.size <= config.capacity) return Effect.void
-      const excess = entries.size - config.capacity + Math.floor(config.capacity / 100)
-      const oldest = [...entries.values()].filter(droppable).sort((a, b) => a.lastUsed - b.lastUsed)
-      return Effect.all(oldest.slice(0, excess).map(drop), { discard: true })
-    })
+    const cells: Cell.Shared = {
+      config: { ...config.session.config, spread: true },
+      bounds: config.session.bounds,
+      client,
+      clock,
+      fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
+      sendLease: Cell.defaultSendLease
+    }
+    const shared: Shared = { config, cells, wheel, events, entries }
+    yield* Effect.addFinalizer(() => Effect.sync(() => entries.forEach((entry) => entry.cell.close())))
 
     const create = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
       Effect.gen(function*() {
         const store = yield* keyed.forKey(key)
-        const stored = yield* Runtime.read({ store, bounds: config.session.bounds })
-        const initial = State.initial(Option.getOrUndefined(stored.session), config.session.config, {
-          at: undefined,
-          jitter: yield* Random.next,
-          revision: stored.revision
-        })
+        yield* room(entries, config, config.session.bounds.store)
+        const stored = yield* Store.read(store, config.session.bounds)
+        const initial = Core.initial(stored, yield* Random.next, clock.unsafeCurrentTimeMillis(), cells.config)
         const entry = makeEntry(shared, key, store, initial)
         entries.set(key, entry)
         // Only a store other holders share has anything to say through its feed.
         // Interruptible: `create` runs uninterruptibly, and a fiber forked there
-        // would inherit that, so a drop could not stop the feed (its watcher or
-        // subscription would stay) and closing the pool would wait on it forever.
+        // would inherit that, so a drop could not stop the feed.
         if (store.shared) {
-          entry.feed = yield* Effect.forkIn(Effect.interruptible(Runtime.followChanges(entry.rt)), scope)
+          entry.feed = yield* Effect.forkIn(
+            Effect.interruptible(
+              Stream.runForEach(store.changes, (record) => entry.cell.changed(record))
+            ),
+            scope
+          )
         }
-        yield* Runtime.reschedule(entry.rt)
-        yield* evict
+        yield* entry.cell.tick
         return entry
       })
+
     const entry = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
       Effect.suspend(() => {
         const found = entries.get(key)
@@ -227,46 +211,42 @@ export const make = (
     }
 
     // A pass over every session, a few times per idleTimeToLive: about 20 ns a session.
-    const sweep = Effect.suspend(() => {
+    const sweep = Effect.sync(() => {
       const now = clock.unsafeCurrentTimeMillis()
-      const drops: Array<Effect.Effect<void>> = []
       for (const found of entries.values()) {
-        if (now - found.lastUsed >= config.idleTimeToLive && droppable(found)) drops.push(drop(found))
+        if (now - found.lastUsed >= config.idleTimeToLive && droppable(found)) dropEntry(entries, found)
       }
-      return Effect.all(drops, { discard: true })
     })
     yield* Effect.forkScoped(
       Effect.forever(Effect.zipRight(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
     )
 
+    const use = <A, E>(key: string, f: (cell: Cell.Cell) => Effect.Effect<A, E>) =>
+      Effect.flatMap(entry(key), (found) => pinned(found, f(found.cell)))
+
     // The hot path: a Map read, a clock read, the session's prebuilt effect.
     const accessToken = (key: string) =>
-      Effect.suspend((): Effect.Effect<Redacted.Redacted<string>, SessionManager.SessionError> => {
+      Effect.suspend((): Effect.Effect<Redacted.Redacted<string>, Events.SessionError> => {
         const found = entries.get(key)
-        if (found !== undefined) {
-          const now = clock.unsafeCurrentTimeMillis()
-          if (now < touch(found, now).freshUntil) return found.token
-          return Effect.map(Runtime.slowSession(found.rt), (s) => s.accessToken)
-        }
-        // Loaded now: read as any live session (usually fresh: no request).
-        return Effect.flatMap(entry(key), () => accessToken(key))
+        if (found === undefined) return use(key, (cell) => Effect.map(readOf(cell), (s) => s.accessToken))
+        const now = clock.unsafeCurrentTimeMillis()
+        if (now < touch(found, now).freshUntil) return found.token
+        return pinned(found, Effect.map(found.cell.slowSession, (s) => s.accessToken))
       })
 
-    const sessionOf = (key: string) =>
-      Effect.suspend((): Effect.Effect<Session.Session, SessionManager.SessionError> => {
+    const session = (key: string) =>
+      Effect.suspend((): Effect.Effect<Session.Session, Events.SessionError> => {
         const found = entries.get(key)
-        if (found !== undefined) {
-          const now = clock.unsafeCurrentTimeMillis()
-          if (now < touch(found, now).freshUntil) return found.succeed
-          return Runtime.slowSession(found.rt)
-        }
-        return Effect.flatMap(entry(key), () => sessionOf(key))
+        if (found === undefined) return use(key, readOf)
+        const now = clock.unsafeCurrentTimeMillis()
+        if (now < touch(found, now).freshUntil) return found.succeed
+        return pinned(found, found.cell.slowSession)
       })
 
     return {
-      entry,
+      use,
       accessToken,
-      session: sessionOf,
+      session,
       events,
       live: () => entries.size,
       armed: wheel.armed,
@@ -275,55 +255,100 @@ export const make = (
     }
   })
 
+// A cell just loaded: read as any live session (usually fresh: no request).
+const readOf = (cell: Cell.Cell): Effect.Effect<Session.Session, Events.SessionError> =>
+  Effect.suspend(() =>
+    cell.shared.clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
+  )
+
+/**
+ * Makes room for one more session: past capacity, the least recently used
+ * droppable sessions go, in one batch of a hundredth of the capacity more
+ * than needed (a burst of new keys sorts the sessions once per batch). When
+ * none can go (every session is busy), waits for one to be done, for at most
+ * `bound`, then fails with a `StoreError` (`operation: "capacity"`): the
+ * pool never spins and never drops a session in use.
+ */
+const room = (entries: Map<string, Entry>, config: PoolConfig, bound: number): Effect.Effect<void, SessionStore.StoreError> =>
+  Effect.gen(function*() {
+    let waited = 0
+    for (let pause = 10;; pause = Math.min(pause * 2, 1_000)) {
+      if (entries.size < config.capacity) return
+      const excess = entries.size - config.capacity + 1 + Math.floor(config.capacity / 100)
+      const oldest = [...entries.values()].filter(droppable).sort((a, b) => a.lastUsed - b.lastUsed)
+      for (const found of oldest.slice(0, excess)) dropEntry(entries, found)
+      if (entries.size < config.capacity) return
+      if (waited >= bound) {
+        return yield* new SessionStore.StoreError({
+          operation: "capacity",
+          message: `the pool holds ${entries.size} sessions (its capacity), all busy; none could be dropped within ${
+            Duration.format(Duration.millis(bound))
+          }`
+        })
+      }
+      yield* Effect.sleep(pause)
+      waited += pause
+    }
+  })
+
 /**
  * The pool's `RefreshClient`: at most `permits` POSTs in flight, and a
- * circuit: after {@link circuitThreshold} transient failures in a row (any
- * keys), refreshes fail at once with the last error for a pause that doubles
- * up to a minute, so an outage does not get a POST from every key.
+ * circuit. After {@link circuitThreshold} transient failures in a row (any
+ * keys) the circuit trips: every refresh, queued ones included, is refused
+ * without a POST for a pause that doubles with each trip in a row (1 s, 2 s,
+ * … up to a minute) and resets on a success. A refused refresh fails with an
+ * error of its own (`RateLimitedError`, its `retryAfter` the pause left),
+ * never another key's.
  */
 const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Clock) => {
   const limit = fifoLimiter(permits)
   let inFlight = 0
   let maxInFlight = 0
   let failures = 0
+  let trips = 0
   let until = 0
-  let lastError: RefreshError.RefreshError | undefined
-  const counted = (token: Redacted.Redacted<string>) =>
-    Effect.acquireUseRelease(
-      Effect.sync(() => {
-        inFlight++
-        maxInFlight = Math.max(maxInFlight, inFlight)
-      }),
-      () => base.refresh(token),
-      () =>
-        Effect.sync(() => {
-          inFlight--
-        })
-    )
-  const refresh = (token: Redacted.Redacted<string>) =>
+  const open = (now: number): RefreshError.RateLimitedError =>
+    new RefreshError.RateLimitedError({
+      status: 503,
+      retryAfter: Option.some(Duration.millis(until - now)),
+      message: `moon-refresh: not sent: the pool paused refreshes for ${
+        Duration.format(Duration.millis(until - now))
+      } after ${circuitThreshold} failures in a row`
+    })
+  const record = (exit: Exit.Exit<Session.Session, RefreshError.RefreshError>) => {
+    if (Exit.isSuccess(exit)) {
+      failures = 0
+      trips = 0
+      return
+    }
+    const error = Option.getOrUndefined(Cause.failureOption(exit.cause))
+    if (error === undefined || !RefreshError.isRetryable(error)) return
+    if (++failures < circuitThreshold) return
+    failures = 0
+    trips++
+    until = clock.unsafeCurrentTimeMillis() + Math.min(1_000 * 2 ** (trips - 1), maxCircuitPause)
+  }
+  const send = (token: Redacted.Redacted<string>) =>
     Effect.suspend(() => {
-      if (lastError !== undefined && clock.unsafeCurrentTimeMillis() < until) return Effect.fail(lastError)
-      return limit(counted(token)).pipe(
+      // Checked at the send, after the wait for a permit: a refresh queued before the trip is refused too.
+      const now = clock.unsafeCurrentTimeMillis()
+      if (now < until) return Effect.fail(open(now))
+      inFlight++
+      maxInFlight = Math.max(maxInFlight, inFlight)
+      return base.refresh(token).pipe(
         Effect.onExit((exit) =>
           Effect.sync(() => {
-            if (Exit.isSuccess(exit)) {
-              failures = 0
-              lastError = undefined
-              return
-            }
-            const error = Option.getOrUndefined(Option.flatMap(Exit.causeOption(exit), Cause.failureOption))
-            if (error === undefined || !RefreshError.isRetryable(error)) return
-            failures++
-            lastError = error
-            if (failures >= circuitThreshold) {
-              until = clock.unsafeCurrentTimeMillis() +
-                Math.min(1_000 * 2 ** (failures - circuitThreshold), maxCircuitPause)
-            }
+            inFlight--
+            record(exit)
           })
         )
       )
     })
-  return { refresh, inFlight: () => inFlight, maxInFlight: () => maxInFlight }
+  return {
+    refresh: (token: Redacted.Redacted<string>) => limit(send(token)),
+    inFlight: () => inFlight,
+    maxInFlight: () => maxInFlight
+  }
 }
 
 /**
@@ -376,13 +401,6 @@ export const fifoLimiter = (permits: number) => {
       Effect.zipRight(restore(wait), Effect.ensuring(restore(effect), Effect.sync(release)))
     )
 }
-
-/** The sign-in, sign-out and refresh of one key, through its session's runtime. */
-export const withEntry = <A, E>(
-  pool: Pool,
-  key: string,
-  f: (rt: Runtime.Runtime) => Effect.Effect<A, E>
-): Effect.Effect<A, E | SessionStore.StoreError> => Effect.flatMap(pool.entry(key), (found) => f(found.rt))
 
 export const redact = (token: Redacted.Redacted<string> | string) =>
   Redacted.isRedacted(token) ? token : Redacted.make(token)

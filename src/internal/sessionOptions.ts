@@ -5,10 +5,9 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import { Duration, Either } from "effect"
-import type * as SessionManager from "../SessionManager.js"
 import * as Options_ from "./options.js"
-import type { Bounds } from "./sessionRuntime.js"
-import type * as State from "./sessionState.js"
+import type * as Rules from "./session/rules.js"
+import type { Bounds } from "./session/store.js"
 
 export const defaults = {
   margin: Duration.seconds(60),
@@ -20,27 +19,49 @@ export const defaults = {
   lockTimeout: Duration.seconds(60)
 } as const
 
+/** The options, as `SessionManager.Options` declares them. */
+export interface Options {
+  readonly margin?: Duration.DurationInput | undefined
+  readonly autoRefresh?: boolean | undefined
+  readonly cooldown?: Duration.DurationInput | undefined
+  readonly maxCooldown?: Duration.DurationInput | undefined
+  readonly minInterval?: Duration.DurationInput | undefined
+  readonly storeTimeout?: Duration.DurationInput | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * The longest a holder keeps the store's lock after it sent the store's
+ * refresh token, retrying a failed save (see `session/core.ts`): half the
+ * lock timeout (so other holders waiting for the lock do not give up
+ * first), at most 30 seconds.
+ */
+export const saveBoundFor = (lockTimeout: number): number => Math.min(30_000, lockTimeout / 2)
+
 export interface Resolved {
-  readonly config: State.Config
+  /** Without `spread`, which depends on the store. */
+  readonly config: Omit<Rules.Config, "spread">
   readonly bounds: Bounds
 }
 
 /** Checks the options; a refusal names `owner` and the option. */
 export const resolve = (
-  options: SessionManager.Options,
+  options: Options,
   owner: string = "SessionManager"
 ): Either.Either<Resolved, Options_.Invalid> =>
   Either.gen(function*() {
-    const millis = (option: keyof typeof defaults & keyof SessionManager.Options, rule: Options_.DurationRule) =>
-      Options_.millis(owner, option, (options[option] ?? defaults[option]) as Duration.DurationInput, rule)
+    const millis = (option: Exclude<keyof typeof defaults, "autoRefresh">, rule: Options_.DurationRule) =>
+      Options_.millis(owner, option, options[option] ?? defaults[option], rule)
+    const lock = yield* millis("lockTimeout", "positive")
     return {
       config: {
         margin: yield* millis("margin", "nonNegative"),
         autoRefresh: options.autoRefresh ?? defaults.autoRefresh,
         cooldown: yield* millis("cooldown", "nonNegative"),
         maxCooldown: yield* millis("maxCooldown", "nonNegative"),
-        minInterval: yield* millis("minInterval", "nonNegative")
+        minInterval: yield* millis("minInterval", "nonNegative"),
+        saveBound: saveBoundFor(lock)
       },
-      bounds: { store: yield* millis("storeTimeout", "positive"), lock: yield* millis("lockTimeout", "positive") }
+      bounds: { store: yield* millis("storeTimeout", "positive"), lock }
     }
   })

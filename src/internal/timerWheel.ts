@@ -9,7 +9,6 @@
  */
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Queue } from "effect"
-import type { Timer } from "./sessionRuntime.js"
 
 interface Slot {
   at: number
@@ -65,9 +64,14 @@ class Heap {
   }
 }
 
+/** A key's timer: `arm(at)` replaces the time armed before; `undefined` clears it. */
+export interface Timer {
+  readonly arm: (at: number | undefined) => void
+}
+
 export interface TimerWheel {
-  /** The timer of one key. */
-  readonly timer: (key: string) => Timer
+  /** The timer of one key, which runs `run` when it fires. */
+  readonly timer: (key: string, run: Effect.Effect<void>) => Timer
   /** Keys armed now (for statistics). */
   readonly armed: () => number
 }
@@ -110,18 +114,18 @@ export const make: Effect.Effect<TimerWheel, never, Scope.Scope> = Effect.gen(fu
   yield* Effect.forkScoped(loop)
 
   return {
-    timer: (key) => ({
-      arm: (at, run) =>
-        Effect.suspend(() => {
-          const earliest = heap.peek()
-          const slot = { at, run, version: ++version }
-          slots.set(key, slot)
-          heap.push({ at, key, version: slot.version })
-          return earliest === undefined || at < earliest.at ? Queue.offer(wake, undefined) : Effect.void
-        }),
-      clear: Effect.sync(() => {
-        slots.delete(key)
-      })
+    timer: (key, run) => ({
+      arm: (at) => {
+        if (at === undefined) {
+          slots.delete(key)
+          return
+        }
+        const earliest = heap.peek()
+        const slot = { at, run, version: ++version }
+        slots.set(key, slot)
+        heap.push({ at, key, version: slot.version })
+        if (earliest === undefined || at < earliest.at) wake.unsafeOffer(undefined)
+      }
     }),
     armed: () => slots.size
   }

@@ -1,0 +1,339 @@
+/**
+ * The interpreter of the engine: one cell holds one session. It feeds every
+ * input to `core.decide`, keeps the state it returns, and runs its commands:
+ * the lock, the POST and the writes in fibers of their own, whose outcomes
+ * come back as inputs; events, callers' answers and the timer at once.
+ *
+ * Lock order. A cell holds no lock of its own: a decision is one synchronous
+ * step on JavaScript's one thread, so two never interleave. The only lock is
+ * the store's, taken by the flight (a refresh, or a sign-in from a refresh
+ * token) and released when `decide` says so; writes made while it is held
+ * go through the store, which lets a write of the lock's holder through.
+ *
+ * A `SessionManager` is one cell with a timer of its own and a PubSub; a
+ * `SessionPool` is many cells sharing one `Shared`, a timer wheel and a feed.
+ *
+ * Not public API: the package's exports keep `internal/` private.
+ */
+import type { Clock, Tracer } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Redacted } from "effect"
+import type * as RefreshClient from "../../RefreshClient.js"
+import type * as RefreshError from "../../RefreshError.js"
+import type * as Session from "../../Session.js"
+import type * as SessionStore from "../../SessionStore.js"
+import * as Core from "./core.js"
+import type * as Events from "./events.js"
+import type * as Rules from "./rules.js"
+import * as Store from "./store.js"
+
+/** Effects built once per session, so a read of a fresh token allocates nothing. */
+export interface Hot {
+  /** The token is fresh while the clock is below this. */
+  readonly freshUntil: number
+  readonly succeed: Effect.Effect<Session.Session>
+  readonly succeedToken: Effect.Effect<Redacted.Redacted<string>>
+}
+
+const hotOf = (state: Core.State): Hot => {
+  const session = Core.sessionOf(state)
+  return {
+    freshUntil: Core.freshUntil(state),
+    succeed: session ? Effect.succeed(session) : Effect.never,
+    succeedToken: session ? Effect.succeed(session.accessToken) : Effect.never
+  }
+}
+
+/** Fires the cell's `Tick` at a time, replacing the time armed before; `undefined` clears it. */
+export interface Timer {
+  readonly arm: (at: number | undefined) => void
+}
+
+/** What the cells of a manager (one) or a pool (all) share. */
+export interface Shared {
+  readonly config: Rules.Config
+  readonly bounds: Store.Bounds
+  readonly client: RefreshClient.Service
+  /** The one clock, so the hot and slow paths never disagree. */
+  readonly clock: Clock.Clock
+  /**
+   * Runs a command's fiber for the life of the manager or pool (interrupted
+   * when it closes). Never at once: a fiber started inside a decision would
+   * feed its outcome back before the decision's remaining commands ran.
+   */
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  /** The lease a flight must still have right before it sends: the request's timeout and a margin. */
+  readonly sendLease: number
+}
+
+/**
+ * The lease a flight must still hold right before it sends: the refresh
+ * client's default per-attempt timeout (10 s) and a margin of 2 s.
+ */
+export const defaultSendLease = 12_000
+
+/** A decision, applied: its logs to write, and what its caller waits for. */
+interface Dispatched {
+  readonly decision: Core.Decision
+  readonly logs: Effect.Effect<void>
+  readonly waiter: Waiter | undefined
+}
+
+type Waiter = Deferred.Deferred<Session.Session | undefined, Events.SessionError>
+
+/**
+ * One session's cell. A class, not closures: a pool keeps one per user, and
+ * methods on a prototype cost nothing per cell.
+ */
+export class Cell {
+  state: Core.State
+  hot: Hot
+  private waiters: Map<number, Waiter> | undefined
+  private holding: Map<number, { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined }> | undefined
+  private closed = false
+  private armedAt: number | undefined = undefined
+
+  constructor(
+    readonly shared: Shared,
+    readonly store: SessionStore.Service,
+    initial: Core.State,
+    private readonly timer: (cell: Cell) => Timer,
+    private readonly publish: (event: Events.SessionEvent) => void,
+    private readonly onHot?: (hot: Hot) => void
+  ) {
+    this.state = initial
+    this.hot = hotOf(initial)
+  }
+
+  private timerOf: Timer | undefined
+  private get armer(): Timer {
+    return this.timerOf ??= this.timer(this)
+  }
+
+  /** Applies one input: the state moves, its commands run (those that wait, in fibers). */
+  dispatch(input: Core.Input): Dispatched {
+    if (this.closed) return { decision: { state: this.state, commands: [] }, logs: Effect.void, waiter: undefined }
+    const decision = Core.decide(this.state, input, this.shared.config)
+    const before = this.state
+    this.state = decision.state
+    if (Core.freshUntil(before) !== Core.freshUntil(decision.state) || Core.sessionOf(before) !== Core.sessionOf(decision.state)) {
+      this.hot = hotOf(decision.state)
+      this.onHot?.(this.hot)
+    }
+    // Made before the commands run: one of them may end it at once.
+    const waiter = decision.awaits === undefined ? undefined : this.waiterOf(decision.awaits)
+    let logs: Array<Effect.Effect<void>> | undefined
+    for (const command of decision.commands) {
+      if (command._tag === "Log") (logs ??= []).push(logOf(command))
+      else this.run(command)
+    }
+    return { decision, logs: logs === undefined ? Effect.void : Effect.all(logs, { discard: true }), waiter }
+  }
+
+  /** {@link dispatch} as an effect that also writes its logs. */
+  step(input: (now: number) => Core.Input): Effect.Effect<Dispatched> {
+    return Effect.suspend(() => {
+      const dispatched = this.dispatch(input(this.shared.clock.unsafeCurrentTimeMillis()))
+      return Effect.as(dispatched.logs, dispatched)
+    })
+  }
+
+  private waiterOf(op: number): Waiter {
+    const waiters = this.waiters ??= new Map()
+    let waiter = waiters.get(op)
+    if (waiter === undefined) {
+      waiter = Deferred.unsafeMake(FiberId.none)
+      waiters.set(op, waiter)
+    }
+    return waiter
+  }
+
+  /** Starts an operation and waits for its end (interruptibly: the operation goes on without this caller). */
+  ask(input: (op: number, now: number) => Core.Input): Effect.Effect<Session.Session | undefined, Events.SessionError> {
+    return Effect.flatMap(
+      Effect.suspend(() => {
+        const op = this.state.nextId
+        this.state = { ...this.state, nextId: op + 1 }
+        return this.step((now) => input(op, now))
+      }),
+      ({ waiter }) =>
+        waiter === undefined
+          ? Effect.interrupt // the cell is closed
+          : Deferred.await(waiter)
+    )
+  }
+
+  /** A read of a token that is not fresh: due for a refresh, expired, absent, or cooling down. */
+  readonly slowSession: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() => {
+    const before = Core.sessionOf(this.state)?.accessToken
+    return this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" })).pipe(
+      Effect.catchAll((error) => {
+        // A transient failure keeps the session: it is handed out while it is valid.
+        const kept = Core.afterFailedWait(this.state, before, this.shared.clock.unsafeCurrentTimeMillis())
+        return kept !== undefined ? Effect.succeed(kept) : Effect.fail(error)
+      })
+    ) as Effect.Effect<Session.Session, Events.SessionError>
+  })
+
+  readonly refresh: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() =>
+    this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "refresh" })) as Effect.Effect<Session.Session, Events.SessionError>
+  )
+
+  signIn(session: Session.Session): Effect.Effect<void, SessionStore.StoreError> {
+    return Effect.asVoid(this.ask((op, now) => ({ _tag: "SignIn", op, now, session }))) as Effect.Effect<
+      void,
+      SessionStore.StoreError
+    >
+  }
+
+  signInWithRefreshToken(
+    token: Redacted.Redacted<string>
+  ): Effect.Effect<Session.Session, RefreshError.RefreshError | SessionStore.StoreError> {
+    return this.ask((op, now) => ({ _tag: "SignInWithToken", op, now, token })) as Effect.Effect<
+      Session.Session,
+      RefreshError.RefreshError | SessionStore.StoreError
+    >
+  }
+
+  readonly signOut: Effect.Effect<void, SessionStore.StoreError> = Effect.suspend(() =>
+    Effect.asVoid(this.ask((op, now) => ({ _tag: "SignOut", op, now }))) as Effect.Effect<void, SessionStore.StoreError>
+  )
+
+  /** A record from the store's change feed. */
+  changed(stored: SessionStore.Stored): Effect.Effect<void> {
+    return Effect.asVoid(this.step((now) => ({ _tag: "Changed", now, stored })))
+  }
+
+  /** The timer fired. */
+  readonly tick: Effect.Effect<void> = Effect.suspend(() => {
+    this.armedAt = undefined
+    return Effect.asVoid(this.step((now) => ({ _tag: "Tick", now })))
+  })
+
+  /** Stops the cell: its callers still waiting end interrupted; its fibers are the owner's to stop. */
+  close(): void {
+    this.closed = true
+    this.armer.arm(undefined)
+    const waiters = this.waiters
+    this.waiters = undefined
+    if (waiters !== undefined) for (const waiter of waiters.values()) Deferred.unsafeDone(waiter, Exit.interrupt(FiberId.none))
+  }
+
+  // ---- commands ----
+
+  private run(command: Exclude<Core.Command, { readonly _tag: "Log" }>): void {
+    switch (command._tag) {
+      case "Publish":
+        return this.publish(command.event)
+      case "Resolve": {
+        const waiter = this.waiters?.get(command.op)
+        if (waiter === undefined) return
+        this.waiters!.delete(command.op)
+        Deferred.unsafeDone(waiter, command.exit)
+        return
+      }
+      case "Arm":
+        if (command.at === this.armedAt) return
+        this.armedAt = command.at
+        return this.armer.arm(command.at)
+      case "Lock":
+        return this.lock(command.op)
+      case "Release": {
+        const held = this.holding?.get(command.op)
+        this.holding?.delete(command.op)
+        if (held !== undefined) Deferred.unsafeDone(held.release, Exit.void)
+        return
+      }
+      case "Post":
+        return this.post(command.op, command.token)
+      case "Write":
+        this.shared.fork(
+          Effect.flatMap(
+            Store.write(this.store, this.shared.bounds, command.record, command.expected, command.overwrite),
+            (result) => this.step((now) => ({ _tag: "Wrote", id: command.id, now, result }))
+          )
+        )
+        return
+    }
+  }
+
+  /**
+   * Takes the store's lock for `op` and reads the record under it; keeps the
+   * lock until `Release`. The flight's span lives as long as the lock.
+   */
+  private lock(op: number): void {
+    const release = Deferred.unsafeMake<void>(FiberId.none)
+    const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } = { release }
+    ;(this.holding ??= new Map()).set(op, held)
+    const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
+    let granted = false
+    const critical = (lease: Store.Lease) =>
+      Effect.gen(this, function*() {
+        granted = true
+        held.lease = lease
+        held.span = Option.getOrUndefined(yield* Effect.option(Effect.currentSpan))
+        const stored = yield* Effect.either(Store.read(this.store, this.shared.bounds))
+        yield* this.step((now) =>
+          stored._tag === "Right"
+            ? { _tag: "Locked", op, now, stored: stored.right }
+            : { _tag: "LockFailed", op, now, error: stored.left }
+        )
+        yield* Deferred.await(release)
+      })
+    this.shared.fork(
+      Store.withLease(this.store, this.shared.bounds, critical).pipe(
+        Effect.catchAll((error) =>
+          granted ? Effect.void : Effect.asVoid(this.step((now) => ({ _tag: "LockFailed", op, now, error })))
+        ),
+        Effect.withSpan(`moon-refresh/SessionManager.${kind}`, { captureStackTrace: false })
+      )
+    )
+  }
+
+  /** Checks that the lease is still ours for long enough, then sends. */
+  private post(op: number, token: Redacted.Redacted<string>): void {
+    const held = this.holding?.get(op)
+    const send = Effect.zipRight(
+      held?.lease !== undefined ? held.lease.ensure(this.shared.sendLease) : Effect.void,
+      this.shared.client.refresh(token)
+    )
+    this.shared.fork(
+      Effect.exit(held?.span !== undefined ? Effect.withParentSpan(send, held.span) : send).pipe(
+        Effect.flatMap((exit) =>
+          // An interruption of this fiber (the owner closing) is not an answer.
+          Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+            ? Effect.void
+            : this.step((now) => ({ _tag: "Answered", op, now, exit }))
+        )
+      )
+    )
+  }
+}
+
+const logOf = (command: Extract<Core.Command, { readonly _tag: "Log" }>): Effect.Effect<void> => {
+  const line = command.level === "Debug"
+    ? Effect.logDebug(command.message)
+    : command.level === "Warning"
+    ? Effect.logWarning(command.message)
+    : Effect.logError(command.message)
+  return Effect.annotateLogs(line, command.annotations)
+}
+
+/** A `Shared.fork` on a FiberSet's run function: the fiber starts on the scheduler, not inside the caller. */
+export const forkLater = (
+  run: <A, E>(effect: Effect.Effect<A, E>, options?: { readonly immediate?: boolean }) => Fiber.RuntimeFiber<A, E>
+): Shared["fork"] =>
+(effect) => run(effect, { immediate: false })
+
+/** A timer of its own: one fiber at a time, started by the shared `fork`. */
+export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cell): Timer => {
+  let fiber: Fiber.RuntimeFiber<void> | undefined
+  return {
+    arm: (at) => {
+      if (fiber !== undefined) fiber.unsafeInterruptAsFork(FiberId.none)
+      fiber = at === undefined ? undefined : shared.fork(
+        Effect.zipRight(Effect.sleep(Math.max(0, at - shared.clock.unsafeCurrentTimeMillis())), cell.tick)
+      )
+    }
+  }
+}
+

@@ -1,0 +1,123 @@
+/**
+ * The timing rules of a held session, as pure functions of numbers: when a
+ * token is due for a refresh, how long to cool down after a failure, whether
+ * a session another holder wrote can be taken as it is. No clock, no store:
+ * the decisions in `core.ts` call these with the time they were given.
+ *
+ * Not public API: the package's exports keep `internal/` private.
+ */
+import { DateTime, Duration, Option } from "effect"
+import * as RefreshError from "../../RefreshError.js"
+import type * as Session from "../../Session.js"
+import type * as SessionStore from "../../SessionStore.js"
+
+/** The manager's options, validated and in milliseconds. */
+export interface Config {
+  /** Refresh when less than this is left. */
+  readonly margin: number
+  readonly autoRefresh: boolean
+  /** The first pause after a failed refresh; doubles with each failure in a row. */
+  readonly cooldown: number
+  readonly maxCooldown: number
+  /**
+   * Successful refreshes are at least this far apart, unless the token is
+   * about to expire (see {@link refreshAtFor}).
+   */
+  readonly minInterval: number
+  /**
+   * How long a holder keeps the store's lock after it sent a refresh token,
+   * retrying the save, while the store may still hold that spent token (see
+   * `core.ts`, "The lock and a spent token").
+   */
+  readonly saveBound: number
+  /** Spread proactive refreshes (a store other holders share). */
+  readonly spread: boolean
+}
+
+/** The margin never exceeds this share of a received token's lifetime. */
+export const maxMarginShare = 0.5
+
+/**
+ * A refresh starts at least this long before expiry when the token lives long
+ * enough, so readers are not left holding an expired token while it runs.
+ */
+export const minLead = 1_000
+
+/** What a refresh can fail with: the server's answer, or the store's. */
+export type Failure = RefreshError.RefreshError | SessionStore.StoreError
+
+/** How a session came to be held, which decides when it is refreshed. */
+export interface Arrival {
+  /**
+   * - `held`: signed in, or loaded from the store: its lifetime is unknown.
+   * - `refreshed`: this holder's own refresh gave it at `at`; successful
+   *   refreshes are `minInterval` apart.
+   * - `adopted`: another holder wrote it and this one read it at `at`.
+   */
+  readonly kind: "held" | "refreshed" | "adopted"
+  readonly at: number
+  /**
+   * In [0, 1): spreads the refresh over the first half of the margin, so
+   * holders of one shared session do not all wake at the same instant. 0 for
+   * a store no one else holds.
+   */
+  readonly jitter: number
+}
+
+/**
+ * When to refresh a session that expires at `expiresAt`, in epoch ms.
+ *
+ * - Held (signed in, loaded): at `expiresAt - margin`, moved later by the
+ *   jitter (up to half the margin).
+ * - Received (refreshed or adopted) at `at`: the margin is at most half of
+ *   what was left at `at`, so a token that arrives already inside the
+ *   configured margin is not refreshed again at once (a loop). It starts at
+ *   least {@link minLead} (or the margin, if smaller) before expiry.
+ * - Refreshed by this holder: successful refreshes are also `minInterval`
+ *   apart. When that would pass the latest start, the start is spread over
+ *   the half lead before it rather than pinned to one instant, so holders of
+ *   a short-lived token do not all wake together.
+ * - Never after `expiresAt`: an expired token is never fresh.
+ */
+export const refreshAtFor = (expiresAt: number, arrival: Arrival, config: Config): number => {
+  // Whole milliseconds, as the clock counts.
+  if (arrival.kind === "held") return Math.ceil(expiresAt - config.margin + arrival.jitter * config.margin / 2)
+  const margin = Math.min(config.margin, Math.max(0, expiresAt - arrival.at) * maxMarginShare)
+  const planned = expiresAt - margin + arrival.jitter * margin / 2
+  const lead = Math.min(margin, minLead)
+  const latest = expiresAt - lead
+  if (arrival.kind === "adopted") return Math.ceil(Math.min(planned, latest))
+  const spaced = Math.max(planned, arrival.at + config.minInterval)
+  return Math.ceil(spaced <= latest ? spaced : latest - (1 - arrival.jitter) * lead / 2)
+}
+
+/** The pause after the `failures`th failure in a row: `cooldown` doubling, at most `maxCooldown`. */
+export const cooldownFor = (failures: number, config: Config): number =>
+  Math.min(config.cooldown * 2 ** Math.max(0, failures - 1), config.maxCooldown)
+
+/**
+ * The pause after `error`, the `failures`th in a row: the cooldown, but never
+ * shorter than the server's `Retry-After` (already capped at an hour).
+ */
+export const pauseAfter = (error: Failure, failures: number, config: Config): number => {
+  const asked = error._tag === "StoreError" ? Option.none() : RefreshError.retryAfter(error)
+  return Math.max(cooldownFor(failures, config), Option.match(asked, { onNone: () => 0, onSome: Duration.toMillis }))
+}
+
+/** `session.expiresAt` in epoch ms. */
+export const expiryOf = (session: Session.Session): number => DateTime.toEpochMillis(session.expiresAt)
+
+/**
+ * Whether a session another holder just wrote can be taken as it is, rather
+ * than refreshed: it would not be due at once if taken now, by the same rule
+ * (and the same lead) as any session this holder takes over.
+ */
+export const isAdoptable = (session: Session.Session, now: number, config: Config): boolean =>
+  refreshAtFor(expiryOf(session), { kind: "adopted", at: now, jitter: 0 }, config) > now
+
+/**
+ * Whether the stored session should be taken instead of refreshing ours:
+ * another holder saved one that lives longer.
+ */
+export const isNewer = (stored: Session.Session, held: Session.Session): boolean =>
+  DateTime.greaterThan(stored.expiresAt, held.expiresAt)

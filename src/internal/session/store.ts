@@ -1,0 +1,131 @@
+/**
+ * The store as the engine uses it: every operation bounded in time (a store
+ * that hangs must not hang the holder), an overwrite built from a read and a
+ * fenced write, and the lock with its lease.
+ *
+ * Not public API: the package's exports keep `internal/` private.
+ */
+import { Deferred, Duration, Effect, Fiber, Option } from "effect"
+import type * as Session from "../../Session.js"
+import * as SessionStore from "../../SessionStore.js"
+import type { WriteResult } from "./core.js"
+
+/** The bounds on the store, in milliseconds. */
+export interface Bounds {
+  /** A read or a write. */
+  readonly store: number
+  /** Waiting for the store's lock (another holder may be refreshing under it). */
+  readonly lock: number
+}
+
+const timedOut = (operation: SessionStore.StoreError["operation"], millis: number) =>
+  new SessionStore.StoreError({
+    operation,
+    message: `the store did not answer within ${Duration.format(Duration.millis(millis))}`
+  })
+
+/**
+ * `effect`, failing with a `StoreError` after `millis`. Not `Effect.timeout`:
+ * the operation runs as a daemon that only the deadline or the caller's own
+ * (interruptible) wait stops, so a holder whose scope closes while a rotated
+ * token is being saved does not cut that save short.
+ */
+export const bounded = <A, E>(
+  millis: number,
+  operation: "load" | "save" | "clear",
+  effect: Effect.Effect<A, E>
+): Effect.Effect<A, E | SessionStore.StoreError> =>
+  Effect.gen(function*() {
+    const done = yield* Deferred.make<A, E | SessionStore.StoreError>()
+    const worker = yield* Effect.forkDaemon(Effect.interruptible(Deferred.complete(done, effect)))
+    const timer = yield* Effect.forkDaemon(
+      Effect.interruptible(Effect.zipRight(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis))))
+    )
+    return yield* Deferred.await(done).pipe(
+      Effect.ensuring(Effect.zipRight(Fiber.interruptFork(worker), Fiber.interruptFork(timer)))
+    )
+  })
+
+/** Reads the record, bounded. */
+export const read = (store: SessionStore.Service, bounds: Bounds) => bounded(bounds.store, "load", store.read)
+
+// Conflicts in a row an overwrite rides out (other holders writing at that very moment).
+const overwriteAttempts = 8
+
+/**
+ * Writes `record` fenced on `expected`. An `overwrite` goes over whatever is
+ * stored: on a conflict it reads the record and writes again, fenced on what
+ * it read (so a store that already is at `expected` costs one write, no read).
+ */
+export const write = (
+  store: SessionStore.Service,
+  bounds: Bounds,
+  record: Option.Option<Session.Session>,
+  expected: number,
+  overwrite: boolean
+): Effect.Effect<WriteResult> => {
+  const operation = Option.isSome(record) ? "save" : "clear"
+  const fenced = (revision: number) => bounded(bounds.store, operation, store.write(record, revision))
+  const attempt = overwrite
+    ? fenced(expected).pipe(
+      Effect.catchTag("StoreConflictError", () =>
+        Effect.flatMap(read(store, bounds), (stored) => fenced(stored.revision)).pipe(
+          Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: overwriteAttempts - 2 })
+        ))
+    )
+    : fenced(expected)
+  return attempt.pipe(
+    Effect.map((stored): WriteResult => ({ _tag: "Written", stored })),
+    Effect.catchAll((error): Effect.Effect<WriteResult> =>
+      error._tag === "StoreConflictError"
+        ? Effect.map(Effect.option(read(store, bounds)), (stored): WriteResult => ({ _tag: "Conflict", stored }))
+        : Effect.succeed({ _tag: "Failed", error })
+    )
+  )
+}
+
+/** The lock as held by one critical section: see `SessionStore.Lease`. */
+export interface Lease {
+  readonly ensure: (atLeast: Duration.DurationInput) => Effect.Effect<void, SessionStore.StoreError>
+}
+
+const alwaysHeld: Lease = { ensure: () => Effect.void }
+
+/**
+ * Runs `use` under the store's lock, failing with a `StoreError` when the
+ * lock is not granted within `bounds.lock`. Only the wait is bounded: once
+ * granted, `use` runs as long as it needs.
+ */
+export const withLease = <A, E>(
+  store: SessionStore.Service,
+  bounds: Bounds,
+  use: (lease: Lease) => Effect.Effect<A, E>
+): Effect.Effect<A, E | SessionStore.StoreError> =>
+  Effect.gen(function*() {
+    const granted = yield* Deferred.make<void>()
+    const critical = (lease: Lease) => Effect.zipRight(Deferred.succeed(granted, undefined), use(lease))
+    // Stores with a lease of their own give it; any other lock cannot be lost.
+    const leased = (store as { readonly withLease?: LeaseLock }).withLease
+    const holder = yield* Effect.fork(
+      leased !== undefined ? leased(critical) : store.withLock(critical(alwaysHeld))
+    )
+    const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
+      Effect.timeout(bounds.lock),
+      Effect.option
+    )
+    if (Option.isNone(waited)) {
+      // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
+      yield* Fiber.interruptFork(holder)
+      return yield* Effect.fail(
+        new SessionStore.StoreError({
+          operation: "lock",
+          message: `the store's lock was not granted within ${Duration.format(Duration.millis(bounds.lock))}`
+        })
+      )
+    }
+    return yield* Fiber.join(holder)
+  })
+
+type LeaseLock = <A, E, R>(
+  use: (lease: Lease) => Effect.Effect<A, E, R>
+) => Effect.Effect<A, E | SessionStore.StoreError, R>
