@@ -51,7 +51,16 @@ export class Session extends Schema.Class<Session>("moon-refresh/Session")({
   refreshToken: Token,
   expiresAt: Schema.DateTimeUtc,
   tokenType: Schema.String,
-  user: User
+  user: User,
+  /**
+   * When the server issued the tokens, on this machine's clock: the refresh
+   * client sets it from the answer. With it, every holder of a shared session
+   * knows the token's lifetime (and so when to refresh it), however late it
+   * learns of it. Absent on sessions built without it.
+   *
+   * @since 0.3.0
+   */
+  issuedAt: Schema.optional(Schema.DateTimeUtc)
 }) {}
 
 /**
@@ -67,6 +76,8 @@ export interface MakeInput {
   readonly expiresAt: DateTime.DateTime | Date | number | string
   readonly tokenType?: string | undefined
   readonly user: User
+  /** When the tokens were issued: see {@link Session.issuedAt}. */
+  readonly issuedAt?: DateTime.DateTime | Date | number | string | undefined
 }
 
 const toRedacted = (value: string | Redacted.Redacted<string>): Redacted.Redacted<string> =>
@@ -83,7 +94,7 @@ const toRedacted = (value: string | Redacted.Redacted<string>): Redacted.Redacte
 export class InvalidSessionError extends Schema.TaggedError<InvalidSessionError>("moon-refresh/InvalidSessionError")(
   "InvalidSessionError",
   {
-    field: Schema.Literal("accessToken", "refreshToken", "expiresAt", "tokenType", "user"),
+    field: Schema.Literal("accessToken", "refreshToken", "expiresAt", "tokenType", "user", "issuedAt"),
     message: Schema.String
   }
 ) {}
@@ -130,10 +141,19 @@ export const make = (input: MakeInput): Either.Either<Session, InvalidSessionErr
   const tokenType = input.tokenType ?? "bearer"
   if (typeof tokenType !== "string") return invalid("tokenType", "must be a string")
   if (Either.isLeft(validateUser(input.user))) return invalid("user", "must be an object with a string id")
+  const issuedAt = input.issuedAt === undefined ? undefined : DateTime.make(input.issuedAt)
+  if (issuedAt !== undefined && Option.isNone(issuedAt)) return invalid("issuedAt", "is not a valid date")
   // Every field was checked above: no second validation in the constructor.
   return Either.right(
     new Session(
-      { accessToken, refreshToken, expiresAt: DateTime.toUtc(expiresAt.value), tokenType, user: input.user },
+      {
+        accessToken,
+        refreshToken,
+        expiresAt: DateTime.toUtc(expiresAt.value),
+        tokenType,
+        user: input.user,
+        ...(issuedAt === undefined ? {} : { issuedAt: DateTime.toUtc(issuedAt.value) })
+      },
       true
     )
   )

@@ -78,7 +78,8 @@ const toSession = (
       refreshToken: Redacted.make(wire.refresh_token),
       expiresAt: DateTime.unsafeMake(expiresAt),
       tokenType: wire.token_type ?? "bearer",
-      user: wire.user
+      user: wire.user,
+      issuedAt: DateTime.unsafeMake(receivedAt)
     }, true))
 
 // Made on first use: this module and `Session.ts` import each other (see above).

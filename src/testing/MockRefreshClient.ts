@@ -367,13 +367,16 @@ const makeFamilies = (reuseWindowMillis: number): TokenFamily.TokenFamilies<Sess
   return families
 }
 
-const toSession = (grant: TokenFamily.Grant<Session.User>): Session.Session =>
+// `issuedAt`: set on refresh answers, as the real client sets it; a session
+// issued as if signed in elsewhere (`issueSession`) has none.
+const toSession = (grant: TokenFamily.Grant<Session.User>, issuedAt?: number): Session.Session =>
   Session.unsafeMake({
     accessToken: grant.accessToken,
     refreshToken: grant.refreshToken,
     expiresAt: grant.expiresAt,
     tokenType: "bearer",
-    user: grant.family.data
+    user: grant.family.data,
+    issuedAt
   })
 
 const issueSession = (
@@ -402,7 +405,7 @@ const grant = (
 ): Either.Either<Session.Session, RefreshError.TokenRejectedError> => {
   const rotation = state.families.rotate(token, now, now + Duration.toMillis(lifetime))
   call.outcome = rotation.outcome
-  return "grant" in rotation ? Either.right(toSession(rotation.grant)) : Either.left(refusals[rotation.outcome]())
+  return "grant" in rotation ? Either.right(toSession(rotation.grant, now)) : Either.left(refusals[rotation.outcome]())
 }
 
 // What a step does once its delay has passed.

@@ -242,7 +242,13 @@ const none = (reason: Events.SignOutReason | undefined): Held => ({ _tag: "None"
 
 const active = (session: Session.Session, arrival: Rules.Arrival, config: Rules.Config): Active => {
   const expiresAt = Rules.expiryOf(session)
-  return { _tag: "Active", session, expiresAt, refreshAt: Rules.refreshAtFor(expiresAt, arrival, config) }
+  const issuedAt = Rules.issuedAtOf(session)
+  return {
+    _tag: "Active",
+    session,
+    expiresAt,
+    refreshAt: Rules.refreshAtFor(expiresAt, issuedAt === undefined ? arrival : { ...arrival, issuedAt }, config)
+  }
 }
 
 /** The state of a holder that starts from what the store holds. */

@@ -49,7 +49,7 @@ export type Failure = RefreshError.RefreshError | SessionStore.StoreError
 /** How a session came to be held, which decides when it is refreshed. */
 export interface Arrival {
   /**
-   * - `held`: signed in, or loaded from the store: its lifetime is unknown.
+   * - `held`: signed in, or loaded from the store.
    * - `refreshed`: this holder's own refresh gave it at `at`; successful
    *   refreshes are `minInterval` apart.
    * - `adopted`: another holder wrote it and this one read it at `at`.
@@ -62,17 +62,22 @@ export interface Arrival {
    * a store no one else holds.
    */
   readonly jitter: number
+  /** When the server issued it (`Session.issuedAt`), if known. */
+  readonly issuedAt?: number | undefined
 }
 
 /**
  * When to refresh a session that expires at `expiresAt`, in epoch ms.
  *
- * - Held (signed in, loaded): at `expiresAt - margin`, moved later by the
- *   jitter (up to half the margin).
- * - Received (refreshed or adopted) at `at`: the margin is at most half of
- *   what was left at `at`, so a token that arrives already inside the
- *   configured margin is not refreshed again at once (a loop). It starts at
- *   least {@link minLead} (or the margin, if smaller) before expiry.
+ * - The margin is at most half the token's lifetime, so a token that lives
+ *   less than the configured margin is not refreshed again at once (a loop).
+ *   The lifetime counts from when it was issued (`Session.issuedAt`), else
+ *   from when this holder received it (refreshed or adopted); a session
+ *   signed in or loaded without `issuedAt` has an unknown lifetime and gets
+ *   the whole margin.
+ * - The refresh is moved later by the jitter, up to half the margin.
+ * - A token of known lifetime starts its refresh at least {@link minLead}
+ *   (or the margin, if smaller) before expiry.
  * - Refreshed by this holder: successful refreshes are also `minInterval`
  *   apart. When that would pass the latest start, the start is spread over
  *   the half lead before it rather than pinned to one instant, so holders of
@@ -80,15 +85,18 @@ export interface Arrival {
  * - Never after `expiresAt`: an expired token is never fresh.
  */
 export const refreshAtFor = (expiresAt: number, arrival: Arrival, config: Config): number => {
+  const start = arrival.issuedAt ?? (arrival.kind === "held" ? undefined : arrival.at)
+  const margin = start === undefined
+    ? config.margin
+    : Math.min(config.margin, Math.max(0, expiresAt - start) * maxMarginShare)
   // Whole milliseconds, as the clock counts.
-  if (arrival.kind === "held") return Math.ceil(expiresAt - config.margin + arrival.jitter * config.margin / 2)
-  const margin = Math.min(config.margin, Math.max(0, expiresAt - arrival.at) * maxMarginShare)
   const planned = expiresAt - margin + arrival.jitter * margin / 2
+  if (start === undefined) return Math.ceil(planned)
   const lead = Math.min(margin, minLead)
   const latest = expiresAt - lead
-  if (arrival.kind === "adopted") return Math.ceil(Math.min(planned, latest))
+  if (arrival.kind !== "refreshed") return Math.ceil(Math.min(planned, latest))
   const spaced = Math.max(planned, arrival.at + config.minInterval)
-  return Math.ceil(spaced <= latest ? spaced : latest - (1 - arrival.jitter) * lead / 2)
+  return Math.ceil(spaced <= latest ? spaced : latest - arrival.jitter * lead / 2)
 }
 
 /** The pause after the `failures`th failure in a row: `cooldown` doubling, at most `maxCooldown`. */
@@ -113,7 +121,11 @@ export const expiryOf = (session: Session.Session): number => DateTime.toEpochMi
  * (and the same lead) as any session this holder takes over.
  */
 export const isAdoptable = (session: Session.Session, now: number, config: Config): boolean =>
-  refreshAtFor(expiryOf(session), { kind: "adopted", at: now, jitter: 0 }, config) > now
+  refreshAtFor(expiryOf(session), { kind: "adopted", at: now, jitter: 0, issuedAt: issuedAtOf(session) }, config) > now
+
+/** `session.issuedAt` in epoch ms, if known. */
+export const issuedAtOf = (session: Session.Session): number | undefined =>
+  session.issuedAt === undefined ? undefined : DateTime.toEpochMillis(session.issuedAt)
 
 /**
  * Whether the stored session should be taken instead of refreshing ours:
