@@ -11,6 +11,7 @@
  */
 import { Clock, DateTime, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { dual, identity } from "effect/Function"
+import * as Schema_ from "./internal/sessionSchema.js"
 import * as Wire from "./internal/wire.js"
 import * as RefreshError from "./RefreshError.js"
 
@@ -21,47 +22,30 @@ import * as RefreshError from "./RefreshError.js"
  * @since 0.1.0
  * @category schemas
  */
-export const User = Schema.Struct(
-  {
-    id: Schema.String,
-    // Supabase sends `null` for a user without an email (phone sign-in).
-    email: Schema.optionalWith(Schema.String, { nullable: true })
-  },
-  Schema.Record({ key: Schema.String, value: Schema.Unknown })
-)
+export const User: typeof Schema_.User = Schema_.User
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type User = typeof User.Type
-
-const Token = Schema.Redacted(Schema.String.pipe(Schema.nonEmptyString()))
+export type User = Schema_.User
 
 /**
  * A session. Printing it, `JSON.stringify`, `util.inspect` and logging show
  * `<redacted>` for both tokens. Encoding it with its schema (what a
- * `SessionStore` persists) writes the tokens in clear.
+ * `SessionStore` persists) writes the tokens in clear. `issuedAt` (since
+ * 0.3.0) is when the server issued the tokens, set by the refresh client.
  *
  * @since 0.1.0
  * @category models
  */
-export class Session extends Schema.Class<Session>("moon-refresh/Session")({
-  accessToken: Token,
-  refreshToken: Token,
-  expiresAt: Schema.DateTimeUtc,
-  tokenType: Schema.String,
-  user: User,
-  /**
-   * When the server issued the tokens, on this machine's clock: the refresh
-   * client sets it from the answer. With it, every holder of a shared session
-   * knows the token's lifetime (and so when to refresh it), however late it
-   * learns of it. Absent on sessions built without it.
-   *
-   * @since 0.3.0
-   */
-  issuedAt: Schema.optional(Schema.DateTimeUtc)
-}) {}
+export const Session: typeof Schema_.Session = Schema_.Session
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Session = Schema_.Session
 
 /**
  * What {@link make} accepts: tokens as strings or `Redacted`, the expiry as
@@ -187,14 +171,6 @@ export const expiresWithin: {
     )
 )
 
-// ---------------------------------------------------------------------------
-// The wire format
-// ---------------------------------------------------------------------------
-
-const WireToken = Schema.String.pipe(
-  Schema.filter((s) => s.trim().length > 0, { message: () => "must be a non-empty string" })
-)
-
 /**
  * A Supabase session as Moon sends it (snake_case). `expires_in` is seconds
  * from receipt and is what the expiry is computed from; `expires_at` (unix
@@ -203,22 +179,13 @@ const WireToken = Schema.String.pipe(
  * @since 0.1.0
  * @category schemas
  */
-export const SupabaseSession = Schema.Struct({
-  access_token: WireToken,
-  refresh_token: WireToken,
-  expires_in: Schema.optional(Schema.Number.pipe(Schema.finite())),
-  expires_at: Schema.optional(Schema.Number.pipe(Schema.finite())),
-  token_type: Schema.optional(Schema.String),
-  user: User,
-  provider_token: Schema.optional(Schema.NullOr(Schema.String)),
-  provider_refresh_token: Schema.optional(Schema.NullOr(Schema.String))
-})
+export const SupabaseSession: typeof Schema_.SupabaseSession = Schema_.SupabaseSession
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type SupabaseSession = typeof SupabaseSession.Type
+export type SupabaseSession = Schema_.SupabaseSession
 
 /**
  * The two body shapes Moon sends, as a plain schema (for checking a body
@@ -229,10 +196,7 @@ export type SupabaseSession = typeof SupabaseSession.Type
  * @since 0.1.0
  * @category schemas
  */
-export const MoonWireBody = Schema.Union(
-  Schema.Struct({ token: SupabaseSession }),
-  SupabaseSession
-)
+export const MoonWireBody: typeof Schema_.MoonWireBody = Schema_.MoonWireBody
 
 /**
  * Decodes the body of a successful `POST /auth/refresh` into a {@link Session}.

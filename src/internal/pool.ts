@@ -21,7 +21,20 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Clock, Scope } from "effect"
-import { Cause, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Option, PubSub, Random, Redacted, Stream } from "effect"
+import {
+  Cause,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  FiberId,
+  FiberSet,
+  Option,
+  PubSub,
+  Random,
+  Redacted,
+  Stream
+} from "effect"
 import type { Fiber } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
@@ -70,7 +83,10 @@ export const circuitThreshold = 5
 const maxCircuitPause = 60_000
 
 export interface Pool {
-  readonly use: <A, E>(key: string, f: (cell: Cell.Cell) => Effect.Effect<A, E>) => Effect.Effect<A, E | SessionStore.StoreError>
+  readonly use: <A, E>(
+    key: string,
+    f: (cell: Cell.Cell) => Effect.Effect<A, E>
+  ) => Effect.Effect<A, E | SessionStore.StoreError>
   readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, Events.SessionError>
   readonly session: (key: string) => Effect.Effect<Session.Session, Events.SessionError>
   readonly events: PubSub.PubSub<KeyedEvent>
@@ -269,7 +285,11 @@ const readOf = (cell: Cell.Cell): Effect.Effect<Session.Session, Events.SessionE
  * `bound`, then fails with a `StoreError` (`operation: "capacity"`): the
  * pool never spins and never drops a session in use.
  */
-const room = (entries: Map<string, Entry>, config: PoolConfig, bound: number): Effect.Effect<void, SessionStore.StoreError> =>
+const room = (
+  entries: Map<string, Entry>,
+  config: PoolConfig,
+  bound: number
+): Effect.Effect<void, SessionStore.StoreError> =>
   Effect.gen(function*() {
     let waited = 0
     for (let pause = 10;; pause = Math.min(pause * 2, 1_000)) {

@@ -4,15 +4,12 @@
  * `Session.MoonResponse` (with the `Clock`'s now) and by the refresh client
  * (with the time corrected for the server's clock).
  *
- * It imports `Session.ts`, which imports it back: nothing here touches
- * `Session` at module load, only inside the functions.
- *
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Effect } from "effect"
 import { DateTime, Either, ParseResult, Predicate, Redacted, Schema } from "effect"
 import * as AST from "effect/SchemaAST"
-import { Session, SupabaseSession } from "../Session.js"
+import { Session, SupabaseSession } from "./sessionSchema.js"
 
 /**
  * The longest lifetime accepted for an access token. Supabase's longest is a
@@ -82,9 +79,7 @@ const toSession = (
       issuedAt: DateTime.unsafeMake(receivedAt)
     }, true))
 
-// Made on first use: this module and `Session.ts` import each other (see above).
-let decodeSupabaseOnce: ((u: unknown) => Either.Either<typeof SupabaseSession.Type, ParseResult.ParseIssue>) | undefined
-const decodeSupabase = (u: unknown) => (decodeSupabaseOnce ??= ParseResult.decodeUnknownEither(SupabaseSession))(u)
+const decodeSupabase = ParseResult.decodeUnknownEither(SupabaseSession)
 
 /**
  * Decodes a wire body received at `receivedAt` (our clock). `skew` is how far

@@ -15,8 +15,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Clock, Tracer } from "effect"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Redacted } from "effect"
+import type { Clock, Fiber, Redacted, Tracer } from "effect"
+import { Cause, Deferred, Effect, Exit, FiberId, Option } from "effect"
 import type * as RefreshClient from "../../RefreshClient.js"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
@@ -88,7 +88,9 @@ export class Cell {
   state: Core.State
   hot: Hot
   private waiters: Map<number, Waiter> | undefined
-  private holding: Map<number, { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined }> | undefined
+  private holding:
+    | Map<number, { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined }>
+    | undefined
   private closed = false
   private armedAt: number | undefined = undefined
 
@@ -115,7 +117,10 @@ export class Cell {
     const decision = Core.decide(this.state, input, this.shared.config)
     const before = this.state
     this.state = decision.state
-    if (Core.freshUntil(before) !== Core.freshUntil(decision.state) || Core.sessionOf(before) !== Core.sessionOf(decision.state)) {
+    if (
+      Core.freshUntil(before) !== Core.freshUntil(decision.state) ||
+      Core.sessionOf(before) !== Core.sessionOf(decision.state)
+    ) {
       this.hot = hotOf(decision.state)
       this.onHot?.(this.hot)
     }
@@ -175,7 +180,10 @@ export class Cell {
   })
 
   readonly refresh: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() =>
-    this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "refresh" })) as Effect.Effect<Session.Session, Events.SessionError>
+    this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "refresh" })) as Effect.Effect<
+      Session.Session,
+      Events.SessionError
+    >
   )
 
   signIn(session: Session.Session): Effect.Effect<void, SessionStore.StoreError> {
@@ -215,7 +223,9 @@ export class Cell {
     this.armer.arm(undefined)
     const waiters = this.waiters
     this.waiters = undefined
-    if (waiters !== undefined) for (const waiter of waiters.values()) Deferred.unsafeDone(waiter, Exit.interrupt(FiberId.none))
+    if (waiters !== undefined) {
+      for (const waiter of waiters.values()) Deferred.unsafeDone(waiter, Exit.interrupt(FiberId.none))
+    }
   }
 
   // ---- commands ----
@@ -262,7 +272,8 @@ export class Cell {
    */
   private lock(op: number): void {
     const release = Deferred.unsafeMake<void>(FiberId.none)
-    const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } = { release }
+    const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } =
+      { release }
     ;(this.holding ??= new Map()).set(op, held)
     const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
     let granted = false
@@ -336,4 +347,3 @@ export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cel
     }
   }
 }
-

@@ -310,8 +310,7 @@ export const sessionOf = (state: State): Session.Session | undefined =>
   state.held._tag === "Active" ? state.held.session : undefined
 
 /** Until when the token is fresh; `-Infinity` without a session. The hot path compares the clock with it. */
-export const freshUntil = (state: State): number =>
-  state.held._tag === "Active" ? state.held.refreshAt : -Infinity
+export const freshUntil = (state: State): number => state.held._tag === "Active" ? state.held.refreshAt : -Infinity
 
 /** The token has not expired (it may be due for a refresh). */
 export const isUsable = (state: State, now: number): boolean =>
@@ -551,7 +550,9 @@ const startQueued = (step: Step): void => {
   const [next, ...rest] = step.state.queue
   set(step, { queue: rest })
   // A queued refresh of a holder signed out meanwhile ends at once.
-  if (next!.kind === "refresh" && step.state.held._tag === "None") return resolve(step, next!.op, fail(noSession(step.state)))
+  if (next!.kind === "refresh" && step.state.held._tag === "None") {
+    return resolve(step, next!.op, fail(noSession(step.state)))
+  }
   startFlight(step, next!)
 }
 
@@ -566,7 +567,7 @@ const isSettled = (state: State, flight: Flight): boolean =>
 
 const onLocked = (step: Step, flight: Flight, stored: SessionStore.Stored): void => {
   set(step, { storeFailures: 0, storeRetryAt: 0 })
-  takeRecord(step, stored)
+  takeRecord(step, stored, true)
   if (flight.kind === "signIn") return lockedSignIn(step, flight)
   const { held } = step.state
   if (held._tag === "None") {
@@ -649,7 +650,9 @@ const onAnswered = (step: Step, flight: Flight, exit: Exit.Exit<Session.Session,
  * the store still holds the token that was sent.
  */
 const answeredSuperseded = (step: Step, flight: Flight, exit: Exit.Exit<Session.Session, Rules.Failure>): void => {
-  if (exit._tag === "Success") log(step, "Debug", "moon-refresh: a refresh answered after a sign-in or sign-out; dropped")
+  if (exit._tag === "Success") {
+    log(step, "Debug", "moon-refresh: a refresh answered after a sign-in or sign-out; dropped")
+  }
   set(step, { flight: { ...flight, stage: "saving", since: step.now } })
   const held = sessionOf(step.state)
   answer(step, flight, held !== undefined ? succeed(held) : fail(noSession(step.state)))
@@ -971,7 +974,7 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
  * one is old news, except that a plain store's record at our revision
  * holding a session that expires later was written from outside.
  */
-const takeRecord = (step: Step, stored: SessionStore.Stored): void => {
+const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false): void => {
   const state = step.state
   if (stored.revision === state.own) return
   // This holder's write in flight, seen (the feed, a read) before its outcome came back: it landed.
@@ -980,7 +983,8 @@ const takeRecord = (step: Step, stored: SessionStore.Stored): void => {
     return onWrote(step, writing, { _tag: "Written", stored })
   }
   if (stored.revision <= state.revision) {
-    if (stored.revision === state.revision && state.owed === undefined) adoptOutside(step, stored)
+    // Only a read can find it: the feed brings writes, which move the revision.
+    if (underLock && stored.revision === state.revision && state.owed === undefined) adoptOutside(step, stored)
     return
   }
   set(step, { foreign: Math.max(state.foreign, stored.revision) })

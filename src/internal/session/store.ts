@@ -68,10 +68,13 @@ export const write = (
   const fenced = (revision: number) => bounded(bounds.store, operation, store.write(record, revision))
   const attempt = overwrite
     ? fenced(expected).pipe(
-      Effect.catchTag("StoreConflictError", () =>
-        Effect.flatMap(read(store, bounds), (stored) => fenced(stored.revision)).pipe(
-          Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: overwriteAttempts - 2 })
-        ))
+      Effect.catchTag(
+        "StoreConflictError",
+        () =>
+          Effect.flatMap(read(store, bounds), (stored) => fenced(stored.revision)).pipe(
+            Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: overwriteAttempts - 2 })
+          )
+      )
     )
     : fenced(expected)
   return attempt.pipe(

@@ -1,0 +1,105 @@
+/**
+ * The schemas of a session and of Moon's wire body: a leaf module, so the
+ * wire decoder (`wire.ts`) and the public `Session` module, which uses that
+ * decoder, both import it and neither imports the other.
+ *
+ * Not public API: the package's exports keep `internal/` private (the public
+ * `Session` module re-exports what users need).
+ */
+import { Schema } from "effect"
+
+/**
+ * The server's user object. `id` is required and `email` typed when present;
+ * every other field the server sends is kept as it came.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const User = Schema.Struct(
+  {
+    id: Schema.String,
+    // Supabase sends `null` for a user without an email (phone sign-in).
+    email: Schema.optionalWith(Schema.String, { nullable: true })
+  },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type User = typeof User.Type
+
+const Token = Schema.Redacted(Schema.String.pipe(Schema.nonEmptyString()))
+
+/**
+ * A session. Printing it, `JSON.stringify`, `util.inspect` and logging show
+ * `<redacted>` for both tokens. Encoding it with its schema (what a
+ * `SessionStore` persists) writes the tokens in clear.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Session extends Schema.Class<Session>("moon-refresh/Session")({
+  accessToken: Token,
+  refreshToken: Token,
+  expiresAt: Schema.DateTimeUtc,
+  tokenType: Schema.String,
+  user: User,
+  /**
+   * When the server issued the tokens, on this machine's clock: the refresh
+   * client sets it from the answer. With it, every holder of a shared session
+   * knows the token's lifetime (and so when to refresh it), however late it
+   * learns of it. Absent on sessions built without it.
+   *
+   * @since 0.3.0
+   */
+  issuedAt: Schema.optional(Schema.DateTimeUtc)
+}) {}
+
+// ---------------------------------------------------------------------------
+// The wire format
+// ---------------------------------------------------------------------------
+
+const WireToken = Schema.String.pipe(
+  Schema.filter((s) => s.trim().length > 0, { message: () => "must be a non-empty string" })
+)
+
+/**
+ * A Supabase session as Moon sends it (snake_case). `expires_in` is seconds
+ * from receipt and is what the expiry is computed from; `expires_at` (unix
+ * seconds, the server's clock) is used only when `expires_in` is absent.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const SupabaseSession = Schema.Struct({
+  access_token: WireToken,
+  refresh_token: WireToken,
+  expires_in: Schema.optional(Schema.Number.pipe(Schema.finite())),
+  expires_at: Schema.optional(Schema.Number.pipe(Schema.finite())),
+  token_type: Schema.optional(Schema.String),
+  user: User,
+  provider_token: Schema.optional(Schema.NullOr(Schema.String)),
+  provider_refresh_token: Schema.optional(Schema.NullOr(Schema.String))
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SupabaseSession = typeof SupabaseSession.Type
+
+/**
+ * The two body shapes Moon sends, as a plain schema (for checking a body
+ * yourself): a bare Supabase session, or one wrapped in `{ token: … }`.
+ * {@link MoonResponse} accepts the same shapes but picks the shape by hand,
+ * so its errors name the fields of the shape that was sent.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const MoonWireBody = Schema.Union(
+  Schema.Struct({ token: SupabaseSession }),
+  SupabaseSession
+)
