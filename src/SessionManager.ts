@@ -206,6 +206,7 @@ export const make = (
       bounds,
       client: yield* RefreshClient.RefreshClient,
       clock,
+      daemon: yield* Cell.makeDaemon,
       fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
       sendLease: Cell.defaultSendLease
     }

@@ -175,6 +175,7 @@ export const make = (
       bounds: config.session.bounds,
       client,
       clock,
+      daemon: yield* Cell.makeDaemon,
       fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
       sendLease: Cell.defaultSendLease
     }

@@ -15,8 +15,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Clock, Fiber, Redacted, Tracer } from "effect"
-import { Cause, Deferred, Effect, Exit, FiberId, Option } from "effect"
+import type { Clock, Redacted, Scope, Tracer } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Runtime } from "effect"
 import type * as RefreshClient from "../../RefreshClient.js"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
@@ -61,6 +61,8 @@ export interface Shared {
    * feed its outcome back before the decision's remaining commands ran.
    */
   readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  /** Runs a fiber that outlives the owner (a write), bounded by its own timeout. */
+  readonly daemon: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
   /** The lease a flight must still have right before it sends: the request's timeout and a margin. */
   readonly sendLease: number
 }
@@ -113,7 +115,6 @@ export class Cell {
 
   /** Applies one input: the state moves, its commands run (those that wait, in fibers). */
   dispatch(input: Core.Input): Dispatched {
-    if (this.closed) return { decision: { state: this.state, commands: [] }, logs: Effect.void, waiter: undefined }
     const decision = Core.decide(this.state, input, this.shared.config)
     const before = this.state
     this.state = decision.state
@@ -162,7 +163,7 @@ export class Cell {
       }),
       ({ waiter }) =>
         waiter === undefined
-          ? Effect.interrupt // the cell is closed
+          ? Effect.interrupt
           : Deferred.await(waiter)
     )
   }
@@ -217,7 +218,12 @@ export class Cell {
     return Effect.asVoid(this.step((now) => ({ _tag: "Tick", now })))
   })
 
-  /** Stops the cell: its callers still waiting end interrupted; its fibers are the owner's to stop. */
+  /**
+   * Stops the cell: its callers still waiting end interrupted, and it starts
+   * nothing more (no lock, no request, no timer). Its fibers are the owner's
+   * to stop; an answer that already came back is still saved (its token is
+   * spent), since inputs are still taken and writes run as daemons.
+   */
   close(): void {
     this.closed = true
     this.armer.arm(undefined)
@@ -231,6 +237,7 @@ export class Cell {
   // ---- commands ----
 
   private run(command: Exclude<Core.Command, { readonly _tag: "Log" }>): void {
+    if (this.closed && (command._tag === "Lock" || command._tag === "Post" || command._tag === "Arm")) return
     switch (command._tag) {
       case "Publish":
         return this.publish(command.event)
@@ -256,7 +263,9 @@ export class Cell {
       case "Post":
         return this.post(command.op, command.token)
       case "Write":
-        this.shared.fork(
+        // A daemon, bounded by the store's timeout: closing the owner does not
+        // cut short the save of a token already spent.
+        this.shared.daemon(
           Effect.flatMap(
             Store.write(this.store, this.shared.bounds, command.record, command.expected, command.overwrite),
             (result) => this.step((now) => ({ _tag: "Wrote", id: command.id, now, result }))
@@ -307,16 +316,16 @@ export class Cell {
       held?.lease !== undefined ? held.lease.ensure(this.shared.sendLease) : Effect.void,
       this.shared.client.refresh(token)
     )
-    this.shared.fork(
-      Effect.exit(held?.span !== undefined ? Effect.withParentSpan(send, held.span) : send).pipe(
-        Effect.flatMap((exit) =>
-          // An interruption of this fiber (the owner closing) is not an answer.
-          Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
-            ? Effect.void
-            : this.step((now) => ({ _tag: "Answered", op, now, exit }))
-        )
-      )
-    )
+    const traced = held?.span !== undefined ? Effect.withParentSpan(send, held.span) : send
+    // Interruptible until the server has answered (closing the owner aborts the
+    // request); the answer, once in, is always taken: its token is spent.
+    this.shared.fork(Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Effect.exit(restore(traced)), (exit) =>
+        // An interruption of this fiber (the owner closing) is not an answer.
+        Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+          ? Effect.void
+          : this.step((now) => ({ _tag: "Answered", op, now, exit })))
+    ))
   }
 }
 
@@ -328,6 +337,25 @@ const logOf = (command: Extract<Core.Command, { readonly _tag: "Log" }>): Effect
     : Effect.logError(command.message)
   return Effect.annotateLogs(line, command.annotations)
 }
+
+/**
+ * A `Shared.daemon`: fibers that closing the owner does not interrupt; its
+ * scope waits for them when it closes (each is bounded by the store's
+ * timeout), so the save of a token already spent always finishes. Made before
+ * the owner's `fork`, so that this wait comes after `fork`'s fibers stopped
+ * (one of them may hand over an answer to save as it stops).
+ */
+export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = Effect.gen(function*() {
+  const runtime = yield* Effect.runtime<never>()
+  const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  yield* Effect.addFinalizer(() => Effect.suspend(() => Fiber.awaitAll([...running])))
+  return (effect) => {
+    const fiber = Runtime.runFork(runtime)(effect, { immediate: false })
+    running.add(fiber)
+    fiber.addObserver(() => running.delete(fiber))
+    return fiber
+  }
+})
 
 /** A `Shared.fork` on a FiberSet's run function: the fiber starts on the scheduler, not inside the caller. */
 export const forkLater = (
