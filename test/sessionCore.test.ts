@@ -251,11 +251,15 @@ describe("a rotation is saved before it is used", () => {
     expect(landed.state.owed).toBeUndefined()
   })
 
-  it("past the save bound the lock goes (logged as an error) and the save goes on in the background", () => {
+  it("past the save bound, once a try of the save has failed there, the lock goes (logged as an error) and the save goes on in the background", () => {
     const b = sessionAt("b", 7_200 * second, 0)
     const answer = run(refreshUpTo(loaded(), 1, 0).state, [answered(1, 0, Exit.succeed(b))])
     const failed = run(answer.state, [wrote(writeId(answer.commands), 0, { _tag: "Failed", error: storeDown })])
-    const bound = run(failed.state, [{ _tag: "Tick", now: 30 * second }])
+    const retried = run(failed.state, [wrote(writeId(failed.commands), 100, { _tag: "Failed", error: storeDown })])
+    // At the bound a try is due: it is made first, still under the lock.
+    const due = run(retried.state, [{ _tag: "Tick", now: 30 * second }])
+    expect(tags(due.commands)).toStrictEqual(["Write"])
+    const bound = run(due.state, [wrote(writeId(due.commands), 30 * second, { _tag: "Failed", error: storeDown })])
     expect(tags(bound.commands)).toContain("Release")
     expect(bound.commands.some((c) => c._tag === "Log" && c.level === "Error")).toBe(true)
     expect(bound.state.owed?.record).toStrictEqual(Option.some(b))
@@ -465,14 +469,32 @@ describe("sign-in and sign-out", () => {
     expect(Core.sessionOf(landed.state)).toBeUndefined()
   })
 
-  it("a failed sign-out fails its caller and is retried until it lands; reads stay signed out", () => {
+  it("a failed sign-out fails its caller and is retried, fenced on the record this holder knows, until it lands", () => {
     const out = run(loaded(), [{ _tag: "SignOut", op: 1, now: 0 }])
+    // The first write goes over whatever is stored: a sign-out is what the user asked for.
+    expect(writes(out.commands)).toMatchObject([{ overwrite: true }])
     const failed = run(out.state, [wrote(writeId(out.commands), 0, { _tag: "Failed", error: storeDown })])
     expect(resolved(failed.commands, 1)).toStrictEqual([Exit.fail(storeDown)])
-    expect(failed.state.owed).toMatchObject({ kind: "signOut" })
-    // Another holder's record does not bring the session back while the sign-out is owed.
+    expect(failed.state.owed).toMatchObject({ kind: "signOut", expected: 1 })
+    expect(writes(failed.commands)).toMatchObject([{ overwrite: false, expected: 1 }])
+    const landed = run(failed.state, [wrote(writeId(failed.commands), 0, written(2))])
+    expect(landed.state.owed).toBeUndefined()
+    expect(Core.sessionOf(landed.state)).toBeUndefined()
+  })
+
+  it("a sign-out whose write failed yields to another holder's later write (a sign-in there), which is followed here", () => {
+    const out = run(loaded(), [{ _tag: "SignOut", op: 1, now: 0 }])
+    const failed = run(out.state, [wrote(writeId(out.commands), 0, { _tag: "Failed", error: storeDown })])
     const theirs = sessionAt("theirs", 7_200 * second)
     const fed = run(failed.state, [{ _tag: "Changed", now: 500, stored: record(2, theirs) }])
+    expect(Core.sessionOf(fed.state)).toBe(theirs)
+    expect(fed.state.owed).toBeUndefined()
+  })
+
+  it("a sign-out not yet written at all is not undone by a record the feed brings meanwhile", () => {
+    const out = run(loaded(), [{ _tag: "SignOut", op: 1, now: 0 }])
+    const theirs = sessionAt("theirs", 7_200 * second)
+    const fed = run(out.state, [{ _tag: "Changed", now: 0, stored: record(2, theirs) }])
     expect(Core.sessionOf(fed.state)).toBeUndefined()
   })
 

@@ -9,8 +9,10 @@
  * against models of the store and the server.
  *
  * Operations carry an id (`op`), so a late answer is always matched to the
- * operation that asked, and `epoch` (bumped by every sign-in and sign-out of
- * this holder) tells an answer that a later sign-in or sign-out superseded it.
+ * operation that asked. `epoch`, bumped whenever a sign-in or sign-out of
+ * this holder takes effect, tells a refresh's answer that it was superseded;
+ * `ask` numbers the sign-ins and sign-outs in the order they were asked for,
+ * so one asked for earlier never undoes one asked for later.
  *
  * The lock and a spent token. A holder takes the store's lock to refresh (or
  * to sign in from a refresh token). Once it has sent the store's refresh
@@ -59,8 +61,10 @@ export interface Flight {
   readonly token: Redacted.Redacted<string> | undefined
   /** The revision this holder was at when the caller asked (`signIn`). */
   readonly seen: number
-  /** The epoch its result belongs to: when asked (`signIn`), when sent (`refresh`). */
+  /** The epoch its answer belongs to (a refresh: the epoch when it was sent). */
   readonly epoch: number
+  /** A sign-in: its number among the sign-ins and sign-outs asked for. */
+  readonly ask: number
   readonly stage: "locking" | "posting" | "saving"
   /** The access token held when the refresh was asked for: one held since is an answer already. */
   readonly asked: Redacted.Redacted<string> | undefined
@@ -90,7 +94,7 @@ export type Queued =
     readonly op: number
     readonly token: Redacted.Redacted<string>
     readonly seen: number
-    readonly epoch: number
+    readonly ask: number
   }
 
 /** What the store must get from this holder. */
@@ -100,7 +104,14 @@ export interface Owed {
   readonly record: Option.Option<Session.Session>
   /** A revision: a fenced write over it. `undefined`: an overwrite of whatever is stored. */
   readonly expected: number | undefined
+  /** The epoch a rotation belongs to. */
   readonly epoch: number
+  /** A sign-in or sign-out: its number among those asked for (0 for a refresh's). */
+  readonly ask: number
+  /** A sign-in from a refresh token: that token (a second call with it joins this one). */
+  readonly token: Redacted.Redacted<string> | undefined
+  /** A refresh's (or a sign-in's) answer: the flight (`op`) that owes it. */
+  readonly flight: number | undefined
   /**
    * A caller waiting for the first outcome: a `signOut` (ends with it), a
    * `signInWithRefreshToken` (ends with its session, saved or not).
@@ -115,7 +126,7 @@ export interface Owed {
 export interface PendingSignIn {
   readonly op: number
   readonly session: Session.Session
-  readonly epoch: number
+  readonly ask: number
 }
 
 /** The write in flight. */
@@ -131,8 +142,11 @@ export interface State {
   readonly own: number
   /** The newest revision another holder wrote, as far as this one knows. */
   readonly foreign: number
-  /** Bumped by every sign-in and sign-out of this holder. */
+  /** Bumped whenever a sign-in or sign-out of this holder takes effect. */
   readonly epoch: number
+  /** Sign-ins and sign-outs asked for so far; the number of the last one that took effect. */
+  readonly asks: number
+  readonly applied: number
   readonly nextId: number
   readonly flight: Flight | undefined
   readonly queue: ReadonlyArray<Queued>
@@ -262,6 +276,8 @@ export const initial = (stored: SessionStore.Stored, jitter: number, now: number
     own: -1,
     foreign: -1,
     epoch: 0,
+    asks: 0,
+    applied: 0,
     nextId: 1,
     flight: undefined,
     queue: [],
@@ -287,6 +303,8 @@ const shaped = (s: State): State => ({
   own: s.own,
   foreign: s.foreign,
   epoch: s.epoch,
+  asks: s.asks,
+  applied: s.applied,
   nextId: s.nextId,
   flight: s.flight,
   queue: s.queue,
@@ -368,7 +386,12 @@ const emit = (step: Step, command: Command): void => {
 
 const publish = (step: Step, event: Events.SessionEvent): void => emit(step, { _tag: "Publish", event })
 
-const resolve = (step: Step, op: number, exit: Outcome): void => emit(step, { _tag: "Resolve", op, exit })
+/** Ends the callers of `op` (the flight's, if it is the flight: its callers are then answered). */
+const resolve = (step: Step, op: number, exit: Outcome): void => {
+  emit(step, { _tag: "Resolve", op, exit })
+  const flight = step.state.flight
+  if (flight?.op === op && !flight.answered) set(step, { flight: { ...flight, answered: true } })
+}
 
 const log = (
   step: Step,
@@ -428,12 +451,21 @@ export const decide = (state: State, input: Input, config: Rules.Config): Decisi
  * takes the next write; the timer is armed for what comes due next.
  */
 const settle = (step: Step): void => {
+  // Its answer was dropped before its first outcome (a sign-in of this holder replaced it).
+  if (step.state.flight?.stage === "saving" && !step.state.flight.answered && !savesFor(step.state)) {
+    answerAsHeld(step, step.state.flight)
+  }
   const flight = step.state.flight
   if (flight?.stage === "saving") {
     // Only holders of a store others share can read the spent token: a store
     // of one holder lets the lock go once the callers have their answer.
     if (isSettled(step.state, flight) || (!step.config.spread && flight.answered)) endFlight(step, flight)
-    else if (step.now - flight.since >= step.config.saveBound) {
+    // Past the bound, once its callers have their answer and the last try of the save failed
+    // (none in flight, the next not due yet), the lock goes.
+    else if (
+      flight.answered && step.now - flight.since >= step.config.saveBound && step.state.writing === undefined &&
+      (step.state.owed === undefined || step.state.owed.retryAt > step.now)
+    ) {
       log(
         step,
         "Error",
@@ -451,6 +483,13 @@ const settle = (step: Step): void => {
   emit(step, { _tag: "Arm", at: nextWake(step.state, step.config) })
 }
 
+/** A refresh's answer (a rotation, or a rejection's sign-out) is owed or being written. */
+const savesFor = (state: State): boolean => {
+  const op = state.flight?.op
+  const owes = (owed: Owed | undefined) => owed !== undefined && owed.flight !== undefined && owed.flight === op
+  return owes(state.owed) || (state.writing?._tag === "Owed" && owes(state.writing.owed))
+}
+
 // ---- timing ----
 
 const dueForRefresh = (state: State, now: number, config: Rules.Config): boolean =>
@@ -462,10 +501,11 @@ const proactiveAt = (state: State): number =>
     ? Math.max(state.held.refreshAt, state.cooldownUntil, state.storeRetryAt)
     : Infinity
 
-const nextWake = (state: State, config: Rules.Config): number | undefined => {
+/** When this holder next needs the clock (a refresh due, a save to retry, a lock to let go), if ever. */
+export const nextWake = (state: State, config: Rules.Config): number | undefined => {
   const refresh = config.autoRefresh && state.flight === undefined ? proactiveAt(state) : Infinity
   const save = state.owed !== undefined && state.writing === undefined ? state.owed.retryAt : Infinity
-  const saving = state.flight?.stage === "saving" ? state.flight.since + config.saveBound : Infinity
+  const saving = state.flight?.stage === "saving" && state.flight.answered ? state.flight.since + config.saveBound : Infinity
   const at = Math.min(refresh, save, saving)
   return at === Infinity ? undefined : at
 }
@@ -498,10 +538,7 @@ const onDemand = (step: Step, op: number, kind: "read" | "refresh"): void => {
 }
 
 /** Answers the callers of the flight, which may still hold the lock (saving its answer). */
-const answer = (step: Step, flight: Flight, exit: Outcome): void => {
-  resolve(step, flight.op, exit)
-  if (step.state.flight?.op === flight.op) set(step, { flight: { ...step.state.flight, answered: true } })
-}
+const answer = (step: Step, flight: Flight, exit: Outcome): void => resolve(step, flight.op, exit)
 
 const resolveNow = (step: Step, op: number, exit: Outcome): void => {
   step.awaits = op
@@ -533,7 +570,8 @@ const startFlight = (step: Step, queued: Queued): void => {
       kind: queued.kind,
       token: signIn?.token,
       seen: signIn?.seen ?? step.state.revision,
-      epoch: signIn?.epoch ?? step.state.epoch,
+      epoch: step.state.epoch,
+      ask: signIn?.ask ?? 0,
       stage: "locking",
       asked: held._tag === "Active" ? held.session.accessToken : undefined,
       expected: step.state.revision,
@@ -557,18 +595,44 @@ const startQueued = (step: Step): void => {
 }
 
 const endFlight = (step: Step, flight: Flight): void => {
+  if (flight.stage === "saving" && !flight.answered) answerAsHeld(step, flight)
   set(step, { flight: undefined })
   emit(step, { _tag: "Release", op: flight.op })
 }
 
-/** The store no longer holds the token this flight sent: a newer record landed (ours or another holder's). */
+/**
+ * Answers a refresh whose own answer will not be used (another holder wrote
+ * first, or a sign-in here replaced it): its refusal if it had one, else what
+ * is held now.
+ */
+const answerAsHeld = (step: Step, flight: Flight): void => {
+  const held = sessionOf(step.state)
+  answer(
+    step,
+    flight,
+    flight.refused !== undefined
+      ? fail(flight.refused)
+      : held !== undefined
+      ? succeed(held)
+      : fail(noSession(step.state))
+  )
+}
+
+/**
+ * The lock has done its work. A refresh: the store no longer holds the token
+ * it sent (a newer record landed, ours or another holder's). A sign-in from a
+ * refresh token: its session is stored (or will not be), so another holder
+ * starting from the same token finds it there.
+ */
 const isSettled = (state: State, flight: Flight): boolean =>
-  flight.sent === undefined || state.own > flight.expected || state.foreign > flight.expected
+  flight.kind === "signIn"
+    ? !savesFor(state) && state.writing === undefined
+    : flight.sent === undefined || state.own > flight.expected || state.foreign > flight.expected
 
 const onLocked = (step: Step, flight: Flight, stored: SessionStore.Stored): void => {
   set(step, { storeFailures: 0, storeRetryAt: 0 })
   takeRecord(step, stored, true)
-  if (flight.kind === "signIn") return lockedSignIn(step, flight)
+  if (flight.kind === "signIn") return lockedSignIn(step, flight, stored)
   const { held } = step.state
   if (held._tag === "None") {
     resolve(step, flight.op, fail(noSession(step.state)))
@@ -588,15 +652,30 @@ const onLocked = (step: Step, flight: Flight, stored: SessionStore.Stored): void
   emit(step, { _tag: "Post", op: flight.op, token })
 }
 
-const lockedSignIn = (step: Step, flight: Flight): void => {
-  const { held } = step.state
+const lockedSignIn = (step: Step, flight: Flight, stored: SessionStore.Stored): void => {
   // Another holder signed in (or refreshed) after the caller looked: its session is
   // taken, and the caller's token is not sent (it may be the one that holder sent).
-  if (step.state.foreign > flight.seen && held._tag === "Active") {
-    resolve(step, flight.op, succeed(held.session))
+  // Taking it is this sign-in: it replaces a sign-out of this holder asked for before.
+  if (step.state.foreign > flight.seen && stored.revision !== step.state.own && Option.isSome(stored.session)) {
+    const taken = stored.session.value
+    if (flight.ask > step.state.applied) {
+      if (step.state.owed !== undefined && step.state.owed.ask < flight.ask) dropOwed(step)
+      set(step, { revision: Math.max(step.state.revision, stored.revision) })
+      const held = sessionOf(step.state)
+      if (held === undefined || !sameTokens(held, taken)) signedIn(step, taken, flight.ask)
+      else set(step, { applied: flight.ask })
+    }
+    resolve(step, flight.op, succeed(taken))
+    // A write of this holder is still out (a sign-out asked for before): when it
+    // lands it clears what was taken, and the taken session is written back. The
+    // lock stays until then, or another holder would find the store empty and
+    // send its token again.
+    if (step.state.writing !== undefined) {
+      return set(step, { flight: { ...flight, stage: "saving", answered: true, since: step.now } })
+    }
     return endFlight(step, flight)
   }
-  set(step, { flight: { ...flight, stage: "posting" } })
+  set(step, { flight: { ...flight, stage: "posting", expected: stored.revision } })
   emit(step, { _tag: "Post", op: flight.op, token: flight.token! })
 }
 
@@ -659,20 +738,28 @@ const answeredSuperseded = (step: Step, flight: Flight, exit: Exit.Exit<Session.
 }
 
 const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Session, Rules.Failure>): void => {
-  // The store never held the caller's token: nothing of the store's is spent, the lock can go.
-  endFlight(step, flight)
   if (exit._tag === "Failure") {
     const error = failureOf(exit)
+    endFlight(step, flight)
     return resolve(step, flight.op, error === undefined ? exit as Exit.Exit<never, never> : fail(error))
   }
-  // A sign-in or sign-out of this holder asked for later wins: the answer is not kept.
-  if (flight.epoch !== step.state.epoch) return resolve(step, flight.op, succeed(exit.value))
+  // A sign-in or sign-out of this holder asked for later already took effect: the answer is not kept.
+  if (flight.ask <= step.state.applied) {
+    endFlight(step, flight)
+    return resolve(step, flight.op, succeed(exit.value))
+  }
+  // The lock is kept until the new session is stored: another holder starting
+  // from the same token (the environment's) must find it there, not send it.
+  set(step, { flight: { ...flight, stage: "saving", since: step.now, sent: flight.token } })
   // Saved before it is used; the token is spent, so it is used even if its save fails.
   oweWrite(step, {
     kind: "signIn",
     record: Option.some(exit.value),
     expected: undefined,
     epoch: step.state.epoch,
+    ask: flight.ask,
+    token: flight.token,
+    flight: flight.op,
     op: flight.op,
     failures: 0,
     retryAt: 0
@@ -700,6 +787,9 @@ const owe = (
     record,
     expected: flight.expected,
     epoch: step.state.epoch,
+    ask: 0,
+    token: undefined,
+    flight: flight.op,
     op: undefined,
     failures: 0,
     retryAt: 0
@@ -728,10 +818,11 @@ const failed = (step: Step, flight: Flight, error: Rules.Failure): void => {
 // ---- what a saved (or kept) answer does ----
 
 /** A session this holder now holds from a sign-in. */
-const signedIn = (step: Step, session: Session.Session): void => {
+const signedIn = (step: Step, session: Session.Session, ask: number): void => {
   set(step, {
     held: active(session, { kind: "held", at: step.now, jitter: step.state.jitter }, step.config),
     epoch: step.state.epoch + 1,
+    applied: ask,
     cooldownUntil: 0,
     failures: 0,
     lastError: undefined,
@@ -786,11 +877,12 @@ const rejected = (step: Step, flight: Flight, error: RefreshError.TokenRejectedE
 const firstOutcome = (step: Step, owed: Owed): void => {
   const session = Option.getOrUndefined(owed.record)
   if (owed.kind === "signIn" && session !== undefined && owed.op !== undefined) {
-    if (owed.epoch === step.state.epoch) signedIn(step, session)
-    return resolve(step, owed.op, succeed(session))
+    if (owed.ask > step.state.applied) signedIn(step, session, owed.ask)
+    const flight = step.state.flight
+    return flight?.op === owed.op ? answer(step, flight, succeed(session)) : resolve(step, owed.op, succeed(session))
   }
   const flight = step.state.flight
-  if (flight?.stage !== "saving" || owed.epoch !== step.state.epoch) return
+  if (flight?.stage !== "saving" || flight.op !== owed.flight || flight.answered || owed.epoch !== step.state.epoch) return
   if (owed.kind === "rotation" && session !== undefined) return rotated(step, flight, session)
   if (owed.kind === "rejected" && flight.refused?._tag === "TokenRejectedError") rejected(step, flight, flight.refused)
 }
@@ -805,18 +897,40 @@ const onSignIn = (step: Step, op: number, session: Session.Session): void => {
     return resolveNow(step, op, succeed(session))
   }
   step.awaits = op
-  set(step, { signIns: [...step.state.signIns, { op, session, epoch: step.state.epoch }] })
+  const ask = step.state.asks + 1
+  set(step, { asks: ask, signIns: [...step.state.signIns, { op, session, ask }] })
 }
 
 const onSignInWithToken = (step: Step, op: number, token: Redacted.Redacted<string>): void => {
+  // The same token already on its way (two callers starting from one token at
+  // once): this call waits for that one, and the token is sent once.
+  const same = signInWith(step.state, token)
+  if (same !== undefined) {
+    step.awaits = same
+    return
+  }
   step.awaits = op
-  const queued: Queued = { kind: "signIn", op, token, seen: step.state.revision, epoch: step.state.epoch }
+  const ask = step.state.asks + 1
+  const queued: Queued = { kind: "signIn", op, token, seen: step.state.revision, ask }
+  set(step, { asks: ask })
   if (step.state.flight === undefined) startFlight(step, queued)
   else set(step, { queue: [...step.state.queue, queued] })
 }
 
+/** The operation signing in with `token` whose callers have not been answered yet, if any. */
+const signInWith = (state: State, token: Redacted.Redacted<string>): number | undefined => {
+  const value = Redacted.value(token)
+  const same = (other: Redacted.Redacted<string> | undefined) => other !== undefined && Redacted.value(other) === value
+  const { flight, owed } = state
+  if (flight?.kind === "signIn" && same(flight.token)) return flight.op
+  const queued = state.queue.find((entry) => entry.kind === "signIn" && same(entry.token))
+  if (queued !== undefined) return queued.op
+  return owed?.kind === "signIn" && owed.op !== undefined && same(owed.token) ? owed.op : undefined
+}
+
 const onSignOut = (step: Step, op: number): void => {
   const epoch = step.state.epoch + 1
+  const ask = step.state.asks + 1
   // Sign-ins asked for before this one are overtaken by it: they end as if written and overwritten.
   for (const pending of step.state.signIns) resolve(step, pending.op, succeed(pending.session))
   const reason = Events.SignOutReason.UserSignedOut()
@@ -824,6 +938,8 @@ const onSignOut = (step: Step, op: number): void => {
   set(step, {
     held: none(reason),
     epoch,
+    asks: ask,
+    applied: ask,
     signIns: [],
     cooldownUntil: 0,
     failures: 0,
@@ -831,14 +947,36 @@ const onSignOut = (step: Step, op: number): void => {
   })
   publish(step, Events.SessionEvent.SignedOut({ reason }))
   step.awaits = op
-  oweWrite(step, { kind: "signOut", record: Option.none(), expected: undefined, epoch, op, failures: 0, retryAt: 0 })
+  oweWrite(step, {
+    kind: "signOut",
+    record: Option.none(),
+    expected: undefined,
+    epoch,
+    ask,
+    token: undefined,
+    flight: undefined,
+    op,
+    failures: 0,
+    retryAt: 0
+  })
 }
 
 /** Owes `owed` to the store, replacing what was owed before (whose caller ends as overtaken). */
 const oweWrite = (step: Step, owed: Owed): void => {
-  const before = step.state.owed
-  if (before?.op !== undefined) resolve(step, before.op, succeed(Option.getOrUndefined(before.record)))
+  dropOwed(step)
   set(step, { owed })
+}
+
+/**
+ * Nothing is owed any more (something newer replaced it, or another holder's
+ * write won); a caller still waiting on it ends as overtaken: with what it
+ * would have written.
+ */
+const dropOwed = (step: Step): void => {
+  const before = step.state.owed
+  if (before === undefined) return
+  if (before.op !== undefined) resolve(step, before.op, succeed(Option.getOrUndefined(before.record)))
+  set(step, { owed: undefined })
 }
 
 // ---- writes ----
@@ -886,11 +1024,11 @@ const wroteSignIn = (step: Step, signIn: PendingSignIn, result: WriteResult): vo
   }
   landed(step, result.stored, Option.some(signIn.session))
   resolve(step, signIn.op, succeed(signIn.session))
-  // A sign-out asked for after this sign-in is already in memory and owed: it wins.
-  if (signIn.epoch !== step.state.epoch) return
+  // A sign-in or sign-out asked for after this one already took effect: it wins.
+  if (signIn.ask <= step.state.applied) return
   // What was owed belongs to the session this sign-in replaces.
-  if (step.state.owed !== undefined && step.state.owed.epoch <= signIn.epoch) set(step, { owed: undefined })
-  signedIn(step, signIn.session)
+  if (step.state.owed !== undefined && step.state.owed.ask < signIn.ask) dropOwed(step)
+  signedIn(step, signIn.session, signIn.ask)
 }
 
 /** This holder's write of `record` landed as `stored`. */
@@ -915,29 +1053,47 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
   const current = step.state.owed === owed
   landed(step, stored, owed.record)
   if (current) set(step, { owed: undefined })
+  else restore(step, owed, stored.revision)
   if (owed.failures > 0) return
   if (owed.kind === "signOut" && owed.op !== undefined && current) resolve(step, owed.op, succeed(undefined))
   firstOutcome(step, owed)
 }
 
+/**
+ * A write this holder no longer wanted landed (a sign-out asked for before a
+ * sign-in that already took effect here, say): with nothing else owed, what
+ * this holder holds is written back over it, unless another holder wrote since.
+ */
+const restore = (step: Step, landed: Owed, revision: number): void => {
+  const { owed } = step.state
+  const held = sessionOf(step.state)
+  if (owed !== undefined || sameRecord(landed.record, Option.fromNullable(held))) return
+  oweWrite(step, {
+    kind: held === undefined ? "signOut" : "signIn",
+    record: Option.fromNullable(held),
+    // Fenced on the unwanted write: another holder's write since then is newer, and wins.
+    expected: revision,
+    epoch: step.state.epoch,
+    ask: step.state.applied,
+    token: undefined,
+    flight: undefined,
+    op: undefined,
+    failures: 0,
+    retryAt: 0
+  })
+}
+
+const sameRecord = (a: Option.Option<Session.Session>, b: Option.Option<Session.Session>): boolean =>
+  Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && sameTokens(a.value, b.value)
+
 /** Another holder wrote since the refresh read the record: what it wrote wins, ours is dropped unused. */
 const conflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.Stored>): void => {
-  if (step.state.owed === owed) set(step, { owed: undefined })
+  if (step.state.owed === owed) dropOwed(step)
   if (Option.isSome(stored)) takeRecord(step, stored.value)
   // Not read: the record moved past the revision ours was fenced on, which is all the lock needs to know.
   else set(step, { foreign: Math.max(step.state.foreign, owed.expected! + 1) })
   const flight = step.state.flight
-  if (flight?.stage !== "saving" || owed.failures > 0) return
-  const held = sessionOf(step.state)
-  answer(
-    step,
-    flight,
-    owed.kind === "rejected" && flight.refused !== undefined
-      ? fail(flight.refused)
-      : held !== undefined
-      ? succeed(held)
-      : fail(noSession(step.state))
-  )
+  if (flight?.stage === "saving" && flight.op === owed.flight && !flight.answered) answerAsHeld(step, flight)
 }
 
 const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): void => {
@@ -946,7 +1102,12 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
   // other holders share (they wait on it), else 1 s, 2 s, 4 s... up to a minute.
   const base = step.config.spread && step.state.flight?.stage === "saving" ? 100 : 1_000
   const pause = failures === 1 ? 0 : Math.min(base * 2 ** (failures - 2), 60_000)
-  if (step.state.owed === owed) set(step, { owed: { ...owed, failures, retryAt: step.now + pause, op: undefined } })
+  // A sign-out that could not be written is tried again fenced on the record this holder knows:
+  // if another holder writes first (a sign-in there, say), that write wins and is followed here.
+  const expected = owed.kind === "signOut" ? owed.expected ?? step.state.revision : owed.expected
+  if (step.state.owed === owed) {
+    set(step, { owed: { ...owed, failures, retryAt: step.now + pause, op: undefined, expected } })
+  }
   if (owed.failures > 0) return
   log(
     step,
@@ -979,9 +1140,12 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   if (stored.revision === state.own) return
   // This holder's write in flight, seen (the feed, a read) before its outcome came back: it landed.
   const writing = state.writing
-  if (writing !== undefined && stored.revision > state.revision && sameRecord(recordOf(writing), stored.session)) {
+  if (writing !== undefined && stored.revision > state.revision && isEcho(writing, stored)) {
     return onWrote(step, writing, { _tag: "Written", stored })
   }
+  // A sign-out while this holder's own sign-out is being written: its or another holder's, the
+  // write's outcome will tell (and a conflict brings what the store holds then).
+  if (writing?._tag === "Owed" && Option.isNone(writing.owed.record) && Option.isNone(stored.session)) return
   if (stored.revision <= state.revision) {
     // Only a read can find it: the feed brings writes, which move the revision.
     if (underLock && stored.revision === state.revision && state.owed === undefined) adoptOutside(step, stored)
@@ -990,7 +1154,8 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   set(step, { foreign: Math.max(state.foreign, stored.revision) })
   // This holder's own sign-in or sign-out, not written yet, overwrites whatever is there.
   if (state.owed !== undefined && state.owed.expected === undefined) return
-  set(step, { revision: stored.revision, owed: undefined })
+  dropOwed(step)
+  set(step, { revision: stored.revision })
   adopt(step, stored.session)
 }
 
@@ -1028,11 +1193,14 @@ const adopt = (
   publish(step, Events.SessionEvent.Refreshed({ session: session.value }))
 }
 
-const recordOf = (writing: Writing): Option.Option<Session.Session> =>
-  writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session)
-
-const sameRecord = (a: Option.Option<Session.Session>, b: Option.Option<Session.Session>): boolean =>
-  Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && sameTokens(a.value, b.value)
+/**
+ * Whether `stored` is the session being written (tokens are unique). A
+ * sign-out cannot be told from another holder's: its outcome is waited for.
+ */
+const isEcho = (writing: Writing, stored: SessionStore.Stored): boolean => {
+  const record = writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session)
+  return Option.isSome(record) && Option.isSome(stored.session) && sameTokens(record.value, stored.session.value)
+}
 
 /** Both tokens the same. */
 export const sameTokens = (a: Session.Session, b: Session.Session): boolean =>
