@@ -22,9 +22,17 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
-    // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
-    exclude: [...configDefaults.exclude, "test/redis/**"],
-    // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
+    exclude: [
+      ...configDefaults.exclude,
+      // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
+      "test/redis/**",
+      // Real time and real processes: `npm run test:system` (vitest.system.config.ts).
+      "test/system/**",
+      // Diagnoses kept out of every suite (vitest.repro.config.ts).
+      "test/repro/**"
+    ],
+    // Nothing here may depend on how fast the machine is: time is TestClock's,
+    // and a real wait is a hang guard. A test that needs more than this is a bug.
     testTimeout: 20_000
   }
 })
