@@ -49,12 +49,12 @@ const getProtected = (server: MockMoonServer.Service, accessToken?: Redacted.Red
 
 const sessionOf = (answer: Answer): Record<string, any> => JSON.parse(answer.text)
 
-// Waits (in real time, up to 2 s) until the server reports what the test waits for,
-// so that no assertion depends on how fast the machine is.
+// Waits (in real time, up to 15 s: a hang guard) until the server reports what the test
+// waits for, so that no assertion depends on how fast the machine is.
 const eventually = <A>(read: Effect.Effect<A>, done: (a: A) => boolean): Effect.Effect<A> =>
   read.pipe(
     Effect.filterOrFail(done),
-    Effect.retry(Schedule.spaced("5 millis").pipe(Schedule.upTo("2 seconds"))),
+    Effect.retry(Schedule.spaced("5 millis").pipe(Schedule.upTo("15 seconds"))),
     Effect.orElse(() => read)
   )
 
@@ -273,8 +273,8 @@ describe("MockMoonServer", () => {
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
-        // Long enough that the hang-up is always seen first; the scope's end cancels it.
-        yield* server.script(MockMoonServer.Fault.Delay({ millis: 5_000 }))
+        // Longer than the test may run, so the hang-up is always seen first; the scope's end cancels it.
+        yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
         const controller = new AbortController()
         const aborted = fetch(`${server.url}/auth/refresh`, {
           method: "POST",
@@ -574,17 +574,16 @@ describe("MockMoonServer", () => {
         const scope = yield* Scope.make()
         const server = yield* MockMoonServer.make().pipe(Scope.extend(scope))
         const seeded = yield* server.issueSession()
-        // Leave a request hanging on a delay, then close the scope under it.
-        yield* server.script(MockMoonServer.Fault.Delay({ millis: 10_000 }))
+        // Leave a request hanging on a delay longer than the test may run, then close the scope under
+        // it: a close that waited for the delay would end in a timeout, or with the request answered.
+        yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
         const hanging = fetch(`${server.url}/auth/refresh`, {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: JSON.stringify({ refresh_token: Redacted.value(seeded.refreshToken) })
         }).then(() => "answered", () => "cut")
         yield* eventually(server.requests, (requests) => requests.length === 1)
-        const started = performance.now()
         yield* Scope.close(scope, Exit.void)
-        expect(performance.now() - started).toBeLessThan(1_000)
         expect(yield* Effect.promise(() => hanging)).toBe("cut")
         const after = yield* Effect.promise(() => fetch(`${server.url}/protected`).then(() => "up", () => "down"))
         expect(after).toBe("down")

@@ -7,7 +7,7 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Redacted } from "effect"
+import { Cause, Effect, Redacted, Schedule } from "effect"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import * as Http from "node:http"
 import { inspect } from "node:util"
@@ -130,8 +130,11 @@ describe("a token in a span or a log", () => {
 
         const error = yield* Effect.flip(client.refresh(Redacted.make(token)))
         expect(error._tag === "TransportError" && error.reason).toBe("Network")
-        // The lost fiber is logged after the refresh has failed: give it the time to be.
-        yield* Effect.sleep("20 millis")
+        // The lost fiber is logged after the refresh has failed: wait until it is (a hang guard bounds the wait).
+        yield* Effect.sync(() => capturing.capture.logs.length > 0).pipe(
+          Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (logged) => logged }),
+          Effect.timeout("15 seconds")
+        )
         expect(capturing.capture.logs.length).toBeGreaterThan(0)
         expectAbsent([...capturing.capture.texts, ...capturing.spanTexts()], [token, token.slice(0, 12)])
       }).pipe(Effect.provide(FetchHttpClient.layer))

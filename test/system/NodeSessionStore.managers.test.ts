@@ -83,31 +83,36 @@ const lastReportedTokens = (children: ReadonlyArray<Child>) =>
     }))
 
 /**
- * Stops the fleet once every process has reported the file's session (the
- * last rotation reaches the others through the change feed), and says
- * whether every process ended on the file's session. A rotation may still
- * slip in between that moment and the stop: then a process may end on the
- * session just before it, never on any other.
+ * Stops the fleet once every process has reported the file's session, and
+ * that session is live on the server: every process on the live session (the
+ * last rotation reaches the others through the change feed). A rotation may
+ * still slip in between that moment and the stop: then a process may end on
+ * the session just before it (or still be saving the new one), never on any
+ * other.
  */
 const stopSettled = (env: Env, children: ReadonlyArray<Child>) =>
   Effect.gen(function*() {
     yield* Effect.gen(function*() {
       const file = yield* fileToken(env)
       const reported = yield* lastReportedTokens(children)
-      return reported.every((token) => token === file.hash)
+      return file.live && reported.every((token) => token === file.hash)
     }).pipe(
-      Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (settled) => settled }),
+      Effect.filterOrFail((settled) => settled, () => "not every process on the file's live session yet"),
+      Effect.retry(Schedule.spaced("50 millis")),
       Effect.timeout(hangGuard)
     )
     const before = yield* fileToken(env)
     const summaries = yield* stopFleet(children)
     const after = yield* fileToken(env)
     const allowed = new Set([before.hash, after.hash])
+    console.log(
+      `ended on: ${summaries.map((summary) => summary.token).join(" ")}; the file at the stop ${before.hash}, ` +
+        `after ${after.hash}`
+    )
     return {
       summaries,
       file: after,
-      endedOnFile: summaries.every((summary) => summary.token !== null && allowed.has(summary.token)) &&
-        summaries.some((summary) => summary.token === after.hash)
+      endedOnFile: summaries.every((summary) => summary.token !== null && allowed.has(summary.token))
     }
   })
 
