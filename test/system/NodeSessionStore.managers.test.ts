@@ -300,7 +300,9 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
         const postsAfter = (yield* env.server.requests).filter((r) => r.path === "/auth/refresh" && r.at > signedOutAt)
         const latencies = reached.map((r) => r.at - signedOutAt)
         console.log(
-          `sign-out in 1 of ${processes} processes (30 s poll): the others signed out ${Math.min(...latencies)} to ` +
+          `sign-out in 1 of ${processes} processes (an hour's poll): the others signed out ${
+            Math.min(...latencies)
+          } to ` +
             `${
               Math.max(...latencies)
             } ms after the tombstone was written; ${postsAfter.length} refresh POSTs after it; ` +
