@@ -642,7 +642,8 @@ describe("transient failures", () => {
           },
           ({ manager }) =>
             Effect.gen(function*() {
-              for (let s = 1; s <= 3_600; s++) yield* TestClock.adjust("1 second")
+              // One adjust for the hour: the TestClock still wakes every sleep in order, at its own time.
+              yield* TestClock.adjust("1 hour")
               expect(yield* currentToken(manager)).toBe("mock-access-token-0")
             })
         )
