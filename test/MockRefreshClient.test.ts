@@ -473,4 +473,5 @@ describe("docs/examples/testing.ts", () => {
   it.scopedLive("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
   it.scopedLive("lostAnswerAndReuseWindow", () => Examples.lostAnswerAndReuseWindow)
   it.scopedLive("noTokenInTheOutput", () => Examples.noTokenInTheOutput)
+  it.scoped("timeoutOnTheTestClock", () => Examples.timeoutOnTheTestClock)
 })

@@ -229,3 +229,28 @@ export const noTokenInTheOutput = Effect.gen(function*() {
   for (const token of yield* server.issuedTokens) expect(printed).not.toContain(Redacted.value(token))
 }).pipe(Effect.provide(FetchHttpClient.layer))
 // [/server-audit]
+
+// [server-timeout]
+// it.scoped("gives up on an answer slower than the timeout", () => …)
+// On the TestClock: the server holds the request for longer than the test may
+// run, and the test moves the clock past the timeout once the server has it.
+// However slow the machine, nothing real races the timer.
+const arrived = (server: MockMoonServer.Service): Effect.Effect<void> =>
+  Effect.flatMap(server.requests, (requests) =>
+    requests.length > 0
+      ? Effect.void
+      // Real time: the socket answers in real time, whatever the fiber's clock.
+      : Effect.zipRight(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2))), arrived(server)))
+
+export const timeoutOnTheTestClock = Effect.gen(function*() {
+  const server = yield* MockMoonServer.make()
+  const seeded = yield* server.issueSession()
+  yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
+  const client = yield* RefreshClient.make({ baseUrl: server.url, timeout: "200 millis", policy: RefreshPolicy.none })
+  const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+  yield* arrived(server)
+  yield* TestClock.adjust("200 millis")
+  const error = yield* Fiber.join(fiber)
+  expect(error._tag === "TransportError" && error.reason).toBe("Timeout")
+}).pipe(Effect.provide(FetchHttpClient.layer))
+// [/server-timeout]

@@ -30,10 +30,15 @@ const hangGuardMs = 240_000
  * session and writes it to the store, where the replicas (started signed
  * out) take it from the change feed.
  */
-const world = (options: { readonly leaseMs: number; readonly readers: number; readonly url?: string }) =>
+const world = (
+  options: { readonly leaseMs: number; readonly readers: number; readonly url?: string; readonly lifetime?: number }
+) =>
   Effect.gen(function*() {
     const redisUrl = options.url ?? url
-    const server = yield* MockMoonServer.make({ reuseWindow: 0, accessTokenLifetime: lifetimeSeconds })
+    const server = yield* MockMoonServer.make({
+      reuseWindow: 0,
+      accessTokenLifetime: options.lifetime ?? lifetimeSeconds
+    })
     const key = freshKey("replicas")
     // Written from a store opened for it alone, so that only the replicas hold the record afterwards.
     const signIn = Effect.gen(function*() {
@@ -232,45 +237,47 @@ describe("RedisSessionStore: replicas in separate processes", () => {
     () =>
       Effect.gen(function*() {
         const redis = yield* ownRedisServer
-        const { env, key, server, signIn } = yield* world({ leaseMs: 5_000, readers: 5, url: redis.url })
+        // 10-second tokens, refreshed 1 to 2 s before expiry: some 8 s between refreshes, in which the test
+        // stops Redis, never while a rotation is on its way to the record (that case, a holder losing
+        // Redis with an unsaved rotation while its lock goes with the data, is a documented limit:
+        // docs/10-redis.md, "What no lock can prevent").
+        const { env, key, server, signIn } = yield* world({ leaseMs: 5_000, readers: 5, url: redis.url, lifetime: 10 })
         const replicas = yield* start(env, 3)
         yield* signIn
         const phases: Array<string> = []
         const rotationsNow = Effect.map(server.stats, (stats) => stats.rotations)
-
-        yield* awaitRotations(server, replicas, 2)
-        yield* Effect.promise(() => redis.kill())
-        phases.push(`killed after ${yield* rotationsNow} rotations`)
-        yield* Effect.sleep("1 second")
-        yield* Effect.promise(() => redis.restart())
-        yield* awaitRotations(server, replicas, (yield* rotationsNow) + 3)
-        yield* Effect.promise(() => redis.shutdownSaving())
-        phases.push(`shut down (saving) after ${yield* rotationsNow} rotations`)
-        yield* Effect.sleep("1 second")
-        yield* Effect.promise(() => redis.restart())
-        yield* awaitRotations(server, replicas, (yield* rotationsNow) + 3)
-
-        // Nothing was lost: the record comes to hold the newest refresh token of the chain. Checked while
-        // the replicas run (a refresh may be in flight at any moment: its answer is then on its way to the
-        // record); a rotation really lost would leave the record's token spent for good.
         const raw = yield* rawClient(redis.url)
-        const recordNow = Effect.map(
-          Effect.promise(() => raw.get(key)),
-          (json) => Schema.decodeSync(SessionStore.StoredJson)(json!)
-        )
-        const record = yield* recordNow.pipe(
-          Effect.filterOrFail(
-            (stored) => Option.isSome(stored.session),
-            () => "the record holds no session"
-          ),
+        /** The record once it holds the newest refresh token of the chain (a rotation saved, none in flight). */
+        const recordSaved = Effect.promise(() => raw.get(key)).pipe(
+          Effect.map((json) => Schema.decodeSync(SessionStore.StoredJson)(json!)),
+          Effect.filterOrFail((stored) => Option.isSome(stored.session), () => "the record holds no session"),
           Effect.flatMap((stored) =>
             Effect.map(server.isLive(Option.getOrThrow(stored.session).refreshToken), (live) => ({ stored, live }))
           ),
           Effect.filterOrFail(({ live }) => live, () => "the record's token is not live (yet)"),
-          Effect.retry(Schedule.spaced("50 millis")),
+          Effect.retry(Schedule.spaced("20 millis")),
           Effect.timeout(hangGuardMs),
           Effect.map(({ stored }) => stored)
         )
+        /** Waits for `count` rotations, then for the last one to be in the record. */
+        const rotatedAndSaved = (count: number) => Effect.zipRight(awaitRotations(server, replicas, count), recordSaved)
+
+        yield* rotatedAndSaved(2)
+        yield* Effect.promise(() => redis.kill())
+        phases.push(`killed after ${yield* rotationsNow} rotations`)
+        yield* Effect.sleep("1 second")
+        yield* Effect.promise(() => redis.restart())
+        yield* rotatedAndSaved((yield* rotationsNow) + 2)
+        yield* Effect.promise(() => redis.shutdownSaving())
+        phases.push(`shut down (saving) after ${yield* rotationsNow} rotations`)
+        yield* Effect.sleep("1 second")
+        yield* Effect.promise(() => redis.restart())
+        yield* awaitRotations(server, replicas, (yield* rotationsNow) + 2)
+
+        // Nothing was lost: the record comes to hold the newest refresh token of the chain. Checked while
+        // the replicas run (a refresh may be in flight at any moment: its answer is then on its way to the
+        // record); a rotation really lost would leave the record's token spent for good.
+        const record = yield* recordSaved
         const live = yield* server.isLive(Option.getOrThrow(record.session).refreshToken)
         const summaries = yield* Effect.promise(() => Promise.all(replicas.map((replica) => replica.stop())))
         const stats = yield* server.stats
