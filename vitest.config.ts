@@ -33,6 +33,11 @@ export default defineConfig({
     ],
     // Nothing here may depend on how fast the machine is: time is TestClock's,
     // and a real wait is a hang guard. A test that needs more than this is a bug.
-    testTimeout: 20_000
+    testTimeout: 20_000,
+    // Two files at a time (vitest's default is one on a 2-core machine): most
+    // files wait on timer turns and sockets more than they compute, and none
+    // depends on having the machine to itself.
+    maxWorkers: 2,
+    minWorkers: 1
   }
 })
