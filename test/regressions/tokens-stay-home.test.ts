@@ -59,7 +59,8 @@ const refreshVia = (
         base: "10 millis",
         maxRetries: 3,
         maxDelay: "10 millis",
-        maxElapsed: "1 second"
+        // A hang guard, not a budget under test: a retry must not be skipped because the machine is busy.
+        maxElapsed: "1 minute"
       })
     })),
     Effect.provide(httpLayer),
