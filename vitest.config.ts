@@ -32,8 +32,11 @@ export default defineConfig({
       "test/repro/**"
     ],
     // Nothing here may depend on how fast the machine is: time is TestClock's,
-    // and a real wait is a hang guard. A test that needs more than this is a bug.
-    testTimeout: 20_000,
+    // and a real wait is a hang guard. So is this: a test that takes seconds on
+    // a quiet machine takes minutes on one loaded many times over (the TestClock
+    // waits on real event-loop turns), and only a hang may fail it.
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
     // Two files at a time (vitest's default is one on a 2-core machine): most
     // files wait on timer turns and sockets more than they compute, and none
     // depends on having the machine to itself.

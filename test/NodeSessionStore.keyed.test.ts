@@ -260,7 +260,6 @@ describe("NodeSessionStore.makeKeyed under a SessionPool", () => {
           pollInterval: 2_000
         })
         yield* acrossExpiries({ keyed, following: () => watch.running() })
-      }),
-    60_000
+      })
   )
 })

@@ -56,8 +56,7 @@ describe("RedisSessionStore without a server", () => {
           expect(error).toMatchObject({ _tag: "StoreError" })
         }
         expect(store.shared).toBe(true)
-      }),
-    60_000
+      })
   )
 
   it.scopedLive("refuses options that are not what they must be, naming them", () =>

@@ -624,8 +624,7 @@ describe("transient failures", () => {
             }
             expect(yield* currentToken(manager)).toBe("mock-access-token-0")
           })
-      ),
-    60_000
+      )
   )
 
   // With the real RefreshClient (default policy: 6 attempts over about 6.2 s, jittered)
@@ -658,8 +657,7 @@ describe("transient failures", () => {
         })
         expect(bursts).toStrictEqual(Array.from({ length: 16 }, () => 6))
         expect(sentAt[sentAt.length - 1]!).toBeLessThan(hour)
-      }).pipe(Effect.withRandom(Random.make("moon-refresh"))),
-    60_000
+      }).pipe(Effect.withRandom(Random.make("moon-refresh")))
   )
 
   it.effect("a malformed response never replaces a good session", () =>
