@@ -268,7 +268,8 @@ const readStream = (
   )
 
 /**
- * Parses `Retry-After`: delay-seconds or an HTTP-date (relative to `nowMillis`),
+ * Parses `Retry-After`: delay-seconds or an HTTP-date (relative to
+ * `nowMillis`, which the caller takes from the answer's `Date` when it can),
  * capped at {@link maxRetryAfter}. A date in the past means "now".
  */
 export const parseRetryAfter = (header: string | undefined, nowMillis: number): Option.Option<Duration.Duration> => {

@@ -242,12 +242,25 @@ const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
       const skew = date - now
       // Under the noise of a Date header, or so large that the header is more
       // likely broken than the clock: trust our own clock.
-      return Math.abs(skew) < skewThresholdMillis || Math.abs(skew) > maxSkewMillis ? 0 : skew
+      return Math.abs(skew) < skewThresholdMillis || !plausible(date, now) ? 0 : skew
     }
   })
 
 /** A Date header further than this from our clock is ignored. */
 const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
+
+const plausible = (serverDate: number, now: number): boolean => Math.abs(serverDate - now) <= maxSkewMillis
+
+/**
+ * The answer's `Date` (epoch ms) when it has one that parses and is
+ * plausible, else our `now`: the "now" a `Retry-After` date is measured
+ * against. Both headers come from the server's clock, so their difference is
+ * the wait it asked for, whatever ours says.
+ */
+const serverNow = (date: string | undefined, now: number): number => {
+  const parsed = Date.parse(date ?? "")
+  return !Number.isNaN(parsed) && plausible(parsed, now) ? parsed : now
+}
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,
@@ -257,7 +270,9 @@ const classify = (
   fallback = `HTTP ${response.status}`
 ): RefreshError.RefreshError => {
   const status = response.status
-  const error = readErrorBody(body, response.headers["content-type"], mask)
+  // The platform builds a new record on each read of `headers`.
+  const headers = response.headers
+  const error = readErrorBody(body, headers["content-type"], mask)
   const message = RefreshError.capMessage(error.message) || fallback
   // A 401 or 403 is a verdict on the token only when the auth server gave it
   // (its JSON error): an HTML page from a proxy or firewall is not proof of a
@@ -268,7 +283,7 @@ const classify = (
     return new RefreshError.TokenRejectedError({ status, message })
   }
   if (status === 408) return new RefreshError.TransportError({ reason: "Timeout", message })
-  const retryAfter = parseRetryAfter(response.headers["retry-after"], now)
+  const retryAfter = parseRetryAfter(headers["retry-after"], serverNow(headers["date"], now))
   if (status === 429 || (status === 503 && Option.isSome(retryAfter))) {
     return new RefreshError.RateLimitedError({ status, retryAfter, message })
   }
