@@ -99,18 +99,23 @@ describe("the refresh token never leaves the configured endpoint", () => {
     }))
 })
 
+/** `auth` over a manager holding `seeded`, refreshing against `moon`, over the transport `http`. */
+const appOver = (
+  auth: Layer.Layer<AuthHttpClient.AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager>,
+  moon: MockMoonServer.Service,
+  seeded: Session.Session,
+  http: Layer.Layer<HttpClient.HttpClient>
+) =>
+  auth.pipe(
+    Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
+    Layer.provide(SessionStore.layerMemory(seeded)),
+    Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
+    Layer.provide(http)
+  )
+
 describe("the bearer goes only to the origins the user names", () => {
-  const appLayer = (
-    moon: MockMoonServer.Service,
-    seeded: Session.Session,
-    http: Layer.Layer<HttpClient.HttpClient>
-  ) =>
-    AuthHttpClient.layerWith({ origins: [moon.url] }).pipe(
-      Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
-      Layer.provide(SessionStore.layerMemory(seeded)),
-      Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
-      Layer.provide(http)
-    )
+  const appLayer = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
+    appOver(AuthHttpClient.layerWith({ origins: [moon.url] }), moon, seeded, http)
 
   it.scopedLive("a request to another origin is sent without the token, and its 401 causes no refresh", () =>
     Effect.gen(function*() {
@@ -180,17 +185,8 @@ describe("the bearer goes only to the origins the user names", () => {
 
 describe("the bearer never follows a redirect to another origin (issue 22)", () => {
   // Every request signed, as AuthHttpClient.layer does; the transport is the user's.
-  const signAll = (
-    moon: MockMoonServer.Service,
-    seeded: Session.Session,
-    http: Layer.Layer<HttpClient.HttpClient>
-  ) =>
-    AuthHttpClient.layer.pipe(
-      Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
-      Layer.provide(SessionStore.layerMemory(seeded)),
-      Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
-      Layer.provide(http)
-    )
+  const signAll = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
+    appOver(AuthHttpClient.layer, moon, seeded, http)
 
   const getProtected = <E>(url: string, app: Layer.Layer<AuthHttpClient.AuthHttpClient, E>) =>
     Effect.gen(function*() {
@@ -252,11 +248,11 @@ describe("the bearer never follows a redirect to another origin (issue 22)", () 
       const other = yield* MockMoonServer.make()
       const issued = yield* moon.issueSession()
       yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
-      const app = AuthHttpClient.layerWith({ origins: [moon.url, other.url] }).pipe(
-        Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
-        Layer.provide(SessionStore.layerMemory(Session.unsafeMake(issued))),
-        Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
-        Layer.provide(FetchHttpClient.layer)
+      const app = appOver(
+        AuthHttpClient.layerWith({ origins: [moon.url, other.url] }),
+        moon,
+        Session.unsafeMake(issued),
+        FetchHttpClient.layer
       )
       const status = yield* getProtected(`${moon.url}/protected`, app)
       expect(status).toBe(401)
