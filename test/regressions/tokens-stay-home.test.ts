@@ -241,25 +241,28 @@ describe("the bearer never follows a redirect to another origin (issue 22)", () 
 
   // Before: under FetchHttpClient the origin check looked at the request
   // (Moon's), not at where fetch had ended up: the other origin's 401
-  // refreshed (one token spent) and was replayed.
-  it.scopedLive("FetchHttpClient, layerWith({ origins }): a redirected 401 from another origin spends no token", () =>
-    Effect.gen(function*() {
-      const moon = yield* MockMoonServer.make()
-      const other = yield* MockMoonServer.make()
-      const issued = yield* moon.issueSession()
-      yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
-      const app = appOver(
-        AuthHttpClient.layerWith({ origins: [moon.url, other.url] }),
-        moon,
-        Session.unsafeMake(issued),
-        FetchHttpClient.layer
-      )
-      const status = yield* getProtected(`${moon.url}/protected`, app)
-      expect(status).toBe(401)
-      expect(yield* bearers(other)).toStrictEqual([false])
-      expect((yield* moon.stats).refreshRequests).toBe(0)
-      expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
-    }))
+  // refreshed (one token spent) and was replayed. Under followRedirects the
+  // hop to another allowed origin kept the bearer.
+  for (const [name, http] of transports) {
+    it.scopedLive(`${name}, layerWith two origins: a redirect between them drops the bearer, its 401 spends no token`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const other = yield* MockMoonServer.make()
+        const issued = yield* moon.issueSession()
+        yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
+        const app = appOver(
+          AuthHttpClient.layerWith({ origins: [moon.url, other.url] }),
+          moon,
+          Session.unsafeMake(issued),
+          http
+        )
+        const status = yield* getProtected(`${moon.url}/protected`, app)
+        expect(status).toBe(401)
+        expect(yield* bearers(other)).toStrictEqual([false])
+        expect((yield* moon.stats).refreshRequests).toBe(0)
+        expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+      }))
+  }
 })
 
 describe("expiry comes from the token, not from a Date header", () => {
