@@ -115,18 +115,23 @@ describe("the refresh token never leaves the configured endpoint", () => {
     }))
 })
 
+/** `auth` over a manager holding `seeded`, refreshing against `moon`, over the transport `http`. */
+const appOver = (
+  auth: Layer.Layer<AuthHttpClient.AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager>,
+  moon: MockMoonServer.Service,
+  seeded: Session.Session,
+  http: Layer.Layer<HttpClient.HttpClient>
+) =>
+  auth.pipe(
+    Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
+    Layer.provide(SessionStore.layerMemory(seeded)),
+    Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
+    Layer.provide(http)
+  )
+
 describe("the bearer goes only to the origins the user names", () => {
-  const appLayer = (
-    moon: MockMoonServer.Service,
-    seeded: Session.Session,
-    http: Layer.Layer<HttpClient.HttpClient>
-  ) =>
-    AuthHttpClient.layerWith({ origins: [moon.url] }).pipe(
-      Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
-      Layer.provide(SessionStore.layerMemory(seeded)),
-      Layer.provide(RefreshClient.layer({ baseUrl: moon.url })),
-      Layer.provide(http)
-    )
+  const appLayer = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
+    appOver(AuthHttpClient.layerWith({ origins: [moon.url] }), moon, seeded, http)
 
   it.scopedLive("a request to another origin is sent without the token, and its 401 causes no refresh", () =>
     Effect.gen(function*() {
@@ -198,6 +203,88 @@ describe("the bearer goes only to the origins the user names", () => {
       )
       expect(Exit.isFailure(exit) && String(exit.cause)).toContain(`AuthHttpClient: option "origins"`)
     }))
+})
+
+describe("the bearer never follows a redirect to another origin (issue 22)", () => {
+  // Every request signed, as AuthHttpClient.layer does; the transport is the user's.
+  const signAll = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
+    appOver(AuthHttpClient.layer, moon, seeded, http)
+
+  const getProtected = <E>(url: string, app: Layer.Layer<AuthHttpClient.AuthHttpClient, E>) =>
+    Effect.gen(function*() {
+      const http = yield* AuthHttpClient.AuthHttpClient
+      const response = yield* http.get(url)
+      yield* response.text
+      return response.status
+    }).pipe(Effect.provide(app))
+
+  // Whether each request to /protected carried a bearer, in order (the refresh POSTs left out).
+  const bearers = (server: MockMoonServer.Service) =>
+    Effect.map(
+      server.requests,
+      (requests) => requests.filter((request) => request.path === "/protected").map((request) => request.bearer)
+    )
+
+  const transports = [
+    ["NodeHttpClient + HttpClient.followRedirects()", followingNode],
+    ["FetchHttpClient (fetch follows redirects by default)", FetchHttpClient.layer],
+    ["FetchHttpClient + HttpClient.followRedirects()", followingFetch]
+  ] as const
+
+  for (const [name, http] of transports) {
+    // Before: with NodeHttpClient + followRedirects, the hop to the other
+    // origin carried the bearer (no `origins`, no hop guard), and its 401
+    // made AuthHttpClient refresh (one token spent) and replay.
+    it.scopedLive(`${name}, AuthHttpClient.layer: the other origin gets no bearer, and its 401 spends no token`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const other = yield* MockMoonServer.make()
+        const issued = yield* moon.issueSession()
+        yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
+        const status = yield* getProtected(`${moon.url}/protected`, signAll(moon, Session.unsafeMake(issued), http))
+        expect(yield* bearers(other)).toStrictEqual([false])
+        // The other origin's 401 comes back as it is: no refresh, no replay.
+        expect((yield* moon.stats).refreshRequests).toBe(0)
+        expect(status).toBe(401)
+        expect(yield* bearers(moon)).toStrictEqual([true])
+        expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+      }))
+
+    it.scopedLive(`${name}, AuthHttpClient.layer: a redirect within the origin keeps the bearer`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const issued = yield* moon.issueSession()
+        yield* moon.scriptProtected(Fault.Redirect({ status: 307, location: `${moon.url}/protected` }))
+        const status = yield* getProtected(`${moon.url}/protected`, signAll(moon, Session.unsafeMake(issued), http))
+        expect(status).toBe(200)
+        expect(yield* bearers(moon)).toStrictEqual([true, true])
+      }))
+  }
+
+  // Before: under FetchHttpClient the origin check looked at the request
+  // (Moon's), not at where fetch had ended up: the other origin's 401
+  // refreshed (one token spent) and was replayed. Under followRedirects the
+  // hop to another allowed origin kept the bearer.
+  for (const [name, http] of transports) {
+    it.scopedLive(`${name}, layerWith two origins: a redirect between them drops the bearer, its 401 spends no token`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const other = yield* MockMoonServer.make()
+        const issued = yield* moon.issueSession()
+        yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
+        const app = appOver(
+          AuthHttpClient.layerWith({ origins: [moon.url, other.url] }),
+          moon,
+          Session.unsafeMake(issued),
+          http
+        )
+        const status = yield* getProtected(`${moon.url}/protected`, app)
+        expect(status).toBe(401)
+        expect(yield* bearers(other)).toStrictEqual([false])
+        expect((yield* moon.stats).refreshRequests).toBe(0)
+        expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+      }))
+  }
 })
 
 describe("expiry comes from the token, not from a Date header", () => {
