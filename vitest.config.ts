@@ -22,8 +22,9 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
-    // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
-    exclude: [...configDefaults.exclude, "test/redis/**"],
+    // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts); and real
+    // processes in real time: `npm run test:system` (vitest.system.config.ts).
+    exclude: [...configDefaults.exclude, "test/redis/**", "test/system/**"],
     // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
     testTimeout: 20_000
   }
