@@ -352,16 +352,10 @@ const owner = "MockMoonServer"
 const settings = (options: Options): Either.Either<Routes.Settings, Options_.Invalid> =>
   Either.all({
     lifetime: Options_.integer(owner, "accessTokenLifetime", options.accessTokenLifetime ?? 3600, { min: 1 }),
-    reuse: Options_.oneOf(owner, "reuse", options.reuse ?? "window", TokenFamily.reuseModes),
-    reuseWindowMillis: Options_.millis(
-      owner,
-      "reuseWindow",
-      options.reuseWindow ?? TokenFamily.defaultReuseWindowMillis(options.reuse),
-      "nonNegative"
-    ),
+    reuse: TokenFamily.checkReuse(owner, options.reuse, options.reuseWindow),
     dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER }),
     cors: Cors.policy(owner, options.cors)
-  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuse, reuseWindowMillis }) => ({
+  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuse: { reuse, reuseWindowMillis } }) => ({
     cors,
     lifetime,
     reuse,

@@ -515,16 +515,10 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
   Effect.gen(function*() {
     const checked = yield* Options_.orDie(Either.all({
       lifetime: duration("lifetime", options.lifetime ?? Duration.hours(1)),
-      reuse: Options_.oneOf(owner, "reuse", options.reuse ?? "window", TokenFamily.reuseModes),
-      reuseWindowMillis: Options_.millis(
-        owner,
-        "reuseWindow",
-        options.reuseWindow ?? TokenFamily.defaultReuseWindowMillis(options.reuse),
-        "nonNegative"
-      )
+      reuse: TokenFamily.checkReuse(owner, options.reuse, options.reuseWindow)
     }))
     const state: State = {
-      families: makeFamilies(checked.reuse, checked.reuseWindowMillis),
+      families: makeFamilies(checked.reuse.reuse, checked.reuse.reuseWindowMillis),
       queue: [...(options.script ?? [])],
       calls: [],
       counters: { calls: 0, interruptions: 0 },

@@ -24,7 +24,9 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Redacted } from "effect"
+import type { Duration } from "effect"
+import { Either, Redacted } from "effect"
+import * as Options_ from "../../internal/options.js"
 
 /** One sign-in and every token descended from it. */
 export interface Family<A> {
@@ -83,6 +85,25 @@ export const reuseModes: ReadonlyArray<ReuseMode> = ["window", "gotrue"]
 
 /** The reuse window when none is given: none in `"window"` mode, GoTrue's default 10 s in `"gotrue"` mode. */
 export const defaultReuseWindowMillis = (mode: ReuseMode | undefined): number => mode === "gotrue" ? 10_000 : 0
+
+/**
+ * Checks the doubles' `reuse` and `reuseWindow` options (the one wording of
+ * `internal/options.ts`), with the mode's default window.
+ */
+export const checkReuse = (
+  owner: string,
+  reuse: ReuseMode | undefined,
+  reuseWindow: Duration.DurationInput | undefined
+): Either.Either<{ readonly reuse: ReuseMode; readonly reuseWindowMillis: number }, Options_.Invalid> =>
+  Either.all({
+    reuse: Options_.oneOf(owner, "reuse", reuse ?? "window", reuseModes),
+    reuseWindowMillis: Options_.millis(
+      owner,
+      "reuseWindow",
+      reuseWindow ?? defaultReuseWindowMillis(reuse),
+      "nonNegative"
+    )
+  })
 
 export interface Options<A> {
   /**
