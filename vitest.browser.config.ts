@@ -7,8 +7,9 @@ export default defineConfig({
   resolve: base.resolve,
   test: {
     include: ["test/browser/**/*.browser.ts"],
-    testTimeout: 120_000,
-    hookTimeout: 60_000,
+    // Hang guards: a test that takes seconds on a quiet machine takes minutes on a busy one.
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
     // One Chromium at a time on a 2-core machine; the timings mean something then.
     fileParallelism: false
   }

@@ -22,9 +22,25 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
-    // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
-    exclude: [...configDefaults.exclude, "test/redis/**"],
-    // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
-    testTimeout: 20_000
+    exclude: [
+      ...configDefaults.exclude,
+      // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
+      "test/redis/**",
+      // Real time and real processes: `npm run test:system` (vitest.system.config.ts).
+      "test/system/**",
+      // Diagnoses kept out of every suite (vitest.repro.config.ts).
+      "test/repro/**"
+    ],
+    // Nothing here may depend on how fast the machine is: time is TestClock's,
+    // and a real wait is a hang guard. So is this: a test that takes seconds on
+    // a quiet machine takes minutes on one loaded many times over (the TestClock
+    // waits on real event-loop turns), and only a hang may fail it.
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
+    // Two files at a time (vitest's default is one on a 2-core machine): most
+    // files wait on timer turns and sockets more than they compute, and none
+    // depends on having the machine to itself.
+    maxWorkers: 2,
+    minWorkers: 1
   }
 })

@@ -455,10 +455,17 @@ export interface RoundTripRow {
   readonly cpuRatioToFloor: number
   readonly plain: string
   readonly floor: string
+  /** Rounds run (fewer than asked when the time budget ran out). */
+  readonly rounds: number
 }
 
 export interface RoundTripOptions {
+  /** At most this many rounds... */
   readonly rounds: number
+  /** ...and at least this many... */
+  readonly minRounds: number
+  /** ...and no round started once this many seconds of rounds have passed (a busy machine runs fewer). */
+  readonly budgetSeconds: number
   readonly perRound: number
   /** Each round is run in this many slices, each runner's slice next to those of the runners it is compared with. */
   readonly slices: number
@@ -477,9 +484,13 @@ export const measureRoundTrips = async (
   )
   const results = new Map<string, Array<Sample>>(runners.map((runner) => [runner.name, []]))
   const perSlice = Math.ceil(options.perRound / options.slices)
+  let rounds = 0
   try {
     for (const runner of runners) await runner.run(await server.mint(3600), options.warmup)
+    const deadline = performance.now() + options.budgetSeconds * 1000
     for (let round = 0; round < options.rounds; round++) {
+      if (round >= options.minRounds && performance.now() > deadline) break
+      rounds++
       const slices = new Map<string, Array<Sample>>(runners.map((runner) => [runner.name, []]))
       for (const group of rotate(groups, round)) {
         for (let slice = 0; slice < options.slices; slice++) {
@@ -528,7 +539,8 @@ export const measureRoundTrips = async (
       cpuMicrosPerRequest: median(samples.map(cpuOf)),
       cpuRatioToFloor: ratio(samples, floor, cpuOf),
       plain: runner.plain,
-      floor: runner.floor
+      floor: runner.floor,
+      rounds
     }
   })
 }

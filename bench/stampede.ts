@@ -220,6 +220,8 @@ export interface StampedeOptions {
   readonly rounds: number
   /** Rounds for the interceptor flows (20,000 requests or more each). */
   readonly heavyRounds: number
+  /** No round after the first starts once this many seconds of rounds have passed (a busy machine runs fewer). */
+  readonly budgetSeconds: number
   /** The p50 of one refresh through RefreshClient / FetchHttpClient, from section 1. */
   readonly oneRefreshMillis: number
   /** Sockets per host for the axios flows. */
@@ -250,7 +252,9 @@ export const measureStampede = async (server: ServerHandle, options: StampedeOpt
     // One small warm-up round per light flow (JIT), not counted. The heavy
     // flows are warm after their first thousand requests; 10,000 follow.
     for (const flow of flows) if (!flow.heavy) await flow.run(server, Math.min(500, options.callers))
+    const deadline = performance.now() + options.budgetSeconds * 1000
     for (let round = 0; round < options.rounds; round++) {
+      if (round > 0 && performance.now() > deadline) break
       for (const flow of rotate(flows, round)) {
         if (flow.heavy && round >= options.heavyRounds) continue
         const before = await server.stats()

@@ -1,7 +1,7 @@
 // `npm run build` (and `prepack`): ESM and CommonJS, each with its own
 // declarations, into dist/.
 import { spawnSync } from "node:child_process"
-import { readFileSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { staleFields } from "./entries.mjs"
 
@@ -24,3 +24,7 @@ for (const project of ["tsconfig.build.json", "tsconfig.cjs.json"]) {
 // The package is "type": "module": without this marker Node (and TypeScript)
 // would read dist/cjs/*.js (and *.d.ts) as ES modules.
 writeFileSync(new URL("dist/cjs/package.json", root), JSON.stringify({ type: "commonjs" }) + "\n")
+// package.json's `bin`: npm makes it executable when it installs the package;
+// this does the same for a run from the repository (`./dist/esm/bin/…`).
+const pkg = JSON.parse(readFileSync(new URL("package.json", root), "utf8"))
+for (const path of Object.values(pkg.bin ?? {})) chmodSync(new URL(path, root), 0o755)

@@ -21,11 +21,14 @@ const repo = fileURLToPath(new URL("..", import.meta.url))
 const examples = Path.join(repo, "docs", "examples")
 const started = Date.now()
 
-// An example runs when it ends by running a program; the others only export
-// what the guides show (run-main.ts is the helper the runnable ones end with).
+// An example runs when it ends by running a program (an Effect through
+// runMain or Effect.runPromise, or a plain `void main()`); the others only
+// export what the guides show (run-main.ts is the helper the runnable ones end with).
 const runnable = readdirSync(examples)
   .filter((file) => file.endsWith(".ts") && file !== "run-main.ts")
-  .filter((file) => /^\s*(runMain|Effect\.runPromise)\s*$/m.test(readFileSync(Path.join(examples, file), "utf8")))
+  .filter((file) =>
+    /^\s*(runMain|Effect\.runPromise|void main\(\))\s*$/m.test(readFileSync(Path.join(examples, file), "utf8"))
+  )
   .sort()
 
 const server = spawn("npm", ["run", "--silent", "mock-server"], { cwd: repo, detached: true })

@@ -7,17 +7,21 @@
  * `*` expanded to the files it matches) as `.mts` and `.cts`, type-checked
  * under `module` NodeNext and Node16 with `skipLibCheck: false`. It runs both
  * compiled consumers: each imports every entry, refreshes a session against
- * `MockMoonServer`, and shows that no private path resolves. Exits 1 at the
- * first thing that fails, with its output.
+ * `MockMoonServer`, and shows that no private path resolves. Last, it runs
+ * the package's `moon-mock-server` command as installed (`node_modules/.bin`):
+ * it must print a refresh token, rotate it once, reject its reuse, and report
+ * both at the stats URL it printed. Exits 1 at the first thing that fails,
+ * with its output.
  *
  * Everything happens in a temporary directory outside the repository,
  * removed at the end.
  */
-import { spawnSync } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Readline from "node:readline"
 import { fileURLToPath } from "node:url"
 
 const repo = fileURLToPath(new URL("..", import.meta.url))
@@ -158,6 +162,64 @@ interface ConsumerOutput {
 
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// The moon-mock-server command, as installed
+// ---------------------------------------------------------------------------
+
+/** The command's stdout lines until it prints `name=…`: the value. */
+const printed = async (lines: AsyncIterator<string>, name: string, output: Array<string>): Promise<string> => {
+  for (;;) {
+    const line = await lines.next()
+    if (line.done) throw new CheckFailed(`moon-mock-server ended before printing ${name}:\n${output.join("\n")}`)
+    output.push(line.value)
+    const match = line.value.match(new RegExp(`${name}[=\\s]+(\\S+)`))
+    if (match?.[1] !== undefined) return match[1]
+  }
+}
+
+const checkBin = async (consumer: string) => {
+  const bin = Path.join(consumer, "node_modules", ".bin", "moon-mock-server")
+  const child = spawn(bin, ["--port", "0"], { cwd: consumer, stdio: ["pipe", "pipe", "pipe"] })
+  const output: Array<string> = []
+  child.stderr.on("data", (chunk) => output.push(String(chunk)))
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve))
+  try {
+    const lines = Readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+    const stats = await printed(lines, "curl", output)
+    const baseUrl = await printed(lines, "MOON_BASE_URL", output)
+    const token = await printed(lines, "MOON_REFRESH_TOKEN", output)
+    const refresh = () =>
+      fetch(`${baseUrl}/auth/refresh`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ refresh_token: token })
+      })
+    const first = await refresh()
+    const body = await first.json() as { refresh_token?: unknown }
+    // The same token again: a reuse, which the default server rejects.
+    const again = await refresh()
+    const counters = await (await fetch(stats)).json()
+    const expected = { refreshRequests: 2, rotations: 1, reuseRejections: 1 }
+    const matches = Object.entries(expected).every(([name, value]) => counters[name] === value)
+    if (first.status !== 200 || typeof body.refresh_token !== "string" || again.status !== 500 || !matches) {
+      throw new CheckFailed(
+        `moon-mock-server: refresh ${first.status}, reuse ${again.status}, stats ${JSON.stringify(counters)}`
+      )
+    }
+    console.log(
+      `bin:      node_modules/.bin/moon-mock-server answered a refresh (200), rejected its reuse (500), ` +
+        `and ${stats} reported ${JSON.stringify(expected)}`
+    )
+  } finally {
+    child.kill("SIGTERM")
+    const code = await exited
+    // SIGTERM interrupts the server: it exits on its own, without an error.
+    if (code !== 0 && code !== null) console.error(`moon-mock-server exited with ${code}: ${output.join("\n")}`)
+  }
+}
+
+// ---------------------------------------------------------------------------
+
 const main = (tmp: string) => {
   const pkg = readJson(Path.join(repo, "package.json"))
 
@@ -248,11 +310,12 @@ const main = (tmp: string) => {
     `run:      ${entries.public.length} entries import as ESM and CJS with the same names; ` +
       `a refresh against MockMoonServer works in both; ${entries.private.length} private paths resolve in neither`
   )
+  return consumer
 }
 
 const tmp = mkdtempSync(Path.join(Os.tmpdir(), "moon-refresh-pack-"))
 try {
-  main(tmp)
+  await checkBin(main(tmp))
   console.log(`pack check passed in ${((Date.now() - started) / 1000).toFixed(0)} s`)
 } catch (error) {
   console.error(error instanceof CheckFailed ? `pack check FAILED: ${error.message}` : error)

@@ -16,7 +16,9 @@ export const entries = {
   "./*": "*",
   "./internal/*": null,
   "./testing/internal/*": null,
-  "./browser/internal/*": null
+  "./browser/internal/*": null,
+  // The moon-mock-server command (package.json \`bin\`): run, never imported.
+  "./bin/*": null
 }
 
 // ESM and CommonJS each get their own declarations: dist/cjs/package.json says

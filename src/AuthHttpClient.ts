@@ -3,8 +3,11 @@
  * a 401 refreshes once (joining any refresh already in flight) and replays the
  * request once. A second 401 is returned as it is: never a loop.
  *
- * With `origins`, only requests to those origins carry the token, only their
- * 401s can cause a refresh, and a redirect that leaves them drops the header.
+ * The token goes to the origin of the request it was put on and nowhere
+ * else: a redirect to another origin drops the header, as `fetch` and curl
+ * do, whatever the client, and a 401 from another origin than the token's
+ * causes no refresh. With `origins`, only requests to those origins carry the
+ * token at all.
  *
  * @since 0.1.0
  */
@@ -16,7 +19,7 @@ import {
   UrlParams
 } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
-import { guardHops, originOf, readBodyCapped } from "./internal/http.js"
+import { answeredElsewhere, guardBearer, originOf, readBodyCapped, type Trip } from "./internal/http.js"
 import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
@@ -48,9 +51,10 @@ export interface Options {
   /**
    * The origins (scheme, host and port, e.g. `"https://api.example.com"`)
    * whose requests carry the access token. A request to any other origin is
-   * sent as it is, without the token, and its 401 never causes a refresh; a
-   * redirect from an allowed origin to another drops the `Authorization`
-   * header. Omitted: every request is signed (what {@link layer} does).
+   * sent as it is, without the token, and its 401 never causes a refresh.
+   * Omitted: every request is signed (what {@link layer} does). Either way,
+   * a redirect to another origin than the request's drops the
+   * `Authorization` header (even to another origin listed here).
    */
   readonly origins?: ReadonlyArray<string> | undefined
 }
@@ -72,6 +76,8 @@ export const maxDrainBytes = 64 * 1024
 export const drainTimeout: Duration.Duration = Duration.seconds(1)
 
 const owner = "AuthHttpClient"
+
+const newTrip = (): Trip => ({ first: undefined, landed: undefined })
 
 // The one check of the options: each origin must be a URL's origin, written as one.
 const resolveOrigins = (
@@ -128,18 +134,11 @@ export const make = (
       const origin = origins === undefined ? undefined : requestOrigin(request)
       return origins === undefined || (origin !== undefined && origins.has(origin))
     }
-    // A hop of a redirect that leaves the allowed origins: the header the
-    // hop shares with our signed request is removed before it is sent.
-    const stripForeign = (request: HttpClientRequest.HttpClientRequest) => {
-      if (!allowed(request) && "authorization" in request.headers) {
-        delete (request.headers as Record<string, string>)["authorization"]
-      }
-    }
-    const send = origins === undefined
-      ? (request: HttpClientRequest.HttpClientRequest) => client.execute(request)
-      : (request: HttpClientRequest.HttpClientRequest) => guardHops(client.execute(request), stripForeign)
+    // Every signed request, whatever the client: the bearer goes to the
+    // request's origin only, and `trip` says where the answer came from.
+    const send = (request: HttpClientRequest.HttpClientRequest, trip: Trip) => guardBearer(client, request, trip)
 
-    // The request came back 401 from an allowed origin: refresh (or take the
+    // The request came back 401 from its own origin: refresh (or take the
     // token another request just got) and send it once more.
     const replay = (
       request: HttpClientRequest.HttpClientRequest,
@@ -162,7 +161,7 @@ export const make = (
         const next = changed ? yield* manager.accessToken : (yield* manager.refresh).accessToken
         if (!replayable) return response
         yield* Effect.annotateCurrentSpan("moon.auth.replayed", true)
-        return yield* send(HttpClientRequest.bearerToken(request, next))
+        return yield* send(HttpClientRequest.bearerToken(request, next), newTrip())
       })
 
     // The path every request takes: two steps, no generator (this is the
@@ -173,28 +172,32 @@ export const make = (
       HttpClientResponse.HttpClientResponse,
       HttpClientError.HttpClientError | SessionManager.SessionError
     > =>
-      Effect.flatMap(manager.accessToken, (token) =>
-        Effect.flatMap(send(HttpClientRequest.bearerToken(request, token)), (response) =>
-          // A 401 from another origin (after a redirect) says nothing about our token.
-          response.status !== 401 || !allowed(response.request)
+      Effect.flatMap(manager.accessToken, (token) => {
+        const sent = HttpClientRequest.bearerToken(request, token)
+        const trip = newTrip()
+        return Effect.flatMap(send(sent, trip), (response) =>
+          // A 401 from another origin than the bearer's (after a redirect)
+          // says nothing about our token: it spends none.
+          response.status !== 401 || answeredElsewhere(trip, sent, response)
             ? Effect.succeed(response)
-            : replay(request, token, response)))
+            : replay(request, token, response))
+      })
 
     const execute = (request: HttpClientRequest.HttpClientRequest) =>
       // Another origin: sent as it is, and its 401 is its own business.
       allowed(request) ? signed(request) : client.execute(request)
 
     return HttpClient.makeWith<never, never, HttpClientError.HttpClientError | SessionManager.SessionError, never>(
-      (request) =>
-        Effect.flatMap(request, execute),
+      (request) => Effect.flatMap(request, execute),
       Effect.succeed
     )
   })
 
 /**
  * Wraps the `HttpClient` in context and signs every request, whatever its
- * host: right for a program that talks to one API. To sign only some origins
- * (and keep the token off redirects that leave them), use {@link layerWith}.
+ * host: right for a program that talks to one API. A redirect to another
+ * origin still drops the token. To sign only some origins, use
+ * {@link layerWith}.
  *
  * @example
  * ```ts

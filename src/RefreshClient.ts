@@ -9,7 +9,15 @@ import { HttpClient, type HttpClientError } from "@effect/platform"
 import type { ConfigError } from "effect"
 import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted, Tracer } from "effect"
 import { retry, timeoutFail } from "./internal/attempt.js"
-import { joinUrl, maxBodyBytes, readBodyCapped, refreshGuard, validateBaseUrl, validatePath } from "./internal/http.js"
+import {
+  type BodyTooLarge,
+  joinUrl,
+  maxBodyBytes,
+  readBodyCapped,
+  refreshGuard,
+  validateBaseUrl,
+  validatePath
+} from "./internal/http.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -109,14 +117,38 @@ const rootCause = (error: unknown): string | undefined => {
   return found
 }
 
-const describeTransport = (error: HttpClientError.HttpClientError): RefreshError.TransportError => {
-  const detail = rootCause(error.cause) ?? error.description ?? error.reason
+// The HTTP stack's words, whatever they hold (a test interceptor's "no match
+// for <request>" holds our body): scrubbed of the token before they are kept,
+// and only the text is kept, never the error, whose request holds the token.
+const describeTransport = (error: HttpClientError.HttpClientError, mask: Moon.Mask): RefreshError.TransportError => {
+  const detail = Moon.scrub(rootCause(error.cause) ?? error.description ?? error.reason, mask)
   return new RefreshError.TransportError({
     reason: "Network",
     message: RefreshError.capMessage(
       error._tag === "ResponseError" ? `connection lost while reading the response: ${detail}` : detail
     )
   })
+}
+
+// What an attempt failed with, as a `RefreshError`.
+const recover = (
+  error: HttpClientError.HttpClientError | BodyTooLarge | RefreshError.RefreshError,
+  mask: Moon.Mask
+): Effect.Effect<never, RefreshError.RefreshError> => {
+  switch (error._tag) {
+    case "BodyTooLarge":
+      return Moon.tooLarge(error.response, error)
+    case "RequestError":
+      // Encode and InvalidUrl cannot happen with a validated URL and a
+      // string body; die without the request, whose body holds the token.
+      return error.reason === "Transport"
+        ? Effect.fail(describeTransport(error, mask))
+        : Effect.dieMessage(`RefreshClient: could not build the request (${error.reason})`)
+    case "ResponseError":
+      return Effect.fail(describeTransport(error, mask))
+    default:
+      return Effect.fail(error)
+  }
 }
 
 /**
@@ -156,21 +188,15 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
         )
       }).pipe(
         // One handler for what is not yet a `RefreshError` (a frame less per attempt than one per kind).
-        Effect.catchAll((error) => {
-          switch (error._tag) {
-            case "BodyTooLarge":
-              return Moon.tooLarge(error.response, error)
-            case "RequestError":
-              // Encode and InvalidUrl cannot happen with a validated URL and a
-              // string body; die without the request, whose body holds the token.
-              return error.reason === "Transport"
-                ? Effect.fail(describeTransport(error))
-                : Effect.dieMessage(`RefreshClient: could not build the request (${error.reason})`)
-            case "ResponseError":
-              return Effect.fail(describeTransport(error))
-            default:
-              return Effect.fail(error)
-          }
+        Effect.catchAllCause((cause) => {
+          const failure = Cause.failureOption(cause)
+          if (Option.isSome(failure)) return recover(failure.value, mask)
+          // A defect of the HTTP stack (an interceptor that throws "no match
+          // for <request>") stays a defect, in words scrubbed of the token.
+          const defect = Cause.dieOption(cause)
+          return Option.isSome(defect) && !Cause.isInterrupted(cause)
+            ? Effect.die(Moon.scrubDefect(defect.value, mask))
+            : Effect.failCause(Cause.stripFailures(cause))
         }),
         timeoutFail({
           duration: timeout,

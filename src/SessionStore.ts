@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import { KeyValueStore } from "@effect/platform"
+import type { Duration } from "effect"
 import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Stream } from "effect"
 import * as RefreshError from "./RefreshError.js"
 import * as Session from "./Session.js"
@@ -91,6 +92,22 @@ export const StoredJson: Schema.Schema<Stored, string> = Schema.parseJson(Stored
 export const empty: Stored = { revision: 0, session: Option.none() }
 
 /**
+ * The lock as held by one critical section.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Lease {
+  /**
+   * Renews the lock now if it is still this holder's, so that no other holder can take it over
+   * for at least `atLeast` from now; fails with StoreError({ operation: "lock" }) if the lock
+   * is no longer this holder's (taken over, released) or if the lease is shorter than
+   * `atLeast`. Called right before each refresh POST.
+   */
+  readonly ensure: (atLeast: Duration.DurationInput) => Effect.Effect<void, StoreError>
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -109,6 +126,17 @@ export interface Service {
    * already-rotated token.
    */
   readonly withLock: <A, E, R>(critical: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /**
+   * {@link withLock}, with the {@link Lease} of the hold given to `use`: the
+   * holder calls `lease.ensure(requestTimeout + margin)` right before each
+   * refresh POST and gives up if it fails. The lock is renewed while `use`
+   * runs, and released when it ends.
+   *
+   * @since 0.3.0
+   */
+  readonly withLease: <A, E, R>(
+    use: (lease: Lease) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | StoreError, R>
   /** The record, with its revision ({@link empty} when nothing was written). */
   readonly read: Effect.Effect<Stored, StoreError>
   /**
@@ -149,8 +177,15 @@ export interface Implementation {
   readonly load: Effect.Effect<Option.Option<Session.Session>, StoreError>
   readonly save: (session: Session.Session) => Effect.Effect<void, StoreError>
   readonly clear: Effect.Effect<void, StoreError>
-  /** Omit it to get an in-process lock (a semaphore of one permit). */
+  /** Omit it (and `withLease`) to get an in-process lock (a semaphore of one permit). */
   readonly withLock?: Service["withLock"] | undefined
+  /**
+   * The lock with its lease; `withLock` is derived from it when only this is
+   * given. Without it, `make` gives a lease that cannot be lost.
+   *
+   * @since 0.3.0
+   */
+  readonly withLease?: Service["withLease"] | undefined
 }
 
 /**
@@ -164,8 +199,16 @@ export interface Implementation {
 export interface FencedImplementation {
   readonly read: Service["read"]
   readonly write: Service["write"]
-  /** Omit it to get an in-process lock: fencing still keeps writes safe, but refreshes may race. */
+  /** Omit it (and `withLease`) to get an in-process lock: fencing still keeps writes safe, but refreshes may race. */
   readonly withLock?: Service["withLock"] | undefined
+  /**
+   * The lock with its lease, checked by owner; `withLock` is derived from it
+   * when only this is given. Without it, `make` gives the lock a lease whose
+   * `ensure` always succeeds.
+   *
+   * @since 0.3.0
+   */
+  readonly withLease?: Service["withLease"] | undefined
   /** Writes by other holders. This process's own writes are added by `make`. */
   readonly changes?: Stream.Stream<Stored> | undefined
   /** Default `true`. */
@@ -181,6 +224,10 @@ const isFenced = (implementation: Implementation | FencedImplementation): implem
  *
  * - A store without its own lock gets an in-process one, so two managers of
  *   one process sharing it still refresh one at a time.
+ * - `withLease` comes from the implementation's own; else it wraps its
+ *   `withLock` (or the in-process lock) with a lease whose `ensure` always
+ *   succeeds. `withLock` comes from the implementation's own; else from its
+ *   `withLease`.
  * - Every write made through the store is published to an in-process change
  *   feed, merged with the implementation's own, so managers sharing the store
  *   in one process see each other's writes at once.
@@ -206,7 +253,7 @@ const isFenced = (implementation: Implementation | FencedImplementation): implem
  * @category constructors
  */
 export const make = (implementation: Implementation | FencedImplementation): Service => {
-  const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
+  const { withLease, withLock } = locks(implementation)
   // Made on the first subscription: a store nobody follows (most of a pool's)
   // carries no PubSub, and publishing to it costs nothing.
   let local: PubSub.PubSub<Stored> | undefined
@@ -219,6 +266,7 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
       save: (session) => Effect.tap(memory.overwrite(Option.some(session)), publish),
       clear: Effect.tap(memory.overwrite(Option.none()), publish),
       withLock,
+      withLease,
       read: memory.read,
       write: (session, expected) => Effect.tap(memory.write(session, expected), publish),
       changes: localChanges,
@@ -241,11 +289,28 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
     save: (session) => overwrite(Option.some(session), "save"),
     clear: overwrite(Option.none(), "clear"),
     withLock,
+    withLease,
     read: implementation.read,
     write,
     changes: implementation.changes === undefined ? localChanges : Stream.merge(localChanges, implementation.changes),
     shared: implementation.shared ?? true
   }
+}
+
+// An in-process lock cannot be lost: its lease's `ensure` always succeeds.
+const unlosableLease: Lease = { ensure: () => Effect.void }
+
+// The lock and its lease, from whichever of the two the implementation gives.
+const locks = (implementation: Implementation | FencedImplementation): Pick<Service, "withLock" | "withLease"> => {
+  const own = implementation.withLease
+  if (own !== undefined) {
+    return {
+      withLease: own,
+      withLock: implementation.withLock ?? ((critical) => own(() => critical))
+    }
+  }
+  const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
+  return { withLock, withLease: (use) => withLock(Effect.suspend(() => use(unlosableLease))) }
 }
 
 // A plain store's revision, kept in memory: fenced within this process only.

@@ -1,4 +1,4 @@
-import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
 import { Cause, Clock, Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Stream, TestClock } from "effect"
@@ -61,7 +61,7 @@ interface Harness {
  */
 const withClient = <A, E>(
   setup: {
-    readonly api: Api
+    readonly api: Pick<Api, "layer">
     readonly signedIn?: boolean
     /** The mock's options. Default: every call issues a one-hour session after 1 s. */
     readonly refresh?: MockRefreshClient.Options
@@ -273,5 +273,74 @@ describe("AuthHttpClient", () => {
           }
         })
       )
+  })
+
+  describe("under FetchHttpClient, where fetch follows redirects itself", () => {
+    /**
+     * A `fetch` for the API: the first call answers 401 as if fetch had
+     * followed a redirect to `landedAt` (fetch drops the header on its way
+     * there), later ones 200 for the accepted token. Records each call's URL
+     * and `Authorization` header.
+     */
+    const makeFetch = (landedAt: string) => {
+      const calls: Array<{ readonly url: string; readonly authorization: string | null }> = []
+      const fetch: typeof globalThis.fetch = (input, init) => {
+        const authorization = new Headers(init?.headers).get("authorization")
+        calls.push({ url: String(input), authorization })
+        const ok = calls.length > 1 && authorization === "Bearer mock-access-token-1"
+        const response = new Response(ok ? "{\"id\":\"user-1\"}" : "{\"error\":\"no token\"}", {
+          status: ok ? 200 : 401
+        })
+        if (calls.length === 1) {
+          Object.defineProperties(response, { redirected: { value: true }, url: { value: landedAt } })
+        }
+        return Promise.resolve(response)
+      }
+      return { calls, fetch }
+    }
+
+    for (
+      const [where, provide] of [
+        // The platform's own example of a custom fetch: given to the client's layer only.
+        [
+          "given to FetchHttpClient.layer only",
+          (fetch: typeof globalThis.fetch) =>
+            FetchHttpClient.layer.pipe(Layer.provide(Layer.succeed(FetchHttpClient.Fetch, fetch)))
+        ],
+        [
+          "in the program's context",
+          (fetch: typeof globalThis.fetch) =>
+            FetchHttpClient.layer.pipe(Layer.provideMerge(Layer.succeed(FetchHttpClient.Fetch, fetch)))
+        ]
+      ] as const
+    ) {
+      it.effect(`a 401 fetch got from another origin after a redirect spends no token (a Fetch ${where})`, () => {
+        const api = makeFetch("https://elsewhere.example/me")
+        return withClient({ api: { layer: provide(api.fetch) } }, ({ http, refresh }) =>
+          Effect.gen(function*() {
+            const response = yield* http.get(url)
+            expect(response.status).toBe(401)
+            expect(yield* callCount(refresh)).toBe(0)
+            // The user's fetch was the one called, once, and with the bearer (fetch drops it at the redirect).
+            expect(api.calls).toStrictEqual([{ url, authorization: "Bearer mock-access-token-0" }])
+          }))
+      })
+
+      it.effect(`a 401 fetch got from the same origin after a redirect refreshes and replays (a Fetch ${where})`, () => {
+        const api = makeFetch("https://api.example.com/me/")
+        return withClient({ api: { layer: provide(api.fetch) } }, ({ http, refresh }) =>
+          Effect.gen(function*() {
+            const request = yield* Effect.fork(http.get(url))
+            yield* settle
+            yield* TestClock.adjust("1 second")
+            expect((yield* Fiber.join(request)).status).toBe(200)
+            expect(yield* callCount(refresh)).toBe(1)
+            expect(api.calls.map((call) => call.authorization)).toStrictEqual([
+              "Bearer mock-access-token-0",
+              "Bearer mock-access-token-1"
+            ])
+          }))
+      })
+    }
   })
 })

@@ -190,6 +190,23 @@ describe("MockRefreshClient", () => {
         )
         expect(yield* mock.stats).toMatchObject({ reusesTolerated: 0, reuseRejections: 1 })
       }))
+
+    it.effect("with reuse: gotrue, a lost answer is recovered by the same token an hour later; a token two back is not", () =>
+      Effect.gen(function*() {
+        const mock = yield* MockRefreshClient.make({ reuse: "gotrue", script: [MockRefreshClient.lost()] })
+        const seeded = yield* mock.issueSession()
+        yield* Effect.flip(mock.refresh(seeded.refreshToken))
+        yield* TestClock.adjust("1 hour")
+        // The parent of the active token: the active session, whatever the time.
+        const recovered = yield* mock.refresh(seeded.refreshToken)
+        expect(tokensOf(recovered)).toStrictEqual(["mock-access-token-3", "mock-refresh-token-2"])
+        yield* mock.refresh(recovered.refreshToken)
+        // Now two rotations back and spent an hour ago: revoked, with the whole session.
+        expect((yield* Effect.flip(mock.refresh(seeded.refreshToken))).message).toBe(
+          "Invalid Refresh Token: Already Used"
+        )
+        expect(yield* mock.stats).toMatchObject({ rotations: 2, reusesTolerated: 1, reuseRejections: 1 })
+      }))
   })
 
   describe("the script", () => {
@@ -402,6 +419,14 @@ describe("MockRefreshClient", () => {
         }))
     }
 
+    it.effect("refuses a reuse mode it does not know with the options' one wording", () =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(MockRefreshClient.make({ reuse: "lenient" as "gotrue" }))
+        expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
+          `MockRefreshClient: option "reuse" must be one of "window", "gotrue"`
+        )
+      }))
+
     it.effect("refuses a lifetime with the options' one wording", () =>
       Effect.gen(function*() {
         const exit = yield* Effect.exit(MockRefreshClient.make({ lifetime: -1 }))
@@ -469,8 +494,9 @@ describe("docs/examples/testing.ts", () => {
   it.effect("ridesOutAnOutage", () => Examples.ridesOutAnOutage)
   it.effect("signsOutOnRejection", () => Examples.signsOutOnRejection)
   it.effect("lostAnswerSignsOut", () => Examples.lostAnswerSignsOut)
-  it.effect("lostAnswerInReuseWindow", () => Examples.lostAnswerInReuseWindow)
+  it.effect("lostAnswerWithGoTrue", () => Examples.lostAnswerWithGoTrue)
   it.scopedLive("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
-  it.scopedLive("lostAnswerAndReuseWindow", () => Examples.lostAnswerAndReuseWindow)
+  it.scopedLive("lostAnswerStrictAndGoTrue", () => Examples.lostAnswerStrictAndGoTrue)
   it.scopedLive("noTokenInTheOutput", () => Examples.noTokenInTheOutput)
+  it.scoped("timeoutOnTheTestClock", () => Examples.timeoutOnTheTestClock)
 })

@@ -182,6 +182,46 @@ describe("RefreshPolicy.default", () => {
       expect(server.sentAt()).toStrictEqual([1_000_000, 1_007_000])
     }))
 
+  // Issue 22: the date was measured against the local clock only. With the
+  // client 2 h behind the server, "in 7 s" read as 2 h 7 s (the 1 h cap, past
+  // the policy's budget: no retry); 2 h ahead, as the past (a retry at once).
+  for (
+    const [what, skew] of [["2 h behind", 2 * 3_600_000], ["2 h ahead", -2 * 3_600_000]] as const
+  ) {
+    it.effect(`measures a Retry-After date against the answer's Date, the client's clock ${what}`, () =>
+      Effect.gen(function*() {
+        yield* TestClock.adjust(Duration.hours(3))
+        const now = 3 * 3_600_000
+        const server = now + skew
+        const answer = TestHttpClient.text(503, "maintenance", {
+          "date": new Date(server).toUTCString(),
+          "retry-after": new Date(server + 7000).toUTCString()
+        })
+        const client = TestHttpClient.make(answer, TestHttpClient.json(200, session))
+        const fiber = yield* forkRefresh(client, RefreshPolicy.default)
+        yield* TestClock.adjust(Duration.millis(6999))
+        expect(client.requests).toHaveLength(1)
+        yield* TestClock.adjust(Duration.millis(1))
+        yield* Fiber.join(fiber)
+        expect(client.sentAt()).toStrictEqual([now, now + 7000])
+      }))
+  }
+
+  it.effect("measures a Retry-After date against the Clock when the answer's Date is implausible", () =>
+    Effect.gen(function*() {
+      yield* TestClock.adjust(Duration.seconds(1000))
+      // More than 366 days from the client's clock: a broken header, not a clock.
+      const answer = TestHttpClient.text(503, "maintenance", {
+        "date": new Date(Date.UTC(2100, 0, 1)).toUTCString(),
+        "retry-after": new Date(1_000_000 + 7000).toUTCString()
+      })
+      const client = TestHttpClient.make(answer, TestHttpClient.json(200, session))
+      const fiber = yield* forkRefresh(client, RefreshPolicy.default)
+      yield* TestClock.adjust(Duration.seconds(7))
+      yield* Fiber.join(fiber)
+      expect(client.sentAt()).toStrictEqual([1_000_000, 1_007_000])
+    }))
+
   it.effect("never shortens a delay when Retry-After asks for less than the backoff", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(

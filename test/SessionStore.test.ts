@@ -2,7 +2,7 @@ import { FileSystem, KeyValueStore, Path } from "@effect/platform"
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import * as PlatformError from "@effect/platform/Error"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, Layer, Logger, LogLevel, Option, Redacted } from "effect"
+import { DateTime, Effect, Layer, Logger, LogLevel, Option, Redacted, Ref } from "effect"
 import { Session, SessionStore } from "moon-refresh"
 import { storeContract } from "./support/StoreContract.js"
 
@@ -255,3 +255,55 @@ storeContract(
   Effect.map(SessionStore.makeMemory(), (store) => ({ open: Effect.succeed(store) })),
   { feedWithin: "1 second" }
 )
+
+describe("SessionStore.make: withLease and withLock", () => {
+  const fenced = Effect.map(Ref.make(SessionStore.empty), (ref) => ({
+    read: Ref.get(ref),
+    write: (next: Option.Option<Session.Session>, expected: number) =>
+      Effect.as(Ref.set(ref, { revision: expected + 1, session: next }), { revision: expected + 1, session: next })
+  }))
+
+  it.effect("a store with no lock of its own gets a lease whose ensure always succeeds, under the in-process lock", () =>
+    Effect.gen(function*() {
+      const store = SessionStore.make(yield* fenced)
+      const inside = yield* Ref.make(0)
+      const most = yield* Ref.make(0)
+      const critical = store.withLease((lease) =>
+        Effect.gen(function*() {
+          yield* lease.ensure("1 hour")
+          const now = yield* Ref.updateAndGet(inside, (n) => n + 1)
+          yield* Ref.update(most, (m) => Math.max(m, now))
+          yield* Effect.yieldNow()
+          yield* Ref.update(inside, (n) => n - 1)
+        })
+      )
+      yield* Effect.all([critical, critical, store.withLock(Effect.void), critical], { concurrency: "unbounded" })
+      // One at a time, withLock and withLease sharing the one lock.
+      expect(yield* Ref.get(most)).toBe(1)
+    }))
+
+  it.effect("withLock is derived from withLease when only that is given, and withLease wraps a given withLock", () =>
+    Effect.gen(function*() {
+      const calls: Array<string> = []
+      const lost = new SessionStore.StoreError({ operation: "lock", message: "taken over" })
+      const leased = SessionStore.make({
+        ...(yield* fenced),
+        withLease: (use) =>
+          Effect.suspend(() => {
+            calls.push("withLease")
+            return use({ ensure: () => Effect.fail(lost) })
+          })
+      })
+      expect(yield* leased.withLock(Effect.succeed(7))).toBe(7)
+      expect(calls).toStrictEqual(["withLease"])
+      expect(yield* Effect.flip(leased.withLease((lease) => lease.ensure("1 second")))).toBe(lost)
+      calls.length = 0
+
+      const locked = SessionStore.make({
+        ...(yield* fenced),
+        withLock: (critical) => Effect.zipRight(Effect.sync(() => calls.push("withLock")), critical)
+      })
+      yield* locked.withLease((lease) => lease.ensure("1 hour"))
+      expect(calls).toStrictEqual(["withLock"])
+    }))
+})

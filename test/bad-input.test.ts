@@ -379,6 +379,13 @@ describe("an expiry that is not in the future", () => {
       }))
   }
 
+  it.effect("an expires_at in the past beside a valid expires_in is not used: the expiry is now + expires_in", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(now)
+      const { exit } = yield* refreshWith(TestHttpClient.json(200, { ...session, expires_at: nowSeconds - 60 }))
+      expect(Exit.isSuccess(exit) && DateTime.toEpochMillis(exit.value.expiresAt)).toBe(now + 3_600_000)
+    }))
+
   it.effect("an expires_in that is not a finite number is a MalformedResponseError naming it", () =>
     Effect.gen(function*() {
       for (const value of ["3600", null, true, { seconds: 3600 }]) {

@@ -1,19 +1,22 @@
 import { FetchHttpClient, type HttpClient } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, Either, type Layer, Redacted } from "effect"
+import { DateTime, Effect, Either, Fiber, type Layer, Option, Redacted, TestClock } from "effect"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
+import { waitUntil } from "./support/RealTime.js"
 
-// Real sockets on 127.0.0.1, so real time (`it.scopedLive`): the delays below
-// are tens of milliseconds and every outcome is decided by the script, not by a race.
+// Real sockets on 127.0.0.1, so real time (`it.scopedLive`): every outcome is
+// decided by the script, not by a race. The timeouts are on the TestClock
+// (`it.scoped`), moved once the server holds the request.
 
 // Retries quickly, so a retry costs milliseconds instead of the default's 200 ms.
 const quickRetries = RefreshPolicy.exponential({
   base: "10 millis",
   maxRetries: 3,
   maxDelay: "20 millis",
-  maxElapsed: "2 seconds",
+  // A hang guard, not a budget under test: retries must not stop because the machine is busy.
+  maxElapsed: "1 minute",
   jitter: false
 })
 
@@ -35,12 +38,14 @@ for (const [name, httpLayer] of stacks) {
           const seeded = yield* server.issueSession({ user: { email: "ada@example.com" } })
           const client = yield* clientFor(server)
 
+          const before = Date.now()
           const session = yield* client.refresh(seeded.refreshToken)
+          const after = Date.now()
           expect(session.user).toMatchObject({ id: "mock-user-1", email: "ada@example.com" })
           expect(session.tokenType).toBe("bearer")
-          const lifetime = DateTime.toEpochMillis(session.expiresAt) - Date.now()
-          expect(lifetime).toBeGreaterThan(598_000)
-          expect(lifetime).toBeLessThanOrEqual(600_000)
+          // Ten minutes from the moment the answer came, which lies between `before` and `after`.
+          expect(DateTime.toEpochMillis(session.expiresAt)).toBeGreaterThanOrEqual(before + 600_000)
+          expect(DateTime.toEpochMillis(session.expiresAt)).toBeLessThanOrEqual(after + 600_000)
           expect(yield* server.isLive(session.refreshToken)).toBe(true)
           expect(yield* server.isLive(seeded.refreshToken)).toBe(false)
           expect(yield* server.stats).toMatchObject({ refreshRequests: 1, rotations: 1 })
@@ -112,7 +117,8 @@ for (const [name, httpLayer] of stacks) {
 
     it.scopedLive("recovers the rotated session on retry when the server has a reuse window", () =>
       Effect.gen(function*() {
-        const server = yield* MockMoonServer.make({ reuseWindow: "10 seconds" })
+        // A minute's window (Supabase's default is 10 s): the retry comes milliseconds later, on any machine.
+        const server = yield* MockMoonServer.make({ reuseWindow: "1 minute" })
         const seeded = yield* server.issueSession()
         yield* server.script(MockMoonServer.Fault.ResetAfterRotate())
         const client = yield* clientFor(server)
@@ -122,32 +128,40 @@ for (const [name, httpLayer] of stacks) {
         expect(yield* server.stats).toMatchObject({ refreshRequests: 2, rotations: 1, reusesTolerated: 1 })
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("gives up on a response slower than the timeout (TransportError Timeout)", () =>
+    // The timeouts run on the TestClock: the server holds the request (for longer than the test may run)
+    // and the test moves the clock past the timeout once the server has it. No race with real time.
+    it.scoped("gives up on a response slower than the timeout (TransportError Timeout), and does not retry", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
-        yield* server.script(MockMoonServer.Fault.Delay({ millis: 5_000 }))
+        yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
         const client = yield* clientFor(server, { policy: RefreshPolicy.none, timeout: "200 millis" })
 
-        const started = performance.now()
-        const error = yield* Effect.flip(client.refresh(seeded.refreshToken))
-        const elapsed = performance.now() - started
+        const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+        yield* waitUntil("the request arrive", Effect.map(server.requests, (all) => all.length === 1))
+        yield* TestClock.adjust("199 millis")
+        expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+        yield* TestClock.adjust("1 millis")
+        const error = yield* Fiber.join(fiber)
         expect(error._tag === "TransportError" && error.reason).toBe("Timeout")
-        expect(elapsed).toBeGreaterThanOrEqual(190)
-        expect(elapsed).toBeLessThan(2_000)
-        // Not retried. (At most one: on a very busy machine the request may not even reach the server in time.)
-        expect((yield* server.stats).refreshRequests).toBeLessThanOrEqual(1)
+        // The client hung up during the delay: the server did not rotate, and nothing was retried.
+        yield* waitUntil("the hang-up", Effect.map(server.requests, ([r]) => r?.outcome === "client-gone"))
+        expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
+        expect((yield* server.stats).refreshRequests).toBe(1)
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("counts a body that trickles in past the timeout as a timeout too", () =>
+    it.scoped("counts a body that trickles in past the timeout as a timeout too", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
-        yield* server.script(MockMoonServer.Fault.SlowBody({ millis: 5_000 }))
-        // Longer than the test above: the request must reach the server (and rotate) before it times out.
+        yield* server.script(MockMoonServer.Fault.SlowBody({ millis: 60_000 }))
         const client = yield* clientFor(server, { policy: RefreshPolicy.none, timeout: "500 millis" })
 
-        const error = yield* Effect.flip(client.refresh(seeded.refreshToken))
+        const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+        // The server rotated and sent the headers and half the body; the rest never comes in time.
+        yield* waitUntil("the headers sent", Effect.map(server.requests, ([r]) => r?.status === 200))
+        yield* TestClock.adjust("500 millis")
+        const error = yield* Fiber.join(fiber)
         expect(error._tag === "TransportError" && error.reason).toBe("Timeout")
         // The server rotated before the body stalled: the old token is spent.
         expect(yield* server.isLive(seeded.refreshToken)).toBe(false)

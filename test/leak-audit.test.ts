@@ -59,8 +59,7 @@ describe("no token in any log, span, error, value or event", () => {
   for (const c of cases) {
     if (c.expected._tag === "NotApplicable") continue
     const posts = c.expected.posts
-    const test = c.fault.scenario._tag === "ClockJump" ? it.effect : it.live
-    test(`${c.fault.id} at ${entryPointTitle[c.entryPoint]}`, () =>
+    it.effect(`${c.fault.id} at ${entryPointTitle[c.entryPoint]}`, () =>
       Effect.gen(function*() {
         const { capturing, exit } = yield* sweep(c)
         const { capture } = capturing
@@ -88,7 +87,7 @@ describe("the raw exits of spans", () => {
     const id of ["reset-once", "truncated-reuse-window", "status-500-once"] as const
   ) {
     const c = cases.find((c) => c.fault.id === id && c.entryPoint === "RefreshClient")!
-    it.live(`${id}: no span ends with a value or error that renders a token`, () =>
+    it.effect(`${id}: no span ends with a value or error that renders a token`, () =>
       Effect.gen(function*() {
         const { capturing } = yield* sweep(c)
         const { issued, spans } = capturing.capture

@@ -3,10 +3,11 @@ import { Redacted } from "effect"
 import * as TokenFamily from "../src/testing/internal/tokenFamily.js"
 
 // Readable tokens: the nth pair the model asked for is access-n / refresh-n.
-const model = (reuseWindowMillis = 0) => {
+const model = (reuseWindowMillis = 0, reuse?: TokenFamily.ReuseMode) => {
   let n = 0
   return TokenFamily.make<string>({
     reuseWindowMillis,
+    reuse,
     newTokens: () => {
       n++
       return { accessToken: `access-${n}`, refreshToken: `refresh-${n}` }
@@ -107,6 +108,82 @@ describe("tokenFamily", () => {
       const first = families.issue("ada", 0, 1_000)
       families.rotate(first.refreshToken, 0, 1_000)
       expect(families.rotate(first.refreshToken, 0, 1_000)).toStrictEqual({ outcome: "reuse-rejected" })
+    })
+  })
+
+  // Supabase's auth server (GoTrue, RefreshTokenGrant): the parent of the active
+  // token is always forgiven, an older one only within the reuse interval.
+  describe("reuse: gotrue", () => {
+    const gotrue = (intervalMillis = 10_000) => model(intervalMillis, "gotrue")
+
+    it("forgives the parent of the active token however late, with the active token and no new rotation", () => {
+      const families = gotrue()
+      const first = families.issue("ada", 0, 1_000)
+      families.rotate(first.refreshToken, 0, 5_000)
+      // An hour later, far past the interval: the client that lost the answer retries.
+      const again = families.rotate(first.refreshToken, 3_600_000, 3_700_000)
+      expect(rotatedTo(again)).toStrictEqual(["reuse-tolerated", "access-3", "refresh-2"])
+      // And again: still the parent of the active token, still forgiven.
+      expect(rotatedTo(families.rotate(first.refreshToken, 7_200_000, 7_300_000))).toStrictEqual([
+        "reuse-tolerated",
+        "access-4",
+        "refresh-2"
+      ])
+      expect(families.isLive("refresh-2")).toBe(true)
+      expect(families.stats()).toStrictEqual({ rotations: 1, reuseRejections: 0, reusesTolerated: 2, unknownTokens: 0 })
+    })
+
+    it("forgives an older token within the interval after it was spent, answering with the active token", () => {
+      const families = gotrue(10_000)
+      const first = families.issue("ada", 0, 1_000)
+      families.rotate(first.refreshToken, 1_000, 5_000) // refresh-1 spent at 1 s
+      families.rotate("refresh-2", 2_000, 5_000) // refresh-2 spent at 2 s; refresh-3 is active
+      // refresh-1 is two rotations back: forgiven until 11 s (inclusive), with the active token.
+      expect(rotatedTo(families.rotate(first.refreshToken, 11_000, 15_000))).toStrictEqual([
+        "reuse-tolerated",
+        "access-4",
+        "refresh-3"
+      ])
+      expect(families.isLive("refresh-3")).toBe(true)
+      expect(families.stats()).toMatchObject({ rotations: 2, reusesTolerated: 1, reuseRejections: 0 })
+    })
+
+    it("revokes the whole family for an older token past the interval: the active token dies with it", () => {
+      const families = gotrue(10_000)
+      const first = families.issue("ada", 0, 1_000)
+      families.rotate(first.refreshToken, 1_000, 5_000)
+      families.rotate("refresh-2", 2_000, 5_000)
+      expect(families.rotate(first.refreshToken, 11_001, 15_000)).toStrictEqual({ outcome: "reuse-rejected" })
+      expect(families.isLive("refresh-3")).toBe(false)
+      // A revoked family stays revoked: even the former parent of the active token is a reuse now.
+      expect(families.rotate("refresh-2", 11_002, 15_000)).toStrictEqual({ outcome: "reuse-rejected" })
+      expect(families.rotate("refresh-3", 11_003, 15_000)).toStrictEqual({ outcome: "reuse-rejected" })
+      expect(families.stats()).toMatchObject({ rotations: 2, reusesTolerated: 0, reuseRejections: 3 })
+    })
+
+    it("with an interval of 0 forgives only the parent of the active token", () => {
+      const families = gotrue(0)
+      const first = families.issue("ada", 0, 1_000)
+      families.rotate(first.refreshToken, 0, 1_000)
+      expect(rotatedTo(families.rotate(first.refreshToken, 0, 1_000))[0]).toBe("reuse-tolerated")
+      families.rotate("refresh-2", 0, 1_000)
+      // refresh-1 is no longer the parent of the active token (refresh-3's is refresh-2).
+      expect(families.rotate(first.refreshToken, 0, 1_000)).toStrictEqual({ outcome: "reuse-rejected" })
+    })
+
+    it("the default window mode does not forgive the parent of the active token outside the window", () => {
+      const families = model(10_000)
+      const first = families.issue("ada", 0, 1_000)
+      families.rotate(first.refreshToken, 0, 5_000)
+      expect(families.rotate(first.refreshToken, 10_001, 15_000)).toStrictEqual({ outcome: "reuse-rejected" })
+    })
+
+    it("defaults the interval to GoTrue's 10 seconds in gotrue mode and to none in window mode", () => {
+      expect([
+        TokenFamily.defaultReuseWindowMillis("gotrue"),
+        TokenFamily.defaultReuseWindowMillis("window"),
+        TokenFamily.defaultReuseWindowMillis(undefined)
+      ]).toStrictEqual([10_000, 0, 0])
     })
   })
 

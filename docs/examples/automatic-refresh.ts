@@ -1,10 +1,10 @@
 // docs/04-automatic-refresh.md: a session that refreshes itself, and an
 // HttpClient that signs requests with it.
 import type { HttpClient } from "@effect/platform"
-import { FetchHttpClient, KeyValueStore } from "@effect/platform"
-import { NodeContext } from "@effect/platform-node"
+import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer, Option, Stream } from "effect"
-import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
+import { AuthHttpClient, RefreshClient, SessionManager } from "moon-refresh"
+import { NodeSessionStore } from "moon-refresh/node"
 
 // [layers]
 // The manager needs a RefreshClient and a SessionStore; both are layers you choose.
@@ -15,9 +15,8 @@ export const SessionLive = SessionManager.layer({
   maxCooldown: "5 minutes" // ...at most this
 }).pipe(
   Layer.provide(RefreshClient.layer()),
-  Layer.provide(SessionStore.layerKeyValueStore({ key: "moon-session" })),
-  Layer.provide(KeyValueStore.layerFileSystem(".moon")),
-  Layer.provide(NodeContext.layer),
+  // The session file: directory 0700, file 0600, shared safely by every process.
+  Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
   Layer.provide(FetchHttpClient.layer)
 )
 

@@ -1,9 +1,9 @@
 // docs/00-first-session.md: a Moon app's first session comes from a refresh
 // token; the store keeps it, so later runs start from the stored session.
 import { FetchHttpClient } from "@effect/platform"
-import { NodeKeyValueStore } from "@effect/platform-node"
 import { Config, DateTime, Effect, Layer, Option } from "effect"
-import { RefreshClient, SessionManager, SessionStore } from "moon-refresh"
+import { RefreshClient, SessionManager } from "moon-refresh"
+import { NodeSessionStore } from "moon-refresh/node"
 import { runMain } from "./run-main.js"
 
 // [start]
@@ -20,12 +20,12 @@ export const start = Effect.gen(function*() {
 // [/start]
 
 // [layers]
-// MOON_BASE_URL, when set, replaces https://beta.usemoon.ai. The store's
-// directory holds both tokens in clear: keep it private.
+// MOON_BASE_URL, when set, replaces https://beta.usemoon.ai. The session file
+// holds both tokens in clear: NodeSessionStore creates its directory 0700 and
+// the file 0600 whatever the umask, and refuses ones other users can read.
 export const SessionLive = SessionManager.layer().pipe(
   Layer.provide(RefreshClient.layerConfig()),
-  Layer.provide(SessionStore.layerKeyValueStore({ key: "moon-session" })),
-  Layer.provide(NodeKeyValueStore.layerFileSystem(".moon-first-session")),
+  Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
   Layer.provide(FetchHttpClient.layer)
 )
 // [/layers]

@@ -3,6 +3,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { Config, DateTime, Effect, Fiber, Layer, Stream } from "effect"
 import type { Redacted } from "effect"
+import type { SessionManager } from "moon-refresh"
 import { RefreshClient, SessionPool } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 import { runMain } from "./run-main.js"
@@ -43,9 +44,16 @@ export const moonApiFor = (userId: string) =>
 // Every user's events in one stream, each tagged with its key: a sign-out
 // here is the user's to act on (ask them to connect again).
 export const watchSignOuts = SessionPool.events.pipe(
-  Stream.filter(({ event }) => event._tag === "SignedOut"),
-  Stream.runForEach(({ event, key }) => Effect.log(`user ${key} signed out: ${event._tag}`))
+  Stream.runForEach(({ event, key }) =>
+    event._tag === "SignedOut"
+      ? Effect.log(`user ${key} signed out: ${describeSignOut(event.reason)}`)
+      : Effect.void
+  )
 )
+
+// UserSignedOut, TokenRejected (the server's answer says why) or SignedOutElsewhere.
+const describeSignOut = (reason: SessionManager.SignOutReason) =>
+  reason._tag === "TokenRejected" ? `TokenRejected (${reason.error.message})` : reason._tag
 // [/watch]
 
 const main = Effect.gen(function*() {

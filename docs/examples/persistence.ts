@@ -1,11 +1,8 @@
 // docs/05-persistence.md: where a session is kept between runs.
 import { KeyValueStore } from "@effect/platform"
-import { NodeContext } from "@effect/platform-node"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Layer, Option, Schema } from "effect"
 import { Session, SessionManager, SessionStore } from "moon-refresh"
-import { NodeSessionStore } from "moon-refresh/node"
+import { NodeSessionStore, PrivateKeyValueStore } from "moon-refresh/node"
 
 // [memory]
 // Nothing survives the process: for tests, or a session handed in at start.
@@ -13,10 +10,11 @@ export const InMemory = SessionStore.layerMemory()
 // [/memory]
 
 // [file]
-// One JSON file per key under ./.moon (tokens in clear: keep the directory private).
+// One JSON file per key under ./.moon, tokens in clear: PrivateKeyValueStore
+// makes the directory 0700 and each file 0600 whatever the umask (the
+// platform's KeyValueStore.layerFileSystem would leave them 0755 and 0644).
 export const OnDisk = SessionStore.layerKeyValueStore({ key: "moon-session" }).pipe(
-  Layer.provide(KeyValueStore.layerFileSystem(".moon")),
-  Layer.provide(NodeContext.layer)
+  Layer.provide(PrivateKeyValueStore.layerFileSystem(".moon"))
 )
 // [/file]
 
@@ -58,15 +56,6 @@ export const makeCustom = (backend: {
   })
 }
 // [/custom]
-
-// [file-by-path]
-// The same file store as OnDisk, importing @effect/platform-node's modules by
-// path: with skipLibCheck false, its index needs @types/ws; these do not.
-export const OnDiskByPath = SessionStore.layerKeyValueStore({ key: "moon-session" }).pipe(
-  Layer.provide(KeyValueStore.layerFileSystem(".moon")),
-  Layer.provide(Layer.merge(NodeFileSystem.layer, NodePath.layer))
-)
-// [/file-by-path]
 
 // [node-file]
 // One file that every process of the program shares (moon-refresh/node):

@@ -1,9 +1,10 @@
 // docs/01-refreshing.md: a refresh token is spent by the refresh, so the new
 // session is stored before anything uses it.
 import { KeyValueStore } from "@effect/platform"
-import { NodeHttpClient, NodeKeyValueStore } from "@effect/platform-node"
+import { NodeHttpClient } from "@effect/platform-node"
 import { Config, DateTime, Effect, Layer, Option } from "effect"
 import { RefreshClient, Session } from "moon-refresh"
+import { PrivateKeyValueStore } from "moon-refresh/node"
 import { runMain } from "./run-main.js"
 
 // [rotate]
@@ -23,10 +24,11 @@ export const rotate = Effect.gen(function*() {
 // [/rotate]
 
 // [run]
-// The file holds both tokens in clear: keep the directory private.
+// The file holds both tokens in clear: PrivateKeyValueStore makes the
+// directory 0700 and the file 0600, whatever the umask.
 const MainLive = Layer.mergeAll(
   RefreshClient.layerConfig().pipe(Layer.provide(NodeHttpClient.layer)),
-  NodeKeyValueStore.layerFileSystem(".moon-session")
+  PrivateKeyValueStore.layerFileSystem(".moon-session")
 )
 
 rotate.pipe(

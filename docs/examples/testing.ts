@@ -112,7 +112,7 @@ export const signsOutOnRejection = Effect.gen(function*() {
 // [/mock-rejected]
 
 // [mock-lost]
-// it.effect("a lost answer spends the token: the next refresh signs the user out", () => …)
+// it.effect("against a strict server, a lost answer spends the token: the retry signs the user out", () => …)
 export const lostAnswerSignsOut = Effect.gen(function*() {
   const mock = yield* signInWithMock
   // The server rotates, but the answer never arrives (a connection reset).
@@ -121,29 +121,32 @@ export const lostAnswerSignsOut = Effect.gen(function*() {
   expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-1") // still valid: kept
 
   // After the cooldown the manager retries with the token it holds, which the
-  // server already spent: a reuse, and Moon signs the session out.
+  // server already spent: a reuse, and a strict server revokes the session.
   yield* TestClock.adjust("10 seconds")
   expect(yield* tokenForApi).toStrictEqual({ _tag: "SignInAgain" })
   expect(yield* mock.stats).toMatchObject({ rotations: 1, reuseRejections: 1 })
 }).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour" })))
 // [/mock-lost]
 
-// [mock-lost-window]
-// it.effect("within Supabase's reuse window, the retry after a lost answer gets the new token", () => …)
-export const lostAnswerInReuseWindow = Effect.gen(function*() {
+// [mock-lost-gotrue]
+// it.effect("against Supabase's rules, the retry after a lost answer gets the session back, however late", () => …)
+export const lostAnswerWithGoTrue = Effect.gen(function*() {
   const mock = yield* signInWithMock
-  yield* mock.script(MockRefreshClient.lost()) // at 59:00 the server rotates; the answer is lost
+  // At 59:00 the server rotates and the answer is lost; the two retries after
+  // it (59:10 and 59:30) find the server down.
+  yield* mock.script(MockRefreshClient.lost(), MockRefreshClient.fail(unavailable), MockRefreshClient.fail(unavailable))
   yield* TestClock.adjust("59 minutes")
 
-  // The retry at 59:10 presents the spent token again, 10 s after it was spent:
-  // inside the window, the server answers with the refresh token it issued at
-  // 59:00 (mock-refresh-token-2) and a new access token.
-  yield* TestClock.adjust("10 seconds")
+  // The retry at 60:10 presents the token spent 70 seconds earlier. It is the
+  // parent of the active token (nobody refreshed after it), which Supabase's
+  // auth server always forgives: it answers with the refresh token it issued
+  // at 59:00 (mock-refresh-token-2) and a new access token.
+  yield* TestClock.adjust("70 seconds")
   expect(tokenOf(yield* tokenForApi)).toBe("mock-access-token-3")
   expect(yield* mock.isLive((yield* SessionManager.session).refreshToken)).toBe(true)
   expect(yield* mock.stats).toMatchObject({ rotations: 1, reusesTolerated: 1, reuseRejections: 0 })
-}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour", reuseWindow: "10 seconds" })))
-// [/mock-lost-window]
+}).pipe(Effect.provide(MockSessionLayer({ lifetime: "1 hour", reuse: "gotrue" })))
+// [/mock-lost-gotrue]
 
 // [server-layer]
 // The same application over real HTTP: the real RefreshClient and an
@@ -195,10 +198,10 @@ export const replaysAfterRefresh = Effect.gen(function*() {
 // [/server-replay]
 
 // [server-lost]
-// it.scopedLive("a reset after the server rotated: recovered only inside the reuse window", () => …)
-const refreshAfterReset = (reuseWindow: Duration.DurationInput) =>
+// it.scopedLive("a reset after the server rotated: signed out by a strict server, recovered under GoTrue's rules", () => …)
+const refreshAfterReset = (reuse: MockMoonServer.ReuseMode) =>
   Effect.gen(function*() {
-    const server = yield* MockMoonServer.make({ reuseWindow })
+    const server = yield* MockMoonServer.make({ reuse })
     const seeded = yield* server.issueSession()
     // The server spends the token and issues a new one, then the connection drops.
     yield* server.script(MockMoonServer.Fault.ResetAfterRotate())
@@ -207,13 +210,13 @@ const refreshAfterReset = (reuseWindow: Duration.DurationInput) =>
     return yield* Effect.either(client.refresh(seeded.refreshToken))
   }).pipe(Effect.provide(FetchHttpClient.layer))
 
-export const lostAnswerAndReuseWindow = Effect.gen(function*() {
-  // Without a reuse window (MockMoonServer's default), the retry is a reuse: signed out.
-  const strict = yield* refreshAfterReset(0)
+export const lostAnswerStrictAndGoTrue = Effect.gen(function*() {
+  // MockMoonServer's default forgives no reuse: the retry is one, and the session is revoked.
+  const strict = yield* refreshAfterReset("window")
   expect(strict._tag === "Left" && strict.left._tag).toBe("TokenRejectedError")
-  // With Supabase's window (about 10 s), the retry gets the same new token back.
-  const tolerant = yield* refreshAfterReset("10 seconds")
-  expect(tolerant._tag).toBe("Right")
+  // Under GoTrue's rules the retried token is the parent of the active one: the session comes back.
+  const gotrue = yield* refreshAfterReset("gotrue")
+  expect(gotrue._tag).toBe("Right")
 })
 // [/server-lost]
 
@@ -229,3 +232,28 @@ export const noTokenInTheOutput = Effect.gen(function*() {
   for (const token of yield* server.issuedTokens) expect(printed).not.toContain(Redacted.value(token))
 }).pipe(Effect.provide(FetchHttpClient.layer))
 // [/server-audit]
+
+// [server-timeout]
+// it.scoped("gives up on an answer slower than the timeout", () => …)
+// On the TestClock: the server holds the request for longer than the test may
+// run, and the test moves the clock past the timeout once the server has it.
+// However slow the machine, nothing real races the timer.
+const arrived = (server: MockMoonServer.Service): Effect.Effect<void> =>
+  Effect.flatMap(server.requests, (requests) =>
+    requests.length > 0
+      ? Effect.void
+      // Real time: the socket answers in real time, whatever the fiber's clock.
+      : Effect.zipRight(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2))), arrived(server)))
+
+export const timeoutOnTheTestClock = Effect.gen(function*() {
+  const server = yield* MockMoonServer.make()
+  const seeded = yield* server.issueSession()
+  yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
+  const client = yield* RefreshClient.make({ baseUrl: server.url, timeout: "200 millis", policy: RefreshPolicy.none })
+  const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+  yield* arrived(server)
+  yield* TestClock.adjust("200 millis")
+  const error = yield* Fiber.join(fiber)
+  expect(error._tag === "TransportError" && error.reason).toBe("Timeout")
+}).pipe(Effect.provide(FetchHttpClient.layer))
+// [/server-timeout]

@@ -268,7 +268,8 @@ const readStream = (
   )
 
 /**
- * Parses `Retry-After`: delay-seconds or an HTTP-date (relative to `nowMillis`),
+ * Parses `Retry-After`: delay-seconds or an HTTP-date (relative to
+ * `nowMillis`, which the caller takes from the answer's `Date` when it can),
  * capped at {@link maxRetryAfter}. A date in the past means "now".
  */
 export const parseRetryAfter = (header: string | undefined, nowMillis: number): Option.Option<Duration.Duration> => {
@@ -357,11 +358,101 @@ const hopGuard = (
   ]
 }
 
-/** Runs `execute` with `onHop` called on every request the transport sends (see {@link hopGuard}). */
-export const guardHops = <A, E, R>(
-  execute: Effect.Effect<A, E, R>,
-  onHop: (request: HttpClientRequest.HttpClientRequest) => void
-): Effect.Effect<A, E, R> => locallyAll(execute, (fiber) => hopGuard(fiber, onHop, "as configured"))
+/**
+ * Where one request that carries a bearer went: the URL of its first hop
+ * (whose origin the bearer is for) and, when `fetch` followed redirects
+ * itself, the URL it ended at.
+ */
+export interface Trip {
+  first: string | undefined
+  landed: string | undefined
+}
+
+// On every hop after the first: one to another origin loses the header, as
+// `fetch` and curl do. The hops share one headers record, so it stays off.
+const onBearerHop = (trip: Trip) => (hop: HttpClientRequest.HttpClientRequest): void => {
+  if (trip.first === undefined) {
+    trip.first = hop.url
+  } else if (hop.url !== trip.first && originOf(hop.url) !== originOf(trip.first) && "authorization" in hop.headers) {
+    delete (hop.headers as Record<string, string>)["authorization"]
+  }
+}
+
+/**
+ * `fetch` (the one given, else the global one at call time), noting in
+ * `trip` where each call ended. `fetch` follows redirects inside one call and
+ * the platform keeps the web `Response` private; its public `redirected` and
+ * `url` are read here, where it passes through.
+ */
+const observeFetch =
+  (inner: typeof globalThis.fetch | undefined, trip: Trip): typeof globalThis.fetch => (input, init) =>
+    (inner ?? globalThis.fetch)(input, init).then((response) => {
+      trip.landed = response.redirected && response.url !== "" ? response.url : undefined
+      return response
+    })
+
+// Run as the last step of the client's request mapping, which a client runs
+// inside the context it merges in (`FetchHttpClient.layer` merges the context
+// it was built in, which is where a `Fetch` given to that layer lives): the
+// `Fetch` read here is the one its transport would use. The context is set
+// for the rest of the send; `guardBearer` puts the caller's back.
+const observeFetchOf = (trip: Trip) => (request: HttpClientRequest.HttpClientRequest) =>
+  Effect.as(
+    FiberRef.update(FiberRef.currentContext, (context) =>
+      Context.add(
+        context,
+        FetchHttpClient.Fetch,
+        observeFetch(Option.getOrUndefined(Context.getOption(context, FetchHttpClient.Fetch)), trip)
+      )),
+    request
+  )
+
+/**
+ * Sends `request`, which carries a bearer, through `client` so that the
+ * bearer goes to its origin only, whatever the client does with redirects,
+ * and records in `trip` where the answer came from (see
+ * {@link answeredElsewhere}):
+ *
+ * - a client that follows redirects itself (`HttpClient.followRedirects()`)
+ *   sends each hop through the transport: a hop to another origin than the
+ *   first has its `Authorization` header removed before it leaves (seen
+ *   through the tracer predicate, see {@link hopGuard}, with its limit);
+ * - `fetch` follows them inside one call and drops the header itself (the
+ *   Fetch standard); the send runs with a `FetchHttpClient.Fetch` that wraps
+ *   the one the client would use, to see where it ended up. Not
+ *   `redirect: "manual"`: in a browser that turns every redirect into an
+ *   opaque response nobody can follow, and the caller's redirects would stop
+ *   working; it would also replace a `RequestInit` given to the client's
+ *   layer. Limit: a client that follows redirects itself on top of `fetch`
+ *   maps its requests outside the context its `fetch` layer merges in, so a
+ *   `Fetch` given only to that layer is replaced there by the global `fetch`.
+ */
+export const guardBearer = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>,
+  request: HttpClientRequest.HttpClientRequest,
+  trip: Trip
+): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> =>
+  locallyAll(HttpClient.mapRequestEffect(client, observeFetchOf(trip)).execute(request), (fiber) => [
+    ...hopGuard(fiber, onBearerHop(trip), "as configured"),
+    // Unchanged here: listed so that the one set for the send is put back.
+    [FiberRef.currentContext, fiber.currentContext]
+  ])
+
+/**
+ * Whether the answer to `sent` (sent under {@link guardBearer} with `trip`)
+ * came from another origin than the one its bearer was for, after a
+ * redirect: then its 401 says nothing about our token. `false` when either
+ * origin is unknown (a relative URL the client resolves itself).
+ */
+export const answeredElsewhere = (
+  trip: Trip,
+  sent: HttpClientRequest.HttpClientRequest,
+  response: HttpClientResponse.HttpClientResponse
+): boolean => {
+  const home = originOf(trip.first ?? sent.url)
+  const from = originOf(trip.landed ?? response.request.url)
+  return home !== undefined && from !== undefined && home !== from
+}
 
 const manualRedirects: globalThis.RequestInit = { redirect: "manual" }
 

@@ -20,10 +20,33 @@ import * as Wire from "./wire.js"
  */
 export type Mask = (text: string) => string
 
-/** The {@link Mask} for one refresh token: every occurrence becomes `<redacted>`. */
+/**
+ * The ways a request can carry a token, each of which an echo of it may
+ * show: as it is, inside a JSON string (our body), URL-encoded and
+ * form-encoded. Longest first, so that no shorter form leaves a piece of a
+ * longer one.
+ */
+const writtenForms = (secret: string): ReadonlyArray<string> =>
+  [
+    ...new Set([
+      secret,
+      JSON.stringify(secret).slice(1, -1),
+      encodeURIComponent(secret),
+      new URLSearchParams({ t: secret }).toString().slice(2)
+    ])
+  ].sort((a, b) => b.length - a.length)
+
+/**
+ * The {@link Mask} for one refresh token: every occurrence, in any of the
+ * forms a request carries it in, becomes `<redacted>`. The forms are worked
+ * out on first use (only a failure needs them).
+ */
 export const maskToken = (refreshToken: Redacted.Redacted<string>): Mask => {
-  const secret = Redacted.value(refreshToken)
-  return (text) => text.split(secret).join("<redacted>")
+  let forms: ReadonlyArray<string> | undefined
+  return (text) => {
+    forms ??= writtenForms(Redacted.value(refreshToken))
+    return forms.reduce((masked, form) => masked.split(form).join("<redacted>"), text)
+  }
 }
 
 // Supabase's messages and codes for a refresh token that can never work again.
@@ -58,13 +81,33 @@ const fromHtml = (html: string): string => {
 // truncated or prefixed session body must not put its tokens in a message.
 const tokenField = /("?\b(?:access|refresh|provider|provider_refresh)_token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
 
+/**
+ * `text` (a server's body, a message of the HTTP stack's) with our secrets
+ * taken out: every form of the token `mask` knows, and any value given to a
+ * token field. The one scrubber of text that comes from outside.
+ */
+export const scrub = (text: string, mask: Mask): string => mask(mask(text).replace(tokenField, "$1<redacted>"))
+
+/**
+ * A defect of the HTTP stack as an `Error` with its message and stack
+ * scrubbed (see {@link scrub}) and no `cause`: the defect's own may print the
+ * request, whose body holds the token.
+ */
+export const scrubDefect = (defect: unknown, mask: Mask): Error => {
+  const scrubbed = new Error(scrub(defect instanceof Error ? defect.message : String(defect), mask))
+  if (defect instanceof Error) {
+    scrubbed.name = defect.name
+    if (defect.stack !== undefined) scrubbed.stack = scrub(defect.stack, mask)
+  }
+  return scrubbed
+}
+
 /** Reads an error message from a JSON, plain-text or HTML body, with every secret masked. */
 export const readErrorBody = (body: string, contentType: string | undefined, mask: Mask): ErrorBody => {
-  // Applied to the message after JSON parsing too, so an escaped echo
-  // (`\/`, `\u0041`) is caught once unescaped.
-  const clean = (text: string) => mask(mask(text).replace(tokenField, "$1<redacted>"))
+  // Applied to the message after JSON parsing, so an echo escaped in a way
+  // of its own (`\u0041`) is caught once unescaped.
   const { codes, json, message } = readRawErrorBody(body, contentType)
-  return { message: clean(message), codes, json }
+  return { message: scrub(message, mask), codes, json }
 }
 
 const readRawErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
@@ -199,12 +242,25 @@ const skewMillis = (serverDate: Option.Option<number>, now: number): number =>
       const skew = date - now
       // Under the noise of a Date header, or so large that the header is more
       // likely broken than the clock: trust our own clock.
-      return Math.abs(skew) < skewThresholdMillis || Math.abs(skew) > maxSkewMillis ? 0 : skew
+      return Math.abs(skew) < skewThresholdMillis || !plausible(date, now) ? 0 : skew
     }
   })
 
 /** A Date header further than this from our clock is ignored. */
 const maxSkewMillis = 366 * 24 * 60 * 60 * 1000
+
+const plausible = (serverDate: number, now: number): boolean => Math.abs(serverDate - now) <= maxSkewMillis
+
+/**
+ * The answer's `Date` (epoch ms) when it has one that parses and is
+ * plausible, else our `now`: the "now" a `Retry-After` date is measured
+ * against. Both headers come from the server's clock, so their difference is
+ * the wait it asked for, whatever ours says.
+ */
+const serverNow = (date: string | undefined, now: number): number => {
+  const parsed = Date.parse(date ?? "")
+  return !Number.isNaN(parsed) && plausible(parsed, now) ? parsed : now
+}
 
 const classify = (
   response: HttpClientResponse.HttpClientResponse,
@@ -214,7 +270,9 @@ const classify = (
   fallback = `HTTP ${response.status}`
 ): RefreshError.RefreshError => {
   const status = response.status
-  const error = readErrorBody(body, response.headers["content-type"], mask)
+  // The platform builds a new record on each read of `headers`.
+  const headers = response.headers
+  const error = readErrorBody(body, headers["content-type"], mask)
   const message = RefreshError.capMessage(error.message) || fallback
   // A 401 or 403 is a verdict on the token only when the auth server gave it
   // (its JSON error): an HTML page from a proxy or firewall is not proof of a
@@ -225,7 +283,7 @@ const classify = (
     return new RefreshError.TokenRejectedError({ status, message })
   }
   if (status === 408) return new RefreshError.TransportError({ reason: "Timeout", message })
-  const retryAfter = parseRetryAfter(response.headers["retry-after"], now)
+  const retryAfter = parseRetryAfter(headers["retry-after"], serverNow(headers["date"], now))
   if (status === 429 || (status === 503 && Option.isSome(retryAfter))) {
     return new RefreshError.RateLimitedError({ status, retryAfter, message })
   }

@@ -104,3 +104,14 @@ export const fraction = (
   Number.isFinite(input) && input >= bounds.min && input <= bounds.max
     ? Either.right(input)
     : Either.left({ owner, option, reason: `must be a number from ${bounds.min} to ${bounds.max}` })
+
+/** Checks an option that takes one of a few words (a mode, a shape). */
+export const oneOf = <const L extends string>(
+  owner: string,
+  option: string,
+  input: unknown,
+  allowed: ReadonlyArray<L>
+): Either.Either<L, Invalid> =>
+  (allowed as ReadonlyArray<unknown>).includes(input)
+    ? Either.right(input as L)
+    : Either.left({ owner, option, reason: `must be one of ${allowed.map((word) => `"${word}"`).join(", ")}` })

@@ -12,3 +12,12 @@
  * @since 0.2.0
  */
 export * as NodeSessionStore from "./NodeSessionStore.js"
+
+/**
+ * A `KeyValueStore` on files only their owner can read (directory `0700`,
+ * files `0600`, atomic writes): `KeyValueStore.layerFileSystem` for values
+ * that hold tokens.
+ *
+ * @since 0.3.0
+ */
+export * as PrivateKeyValueStore from "./PrivateKeyValueStore.js"

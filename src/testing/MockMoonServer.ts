@@ -8,10 +8,14 @@
  * - Refresh tokens are one-time: a rotation spends the old one. Presenting a
  *   spent token again is reuse: it is rejected with
  *   `500 {"error_code":"refresh_token_already_used",…}` and, as Supabase does,
- *   the whole session (every token of the chain) is revoked. Within the
- *   optional `reuseWindow`, a reuse of the token spent last is instead answered
- *   with the same new refresh token (and a fresh access token).
+ *   the whole session (every token of the chain) is revoked. Which reuses are
+ *   forgiven instead (answered with the active refresh token and a fresh
+ *   access token) is the `reuse` mode's choice: by default, a reuse of the
+ *   token spent last within `reuseWindow` (0: none); with `reuse: "gotrue"`,
+ *   what Supabase's auth server forgives (see {@link ReuseMode}).
  * - Each request to `/auth/refresh` can be scripted with a {@link Fault}.
+ * - `GET /mock/stats` answers its {@link Stats} as JSON (at `statsUrl`), for
+ *   a program or a person outside the test to check reuse with.
  * - It counts and records requests without ever keeping a token in anything it
  *   returns, logs or prints.
  *
@@ -29,6 +33,7 @@ import type * as Session from "../Session.js"
 import * as Cors from "./internal/cors.js"
 import * as HttpServer from "./internal/httpServer.js"
 import * as Routes from "./internal/routes.js"
+import * as TokenFamily from "./internal/tokenFamily.js"
 
 // ---------------------------------------------------------------------------
 // Models
@@ -131,6 +136,26 @@ export interface UserInput {
 }
 
 /**
+ * Which reuses of a spent refresh token the server forgives, answering with
+ * the active refresh token (and a new access token) without rotating again:
+ *
+ * - `"window"` (the default): the token spent last, within `reuseWindow`
+ *   after its rotation. With the default window of 0, none: the strictest
+ *   server, and what a test that hunts for double refreshes wants.
+ * - `"gotrue"`: the rules of Supabase's auth server (GoTrue's refresh grant),
+ *   which Moon's sessions come from. The parent of the active token is always
+ *   forgiven, however late (a client that lost the answer can retry the same
+ *   token, as long as nobody refreshed after it); an older spent token only
+ *   within `reuseWindow` after it was spent (GoTrue's
+ *   `RefreshTokenReuseInterval`, default 10 seconds here as there); anything
+ *   else revokes the whole session (`refresh_token_already_used`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type ReuseMode = "window" | "gotrue"
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -142,10 +167,17 @@ export interface Options {
   /** Default `"bare"`. */
   readonly bodyShape?: BodyShape | undefined
   /**
-   * How long after a rotation the spent token may be presented again and get
-   * the same new refresh token back, as Supabase's reuse interval (about 10 s
-   * there). A number is milliseconds. Default 0: every reuse is rejected,
-   * which is what a test that hunts for double refreshes wants.
+   * Which reuses are forgiven; see {@link ReuseMode}. Default `"window"`.
+   *
+   * @since 0.3.0
+   */
+  readonly reuse?: ReuseMode | undefined
+  /**
+   * In `"window"` mode, how long after a rotation the spent token may be
+   * presented again and get the same new refresh token back (default 0: every
+   * reuse is rejected). In `"gotrue"` mode, how long after it was spent a
+   * token older than the active one's parent is still forgiven (default 10
+   * seconds, GoTrue's). A number is milliseconds.
    */
   readonly reuseWindow?: Duration.DurationInput | undefined
   /**
@@ -208,7 +240,7 @@ export interface Stats {
   readonly rotations: number
   /** Spent or revoked refresh tokens presented again and rejected. */
   readonly reuseRejections: number
-  /** Reuses inside the reuse window, answered with the existing new token. */
+  /** Reuses forgiven (see `reuse`), answered with the active refresh token. */
   readonly reusesTolerated: number
   /** Refresh tokens the server never issued, or whose session was revoked with `revokeSession`. */
   readonly unknownTokens: number
@@ -240,6 +272,7 @@ export type Outcome =
   | "not-found"
   | "preflight"
   | "cross-origin-refused"
+  | "stats"
   | "error"
 
 /**
@@ -272,6 +305,12 @@ export interface Service {
   /** The base URL, `http://127.0.0.1:PORT`, without a trailing slash. */
   readonly url: string
   readonly port: number
+  /**
+   * Where `GET` answers {@link stats} as JSON: `<url>/mock/stats`.
+   *
+   * @since 0.3.0
+   */
+  readonly statsUrl: string
   /** Starts a new session (a new chain of refresh tokens) and returns its first tokens. */
   readonly issueSession: (options?: { readonly user?: UserInput | undefined }) => Effect.Effect<IssuedSession>
   /** Queues faults for the next requests to `POST /auth/refresh`, one per request, in order. */
@@ -313,12 +352,13 @@ const owner = "MockMoonServer"
 const settings = (options: Options): Either.Either<Routes.Settings, Options_.Invalid> =>
   Either.all({
     lifetime: Options_.integer(owner, "accessTokenLifetime", options.accessTokenLifetime ?? 3600, { min: 1 }),
-    reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative"),
+    reuse: TokenFamily.checkReuse(owner, options.reuse, options.reuseWindow),
     dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER }),
     cors: Cors.policy(owner, options.cors)
-  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuseWindowMillis }) => ({
+  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuse: { reuse, reuseWindowMillis } }) => ({
     cors,
     lifetime,
+    reuse,
     reuseWindowMillis,
     dateOffset,
     bodyShape: options.bodyShape ?? "bare",
@@ -331,8 +371,8 @@ const settings = (options: Options): Either.Either<Routes.Settings, Options_.Inv
  * listener is closed, open connections are destroyed and pending scripted
  * delays are cancelled. Dies (a defect naming the option) when
  * `accessTokenLifetime` is not a whole number of seconds from 1,
- * `reuseWindow` is not a finite, non-negative duration, or `cors` lists
- * something that is not an origin.
+ * `reuse` is not `"window"` or `"gotrue"`, `reuseWindow` is not a finite,
+ * non-negative duration, or `cors` lists something that is not an origin.
  *
  * @since 0.1.0
  * @category constructors
@@ -346,6 +386,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
     return {
       url: `http://127.0.0.1:${port}`,
       port,
+      statsUrl: `http://127.0.0.1:${port}${Routes.statsPath}`,
       issueSession: (issueOptions) => Effect.sync(() => Routes.issueSession(state, issueOptions?.user)),
       script: (...more) =>
         Effect.sync(() => {

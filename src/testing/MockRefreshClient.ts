@@ -16,7 +16,8 @@
  *   whole session is revoked, as Supabase's reuse detection does. A code path
  *   that refreshes twice with the same token fails in tests the way it would
  *   fail in production. With a `reuseWindow`, a reuse of the token spent last
- *   is forgiven for that long, as Supabase's reuse interval does. (The
+ *   is forgiven for that long; with `reuse: "gotrue"`, the reuses Supabase's
+ *   auth server forgives are (see `MockMoonServer.ReuseMode`). (The
  *   `MockMoonServer` runs the same model of the token family.)
  * - Every call is counted and recorded with the token it was given (kept
  *   `Redacted`), when it started and ended, and how it ended.
@@ -154,11 +155,20 @@ export interface Options {
   /** The user of sessions issued without one. Default `{ id: "mock-user-1", email: "user@example.com" }`. */
   readonly user?: Session.User | undefined
   /**
-   * How long after a rotation the spent token may be presented again and get
-   * the same new refresh token back (with a new access token), as Supabase's
-   * reuse interval (about 10 s there). A number is milliseconds. Default 0:
-   * every reuse is rejected, which is what a test that hunts for double
-   * refreshes wants.
+   * Which reuses are forgiven, as the `MockMoonServer`'s option of the same
+   * name (`MockMoonServer.ReuseMode`): `"window"` (the default) or
+   * `"gotrue"`, Supabase's auth server's rules.
+   *
+   * @since 0.3.0
+   */
+  readonly reuse?: "window" | "gotrue" | undefined
+  /**
+   * In `"window"` mode, how long after a rotation the spent token may be
+   * presented again and get the same new refresh token back (with a new
+   * access token); default 0: every reuse is rejected, which is what a test
+   * that hunts for double refreshes wants. In `"gotrue"` mode, how long after
+   * it was spent a token older than the active one's parent is still
+   * forgiven; default 10 seconds. A number is milliseconds.
    *
    * @since 0.2.0
    */
@@ -170,9 +180,10 @@ export interface Options {
  *
  * - `pending`: still running (sleeping its delay, or hanging).
  * - `rotated`: a new session was returned.
- * - `reuse-tolerated`: the token spent last was presented again within the
- *   `reuseWindow`: its new refresh token was returned again, with a new
- *   access token (since 0.2.0).
+ * - `reuse-tolerated`: a spent token was presented again and forgiven (in
+ *   the default mode, the token spent last within the `reuseWindow`): the
+ *   active refresh token was returned again, with a new access token (since
+ *   0.2.0).
  * - `failed`: a `Fail` step's error was returned.
  * - `lost`: a `Lost` step: processed, then failed.
  * - `reuse-rejected`: the token was spent or its session revoked by a reuse.
@@ -230,7 +241,7 @@ export interface Stats {
   /** Spent tokens (or tokens of a session revoked by a reuse) presented again. */
   readonly reuseRejections: number
   /**
-   * Reuses inside the `reuseWindow`, answered with the existing new token.
+   * Reuses forgiven (see `reuse`), answered with the active refresh token.
    *
    * @since 0.2.0
    */
@@ -353,9 +364,13 @@ const tokensNamed = (name: string): TokenFamily.Tokens => ({
   refreshToken: `mock-refresh-token-${name}`
 })
 
-const makeFamilies = (reuseWindowMillis: number): TokenFamily.TokenFamilies<Session.User> => {
+const makeFamilies = (
+  reuse: TokenFamily.ReuseMode,
+  reuseWindowMillis: number
+): TokenFamily.TokenFamilies<Session.User> => {
   let sessions = 0
   const families: TokenFamily.TokenFamilies<Session.User> = TokenFamily.make({
+    reuse,
     reuseWindowMillis,
     newTokens: () => {
       // Numbers a test took as names are skipped.
@@ -492,7 +507,8 @@ const refresh = (state: State) => (refreshToken: Redacted.Redacted<string>) =>
 
 /**
  * Builds a mock. Dies (a defect naming the option) when `lifetime` or
- * `reuseWindow` is not a finite, non-negative duration; a step with such a
+ * `reuseWindow` is not a finite, non-negative duration or `reuse` is not
+ * `"window"` or `"gotrue"`; a step with such a
  * `delay` or `lifetime` dies when it is consumed.
  *
  * @since 0.1.0
@@ -502,10 +518,10 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
   Effect.gen(function*() {
     const checked = yield* Options_.orDie(Either.all({
       lifetime: duration("lifetime", options.lifetime ?? Duration.hours(1)),
-      reuseWindowMillis: Options_.millis(owner, "reuseWindow", options.reuseWindow ?? 0, "nonNegative")
+      reuse: TokenFamily.checkReuse(owner, options.reuse, options.reuseWindow)
     }))
     const state: State = {
-      families: makeFamilies(checked.reuseWindowMillis),
+      families: makeFamilies(checked.reuse.reuse, checked.reuse.reuseWindowMillis),
       queue: [...(options.script ?? [])],
       calls: [],
       counters: { calls: 0, interruptions: 0 },

@@ -44,7 +44,8 @@ describe("SessionManager on RedisSessionStore: Redis down", () => {
       const failed = yield* Effect.flip(manager.refresh)
       const failedAfter = (yield* Clock.currentTimeMillis) - start
       expect(failed).toMatchObject({ _tag: "StoreError", operation: "lock" })
-      expect(failedAfter).toBeLessThan(1_000)
+      // Bounded by the store's 300 ms timeout; a hang guard far under the manager's 60 s lockTimeout.
+      expect(failedAfter).toBeLessThan(10_000)
       expect(events.some((event) => event._tag === "RefreshFailed")).toBe(true)
       // Inside the cooldown a refresh fails at once, and no POST was ever sent without the lock.
       expect((yield* Effect.flip(manager.refresh))._tag).toBe("StoreError")

@@ -5,16 +5,17 @@
  * commit that fixed it. Each case fails if its bug comes back. When you fix
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientError, HttpClientResponse } from "@effect/platform"
+import type { HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Redacted } from "effect"
-import { RefreshClient, RefreshPolicy } from "moon-refresh"
+import { Cause, DateTime, Deferred, Effect, Exit, Fiber, Layer, Redacted, Schedule, Stream } from "effect"
+import { RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import * as Http from "node:http"
 import { inspect } from "node:util"
-import { makeCapture, renderExit } from "../support/FaultMatrixRunner.js"
+import { makeCapture, renderAll, renderExit } from "../support/FaultMatrixRunner.js"
 import { recordingTracer } from "../support/RecordingTracer.js"
 import * as TestHttpClient from "../support/TestHttpClient.js"
-import { expectRefreshError, refreshAgainst, refreshToken, sessionBody } from "./harness.js"
+import { expectRefreshError, refreshAgainst, refreshToken, sessionBody, settle } from "./harness.js"
 
 /** Every way an error ends up in front of someone. */
 const renderings = (error: unknown): ReadonlyArray<string> => [
@@ -130,11 +131,130 @@ describe("a token in a span or a log", () => {
 
         const error = yield* Effect.flip(client.refresh(Redacted.make(token)))
         expect(error._tag === "TransportError" && error.reason).toBe("Network")
-        // The lost fiber is logged after the refresh has failed: give it the time to be.
-        yield* Effect.sleep("20 millis")
+        // The lost fiber is logged after the refresh has failed: wait until it is (a hang guard bounds the wait).
+        yield* Effect.sync(() => capturing.capture.logs.length > 0).pipe(
+          Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (logged) => logged }),
+          Effect.timeout("15 seconds")
+        )
         expect(capturing.capture.logs.length).toBeGreaterThan(0)
         expectAbsent([...capturing.capture.texts, ...capturing.spanTexts()], [token, token.slice(0, 12)])
       }).pipe(Effect.provide(FetchHttpClient.layer))
     )
   })
+})
+
+describe("a token echoed by the HTTP layer's own error", () => {
+  // Issue 22: a test interceptor's "no match for request <body>" (or any error
+  // of the HTTP stack that prints the request) went into
+  // TransportError.message whole, and from there into the manager's WARN log
+  // line and its RefreshFailed event.
+  //
+  // A token with characters that JSON and URLs escape, so that each way of
+  // writing it is a different string.
+  const token = "rt\"quote\\back/slash+plus =eq&amp-0123456789abcdef"
+  const forms = [
+    token,
+    JSON.stringify(token).slice(1, -1),
+    encodeURIComponent(token),
+    new URLSearchParams({ t: token }).toString().slice(2)
+  ]
+  const requestBody = (request: HttpClientRequest.HttpClientRequest) =>
+    request.body._tag === "Uint8Array" ? new TextDecoder().decode(request.body.body) : ""
+
+  type Answer = (
+    request: HttpClientRequest.HttpClientRequest
+  ) => Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
+
+  // Each way an HTTP stack's error can echo the request, as the client
+  // double's answer, and what the refresh fails with.
+  const echoes: ReadonlyArray<readonly [string, Answer, "TransportError" | "defect"]> = [
+    ["an interceptor's error holding the JSON body (escaped)", (request) =>
+      Effect.fail(
+        new HttpClientError.RequestError({
+          request,
+          reason: "Transport",
+          cause: new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
+        })
+      ), "TransportError"],
+    // A defect stays one (a bug is not a network error), scrubbed all the same.
+    ["an interceptor that throws, echoing the JSON body", (request) => {
+      throw new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
+    }, "defect"],
+    ["a description holding the token as it is", (request) =>
+      Effect.fail(
+        new HttpClientError.RequestError({ request, reason: "Transport", description: `unexpected token ${token}` })
+      ), "TransportError"],
+    ["a cause two levels down holding it URL-encoded and form-encoded", (request) =>
+      Effect.fail(
+        new HttpClientError.RequestError({
+          request,
+          reason: "Transport",
+          cause: new TypeError("fetch failed", {
+            cause: new Error(`refused ?refresh_token=${forms[2]} (form: token=${forms[3]})`)
+          })
+        })
+      ), "TransportError"],
+    ["a body read that fails with an error echoing the request", (request) =>
+      Effect.succeed(HttpClientResponse.fromWeb(
+        request,
+        new Response(
+          new ReadableStream({
+            pull: (controller) => controller.error(new Error(`stream reset while answering ${requestBody(request)}`))
+          }),
+          { status: 200, headers: { "content-type": "application/json" } }
+        )
+      )), "TransportError"]
+  ]
+
+  for (const [what, answer, outcome] of echoes) {
+    it.scoped(`${what}: no message, log line, event or span attribute holds the token`, () => {
+      const capturing = makeCapture()
+      const echoing = HttpClient.make((request) => answer(request))
+      return capturing.around(Effect.gen(function*() {
+        const seeded = Session.unsafeMake({
+          accessToken: "access-token-seeded",
+          refreshToken: token,
+          expiresAt: DateTime.unsafeMake(60 * 60 * 1000),
+          user: { id: "user-1" }
+        })
+        const manager = yield* SessionManager.make({ autoRefresh: false }).pipe(
+          Effect.provide(RefreshClient.layer({ baseUrl: "https://auth.example.com", policy: RefreshPolicy.none })),
+          Effect.provide(Layer.succeed(HttpClient.HttpClient, echoing)),
+          Effect.provide(SessionStore.layerMemory(seeded))
+        )
+        const published: Array<SessionManager.SessionEvent> = []
+        const listening = yield* Deferred.make<void>()
+        const events = yield* Effect.fork(Stream.runForEach(manager.events, (event) =>
+          Effect.zipRight(
+            Effect.sync(() => published.push(event)),
+            Deferred.succeed(listening, void 0)
+          )))
+        yield* Deferred.await(listening)
+        const exit = yield* Effect.exit(manager.refresh)
+        yield* settle
+        yield* Fiber.interrupt(events)
+
+        if (outcome === "defect") {
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          // The defect still says what happened, without the token.
+          expect(Cause.pretty(Exit.isFailure(exit) ? exit.cause : Cause.empty)).toContain("no match for request")
+        } else {
+          const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : undefined
+          expect(error?._tag === "Some" && error.value._tag).toBe(outcome)
+          // What was seen is checked, so the check is not vacuous.
+          expect(published.map((event) => event._tag)).toContain("RefreshFailed")
+          expect(capturing.capture.logs.some((line) => line.includes("refresh failed"))).toBe(true)
+        }
+        expect(capturing.capture.spans.map((span) => span.name)).toContain("moon-refresh/refresh")
+
+        const everything = [
+          ...renderExit(exit),
+          ...published.flatMap(renderAll),
+          ...capturing.capture.texts,
+          ...capturing.spanTexts()
+        ]
+        expectAbsent(everything, [...forms, token.slice(0, 12)])
+      }))
+    })
+  }
 })

@@ -10,8 +10,6 @@ export interface ChildConfig {
   readonly path: string
   readonly leaseMs?: number | undefined
   readonly pollMs?: number | undefined
-  /** `save` */
-  readonly durationMs?: number | undefined
   /** `manager` */
   readonly url?: string | undefined
   readonly marginMs?: number | undefined

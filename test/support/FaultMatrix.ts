@@ -232,16 +232,16 @@ const serverFaults: ReadonlyArray<Case> = [
   ...everywhere(
     {
       id: "delay-past-timeout-once",
-      title: "`Delay` 1 s (past the 300 ms attempt timeout), once: the server sees the hang-up and does not rotate",
-      scenario: script([{ _tag: "Delay", millis: 1_000 }])
+      title: "`Delay` 60 s (past the 300 ms attempt timeout), once: the server sees the hang-up and does not rotate",
+      scenario: script([{ _tag: "Delay", millis: 60_000 }])
     },
     session(2)
   ),
   ...everywhere(
     {
       id: "delay-past-timeout-always",
-      title: "`Delay` 1 s on every attempt",
-      scenario: script(times(everyAttempt, { _tag: "Delay", millis: 1_000 }))
+      title: "`Delay` 60 s on every attempt",
+      scenario: script(times(everyAttempt, { _tag: "Delay", millis: 60_000 }))
     },
     fail({ _tag: "TransportError", reason: "Timeout" }, everyAttempt, "old")
   ),
@@ -280,16 +280,16 @@ const serverFaults: ReadonlyArray<Case> = [
   ...everywhere(
     {
       id: "slow-body-past-timeout-reuse-window",
-      title: "`SlowBody` 1 s (past the attempt timeout, after rotating), 10 s reuse window",
-      scenario: script([{ _tag: "SlowBody", millis: 1_000 }])
+      title: "`SlowBody` 60 s (past the attempt timeout, after rotating), 10 s reuse window",
+      scenario: script([{ _tag: "SlowBody", millis: 60_000 }])
     },
     session(2)
   ),
   ...everywhere(
     {
       id: "slow-body-past-timeout-no-reuse-window",
-      title: "`SlowBody` 1 s (past the attempt timeout, after rotating), no reuse window",
-      scenario: script([{ _tag: "SlowBody", millis: 1_000 }], 0)
+      title: "`SlowBody` 60 s (past the attempt timeout, after rotating), no reuse window",
+      scenario: script([{ _tag: "SlowBody", millis: 60_000 }], 0)
     },
     fail(alreadyUsed, 2, "cleared")
   ),

@@ -12,6 +12,7 @@ import { FetchHttpClient, HttpClient, type HttpClientRequest, type HttpClientRes
 import { expect } from "@effect/vitest"
 import {
   Cause,
+  Chunk,
   Clock,
   DateTime,
   Deferred,
@@ -48,6 +49,7 @@ import {
   slowBackoffPolicy,
   type Step
 } from "./FaultMatrix.js"
+import { hangGuardMillis, realSleep } from "./RealTime.js"
 import { type RecordingSpan, recordingTracer } from "./RecordingTracer.js"
 
 // ---------------------------------------------------------------------------
@@ -193,22 +195,73 @@ const makeStore = (initial: Session.Session | undefined): CaseStore => {
   return store
 }
 
-/** Waits in real time (the clock cases run under TestClock). */
-const realSleep = (millis: number) =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
+// ---------------------------------------------------------------------------
+// Time: the TestClock, moved by what the case's world did
+// ---------------------------------------------------------------------------
 
-/** Polls `condition` every 2 ms of real time; a case that never gets there is a broken test (a defect). */
-const waitUntil = (label: string, condition: Effect.Effect<boolean>, timeoutMillis = 5_000) =>
+/** The longest backoff of the policies above: a pending sleep no further ahead is a retry's. */
+const maxBackoffMillis = 260
+
+/** A scripted fault that holds the answer past the attempt timeout: only the timeout ends that attempt. */
+const stalls = (fault: MockMoonServer.Fault | undefined): boolean =>
+  (fault?._tag === "Delay" || fault?._tag === "SlowBody") && fault.millis > attemptTimeoutMillis
+
+/**
+ * Every case runs on the TestClock, against a server and sockets that run in
+ * real time. Nothing the library times (attempt timeouts, backoffs) can race
+ * the real world: the clock moves only when the client can only be waiting
+ * for it. `pump` moves it one step, or waits 2 ms of real time:
+ *
+ * - an attempt failed (its debug log) and its retry's backoff is pending:
+ *   to the end of the backoff;
+ * - the server holds the latest refresh request on a stalling fault (its
+ *   `Delay` or the rest of its `SlowBody`, longer than the test may run):
+ *   past the attempt timeout.
+ *
+ * A request the server answers in time is never cut by the clock, however
+ * slow the machine.
+ */
+const makePump = (world: {
+  readonly capture: Capture
+  readonly server: MockMoonServer.Service
+  readonly scripted: () => ReadonlyArray<MockMoonServer.Fault>
+}) => {
+  let backoffs = 0
+  let stalled = -1
+  return Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const failures = world.capture.logs.filter((line) => line.includes("refresh attempt failed")).length
+    if (failures > backoffs) {
+      const due = Chunk.filter(yield* TestClock.sleeps(), (at) => at > now && at <= now + maxBackoffMillis)
+      if (Chunk.isNonEmpty(due)) {
+        backoffs++
+        return yield* TestClock.adjust(Math.min(...due) - now)
+      }
+    }
+    const refreshes = (yield* world.server.requests).filter((request) => request.path === "/auth/refresh")
+    const last = refreshes.length - 1
+    const fault = world.scripted()[last]
+    const holding = fault?._tag === "Delay" ? refreshes[last]?.outcome === "pending" : refreshes[last]?.status === 200
+    if (last > stalled && stalls(fault) && holding) {
+      stalled = last
+      return yield* TestClock.adjust(attemptTimeoutMillis)
+    }
+    yield* realSleep(2)
+  })
+}
+
+/** Waits until `condition` holds, moving the clock with `pump` meanwhile (a hang guard bounds the wait). */
+const driveUntil = (label: string, pump: Effect.Effect<void>, condition: Effect.Effect<boolean>) =>
   Effect.gen(function*() {
     const started = Date.now()
     while (!(yield* condition)) {
-      if (Date.now() - started > timeoutMillis) return yield* Effect.dieMessage(`fault matrix: never saw ${label}`)
-      yield* realSleep(2)
+      if (Date.now() - started > hangGuardMillis) return yield* Effect.dieMessage(`fault matrix: never saw ${label}`)
+      yield* pump
     }
   })
+
+/** Waits in real time without moving the clock (the world does something on its own). */
+const waitUntil = (label: string, condition: Effect.Effect<boolean>) => driveUntil(label, realSleep(2), condition)
 
 const isRefreshRequest = (request: HttpClientRequest.HttpClientRequest) =>
   request.method === "POST" && request.url.endsWith("/auth/refresh")
@@ -239,9 +292,8 @@ const expectError = (error: unknown, spec: ErrorSpec) => {
 // ---------------------------------------------------------------------------
 
 /**
- * Runs `c` and asserts its outcome. Under `it.live` for server faults,
- * store faults and interruptions (real sockets need real time); under
- * `it.effect` (TestClock) for the clock jumps.
+ * Runs `c` and asserts its outcome. Under `it.effect`: the TestClock, moved
+ * by `makePump` (real sockets answer in real time meanwhile).
  */
 export const runCase = (c: Case, capturing: Capturing = makeCapture()): Effect.Effect<void> =>
   capturing.around(runCaseCaptured(c, capturing.capture))
@@ -254,7 +306,8 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
     const isClock = scenario._tag === "ClockJump"
     const step: Step | undefined = scenario._tag === "Interrupt" ? scenario.step : undefined
 
-    if (isClock) yield* TestClock.setTime(Date.now())
+    // The client's clock starts at the host's time, as the server's does, then moves only with the pump.
+    yield* TestClock.setTime(Date.now())
 
     // The server. Its clock can be pushed ahead so that a still-valid (to the
     // client) access token is expired to it: how the AuthHttpClient gets its 401.
@@ -292,7 +345,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
     // The clock cases seed the session as the server issued it.
     const seeded = isClock || entryPoint === "AuthHttpClient"
       ? Session.unsafeMake(issued)
-      : Session.unsafeMake({ ...issued, expiresAt: Date.now() - 1_000 })
+      : Session.unsafeMake({ ...issued, expiresAt: (yield* Clock.currentTimeMillis) - 1_000 })
     const store = makeStore(entryPoint === "RefreshClient" ? undefined : seeded)
     const managerScope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(managerScope, Exit.void))
@@ -315,10 +368,17 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
       }
     }
 
-    // The fault.
+    // The fault, and every fault scripted, in the order the refresh requests meet them.
+    const scripted: Array<MockMoonServer.Fault> = []
+    const script = (...faults: ReadonlyArray<MockMoonServer.Fault>) =>
+      Effect.zipRight(Effect.sync(() => scripted.push(...faults)), server.script(...faults))
+    const pump = makePump({ capture, server, scripted: () => scripted })
+    // An interrupted request the refresh must not finish stalls for longer than the test may run; one
+    // it finishes for the others stalls 150 ms. Either way the clock never cuts it: only the interruption.
+    const stallMillis = expected.held === "new" ? 150 : 60_000
     switch (scenario._tag) {
       case "Script":
-        yield* server.script(...scenario.faults)
+        yield* script(...scenario.faults)
         break
       case "SaveFails":
         store.failNextSaves = 1
@@ -332,13 +392,13 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
             sendGate = yield* makeGate
             break
           case "headers":
-            yield* server.script({ _tag: "Delay", millis: 150 })
+            yield* script({ _tag: "Delay", millis: stallMillis })
             break
           case "body":
-            yield* server.script({ _tag: "SlowBody", millis: 150 })
+            yield* script({ _tag: "SlowBody", millis: stallMillis })
             break
           case "backoff":
-            yield* server.script({ _tag: "Status", status: 500, body: { message: "Internal server error" } })
+            yield* script({ _tag: "Status", status: 500, body: { message: "Internal server error" } })
             break
           case "save":
             store.saveGate = yield* makeGate
@@ -395,12 +455,14 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
       }
     }
 
+    yield* driveUntil("the call end", pump, Effect.map(Fiber.poll(fiber), Option.isSome))
     const exit = yield* Fiber.await(fiber)
     const managerOpen = scenario._tag !== "Interrupt" || scenario.by === "caller"
     // A caller that gave up leaves the refresh to finish for the others: wait for it.
     if (scenario._tag === "Interrupt" && scenario.by === "caller" && manager !== undefined) {
-      yield* waitUntil(
+      yield* driveUntil(
         "the refresh finish after the caller left",
+        pump,
         Effect.map(manager.current, (current) => Option.isSome(current) && refreshToken(current.value) !== seededToken)
       )
     }

@@ -5,7 +5,9 @@
  * short hash) and takes JSON commands on stdin.
  *
  * Modes:
- * - `save`: saves a new session in a loop for `durationMs`, then reports `done`.
+ * - `save`: saves a new session in a loop until the command `stop`, then
+ *   reports `done` with the number of saves (the test decides when, by what
+ *   it has seen, not by a duration).
  * - `hold`: takes the store's lock, reports `locked`, and holds it until killed.
  * - `manager`: a `SessionManager` on the file against the mock server at `url`,
  *   `readers` fibers reading its access token in a loop, every event and every
@@ -47,13 +49,21 @@ const save = (config: ChildConfig) =>
   Effect.gen(function*() {
     const store = yield* NodeSessionStore.make(storeOptions(config))
     yield* report({ type: "ready", pid: process.pid, at: Date.now() })
-    const until = Date.now() + (config.durationMs ?? 2000)
     let saves = 0
+    let stopped = false
     const errors: Array<string> = []
-    while (Date.now() < until) {
+    yield* commands.pipe(
+      Stream.takeUntil((command) => command.cmd === "stop"),
+      Stream.runDrain,
+      Effect.ensuring(Effect.sync(() => (stopped = true))),
+      Effect.forkScoped
+    )
+    while (!stopped) {
       const result = yield* Effect.either(store.save(sessionNamed(`${process.pid}-${saves}`)))
       if (result._tag === "Left") errors.push(result.left.message)
       else saves++
+      // Lets the command reader run between saves.
+      yield* Effect.yieldNow()
     }
     yield* report({ type: "done", saves, errors })
   })

@@ -25,6 +25,7 @@ export interface Settings {
   /** Whole seconds, the unit of `expires_in`. */
   readonly lifetime: number
   readonly bodyShape: BodyShape
+  readonly reuse: TokenFamily.ReuseMode
   readonly reuseWindowMillis: number
   /** Added to `now()` for the `Date` header. */
   readonly dateOffset: number
@@ -70,6 +71,7 @@ export const makeState = (settings: Settings, timers: Timers): State => ({
   settings,
   families: TokenFamily.make<SignIn>({
     reuseWindowMillis: settings.reuseWindowMillis,
+    reuse: settings.reuse,
     newTokens: (family, now, expiresAt) => ({
       accessToken: newAccessToken(family.data, now, expiresAt),
       refreshToken: randomBytes(18).toString("base64url")
@@ -263,16 +265,27 @@ const authorize = (state: State, exchange: Exchange): Reply => {
     : unauthorized("bad_jwt", "invalid JWT: unable to parse or verify signature")
 }
 
+// The counters as JSON, for a user of the server run by hand (`moon-mock-server`) to check reuse with.
+const statsRoute = (state: State, exchange: Exchange): void => {
+  exchange.req.resume()
+  exchange.record.outcome = "stats"
+  send(exchange, json(200, stats(state)))
+}
+
 const notFoundRoute = (_state: State, exchange: Exchange): void => {
   exchange.req.resume()
   exchange.record.outcome = "not-found"
   send(exchange, json(404, { statusCode: 404, message: "Not Found" }))
 }
 
+/** Where the server's counters are served. */
+export const statsPath = "/mock/stats"
+
 /** Handlers by `METHOD path`. */
 export const routes: Readonly<Record<string, (state: State, exchange: Exchange) => void>> = {
   "POST /auth/refresh": refreshRoute,
-  "GET /protected": protectedRoute
+  "GET /protected": protectedRoute,
+  [`GET ${statsPath}`]: statsRoute
 }
 
 /**

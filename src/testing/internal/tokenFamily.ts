@@ -7,9 +7,16 @@
  * - A refresh spends the family's newest refresh token and issues the next
  *   pair; the spent token's successor is remembered.
  * - Presenting a spent token again is reuse: the whole family is revoked, its
- *   newest tokens included. Within the reuse window, a reuse of the token
- *   spent last gets the same successor back (and a new access token) instead.
- * - A family signed out with `revoke` is gone: its tokens are "not found".
+ *   newest tokens included, unless the reuse mode forgives it:
+ *   - `"window"`: within the reuse window, a reuse of the token spent last
+ *     gets the same successor back (and a new access token).
+ *   - `"gotrue"`, the rules of Supabase's auth server (GoTrue,
+ *     `RefreshTokenGrant`): the parent of the active token is always
+ *     forgiven, whatever the time; an older spent token only within the reuse
+ *     window after it was spent. Either way the answer is the active refresh
+ *     token (and a new access token), without a new rotation.
+ * - A family signed out with `revoke` is gone: its tokens are "not found". A
+ *   family revoked by a reuse stays revoked: every token of it is a reuse.
  *
  * Plain mutable state and plain functions, with the time passed in: the
  * `MockRefreshClient` calls them with the `Clock`'s time, the `MockMoonServer`
@@ -17,7 +24,9 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Redacted } from "effect"
+import type { Duration } from "effect"
+import { Either, Redacted } from "effect"
+import * as Options_ from "../../internal/options.js"
 
 /** One sign-in and every token descended from it. */
 export interface Family<A> {
@@ -58,18 +67,55 @@ export interface Stats {
   readonly rotations: number
   /** Spent tokens, or tokens of a family revoked by a reuse, presented again. */
   readonly reuseRejections: number
-  /** Reuses inside the reuse window, answered with the existing successor. */
+  /** Reuses forgiven by the reuse mode, answered with the active refresh token. */
   readonly reusesTolerated: number
   /** Tokens never issued, or of a family signed out with `revoke`. */
   readonly unknownTokens: number
 }
 
+/**
+ * Which reuses are forgiven: `"window"`, the token spent last within the
+ * window; `"gotrue"`, as Supabase's auth server does (see the module's
+ * description).
+ */
+export type ReuseMode = "window" | "gotrue"
+
+/** The reuse modes, for checking an option. */
+export const reuseModes: ReadonlyArray<ReuseMode> = ["window", "gotrue"]
+
+/** The reuse window when none is given: none in `"window"` mode, GoTrue's default 10 s in `"gotrue"` mode. */
+export const defaultReuseWindowMillis = (mode: ReuseMode | undefined): number => mode === "gotrue" ? 10_000 : 0
+
+/**
+ * Checks the doubles' `reuse` and `reuseWindow` options (the one wording of
+ * `internal/options.ts`), with the mode's default window.
+ */
+export const checkReuse = (
+  owner: string,
+  reuse: ReuseMode | undefined,
+  reuseWindow: Duration.DurationInput | undefined
+): Either.Either<{ readonly reuse: ReuseMode; readonly reuseWindowMillis: number }, Options_.Invalid> =>
+  Either.all({
+    reuse: Options_.oneOf(owner, "reuse", reuse ?? "window", reuseModes),
+    reuseWindowMillis: Options_.millis(
+      owner,
+      "reuseWindow",
+      reuseWindow ?? defaultReuseWindowMillis(reuse),
+      "nonNegative"
+    )
+  })
+
 export interface Options<A> {
   /**
-   * How long after a rotation the spent token may be presented again and get
-   * the same successor back, in milliseconds. 0: never.
+   * In `"window"` mode, how long after a rotation the spent token may be
+   * presented again and get the same successor back; in `"gotrue"` mode, how
+   * long after it was spent a token older than the active one's parent is
+   * still forgiven (GoTrue's `RefreshTokenReuseInterval`). Milliseconds; 0:
+   * never.
    */
   readonly reuseWindowMillis: number
+  /** Default `"window"`. */
+  readonly reuse?: ReuseMode | undefined
   /**
    * A new pair for a grant to `family`. The refresh token must never have been
    * issued before. A tolerated reuse takes only the access token.
@@ -137,10 +183,18 @@ export const make = <A>(options: Options<A>): TokenFamilies<A> => {
     return { family, expiresAt, accessToken: tokens.accessToken, refreshToken: family.current }
   }
 
-  const withinWindow = (record: RefreshRecord<A>, now: number): boolean =>
-    // Only the token spent last, and a window of 0 tolerates nothing, even within the same millisecond.
-    record.successor === record.family.current && record.usedAt !== undefined &&
-    options.reuseWindowMillis > 0 && now - record.usedAt <= options.reuseWindowMillis
+  // A window of 0 tolerates nothing, even within the same millisecond.
+  const spentWithinWindow = (record: RefreshRecord<A>, now: number): boolean =>
+    record.usedAt !== undefined && options.reuseWindowMillis > 0 && now - record.usedAt <= options.reuseWindowMillis
+
+  const isParentOfActive = (record: RefreshRecord<A>): boolean => record.successor === record.family.current
+
+  const forgiven = (record: RefreshRecord<A>, now: number): boolean =>
+    options.reuse === "gotrue"
+      // GoTrue: a client that lost the answer may always retry; any other spent token only briefly.
+      ? isParentOfActive(record) || spentWithinWindow(record, now)
+      // Only the token spent last.
+      : isParentOfActive(record) && spentWithinWindow(record, now)
 
   const rotate = (refreshToken: string, now: number, expiresAt: number): Rotation<A> => {
     const record = refreshTokens.get(refreshToken)
@@ -156,7 +210,7 @@ export const make = <A>(options: Options<A>): TokenFamilies<A> => {
       stats.rotations++
       return { outcome: "rotated", grant: next }
     }
-    if (family.revoked === undefined && withinWindow(record, now)) {
+    if (family.revoked === undefined && forgiven(record, now)) {
       stats.reusesTolerated++
       return {
         outcome: "reuse-tolerated",
