@@ -144,13 +144,16 @@ describe("RedisSessionStore: the lock", () => {
   it.scopedLive("is renewed while the critical section runs past the lease, so nobody else enters", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-renew")
-      const [a, b] = [yield* openStore(url, { key, lease: "300 millis" }), yield* openStore(url, { key })]
+      const [a, b] = [
+        yield* openStore(url, { key, lease: "600 millis", timeout: "300 millis" }),
+        yield* openStore(url, { key })
+      ]
       const order: Array<string> = []
       const inside = yield* Deferred.make<void>()
       const first = yield* Effect.fork(a.withLock(
         Effect.gen(function*() {
           yield* Deferred.succeed(inside, undefined)
-          yield* Effect.sleep("1200 millis") // four leases
+          yield* Effect.sleep("2400 millis") // four leases
           order.push("a done")
         })
       ))
