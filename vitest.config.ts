@@ -23,7 +23,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     // They need a redis-server: `npm run test:redis` (vitest.redis.config.ts).
-    exclude: [...configDefaults.exclude, "test/redis/**"],
+    // Real processes in real time: `npm run test:system` (vitest.system.config.ts).
+    exclude: [...configDefaults.exclude, "test/redis/**", "test/system/**"],
     // Tests drive time with TestClock; a real-time test that needs more than this is a bug.
     testTimeout: 20_000
   }
