@@ -442,6 +442,64 @@ const marginOf = (lease: number): number => lease / 20
 
 const lockError = (message: string) => new SessionStore.StoreError({ operation: "lock", message })
 
+/**
+ * The renewals and the lease of the holds of one lock: renewals every third
+ * of the lease while held, each owner-checked, and `ensure` on top of them.
+ */
+const makeLeases = (client: Redis, command: Command, lock: string, leaseMillis: number) => {
+  // Renews the lease every third of it while the critical section runs. A
+  // holder that stalls past its lease loses the lock; its writes are fenced.
+  const renewing = (hold: Hold) =>
+    Effect.gen(function*() {
+      const interval = Duration.millis(Math.max(1, Math.floor(leaseMillis / 3)))
+      while (!hold.lost) {
+        yield* Effect.sleep(interval)
+        yield* Effect.either(renewNow(hold))
+      }
+    })
+
+  // One owner-checked renewal. The server counts the new lease from when it
+  // gets the command, after `sent`: the lease runs at least until `sent + lease`.
+  const renewNow = (hold: Hold) =>
+    hold.renewals.withPermits(1)(Effect.gen(function*() {
+      if (hold.lost) return false
+      const sent = yield* monotonic
+      const renewed = yield* command("lock", () => runScript(client, renewScript, [lock], [hold.token, leaseMillis]))
+      if (renewed === 0) {
+        hold.lost = true
+        yield* Effect.logWarning(
+          `moon-refresh: the Redis lock "${lock}" expired while held; another holder may take over (writes stay fenced)`
+        )
+        return false
+      }
+      hold.renewedAt = Math.max(hold.renewedAt, sent)
+      return true
+    }))
+
+  const usable = leaseMillis - marginOf(leaseMillis)
+
+  const lease = (hold: Hold): SessionStore.Lease => ({
+    ensure: (atLeast) =>
+      Effect.gen(function*() {
+        const wanted = Duration.toMillis(Duration.decode(atLeast))
+        if (wanted > usable) {
+          return yield* lockError(
+            `the lease of "${lock}" (${leaseMillis} ms, ${usable} ms usable) is shorter than the ${wanted} ms asked for`
+          )
+        }
+        if (!(yield* renewNow(hold))) {
+          return yield* lockError(`the Redis lock "${lock}" is no longer this holder's`)
+        }
+        const left = hold.renewedAt + usable - (yield* monotonic)
+        if (left < wanted) {
+          return yield* lockError(`the Redis lock "${lock}" has ${Math.floor(left)} ms left, not ${wanted} ms`)
+        }
+      })
+  })
+
+  return { lease, renewing }
+}
+
 /** The lease lock: `SET NX PX`, renewed while held, released by its owner only. */
 const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, following: Following) => {
   const keys = names(settings.key)
@@ -493,56 +551,7 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
   const release = (token: string) =>
     Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
 
-  // Renews the lease every third of it while the critical section runs. A
-  // holder that stalls past its lease loses the lock; its writes are fenced.
-  const renewing = (hold: Hold) =>
-    Effect.gen(function*() {
-      const interval = Duration.millis(Math.max(1, Math.floor(settings.lease / 3)))
-      while (!hold.lost) {
-        yield* Effect.sleep(interval)
-        yield* Effect.either(renewNow(hold))
-      }
-    })
-
-  // One owner-checked renewal. The server counts the new lease from when it
-  // gets the command, after `sent`: the lease runs at least until `sent + lease`.
-  const renewNow = (hold: Hold) =>
-    hold.renewals.withPermits(1)(Effect.gen(function*() {
-      if (hold.lost) return false
-      const sent = yield* monotonic
-      const renewed = yield* command("lock", () =>
-        runScript(client, renewScript, [keys.lock], [hold.token, settings.lease]))
-      if (renewed === 0) {
-        hold.lost = true
-        yield* Effect.logWarning(
-          `moon-refresh: the Redis lock "${keys.lock}" expired while held; another holder may take over (writes stay fenced)`
-        )
-        return false
-      }
-      hold.renewedAt = Math.max(hold.renewedAt, sent)
-      return true
-    }))
-
-  const usable = settings.lease - marginOf(settings.lease)
-
-  const lease = (hold: Hold): SessionStore.Lease => ({
-    ensure: (atLeast) =>
-      Effect.gen(function*() {
-        const wanted = Duration.toMillis(Duration.decode(atLeast))
-        if (wanted > usable) {
-          return yield* lockError(
-            `the lease of "${keys.lock}" (${settings.lease} ms, ${usable} ms usable) is shorter than the ${wanted} ms asked for`
-          )
-        }
-        if (!(yield* renewNow(hold))) {
-          return yield* lockError(`the Redis lock "${keys.lock}" is no longer this holder's`)
-        }
-        const left = hold.renewedAt + usable - (yield* monotonic)
-        if (left < wanted) {
-          return yield* lockError(`the Redis lock "${keys.lock}" has ${Math.floor(left)} ms left, not ${wanted} ms`)
-        }
-      })
-  })
+  const { lease, renewing } = makeLeases(client, command, keys.lock, settings.lease)
 
   const newToken = Effect.map(
     Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
