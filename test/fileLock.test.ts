@@ -103,6 +103,17 @@ const moveTimesBack = (file: string, seconds: number) =>
     Fs.utimesSync(dir, back, back)
   })
 
+/** A holder `a` that renewed nothing for a lease, and `b` that took the lock over from it. */
+const takenOver = Effect.gen(function*() {
+  const options = optionsFor(yield* lockFile)
+  const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
+  const watch = FileLock.newWatch()
+  yield* attemptOnce(options, watch)
+  yield* TestClock.adjust(lease)
+  const b = Either.getOrThrow(yield* attemptOnce(options, watch))
+  return { a, b, options }
+})
+
 const isBusy = <A>(result: Either.Either<A, FileLock.Busy | unknown>) =>
   Either.isLeft(result) && result.left instanceof FileLock.Busy
 
@@ -146,12 +157,7 @@ describe("the file lock", () => {
 
   it.scoped("a release by a holder that lost the lock leaves the new holder's lock in place: no third gets in", () =>
     Effect.gen(function*() {
-      const options = optionsFor(yield* lockFile)
-      const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
-      const watch = FileLock.newWatch()
-      yield* attemptOnce(options, watch)
-      yield* TestClock.adjust(lease)
-      const b = Either.getOrThrow(yield* attemptOnce(options, watch))
+      const { a, b, options } = yield* takenOver
       const before = yield* entriesOf(options.file)
       // The frozen holder resumes and releases.
       yield* a.release
@@ -169,12 +175,7 @@ describe("the file lock", () => {
 
   it.scoped("renewal is the owner's only: a lost holder's renewal writes nothing, and cannot revive its lock", () =>
     Effect.gen(function*() {
-      const options = optionsFor(yield* lockFile)
-      const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
-      const watch = FileLock.newWatch()
-      yield* attemptOnce(options, watch)
-      yield* TestClock.adjust(lease)
-      const b = Either.getOrThrow(yield* attemptOnce(options, watch))
+      const { a, b, options } = yield* takenOver
       const before = yield* entriesOf(options.file)
       expect(Either.isLeft(yield* Effect.either(a.holding.ensure("1 second")))).toBe(true)
       expect(yield* entriesOf(options.file)).toStrictEqual(before)

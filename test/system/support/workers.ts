@@ -3,6 +3,7 @@
  * file. A worker still running when the test's scope closes is killed
  * (SIGCONT first, in case the test left it stopped).
  */
+import { expect } from "@effect/vitest"
 import { Deferred, Duration, Effect, Queue } from "effect"
 import type { Scope } from "effect"
 import { spawn } from "node:child_process"
@@ -128,4 +129,74 @@ export const overlaps = (sections: ReadonlyArray<Section>): ReadonlyArray<string
     })
   )
   return found
+}
+
+/** What {@link frozenHolder} saw. */
+export interface FrozenOutcome {
+  /** From the SIGSTOP to another worker's first `in`. */
+  readonly takenOverMs: number
+  /** From the SIGSTOP to the resumed victim's report that it lost the lock. */
+  readonly resumedMs: number
+  readonly lostMessage: string
+  readonly sections: ReadonlyArray<Section>
+  readonly overlapping: ReadonlyArray<string>
+  /** Critical sections of the others that began after the victim learnt it had lost the lock. */
+  readonly afterResume: number
+  readonly lockErrors: ReadonlyArray<string>
+}
+
+/**
+ * A victim in one long critical section, acting every 1.5 s, stopped
+ * (SIGSTOP) right after an action while two others wait; resumed (SIGCONT)
+ * two leases after another took over; then the others go on for a while.
+ */
+export const frozenHolder = (base: WorkerConfig): Effect.Effect<FrozenOutcome, string, Scope.Scope> =>
+  Effect.gen(function*() {
+    const startup = "60 seconds"
+    const victim = yield* startWorker({ ...base, runMs: 1, actions: 1_000, actMs: 1_500 })
+    yield* victim.next((r) => r.type === "act", startup)
+    const others = yield* Effect.all([
+      startWorker({ ...base, runMs: 20_000, actions: 3, actMs: 50 }),
+      startWorker({ ...base, runMs: 20_000, actions: 3, actMs: 50 })
+    ])
+    yield* Effect.forEach(others, (worker) => worker.next((r) => r.type === "ready", startup))
+    yield* victim.next((r) => r.type === "act", "10 seconds")
+    yield* victim.signal("SIGSTOP")
+    const stoppedAt = Date.now()
+    const takenOver = yield* Effect.raceAll(
+      others.map((worker) => worker.next((r) => r.type === "in" && r.at >= stoppedAt, "30 seconds"))
+    )
+    yield* Effect.sleep(base.leaseMs * 2)
+    yield* victim.signal("SIGCONT")
+    const lost = yield* victim.next((r) => r.type === "lost", "30 seconds")
+    const done = yield* Effect.forEach(others, (worker) => worker.next((r) => r.type === "done", "60 seconds"))
+    const lines = readLog(base.log)
+    const sections = sectionsOf(lines)
+    const resumed = lines.findIndex((line) => line.pid === victim.pid && line.ev === "lost")
+    return {
+      takenOverMs: takenOver.at - stoppedAt,
+      resumedMs: lost.at - stoppedAt,
+      lostMessage: lost.message ?? "",
+      sections,
+      overlapping: overlaps(sections),
+      afterResume: sections.filter((s) => s.pid !== victim.pid && s.start > resumed && s.acts > 0).length,
+      lockErrors: done.flatMap((d) => d.lockErrors ?? [])
+    }
+  })
+
+/**
+ * Prints what {@link frozenHolder} saw and checks it: no two workers acted at
+ * once, the victim learnt it had lost the lock, and the others went on after
+ * its release (it freed nothing of theirs) without a failure.
+ */
+export const expectFrozenHolderHarmless = (what: string, leaseMs: number, outcome: FrozenOutcome): void => {
+  console.log(
+    `${what} (lease ${leaseMs} ms): taken over ${outcome.takenOverMs} ms after SIGSTOP; ` +
+      `resumed after ${outcome.resumedMs} ms and found it had lost the lock ("${outcome.lostMessage}"); ` +
+      `${outcome.sections.length} critical sections, ${outcome.overlapping.length} overlapping`
+  )
+  expect(outcome.overlapping).toStrictEqual([])
+  expect(outcome.lostMessage).toContain("no longer this holder's")
+  expect(outcome.afterResume).toBeGreaterThan(0)
+  expect(outcome.lockErrors).toStrictEqual([])
 }
