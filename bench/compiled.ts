@@ -33,7 +33,7 @@ export const runCompiled = async <A>(entry: string, args: ReadonlyArray<string>,
     format: "esm",
     target: "node20",
     outfile,
-    external: ["effect", "@effect/*", "axios", "esbuild", "ioredis", "proper-lockfile"],
+    external: ["effect", "@effect/*", "axios", "esbuild", "ioredis"],
     tsconfig: join(root, "tsconfig.json"),
     logLevel: "warning"
   })

@@ -303,6 +303,45 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
     }))
 })
 
+describe("BrowserSessionStore: the lease", () => {
+  it.scoped("ensure succeeds while the hold is the tab's with enough of its bound left, and fails after a steal", () =>
+    Effect.gen(function*() {
+      const browser = new FakeBrowser()
+      const a = yield* openTab(browser, { maxHold: "30 seconds" })
+      const outcomes: Array<string> = []
+      const check = (lease: SessionStore.Lease, atLeast: `${number} seconds` | `${number} second`) =>
+        Effect.either(lease.ensure(atLeast)).pipe(
+          Effect.map((result) => outcomes.push(`${atLeast}: ${result._tag === "Right" ? "ok" : result.left.message}`))
+        )
+      const checked = yield* Deferred.make<void>()
+      const stolen = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(a.store.withLease((lease) =>
+        Effect.gen(function*() {
+          yield* check(lease, "29 seconds")
+          yield* check(lease, "31 seconds")
+          yield* TestClock.adjust("20 seconds")
+          yield* check(lease, "11 seconds")
+          yield* check(lease, "10 seconds")
+          yield* Deferred.succeed(checked, undefined)
+          yield* Deferred.await(stolen)
+          yield* settle
+          yield* check(lease, "1 second")
+        }).pipe(Effect.uninterruptible)
+      ))
+      yield* Deferred.await(checked)
+      yield* Effect.promise(() => browser.tab().platform.locks.request(lockName, { steal: true }, () => undefined))
+      yield* Deferred.succeed(stolen, undefined)
+      expect(failureOf(yield* Fiber.await(holder))).toMatchObject({ _tag: "StoreError", operation: "lock" })
+      expect(outcomes).toStrictEqual([
+        "29 seconds: ok",
+        `31 seconds: the lock "${lockName}" has 30000 ms of its bound left, not 31000 ms`,
+        `11 seconds: the lock "${lockName}" has 10000 ms of its bound left, not 11000 ms`,
+        "10 seconds: ok",
+        `1 second: the lock "${lockName}" is no longer this tab's`
+      ])
+    }))
+})
+
 describe("BrowserSessionStore: the change feed", () => {
   /** Records `store`'s feed into an array, from now until the scope closes. */
   const recordFeed = (store: SessionStore.Service) =>

@@ -64,10 +64,12 @@ export const makeCustom = (backend: {
 export const SharedFile = NodeSessionStore.layerFile({ path: ".moon/session.json" })
 
 // The same, with a shorter lease: a process killed while it holds the lock
-// blocks the others' refreshes for at most 5 seconds.
+// blocks the others' refreshes for about 8 seconds. Keep the lease longer than
+// the refresh request's timeout plus a margin (here a RefreshClient timeout of
+// 5 s): the holder checks its lease has that much left before each request.
 export const SharedFileShortLease = NodeSessionStore.layerFile({
   path: ".moon/session.json",
-  lease: "5 seconds",
+  lease: "8 seconds",
   pollInterval: "1 second"
 })
 // [/node-file]

@@ -25,7 +25,7 @@ export const AppHttpLive = AuthHttpClient.layer.pipe(
 // it. The store's settings make a command fail at once while Redis is down
 // instead of waiting in ioredis's queue (see "Client settings").
 export const makeStoreOn = (client: Redis) =>
-  RedisSessionStore.layer({ key: "moon-session:ada", lease: "10 seconds", timeout: "2 seconds" }).pipe(
+  RedisSessionStore.layer({ key: "moon-session:ada", lease: "15 seconds", timeout: "2 seconds" }).pipe(
     Layer.provide(RedisSessionStore.layerClient(client))
   )
 

@@ -1,34 +1,44 @@
 /**
- * A cross-process lock on a file, as a lease: `proper-lockfile` creates
- * `<file>.lock` with `mkdir` (atomic on local and network file systems) and
- * keeps touching its mtime while held; a lock whose mtime is older than the
- * lease belongs to a dead (or frozen) holder and is taken over. A holder killed
- * with SIGKILL so keeps the lock for one lease at most.
+ * A cross-process lock on a file, as a lease with an owner: the protocol is
+ * in `fileLease.ts` (entries in `<file>.lock/`, one per generation, each
+ * written only by its owner; staleness judged by the waiter's own monotonic
+ * clock). This module runs it with Effect.
  *
- * Effect drives the waiting (one `mkdir` attempt at a time, retried on a
- * schedule), so waiting is interruptible and bounded, and a lock taken is
- * registered for release in the same uninterruptible step that took it.
+ * - Waiting is one attempt at a time, retried on a schedule, so it is
+ *   interruptible and bounded; a waiter keeps what it saw between attempts,
+ *   which is how it tells that a holder stopped renewing.
+ * - A holding renews its entry every third of the lease. It counts itself
+ *   out (`lost`) once a renewal comes later than `lease - margin` after the
+ *   one before (it was frozen or stalled): from then on a waiter may have
+ *   taken over, so it renews, writes and ensures nothing more.
+ * - Release marks the holder's own entry `done`, then removes it if its
+ *   lease still runs: it can never free a lock another process holds,
+ *   whatever happened meanwhile.
+ * - A lock taken is registered for release in the same uninterruptible step
+ *   that took it.
  */
-import { Data, Duration, Effect, Exit, FiberRef, Option, Schedule, Scope } from "effect"
-import * as Fs from "node:fs/promises"
-import * as Lockfile from "proper-lockfile"
+import { Clock, Data, Duration, Effect, Exit, FiberRef, Option, Random, Schedule, Scope } from "effect"
+import type * as Fs from "node:fs/promises"
 import * as RefreshError from "../RefreshError.js"
-import { StoreError } from "../SessionStore.js"
+import { type Lease, StoreError } from "../SessionStore.js"
+import * as FileLease from "./fileLease.js"
 
 /** One time the lock was taken. */
 export interface Holding {
-  /** Set when the lock was released, or lost (proper-lockfile's `onCompromised`). */
+  /** Set when the lock was released, or lost (a renewal came too late, or the entry was removed). */
   readonly lost: () => boolean
   /**
-   * Whether the lock is still this holding's, checked on disk: the lock
-   * directory is the one this holding created, and its lease has more than a
-   * quarter left, so nobody can judge it stale before the next step.
+   * Whether the lock is still this holding's: renews it now and checks that
+   * at least a quarter of the lease is left, so nobody can take it over
+   * before the next step.
    */
   readonly stillHeld: Effect.Effect<boolean>
+  /** See `SessionStore.Lease`. */
+  readonly ensure: Lease["ensure"]
 }
 
 export interface LockOptions {
-  /** The file the lock protects; the lock is `<file>.lock` beside it. */
+  /** The file the lock protects; the lock is the directory `<file>.lock` beside it. */
   readonly file: string
   readonly lease: Duration.Duration
   readonly timeout: Duration.Duration
@@ -41,6 +51,12 @@ const lockError = (message: string) => new StoreError({ operation: "lock", messa
 
 const messageOf = (error: unknown) => error instanceof Error ? error.message : String(error)
 
+/** The part of the lease a holder keeps in reserve: it acts only while `lease - margin` has not passed. */
+export const marginOf = (lease: number): number => lease / 20
+
+/** Milliseconds on the monotonic clock (`Clock.currentTimeNanos`: `process.hrtime` unless a TestClock is given). */
+export const monotonic: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 1e6)
+
 // Quick at first (a refresh holds the lock for a few milliseconds), then at
 // most every 100 ms; jittered so waiters in several processes do not retry in step.
 const waiting = Schedule.exponential("5 millis", 1.5).pipe(
@@ -48,57 +64,182 @@ const waiting = Schedule.exponential("5 millis", 1.5).pipe(
   Schedule.jittered
 )
 
+/** What a waiter saw of the lock's entries, kept across its attempts. */
+export interface Watch {
+  seen: FileLease.Observations
+}
+
+export const newWatch = (): Watch => ({ seen: new Map() })
+
+const newOwner = Effect.map(
+  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+  ([a, b]) => `${process.pid}-${a.toString(36)}${b.toString(36)}`
+)
+
+const fsCall = <A>(what: string, run: () => Promise<A>) =>
+  Effect.tryPromise({ try: run, catch: (error) => lockError(`${what}: ${messageOf(error)}`) })
+
+interface Taken {
+  readonly gen: number
+  readonly owner: string
+  readonly handle: Fs.FileHandle
+  /** Before the entry was created: when its text began, at the earliest. */
+  readonly createdAt: number
+}
+
 /**
- * One attempt at the lock (a `mkdir`, and a takeover if the lock is stale).
- * Its release is added to the current scope in the same uninterruptible step
- * that took it, so an interruption never leaves it held.
+ * One attempt: lists the entries, and if every one is done or stale, creates
+ * the next generation and checks that nothing below came back to life
+ * meanwhile (else withdraws). `Busy` when the lock is someone else's.
  */
-export const attempt = (options: LockOptions): Effect.Effect<Holding, Busy | StoreError, Scope.Scope> => {
-  const lockPath = `${options.file}.lock`
-  const leaseMillis = Duration.toMillis(options.lease)
-  return Effect.acquireRelease(
-    Effect.tryPromise({
-      try: async () => {
-        const state = { released: false, compromised: false }
-        const release = await Lockfile.lock(options.file, {
-          stale: leaseMillis,
-          realpath: false,
-          lockfilePath: lockPath,
-          // The default throws from a timer, which would kill the process.
-          onCompromised: () => {
-            state.compromised = true
-          }
-        })
-        const { ino } = await Fs.stat(lockPath)
-        return { release, ino, state }
-      },
-      catch: (error) =>
-        typeof error === "object" && error !== null && "code" in error && error.code === "ELOCKED"
-          ? new Busy()
-          : lockError(`cannot take the lock ${lockPath}: ${messageOf(error)}`)
-    }),
-    ({ release, state }) =>
-      Effect.suspend(() => {
-        state.released = true
-        // ERELEASED (it was lost) or ENOENT: nothing left to release.
-        return Effect.promise(() => release().catch(() => undefined))
-      })
-  ).pipe(
-    Effect.map(({ ino, state }): Holding => {
-      const lost = () => state.released || state.compromised
-      return {
-        lost,
-        stillHeld: Effect.promise(() =>
-          Fs.stat(lockPath).then(
-            // The file system's mtimes are on the OS clock, not on Effect's Clock.
-            (stat) => !lost() && stat.ino === ino && Date.now() - stat.mtimeMs < leaseMillis * 0.75,
-            () => false
-          )
+const take = (options: LockOptions, watch: Watch): Effect.Effect<Taken, Busy | StoreError> =>
+  Effect.gen(function*() {
+    const dir = `${options.file}.lock`
+    const lease = Duration.toMillis(options.lease)
+    yield* fsCall(`cannot create the lock directory ${dir}`, () => FileLease.prepare(dir))
+    const readStart = yield* monotonic
+    const entries = yield* fsCall(`cannot read the lock ${dir}`, () => FileLease.list(dir))
+    const seen = FileLease.observe(watch.seen, entries, yield* monotonic)
+    watch.seen = seen
+    if (!FileLease.isFree(entries, seen, readStart, lease)) return yield* new Busy()
+    const gen = FileLease.nextGen(entries)
+    const owner = yield* newOwner
+    const own = FileLease.text(owner, 0, "held")
+    const createdAt = yield* monotonic
+    const handle = yield* fsCall(`cannot take the lock ${dir}`, () => FileLease.create(dir, gen, own))
+    if (handle === undefined) return yield* new Busy()
+    const checkStart = yield* monotonic
+    const after = yield* fsCall(`cannot read the lock ${dir}`, () => FileLease.list(dir)).pipe(
+      Effect.tapError(() => withdraw(handle, owner))
+    )
+    if (!FileLease.mayEnter(gen, own, after, seen, checkStart, lease)) {
+      // A holder renewed (or someone else came in) between the listing and the creation.
+      yield* withdraw(handle, owner)
+      watch.seen = FileLease.observe(seen, after, yield* monotonic)
+      return yield* new Busy()
+    }
+    yield* Effect.promise(() => FileLease.removeBelow(dir, after, gen))
+    return { gen, owner, handle, createdAt }
+  })
+
+// Marks one's own entry done and lets go of it; best effort (a stale entry is taken over anyway).
+const withdraw = (handle: Fs.FileHandle, owner: string, beat = 0) =>
+  Effect.promise(() =>
+    FileLease.rewrite(handle, FileLease.text(owner, beat, "done")).then(() => undefined, () => undefined)
+      .finally(() => handle.close().catch(() => undefined))
+  )
+
+interface Held extends Holding {
+  /** Renews now: `false` once the lock is lost (or released). */
+  readonly renew: Effect.Effect<boolean>
+  readonly release: Effect.Effect<void>
+}
+
+/** The holding of a generation taken: its renewals, its checks and its release. */
+const hold = (options: LockOptions, taken: Taken): Held => {
+  const dir = `${options.file}.lock`
+  const lease = Duration.toMillis(options.lease)
+  const limit = lease - marginOf(lease)
+  const state = { status: "held" as "held" | "lost" | "released", beat: 0, lastBeat: taken.createdAt }
+  const renewals = Effect.unsafeMakeSemaphore(1)
+
+  const lose = (why: string) =>
+    Effect.suspend(() => {
+      if (state.status !== "held") return Effect.succeed(false)
+      state.status = "lost"
+      return Effect.as(
+        Effect.logWarning(`moon-refresh: the lock ${dir} was lost (${why}); nothing more is done under it`),
+        false
+      )
+    })
+
+  const renewOnce = Effect.gen(function*() {
+    if (state.status !== "held") return false
+    const start = yield* monotonic
+    // A waiter may have watched the entry unchanged for a lease since the last renewal began.
+    if (start - state.lastBeat >= limit) return yield* lose("not renewed in time: the process was frozen or stalled")
+    // Counted before the write: whatever happens to it, the next text differs from this one.
+    const own = FileLease.text(taken.owner, ++state.beat, "held")
+    const written = yield* Effect.either(fsCall("renewal", () => FileLease.rewrite(taken.handle, own)))
+    if (written._tag === "Left") return false
+    const entries = yield* Effect.either(fsCall("renewal", () => FileLease.list(dir)))
+    const end = yield* monotonic
+    if (entries._tag === "Left") return false
+    if (!entries.right.some((entry) => entry.gen === taken.gen && entry.text === own)) {
+      return yield* lose("its entry was removed or replaced")
+    }
+    if (end - state.lastBeat >= limit) return yield* lose("the renewal came too late")
+    state.lastBeat = start
+    return true
+  })
+  const renew = renewals.withPermits(1)(renewOnce)
+
+  const ensure = (atLeast: Duration.DurationInput): Effect.Effect<void, StoreError> =>
+    Effect.gen(function*() {
+      const wanted = Duration.toMillis(Duration.decode(atLeast))
+      if (wanted > limit) {
+        return yield* lockError(
+          `the lease of ${dir} (${lease} ms, ${limit} ms usable) is shorter than the ${wanted} ms asked for`
         )
       }
+      if (!(yield* renew)) {
+        return yield* lockError(
+          state.status === "held" ? `cannot renew the lock ${dir}` : `the lock ${dir} is no longer this holder's`
+        )
+      }
+      const entries = yield* fsCall(`cannot read the lock ${dir}`, () => FileLease.list(dir))
+      // Someone judged the entry stale (or is about to learn it was not): no new request now.
+      if (entries.some((entry) => entry.gen > taken.gen && !FileLease.isDone(entry.text))) {
+        return yield* lockError(`another holder is taking over the lock ${dir}`)
+      }
+      const left = state.lastBeat + limit - (yield* monotonic)
+      if (left < wanted) return yield* lockError(`the lock ${dir} has ${Math.floor(left)} ms left, not ${wanted} ms`)
     })
-  )
+
+  const release = renewals.withPermits(1)(Effect.gen(function*() {
+    const was = state.status
+    state.status = "released"
+    if (was === "released") return
+    // Within its lease nobody can have taken the entry over, so removing it by name removes this holder's.
+    const inLease = was === "held" && (yield* monotonic) - state.lastBeat < limit
+    yield* withdraw(taken.handle, taken.owner, state.beat + 1)
+    if (inLease) yield* Effect.promise(() => FileLease.remove(dir, taken.gen))
+  }))
+
+  return {
+    lost: () => state.status !== "held",
+    stillHeld: Effect.isSuccess(ensure(Duration.millis(lease / 4))),
+    ensure,
+    renew,
+    release
+  }
 }
+
+// Renewals are paced in real time whatever the Clock (other processes read
+// them in real time); the gaps between them are measured on the Clock.
+const realClock = Clock.make()
+const realSleep = (duration: Duration.Duration) => Effect.withClock(Effect.sleep(duration), realClock)
+
+/**
+ * One attempt at the lock. Its release is added to the current scope in the
+ * same uninterruptible step that took it, with the renewals (every third of
+ * the lease) that run until then, so an interruption never leaves it held.
+ */
+export const attempt = (
+  options: LockOptions,
+  watch: Watch = newWatch()
+): Effect.Effect<Holding, Busy | StoreError, Scope.Scope> =>
+  Effect.acquireRelease(Effect.map(take(options, watch), (taken) => hold(options, taken)), (held) => held.release)
+    .pipe(
+      Effect.tap((held) =>
+        Effect.forkScoped(
+          realSleep(Duration.millis(Duration.toMillis(options.lease) / 3)).pipe(
+            Effect.zipRight(held.renew),
+            Effect.repeat({ while: (renewed) => renewed || !held.lost() })
+          )
+        )
+      )
+    )
 
 /**
  * Retries `effect` while it fails with `Busy`, for at most `options.timeout`;
@@ -131,21 +272,28 @@ export const withHolding = <A, E, R>(
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.acquireUseRelease(
     Scope.make(),
-    (scope) => Effect.flatMap(Scope.extend(retryWhileBusy(options, attempt(options)), scope), use),
+    (scope) =>
+      Effect.flatMap(
+        Effect.suspend(() => {
+          const watch = newWatch()
+          return Scope.extend(retryWhileBusy(options, attempt(options, watch)), scope)
+        }),
+        use
+      ),
     (scope, exit) => Scope.close(scope, Exit.isSuccess(exit) ? Exit.void : exit)
   )
 
 /** {@link withHolding}, one attempt: fails with `Busy` when someone else holds the lock. */
 export const withHoldingOnce = <A, E, R>(
   options: LockOptions,
+  watch: Watch,
   use: (holding: Holding) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | Busy | StoreError, R> =>
   Effect.acquireUseRelease(
     Scope.make(),
-    (scope) => Effect.flatMap(Scope.extend(attempt(options), scope), use),
+    (scope) => Effect.flatMap(Scope.extend(attempt(options, watch), scope), use),
     (scope, exit) => Scope.close(scope, Exit.isSuccess(exit) ? Exit.void : exit)
   )
-
 /** The lock as one store uses it: see {@link makeStoreLock}. */
 export interface StoreLock {
   /**
@@ -154,6 +302,8 @@ export interface StoreLock {
    * once. Fibers of this process wait in line in memory rather than polling.
    */
   readonly withLock: <A, E, R>(critical: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /** {@link withLock}, giving `use` the lease of the holding it runs under. */
+  readonly withLease: <A, E, R>(use: (lease: Lease) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
   /**
    * Runs a short step (a write) holding the lock: the caller's own, or the
    * one this store's running `withLock` holds (a write outside it, such as a
@@ -180,16 +330,16 @@ export const makeStoreLock = (options: LockOptions): Effect.Effect<StoreLock> =>
     let lent: Holding | undefined
     const borrowers = yield* Effect.makeSemaphore(maxBorrowers)
 
-    const withLock = <A, E, R>(critical: Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
+    const withLease = <A, E, R>(use: (lease: Lease) => Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
       Effect.flatMap(current, (mine) =>
         Option.isSome(mine) ?
-          critical :
+          use(mine.value) :
           inLine.withPermits(1)(withHolding(options, (holding) =>
             Effect.acquireUseRelease(
               Effect.sync(() => {
                 lent = holding
               }),
-              () => withHeld(holding, critical),
+              () => withHeld(holding, use(holding)),
               () =>
                 Effect.zipRight(
                   Effect.sync(() => {
@@ -198,6 +348,9 @@ export const makeStoreLock = (options: LockOptions): Effect.Effect<StoreLock> =>
                   borrowers.withPermits(maxBorrowers)(Effect.void)
                 )
             ))))
+
+    const withLock = <A, E, R>(critical: Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
+      withLease(() => critical)
 
     const borrow = <A, E, R>(use: (holding: Holding) => Effect.Effect<A, E, R>) =>
       borrowers.withPermits(1)(Effect.suspend(() =>
@@ -208,14 +361,17 @@ export const makeStoreLock = (options: LockOptions): Effect.Effect<StoreLock> =>
       use: (holding: Holding) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | StoreError, R> =>
       Effect.flatMap(current, (mine) =>
-        Option.isSome(mine) ? use(mine.value) : retryWhileBusy(
-          options,
-          Effect.flatMap(borrow(use), (borrowed) =>
-            Option.isSome(borrowed)
-              ? Effect.succeed(borrowed.value)
-              : withHoldingOnce(options, (holding) =>
-                withHeld(holding, use(holding))))
-        ))
+        Option.isSome(mine) ? use(mine.value) : Effect.suspend(() => {
+          const watch = newWatch()
+          return retryWhileBusy(
+            options,
+            Effect.flatMap(borrow(use), (borrowed) =>
+              Option.isSome(borrowed)
+                ? Effect.succeed(borrowed.value)
+                : withHoldingOnce(options, watch, (holding) =>
+                  withHeld(holding, use(holding))))
+          )
+        }))
 
-    return { withLock, underLock }
+    return { withLock, withLease, underLock }
   })

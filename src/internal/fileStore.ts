@@ -348,7 +348,7 @@ const makeCore = (location: Location, config: Config): Effect.Effect<Core> =>
       lock.underLock((holding) => commit(holding, session, expected))
 
     const finish = (changes: Stream.Stream<SessionStore.Stored>): SessionStore.Service => {
-      const service = SessionStore.make({ read: readStored, write, withLock: lock.withLock, changes, shared: true })
+      const service = SessionStore.make({ read: readStored, write, withLease: lock.withLease, changes, shared: true })
       // `make`'s save and clear read outside the lock and retry a few times on a
       // conflict, which several busy processes can exhaust. Under the lock only
       // a write of this process can come between the read and the write.

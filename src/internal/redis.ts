@@ -424,6 +424,82 @@ const makeRecord = (
   return { read, write, received }
 }
 
+/** One hold of the lease lock. */
+interface Hold {
+  readonly token: string
+  /** When the last renewal (or the SET that took the lock) was sent: the lease runs at least a lease from it. */
+  renewedAt: number
+  /** Set when a renewal found the lock gone or another's, or when the hold ended. */
+  lost: boolean
+  readonly renewals: Effect.Semaphore
+}
+
+/** Milliseconds on the monotonic clock (`Clock.currentTimeNanos`: `process.hrtime` unless a TestClock is given). */
+const monotonic = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 1e6)
+
+/** The part of the lease a holder keeps in reserve for the clocks' drift: as the file lock. */
+const marginOf = (lease: number): number => lease / 20
+
+const lockError = (message: string) => new SessionStore.StoreError({ operation: "lock", message })
+
+/**
+ * The renewals and the lease of the holds of one lock: renewals every third
+ * of the lease while held, each owner-checked, and `ensure` on top of them.
+ */
+const makeLeases = (client: Redis, command: Command, lock: string, leaseMillis: number) => {
+  // Renews the lease every third of it while the critical section runs. A
+  // holder that stalls past its lease loses the lock; its writes are fenced.
+  const renewing = (hold: Hold) =>
+    Effect.gen(function*() {
+      const interval = Duration.millis(Math.max(1, Math.floor(leaseMillis / 3)))
+      while (!hold.lost) {
+        yield* Effect.sleep(interval)
+        yield* Effect.either(renewNow(hold))
+      }
+    })
+
+  // One owner-checked renewal. The server counts the new lease from when it
+  // gets the command, after `sent`: the lease runs at least until `sent + lease`.
+  const renewNow = (hold: Hold) =>
+    hold.renewals.withPermits(1)(Effect.gen(function*() {
+      if (hold.lost) return false
+      const sent = yield* monotonic
+      const renewed = yield* command("lock", () => runScript(client, renewScript, [lock], [hold.token, leaseMillis]))
+      if (renewed === 0) {
+        hold.lost = true
+        yield* Effect.logWarning(
+          `moon-refresh: the Redis lock "${lock}" expired while held; another holder may take over (writes stay fenced)`
+        )
+        return false
+      }
+      hold.renewedAt = Math.max(hold.renewedAt, sent)
+      return true
+    }))
+
+  const usable = leaseMillis - marginOf(leaseMillis)
+
+  const lease = (hold: Hold): SessionStore.Lease => ({
+    ensure: (atLeast) =>
+      Effect.gen(function*() {
+        const wanted = Duration.toMillis(Duration.decode(atLeast))
+        if (wanted > usable) {
+          return yield* lockError(
+            `the lease of "${lock}" (${leaseMillis} ms, ${usable} ms usable) is shorter than the ${wanted} ms asked for`
+          )
+        }
+        if (!(yield* renewNow(hold))) {
+          return yield* lockError(`the Redis lock "${lock}" is no longer this holder's`)
+        }
+        const left = hold.renewedAt + usable - (yield* monotonic)
+        if (left < wanted) {
+          return yield* lockError(`the Redis lock "${lock}" has ${Math.floor(left)} ms left, not ${wanted} ms`)
+        }
+      })
+  })
+
+  return { lease, renewing }
+}
+
 /** The lease lock: `SET NX PX`, renewed while held, released by its owner only. */
 const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, following: Following) => {
   const keys = names(settings.key)
@@ -444,10 +520,11 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
       let listening = following === "always"
       while (true) {
         const woken = released
+        const sent = yield* monotonic
         const left = Number(
           yield* command("lock", () => runScript(client, acquireScript, [keys.lock], [token, settings.lease]))
         )
-        if (left === 0) return
+        if (left === 0) return sent
         const now = yield* Clock.currentTimeMillis
         if (now >= deadline) {
           return yield* new SessionStore.StoreError({
@@ -474,50 +551,35 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
   const release = (token: string) =>
     Effect.ignore(command("lock", () => runScript(client, releaseScript, [keys.lock], [token, keys.released])))
 
-  // Renews the lease every third of it while the critical section runs. A
-  // holder that stalls past its lease loses the lock; its writes are fenced.
-  const renew = (token: string) =>
-    Effect.gen(function*() {
-      const interval = Duration.millis(Math.max(1, Math.floor(settings.lease / 3)))
-      while (true) {
-        yield* Effect.sleep(interval)
-        const renewed = yield* Effect.either(
-          command("lock", () => runScript(client, renewScript, [keys.lock], [token, settings.lease]))
-        )
-        if (Either.isRight(renewed) && renewed.right === 0) {
-          return yield* Effect.logWarning(
-            `moon-refresh: the Redis lock "${keys.lock}" expired while held; another holder may take over (writes stay fenced)`
-          )
-        }
-      }
-    })
+  const { lease, renewing } = makeLeases(client, command, keys.lock, settings.lease)
 
   const newToken = Effect.map(
     Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
     ([a, b]) => `${hostname()}:${process.pid}:${a.toString(36)}${b.toString(36)}`
   )
 
-  const withLock = <A, E, R>(
-    critical: Effect.Effect<A, E, R>
+  const withLease = <A, E, R>(
+    use: (lease: SessionStore.Lease) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | SessionStore.StoreError, R> =>
     Effect.uninterruptibleMask((restoreInterruption) =>
       Effect.gen(function*() {
         const token = yield* newToken
         // A SET that reached the server after the caller gave up (or timed
         // out) is deleted, not left to hold the lock for a whole lease.
-        yield* restoreInterruption(acquire(token)).pipe(
+        const sent = yield* restoreInterruption(acquire(token)).pipe(
           Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(release(token)))
         )
+        const hold: Hold = { token, renewedAt: sent, lost: false, renewals: Effect.unsafeMakeSemaphore(1) }
         return yield* Effect.scoped(
           Effect.zipRight(
-            Effect.forkScoped(Effect.interruptible(renew(token))),
-            restoreInterruption(critical)
+            Effect.forkScoped(Effect.interruptible(renewing(hold))),
+            restoreInterruption(Effect.suspend(() => use(lease(hold))))
           )
-        ).pipe(Effect.ensuring(release(token)))
+        ).pipe(Effect.ensuring(Effect.zipRight(Effect.sync(() => hold.lost = true), release(token))))
       })
     ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", { captureStackTrace: false }))
 
-  return { withLock, releases }
+  return { withLease, releases }
 }
 
 const makeKeyStore = (
@@ -530,7 +592,7 @@ const makeKeyStore = (
   Effect.gen(function*() {
     const keys = names(settings.key)
     const { read, received, write } = makeRecord(client, settings, run)
-    const { releases, withLock } = makeLock(client, settings, subscriber, following)
+    const { releases, withLease } = makeLock(client, settings, subscriber, following)
 
     // ---- the change feed ----
 
@@ -580,7 +642,7 @@ const makeKeyStore = (
       }))
     }
 
-    return SessionStore.make({ read, write, withLock, changes, shared: true })
+    return SessionStore.make({ read, write, withLease, changes, shared: true })
   })
 
 /** The store on `client`: `SessionStore.make` over a fenced read and write, a lease lock and a change feed. */

@@ -11,9 +11,15 @@
  *   and a revision). A write names the revision it replaces and is refused
  *   (`StoreConflictError`) if the record moved on, so a sign-out cannot be
  *   undone by a process that still holds the old session.
- * - **A lock that survives a crash**: `proper-lockfile`'s lock directory
- *   `<path>.lock`, held as a lease. A holder killed with SIGKILL holds it for
- *   one lease at most; then another process takes it over.
+ * - **A lock with an owner, that survives a crash**: the directory
+ *   `<path>.lock` holds one entry per holder, written only by that holder
+ *   (renewed in place, released by its owner only), held as a lease. A
+ *   waiter takes it over from a holder whose entry has not changed for a
+ *   whole lease, measured on the waiter's own monotonic clock (no clock is
+ *   compared with another, so a clock step changes nothing): a holder killed
+ *   with SIGKILL holds it for about one lease. A holder frozen past its lease
+ *   (SIGSTOP, a paused container) finds on resuming that it lost it, and
+ *   neither writes nor releases anything another holder has.
  * - **A change feed**: file-system notifications on the directory, and a
  *   re-read every `pollInterval` where those are unreliable.
  * - **Private**: the directory is created `0700` and the file `0600`, whatever
@@ -70,8 +76,17 @@ export interface Options {
   readonly path: string
   /**
    * How long a holder that died (or froze) keeps the lock before another
-   * process takes it over. A live holder renews it every half lease. At
-   * least 2 seconds. Default 10 seconds.
+   * process takes it over: a waiter takes over once the holder's entry has
+   * not changed for a whole lease, on the waiter's own monotonic clock. A live
+   * holder renews it every third of it, and acts under it only while 95% of
+   * a lease has not passed since its last renewal began (5% is its margin for
+   * the time a renewal takes). So `lease.ensure(atLeast)` (see
+   * `SessionStore.Lease`), called before each refresh POST with the request
+   * timeout plus a margin, succeeds for `atLeast` up to 95% of the lease.
+   *
+   * Default 15 seconds: the `RefreshClient`'s default timeout (10 s) plus a
+   * 5 s margin, of which the lock keeps 0.75 s, leaving 4.25 s for the
+   * caller's own margin. At least 2 seconds (a renewal every 667 ms).
    */
   readonly lease?: Duration.DurationInput | undefined
   /**
@@ -93,14 +108,15 @@ export interface Options {
  * @category constants
  */
 export const defaults = {
-  lease: Duration.seconds(10),
+  lease: Duration.seconds(15),
   lockTimeout: Duration.seconds(30),
   pollInterval: Duration.seconds(2)
 } as const
 
 const owner = "NodeSessionStore"
 
-// proper-lockfile does not accept a shorter one (it raises it silently).
+// Renewals come every third of the lease: shorter, and one slow disk write or
+// event-loop pause of a few hundred milliseconds would cost the holder its lock.
 const shortestLease = 2000
 
 const resolve = (options: Options): Either.Either<FileStore.Config, Options_.Invalid> =>

@@ -54,8 +54,18 @@ export interface Options {
    */
   readonly key: string
   /**
-   * How long a lock outlives a holder that died. A live holder renews it
-   * every third of it while its refresh runs. Default 10 seconds.
+   * How long a lock outlives a holder that died (Redis expires it). A live
+   * holder renews it every third of it while its refresh runs (owner-checked:
+   * a renewal of a lock that expired or passed to another holder fails, and
+   * the holder knows it lost it). `lease.ensure(atLeast)` (see
+   * `SessionStore.Lease`), called before each refresh POST with the request
+   * timeout plus a margin, renews it and succeeds for `atLeast` up to 95% of
+   * the lease (5% is kept for the time the renewal takes).
+   *
+   * Default 15 seconds: the `RefreshClient`'s default timeout (10 s) plus a
+   * 5 s margin, of which the lock keeps 0.75 s, leaving 4.25 s for the
+   * caller's own margin. At least twice `timeout`, so that a renewal sent at
+   * a third of the lease is answered (or given up) before the lease ends.
    */
   readonly lease?: Duration.DurationInput | undefined
   /**
@@ -76,7 +86,7 @@ export interface Options {
  * @category constants
  */
 export const defaults = {
-  lease: Duration.seconds(10),
+  lease: Duration.seconds(15),
   lockTimeout: Duration.seconds(30),
   timeout: Duration.seconds(2)
 } as const
@@ -90,13 +100,13 @@ const resolve = (options: Options): Either.Either<Internal.Settings, Options_.In
     const key = typeof options.key === "string" && options.key.length > 0
       ? options.key
       : yield* Either.left({ owner, option: "key", reason: "must be a non-empty string" })
-    return {
-      key,
-      // Redis counts a lease in whole milliseconds.
-      lease: Math.ceil(yield* millis("lease")),
-      lockTimeout: yield* millis("lockTimeout"),
-      timeout: yield* millis("timeout")
+    // Redis counts a lease in whole milliseconds.
+    const lease = Math.ceil(yield* millis("lease"))
+    const timeout = yield* millis("timeout")
+    if (lease < 2 * timeout) {
+      return yield* Either.left({ owner, option: "lease", reason: "must be at least twice `timeout`" })
     }
+    return { key, lease, lockTimeout: yield* millis("lockTimeout"), timeout }
   })
 
 /**

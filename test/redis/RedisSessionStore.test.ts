@@ -129,6 +129,32 @@ describe("RedisSessionStore: the lock", () => {
       expect(yield* Effect.promise(() => raw.get(`${key}:lock`))).toBe("other-holder")
     }))
 
+  it.scopedLive("withLease: ensure renews the lease, refuses more than it gives, and fails once the lock is another's", () =>
+    Effect.gen(function*() {
+      const key = freshKey("lock-lease")
+      const store = yield* openStore(url, { key, lease: "10 seconds" })
+      const raw = yield* rawClient(url)
+      const outcomes = yield* store.withLease((lease) =>
+        Effect.gen(function*() {
+          yield* Effect.promise(() => raw.pexpire(`${key}:lock`, 3_000))
+          yield* lease.ensure("9 seconds")
+          const renewedTo = yield* Effect.promise(() => raw.pttl(`${key}:lock`))
+          const tooLong = yield* Effect.flip(lease.ensure("9600 millis"))
+          // As if the lease ran out while the holder was frozen and another holder took the lock.
+          yield* Effect.promise(() => raw.set(`${key}:lock`, "other-holder", "PX", 10_000))
+          const lost = yield* Effect.flip(lease.ensure("1 second"))
+          const again = yield* Effect.flip(lease.ensure("1 second"))
+          return { renewedTo, tooLong: tooLong.message, lost: lost.message, again: again.message }
+        })
+      )
+      expect(outcomes.renewedTo).toBeGreaterThan(9_000)
+      expect(outcomes.tooLong).toContain("shorter than")
+      expect(outcomes.lost).toContain("no longer this holder's")
+      expect(outcomes.again).toContain("no longer this holder's")
+      // Its release left the other holder's lock alone.
+      expect(yield* Effect.promise(() => raw.get(`${key}:lock`))).toBe("other-holder")
+    }))
+
   it.scopedLive("left by a holder that died is taken over when its lease ends", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-expiry")
@@ -147,13 +173,16 @@ describe("RedisSessionStore: the lock", () => {
   it.scopedLive("is renewed while the critical section runs past the lease, so nobody else enters", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-renew")
-      const [a, b] = [yield* openStore(url, { key, lease: "300 millis" }), yield* openStore(url, { key })]
+      const [a, b] = [
+        yield* openStore(url, { key, lease: "600 millis", timeout: "300 millis" }),
+        yield* openStore(url, { key })
+      ]
       const order: Array<string> = []
       const inside = yield* Deferred.make<void>()
       const first = yield* Effect.fork(a.withLock(
         Effect.gen(function*() {
           yield* Deferred.succeed(inside, undefined)
-          yield* Effect.sleep("1200 millis") // four leases
+          yield* Effect.sleep("2400 millis") // four leases
           order.push("a done")
         })
       ))

@@ -134,7 +134,12 @@ const StoreLive = Layer.effect(
       })
   }))
 ).pipe(
-  Layer.provide(RedisSessionStore.layerConfig({ key: env("KEY"), lease: Duration.millis(Number(env("LEASE_MS"))) }))
+  Layer.provide(RedisSessionStore.layerConfig({
+    key: env("KEY"),
+    lease: Duration.millis(Number(env("LEASE_MS"))),
+    // A lease must be at least twice the operation timeout (2 s by default).
+    timeout: Duration.millis(Math.min(2_000, Number(env("LEASE_MS")) / 2))
+  }))
 )
 
 const MainLive = SessionManager.layer({

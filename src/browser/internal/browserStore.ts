@@ -206,7 +206,7 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
     return SessionStore.make({
       read,
       write,
-      withLock: WebLock.withLock(platform.locks, { name, maxHold: settings.maxHold, grace }),
+      withLease: WebLock.withLease(platform.locks, { name, maxHold: settings.maxHold, grace }),
       changes,
       shared: true
     })

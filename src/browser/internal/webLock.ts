@@ -22,8 +22,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Duration, Effect, FiberRef } from "effect"
-import { StoreError } from "../../SessionStore.js"
+import { Clock, Duration, Effect, FiberRef } from "effect"
+import { type Lease, StoreError } from "../../SessionStore.js"
 
 /** The part of `navigator.locks` this module uses. */
 export type Locks = Pick<LockManager, "request" | "query">
@@ -224,29 +224,38 @@ const acquire = (locks: Locks, settings: Settings, cell: Cell): Effect.Effect<vo
   })
 
 /**
- * Runs `critical` holding the lock: waits for it (interruptibly: an
- * interrupted wait withdraws the request, and a grant that arrives after is
- * released at once), takes it over from a holder stuck past `maxHold`, runs
- * `critical` for at most `maxHold` (then interrupts it and fails with a
- * `StoreError`), and releases the lock whatever the outcome. If another tab
- * steals the lock meanwhile, `critical` is interrupted and its writes are
- * refused (see {@link isLost}).
+ * Runs `use` holding the lock: waits for it (interruptibly: an interrupted
+ * wait withdraws the request, and a grant that arrives after is released at
+ * once), takes it over from a holder stuck past `maxHold`, runs `use` for at
+ * most `maxHold` (then interrupts it and fails with a `StoreError`), and
+ * releases the lock whatever the outcome. If another tab steals the lock
+ * meanwhile, `use` is interrupted and its writes are refused (see
+ * {@link isLost}).
+ *
+ * The lease given to `use`: the browser grants and steals the lock itself,
+ * so there is nothing to renew. `ensure(atLeast)` succeeds while the hold is
+ * still this tab's (not stolen) and at least `atLeast` of `maxHold` is left,
+ * measured from the grant on the Clock (a frozen tab that resumes past it
+ * fails it, whether or not the steal has reached it yet).
  */
-export const withLock =
+export const withLease =
   (locks: Locks, settings: Settings) =>
-  <A, E, R>(critical: Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
+  <A, E, R>(use: (lease: Lease) => Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         const cell: Cell = { ticket: request(locks, settings.name, false), closed: false }
         const hold: Hold = { name: settings.name, state: "held" }
-        const held = Effect.suspend(() =>
-          Effect.raceFirst(Effect.locally(critical, currentHold, hold), awaitLost(cell.ticket, hold)).pipe(
+        const maxHold = Duration.toMillis(settings.maxHold)
+        const held = Effect.flatMap(Clock.currentTimeMillis, (grantedAt) =>
+          Effect.raceFirst(
+            Effect.locally(use(leaseOf(hold, grantedAt + maxHold)), currentHold, hold),
+            awaitLost(cell.ticket, hold)
+          ).pipe(
             Effect.timeoutFail({
               duration: settings.maxHold,
               onTimeout: () => lockError(`held the lock "${settings.name}" longer than its bound; gave it up`)
             })
-          )
-        )
+          ))
         return restore(Effect.zipRight(acquire(locks, settings, cell), held)).pipe(
           Effect.ensuring(Effect.sync(() => {
             cell.closed = true
@@ -256,3 +265,17 @@ export const withLock =
         )
       })
     )
+
+// `ensure` of a hold that ends (interrupted, or stolen after a waiter's patience) at `until`.
+const leaseOf = (hold: Hold, until: number): Lease => ({
+  ensure: (atLeast) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const wanted = Duration.toMillis(Duration.decode(atLeast))
+      if (hold.state !== "held") return Effect.fail(lockError(`the lock "${hold.name}" is no longer this tab's`))
+      return until - now >= wanted
+        ? Effect.void
+        : Effect.fail(
+          lockError(`the lock "${hold.name}" has ${Math.max(0, until - now)} ms of its bound left, not ${wanted} ms`)
+        )
+    })
+})
