@@ -101,8 +101,11 @@ export interface Lease {
   /**
    * Renews the lock now if it is still this holder's, so that no other holder can take it over
    * for at least `atLeast` from now; fails with StoreError({ operation: "lock" }) if the lock
-   * is no longer this holder's (taken over, released) or if the lease is shorter than
-   * `atLeast`. Called right before each refresh POST.
+   * is no longer this holder's (taken over, released) or has less than that left. A lease
+   * configured shorter than `atLeast` is asked for nearly whole instead (the stores of this
+   * package: 90% of its usable part; a browser hold, half its bound): the user chose it. The
+   * `SessionManager` calls it right before each refresh POST, with the refresh request's
+   * default timeout plus a margin (12 s).
    */
   readonly ensure: (atLeast: Duration.DurationInput) => Effect.Effect<void, StoreError>
 }

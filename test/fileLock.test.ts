@@ -199,7 +199,7 @@ describe("the file lock", () => {
       yield* a.release
     }))
 
-  it.scoped("ensure renews, and refuses more time than the lease gives without losing the lock", () =>
+  it.scoped("ensure renews, and asks nearly the whole lease when more is asked for, without losing the lock", () =>
     Effect.gen(function*() {
       const options = optionsFor(yield* lockFile)
       const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
@@ -208,8 +208,8 @@ describe("the file lock", () => {
       yield* a.holding.ensure(Duration.millis(usable))
       const [after] = yield* entriesOf(options.file)
       expect(after!.text).not.toBe(before!.text)
-      const tooLong = yield* Effect.flip(a.holding.ensure(Duration.millis(usable + 1)))
-      expect(tooLong.message).toContain("shorter than")
+      // More than the lease gives: 90% of its usable part is asked for, which a renewal gives.
+      yield* a.holding.ensure(Duration.millis(usable + 1))
       expect(a.holding.lost()).toBe(false)
       // A renewal more than the usable lease after the one before: the holder counts itself out.
       yield* TestClock.adjust(usable)

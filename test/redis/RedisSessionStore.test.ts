@@ -129,7 +129,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(yield* Effect.promise(() => raw.get(`${key}:lock`))).toBe("other-holder")
     }))
 
-  it.scopedLive("withLease: ensure renews the lease, refuses more than it gives, and fails once the lock is another's", () =>
+  it.scopedLive("withLease: ensure renews the lease, asks nearly the whole lease when more is asked for, and fails once the lock is another's", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-lease")
       const store = yield* openStore(url, { key, lease: "10 seconds" })
@@ -139,16 +139,17 @@ describe("RedisSessionStore: the lock", () => {
           yield* Effect.promise(() => raw.pexpire(`${key}:lock`, 3_000))
           yield* lease.ensure("9 seconds")
           const renewedTo = yield* Effect.promise(() => raw.pttl(`${key}:lock`))
-          const tooLong = yield* Effect.flip(lease.ensure("9600 millis"))
+          // More than the lease gives: 90% of its usable part is asked for, which a renewal gives.
+          const tooLong = yield* Effect.either(lease.ensure("9600 millis"))
           // As if the lease ran out while the holder was frozen and another holder took the lock.
           yield* Effect.promise(() => raw.set(`${key}:lock`, "other-holder", "PX", 10_000))
           const lost = yield* Effect.flip(lease.ensure("1 second"))
           const again = yield* Effect.flip(lease.ensure("1 second"))
-          return { renewedTo, tooLong: tooLong.message, lost: lost.message, again: again.message }
+          return { renewedTo, tooLong: tooLong._tag, lost: lost.message, again: again.message }
         })
       )
       expect(outcomes.renewedTo).toBeGreaterThan(9_000)
-      expect(outcomes.tooLong).toContain("shorter than")
+      expect(outcomes.tooLong).toBe("Right")
       expect(outcomes.lost).toContain("no longer this holder's")
       expect(outcomes.again).toContain("no longer this holder's")
       // Its release left the other holder's lock alone.

@@ -248,7 +248,7 @@ export const withLease =
         const maxHold = Duration.toMillis(settings.maxHold)
         const held = Effect.flatMap(Clock.currentTimeMillis, (grantedAt) =>
           Effect.raceFirst(
-            Effect.locally(use(leaseOf(hold, grantedAt + maxHold)), currentHold, hold),
+            Effect.locally(use(leaseOf(hold, grantedAt + maxHold, maxHold)), currentHold, hold),
             awaitLost(cell.ticket, hold)
           ).pipe(
             Effect.timeoutFail({
@@ -267,10 +267,11 @@ export const withLease =
     )
 
 // `ensure` of a hold that ends (interrupted, or stolen after a waiter's patience) at `until`.
-const leaseOf = (hold: Hold, until: number): Lease => ({
+const leaseOf = (hold: Hold, until: number, maxHold: number): Lease => ({
   ensure: (atLeast) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const wanted = Duration.toMillis(Duration.decode(atLeast))
+      // A bound shorter than what is asked for was chosen so: half of it is asked for.
+      const wanted = Math.min(Duration.toMillis(Duration.decode(atLeast)), maxHold / 2)
       if (hold.state !== "held") return Effect.fail(lockError(`the lock "${hold.name}" is no longer this tab's`))
       return until - now >= wanted
         ? Effect.void

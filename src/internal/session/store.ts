@@ -87,12 +87,8 @@ export const write = (
   )
 }
 
-/** The lock as held by one critical section: see `SessionStore.Lease`. */
-export interface Lease {
-  readonly ensure: (atLeast: Duration.DurationInput) => Effect.Effect<void, SessionStore.StoreError>
-}
-
-const alwaysHeld: Lease = { ensure: () => Effect.void }
+/** The lock as held by one critical section. */
+export type Lease = SessionStore.Lease
 
 /**
  * Runs `use` under the store's lock, failing with a `StoreError` when the
@@ -107,11 +103,8 @@ export const withLease = <A, E>(
   Effect.gen(function*() {
     const granted = yield* Deferred.make<void>()
     const critical = (lease: Lease) => Effect.zipRight(Deferred.succeed(granted, undefined), use(lease))
-    // Stores with a lease of their own give it; any other lock cannot be lost.
-    const leased = (store as { readonly withLease?: LeaseLock }).withLease
-    const holder = yield* Effect.fork(
-      leased !== undefined ? leased(critical) : store.withLock(critical(alwaysHeld))
-    )
+    // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
+    const holder = yield* Effect.fork(store.withLease(critical))
     const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
       Effect.timeout(bounds.lock),
       Effect.option
@@ -128,7 +121,3 @@ export const withLease = <A, E>(
     }
     return yield* Fiber.join(holder)
   })
-
-type LeaseLock = <A, E, R>(
-  use: (lease: Lease) => Effect.Effect<A, E, R>
-) => Effect.Effect<A, E | SessionStore.StoreError, R>
