@@ -363,7 +363,8 @@ const ownErrors = (world: World, out: Array<Violation>) => {
   for (const op of world.ops) {
     const error = failureOf(op)
     if (typeof error !== "object" || error === null) continue
-    const owner = world.errorKeys.get(error)
+    // Effect hands a failure inside a span on as a proxy of the error: look up the original.
+    const owner = world.errorKeys.get(Cause.originalError(error))
     if (owner !== undefined && owner !== op.holder.name) {
       out.push({
         kind: "foreign-error",

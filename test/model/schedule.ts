@@ -23,6 +23,8 @@ export type OpKind =
 
 export type Step =
   | { readonly t: "call"; readonly holder: number; readonly op: OpKind }
+  /** The same call on every holder at once (processes that start together). */
+  | { readonly t: "callAll"; readonly op: OpKind }
   /**
    * Completes the `pick`th (modulo) of the actions that can complete now: a
    * store operation, a lock grant, a POST's answer, a change-feed delivery.
@@ -161,7 +163,7 @@ const configArb: fc.Arbitrary<Config> = fc.oneof(
   {
     arbitrary: fc.record({
       mode: fc.constant("pool" as const),
-      holders: fc.constantFrom(2, 3),
+      holders: fc.constantFrom(2, 3, 6),
       store: fc.constant("fenced" as const),
       instant: fc.boolean(),
       shared: fc.boolean(),
@@ -192,6 +194,8 @@ export const formatStep = (config: Config, step: Step): string => {
   switch (step.t) {
     case "call":
       return `${holderName(config, step.holder % config.holders)}.${opFor(config, step.op)}`
+    case "callAll":
+      return `every holder: ${opFor(config, step.op)}`
     case "deliver":
       return `deliver #${step.pick} ${outcomeNames[step.outcome] ?? step.outcome}`
     case "flush":

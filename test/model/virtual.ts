@@ -13,7 +13,7 @@ import type { Fiber, Random, Scheduler as SchedulerType } from "effect"
 import { Clock, Duration, Effect, Exit, Logger, LogLevel, Scheduler } from "effect"
 
 /** More tasks than this in one settle is a livelock (a fiber that never waits). */
-export const settleBudget = 200_000
+export const settleBudget = 50_000
 
 export class Livelock extends Error {
   constructor(readonly tasks: number) {

@@ -200,6 +200,75 @@ export class World {
     this.vt.settle()
   }
 
+  // -------------------------------------------------------------------------
+  // Driving a world by hand (the regression tests): by kind of action, not
+  // by position, so a scenario does not depend on how many store operations
+  // the engine makes.
+  // -------------------------------------------------------------------------
+
+  /** Completes every store operation that can complete, and those they lead to (not POSTs, not the feed). */
+  answerStore(outcome: 0 | 1 = 0): number {
+    let count = 0
+    for (;;) {
+      const next = this.readyActions().find((a) => a.kind !== "post" && a.kind !== "feed")
+      if (next === undefined) return count
+      this.remove(next)
+      next.complete(outcome)
+      this.vt.settle()
+      count++
+    }
+  }
+
+  /** Whether a POST is out, waiting for its answer. */
+  postOut(): boolean {
+    return this.actions.some((a) => a.kind === "post")
+  }
+
+  /** Answers the oldest POST out: 0 as the server decides, 1 a 503, 2 lost after rotating, 3 rejected. */
+  answerPost(outcome: 0 | 1 | 2 | 3 = 0): void {
+    const post = this.actions.find((a) => a.kind === "post")
+    if (post === undefined) throw new Error("no POST is out")
+    this.remove(post)
+    post.complete(outcome)
+    this.vt.settle()
+  }
+
+  /** Delivers every change-feed record on its way. */
+  deliverFeeds(): void {
+    for (;;) {
+      const next = this.readyActions().find((a) => a.kind === "feed")
+      if (next === undefined) return
+      this.remove(next)
+      next.complete(0)
+      this.vt.settle()
+    }
+  }
+
+  /** Lets time run for `ms` with everything answered as asked the moment it can be (store, server, feed). */
+  runFor(ms: number): void {
+    const until = this.vt.now + ms
+    for (;;) {
+      if (this.readyActions().length > 0) {
+        this.deliver(0, 0)
+        continue
+      }
+      const next = this.nextEventTime()
+      if (next === undefined || next > until) break
+      this.vt.advanceTo(next)
+    }
+    this.vt.advanceTo(until)
+  }
+
+  /** Moves time by `ms`, firing the timers on the way. */
+  advance(ms: number): void {
+    this.vt.advanceTo(this.vt.now + ms)
+  }
+
+  /** What `holder` holds now. */
+  held(holderIndex: number): Option.Option<Session.Session> {
+    return this.snapshot().get(this.holders[holderIndex]!) ?? Option.none()
+  }
+
   /** The time the world next changes by itself: a timer, or a lock lease running out under a waiter. */
   nextEventTime(): number | undefined {
     let next = this.vt.nextTimer()
@@ -246,13 +315,24 @@ export class World {
         return
       }
       this.log(() => `${label} issued`)
-      const action = this.add({
+      let abandoned = false
+      this.add({
         kind,
         label,
         ready: () => true,
         complete: (outcome) => {
+          const fails = this.outage || outcome === 1
+          if (abandoned) {
+            // A slow operation the holder gave up on still reaches the store (a
+            // write sent to Redis lands though its client timed out).
+            if (!fails) {
+              this.log(() => `${label} lands late (its caller gave up)`)
+              Effect.runSync(Effect.ignore(run()))
+            }
+            return
+          }
           record.doneSeq = this.tick()
-          if (this.outage || outcome === 1) {
+          if (fails) {
             this.log(() => `${label} fails`)
             failed()
             resume(Effect.fail(fail))
@@ -262,12 +342,11 @@ export class World {
         }
       })
       return Effect.sync(() => {
-        if (record.doneSeq === undefined) {
-          record.doneSeq = this.tick()
-          this.log(() => `${label} abandoned`)
-          failed()
-        }
-        this.remove(action)
+        if (record.doneSeq !== undefined) return
+        abandoned = true
+        record.doneSeq = this.tick()
+        this.log(() => `${label} abandoned by its caller`)
+        failed()
       })
     })
   }
@@ -305,11 +384,20 @@ export class World {
       }
       const owner = this.nextId++
       const free = () => cell.lock === undefined || this.vt.now >= cell.lock.until
+      let abandoned = false
       const action = this.add({
         kind: "lock",
         label: `lock for ${holder} on ${cell.key}`,
         ready: free,
         complete: (outcome) => {
+          if (abandoned) {
+            // Granted after its caller gave up: held by nobody until the lease runs out.
+            if (!(this.outage || outcome === 1)) {
+              cell.lock = { owner, until: this.vt.now + lockLease }
+              this.log(() => `lock #${owner} granted to ${holder}, who gave up waiting: held until its lease ends`)
+            }
+            return
+          }
           record.doneSeq = this.tick()
           if (this.outage || outcome === 1) {
             this.log(() => `lock for ${holder} fails`)
@@ -328,8 +416,9 @@ export class World {
         action.complete(0)
       }
       return Effect.sync(() => {
-        if (record.doneSeq === undefined) record.doneSeq = this.tick()
-        this.remove(action)
+        if (record.doneSeq !== undefined) return
+        abandoned = true
+        record.doneSeq = this.tick()
       })
     })
   }
@@ -652,10 +741,10 @@ export class World {
     }
   }
 
-  call(holderIndex: number, kind: OpKind): void {
+  call(holderIndex: number, kind: OpKind): OpRecord | undefined {
     const holder = this.holders[holderIndex % this.holders.length]!
     // A closed manager takes no more calls (a caller has no manager to call); the pool has no close.
-    if (holder.closed || (kind === "close" && holder.scope === undefined)) return
+    if (holder.closed || (kind === "close" && holder.scope === undefined)) return undefined
     const { effect, family } = this.opEffect(holder, kind)
     const record: OpRecord = {
       id: this.ops.length,
@@ -680,6 +769,7 @@ export class World {
           this.log(() => `${holder.name}.${kind} ends (op ${record.id}): ${describeExit(exit)}`)
         }))
     )
+    return record
   }
 
   private spawn(effect: Effect.Effect<unknown, unknown>): void {
@@ -693,7 +783,11 @@ export class World {
   step(step: Step): void {
     switch (step.t) {
       case "call":
-        return this.call(step.holder, opFor(this.config, step.op))
+        this.call(step.holder, opFor(this.config, step.op))
+        return
+      case "callAll":
+        for (let i = 0; i < this.holders.length; i++) this.call(i, opFor(this.config, step.op))
+        return
       case "deliver":
         return this.deliver(step.pick, step.outcome)
       case "flush":
@@ -737,9 +831,10 @@ export class World {
         continue
       }
       const open = this.ops.some((op) => op.endSeq === undefined)
-      if (!open && this.actions.length === 0 && this.vt.now >= this.drainStart + drainQuiet) return
+      const idle = !open && this.actions.length === 0
       const next = this.nextEventTime()
-      if (next === undefined) return
+      // At rest once the quiet time has passed with nothing open; a later timer is the next proactive refresh.
+      if (next === undefined || (idle && next > this.drainStart + drainQuiet)) return
       // Past every bound: the open operations will be reported as never ending.
       if (next > this.drainStart + drainQuiet + opBound) return
       this.vt.advanceTo(next)
