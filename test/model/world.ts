@@ -206,11 +206,16 @@ export class World {
   // the engine makes.
   // -------------------------------------------------------------------------
 
-  /** Completes every store operation that can complete, and those they lead to (not POSTs, not the feed). */
-  answerStore(outcome: 0 | 1 = 0): number {
+  /**
+   * Completes every store operation that can complete, and those they lead to
+   * (not POSTs, not the feed); `except` leaves operations of that kind waiting.
+   */
+  answerStore(outcome: 0 | 1 = 0, except?: "write"): number {
     let count = 0
     for (;;) {
-      const next = this.readyActions().find((a) => a.kind !== "post" && a.kind !== "feed")
+      const next = this.readyActions().find((a) =>
+        a.kind !== "post" && a.kind !== "feed" && (except === undefined || a.kind !== except)
+      )
       if (next === undefined) return count
       this.remove(next)
       next.complete(outcome)

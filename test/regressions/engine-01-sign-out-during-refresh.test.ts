@@ -4,7 +4,7 @@
 // with the store down the process ended signed in and the store later held a
 // live session again. A refresh in flight when signOut starts is discarded.
 import { describe, expect, it } from "@effect/vitest"
-import { endOf, events, second, settleAll, storeHistory, stored, trace, world } from "./engine.js"
+import { endOf, events, second, settleAll, stored, storeHistory, trace, world } from "./engine.js"
 
 describe("engine 1: signOut during a refresh", () => {
   it("a refresh answered while a slow store clears is never installed nor saved", () => {

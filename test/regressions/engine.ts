@@ -6,7 +6,8 @@
  * "answer the POST", never "the third operation", so they hold whatever store
  * operations the engine makes.
  */
-import { Cause, Exit, Option, Redacted } from "effect"
+import type { Option } from "effect"
+import { Cause, Exit, Redacted } from "effect"
 import type { Session } from "moon-refresh"
 import type { Config } from "../model/schedule.js"
 import type { OpRecord } from "../model/world.js"
