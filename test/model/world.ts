@@ -196,8 +196,18 @@ export class World {
     if (ready.length === 0) return
     const action = ready[pick % ready.length]!
     this.remove(action)
-    action.complete(outcome)
+    if (outcome !== 4) {
+      action.complete(outcome)
+      this.vt.settle()
+      return
+    }
+    const was = this.outage
+    this.outage = true
+    this.log(() => "store outage starts (for this answer)")
+    action.complete(0)
     this.vt.settle()
+    this.outage = was
+    this.log(() => "store outage ends")
   }
 
   // -------------------------------------------------------------------------
@@ -854,10 +864,15 @@ export class World {
       const current = this.pool === undefined
         ? holder.api.current
         : this.pool.current(holder.name).pipe(Effect.orElseSucceed(() => Option.none<Session.Session>()))
+      // Only the reads that load a pool's key are answered: a key loaded with an
+      // expired session starts a refresh, which must not move the world under the check.
       held.set(
         holder,
         this.vt.runNow(current, () => {
-          this.deliver(0, 0)
+          const read = this.readyActions().find((a) => a.kind === "read" || a.kind === "kv")
+          if (read === undefined) return false
+          this.remove(read)
+          read.complete(0)
           return true
         })
       )

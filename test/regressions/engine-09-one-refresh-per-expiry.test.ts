@@ -8,10 +8,10 @@ import { describe, expect, it } from "@effect/vitest"
 import { minute, second, trace, world } from "./engine.js"
 
 // Three managers with default options on one shared store, everything answered,
-// for five minutes; the POSTs each session of `lifetime` got.
+// for two minutes; the POSTs each session of `lifetime` got.
 const run = (lifetime: number) => {
   const w = world({ holders: 3, instant: true, lifetime })
-  w.runFor(5 * minute)
+  w.runFor(2 * minute)
   // Rotations the server made, per session it issued by a refresh: one each at most, and not early.
   const early = w.posts.filter((post) => {
     const grant = w.server.grantOf(post.token)!
@@ -21,7 +21,7 @@ const run = (lifetime: number) => {
 }
 
 // At most one refresh per half lifetime: what one holder alone does with a clamped margin.
-const bound = (lifetime: number) => (5 * minute) / (lifetime / 2) + 1
+const bound = (lifetime: number) => (2 * minute) / (lifetime / 2) + 1
 
 describe("engine 9: holders sharing a store refresh once per expiry", () => {
   for (const lifetime of [30 * second, 5 * second]) {

@@ -38,8 +38,8 @@ export const world = (config: Partial<Config> = {}): World => {
   return built
 }
 
-/** What happened, line by line: the message of a failed expectation. */
-export const trace = (w: World): string => `\n${(w.trace ?? []).join("\n")}`
+/** What happened, line by line (the last 60 lines): the message of a failed expectation. */
+export const trace = (w: World): string => `\n${(w.trace ?? []).slice(-60).join("\n")}\n`
 
 /** The refresh token of a session, or "signed out". */
 export const tokenOf = (session: Option.Option<Session.Session>): string => describeSession(session)
