@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import { runSchedule } from "./run.js"
 import type { Config, Step } from "./schedule.js"
+import { scheduleArb } from "./schedule.js"
 
 const quiet: fc.Arbitrary<Step> = fc.oneof(
   fc.record({
@@ -61,5 +62,14 @@ describe("the model checker", () => {
       }),
       { seed: 42, numRuns: 80 }
     )
+  })
+
+  it("replays a schedule to the same run, step for step", () => {
+    for (const schedule of fc.sample(scheduleArb(), { seed: 5, numRuns: 25 })) {
+      const first = runSchedule(schedule, true)
+      const second = runSchedule(schedule, true)
+      expect(second.world.trace).toStrictEqual(first.world.trace)
+      expect(second.violations).toStrictEqual(first.violations)
+    }
   })
 })

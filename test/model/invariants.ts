@@ -24,6 +24,7 @@ export type Kind =
   | "stale-store-error"
   | "early-refresh"
   | "foreign-error"
+  | "pool-lost-session"
 
 export interface Violation {
   readonly kind: Kind
@@ -374,6 +375,31 @@ const ownErrors = (world: World, out: Array<Violation>) => {
   }
 }
 
+// A pool key whose store holds its session reads it: no "no session" while the
+// store holds one and nothing (a sign-out, a rejected token) took it away.
+const poolKeepsSessions = (world: World, out: Array<Violation>) => {
+  if (world.config.mode !== "pool") return
+  for (const op of world.ops) {
+    if (!["accessToken", "session", "refresh"].includes(op.kind) || op.endSeq === undefined) continue
+    const error = failureOf(op) as { readonly _tag?: string } | undefined
+    if (error?._tag !== "NoSessionError") continue
+    const cell = op.holder.cell
+    const before = cell.writes.filter((w) => w.seq < op.startSeq).at(-1)
+    if (before === undefined || Option.isNone(before.session)) continue
+    const taken = world.ops.some((o) => o.holder === op.holder && o.kind === "signOut" && o.startSeq < op.endSeq!) ||
+      world.posts.some((p) => p.holder === op.holder.name && p.outcome === "rejected" && p.seq < op.endSeq!) ||
+      cell.writes.some((w) => w.seq > before.seq && w.seq < op.endSeq! && Option.isNone(w.session))
+    if (!taken) {
+      out.push({
+        kind: "pool-lost-session",
+        message: `${op.holder.name}.${op.kind} (op ${op.id}) failed with "no session" while the store held ${
+          describe(before.session)
+        }`
+      })
+    }
+  }
+}
+
 /** Every violation of the run, in the order the checks run. */
 export const check = (world: World): Array<Violation> => {
   const out: Array<Violation> = []
@@ -383,6 +409,7 @@ export const check = (world: World): Array<Violation> => {
   signInsTakeOthers(world, out)
   storeErrorsAreFresh(world, out)
   ownErrors(world, out)
+  poolKeepsSessions(world, out)
   if (world.livelock !== undefined) return out
   const held = world.snapshot()
   for (const cell of world.cells) {
