@@ -9,7 +9,7 @@
  */
 import { describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import type { Kind } from "./invariants.js"
+import type { Violation } from "./invariants.js"
 import { report, runSchedule } from "./run.js"
 import type { Schedule } from "./schedule.js"
 import { scheduleArb } from "./schedule.js"
@@ -23,9 +23,11 @@ export const runsFromEnv = (fallback: number, files: number): number => {
   return Number.isFinite(total) && total > 0 ? Math.ceil(total / files) : fallback
 }
 
-/** What the survey tells schedules apart by: the invariant, and the kind of world. */
-export const groupOf = (kind: Kind, schedule: Schedule): string =>
-  `${kind} (${schedule.config.mode === "pool" ? "pool" : `${schedule.config.store} store`})`
+/** What the survey tells schedules apart by: the invariant, its circumstance, and the kind of world. */
+export const groupOf = (violation: Violation, schedule: Schedule): string =>
+  `${violation.kind}${violation.detail === undefined ? "" : `, ${violation.detail}`} (${
+    schedule.config.mode === "pool" ? "pool" : `${schedule.config.store} store`
+  })`
 
 // Back to the event loop every so often: the schedules run synchronously, and
 // vitest's worker must still answer its heartbeat (a minute of silence fails the run).
@@ -40,7 +42,7 @@ const property = (only: string | undefined) =>
   fc.asyncProperty(scheduleArb(), async (schedule: Schedule) => {
     await breathe()
     const { violations } = runSchedule(schedule)
-    return only === undefined ? violations.length === 0 : !violations.some((v) => groupOf(v.kind, schedule) === only)
+    return only === undefined ? violations.length === 0 : !violations.some((v) => groupOf(v, schedule) === only)
   })
 
 /**

@@ -29,6 +29,8 @@ export type Kind =
 export interface Violation {
   readonly kind: Kind
   readonly message: string
+  /** What the survey tells cases of one kind apart by (the circumstance, not the tokens). */
+  readonly detail?: string | undefined
 }
 
 const signIns = new Set(["signIn", "signInWithToken", "startEnv"])
@@ -112,8 +114,14 @@ const spentTokens = (world: World, out: Array<Violation>) => {
         )
       if (superseded) continue
     }
+    const receiver = world.posts.find((p) => p.grant !== undefined && p.grant === grant.successor)?.holder
     out.push({
       kind: "spent-token-sent",
+      detail: grant === world.env
+        ? "the environment token"
+        : receiver === post.holder
+        ? "by the holder that received its successor"
+        : "its successor received by another holder",
       message: `${post.holder} sent ${post.token}, which the server had already rotated to ${
         grant.successor?.refreshToken ?? "another token"
       } (a reuse: family ${grant.family.id} revoked)`
@@ -156,9 +164,11 @@ const signOutsStick = (
   for (const signOut of changes.filter((op) => op.kind === "signOut")) {
     if (changes.some((op) => op.kind !== "signOut" && (op.endSeq ?? Infinity) > signOut.startSeq)) continue
     const outcome = succeeded(signOut) ? "returned" : "failed (so its tombstone is retried)"
+    const detail = succeeded(signOut) ? "after a sign-out that returned" : "after a sign-out that failed"
     if (Option.isSome(cell.session)) {
       out.push({
         kind: "sign-out-undone",
+        detail,
         message: `${signOut.holder.name}.signOut (op ${signOut.id}) ${outcome}, no sign-in came later, ` +
           `yet the store holds ${describe(cell.session)}`
       })
@@ -167,6 +177,7 @@ const signOutsStick = (
       if (holder.cell === cell && Option.isSome(session)) {
         out.push({
           kind: "sign-out-undone",
+          detail,
           message: `${signOut.holder.name}.signOut (op ${signOut.id}) ${outcome}, no sign-in came later, ` +
             `yet ${holder.name} holds ${describe(session)}`
         })
@@ -183,10 +194,14 @@ const agreement = (
   held: Map<Holder, Option.Option<Session.Session>>,
   out: Array<Violation>
 ) => {
+  const failedSignOut = world.ops.some((op) =>
+    op.holder.cell === cell && op.kind === "signOut" && op.exit !== undefined && Exit.isFailure(op.exit)
+  )
   for (const [holder, session] of held) {
     if (holder.cell === cell && tokenOf(session) !== tokenOf(cell.session)) {
       out.push({
         kind: "holders-disagree",
+        detail: failedSignOut ? "after a sign-out that failed" : undefined,
         message: `at rest, ${holder.name} holds ${describe(session)} but the store holds ${describe(cell.session)}`
       })
     }
@@ -213,6 +228,7 @@ const agreement = (
   if (tokenOf(cell.session) !== newest.refreshToken) {
     out.push({
       kind: "last-sign-in-lost",
+      detail: `the last operation a ${last.kind}`,
       message: `the last operation was ${last.holder.name}.${last.kind} (op ${last.id}) of family ${family.id}, ` +
         `whose newest token is ${newest.refreshToken}, but the store holds ${describe(cell.session)}`
     })
@@ -336,7 +352,10 @@ const storeErrorsAreFresh = (world: World, out: Array<Violation>) => {
 
 // In the quiet drain, a session from a refresh is not refreshed again in the
 // first quarter of its life (holders sharing a store refresh once per expiry).
+// Managers only: a pool drops idle keys, and one loaded again from its store
+// cannot know when its session was issued.
 const earlyRefreshes = (world: World, out: Array<Violation>) => {
+  if (world.config.mode === "pool") return
   const busy = new Set(
     world.ops.filter((op) =>
       op.startAt <= world.drainStart && (op.endSeq === undefined || op.endAt! >= world.drainStart)

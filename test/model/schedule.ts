@@ -182,7 +182,7 @@ const configArb: fc.Arbitrary<Config> = fc.oneof(
 )
 
 /** Schedules of up to `maxSteps` steps. */
-export const scheduleArb = (maxSteps = 40): fc.Arbitrary<Schedule> =>
+export const scheduleArb = (maxSteps = 30): fc.Arbitrary<Schedule> =>
   fc.record({ config: configArb, steps: fc.array(stepArb, { maxLength: maxSteps }) })
 
 const outcomeNames = ["as asked", "fail / 503", "lost after rotating", "rejected", "as asked, store down meanwhile"]

@@ -22,7 +22,7 @@ it(`survey of ${runs} schedules from seed ${seed}`, async () => {
   const schedules = fc.sample(scheduleArb(), { seed, numRuns: runs })
   for (const [index, schedule] of schedules.entries()) {
     if (index % 100 === 0) await breathe()
-    const groups = new Set(runSchedule(schedule).violations.map((v) => groupOf(v.kind, schedule)))
+    const groups = new Set(runSchedule(schedule).violations.map((v) => groupOf(v, schedule)))
     if (groups.size > 0) failed++
     for (const group of groups) found.set(group, [...(found.get(group) ?? []), index])
   }

@@ -187,10 +187,6 @@ export class World {
     return this.actions.filter((action) => action.ready())
   }
 
-  pendingCount(): number {
-    return this.actions.length
-  }
-
   deliver(pick: number, outcome: number): void {
     const ready = this.readyActions()
     if (ready.length === 0) return
