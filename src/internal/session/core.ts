@@ -755,7 +755,9 @@ const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Sess
   oweWrite(step, {
     kind: "signIn",
     record: Option.some(exit.value),
-    expected: undefined,
+    // Fenced on the record read under the lock: a sign-out another holder wrote
+    // since (while the request was out) wins; anything else is written over.
+    expected: flight.expected,
     epoch: step.state.epoch,
     ask: flight.ask,
     token: flight.token,
@@ -1006,6 +1008,7 @@ const onWrote = (step: Step, writing: Writing, result: WriteResult): void => {
   if (writing._tag === "SignIn") return wroteSignIn(step, writing.signIn, result)
   const owed = writing.owed
   if (result._tag === "Written") return wroteOwed(step, owed, result.stored)
+  if (result._tag === "Conflict" && owed.kind === "signIn") return signInConflicted(step, owed, result.stored)
   if (result._tag === "Conflict" && owed.expected !== undefined) return conflicted(step, owed, result.stored)
   writeFailed(step, owed, result._tag === "Failed" ? result.error : keptChanging(owed.record))
 }
@@ -1096,12 +1099,33 @@ const conflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.S
   if (flight?.stage === "saving" && flight.op === owed.flight && !flight.answered) answerAsHeld(step, flight)
 }
 
+/**
+ * A sign-in's session met a newer record. Another holder's sign-out, written
+ * while the request was out: the sign-out wins (the user asked for it last),
+ * the new session is dropped and the call fails with `NoSessionError`.
+ * Anything else (this holder's own sign-out asked for before, another
+ * holder's refresh of the session this sign-in replaces): written over.
+ */
+const signInConflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.Stored>): void => {
+  const current = step.state.owed === owed
+  if (Option.isSome(stored) && Option.isNone(stored.value.session) && stored.value.revision !== step.state.own) {
+    if (current) set(step, { owed: undefined })
+    takeRecord(step, stored.value)
+    if (owed.op !== undefined) resolve(step, owed.op, fail(noSession(step.state)))
+    return
+  }
+  if (Option.isSome(stored)) takeRecord(step, stored.value)
+  if (current) set(step, { owed: { ...owed, expected: undefined, retryAt: 0 } })
+}
+
 const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): void => {
   const failures = owed.failures + 1
-  // Again at once, then doubling: quickly while the lock is held for a store
-  // other holders share (they wait on it), else 1 s, 2 s, 4 s... up to a minute.
-  const base = step.config.spread && step.state.flight?.stage === "saving" ? 100 : 1_000
-  const pause = failures === 1 ? 0 : Math.min(base * 2 ** (failures - 2), 60_000)
+  // Again at once, then doubling: while the lock is held for a store other
+  // holders share (they wait on it, and the store may hold a newer record this
+  // holder will only learn of by trying), 100 ms up to 1.6 s, so the save lands
+  // or conflicts within 1.6 s of the store's return; else 1 s, 2 s, 4 s... up to a minute.
+  const underLock = step.config.spread && step.state.flight?.stage === "saving"
+  const pause = failures === 1 ? 0 : Math.min((underLock ? 100 : 1_000) * 2 ** (failures - 2), underLock ? 1_600 : 60_000)
   // A sign-out that could not be written is tried again fenced on the record this holder knows:
   // if another holder writes first (a sign-in there, say), that write wins and is followed here.
   const expected = owed.kind === "signOut" ? owed.expected ?? step.state.revision : owed.expected
