@@ -148,7 +148,7 @@ export const make = (
       signIn: (key, session) => pool.use(key, (cell) => cell.signIn(session)),
       signInWithRefreshToken: (key, token) =>
         pool.use(key, (cell) => cell.signInWithRefreshToken(Internal.redact(token))),
-      signOut: (key) => pool.use(key, (cell) => cell.signOut),
+      signOut: pool.signOut,
       events: Stream.fromPubSub(pool.events),
       manager: (key) => managerOf(service, key),
       stats: Effect.sync(() => ({

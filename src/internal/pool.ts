@@ -87,6 +87,8 @@ export interface Pool {
     key: string,
     f: (cell: Cell.Cell) => Effect.Effect<A, E>
   ) => Effect.Effect<A, E | SessionStore.StoreError>
+  /** Signs `key` out, loading it if needed even when its store fails or the pool is full (see `create`). */
+  readonly signOut: (key: string) => Effect.Effect<void, SessionStore.StoreError>
   readonly accessToken: (key: string) => Effect.Effect<Redacted.Redacted<string>, Events.SessionError>
   readonly session: (key: string) => Effect.Effect<Session.Session, Events.SessionError>
   readonly events: PubSub.PubSub<KeyedEvent>
@@ -136,6 +138,9 @@ const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, ini
   return entry
 }
 
+// A key whose record could not be read: nothing held, at a revision below any the store gives.
+const unknownRecord: SessionStore.Stored = { revision: -1, session: Option.none() }
+
 const droppable = (entry: Entry) => entry.pins === 0 && Core.isIdle(entry.cell.state)
 
 /** Out of memory (the store keeps it): its timer cleared, its feed stopped. */
@@ -182,11 +187,17 @@ export const make = (
     const shared: Shared = { config, cells, wheel, events, entries }
     yield* Effect.addFinalizer(() => Effect.sync(() => entries.forEach((entry) => entry.cell.close())))
 
-    const create = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
+    // A sign-out needs nothing from the store: past capacity with every session
+    // busy, or with the store failing, its key is loaded anyway (as nothing
+    // held, at a revision not known: its tombstone is written over whatever is
+    // stored, and retried so until it lands).
+    const create = (key: string, signingOut: boolean): Effect.Effect<Entry, SessionStore.StoreError> =>
       Effect.gen(function*() {
         const store = yield* keyed.forKey(key)
-        yield* room(entries, config, config.session.bounds.store)
-        const stored = yield* Store.read(store, config.session.bounds)
+        const made = room(entries, config, signingOut ? 0 : config.session.bounds.store)
+        yield* signingOut ? Effect.ignore(made) : made
+        const read = Store.read(store, config.session.bounds)
+        const stored = yield* signingOut ? Effect.orElseSucceed(read, () => unknownRecord) : read
         const initial = Core.initial(stored, yield* Random.next, clock.unsafeCurrentTimeMillis(), cells.config)
         const entry = makeEntry(shared, key, store, initial)
         entries.set(key, entry)
@@ -205,16 +216,18 @@ export const make = (
         return entry
       })
 
-    const entry = (key: string): Effect.Effect<Entry, SessionStore.StoreError> =>
+    const entry = (key: string, signingOut = false): Effect.Effect<Entry, SessionStore.StoreError> =>
       Effect.suspend(() => {
         const found = entries.get(key)
         if (found !== undefined) return Effect.succeed(touch(found, clock.unsafeCurrentTimeMillis()))
         const waiting = creating.get(key)
-        if (waiting !== undefined) return Deferred.await(waiting)
+        if (waiting !== undefined) {
+          return signingOut ? Effect.orElse(Deferred.await(waiting), () => entry(key, true)) : Deferred.await(waiting)
+        }
         const deferred = Deferred.unsafeMake<Entry, SessionStore.StoreError>(FiberId.none)
         creating.set(key, deferred)
         // Uninterruptible: a caller that gives up must not leave the others waiting on nothing.
-        return Effect.uninterruptible(Effect.exit(create(key))).pipe(
+        return Effect.uninterruptible(Effect.exit(create(key, signingOut))).pipe(
           Effect.tap((exit) => Effect.zipRight(Effect.sync(() => creating.delete(key)), Deferred.done(deferred, exit))),
           Effect.flatten
         )
@@ -241,6 +254,8 @@ export const make = (
     const use = <A, E>(key: string, f: (cell: Cell.Cell) => Effect.Effect<A, E>) =>
       Effect.flatMap(entry(key), (found) => pinned(found, f(found.cell)))
 
+    const signOut = (key: string) => Effect.flatMap(entry(key, true), (found) => pinned(found, found.cell.signOut))
+
     // The hot path: a Map read, a clock read, the session's prebuilt effect.
     const accessToken = (key: string) =>
       Effect.suspend((): Effect.Effect<Redacted.Redacted<string>, Events.SessionError> => {
@@ -262,6 +277,7 @@ export const make = (
 
     return {
       use,
+      signOut,
       accessToken,
       session,
       events,

@@ -57,10 +57,20 @@ const familyIn = (world: World, op: OpRecord): Family | undefined => {
 }
 
 /** Sign-ins that took effect and sign-outs (a failed one is retried in the background) on a cell. */
+// A signIn whose save timed out but reached the store anyway (a slow store)
+// took effect: the holders follow the store, which holds its session.
+const landedAnyway = (world: World, cell: Cell, op: OpRecord): boolean =>
+  op.kind === "signIn" && op.exit !== undefined && !succeeded(op) && op.family !== undefined &&
+  cell.writes.some((w) =>
+    w.holder === op.holder.name && w.seq > op.startSeq &&
+    world.server.grantOf(tokenOf(w.session) ?? "")?.family === op.family
+  )
+
 const sessionChanges = (world: World, cell: Cell) =>
   world.ops.filter((op) =>
     op.holder.cell === cell && (
       (signIns.has(op.kind) && succeeded(op) && familyIn(world, op) !== undefined) ||
+      landedAnyway(world, cell, op) ||
       (op.kind === "signOut" && (succeeded(op) || (op.exit !== undefined && !op.holder.closed)))
     )
   )
@@ -281,10 +291,15 @@ const rotations = (
 }
 
 // A refresh in flight when signOut starts is discarded: never installed, never saved.
+// (One answered before: its write may be out already, which no holder can call
+// back; the tombstone is written after it, and signOutsStick checks the end.)
 const signOutDiscards = (world: World, out: Array<Violation>) => {
   for (const signOut of world.ops.filter((op) => op.kind === "signOut")) {
     const holder = signOut.holder
-    const earlier = world.posts.filter((p) => p.holder === holder.name && p.seq < signOut.startSeq && p.grant)
+    const earlier = world.posts.filter((p) =>
+      p.holder === holder.name && p.seq < signOut.startSeq && p.grant &&
+      (p.answeredSeq === undefined || p.answeredSeq > signOut.startSeq)
+    )
     for (const post of earlier) {
       const token = post.grant!.refreshToken
       const write = holder.cell.writes.find((w) =>
@@ -336,8 +351,10 @@ const signInsTakeOthers = (world: World, out: Array<Violation>) => {
 // operation of that call's time, never from a cooldown the store built up.
 const storeErrorsAreFresh = (world: World, out: Array<Violation>) => {
   for (const op of world.ops) {
-    const error = failureOf(op) as { readonly _tag?: string } | undefined
+    const error = failureOf(op) as { readonly _tag?: string; readonly operation?: string } | undefined
     if (error?._tag !== "StoreError" || op.endSeq === undefined) continue
+    // A pool full of sessions all in use: its bounded wait for room, not the store.
+    if (error.operation === "capacity") continue
     const touched = world.storeOps.some((s) =>
       s.holder === op.holder.name && s.issueSeq <= op.endSeq! && (s.doneSeq ?? Infinity) >= op.startSeq
     )

@@ -131,6 +131,26 @@ export class VirtualTime {
     return fiber
   }
 
+  /**
+   * Runs `effect` to its end if it comes without time moving and with only
+   * what `deliver` delivers; else interrupts it and gives `undefined`.
+   */
+  tryRunNow<A, E>(effect: Effect.Effect<A, E>, deliver: () => boolean): A | undefined {
+    const fiber = this.fork(effect)
+    for (;;) {
+      const exit = fiber.unsafePoll()
+      if (exit !== null) {
+        if (Exit.isSuccess(exit)) return exit.value
+        throw new Error(`failed: ${String(exit.cause)}`)
+      }
+      if (!deliver()) {
+        fiber.unsafeInterruptAsFork(fiber.id())
+        this.settle()
+        return undefined
+      }
+    }
+  }
+
   /** Runs `effect` to its end, which must come without time moving (the setup of a run). */
   runNow<A, E>(effect: Effect.Effect<A, E>, deliver: () => boolean): A {
     const fiber = this.fork(effect)

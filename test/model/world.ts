@@ -56,6 +56,8 @@ export interface PostRecord {
   readonly inDrain: boolean
   outcome: "pending" | "rotated" | "rejected" | "503" | "lost" | "timeout" | "aborted"
   grant: Grant | undefined
+  /** When its answer reached the holder (a rotation). */
+  answeredSeq?: number
 }
 
 export interface WriteRecord {
@@ -597,6 +599,7 @@ export class World {
       return fail(new RefreshError.TransportError({ reason: "Network", message: "connection reset" }))
     }
     post.outcome = "rotated"
+    post.answeredSeq = this.tick()
     processed.grant.delivered = true
     this.log(() => `POST ${post.token} answered ${processed.grant.refreshToken}`)
     return Effect.succeed(processed.grant.session)
@@ -862,16 +865,16 @@ export class World {
         : this.pool.current(holder.name).pipe(Effect.orElseSucceed(() => Option.none<Session.Session>()))
       // Only the reads that load a pool's key are answered: a key loaded with an
       // expired session starts a refresh, which must not move the world under the check.
-      held.set(
-        holder,
-        this.vt.runNow(current, () => {
-          const read = this.readyActions().find((a) => a.kind === "read" || a.kind === "kv")
-          if (read === undefined) return false
-          this.remove(read)
-          read.complete(0)
-          return true
-        })
-      )
+      // A pool key that cannot be loaded so (the pool is full of keys whose refresh
+      // is under way: it waits for room, which takes time) is left out of the check.
+      const value = this.vt.tryRunNow(current, () => {
+        const read = this.readyActions().find((a) => a.kind === "read" || a.kind === "kv")
+        if (read === undefined) return false
+        this.remove(read)
+        read.complete(0)
+        return true
+      })
+      if (value !== undefined) held.set(holder, value)
     }
     return held
   }

@@ -163,6 +163,11 @@ export interface State {
   readonly storeRetryAt: number
   /** In [0, 1): this holder's spread of proactive refreshes (0 when the store is not shared). */
   readonly jitter: number
+  /**
+   * The record of this holder's last write that failed (a timeout, say), which
+   * may still land: seen on the feed or in a read, it is this holder's own.
+   */
+  readonly doubt: { readonly record: Option.Option<Session.Session>; readonly ask: number } | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -289,7 +294,8 @@ export const initial = (stored: SessionStore.Stored, jitter: number, now: number
     lastError: undefined,
     storeFailures: 0,
     storeRetryAt: 0,
-    jitter
+    jitter,
+    doubt: undefined
   })
 
 /**
@@ -316,7 +322,8 @@ const shaped = (s: State): State => ({
   lastError: s.lastError,
   storeFailures: s.storeFailures,
   storeRetryAt: s.storeRetryAt,
-  jitter: s.jitter
+  jitter: s.jitter,
+  doubt: s.doubt
 })
 
 // ---------------------------------------------------------------------------
@@ -660,6 +667,7 @@ const lockedSignIn = (step: Step, flight: Flight, stored: SessionStore.Stored): 
     const taken = stored.session.value
     if (flight.ask > step.state.applied) {
       if (step.state.owed !== undefined && step.state.owed.ask < flight.ask) dropOwed(step)
+      overtakeSignIns(step, flight.ask)
       set(step, { revision: Math.max(step.state.revision, stored.revision) })
       const held = sessionOf(step.state)
       if (held === undefined || !sameTokens(held, taken)) signedIn(step, taken, flight.ask)
@@ -748,6 +756,7 @@ const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Sess
     endFlight(step, flight)
     return resolve(step, flight.op, succeed(exit.value))
   }
+  overtakeSignIns(step, flight.ask)
   // The lock is kept until the new session is stored: another holder starting
   // from the same token (the environment's) must find it there, not send it.
   set(step, { flight: { ...flight, stage: "saving", since: step.now, sent: flight.token } })
@@ -919,6 +928,17 @@ const onSignInWithToken = (step: Step, op: number, token: Redacted.Redacted<stri
   else set(step, { queue: [...step.state.queue, queued] })
 }
 
+/**
+ * Plain sign-ins asked for before `ask` and not written yet are overtaken by
+ * it: they end as if written and overwritten (as a sign-out overtakes them).
+ */
+const overtakeSignIns = (step: Step, ask: number): void => {
+  const overtaken = step.state.signIns.filter((pending) => pending.ask < ask)
+  if (overtaken.length === 0) return
+  for (const pending of overtaken) resolve(step, pending.op, succeed(pending.session))
+  set(step, { signIns: step.state.signIns.filter((pending) => pending.ask >= ask) })
+}
+
 /** The operation signing in with `token` whose callers have not been answered yet, if any. */
 const signInWith = (state: State, token: Redacted.Redacted<string>): number | undefined => {
   const value = Redacted.value(token)
@@ -1005,6 +1025,14 @@ const startWrite = (step: Step): void => {
 
 const onWrote = (step: Step, writing: Writing, result: WriteResult): void => {
   set(step, { writing: undefined })
+  if (result._tag === "Failed") {
+    set(step, {
+      doubt: {
+        record: writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session),
+        ask: step.state.asks
+      }
+    })
+  } else if (result._tag === "Written") set(step, { doubt: undefined })
   if (writing._tag === "SignIn") return wroteSignIn(step, writing.signIn, result)
   const owed = writing.owed
   if (result._tag === "Written") return wroteOwed(step, owed, result.stored)
@@ -1126,9 +1154,12 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
   // or conflicts within 1.6 s of the store's return; else 1 s, 2 s, 4 s... up to a minute.
   const underLock = step.config.spread && step.state.flight?.stage === "saving"
   const pause = failures === 1 ? 0 : Math.min((underLock ? 100 : 1_000) * 2 ** (failures - 2), underLock ? 1_600 : 60_000)
-  // A sign-out that could not be written is tried again fenced on the record this holder knows:
-  // if another holder writes first (a sign-in there, say), that write wins and is followed here.
-  const expected = owed.kind === "signOut" ? owed.expected ?? step.state.revision : owed.expected
+  // A sign-out that could not be written is tried again over whatever is stored: another
+  // holder that did not hear of it (the store was down) may have refreshed the session
+  // meanwhile, and that must not bring it back. Only a later sign-in here supersedes it
+  // (one on another holder, landing while this one could not write, is signed out too:
+  // docs/05, "A sign-out the store refused").
+  const expected = owed.expected
   if (step.state.owed === owed) {
     set(step, { owed: { ...owed, failures, retryAt: step.now + pause, op: undefined, expected } })
   }
@@ -1170,6 +1201,9 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   // A sign-out while this holder's own sign-out is being written: its or another holder's, the
   // write's outcome will tell (and a conflict brings what the store holds then).
   if (writing?._tag === "Owed" && Option.isNone(writing.owed.record) && Option.isNone(stored.session)) return
+  if (stored.revision > state.revision && state.doubt !== undefined && sameRecord(state.doubt.record, stored.session)) {
+    return landedLate(step, stored, state.doubt.ask < state.asks)
+  }
   if (stored.revision <= state.revision) {
     // Only a read can find it: the feed brings writes, which move the revision.
     if (underLock && stored.revision === state.revision && state.owed === undefined) adoptOutside(step, stored)
@@ -1221,6 +1255,20 @@ const adopt = (
  * Whether `stored` is the session being written (tokens are unique). A
  * sign-out cannot be told from another holder's: its outcome is waited for.
  */
+/**
+ * A write of this holder that had failed (it timed out) landed after all: the
+ * store holds it, so this holder does too, as its own write. A retry of it
+ * still owed has nothing left to do.
+ */
+const landedLate = (step: Step, stored: SessionStore.Stored, superseded: boolean): void => {
+  set(step, { doubt: undefined })
+  const owed = step.state.owed
+  if (owed !== undefined && sameRecord(owed.record, stored.session)) return wroteOwed(step, owed, stored)
+  set(step, { own: stored.revision, revision: stored.revision })
+  // A sign-in or sign-out asked for since: that is what this holder holds, and writes over it.
+  if (!superseded) adopt(step, stored.session)
+}
+
 const isEcho = (writing: Writing, stored: SessionStore.Stored): boolean => {
   const record = writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session)
   return Option.isSome(record) && Option.isSome(stored.session) && sameTokens(record.value, stored.session.value)

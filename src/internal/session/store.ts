@@ -26,9 +26,12 @@ const timedOut = (operation: SessionStore.StoreError["operation"], millis: numbe
 
 /**
  * `effect`, failing with a `StoreError` after `millis`. Not `Effect.timeout`:
- * the operation runs as a daemon that only the deadline or the caller's own
- * (interruptible) wait stops, so a holder whose scope closes while a rotated
- * token is being saved does not cut that save short.
+ * the operation runs as a daemon. The caller's own (interruptible) wait
+ * stopping stops it; the deadline does not, at once: an operation that timed
+ * out may still land (a slow store, not a dead one), and a write that lands
+ * late reaches the store's change feed, so the holder learns of it. A store
+ * that never answers keeps that fiber: ending its operations is the store's
+ * own timeout's job (every store of this package has one).
  */
 export const bounded = <A, E>(
   millis: number,
@@ -42,7 +45,8 @@ export const bounded = <A, E>(
       Effect.interruptible(Effect.zipRight(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis))))
     )
     return yield* Deferred.await(done).pipe(
-      Effect.ensuring(Effect.zipRight(Fiber.interruptFork(worker), Fiber.interruptFork(timer)))
+      Effect.onInterrupt(() => Fiber.interruptFork(worker)),
+      Effect.ensuring(Fiber.interruptFork(timer))
     )
   })
 
