@@ -1158,7 +1158,7 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
   // holder that did not hear of it (the store was down) may have refreshed the session
   // meanwhile, and that must not bring it back. Only a later sign-in here supersedes it
   // (one on another holder, landing while this one could not write, is signed out too:
-  // docs/05, "A sign-out the store refused").
+  // docs/05, "When the store fails").
   const expected = owed.expected
   if (step.state.owed === owed) {
     set(step, { owed: { ...owed, failures, retryAt: step.now + pause, op: undefined, expected } })
