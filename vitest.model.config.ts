@@ -9,7 +9,7 @@ export default defineConfig({
   test: {
     ...base.test,
     include: process.env.MODEL_SURVEY === undefined
-      ? ["test/model/schedules-*.test.ts"]
+      ? ["test/model/schedules-*.test.ts", "test/protocol.test.ts"]
       : ["test/model/survey.model.ts"],
     testTimeout: 3_600_000
   }
