@@ -68,7 +68,11 @@ describe("every interleaving of a small scope", () => {
   for (const { name, scope } of scopes) {
     it(name, () => {
       const report = Protocol.explore(scope)
-      console.log(`${name}: ${report.states} states, ${report.atRest} at rest, ${report.violation === undefined ? "0 violations" : "a violation"}`)
+      console.log(
+        `${name}: ${report.states} states, ${report.atRest} at rest, ${
+          report.violation === undefined ? "0 violations" : "a violation"
+        }`
+      )
       if (report.violation !== undefined) {
         console.log(`${report.violation.message}\n  after:\n    ${report.violation.trace.join("\n    ")}`)
         if (process.env.PROTOCOL_DEBUG) console.log(Protocol.keyOf(report.violation.world))

@@ -189,7 +189,9 @@ const dispatch = (world: World, holder: number, input: Core.Input): World => {
   // A holder that lets its lock go past the save bound, its save still failing, leaves the spent
   // token in the store: the one window the docs name, not a broken promise.
   const givenUp = decision.commands.some((c) => c._tag === "Log" && c.message.includes("releasing the store's lock"))
-  if (givenUp && before.flight?.sent !== undefined) next = { ...next, lost: [...next.lost, Redacted.value(before.flight.sent)] }
+  if (givenUp && before.flight?.sent !== undefined) {
+    next = { ...next, lost: [...next.lost, Redacted.value(before.flight.sent)] }
+  }
   // The caller of an operation waits for the one its decision names.
   if (decision.awaits !== undefined && "op" in input) {
     next = {
@@ -280,7 +282,10 @@ const refreshOnServer = (
 /** A new family for a sign-in: `F<n>.0`. */
 const newFamily = (world: World): { world: World; token: string } => {
   const token = `F${world.families.length}.0`
-  return { world: { ...world, families: [...world.families, { current: token, generation: 0, revoked: false }] }, token }
+  return {
+    world: { ...world, families: [...world.families, { current: token, generation: 0, revoked: false }] },
+    token
+  }
 }
 
 // ---- moves ----
@@ -397,7 +402,10 @@ const deliver = (world: World, index: number): ReadonlyArray<Move> => {
       }]
       // A holder stalled between taking the lock and checking its lease: another may take the lock over.
       if (world.faults > 0) {
-        moves.push({ label: `h${item.holder} stalls: lock taken over`, world: { ...world, lock: null, faults: world.faults - 1 } })
+        moves.push({
+          label: `h${item.holder} stalls: lock taken over`,
+          world: { ...world, lock: null, faults: world.faults - 1 }
+        })
       }
       return moves
     }
@@ -441,12 +449,16 @@ const deliver = (world: World, index: number): ReadonlyArray<Move> => {
       if (world.faults > 0) {
         moves.push({
           label: `h${item.holder} answer#${item.op}: lost after ${served.next}`,
-          world: dispatch({ ...served.world, faults: world.faults - 1, lost: [...world.lost, item.token] }, item.holder, {
-            _tag: "Answered",
-            op: item.op,
-            now,
-            exit: Exit.fail(lost)
-          })
+          world: dispatch(
+            { ...served.world, faults: world.faults - 1, lost: [...world.lost, item.token] },
+            item.holder,
+            {
+              _tag: "Answered",
+              op: item.op,
+              now,
+              exit: Exit.fail(lost)
+            }
+          )
         })
       }
       return moves
@@ -566,14 +578,18 @@ export const always = (world: World): string | undefined => {
  */
 export const atRest = (world: World): string | undefined => {
   const open = world.ops.filter((op) => op.done === undefined)
-  if (open.length > 0) return `operations never ended: ${open.map((op) => `h${op.holder} ${op.kind}#${op.op}`).join(", ")}`
+  if (open.length > 0) {
+    return `operations never ended: ${open.map((op) => `h${op.holder} ${op.kind}#${op.op}`).join(", ")}`
+  }
   const defects = world.ops.filter((op) => op.done === "defect")
   if (defects.length > 0) return `an operation died: ${defects.map((op) => `h${op.holder} ${op.kind}`).join(", ")}`
   for (const [holder, state] of world.holders.entries()) {
     if (state.owed !== undefined || state.flight !== undefined) return `h${holder} still has work at rest`
     const held = Core.sessionOf(state)
     const heldToken = held === undefined ? null : tokenOf(held)
-    if (heldToken !== world.store.record) return `h${holder} holds ${heldToken ?? "nothing"}, the store ${world.store.record ?? "nothing"}`
+    if (heldToken !== world.store.record) {
+      return `h${holder} holds ${heldToken ?? "nothing"}, the store ${world.store.record ?? "nothing"}`
+    }
   }
   if (world.store.record !== null) {
     const family = world.families[familyIndex(world.store.record)]!
@@ -601,7 +617,9 @@ const effectiveEnd = (world: World, op: OpRecord): number | undefined => {
   if (op.end === undefined) return undefined
   if (op.kind === "signOut") {
     if (op.done === "ok") return op.end
-    return world.landings.find((landing) => landing.holder === op.holder && landing.record === null && landing.seq > op.start)
+    return world.landings.find((landing) =>
+      landing.holder === op.holder && landing.record === null && landing.seq > op.start
+    )
       ?.seq
   }
   if ((op.kind !== "signIn" && op.kind !== "signInWithToken") || !op.done!.startsWith("ok:")) return undefined
@@ -640,7 +658,9 @@ const signInsAndOuts = (world: World): string | undefined => {
   // A family whose newest token was lost in transit is lost with it (strict server): the documented loss.
   const doomed = world.lost.some((token) => familyOfToken(token) === family)
   if (!doomed && (world.store.record === null || familyOfToken(world.store.record) !== family)) {
-    return `the last sign-in (h${op.holder}#${op.op}, ${family}) did not win: the store holds ${world.store.record ?? "nothing"}`
+    return `the last sign-in (h${op.holder}#${op.op}, ${family}) did not win: the store holds ${
+      world.store.record ?? "nothing"
+    }`
   }
   return undefined
 }

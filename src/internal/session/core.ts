@@ -512,7 +512,9 @@ const proactiveAt = (state: State): number =>
 export const nextWake = (state: State, config: Rules.Config): number | undefined => {
   const refresh = config.autoRefresh && state.flight === undefined ? proactiveAt(state) : Infinity
   const save = state.owed !== undefined && state.writing === undefined ? state.owed.retryAt : Infinity
-  const saving = state.flight?.stage === "saving" && state.flight.answered ? state.flight.since + config.saveBound : Infinity
+  const saving = state.flight?.stage === "saving" && state.flight.answered
+    ? state.flight.since + config.saveBound
+    : Infinity
   const at = Math.min(refresh, save, saving)
   return at === Infinity ? undefined : at
 }
@@ -893,7 +895,9 @@ const firstOutcome = (step: Step, owed: Owed): void => {
     return flight?.op === owed.op ? answer(step, flight, succeed(session)) : resolve(step, owed.op, succeed(session))
   }
   const flight = step.state.flight
-  if (flight?.stage !== "saving" || flight.op !== owed.flight || flight.answered || owed.epoch !== step.state.epoch) return
+  if (flight?.stage !== "saving" || flight.op !== owed.flight || flight.answered || owed.epoch !== step.state.epoch) {
+    return
+  }
   if (owed.kind === "rotation" && session !== undefined) return rotated(step, flight, session)
   if (owed.kind === "rejected" && flight.refused?._tag === "TokenRejectedError") rejected(step, flight, flight.refused)
 }
@@ -1153,7 +1157,9 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
   // holder will only learn of by trying), 100 ms up to 1.6 s, so the save lands
   // or conflicts within 1.6 s of the store's return; else 1 s, 2 s, 4 s... up to a minute.
   const underLock = step.config.spread && step.state.flight?.stage === "saving"
-  const pause = failures === 1 ? 0 : Math.min((underLock ? 100 : 1_000) * 2 ** (failures - 2), underLock ? 1_600 : 60_000)
+  const pause = failures === 1
+    ? 0
+    : Math.min((underLock ? 100 : 1_000) * 2 ** (failures - 2), underLock ? 1_600 : 60_000)
   // A sign-out that could not be written is tried again over whatever is stored: another
   // holder that did not hear of it (the store was down) may have refreshed the session
   // meanwhile, and that must not bring it back. Only a later sign-in here supersedes it
