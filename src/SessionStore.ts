@@ -115,11 +115,23 @@ export interface Lease {
  * @category models
  */
 export interface Service {
-  /** The stored session, if any. A stored value that does not decode is `None` (and logged). */
+  /**
+   * The stored session, if any. A stored value that does not decode is `None` (and logged).
+   *
+   * @deprecated Use {@link load}`(store)`, which works over `read` for any store. Kept for 0.2 callers.
+   */
   readonly load: Effect.Effect<Option.Option<Session.Session>, StoreError>
-  /** Writes the session over whatever is stored (an unconditional write); gives the record written. */
+  /**
+   * Writes the session over whatever is stored (an unconditional write); gives the record written.
+   *
+   * @deprecated Use {@link save}`(store, session)`. Kept for 0.2 callers.
+   */
   readonly save: (session: Session.Session) => Effect.Effect<Stored, StoreError>
-  /** Writes a sign-out over whatever is stored (an unconditional write); gives the record written. */
+  /**
+   * Writes a sign-out over whatever is stored (an unconditional write); gives the record written.
+   *
+   * @deprecated Use {@link clear}`(store)`. Kept for 0.2 callers.
+   */
   readonly clear: Effect.Effect<Stored, StoreError>
   /**
    * Runs a refresh (read, POST, write) while holding the store's lock, which
@@ -220,6 +232,45 @@ export interface FencedImplementation {
 
 const isFenced = (implementation: Implementation | FencedImplementation): implementation is FencedImplementation =>
   "read" in implementation && "write" in implementation
+
+/**
+ * The stored session of any store, if any (its record's `session`).
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const load = (store: Service): Effect.Effect<Option.Option<Session.Session>, StoreError> =>
+  Effect.map(store.read, (stored) => stored.session)
+
+/**
+ * Writes `session` over whatever `store` holds (a fenced write, tried again on
+ * a conflict with what is there then); gives the record written.
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const save = (store: Service, session: Session.Session): Effect.Effect<Stored, StoreError> => store.save(session)
+
+/**
+ * Writes a sign-out over whatever `store` holds; gives the record written.
+ * The record stays (a tombstone), so no holder of the old session can write it back.
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const clear = (store: Service): Effect.Effect<Stored, StoreError> => store.clear
+
+/**
+ * A store from a plain `{ load, save, clear }` (and optionally `withLock`):
+ * `make` over an {@link Implementation}, named for what it is. **Safe for one
+ * holder only** (the managers of one process): its revision lives in memory,
+ * so holders in other processes are not fenced. For a store several processes
+ * share, give `make` a {@link FencedImplementation}.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const fromSimple = (implementation: Implementation): Service => make(implementation)
 
 /**
  * The one way to build a store: fills in what the implementation leaves out,

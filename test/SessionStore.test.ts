@@ -307,3 +307,28 @@ describe("SessionStore.make: withLease and withLock", () => {
       expect(calls).toStrictEqual(["withLock"])
     }))
 })
+
+describe("SessionStore.load, save, clear and fromSimple", () => {
+  it.effect("load, save and clear work over any store's record; a plain store is adapted by fromSimple", () =>
+    Effect.gen(function*() {
+      const saved = yield* Ref.make(Option.none<Session.Session>())
+      const store = SessionStore.fromSimple({
+        load: Ref.get(saved),
+        save: (value) => Ref.set(saved, Option.some(value)),
+        clear: Ref.set(saved, Option.none())
+      })
+      expect(yield* SessionStore.load(store)).toStrictEqual(Option.none())
+      const written = yield* SessionStore.save(store, session)
+      expect(written.revision).toBe(1)
+      expect(Option.map(yield* SessionStore.load(store), (s) => Redacted.value(s.refreshToken))).toStrictEqual(
+        Option.some(Redacted.value(session.refreshToken))
+      )
+      expect(Option.isSome(yield* Ref.get(saved))).toBe(true)
+      const cleared = yield* SessionStore.clear(store)
+      expect(cleared).toStrictEqual({ revision: 2, session: Option.none() })
+      expect(yield* SessionStore.load(store)).toStrictEqual(Option.none())
+      expect(yield* Ref.get(saved)).toStrictEqual(Option.none())
+      // Its revision lives in memory: a second adapter over the same backend starts from the backend's value.
+      expect((yield* store.read).revision).toBe(2)
+    }))
+})
