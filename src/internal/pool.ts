@@ -162,6 +162,19 @@ const pinned = <A, E>(entry: Entry, effect: Effect.Effect<A, E>): Effect.Effect<
     )
   })
 
+// A pass over every session, a few times per idleTimeToLive: about 20 ns a session.
+const sweeping = (entries: Map<string, Entry>, config: PoolConfig, clock: Clock.Clock) => {
+  const sweep = Effect.sync(() => {
+    const now = clock.unsafeCurrentTimeMillis()
+    for (const found of entries.values()) {
+      if (now - found.lastUsed >= config.idleTimeToLive && droppable(found)) dropEntry(entries, found)
+    }
+  })
+  return Effect.forkScoped(
+    Effect.forever(Effect.zipRight(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
+  )
+}
+
 export const make = (
   config: PoolConfig,
   base: RefreshClient.Service,
@@ -240,16 +253,7 @@ export const make = (
       return found
     }
 
-    // A pass over every session, a few times per idleTimeToLive: about 20 ns a session.
-    const sweep = Effect.sync(() => {
-      const now = clock.unsafeCurrentTimeMillis()
-      for (const found of entries.values()) {
-        if (now - found.lastUsed >= config.idleTimeToLive && droppable(found)) dropEntry(entries, found)
-      }
-    })
-    yield* Effect.forkScoped(
-      Effect.forever(Effect.zipRight(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
-    )
+    yield* sweeping(entries, config, clock)
 
     const use = <A, E>(key: string, f: (cell: Cell.Cell) => Effect.Effect<A, E>) =>
       Effect.flatMap(entry(key), (found) => pinned(found, f(found.cell)))
