@@ -38,7 +38,11 @@ export type ChildMessage =
   }
   | { readonly type: "error"; readonly message: string }
 
-export type ChildCommand = { readonly cmd: "signOut" } | { readonly cmd: "stop" }
+export type ChildCommand =
+  | { readonly cmd: "signOut" }
+  | { readonly cmd: "stop" }
+  /** `manager`: every write to the store fails (as on a read-only disk) for `ms` from now. */
+  | { readonly cmd: "failWrites"; readonly ms: number }
 
 /** A refresh token's identity in reports: a short hash, never the token. */
 export const fingerprint = (token: Redacted.Redacted<string> | string): string =>

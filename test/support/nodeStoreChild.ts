@@ -11,8 +11,9 @@
  * - `hold`: takes the store's lock, reports `locked`, and holds it until killed.
  * - `manager`: a `SessionManager` on the file against the mock server at `url`,
  *   `readers` fibers reading its access token in a loop, every event and every
- *   entry into and exit from the store's lock reported; commands `signOut` and
- *   `stop` (which reports `summary` and exits).
+ *   entry into and exit from the store's lock reported; commands `signOut`,
+ *   `failWrites` (the store's writes fail for a while) and `stop` (which
+ *   reports `summary` and exits).
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
@@ -74,21 +75,37 @@ const hold = (config: ChildConfig) =>
     yield* store.withLock(Effect.zipRight(report({ type: "locked", at: Date.now() }), Effect.never))
   })
 
-/** The store, with every entry into and exit from its lock reported. */
+// Until when the store's writes fail (the command `failWrites`).
+const failing = { until: 0 }
+
+/**
+ * The store, with every entry into and exit from its lock reported, and its
+ * writes failing while `failing` says so.
+ */
 const reportingStore = (config: ChildConfig) =>
   Layer.scoped(
     SessionStore.SessionStore,
     Effect.gen(function*() {
       const store = yield* NodeSessionStore.make(storeOptions(config))
-      const withLock: SessionStore.Service["withLock"] = (critical) =>
-        store.withLock(
+      const withLease: SessionStore.Service["withLease"] = (use) =>
+        store.withLease((lease) =>
           Effect.acquireUseRelease(
             report({ type: "lock", state: "in", at: Date.now() }),
-            () => critical,
+            () => use(lease),
             () => report({ type: "lock", state: "out", at: Date.now() })
           )
         )
-      return { ...store, withLock }
+      const withLock: SessionStore.Service["withLock"] = (critical) => withLease(() => critical)
+      const write: SessionStore.Service["write"] = (session, expected) =>
+        Date.now() < failing.until
+          ? Effect.fail(
+            new SessionStore.StoreError({
+              operation: Option.isSome(session) ? "save" : "clear",
+              message: "the disk is read-only (the test's failWrites)"
+            })
+          )
+          : store.write(session, expected)
+      return { ...store, withLease, withLock, write }
     })
   )
 
@@ -128,7 +145,11 @@ const manager = (config: ChildConfig) =>
     yield* commands.pipe(
       Stream.takeUntil((command) => command.cmd === "stop"),
       Stream.runForEach((command) =>
-        command.cmd === "signOut"
+        command.cmd === "failWrites"
+          ? Effect.sync(() => {
+            failing.until = Date.now() + command.ms
+          })
+          : command.cmd === "signOut"
           ? sessions.signOut.pipe(
             Effect.matchEffect({
               onFailure: (error) => report({ type: "error", message: `signOut failed: ${error.message}` }),

@@ -187,6 +187,38 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
     240_000
   )
 
+  it.scopedLive(
+    "the store unwritable for 5 s while rotations happen: the lock is kept until each is saved, no spent token is sent",
+    () =>
+      Effect.gen(function*() {
+        const env = yield* setup()
+        const children = yield* startFleet(env.path, env.server.url)
+        const started = (yield* env.server.stats).rotations
+        yield* rotations(env.server, started + 1)
+        // Every process's writes fail for 5 s (a disk gone read-only): a 3 s token is
+        // refreshed in that time, and its save fails until the disk is back.
+        yield* Effect.forEach(children, (child) => child.send({ cmd: "failWrites", ms: 5_000 }))
+        const failedFrom = (yield* env.server.stats).rotations
+        yield* rotations(env.server, failedFrom + 4)
+        const { endedOnFile, file } = yield* stopSettled(env, children)
+        const stats = yield* env.server.stats
+        const saveFailed = yield* eventsOf(children, "SaveFailed")
+        const signedOut = yield* eventsOf(children, "SignedOut")
+        console.log(
+          `store unwritable for 5 s: ${saveFailed.length} SaveFailed events, ${stats.refreshRequests} refresh POSTs, ` +
+            `${stats.rotations} rotations, ${stats.reuseRejections} reuse rejections, ${signedOut.length} sign-outs`
+        )
+        // A rotation was held in memory only, for a while, and nobody sent its spent token.
+        expect(saveFailed.length).toBeGreaterThanOrEqual(1)
+        expect(stats.reuseRejections).toBe(0)
+        expect(stats.refreshRequests).toBe(stats.rotations)
+        expect(signedOut).toStrictEqual([])
+        expect(file.live).toBe(true)
+        expect(endedOnFile).toBe(true)
+      }),
+    240_000
+  )
+
   const killedMidRefresh = (fault: "Delay" | "SlowBody", reuseWindow: number) =>
     Effect.gen(function*() {
       const env = yield* setup({ reuseWindow })
