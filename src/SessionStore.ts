@@ -354,14 +354,23 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
 // An in-process lock cannot be lost: its lease's `ensure` always succeeds.
 const unlosableLease: Lease = { ensure: () => Effect.void }
 
+// The `withLock` that `make` derived from each `withLease`: a store spread into
+// another implementation carries both, and only a `withLock` that is not the
+// derived one is the implementation's own.
+const derivedLocks = new WeakMap<Service["withLock"], Service["withLease"]>()
+
 // The lock and its lease, from whichever of the two the implementation gives.
+// Given both, where `withLock` is not the one derived from that `withLease`
+// (`{ ...store, withLock: mine }`, a store decorated by spreading it), the
+// implementation's own `withLock` is the lock: the lease is built on it, with
+// an `ensure` that cannot fail, as when no lease is given.
 const locks = (implementation: Implementation | FencedImplementation): Pick<Service, "withLock" | "withLease"> => {
   const own = implementation.withLease
-  if (own !== undefined) {
-    return {
-      withLease: own,
-      withLock: implementation.withLock ?? ((critical) => own(() => critical))
-    }
+  const lock = implementation.withLock
+  if (own !== undefined && (lock === undefined || derivedLocks.get(lock) === own)) {
+    const withLock: Service["withLock"] = lock ?? ((critical) => own(() => critical))
+    derivedLocks.set(withLock, own)
+    return { withLease: own, withLock }
   }
   const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
   return { withLock, withLease: (use) => withLock(Effect.suspend(() => use(unlosableLease))) }

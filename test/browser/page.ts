@@ -59,17 +59,20 @@ const store = (options: StartOptions) =>
       BrowserSessionStore.make({ key: options.key, maxHold: Duration.millis(options.maxHoldMillis) }),
       (s) => ({
         ...s,
-        withLock: <A, E, R>(critical: Effect.Effect<A, E, R>) =>
-          s.withLock(Effect.acquireUseRelease(
-            Effect.sync(() => {
-              report.inLock = true
-            }),
-            () => critical,
-            () =>
+        // The manager takes the lock through withLease.
+        withLease: <A, E, R>(use: (lease: SessionStore.Lease) => Effect.Effect<A, E, R>) =>
+          s.withLease((lease) =>
+            Effect.acquireUseRelease(
               Effect.sync(() => {
-                report.inLock = false
-              })
-          ))
+                report.inLock = true
+              }),
+              () => use(lease),
+              () =>
+                Effect.sync(() => {
+                  report.inLock = false
+                })
+            )
+          )
       })
     )
   )

@@ -127,6 +127,15 @@ const StoreLive = Layer.effect(
     ...store,
     read: traced("read", store.read, (stored) => stored.revision),
     write: (session, expected) => traced(`write at ${expected}`, store.write(session, expected), (s) => s.revision),
+    // The manager takes the lock through withLease.
+    withLease: (use) =>
+      Effect.suspend(() => {
+        lockRequests++
+        return traced(
+          "lock released",
+          store.withLease((lease) => Effect.zipRight(traced("lock taken", Effect.void), use(lease)))
+        )
+      }),
     withLock: (critical) =>
       Effect.suspend(() => {
         lockRequests++

@@ -30,7 +30,8 @@ export const tracked = (keyed: SessionStore.Keyed): Tracked => {
           save: (session) => track(store.save(session)),
           clear: track(store.clear),
           write: (session, expected) => track(store.write(session, expected)),
-          withLock: (critical) => track(store.withLock(critical))
+          withLock: (critical) => track(store.withLock(critical)),
+          withLease: (use) => track(store.withLease(use))
         })))
     }
   }
