@@ -96,7 +96,9 @@ export const refreshAtFor = (expiresAt: number, arrival: Arrival, config: Config
   const latest = expiresAt - lead
   if (arrival.kind !== "refreshed") return Math.ceil(Math.min(planned, latest))
   const spaced = Math.max(planned, arrival.at + config.minInterval)
-  return Math.ceil(spaced <= latest ? spaced : latest - arrival.jitter * lead / 2)
+  // Past the latest start, holders spread over the half lead before it, but never into the
+  // time before the margin: a token is not refreshed with more than the margin left.
+  return Math.ceil(spaced <= latest ? spaced : Math.max(expiresAt - margin, latest - arrival.jitter * lead / 2))
 }
 
 /** The pause after the `failures`th failure in a row: `cooldown` doubling, at most `maxCooldown`. */
