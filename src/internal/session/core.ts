@@ -702,7 +702,7 @@ const storeFailed = (step: Step): void => {
 
 const onLockFailed = (step: Step, flight: Flight, error: SessionStore.StoreError): void => {
   storeFailed(step)
-  resolve(step, flight.op, fail(error))
+  // The event before the callers' answer, as for any failed refresh.
   if (flight.kind === "refresh") {
     log(step, "Warning", "moon-refresh: the session store failed before the refresh; keeping the session", {
       error: error._tag,
@@ -710,6 +710,7 @@ const onLockFailed = (step: Step, flight: Flight, error: SessionStore.StoreError
     })
     publish(step, Events.SessionEvent.RefreshFailed({ error, willRetry: step.config.autoRefresh }))
   }
+  resolve(step, flight.op, fail(error))
   endFlight(step, flight)
 }
 
