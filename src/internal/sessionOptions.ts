@@ -5,6 +5,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import { Duration, Either } from "effect"
+import type { Options as SessionManagerOptions } from "../SessionManager.js"
 import * as Options_ from "./options.js"
 import type * as Rules from "./session/rules.js"
 import type { Bounds } from "./session/store.js"
@@ -19,16 +20,8 @@ export const defaults = {
   lockTimeout: Duration.seconds(60)
 } as const
 
-/** The options, as `SessionManager.Options` declares them. */
-export interface Options {
-  readonly margin?: Duration.DurationInput | undefined
-  readonly autoRefresh?: boolean | undefined
-  readonly cooldown?: Duration.DurationInput | undefined
-  readonly maxCooldown?: Duration.DurationInput | undefined
-  readonly minInterval?: Duration.DurationInput | undefined
-  readonly storeTimeout?: Duration.DurationInput | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-}
+/** The options, as `SessionManager.Options` declares them (a type-only import: no cycle at run time). */
+export type Options = SessionManagerOptions
 
 /**
  * The longest a holder keeps the store's lock after it sent the store's
