@@ -617,10 +617,11 @@ const effectiveEnd = (world: World, op: OpRecord): number | undefined => {
   if (op.end === undefined) return undefined
   if (op.kind === "signOut") {
     if (op.done === "ok") return op.end
-    return world.landings.find((landing) =>
+    // Its write is retried until it lands: the last tombstone of this holder's
+    // since it started is the retry's (an earlier one may be an earlier sign-out's).
+    return world.landings.filter((landing) =>
       landing.holder === op.holder && landing.record === null && landing.seq > op.start
-    )
-      ?.seq
+    ).at(-1)?.seq
   }
   if ((op.kind !== "signIn" && op.kind !== "signInWithToken") || !op.done!.startsWith("ok:")) return undefined
   const token = op.done!.slice(3)

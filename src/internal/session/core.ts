@@ -759,6 +759,12 @@ const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Sess
     endFlight(step, flight)
     return resolve(step, flight.op, succeed(exit.value))
   }
+  // Another holder's sign-out, seen on the feed while the request was out: it wins (see signInConflicted).
+  const state = step.state
+  if (state.foreign > flight.expected && state.revision === state.foreign && state.held._tag === "None") {
+    endFlight(step, flight)
+    return resolve(step, flight.op, fail(noSession(step.state)))
+  }
   overtakeSignIns(step, flight.ask)
   // The lock is kept until the new session is stored: another holder starting
   // from the same token (the environment's) must find it there, not send it.
@@ -888,8 +894,10 @@ const rejected = (step: Step, flight: Flight, error: RefreshError.TokenRejectedE
  * spent, so the answer is used either way): the refresh or the sign-in it
  * belongs to takes effect, unless a later sign-in or sign-out came first.
  */
-const firstOutcome = (step: Step, owed: Owed): void => {
+const firstOutcome = (step: Step, owed: Owed, current: boolean): void => {
   const session = Option.getOrUndefined(owed.record)
+  // A sign-in dropped meanwhile (a newer record won, and its caller was answered then) installs nothing.
+  if (owed.kind === "signIn" && !current) return
   if (owed.kind === "signIn" && session !== undefined && owed.op !== undefined) {
     if (owed.ask > step.state.applied) signedIn(step, session, owed.ask)
     const flight = step.state.flight
@@ -949,7 +957,8 @@ const signInWith = (state: State, token: Redacted.Redacted<string>): number | un
   const value = Redacted.value(token)
   const same = (other: Redacted.Redacted<string> | undefined) => other !== undefined && Redacted.value(other) === value
   const { flight, owed } = state
-  if (flight?.kind === "signIn" && same(flight.token)) return flight.op
+  // (A flight whose callers were answered already is only finishing its save: a new call does not wait on it.)
+  if (flight?.kind === "signIn" && same(flight.token) && !flight.answered) return flight.op
   const queued = state.queue.find((entry) => entry.kind === "signIn" && same(entry.token))
   if (queued !== undefined) return queued.op
   return owed?.kind === "signIn" && owed.op !== undefined && same(owed.token) ? owed.op : undefined
@@ -1092,7 +1101,7 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
   else restore(step, owed, stored.revision)
   if (owed.failures > 0) return
   if (owed.kind === "signOut" && owed.op !== undefined && current) resolve(step, owed.op, succeed(undefined))
-  firstOutcome(step, owed)
+  firstOutcome(step, owed, current)
 }
 
 /**
@@ -1152,6 +1161,7 @@ const signInConflicted = (step: Step, owed: Owed, stored: Option.Option<SessionS
 }
 
 const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): void => {
+  const current = step.state.owed === owed
   const failures = owed.failures + 1
   // Again at once, then doubling: while the lock is held for a store other
   // holders share (they wait on it, and the store may hold a newer record this
@@ -1183,7 +1193,7 @@ const writeFailed = (step: Step, owed: Owed, error: SessionStore.StoreError): vo
     if (owed.op !== undefined) resolve(step, owed.op, fail(error))
     return
   }
-  firstOutcome(step, owed)
+  firstOutcome(step, owed, current)
   publish(step, Events.SessionEvent.SaveFailed({ error }))
 }
 
