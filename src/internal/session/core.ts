@@ -761,9 +761,11 @@ const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Sess
   }
   // Another holder's sign-out, seen on the feed while the request was out: it wins (see signInConflicted).
   const state = step.state
+  // Its caller gets the session, as a sign-in overtaken by a later sign-out does (the
+  // call's errors are the server's and the store's; this is neither).
   if (state.foreign > flight.expected && state.revision === state.foreign && state.held._tag === "None") {
     endFlight(step, flight)
-    return resolve(step, flight.op, fail(noSession(step.state)))
+    return resolve(step, flight.op, succeed(exit.value))
   }
   overtakeSignIns(step, flight.ask)
   // The lock is kept until the new session is stored: another holder starting
@@ -1144,7 +1146,8 @@ const conflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.S
 /**
  * A sign-in's session met a newer record. Another holder's sign-out, written
  * while the request was out: the sign-out wins (the user asked for it last),
- * the new session is dropped and the call fails with `NoSessionError`.
+ * the new session is dropped, and the call returns it unkept, as a sign-in
+ * overtaken by a later sign-out does.
  * Anything else (this holder's own sign-out asked for before, another
  * holder's refresh of the session this sign-in replaces): written over.
  */
@@ -1153,7 +1156,7 @@ const signInConflicted = (step: Step, owed: Owed, stored: Option.Option<SessionS
   if (Option.isSome(stored) && Option.isNone(stored.value.session) && stored.value.revision !== step.state.own) {
     if (current) set(step, { owed: undefined })
     takeRecord(step, stored.value)
-    if (owed.op !== undefined) resolve(step, owed.op, fail(noSession(step.state)))
+    if (owed.op !== undefined) resolve(step, owed.op, succeed(Option.getOrUndefined(owed.record)))
     return
   }
   if (Option.isSome(stored)) takeRecord(step, stored.value)
