@@ -273,15 +273,29 @@ const manager = Effect.gen(function*() {
     yield* Effect.sleep(Math.max(0, DateTime.toEpochMillis(idle.expiresAt) - now))
     const before = snapshot()
     const posts = yield* postCount
+    // The server's count when the first refresh lands: every request asked for a token before it.
+    // (On a loaded machine the burst can outlast the 2 s token it got: later refreshes are due ones.)
+    const atFirstRefresh = yield* SessionManager.events.pipe(
+      Stream.filter((event) => event._tag === "Refreshed"),
+      Stream.take(1),
+      Stream.runDrain,
+      Effect.zipRight(postCount),
+      Effect.fork
+    )
+    yield* Effect.sleep("20 millis")
     yield* line(
       `second session (idle@example.com), expired at ${stamp(DateTime.toEpochMillis(idle.expiresAt))}: ` +
         `100 concurrent GET /protected`
     )
     yield* Effect.all(Array.from({ length: 100 }, () => request), { concurrency: "unbounded", discard: true })
     const refreshes = (yield* postCount) - posts
-    yield* line(`${summary(before)}; POST /auth/refresh: ${refreshes} (server count ${posts} -> ${posts + refreshes})`)
+    const shared = (yield* Fiber.join(atFirstRefresh)) - posts
+    yield* line(
+      `${summary(before)}; POST /auth/refresh: ${shared} for the 100 together, ${refreshes} in all ` +
+        `(server count ${posts} -> ${posts + refreshes})`
+    )
     yield* check(tally.ok - before.ok === 100, "all 100 concurrent requests answered 200")
-    yield* check(refreshes === 1, "exactly 1 refresh for the 100 concurrent requests")
+    yield* check(shared === 1, "the 100 concurrent requests shared 1 refresh")
   }).pipe(
     // autoRefresh off: the requests themselves find the token expired.
     Effect.provide(program({ autoRefresh: false }, idle))
