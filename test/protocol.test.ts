@@ -66,8 +66,8 @@ const scopes: ReadonlyArray<{ readonly name: string; readonly scope: Protocol.Sc
 
 describe("every interleaving of a small scope", () => {
   for (const { name, scope } of scopes) {
-    it(name, () => {
-      const report = Protocol.explore(scope)
+    it(name, async () => {
+      const report = await Protocol.explore(scope)
       console.log(
         `${name}: ${report.states} states, ${report.atRest} at rest, ${
           report.violation === undefined ? "0 violations" : "a violation"

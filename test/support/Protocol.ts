@@ -708,8 +708,12 @@ const steps = (trace: Trace | undefined): ReadonlyArray<string> => {
   return labels.reverse()
 }
 
-/** Visits every state reachable in `scope` (depth first, each state once), checking the invariants. */
-export const explore = (scope: Scope, limit = 3_000_000): Report => {
+/**
+ * Visits every state reachable in `scope` (depth first, each state once), checking the invariants.
+ * Back to the event loop every 2,000 states: a vitest worker that does not answer its
+ * heartbeat for a minute fails the run, and on a loaded machine a scope takes minutes.
+ */
+export const explore = async (scope: Scope, limit = 3_000_000): Promise<Report> => {
   const visited = new Set<number>()
   const stack: Array<{ world: World; trace: Trace | undefined }> = [{ world: initialWorld(scope), trace: undefined }]
   let rest = 0
@@ -718,6 +722,7 @@ export const explore = (scope: Scope, limit = 3_000_000): Report => {
     const key = hash(keyOf(world))
     if (visited.has(key)) continue
     visited.add(key)
+    if (visited.size % 2_000 === 0) await new Promise((resolve) => setImmediate(resolve))
     if (visited.size > limit) throw new Error(`more than ${limit} states: shrink the scope`)
     const broken = always(world)
     if (broken !== undefined) {
