@@ -104,7 +104,9 @@ export interface Service {
    * in the background, as after any refresh). A rejected token fails with
    * `TokenRejectedError` and changes nothing. Runs under the store's lock: if
    * another holder of the store signed in meanwhile, its session is taken and
-   * the token is not sent.
+   * the token is not sent. If another holder's sign-out is written while the
+   * request is out, the sign-out wins: the call returns the new session
+   * without keeping it (`current` is `None`).
    */
   readonly signInWithRefreshToken: (
     refreshToken: Redacted.Redacted<string> | string
