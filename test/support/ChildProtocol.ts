@@ -19,7 +19,14 @@ export interface ChildConfig {
 /** What a child reports; `at` is the host's wall clock (comparable across processes). */
 export type ChildMessage =
   | { readonly type: "ready"; readonly pid: number; readonly at: number }
-  | { readonly type: "done"; readonly saves: number; readonly errors: ReadonlyArray<string> }
+  | {
+    readonly type: "done"
+    readonly saves: number
+    /** Saves refused because the lock was lost or not taken in time: nothing was written. */
+    readonly refused: number
+    /** Any other failure. */
+    readonly errors: ReadonlyArray<string>
+  }
   | { readonly type: "locked"; readonly at: number }
   | { readonly type: "lock"; readonly state: "in" | "out"; readonly at: number }
   | {
