@@ -480,6 +480,17 @@ const isJsonObject = (text: string): boolean => {
 const atTime = (now: number) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.provide(effect, TestClock.live(TestClock.makeData(now, Chunk.empty())))
 
+/**
+ * Ends each run with a turn of the event loop. Under the TestClock a run never
+ * waits on a timer or a socket, and fast-check chains runs through promises
+ * (microtasks), so without this 2,000 runs would hold the worker's event loop
+ * for their whole length: about 10 s on a quiet machine, over the minute in
+ * which vitest's worker must answer its main process on a loaded one ("Timeout
+ * calling onTaskUpdate").
+ */
+const breathe = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.zipLeft(effect, Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))))
+
 // One set of test services for all runs (`it.effect.prop` outside a `layer`
 // builds them anew for each run); the clock is per run, above.
 layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
@@ -523,7 +534,7 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
             }
           }
         }
-      }).pipe(atTime(scenario.now)),
+      }).pipe(atTime(scenario.now), breathe),
     // CPU-bound: 2,000 runs take about 20 s on a busy 2-core machine, minutes on a very busy one (the
     // global testTimeout, a hang guard, covers it).
     { fastCheck: { numRuns: 2000 } }
@@ -573,7 +584,7 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
           expect(error.message).toMatch(/expires_(in|at)/)
           expect(expiresAt === undefined || expiresAt <= now + 1 || expiresAt - now > 30 * 24 * 3_600_000).toBe(true)
         }
-      }).pipe(atTime(now)),
+      }).pipe(atTime(now), breathe),
     { fastCheck: { numRuns: 200 } }
   )
 
@@ -608,7 +619,7 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
           if (Exit.isSuccess(exit)) return expect(exit.value).toBeInstanceOf(Session.Session)
           expectTypedError(exit.cause, [first.requestToken, ...planted])
         })
-      }).pipe(atTime(scenarios[0]!.now)),
+      }).pipe(atTime(scenarios[0]!.now), breathe),
     { fastCheck: { numRuns: 60 } }
   )
 })
