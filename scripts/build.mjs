@@ -1,7 +1,7 @@
-// `npm run build` (and `prepack`): ESM and CommonJS, each with its own
-// declarations, into dist/.
+// `npm run build` (and `prepack`): ESM, with its declarations, into dist/.
+// (1.0 is ESM only, as Effect 4 is; 0.x also built CommonJS.)
 import { spawnSync } from "node:child_process"
-import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, readFileSync, rmSync } from "node:fs"
 import { createRequire } from "node:module"
 import { staleFields } from "./entries.mjs"
 
@@ -14,16 +14,13 @@ if (stale.length > 0) {
 
 rmSync(new URL("dist", root), { recursive: true, force: true })
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc")
-for (const project of ["tsconfig.build.json", "tsconfig.cjs.json"]) {
+for (const project of ["tsconfig.build.json"]) {
   const { status } = spawnSync(process.execPath, [tsc, "-p", project], { cwd: root, stdio: "inherit" })
   if (status !== 0) {
     console.error(`build: tsc -p ${project} failed`)
     process.exit(1)
   }
 }
-// The package is "type": "module": without this marker Node (and TypeScript)
-// would read dist/cjs/*.js (and *.d.ts) as ES modules.
-writeFileSync(new URL("dist/cjs/package.json", root), JSON.stringify({ type: "commonjs" }) + "\n")
 // package.json's `bin`: npm makes it executable when it installs the package;
 // this does the same for a run from the repository (`./dist/esm/bin/…`).
 const pkg = JSON.parse(readFileSync(new URL("package.json", root), "utf8"))

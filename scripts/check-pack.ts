@@ -1,13 +1,14 @@
 /**
  * `npm run check:pack`: what a user installing the package gets.
  *
- * Packs the repository (`prepack` builds dist/), runs `attw` on the tarball,
- * installs it into an empty project beside its peer dependencies only, and
- * there compiles a consumer of every entry in package.json's `exports` (each
- * `*` expanded to the files it matches) as `.mts` and `.cts`, type-checked
- * under `module` NodeNext and Node16 with `skipLibCheck: false`. It runs both
- * compiled consumers: each imports every entry, refreshes a session against
- * `MockMoonServer`, and shows that no private path resolves. Last, it runs
+ * Packs the repository (`prepack` builds dist/), runs `attw` (the ESM-only
+ * profile: 1.0 has no CommonJS build, as Effect 4 has none) and `publint` on
+ * the tarball, installs it into an empty project beside its peer dependencies
+ * only, and there compiles a consumer of every entry in package.json's
+ * `exports` (each `*` expanded to the files it matches) as `.mts`,
+ * type-checked under `module` NodeNext and Node16 with `skipLibCheck: false`.
+ * It runs the compiled consumer: it imports every entry, refreshes a session
+ * against `MockMoonServer`, and shows that no private path resolves. Last, it runs
  * the package's `moon-mock-server` command as installed (`node_modules/.bin`):
  * it must print a refresh token, rotate it once, reject its reuse, and report
  * both at the stats URL it printed. Exits 1 at the first thing that fails,
@@ -80,7 +81,7 @@ const subpathsOf = (exports: Exports, installed: string) => {
       continue
     }
     if (value === null) continue
-    const target = (value as { import: { default: string } }).import.default.slice(2)
+    const target = (value as { default: string }).default.slice(2)
     const [prefix = "", suffix = ""] = target.split("*")
     for (const file of files) {
       if (file.startsWith(prefix) && file.endsWith(suffix)) {
@@ -99,11 +100,10 @@ const subpathsOf = (exports: Exports, installed: string) => {
 const specifier = (name: string, subpath: string) => subpath === "." ? name : `${name}/${subpath.slice(2)}`
 
 // ---------------------------------------------------------------------------
-// The consumer: one source, compiled as .mts and as .cts
+// The consumer, compiled as .mts
 // ---------------------------------------------------------------------------
 
 const consumerSource = (
-  format: "esm" | "cjs",
   name: string,
   entries: { readonly public: ReadonlyArray<string>; readonly private: ReadonlyArray<string> }
 ) => {
@@ -113,9 +113,8 @@ const consumerSource = (
     `export type Private${i} = typeof import("${specifier(name, subpath)}")`
   )
   const table = entries.public.map((subpath, i) => `  "${subpath}": entry${i}`)
-  const resolve = format === "esm" ? "import.meta.resolve(path)" : "require.resolve(path)"
   return `${imports.join("\n")}
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Effect } from "effect"
 import { RefreshClient } from "${name}"
 import { MockMoonServer } from "${name}/testing"
@@ -128,7 +127,7 @@ ${table.join(",\n")}
 
 const resolves = (path: string) => {
   try {
-    ${resolve}
+    import.meta.resolve(path)
     return true
   } catch {
     return false
@@ -250,29 +249,35 @@ const main = (tmp: string) => {
   console.log(`          private ${entries.private.join(" ")}`)
   if (entries.public.length === 0) throw new CheckFailed("no public entry found in exports")
 
-  // attw exits 1 on any problem, in any resolution mode. Its own discovery
-  // skips patterns, so the expanded subpaths are named.
+  // attw exits 1 on any problem. Its own discovery skips patterns, so the expanded subpaths are named.
+  // The ESM-only profile leaves out the node10 and require resolutions, which an ESM-only package fails
+  // by design.
   const attw = Path.join(repo, "node_modules", ".bin", "attw")
   const extra = entries.public.filter((subpath) => !(subpath in pkg.exports))
   console.log(
     run(attw, [
       tarball,
+      "--profile",
+      "esm-only",
       "--format",
       "table-flipped",
       "--no-color",
       ...(extra.length > 0 ? ["--include-entrypoints", ...extra] : [])
     ], repo).trimEnd()
   )
+  // publint: the package.json fields against the files packed (exports, types, bin); warnings fail too.
+  console.log(
+    run(Path.join(repo, "node_modules", ".bin", "publint"), ["run", tarball, "--level", "warning", "--strict"], repo)
+      .trimEnd()
+  )
 
-  for (const [format, extension] of [["esm", "mts"], ["cjs", "cts"]] as const) {
-    writeFileSync(Path.join(consumer, `consumer.${extension}`), consumerSource(format, pkg.name, entries))
-  }
+  writeFileSync(Path.join(consumer, "consumer.mts"), consumerSource(pkg.name, entries))
   writeFileSync(
     Path.join(consumer, "tsconfig.json"),
     JSON.stringify({
       compilerOptions: {
         target: "ES2022",
-        // @effect/platform's own types name DOM ones (Storage, Transferable).
+        // effect's own types name DOM ones (Storage, Transferable).
         lib: ["ES2022", "DOM"],
         strict: true,
         skipLibCheck: false,
@@ -280,35 +285,27 @@ const main = (tmp: string) => {
         typeRoots: [Path.join(repo, "node_modules", "@types")],
         outDir: "out"
       },
-      files: ["consumer.mts", "consumer.cts"]
+      files: ["consumer.mts"]
     })
   )
-  // Node16 is the stricter: it refuses to `require` ESM types (TS1479).
-  // NodeNext also emits the programs run below.
+  // Node16 is the stricter of the two; NodeNext also emits the program run below.
   const tsc = require.resolve("typescript/bin/tsc")
   run(process.execPath, [tsc, "-p", ".", "--module", "Node16", "--moduleResolution", "Node16", "--noEmit"], consumer)
   run(process.execPath, [tsc, "-p", ".", "--module", "NodeNext", "--moduleResolution", "NodeNext"], consumer)
-  console.log(
-    "types:    consumer.mts and consumer.cts type-check under Node16 and NodeNext (strict, skipLibCheck false)"
-  )
+  console.log("types:    consumer.mts type-checks under Node16 and NodeNext (strict, skipLibCheck false)")
 
-  const runConsumer = (extension: "mjs" | "cjs"): ConsumerOutput =>
-    JSON.parse(run(process.execPath, [Path.join("out", `consumer.${extension}`)], consumer))
-  const esm = runConsumer("mjs")
-  const cjs = runConsumer("cjs")
-  for (const [label, result] of [["ESM", esm], ["CJS", cjs]] as const) {
-    const empty = entries.public.filter((subpath) => (result.names[subpath] ?? []).length === 0)
-    if (empty.length > 0) throw new CheckFailed(`${label}: no exports from ${empty.join(", ")}`)
-    if (result.user !== "pack@example.com") throw new CheckFailed(`${label}: refresh returned ${result.user}`)
-    if (result.reachable.length > 0) throw new CheckFailed(`${label}: private paths resolve: ${result.reachable}`)
-  }
-  const differ = entries.public.filter((subpath) =>
-    JSON.stringify(esm.names[subpath]) !== JSON.stringify(cjs.names[subpath])
-  )
-  if (differ.length > 0) throw new CheckFailed(`ESM and CJS export different names from ${differ.join(", ")}`)
+  const result: ConsumerOutput = JSON.parse(run(process.execPath, [Path.join("out", "consumer.mjs")], consumer))
+  const empty = entries.public.filter((subpath) => (result.names[subpath] ?? []).length === 0)
+  if (empty.length > 0) throw new CheckFailed(`no exports from ${empty.join(", ")}`)
+  if (result.user !== "pack@example.com") throw new CheckFailed(`refresh returned ${result.user}`)
+  if (result.reachable.length > 0) throw new CheckFailed(`private paths resolve: ${result.reachable}`)
+  // CommonJS is gone: a require() of the package must not find a CommonJS build (Node 22 may load
+  // ESM through require; what must not exist is a second, CommonJS copy of the library).
+  const cjsFiles = filesUnder(installed).filter((file) => file.startsWith("dist/cjs/"))
+  if (cjsFiles.length > 0) throw new CheckFailed(`a CommonJS build was packed: ${cjsFiles.slice(0, 3).join(", ")}`)
   console.log(
-    `run:      ${entries.public.length} entries import as ESM and CJS with the same names; ` +
-      `a refresh against MockMoonServer works in both; ${entries.private.length} private paths resolve in neither`
+    `run:      ${entries.public.length} entries import as ESM; a refresh against MockMoonServer works; ` +
+      `${entries.private.length} private paths do not resolve`
   )
   return consumer
 }

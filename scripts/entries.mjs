@@ -3,8 +3,8 @@
  * maps a subpath of `moon-refresh` to a module under src/ (without ".ts"), or
  * to `null` to keep it private. A `*` in both stands for any path.
  *
- * `npm run exports` writes package.json's `exports`, `typesVersions`, `main`,
- * `module` and `types` from this list; `npm run build` stops while they differ,
+ * `npm run exports` writes package.json's `exports`, `main` and `types` from
+ * this list; `npm run build` stops while they differ,
  * and `npm run check:pack` imports every entry of the packed package.
  */
 export const entries = {
@@ -21,38 +21,26 @@ export const entries = {
   "./bin/*": null
 }
 
-// ESM and CommonJS each get their own declarations: dist/cjs/package.json says
-// "type": "commonjs", so TypeScript reads dist/cjs/*.d.ts as CommonJS types.
-const target = (module) => ({
-  import: { types: `./dist/esm/${module}.d.ts`, default: `./dist/esm/${module}.js` },
-  require: { types: `./dist/cjs/${module}.d.ts`, default: `./dist/cjs/${module}.js` }
-})
+// ESM only (Effect 4 is): one build in dist/, its declarations beside it.
+const target = (module) => ({ types: `./dist/${module}.d.ts`, default: `./dist/${module}.js` })
 
 /** The fields of package.json that follow from `entries`. */
 export const packageFields = () => {
   const exports = { "./package.json": "./package.json" }
-  // moduleResolution "node10" ignores `exports`; `typesVersions` finds the
-  // types of a subpath for it. The catch-all falls back to the path itself so
-  // that `types` and package.json still resolve.
-  const typesVersions = {}
   for (const [subpath, module] of Object.entries(entries)) {
     exports[subpath] = module === null ? null : target(module)
-    if (module === null || subpath === ".") continue
-    const key = subpath.slice(2)
-    typesVersions[key] = key === "*" ? [target(module).require.types, "*"] : [target(module).require.types]
   }
   const root = target(entries["."])
-  return {
-    main: root.require.default,
-    module: root.import.default,
-    types: root.require.types,
-    exports,
-    typesVersions: { "*": typesVersions }
-  }
+  // `main` and `types` for the tools that still read them; `exports` decides for Node and TypeScript.
+  return { main: root.default, types: root.types, exports }
 }
 
-/** The names of the fields of `pkg` (package.json, parsed) that differ from `packageFields()`. */
+/** The fields of package.json that differ from `packageFields()`, and those it must no longer have. */
 export const staleFields = (pkg) => {
   const fields = packageFields()
-  return Object.keys(fields).filter((name) => JSON.stringify(pkg[name]) !== JSON.stringify(fields[name]))
+  const differing = Object.keys(fields).filter((name) => JSON.stringify(pkg[name]) !== JSON.stringify(fields[name]))
+  return [...differing, ...retiredFields.filter((name) => name in pkg)]
 }
+
+/** Fields of the CommonJS build of 0.x, gone with it. */
+export const retiredFields = ["module", "typesVersions"]

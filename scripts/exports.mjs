@@ -1,7 +1,7 @@
 // `npm run exports`: writes the entry points of scripts/entries.mjs into
 // package.json, keeping every other field where it is.
 import { readFileSync, writeFileSync } from "node:fs"
-import { packageFields, staleFields } from "./entries.mjs"
+import { packageFields, retiredFields, staleFields } from "./entries.mjs"
 
 const path = new URL("../package.json", import.meta.url)
 const pkg = JSON.parse(readFileSync(path, "utf8"))
@@ -12,6 +12,7 @@ if (stale.length === 0) {
   const fields = packageFields()
   const updated = {}
   for (const [name, value] of Object.entries(pkg)) {
+    if (retiredFields.includes(name)) continue
     updated[name] = name in fields ? fields[name] : value
     // A field package.json lacks goes right after `exports`.
     if (name === "exports") {

@@ -4,22 +4,16 @@
  * request once. A second 401 is returned as it is: never a loop.
  *
  * The token goes to the origin of the request it was put on and nowhere
- * else: a redirect to another origin drops the header, as `fetch` and curl
- * do, whatever the client, and a 401 from another origin than the token's
- * causes no refresh. With `origins`, only requests to those origins carry the
- * token at all.
+ * else: a redirect to another origin drops the header, as `fetch`, curl and
+ * `HttpClient.followRedirects()` do, and a 401 from another origin than the
+ * token's causes no refresh. With `origins`, only requests to those origins
+ * carry the token at all.
  *
  * @since 0.1.0
  */
-import {
-  HttpClient,
-  type HttpClientError,
-  HttpClientRequest,
-  type HttpClientResponse,
-  UrlParams
-} from "@effect/platform"
-import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
-import { answeredElsewhere, guardBearer, originOf, readBodyCapped, type Trip } from "./internal/http.js"
+import { Context, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
+import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
+import { answeredElsewhere, originOf, readBodyCapped, sendNoting, type Trip } from "./internal/http.js"
 import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
@@ -39,7 +33,7 @@ export interface AuthHttpClient
  * @since 0.1.0
  * @category tags
  */
-export const AuthHttpClient: Context.Tag<AuthHttpClient, AuthHttpClient> = Context.GenericTag<AuthHttpClient>(
+export const AuthHttpClient: Context.Service<AuthHttpClient, AuthHttpClient> = Context.Service<AuthHttpClient, AuthHttpClient>(
   "moon-refresh/AuthHttpClient"
 )
 
@@ -54,7 +48,8 @@ export interface Options {
    * sent as it is, without the token, and its 401 never causes a refresh.
    * Omitted: every request is signed (what {@link layer} does). Either way,
    * a redirect to another origin than the request's drops the
-   * `Authorization` header (even to another origin listed here).
+   * `Authorization` header (even to another origin listed here): `fetch`
+   * and `HttpClient.followRedirects()` drop it themselves.
    */
   readonly origins?: ReadonlyArray<string> | undefined
 }
@@ -77,18 +72,18 @@ export const drainTimeout: Duration.Duration = Duration.seconds(1)
 
 const owner = "AuthHttpClient"
 
-const newTrip = (): Trip => ({ first: undefined, landed: undefined })
+const newTrip = (): Trip => ({ first: undefined })
 
 // The one check of the options: each origin must be a URL's origin, written as one.
 const resolveOrigins = (
   options: Options
-): Either.Either<ReadonlySet<string> | undefined, Options_.Invalid> => {
-  if (options.origins === undefined) return Either.right(undefined)
+): Result.Result<ReadonlySet<string> | undefined, Options_.Invalid> => {
+  if (options.origins === undefined) return Result.succeed(undefined)
   const origins = new Set<string>()
   for (const input of options.origins) {
     const origin = originOf(input)
     if (origin === undefined || origin === "null" || origin !== input.replace(/\/$/, "")) {
-      return Either.left({
+      return Result.fail({
         owner,
         option: "origins",
         reason: `must list origins such as "https://api.example.com" (scheme, host and port; no path): got ${
@@ -98,13 +93,13 @@ const resolveOrigins = (
     }
     origins.add(origin)
   }
-  return Either.right(origins)
+  return Result.succeed(origins)
 }
 
 const requestOrigin = (request: HttpClientRequest.HttpClientRequest): string | undefined =>
-  Either.match(UrlParams.makeUrl(request.url, request.urlParams, request.hash), {
-    onLeft: () => undefined,
-    onRight: (url) => url.origin
+  Option.match(HttpClientRequest.toUrl(request), {
+    onNone: () => undefined,
+    onSome: (url) => url.origin
   })
 
 // Reads what is left of a 401 so the connection can be reused, within bounds:
@@ -134,9 +129,9 @@ export const make = (
       const origin = origins === undefined ? undefined : requestOrigin(request)
       return origins === undefined || (origin !== undefined && origins.has(origin))
     }
-    // Every signed request, whatever the client: the bearer goes to the
-    // request's origin only, and `trip` says where the answer came from.
-    const send = (request: HttpClientRequest.HttpClientRequest, trip: Trip) => guardBearer(client, request, trip)
+    // Every signed request: `trip` notes the origin the bearer was sent to,
+    // to tell whether the answer came from there.
+    const send = (request: HttpClientRequest.HttpClientRequest, trip: Trip) => sendNoting(client, request, trip)
 
     // The request came back 401 from its own origin: refresh (or take the
     // token another request just got) and send it once more.
@@ -201,8 +196,8 @@ export const make = (
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
  * import { Effect, Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
  * import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
  *
  * const HttpLive = AuthHttpClient.layer.pipe(

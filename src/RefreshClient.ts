@@ -5,9 +5,8 @@
  *
  * @since 0.1.0
  */
-import { HttpClient, type HttpClientError } from "@effect/platform"
-import type { ConfigError } from "effect"
-import { Cause, Config, Context, Duration, Effect, Either, Exit, Layer, Option, Redacted, Tracer } from "effect"
+import { Cause, Config, Context, Duration, Effect, Exit, Layer, Option, Redacted, Result, type Tracer } from "effect"
+import { HttpClient, type HttpClientError } from "effect/http"
 import { retry, timeoutFail } from "./internal/attempt.js"
 import {
   type BodyTooLarge,
@@ -56,7 +55,7 @@ export interface Service {
  * @since 0.1.0
  * @category tags
  */
-export class RefreshClient extends Context.Tag("moon-refresh/RefreshClient")<RefreshClient, Service>() {}
+export class RefreshClient extends Context.Service<RefreshClient, Service>()("moon-refresh/RefreshClient") {}
 
 /**
  * @since 0.1.0
@@ -70,7 +69,7 @@ export interface Options {
   /** Default `RefreshPolicy.default`. Only retryable errors are ever retried. */
   readonly policy?: RefreshPolicy.RefreshPolicy | undefined
   /** Per attempt, including reading the body. Default 10 seconds. */
-  readonly timeout?: Duration.DurationInput | undefined
+  readonly timeout?: Duration.Input | undefined
 }
 
 interface Resolved {
@@ -81,16 +80,16 @@ interface Resolved {
 
 // The one validation of the options, shared by `make` (a refusal is a defect)
 // and `layerConfig` (a refusal is a `ConfigError` naming the setting).
-const resolve = (options: Options): Either.Either<Resolved, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolve = (options: Options): Result.Result<Resolved, Options_.Invalid> =>
+  Result.gen(function*() {
     const refused = (option: string) => (reason: string): Options_.Invalid => ({
       owner: "RefreshClient",
       option,
       reason
     })
-    const baseUrl = yield* Either.mapLeft(validateBaseUrl(options.baseUrl ?? defaultBaseUrl), refused("baseUrl"))
+    const baseUrl = yield* Result.mapError(validateBaseUrl(options.baseUrl ?? defaultBaseUrl), refused("baseUrl"))
     const timeout = yield* Options_.duration("RefreshClient", "timeout", options.timeout ?? defaultTimeout, "positive")
-    const path = yield* Either.mapLeft(validatePath(options.path ?? Moon.defaultPath), refused("path"))
+    const path = yield* Result.mapError(validatePath(options.path ?? Moon.defaultPath), refused("path"))
     return { url: joinUrl(baseUrl, path), timeout, policy: options.policy ?? RefreshPolicy.defaultPolicy }
   })
 
@@ -98,9 +97,9 @@ const outcome = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): string =>
   Exit.match(exit, {
     onSuccess: () => "success",
     onFailure: (cause) =>
-      Option.match(Cause.failureOption(cause), {
+      Option.match(Cause.findErrorOption(cause), {
         onSome: (error) => error._tag,
-        onNone: () => (Cause.isInterruptedOnly(cause) ? "interrupted" : "defect")
+        onNone: () => (Cause.hasInterruptsOnly(cause) ? "interrupted" : "defect")
       })
   })
 
@@ -121,14 +120,19 @@ const rootCause = (error: unknown): string | undefined => {
 // for <request>" holds our body): scrubbed of the token before they are kept,
 // and only the text is kept, never the error, whose request holds the token.
 const describeTransport = (error: HttpClientError.HttpClientError, mask: Moon.Mask): RefreshError.TransportError => {
-  const detail = Moon.scrub(rootCause(error.cause) ?? error.description ?? error.reason, mask)
+  const reason = error.reason
+  // The reason's kind as Effect 3 named it ("Transport", "Decode"...), when nothing better is known.
+  const kind = reason._tag.replace(/Error$/, "")
+  const detail = Moon.scrub(rootCause(reason.cause) ?? reason.description ?? kind, mask)
   return new RefreshError.TransportError({
     reason: "Network",
-    message: RefreshError.capMessage(
-      error._tag === "ResponseError" ? `connection lost while reading the response: ${detail}` : detail
-    )
+    message: RefreshError.capMessage(isResponseError(reason) ? `connection lost while reading the response: ${detail}` : detail)
   })
 }
+
+// The kinds of `HttpClientError` that come with a response (its body failed to read).
+const isResponseError = (reason: HttpClientError.HttpClientErrorReason): reason is HttpClientError.ResponseError =>
+  reason._tag === "DecodeError" || reason._tag === "StatusCodeError" || reason._tag === "EmptyBodyError"
 
 // What an attempt failed with, as a `RefreshError`.
 const recover = (
@@ -138,14 +142,14 @@ const recover = (
   switch (error._tag) {
     case "BodyTooLarge":
       return Moon.tooLarge(error.response, error)
-    case "RequestError":
+    case "HttpClientError":
       // Encode and InvalidUrl cannot happen with a validated URL and a
       // string body; die without the request, whose body holds the token.
-      return error.reason === "Transport"
-        ? Effect.fail(describeTransport(error, mask))
-        : Effect.dieMessage(`RefreshClient: could not build the request (${error.reason})`)
-    case "ResponseError":
-      return Effect.fail(describeTransport(error, mask))
+      return error.reason._tag === "EncodeError" || error.reason._tag === "InvalidUrlError"
+        ? Effect.die(
+          new Error(`RefreshClient: could not build the request (${error.reason._tag.replace(/Error$/, "")})`)
+        )
+        : Effect.fail(describeTransport(error, mask))
     default:
       return Effect.fail(error)
   }
@@ -188,15 +192,15 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
         )
       }).pipe(
         // One handler for what is not yet a `RefreshError` (a frame less per attempt than one per kind).
-        Effect.catchAllCause((cause) => {
-          const failure = Cause.failureOption(cause)
+        Effect.catchCause((cause) => {
+          const failure = Cause.findErrorOption(cause)
           if (Option.isSome(failure)) return recover(failure.value, mask)
           // A defect of the HTTP stack (an interceptor that throws "no match
           // for <request>") stays a defect, in words scrubbed of the token.
-          const defect = Cause.dieOption(cause)
-          return Option.isSome(defect) && !Cause.isInterrupted(cause)
-            ? Effect.die(Moon.scrubDefect(defect.value, mask))
-            : Effect.failCause(Cause.stripFailures(cause))
+          const defect = Cause.findDefect(cause)
+          return Result.isSuccess(defect) && !Cause.hasInterrupts(cause)
+            ? Effect.die(Moon.scrubDefect(defect.success, mask))
+            : Effect.failCause(cause as Cause.Cause<never>)
         }),
         timeoutFail({
           duration: timeout,
@@ -205,19 +209,18 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
               reason: "Timeout",
               message: `no complete response within ${Duration.format(timeout)}`
             }),
-          // The attempt runs in a fiber of its own, which ends with it: the
-          // refresh's guard and its span as parent (as `Effect.withSpan`
-          // makes it) are set there, and nothing has to put them back.
-          refs: (fiber) => refreshGuard(fiber, url, Context.add(fiber.currentContext, Tracer.ParentSpan, span))
+          // The attempt runs in a fiber of its own: the refresh's guard and
+          // its span as parent (as `Effect.withParentSpan` sets it) are set
+          // there, around the attempt alone.
+          context: (context) => refreshGuard(context, url, span)
         })
       )
     }
 
-    const spanOptions: Tracer.SpanOptions = {
+    // `Effect.useSpan` captures no stack trace (one per refresh would cost more than the span itself).
+    const spanOptions: Tracer.SpanOptionsNoTrace = {
       kind: "client",
-      attributes: { "moon.refresh.url": url },
-      // A stack trace per refresh costs more than the span itself.
-      captureStackTrace: false
+      attributes: { "moon.refresh.url": url }
     }
 
     const refresh = (refreshToken: Redacted.Redacted<string>) =>
@@ -233,7 +236,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
             Effect.tapError((error) =>
               Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
                 Effect.annotateLogs({ attempt: attempts, error: error._tag, message: error.message }),
-                Effect.withParentSpan(span)
+                Effect.withParentSpan(span, { captureStackTrace: false })
               )
             ),
             retry({ schedule: policy, while: RefreshError.isRetryable })
@@ -276,21 +279,21 @@ export interface ConfigOptions {
  */
 export const layerConfig = (
   options: ConfigOptions = {}
-): Layer.Layer<RefreshClient, ConfigError.ConfigError, HttpClient.HttpClient> =>
+): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient> =>
   Layer.effect(
     RefreshClient,
     Effect.gen(function*() {
       const resolved = resolve({
-        baseUrl: yield* options.baseUrl ?? Config.string("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)),
+        baseUrl: yield* options.baseUrl ?? Config.String("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)),
         path: options.path ? yield* options.path : undefined,
         timeout: options.timeout ? yield* options.timeout : undefined,
         policy: options.policy
       })
       // The error names the setting the value came from: the variable, or the option.
       const setting = (option: string) => option === "baseUrl" && !options.baseUrl ? "MOON_BASE_URL" : option
-      return yield* Either.match(resolved, {
-        onLeft: (invalid) => Effect.fail(Options_.toConfigError(setting(invalid.option))(invalid)),
-        onRight: build
+      return yield* Result.match(resolved, {
+        onFailure: (invalid) => Effect.fail(Options_.toConfigError(setting(invalid.option))(invalid)),
+        onSuccess: build
       })
     })
   )
@@ -301,8 +304,8 @@ export const layerConfig = (
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
  * import { Config, Effect } from "effect"
+ * import { FetchHttpClient } from "effect/http"
  * import { RefreshClient } from "moon-refresh"
  *
  * const program = Effect.gen(function*() {

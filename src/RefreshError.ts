@@ -43,13 +43,18 @@ export type TypeId = typeof TypeId
 export class TransportError extends Schema.TaggedError<TransportError>("moon-refresh/TransportError")(
   "TransportError",
   {
-    reason: Schema.Literal("Network", "Timeout"),
+    reason: Schema.Literals(["Network", "Timeout"]),
     message: Schema.String
   }
 ) {
   /** @since 0.2.0 */
   get [TypeId](): TypeId {
     return TypeId
+  }
+
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "TransportError" {
+    return "TransportError"
   }
 }
 
@@ -75,6 +80,11 @@ export class ServerError extends Schema.TaggedError<ServerError>("moon-refresh/S
   get [TypeId](): TypeId {
     return TypeId
   }
+
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "ServerError" {
+    return "ServerError"
+  }
 }
 
 /**
@@ -88,13 +98,18 @@ export class RateLimitedError extends Schema.TaggedError<RateLimitedError>("moon
   "RateLimitedError",
   {
     status: Schema.Number,
-    retryAfter: Schema.OptionFromSelf(Schema.DurationFromSelf),
+    retryAfter: Schema.Option(Schema.Duration),
     message: Schema.String
   }
 ) {
   /** @since 0.2.0 */
   get [TypeId](): TypeId {
     return TypeId
+  }
+
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "RateLimitedError" {
+    return "RateLimitedError"
   }
 }
 
@@ -119,6 +134,11 @@ export class TokenRejectedError extends Schema.TaggedError<TokenRejectedError>("
   get [TypeId](): TypeId {
     return TypeId
   }
+
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "TokenRejectedError" {
+    return "TokenRejectedError"
+  }
 }
 
 /**
@@ -141,13 +161,19 @@ export class MalformedResponseError extends Schema.TaggedError<MalformedResponse
   {
     status: Schema.Number,
     message: Schema.String,
-    // FromSelf: encoding an error must never write the token out.
-    rotatedRefreshToken: Schema.optional(Schema.RedactedFromSelf(Schema.String))
+    // A `Redacted` on both sides, whose JSON encoding fails: encoding an error
+    // must never write the token out.
+    rotatedRefreshToken: Schema.optional(Schema.Redacted(Schema.String, { disallowJsonEncode: true }))
   }
 ) {
   /** @since 0.2.0 */
   get [TypeId](): TypeId {
     return TypeId
+  }
+
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "MalformedResponseError" {
+    return "MalformedResponseError"
   }
 }
 
@@ -168,13 +194,13 @@ export type RefreshError =
  * @since 0.1.0
  * @category schemas
  */
-export const RefreshError: Schema.Union<[
+export const RefreshError: Schema.Union<readonly [
   typeof TransportError,
   typeof ServerError,
   typeof RateLimitedError,
   typeof TokenRejectedError,
   typeof MalformedResponseError
-]> = Schema.Union(TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError)
+]> = Schema.Union([TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError])
 
 /**
  * Whether `u` is one of the refresh errors above, by its type id (not by its

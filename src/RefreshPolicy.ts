@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Schedule, ScheduleDecision, ScheduleInterval, ScheduleIntervals } from "effect"
+import { Cause, Duration, Effect, Option, Schedule } from "effect"
 import * as RefreshError from "./RefreshError.js"
 
 /**
@@ -24,19 +24,19 @@ export type RefreshPolicy = Schedule.Schedule<unknown, RefreshError.RefreshError
  */
 export interface ExponentialOptions {
   /** The first delay. */
-  readonly base: Duration.DurationInput
+  readonly base: Duration.Input
   /** Each delay is the previous one times this. Default 2. */
   readonly factor?: number | undefined
   /** The most retries (attempts after the first). */
   readonly maxRetries: number
   /** No single delay is longer than this (before a `Retry-After` stretches it). */
-  readonly maxDelay: Duration.DurationInput
+  readonly maxDelay: Duration.Input
   /**
    * No retry starts later than this after the first failure. A `Retry-After`
    * that would push the next attempt past it ends the retries at once, and the
    * error surfaces.
    */
-  readonly maxElapsed: Duration.DurationInput
+  readonly maxElapsed: Duration.Input
   /** Multiply each delay by a random factor in [0.8, 1.2]. Default true. */
   readonly jitter?: boolean | undefined
 }
@@ -50,11 +50,12 @@ export interface ExponentialOptions {
  * @category constructors
  */
 export const exponential = (options: ExponentialOptions): RefreshPolicy => {
-  const maxDelay = Duration.decode(options.maxDelay)
+  const maxDelay = Duration.fromInputUnsafe(options.maxDelay)
   const backoff = Schedule.exponential(options.base, options.factor ?? 2).pipe(
     (self) => (options.jitter === false ? self : Schedule.jittered(self)),
-    Schedule.modifyDelay((_, delay) => Duration.min(delay, maxDelay)),
-    Schedule.intersect(Schedule.recurs(options.maxRetries))
+    Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, maxDelay))),
+    // At most `maxRetries` recurrences, as `Schedule.recurs(maxRetries)` allows.
+    Schedule.upTo({ times: options.maxRetries })
   )
   return withRetryAfter(backoff, options.maxElapsed)
 }
@@ -64,35 +65,36 @@ export const exponential = (options: ExponentialOptions): RefreshPolicy => {
  * attempt to at least the server's value and (2) no attempt starts more than
  * `maxElapsed` after the first failure.
  *
- * Written by hand: `Schedule.upTo` checks the time at which the decision is
- * made, not the time at which the next attempt would start, so a long
- * `Retry-After` would slip past it.
+ * Written by hand: `Schedule.upTo({ duration })` checks the time at which the
+ * decision is made, not the time at which the next attempt would start, so a
+ * long `Retry-After` would slip past it.
  *
  * @since 0.1.0
  * @category combinators
  */
 export const withRetryAfter = <Out>(
   self: Schedule.Schedule<Out, RefreshError.RefreshError>,
-  maxElapsed: Duration.DurationInput
+  maxElapsed: Duration.Input
 ): RefreshPolicy => {
   const budget = Duration.toMillis(maxElapsed)
-  return Schedule.makeWithState(
-    { inner: self.initial, start: Option.none<number>() },
-    (now, error: RefreshError.RefreshError, state) => {
-      const start = Option.getOrElse(state.start, () => now)
-      return Effect.map(self.step(now, error, state.inner), ([inner, out, decision]) => {
-        const next = { inner, start: Option.some(start) }
-        if (ScheduleDecision.isDone(decision)) return [next, out, decision] as const
-        const planned = ScheduleIntervals.start(decision.intervals)
+  // One step function per run of the schedule (per refresh), holding when that
+  // run's first failure was seen.
+  return Schedule.fromStep(Effect.map(Schedule.toStep(self), (step) => {
+    let start: number | undefined
+    return (now: number, error: RefreshError.RefreshError) => {
+      const first = start ??= now
+      // `self` ending ends this schedule too: its `Done` passes through.
+      return Effect.flatMap(step(now, error), ([out, delay]) => {
+        const planned = now + Duration.toMillis(delay)
         const startAt = Option.match(RefreshError.retryAfter(error), {
           onNone: () => planned,
           onSome: (retryAfter) => Math.max(planned, now + Duration.toMillis(retryAfter))
         })
-        if (startAt - start > budget) return [next, out, ScheduleDecision.done] as const
-        return [next, out, ScheduleDecision.continueWith(ScheduleInterval.after(startAt))] as const
+        if (startAt - first > budget) return Cause.done(out)
+        return Effect.succeed([out, Duration.millis(startAt - now)] as [Out, Duration.Duration])
       })
     }
-  )
+  }))
 }
 
 /**
@@ -126,9 +128,10 @@ export {
 }
 
 /**
- * Never retry: the first failure surfaces.
+ * Never retry: the first failure surfaces. (`Schedule.stop` of Effect 3: a
+ * schedule that allows no recurrence.)
  *
  * @since 0.1.0
  * @category policies
  */
-export const none: RefreshPolicy = Schedule.stop
+export const none: RefreshPolicy = Schedule.recurs(0)

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { Clock, DateTime, Duration, Effect, Option, Redacted, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { dual, identity } from "effect/Function"
 import * as Schema_ from "./internal/sessionSchema.js"
 import * as Wire from "./internal/wire.js"
@@ -78,24 +78,30 @@ const toRedacted = (value: string | Redacted.Redacted<string>): Redacted.Redacte
 export class InvalidSessionError extends Schema.TaggedError<InvalidSessionError>("moon-refresh/InvalidSessionError")(
   "InvalidSessionError",
   {
-    field: Schema.Literal("accessToken", "refreshToken", "expiresAt", "tokenType", "user", "issuedAt"),
+    field: Schema.Literals(["accessToken", "refreshToken", "expiresAt", "tokenType", "user", "issuedAt"]),
     message: Schema.String
   }
-) {}
+) {
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "InvalidSessionError" {
+    return "InvalidSessionError"
+  }
+}
 
 const invalid = (field: InvalidSessionError["field"], why: string) =>
-  Either.left(new InvalidSessionError({ field, message: `Session.make: ${field} ${why}` }))
+  Result.fail(new InvalidSessionError({ field, message: `Session.make: ${field} ${why}` }))
 
-const validateUser = Schema.validateEither(User)
+// The decoded side: a user as a session holds it (no `email: null`).
+const isUser = Schema.is(User)
 
 /**
  * Builds a session from plain values, or says which input is wrong. Use it
  * where the values come from outside (a form, a file, another library);
- * `Either` can be yielded in `Effect.gen`.
+ * a `Result` can be yielded in `Effect.gen`.
  *
  * @example
  * ```ts
- * import { Either } from "effect"
+ * import { Result } from "effect"
  * import { Session } from "moon-refresh"
  *
  * const built = Session.make({
@@ -104,13 +110,13 @@ const validateUser = Schema.validateEither(User)
  *   expiresAt: Date.now() + 3_600_000,
  *   user: { id: "user-1" }
  * })
- * if (Either.isLeft(built)) console.error(built.left.message)
+ * if (Result.isFailure(built)) console.error(built.failure.message)
  * ```
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (input: MakeInput): Either.Either<Session, InvalidSessionError> => {
+export const make = (input: MakeInput): Result.Result<Session, InvalidSessionError> => {
   const accessToken = toRedacted(input.accessToken)
   const refreshToken = toRedacted(input.refreshToken)
   // Checked here rather than by the class constructor, whose error would print the value.
@@ -124,11 +130,11 @@ export const make = (input: MakeInput): Either.Either<Session, InvalidSessionErr
   if (Option.isNone(expiresAt)) return invalid("expiresAt", "is not a valid date")
   const tokenType = input.tokenType ?? "bearer"
   if (typeof tokenType !== "string") return invalid("tokenType", "must be a string")
-  if (Either.isLeft(validateUser(input.user))) return invalid("user", "must be an object with a string id")
+  if (!isUser(input.user)) return invalid("user", "must be an object with a string id")
   const issuedAt = input.issuedAt === undefined ? undefined : DateTime.make(input.issuedAt)
   if (issuedAt !== undefined && Option.isNone(issuedAt)) return invalid("issuedAt", "is not a valid date")
-  // Every field was checked above: no second validation in the constructor.
-  return Either.right(
+  // Every field was checked above: no second run of the checks in the constructor.
+  return Result.succeed(
     new Session(
       {
         accessToken,
@@ -138,7 +144,7 @@ export const make = (input: MakeInput): Either.Either<Session, InvalidSessionErr
         user: input.user,
         ...(issuedAt === undefined ? {} : { issuedAt: DateTime.toUtc(issuedAt.value) })
       },
-      true
+      { disableChecks: true }
     )
   )
 }
@@ -150,7 +156,7 @@ export const make = (input: MakeInput): Either.Either<Session, InvalidSessionErr
  * @since 0.2.0
  * @category constructors
  */
-export const unsafeMake = (input: MakeInput): Session => Either.getOrThrowWith(make(input), identity)
+export const unsafeMake = (input: MakeInput): Session => Result.getOrThrowWith(make(input), identity)
 
 /**
  * Whether the access token expires within `duration` of the `Clock`'s now
@@ -160,11 +166,11 @@ export const unsafeMake = (input: MakeInput): Session => Either.getOrThrowWith(m
  * @category predicates
  */
 export const expiresWithin: {
-  (duration: Duration.DurationInput): (self: Session) => Effect.Effect<boolean>
-  (self: Session, duration: Duration.DurationInput): Effect.Effect<boolean>
+  (duration: Duration.Input): (self: Session) => Effect.Effect<boolean>
+  (self: Session, duration: Duration.Input): Effect.Effect<boolean>
 } = dual(
   2,
-  (self: Session, duration: Duration.DurationInput): Effect.Effect<boolean> =>
+  (self: Session, duration: Duration.Input): Effect.Effect<boolean> =>
     Effect.map(
       Clock.currentTimeMillis,
       (now) => DateTime.toEpochMillis(self.expiresAt) - now <= Duration.toMillis(duration)
@@ -212,48 +218,68 @@ export const MoonWireBody: typeof Schema_.MoonWireBody = Schema_.MoonWireBody
  * @since 0.1.0
  * @category schemas
  */
-export const MoonResponse: Schema.Schema<Session, unknown> = Schema.transformOrFail(
+export const MoonResponse: Schema.Codec<Session, unknown> = Schema.Unknown.pipe(
   // `Unknown` on the wire side, not `MoonWireBody`: the shape is chosen by hand
   // in `decode`, so a failure names the fields of the shape actually sent.
-  Schema.Unknown,
-  Schema.typeSchema(Session),
-  {
-    strict: true,
-    decode: (input, _options, ast) => Effect.flatMap(Clock.currentTimeMillis, (now) => Wire.decode(input, now, 0, ast)),
-    encode: (session) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        const expiresAt = DateTime.toEpochMillis(session.expiresAt)
-        return {
-          access_token: Redacted.value(session.accessToken),
-          refresh_token: Redacted.value(session.refreshToken),
-          expires_at: Math.floor(expiresAt / 1000),
-          expires_in: Math.max(0, Math.round((expiresAt - now) / 1000)),
-          token_type: session.tokenType,
-          user: session.user
-        }
-      })
-  }
+  Schema.decodeTo(
+    Schema.toType(Session),
+    SchemaTransformation.transformEffect<Session, unknown>({
+      decode: (input) => Effect.flatMap(Clock.currentTimeMillis, (now) => Wire.decode(input, now)),
+      encode: (session) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const expiresAt = DateTime.toEpochMillis(session.expiresAt)
+          return {
+            access_token: Redacted.value(session.accessToken),
+            refresh_token: Redacted.value(session.refreshToken),
+            expires_at: Math.floor(expiresAt / 1000),
+            expires_in: Math.max(0, Math.round((expiresAt - now) / 1000)),
+            token_type: session.tokenType,
+            user: session.user
+          }
+        })
+    })
+  )
 )
+
+// One line per leaf of the issue, named by its path: what
+// `SchemaIssue.makeFormatterStandardSchemaV1` walks, without its messages.
+const problemsOf = (issue: SchemaIssue.Issue, path: ReadonlyArray<PropertyKey>, out: Array<string>): void => {
+  switch (issue._tag) {
+    case "Pointer":
+      return problemsOf(issue.issue, [...path, ...issue.path], out)
+    case "Filter":
+    case "Encoding":
+      return problemsOf(issue.issue, path, out)
+    case "Composite":
+    case "AnyOf":
+      if (issue.issues.length > 0) {
+        for (const inner of issue.issues) problemsOf(inner, path, out)
+        return
+      }
+  }
+  const field = path.length === 0 ? "body" : `field "${path.map(String).join(".")}"`
+  switch (issue._tag) {
+    case "MissingKey":
+      out.push(`missing ${field}`)
+      return
+    case "UnexpectedKey":
+      out.push(`unexpected ${field}`)
+      return
+    default:
+      out.push(`invalid ${field}`)
+  }
+}
 
 /**
  * Describes a decoding failure by the fields involved, never by their values:
- * `ParseResult`'s own formatters print the offending input, which here would
- * be a token.
+ * the issue's own formatters can print the offending input (with
+ * `reportInput`, or a message that quotes it), which here would be a token.
  *
  * @since 0.1.0
  * @category utils
  */
-export const describeIssue = (issue: ParseResult.ParseIssue): string => {
-  const problems = ParseResult.ArrayFormatter.formatIssueSync(issue).map(({ _tag, path }) => {
-    const field = path.length === 0 ? "body" : `field "${path.map(String).join(".")}"`
-    switch (_tag) {
-      case "Missing":
-        return `missing ${field}`
-      case "Unexpected":
-        return `unexpected ${field}`
-      default:
-        return `invalid ${field}`
-    }
-  })
+export const describeIssue = (issue: SchemaIssue.Issue): string => {
+  const problems: Array<string> = []
+  problemsOf(issue, [], problems)
   return RefreshError.capMessage(`response is not a session: ${[...new Set(problems)].join(", ")}`)
 }

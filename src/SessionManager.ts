@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import type { Duration, Scope, Stream } from "effect"
-import { Context, Effect, FiberSet, Layer, Option, PubSub, Random, Redacted } from "effect"
+import { Clock, Context, Effect, FiberSet, Layer, Option, PubSub, Random, Redacted, Result } from "effect"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
 import * as Cell from "./internal/session/cell.js"
@@ -131,7 +131,7 @@ export interface Service {
  * @since 0.1.0
  * @category tags
  */
-export class SessionManager extends Context.Tag("moon-refresh/SessionManager")<SessionManager, Service>() {}
+export class SessionManager extends Context.Service<SessionManager, Service>()("moon-refresh/SessionManager") {}
 
 /**
  * @since 0.1.0
@@ -139,32 +139,32 @@ export class SessionManager extends Context.Tag("moon-refresh/SessionManager")<S
  */
 export interface Options {
   /** Refresh when the access token has less than this left. Default 60 seconds. */
-  readonly margin?: Duration.DurationInput | undefined
+  readonly margin?: Duration.Input | undefined
   /** Refresh at `expiresAt - margin` without waiting for a caller. Default true. */
   readonly autoRefresh?: boolean | undefined
   /** The pause after a failed refresh before the next; doubles with each failure in a row. Default 10 seconds. */
-  readonly cooldown?: Duration.DurationInput | undefined
+  readonly cooldown?: Duration.Input | undefined
   /** The longest cooldown. Default 5 minutes. A server's `Retry-After` can make one longer (up to an hour). */
-  readonly maxCooldown?: Duration.DurationInput | undefined
+  readonly maxCooldown?: Duration.Input | undefined
   /**
    * Successful refreshes are at least this far apart, so a server that
    * issues short-lived tokens cannot make the manager refresh in a loop. A
    * refresh still starts at least a second before the token expires. Default
    * 30 seconds.
    */
-  readonly minInterval?: Duration.DurationInput | undefined
+  readonly minInterval?: Duration.Input | undefined
   /**
    * The longest a store's `load`, `save` or `clear` may take before it fails
    * with a `StoreError`: a store that hangs must not hang every reader.
    * Default 10 seconds.
    */
-  readonly storeTimeout?: Duration.DurationInput | undefined
+  readonly storeTimeout?: Duration.Input | undefined
   /**
    * The longest to wait for the store's lock, which another process may hold
    * while it refreshes. Past it the refresh fails with a `StoreError` (and a
    * cooldown). Default 60 seconds.
    */
-  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly lockTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -202,7 +202,7 @@ export const make = (
     const stored = yield* Store.read(store, bounds)
     // Holders of a shared store spread their refreshes over the first half of the margin.
     const jitter = store.shared ? yield* Random.next : 0
-    const clock = yield* Effect.clock
+    const clock = yield* Clock.Clock
     const shared: Cell.Shared = {
       config: { ...config, spread: store.shared },
       bounds,
@@ -213,14 +213,14 @@ export const make = (
       sendLease: Cell.defaultSendLease
     }
     const events = yield* Effect.acquireRelease(PubSub.unbounded<Published>(), PubSub.shutdown)
-    // Every event is numbered, so a subscriber's `Initial` and the events after it never overlap or leave a gap.
-    let published = 0
+    // Every event is numbered (by the cell, as its decision publishes it), so a subscriber's
+    // `Initial` and the events after it never overlap or leave a gap.
     const cell = new Cell.Cell(
       shared,
       store,
-      Core.initial(stored, jitter, clock.unsafeCurrentTimeMillis(), shared.config),
+      Core.initial(stored, jitter, clock.currentTimeMillisUnsafe(), shared.config),
       Cell.fiberTimer(shared),
-      (event) => void events.unsafeOffer({ n: ++published, event })
+      (event, n) => void PubSub.publishUnsafe(events, { n, event })
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => cell.close()))
     yield* Effect.forkScoped(Stream_.runForEach(store.changes, (record) => cell.changed(record)))
@@ -229,30 +229,30 @@ export const make = (
     // The hot path: one field read and one clock read; no lock, no fork, no allocation.
     const slowToken = Effect.map(cell.slowSession, (session) => session.accessToken)
     const session: Effect.Effect<Session.Session, SessionError> = Effect.suspend(() =>
-      clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
+      clock.currentTimeMillisUnsafe() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
     )
     const accessToken: Effect.Effect<Redacted.Redacted<string>, SessionError> = Effect.suspend(() =>
-      clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeedToken : slowToken
+      clock.currentTimeMillisUnsafe() < cell.hot.freshUntil ? cell.hot.succeedToken : slowToken
     )
 
     return SessionManager.of({
       accessToken,
       session,
-      current: Effect.sync(() => Option.fromNullable(Core.sessionOf(cell.state))),
+      current: Effect.sync(() => Option.fromNullishOr(Core.sessionOf(cell.state))),
       refresh: cell.refresh,
       signIn: (next) => cell.signIn(next),
       signInWithRefreshToken: (token) =>
         cell.signInWithRefreshToken(Redacted.isRedacted(token) ? token : Redacted.make(token)),
       signOut: cell.signOut,
-      events: Stream_.unwrapScoped(
+      events: Stream_.unwrap(
         Effect.map(PubSub.subscribe(events), (subscription) => {
           // Read once subscribed: an event published in between is already in the state, and skipped.
-          const seen = published
+          const seen = cell.published
           return Stream_.concat(
-            Stream_.succeed(SessionEvent.Initial({ session: Option.fromNullable(Core.sessionOf(cell.state)) })),
+            Stream_.succeed(SessionEvent.Initial({ session: Option.fromNullishOr(Core.sessionOf(cell.state)) })),
             Stream_.filterMap(
-              Stream_.fromQueue(subscription),
-              ({ event, n }) => n > seen ? Option.some(event) : Option.none()
+              Stream_.fromSubscription(subscription),
+              ({ event, n }) => n > seen ? Result.succeed(event) : Result.failVoid
             )
           )
         })
@@ -272,7 +272,7 @@ interface Published {
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
+ * import { FetchHttpClient } from "effect/http"
  * import { Effect, Layer, Redacted } from "effect"
  * import { RefreshClient, SessionManager, SessionStore } from "moon-refresh"
  *
@@ -296,7 +296,7 @@ interface Published {
 export const layer = (
   options?: Options
 ): Layer.Layer<SessionManager, SessionStore.StoreError, RefreshClient.RefreshClient | SessionStore.SessionStore> =>
-  Layer.scoped(SessionManager, make(options))
+  Layer.effect(SessionManager, make(options))
 
 const use = <A, E>(f: (service: Service) => Effect.Effect<A, E>): Effect.Effect<A, E, SessionManager> =>
   Effect.flatMap(SessionManager, f)

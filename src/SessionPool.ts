@@ -13,9 +13,9 @@
  *
  * @since 0.2.0
  */
-import { HttpClient } from "@effect/platform"
 import type { Redacted, Scope } from "effect"
-import { Context, Duration, Effect, Either, Layer, Option, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Option, Result, Stream } from "effect"
+import { HttpClient } from "effect/http"
 import * as AuthHttpClient from "./AuthHttpClient.js"
 import * as Options_ from "./internal/options.js"
 import * as Internal from "./internal/pool.js"
@@ -83,7 +83,7 @@ export interface Service {
  * @since 0.2.0
  * @category tags
  */
-export class SessionPool extends Context.Tag("moon-refresh/SessionPool")<SessionPool, Service>() {}
+export class SessionPool extends Context.Service<SessionPool, Service>()("moon-refresh/SessionPool") {}
 
 /**
  * @since 0.2.0
@@ -93,7 +93,7 @@ export interface Options {
   /** The options of each key's session, as a `SessionManager`'s. */
   readonly session?: SessionManager.Options | undefined
   /** A session not used for this long is dropped from memory (it stays in its store). Default 10 minutes. */
-  readonly idleTimeToLive?: Duration.DurationInput | undefined
+  readonly idleTimeToLive?: Duration.Input | undefined
   /** The most sessions in memory at once; the least recently used go first. Default 100,000. */
   readonly capacity?: number | undefined
   /** The most refresh POSTs in flight at once, across the pool. Default 16. */
@@ -102,8 +102,8 @@ export interface Options {
 
 const owner = "SessionPool"
 
-const resolve = (options: Options): Either.Either<Internal.PoolConfig, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolve = (options: Options): Result.Result<Internal.PoolConfig, Options_.Invalid> =>
+  Result.gen(function*() {
     return {
       session: yield* SessionOptions.resolve(options.session ?? {}, owner),
       idleTimeToLive: yield* Options_.millis(
@@ -143,7 +143,7 @@ export const make = (
     const service: Service = {
       accessToken: pool.accessToken,
       session: pool.session,
-      current: (key) => pool.use(key, (cell) => Effect.sync(() => Option.fromNullable(Core.sessionOf(cell.state)))),
+      current: (key) => pool.use(key, (cell) => Effect.sync(() => Option.fromNullishOr(Core.sessionOf(cell.state)))),
       refresh: (key) => pool.use(key, (cell) => cell.refresh),
       signIn: (key, session) => pool.use(key, (cell) => cell.signIn(session)),
       signInWithRefreshToken: (key, token) =>
@@ -170,7 +170,7 @@ const managerOf = (pool: Service, key: string): SessionManager.Service => ({
   signIn: (session) => pool.signIn(key, session),
   signInWithRefreshToken: (token) => pool.signInWithRefreshToken(key, token),
   signOut: pool.signOut(key),
-  events: Stream.filterMap(pool.events, (keyed) => keyed.key === key ? Option.some(keyed.event) : Option.none())
+  events: Stream.filterMap(pool.events, (keyed) => keyed.key === key ? Result.succeed(keyed.event) : Result.failVoid)
 })
 
 /**
@@ -179,7 +179,7 @@ const managerOf = (pool: Service, key: string): SessionManager.Service => ({
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
+ * import { FetchHttpClient } from "effect/http"
  * import { Effect, Layer } from "effect"
  * import { RefreshClient, SessionPool, SessionStore } from "moon-refresh"
  *
@@ -199,7 +199,7 @@ const managerOf = (pool: Service, key: string): SessionManager.Service => ({
 export const layer = (
   options?: Options
 ): Layer.Layer<SessionPool, never, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore> =>
-  Layer.scoped(SessionPool, make(options))
+  Layer.effect(SessionPool, make(options))
 
 /**
  * An `AuthHttpClient` that signs requests with `key`'s session, over the

@@ -6,9 +6,9 @@
  *
  * @since 0.1.0
  */
-import { KeyValueStore } from "@effect/platform"
 import type { Duration } from "effect"
-import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Stream } from "effect"
+import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Semaphore, Stream } from "effect"
+import { KeyValueStore } from "effect/persistence"
 import * as RefreshError from "./RefreshError.js"
 import * as Session from "./Session.js"
 
@@ -22,7 +22,7 @@ import * as Session from "./Session.js"
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/StoreError")("StoreError", {
-  operation: Schema.Literal("load", "save", "clear", "lock", "key", "capacity"),
+  operation: Schema.Literals(["load", "save", "clear", "lock", "key", "capacity"]),
   message: Schema.String
 }) {}
 
@@ -67,11 +67,11 @@ export interface Stored {
  * @since 0.2.0
  * @category schemas
  */
-export const StoredSchema: Schema.Schema<
+export const StoredSchema: Schema.Codec<
   Stored,
   { readonly revision: number; readonly session: typeof Session.Session.Encoded | null }
 > = Schema.Struct({
-  revision: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
+  revision: Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0)),
   session: Schema.OptionFromNullOr(Session.Session)
 })
 
@@ -81,7 +81,7 @@ export const StoredSchema: Schema.Schema<
  * @since 0.2.0
  * @category schemas
  */
-export const StoredJson: Schema.Schema<Stored, string> = Schema.parseJson(StoredSchema)
+export const StoredJson: Schema.Codec<Stored, string> = Schema.fromJsonString(StoredSchema)
 
 /**
  * The record of an empty store: revision 0, no session.
@@ -107,7 +107,7 @@ export interface Lease {
    * `SessionManager` calls it right before each refresh POST, with the refresh request's
    * default timeout plus a margin (12 s).
    */
-  readonly ensure: (atLeast: Duration.DurationInput) => Effect.Effect<void, StoreError>
+  readonly ensure: (atLeast: Duration.Input) => Effect.Effect<void, StoreError>
 }
 
 /**
@@ -297,7 +297,7 @@ export const fromSimple = (implementation: Implementation): Service => make(impl
  * // A store on your own database table (here a variable stands in for it).
  * let row: Session.Session | undefined
  * const store = SessionStore.make({
- *   load: Effect.sync(() => Option.fromNullable(row)),
+ *   load: Effect.sync(() => Option.fromNullishOr(row)),
  *   save: (session) => Effect.sync(() => { row = session }),
  *   clear: Effect.sync(() => { row = undefined })
  * })
@@ -372,7 +372,7 @@ const locks = (implementation: Implementation | FencedImplementation): Pick<Serv
     derivedLocks.set(withLock, own)
     return { withLease: own, withLock }
   }
-  const withLock = implementation.withLock ?? Effect.unsafeMakeSemaphore(1).withPermits(1)
+  const withLock = implementation.withLock ?? Semaphore.makeUnsafe(1).withPermits(1)
   return { withLock, withLease: (use) => withLock(Effect.suspend(() => use(unlosableLease))) }
 }
 
@@ -412,7 +412,7 @@ export const conflict = (expected: number, actual: number): StoreConflictError =
  * @since 0.1.0
  * @category tags
  */
-export class SessionStore extends Context.Tag("moon-refresh/SessionStore")<SessionStore, Service>() {}
+export class SessionStore extends Context.Service<SessionStore, Service>()("moon-refresh/SessionStore") {}
 
 /**
  * A store in memory: nothing survives the process. For tests, and for
@@ -461,7 +461,7 @@ export interface Keyed {
  * @since 0.2.0
  * @category tags
  */
-export class KeyedSessionStore extends Context.Tag("moon-refresh/KeyedSessionStore")<KeyedSessionStore, Keyed>() {}
+export class KeyedSessionStore extends Context.Service<KeyedSessionStore, Keyed>()("moon-refresh/KeyedSessionStore") {}
 
 /**
  * One memory store per key, kept for the life of the process: a session a
@@ -502,8 +502,9 @@ export interface KeyValueStoreOptions {
 }
 
 /**
- * A store on `@effect/platform`'s `KeyValueStore`: the file system in Node
- * (`KeyValueStore.layerFileSystem`), `localStorage` in a browser
+ * A store on Effect's `KeyValueStore` (`effect/persistence`): the file system
+ * in Node (`KeyValueStore.layerFileSystem`, or `PrivateKeyValueStore` from
+ * `moon-refresh/node`), `localStorage` in a browser
  * (`KeyValueStore.layerStorage`), or anything else that implements it.
  *
  * The session is stored as JSON with its tokens in clear. Give it an
@@ -522,25 +523,41 @@ export interface KeyValueStoreOptions {
 export const makeKeyValueStore = (
   options: KeyValueStoreOptions
 ): Effect.Effect<Service, never, KeyValueStore.KeyValueStore> =>
-  Effect.map(KeyValueStore.KeyValueStore, (kv) => {
-    const store = kv.forSchema(Session.Session)
+  Effect.map(Effect.service(KeyValueStore.KeyValueStore), (kv) => {
     const fail = (operation: StoreError["operation"]) => (cause: { readonly message: string }) =>
       new StoreError({ operation, message: RefreshError.capMessage(cause.message) })
     return make({
-      load: store.get(options.key).pipe(
-        Effect.catchTag("ParseError", () =>
-          // An unreadable value (an old format, a hand edit) is a signed-out
-          // state, not a crash at start-up. The value itself is not logged.
-          Effect.as(
-            Effect.logWarning(`moon-refresh: stored session under "${options.key}" does not decode; treated as none`),
-            Option.none()
-          )),
-        Effect.mapError(fail("load"))
+      load: kv.get(options.key).pipe(
+        Effect.mapError(fail("load")),
+        Effect.flatMap((text) =>
+          text === undefined ? Effect.succeedNone : decodeSession(text).pipe(
+            Effect.map(Option.some),
+            Effect.catchTag("SchemaError", () =>
+              // An unreadable value (an old format, a hand edit) is a signed-out
+              // state, not a crash at start-up. The value itself is not logged.
+              Effect.as(
+                Effect.logWarning(
+                  `moon-refresh: stored session under "${options.key}" does not decode; treated as none`
+                ),
+                Option.none()
+              ))
+          )
+        )
       ),
-      save: (session) => store.set(options.key, session).pipe(Effect.mapError(fail("save"))),
+      save: (session) =>
+        encodeSession(session).pipe(
+          Effect.flatMap((text) => kv.set(options.key, text)),
+          Effect.mapError(fail("save"))
+        ),
       clear: kv.remove(options.key).pipe(Effect.mapError(fail("clear")))
     })
   })
+
+// The value a `KeyValueStore` holds: the session as its schema encodes it, in
+// JSON (what `forSchema` wrote before Effect 4, so values stored then still load).
+const SessionJson = Schema.fromJsonString(Session.Session)
+const decodeSession = Schema.decodeEffect(SessionJson)
+const encodeSession = Schema.encodeEffect(SessionJson)
 
 /**
  * @since 0.1.0

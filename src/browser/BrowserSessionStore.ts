@@ -29,7 +29,7 @@
  * @since 0.2.0
  */
 import type { Duration, Scope } from "effect"
-import { Effect, Either, Layer, Schema } from "effect"
+import { Effect, Layer, Result, Schema } from "effect"
 import * as Options_ from "../internal/options.js"
 import * as SessionStore from "../SessionStore.js"
 import * as Internal from "./internal/browserStore.js"
@@ -46,7 +46,7 @@ import * as Internal from "./internal/browserStore.js"
 export class BrowserStoreUnavailableError extends Schema.TaggedError<BrowserStoreUnavailableError>(
   "moon-refresh/BrowserStoreUnavailableError"
 )("BrowserStoreUnavailableError", {
-  missing: Schema.Literal("navigator.locks", "indexedDB", "BroadcastChannel"),
+  missing: Schema.Literals(["navigator.locks", "indexedDB", "BroadcastChannel"]),
   message: Schema.String
 }) {}
 
@@ -67,7 +67,7 @@ export interface Options {
    * above the `RefreshClient`'s per-attempt timeout (10 seconds by default).
    * Default 15 seconds.
    */
-  readonly maxHold?: Duration.DurationInput | undefined
+  readonly maxHold?: Duration.Input | undefined
   /** The IndexedDB database. Default `"moon-refresh"`. */
   readonly database?: string | undefined
 }
@@ -81,8 +81,8 @@ export interface Options {
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
  * import { Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
  * import { RefreshClient, SessionManager } from "moon-refresh"
  * import { BrowserSessionStore } from "moon-refresh/browser"
  *
@@ -101,9 +101,9 @@ export const make = (
   options: Options
 ): Effect.Effect<SessionStore.Service, BrowserStoreUnavailableError, Scope.Scope> =>
   Effect.flatMap(Options_.orDie(Internal.settings(options)), (settings) =>
-    Either.match(Internal.fromGlobals(), {
-      onLeft: (missing) => Effect.fail(new BrowserStoreUnavailableError(missing)),
-      onRight: (platform) => Internal.make(platform, settings)
+    Result.match(Internal.fromGlobals(), {
+      onFailure: (missing) => Effect.fail(new BrowserStoreUnavailableError(missing)),
+      onSuccess: (platform) => Internal.make(platform, settings)
     }))
 
 /**
@@ -113,4 +113,4 @@ export const make = (
  * @category layers
  */
 export const layer = (options: Options): Layer.Layer<SessionStore.SessionStore, BrowserStoreUnavailableError> =>
-  Layer.scoped(SessionStore.SessionStore, make(options))
+  Layer.effect(SessionStore.SessionStore, make(options))

@@ -17,7 +17,7 @@
  * - A lock taken is registered for release in the same uninterruptible step
  *   that took it.
  */
-import { Clock, Data, Duration, Effect, Exit, FiberRef, Option, Random, Schedule, Scope } from "effect"
+import { Clock, Context, Data, Duration, Effect, Exit, Option, Random, Result, Schedule, Scope, Semaphore } from "effect"
 import type * as Fs from "node:fs/promises"
 import * as RefreshError from "../RefreshError.js"
 import { type Lease, StoreError } from "../SessionStore.js"
@@ -54,13 +54,12 @@ const messageOf = (error: unknown) => error instanceof Error ? error.message : S
 /** The part of the lease a holder keeps in reserve: it acts only while `lease - margin` has not passed. */
 export const marginOf = (lease: number): number => lease / 20
 
-/** Milliseconds on the monotonic clock (`Clock.currentTimeNanos`: `process.hrtime` unless a TestClock is given). */
-export const monotonic: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 1e6)
+/** Milliseconds on the monotonic clock (`Clock.monotonicTimeNanos`: `process.hrtime` unless a TestClock is given). */
+export const monotonic: Effect.Effect<number> = Effect.map(Clock.monotonicTimeNanos, (nanos) => Number(nanos) / 1e6)
 
 // Quick at first (a refresh holds the lock for a few milliseconds), then at
 // most every 100 ms; jittered so waiters in several processes do not retry in step.
-const waiting = Schedule.exponential("5 millis", 1.5).pipe(
-  Schedule.union(Schedule.spaced("100 millis")),
+const waiting = Schedule.min([Schedule.exponential("5 millis", 1.5), Schedule.spaced("100 millis")]).pipe(
   Schedule.jittered
 )
 
@@ -72,7 +71,10 @@ export interface Watch {
 export const newWatch = (): Watch => ({ seen: new Map() })
 
 const newOwner = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+  Effect.all([
+    Random.nextIntBetween(0, 0x7fffffff, { halfOpen: true }),
+    Random.nextIntBetween(0, 0x7fffffff, { halfOpen: true })
+  ]),
   ([a, b]) => `${process.pid}-${a.toString(36)}${b.toString(36)}`
 )
 
@@ -141,7 +143,7 @@ const hold = (options: LockOptions, taken: Taken): Held => {
   const lease = Duration.toMillis(options.lease)
   const limit = lease - marginOf(lease)
   const state = { status: "held" as "held" | "lost" | "released", beat: 0, lastBeat: taken.createdAt }
-  const renewals = Effect.unsafeMakeSemaphore(1)
+  const renewals = Semaphore.makeUnsafe(1)
 
   const lose = (why: string) =>
     Effect.suspend(() => {
@@ -160,12 +162,12 @@ const hold = (options: LockOptions, taken: Taken): Held => {
     if (start - state.lastBeat >= limit) return yield* lose("not renewed in time: the process was frozen or stalled")
     // Counted before the write: whatever happens to it, the next text differs from this one.
     const own = FileLease.text(taken.owner, ++state.beat, "held")
-    const written = yield* Effect.either(fsCall("renewal", () => FileLease.rewrite(taken.handle, own)))
-    if (written._tag === "Left") return false
-    const entries = yield* Effect.either(fsCall("renewal", () => FileLease.list(dir)))
+    const written = yield* Effect.result(fsCall("renewal", () => FileLease.rewrite(taken.handle, own)))
+    if (Result.isFailure(written)) return false
+    const entries = yield* Effect.result(fsCall("renewal", () => FileLease.list(dir)))
     const end = yield* monotonic
-    if (entries._tag === "Left") return false
-    if (!entries.right.some((entry) => entry.gen === taken.gen && entry.text === own)) {
+    if (Result.isFailure(entries)) return false
+    if (!entries.success.some((entry) => entry.gen === taken.gen && entry.text === own)) {
       return yield* lose("its entry was removed or replaced")
     }
     if (end - state.lastBeat >= limit) return yield* lose("the renewal came too late")
@@ -174,11 +176,11 @@ const hold = (options: LockOptions, taken: Taken): Held => {
   })
   const renew = renewals.withPermits(1)(renewOnce)
 
-  const ensure = (atLeast: Duration.DurationInput): Effect.Effect<void, StoreError> =>
+  const ensure = (atLeast: Duration.Input): Effect.Effect<void, StoreError> =>
     Effect.gen(function*() {
       // A lease shorter than what is asked for was chosen so: it is asked for
       // nearly whole (a renewal that has just been made).
-      const wanted = Math.min(Duration.toMillis(Duration.decode(atLeast)), limit * 0.9)
+      const wanted = Math.min(Duration.toMillis(Duration.fromInputUnsafe(atLeast)), limit * 0.9)
       if (!(yield* renew)) {
         return yield* lockError(
           state.status === "held" ? `cannot renew the lock ${dir}` : `the lock ${dir} is no longer this holder's`
@@ -213,9 +215,10 @@ const hold = (options: LockOptions, taken: Taken): Held => {
 }
 
 // Renewals are paced in real time whatever the Clock (other processes read
-// them in real time); the gaps between them are measured on the Clock.
-const realClock = Clock.make()
-const realSleep = (duration: Duration.Duration) => Effect.withClock(Effect.sleep(duration), realClock)
+// them in real time); the gaps between them are measured on the Clock. The
+// real clock is the one the `Clock` reference gives when none is provided.
+const realClock = Clock.Clock.defaultValue()
+const realSleep = (duration: Duration.Duration) => Effect.provideService(Effect.sleep(duration), Clock.Clock, realClock)
 
 /**
  * One attempt at the lock. Its release is added to the current scope in the
@@ -231,7 +234,7 @@ export const attempt = (
       Effect.tap((held) =>
         Effect.forkScoped(
           realSleep(Duration.millis(Duration.toMillis(options.lease) / 3)).pipe(
-            Effect.zipRight(held.renew),
+            Effect.andThen(held.renew),
             Effect.repeat({ while: (renewed) => renewed || !held.lost() })
           )
         )
@@ -249,7 +252,7 @@ export const retryWhileBusy = <A, E, R>(
 ): Effect.Effect<A, E | StoreError, R> =>
   effect.pipe(
     Effect.retry({
-      schedule: waiting.pipe(Schedule.upTo(options.timeout)),
+      schedule: waiting.pipe(Schedule.upTo({ duration: options.timeout })),
       while: (error) => error instanceof Busy
     }),
     Effect.catchIf(
@@ -273,7 +276,7 @@ export const withHolding = <A, E, R>(
       Effect.flatMap(
         Effect.suspend(() => {
           const watch = newWatch()
-          return Scope.extend(retryWhileBusy(options, attempt(options, watch)), scope)
+          return Scope.provide(retryWhileBusy(options, attempt(options, watch)), scope)
         }),
         use
       ),
@@ -288,7 +291,7 @@ export const withHoldingOnce = <A, E, R>(
 ): Effect.Effect<A, E | Busy | StoreError, R> =>
   Effect.acquireUseRelease(
     Scope.make(),
-    (scope) => Effect.flatMap(Scope.extend(attempt(options, watch), scope), use),
+    (scope) => Effect.flatMap(Scope.provide(attempt(options, watch), scope), use),
     (scope, exit) => Scope.close(scope, Exit.isSuccess(exit) ? Exit.void : exit)
   )
 /** The lock as one store uses it: see {@link makeStoreLock}. */
@@ -315,17 +318,24 @@ export interface StoreLock {
 // More than a store ever has writes in flight at once.
 const maxBorrowers = 64
 
+// Each store lock's reference has a key of its own.
+let storeLocks = 0
+
 export const makeStoreLock = (options: LockOptions): Effect.Effect<StoreLock> =>
   Effect.gen(function*() {
-    const held = FiberRef.unsafeMake<Option.Option<Holding>>(Option.none())
-    const current = Effect.map(FiberRef.get(held), Option.filter((holding) => !holding.lost()))
+    // The holding the current fiber runs under, through this store; fibers it
+    // forks inherit it.
+    const held = Context.Reference<Option.Option<Holding>>(`moon-refresh/fileLock/held/${++storeLocks}`, {
+      defaultValue: Option.none
+    })
+    const current = Effect.map(Effect.service(held), Option.filter((holding) => !holding.lost()))
     const withHeld = <A, E, R>(holding: Holding, effect: Effect.Effect<A, E, R>) =>
-      Effect.locally(effect, held, Option.some(holding))
-    const inLine = yield* Effect.makeSemaphore(1)
+      Effect.provideService(effect, held, Option.some(holding))
+    const inLine = yield* Semaphore.make(1)
     // The holding of the running `withLock`, lent to writes made outside it;
     // the lock is released only once they are done.
     let lent: Holding | undefined
-    const borrowers = yield* Effect.makeSemaphore(maxBorrowers)
+    const borrowers = yield* Semaphore.make(maxBorrowers)
 
     const withLease = <A, E, R>(use: (lease: Lease) => Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
       Effect.flatMap(current, (mine) =>
@@ -338,7 +348,7 @@ export const makeStoreLock = (options: LockOptions): Effect.Effect<StoreLock> =>
               }),
               () => withHeld(holding, use(holding)),
               () =>
-                Effect.zipRight(
+                Effect.andThen(
                   Effect.sync(() => {
                     lent = undefined
                   }),

@@ -5,7 +5,7 @@
  * together into a `SessionStore`.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Option, PubSub, Queue, Schedule, Schema, Stream } from "effect"
+import { Cause, Duration, Effect, Option, PubSub, Queue, Result, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
@@ -57,7 +57,7 @@ const refuseReadable = (path: string, mode: number, kind: "file" | "directory"):
  * refuses one that other users can read, or that is not a directory. Gives
  * its absolute path.
  */
-const prepareDir = async (path: string): Promise<Either.Either<string, Refusal>> => {
+const prepareDir = async (path: string): Promise<Result.Result<string, Refusal>> => {
   const dir = Path.resolve(path)
   const created = await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
   // `mode` passes through the umask: set it exactly on every directory made here.
@@ -66,16 +66,16 @@ const prepareDir = async (path: string): Promise<Either.Either<string, Refusal>>
   }
   const dirStat = await Fs.stat(dir)
   if (!dirStat.isDirectory()) {
-    return Either.left({
+    return Result.fail({
       path: dir,
       reason: "NotADirectory",
       message: `NodeSessionStore: ${dir} is not a directory`
     })
   }
   if (checksModes && (dirStat.mode & 0o077) !== 0) {
-    return Either.left(refuseReadable(dir, dirStat.mode, "directory"))
+    return Result.fail(refuseReadable(dir, dirStat.mode, "directory"))
   }
-  return Either.right(dir)
+  return Result.succeed(dir)
 }
 
 const unavailable = (path: string) => (error: unknown): Refusal => ({
@@ -89,7 +89,7 @@ const unavailable = (path: string) => (error: unknown): Refusal => ({
  * created 0700 if missing, refused if other users can read it.
  */
 export const prepareDirectory = (path: string): Effect.Effect<string, Refusal> =>
-  Effect.tryPromise({ try: () => prepareDir(path), catch: unavailable(path) }).pipe(Effect.flatten)
+  Effect.tryPromise({ try: () => prepareDir(path), catch: unavailable(path) }).pipe(Effect.flatMap(Effect.fromResult))
 
 /**
  * Creates the directory (mode 0700, whatever the umask) if it is missing,
@@ -98,15 +98,15 @@ export const prepareDirectory = (path: string): Effect.Effect<string, Refusal> =
  */
 export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
   Effect.tryPromise({
-    try: async (): Promise<Either.Either<Location, Refusal>> => {
+    try: async (): Promise<Result.Result<Location, Refusal>> => {
       const file = Path.resolve(path)
       const dir = await prepareDir(Path.dirname(file))
-      if (Either.isLeft(dir)) return Either.left(dir.left)
+      if (Result.isFailure(dir)) return Result.fail(dir.failure)
       const fileStat = await Fs.lstat(file).catch((error) =>
         codeOf(error) === "ENOENT" ? undefined : Promise.reject(error)
       )
       if (fileStat !== undefined && !fileStat.isFile()) {
-        return Either.left({
+        return Result.fail({
           path: file,
           reason: "NotAFile",
           message: `NodeSessionStore: ${file} is ${
@@ -115,17 +115,17 @@ export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
         })
       }
       if (fileStat !== undefined && checksModes && (fileStat.mode & 0o077) !== 0) {
-        return Either.left(refuseReadable(file, fileStat.mode, "file"))
+        return Result.fail(refuseReadable(file, fileStat.mode, "file"))
       }
-      return Either.right({ file, dir: dir.right, base: Path.basename(file) })
+      return Result.succeed({ file, dir: dir.success, base: Path.basename(file) })
     },
     catch: unavailable(path)
-  }).pipe(Effect.flatten)
+  }).pipe(Effect.flatMap(Effect.fromResult))
 
 const storeError = (operation: SessionStore.StoreError["operation"], file: string) => (error: unknown) =>
   new SessionStore.StoreError({ operation, message: RefreshError.capMessage(`${file}: ${messageOf(error)}`) })
 
-const decode = Schema.decodeUnknownEither(SessionStore.StoredJson)
+const decode = Schema.decodeUnknownResult(SessionStore.StoredJson)
 
 // A file that does not decode (a hand edit, another program's format) keeps
 // the revision it names, when it names one, so a fenced write over it still
@@ -152,9 +152,9 @@ export const read = (location: Location): Effect.Effect<Read, SessionStore.Store
     catch: (error) => error
   }).pipe(
     Effect.map((text): Read =>
-      Either.match(decode(text), {
-        onLeft: () => ({ stored: { revision: salvageRevision(text), session: Option.none() }, undecodable: true }),
-        onRight: (stored) => ({ stored, undecodable: false })
+      Result.match(decode(text), {
+        onFailure: () => ({ stored: { revision: salvageRevision(text), session: Option.none() }, undecodable: true }),
+        onSuccess: (stored) => ({ stored, undecodable: false })
       })
     ),
     Effect.catchIf((error) => codeOf(error) === "ENOENT", () =>
@@ -202,8 +202,8 @@ export const replace = <E>(
   })
   const removeTemporary = Effect.promise(() => Fs.rm(temporary, { force: true }))
   return writeTemporary.pipe(
-    Effect.zipRight(beforeRename),
-    Effect.zipRight(rename),
+    Effect.andThen(beforeRename),
+    Effect.andThen(rename),
     Effect.tapError(() => removeTemporary),
     // Half a replacement is worse than none or a whole one.
     Effect.uninterruptible
@@ -253,13 +253,15 @@ export const removeTemporaries = (
  * that fails is logged at debug level and started again after `pollInterval`.
  */
 export const ticks = (location: Location, pollInterval: number): Stream.Stream<void> => {
-  const notifications = Stream.asyncScoped<void, unknown>((emit) =>
+  const notifications = Stream.callback<void, unknown>((queue) =>
     Effect.acquireRelease(
-      Effect.try(() =>
-        NodeFs.watch(location.dir, { persistent: false }, (_event, name) => {
-          if (name === null || name === location.base) void emit.single(undefined)
-        }).on("error", (error) => void emit.fail(error))
-      ),
+      Effect.try({
+        try: () =>
+          NodeFs.watch(location.dir, { persistent: false }, (_event, name) => {
+            if (name === null || name === location.base) Queue.offerUnsafe(queue, undefined)
+          }).on("error", (error) => Queue.failCauseUnsafe(queue, Cause.fail(error))),
+        catch: (error) => error
+      }),
       (watcher) => Effect.sync(() => watcher.close())
     )
   ).pipe(
@@ -270,7 +272,7 @@ export const ticks = (location: Location, pollInterval: number): Stream.Stream<v
     ),
     Stream.retry(Schedule.spaced(pollInterval)),
     // Unreachable (the retry never gives up), but it types the stream as infallible.
-    Stream.catchAll(() => Stream.empty)
+    Stream.catch(() => Stream.empty)
   )
   const polls = Stream.fromSchedule(Schedule.spaced(pollInterval)).pipe(Stream.as(undefined))
   // A rename is several notifications: one read after they settle. The polls
@@ -307,7 +309,7 @@ const makeCore = (location: Location, config: Config): Effect.Effect<Core> =>
       timeout: Duration.millis(config.lockTimeout)
     })
     // Writes under one holding (a refresh that forked its save, a borrowed lock) commit one at a time.
-    const commits = yield* Effect.makeSemaphore(1)
+    const commits = yield* Semaphore.make(1)
     const lastSeen = { current: -1 }
     let warned = false
 
@@ -413,7 +415,7 @@ export interface Watch {
   /** Calls `wake` each time the file named `base` may have changed, for as long as the scope. */
   readonly follow: (base: string, wake: () => void) => Effect.Effect<void, never, Scope.Scope>
   /** Bounds the feeds' re-reads in flight at once, across every key. */
-  readonly reads: Effect.Semaphore
+  readonly reads: Semaphore.Semaphore
 }
 
 /**
@@ -429,10 +431,10 @@ export const makeFollowedService = (
   watch: Watch
 ): Effect.Effect<SessionStore.Service> =>
   Effect.map(makeCore(location, config), (core) =>
-    core.finish(Stream.unwrapScoped(Effect.gen(function*() {
+    core.finish(Stream.unwrap(Effect.gen(function*() {
       // One wake waiting is enough: a read after it sees every write before it.
       const wakes = yield* Queue.dropping<void>(1)
-      yield* watch.follow(location.base, () => void Queue.unsafeOffer(wakes, undefined))
+      yield* watch.follow(location.base, () => void Queue.offerUnsafe(wakes, undefined))
       yield* Queue.offer(wakes, undefined)
       let last = -1
       return Stream.fromQueue(wakes).pipe(
@@ -445,9 +447,9 @@ export const makeFollowedService = (
           )
         ),
         Stream.filterMap((stored) => {
-          if (Option.isNone(stored) || stored.value.revision === last) return Option.none()
+          if (Option.isNone(stored) || stored.value.revision === last) return Result.failVoid
           last = stored.value.revision
-          return stored
+          return Result.succeed(stored.value)
         })
       )
     }))))

@@ -10,7 +10,7 @@
  * compute its name (`NodeSessionStore.keyFileName`).
  */
 import type { Scope } from "effect"
-import { Effect, RcRef, Schedule, Stream } from "effect"
+import { Cause, Effect, Queue, RcRef, Schedule, Semaphore, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
@@ -57,14 +57,16 @@ export const makeWatch = (dir: string, pollInterval: number): Effect.Effect<Keye
     const wake = (name: string) => followers.get(name)?.forEach((follower) => follower())
     const wakeAll = () => followers.forEach((set) => set.forEach((follower) => follower()))
 
-    const notifications = Stream.asyncScoped<void, unknown>((emit) =>
+    const notifications = Stream.callback<void, unknown>((queue) =>
       Effect.acquireRelease(
-        Effect.try(() =>
-          NodeFs.watch(dir, { persistent: false }, (_event, name) => {
-            if (name === null) wakeAll()
-            else wake(name)
-          }).on("error", (error) => void emit.fail(error))
-        ),
+        Effect.try({
+          try: () =>
+            NodeFs.watch(dir, { persistent: false }, (_event, name) => {
+              if (name === null) wakeAll()
+              else wake(name)
+            }).on("error", (error) => Queue.failCauseUnsafe(queue, Cause.fail(error))),
+          catch: (error) => error
+        }),
         (watcher) => Effect.sync(() => watcher.close())
       )
     ).pipe(
@@ -102,7 +104,7 @@ export const makeWatch = (dir: string, pollInterval: number): Effect.Effect<Keye
         )
         yield* Effect.forkScoped(notifications)
         // The first poll only notes the directory's times: each follower read its file when it began.
-        yield* Effect.forkScoped(Effect.zipRight(
+        yield* Effect.forkScoped(Effect.andThen(
           Effect.sleep(pollInterval),
           Effect.repeat(poll, Schedule.spaced(pollInterval))
         ))
@@ -110,7 +112,7 @@ export const makeWatch = (dir: string, pollInterval: number): Effect.Effect<Keye
     })
 
     const follow = (base: string, follower: () => void): Effect.Effect<void, never, Scope.Scope> =>
-      Effect.zipRight(
+      Effect.andThen(
         Effect.acquireRelease(
           Effect.sync(() => {
             const set = followers.get(base) ?? new Set()
@@ -130,7 +132,7 @@ export const makeWatch = (dir: string, pollInterval: number): Effect.Effect<Keye
     return {
       follow,
       // A poll that wakes every follower must not start a read per key at once.
-      reads: yield* Effect.makeSemaphore(16),
+      reads: yield* Semaphore.make(16),
       followed: () => followers.size,
       running: () => running
     }

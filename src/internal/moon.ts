@@ -1,13 +1,13 @@
 /**
  * Everything specific to Moon's `POST /auth/refresh`: the path, the request
  * body, how a 2xx body becomes a session and how a failure is classified.
- * `RefreshClient` only drives these; a port to another backend (or to Effect
- * 4's HTTP module) changes this file and `http.ts`, nothing else.
+ * `RefreshClient` only drives these; a port to another backend (or to
+ * another HTTP module) changes this file and `http.ts`, nothing else.
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Clock, Effect, Either, Option, Predicate, Redacted } from "effect"
+import { Clock, Effect, Option, Predicate, Redacted, Result } from "effect"
+import { HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as RefreshError from "../RefreshError.js"
 import * as Session from "../Session.js"
 import { type BodyTooLarge, originOf, parseRetryAfter } from "./http.js"
@@ -112,13 +112,13 @@ export const readErrorBody = (body: string, contentType: string | undefined, mas
 
 const readRawErrorBody = (body: string, contentType: string | undefined): ErrorBody => {
   const json = parseJson(body)
-  if (Option.isSome(json) && Predicate.isRecord(json.value)) {
+  if (Option.isSome(json) && Predicate.isObject(json.value)) {
     const record = json.value
     const codes = codeKeys.flatMap((key) => (typeof record[key] === "string" ? [record[key] as string] : []))
     for (const key of messageKeys) {
       const value = record[key]
       if (typeof value === "string" && value.trim() !== "") return { message: value, codes, json: true }
-      if (Predicate.isRecord(value) && typeof value.message === "string") {
+      if (Predicate.isObject(value) && typeof value.message === "string") {
         return { message: value.message, codes, json: true }
       }
     }
@@ -138,8 +138,8 @@ export const defaultPath = "/auth/refresh"
 export const request = (url: string, refreshToken: Redacted.Redacted<string>): HttpClientRequest.HttpClientRequest =>
   HttpClientRequest.post(url).pipe(
     HttpClientRequest.acceptJson,
-    // bodyUnsafeJson cannot throw here: the body is one string field.
-    HttpClientRequest.bodyUnsafeJson({ refresh_token: Redacted.value(refreshToken) })
+    // bodyJsonUnsafe cannot throw here: the body is one string field.
+    HttpClientRequest.bodyJsonUnsafe({ refresh_token: Redacted.value(refreshToken) })
   )
 
 /**
@@ -159,9 +159,9 @@ export const decodeSuccess = (
   // One read of the clock and a synchronous decode: no Effect per step of a
   // decode that cannot suspend.
   return Effect.clockWith((clock) => {
-    const now = clock.unsafeCurrentTimeMillis()
-    return Either.mapLeft(
-      Wire.decodeEither(json.value, now, skewMillis(serverDate, now)),
+    const now = clock.currentTimeMillisUnsafe()
+    return Effect.fromResult(Result.mapError(
+      Wire.decodeResult(json.value, now, skewMillis(serverDate, now)),
       (issue): RefreshError.MalformedResponseError | RefreshError.TokenRejectedError => {
         // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
         const error = readErrorBody(body, "application/json", mask)
@@ -176,7 +176,7 @@ export const decodeSuccess = (
           ...(rotated === undefined ? {} : { rotatedRefreshToken: Redacted.make(rotated) })
         })
       }
-    )
+    ))
   })
 }
 

@@ -3,13 +3,13 @@
  * `SessionManager`, the test doubles, the stores) validates its durations here,
  * so each rule and each message is written once.
  *
- * A check returns an `Either` so the caller decides how to report it: `make`
+ * A check returns a `Result` so the caller decides how to report it: `make`
  * dies (a programming error, at layer construction), `layerConfig` turns the
  * same message into a `ConfigError` naming the setting.
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { ConfigError, Duration, Effect, Either, Option } from "effect"
+import { Cause, Config, Duration, Effect, Option, Result, Schema, SchemaIssue } from "effect"
 
 /** Why an option was refused: the option's name and a sentence that says what it must be. */
 export interface Invalid {
@@ -21,19 +21,29 @@ export interface Invalid {
 /** `Owner: option "name" reason`: the one wording every refusal uses. */
 export const describe = (invalid: Invalid): string => `${invalid.owner}: option "${invalid.option}" ${invalid.reason}`
 
-/** Dies with {@link describe}'s message. */
-export const die = (invalid: Invalid): Effect.Effect<never> => Effect.dieMessage(describe(invalid))
+/** Dies with {@link describe}'s message (an `IllegalArgumentError`, where Effect 3 had `dieMessage`). */
+export const die = (invalid: Invalid): Effect.Effect<never> =>
+  Effect.die(new Cause.IllegalArgumentError(describe(invalid)))
 
 /** Unwraps a check inside `make`: a refused option is a defect. */
-export const orDie = <A>(checked: Either.Either<A, Invalid>): Effect.Effect<A> =>
-  Either.match(checked, { onLeft: die, onRight: Effect.succeed })
+export const orDie = <A>(checked: Result.Result<A, Invalid>): Effect.Effect<A> =>
+  Result.match(checked, { onFailure: die, onSuccess: Effect.succeed })
 
-/** Maps a refused option to the `ConfigError` `layerConfig` reports, naming the setting it came from. */
-export const toConfigError = (setting: string) => (invalid: Invalid): ConfigError.ConfigError =>
-  ConfigError.InvalidData([setting], `${invalid.option} ${invalid.reason}`)
+/**
+ * Maps a refused option to the `ConfigError` `layerConfig` reports, naming the
+ * setting it came from: invalid data at the setting's path, as `Config` itself
+ * reports a value its schema refuses.
+ */
+export const toConfigError = (setting: string) => (invalid: Invalid): Config.ConfigError =>
+  new Config.ConfigError(
+    new Schema.SchemaError(
+      new SchemaIssue.Pointer([setting], new SchemaIssue.InvalidValue({ message: `${invalid.option} ${invalid.reason}` }))
+    )
+  )
 
-// `Duration.decodeUnknown` clamps a negative input ("-5 seconds" included) to
-// zero; a negative option is a mistake to report, not to clamp.
+// A negative option is a mistake to report, not to clamp or to wait out:
+// refused whether it is written negative (Effect 3's `Duration` clamped such
+// an input to zero) or decodes to a negative `Duration`.
 const isNegative = (input: unknown): boolean => {
   if (typeof input === "number") return input < 0
   if (typeof input === "bigint") return input < 0n
@@ -56,13 +66,13 @@ const ruleText: Record<DurationRule, string> = {
 export const duration = (
   owner: string,
   option: string,
-  input: Duration.DurationInput,
+  input: Duration.Input,
   rule: DurationRule
-): Either.Either<Duration.Duration, Invalid> => {
-  const decoded = Duration.decodeUnknown(input)
+): Result.Result<Duration.Duration, Invalid> => {
+  const decoded = Duration.fromInput(input)
   const ok = !isNegative(input) && Option.isSome(decoded) && Duration.isFinite(decoded.value) &&
-    (rule === "nonNegative" || Duration.toMillis(decoded.value) > 0)
-  return ok ? Either.right((decoded as Option.Some<Duration.Duration>).value) : Either.left({
+    !Duration.isNegative(decoded.value) && (rule === "nonNegative" || Duration.toMillis(decoded.value) > 0)
+  return ok ? Result.succeed((decoded as Option.Some<Duration.Duration>).value) : Result.fail({
     owner,
     option,
     reason: ruleText[rule]
@@ -73,9 +83,9 @@ export const duration = (
 export const millis = (
   owner: string,
   option: string,
-  input: Duration.DurationInput,
+  input: Duration.Input,
   rule: DurationRule
-): Either.Either<number, Invalid> => Either.map(duration(owner, option, input, rule), Duration.toMillis)
+): Result.Result<number, Invalid> => Result.map(duration(owner, option, input, rule), Duration.toMillis)
 
 /** Checks a whole number within bounds (a count, a port, whole seconds). */
 export const integer = (
@@ -83,10 +93,10 @@ export const integer = (
   option: string,
   input: number,
   bounds: { readonly min: number; readonly max?: number | undefined }
-): Either.Either<number, Invalid> =>
+): Result.Result<number, Invalid> =>
   Number.isInteger(input) && input >= bounds.min && input <= (bounds.max ?? Number.MAX_SAFE_INTEGER)
-    ? Either.right(input)
-    : Either.left({
+    ? Result.succeed(input)
+    : Result.fail({
       owner,
       option,
       reason: bounds.max === undefined
@@ -100,10 +110,10 @@ export const fraction = (
   option: string,
   input: number,
   bounds: { readonly min: number; readonly max: number }
-): Either.Either<number, Invalid> =>
+): Result.Result<number, Invalid> =>
   Number.isFinite(input) && input >= bounds.min && input <= bounds.max
-    ? Either.right(input)
-    : Either.left({ owner, option, reason: `must be a number from ${bounds.min} to ${bounds.max}` })
+    ? Result.succeed(input)
+    : Result.fail({ owner, option, reason: `must be a number from ${bounds.min} to ${bounds.max}` })
 
 /** Checks an option that takes one of a few words (a mode, a shape). */
 export const oneOf = <const L extends string>(
@@ -111,7 +121,7 @@ export const oneOf = <const L extends string>(
   option: string,
   input: unknown,
   allowed: ReadonlyArray<L>
-): Either.Either<L, Invalid> =>
+): Result.Result<L, Invalid> =>
   (allowed as ReadonlyArray<unknown>).includes(input)
-    ? Either.right(input as L)
-    : Either.left({ owner, option, reason: `must be one of ${allowed.map((word) => `"${word}"`).join(", ")}` })
+    ? Result.succeed(input as L)
+    : Result.fail({ owner, option, reason: `must be one of ${allowed.map((word) => `"${word}"`).join(", ")}` })

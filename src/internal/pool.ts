@@ -20,22 +20,22 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Clock, Scope } from "effect"
+import type { Fiber, Scope } from "effect"
 import {
   Cause,
+  Clock,
   Deferred,
   Duration,
   Effect,
   Exit,
-  FiberId,
   FiberSet,
   Option,
   PubSub,
   Random,
   Redacted,
+  Semaphore,
   Stream
 } from "effect"
-import type { Fiber } from "effect"
 import type * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
@@ -72,7 +72,7 @@ interface Entry {
   token: Effect.Effect<Redacted.Redacted<string>>
   succeed: Effect.Effect<Session.Session>
   lastUsed: number
-  feed: Fiber.RuntimeFiber<void> | undefined
+  feed: Fiber.Fiber<void> | undefined
   /** Callers inside one of its operations: it is not dropped under them. */
   pins: number
 }
@@ -115,7 +115,7 @@ const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, ini
     store,
     initial,
     (cell) => shared.wheel.timer(key, cell.tick),
-    (event) => void shared.events.unsafeOffer({ key, event }),
+    (event) => void PubSub.publishUnsafe(shared.events, { key, event }),
     (hot) => {
       const entry = holder.entry
       if (entry === undefined) return
@@ -130,7 +130,7 @@ const makeEntry = (shared: Shared, key: string, store: SessionStore.Service, ini
     freshUntil: cell.hot.freshUntil,
     token: cell.hot.succeedToken,
     succeed: cell.hot.succeed,
-    lastUsed: shared.cells.clock.unsafeCurrentTimeMillis(),
+    lastUsed: shared.cells.clock.currentTimeMillisUnsafe(),
     feed: undefined,
     pins: 0
   }
@@ -147,7 +147,7 @@ const droppable = (entry: Entry) => entry.pins === 0 && Core.isIdle(entry.cell.s
 const dropEntry = (entries: Map<string, Entry>, entry: Entry): void => {
   entries.delete(entry.key)
   entry.cell.close()
-  entry.feed?.unsafeInterruptAsFork(FiberId.none)
+  entry.feed?.interruptUnsafe()
   entry.feed = undefined
 }
 
@@ -165,13 +165,13 @@ const pinned = <A, E>(entry: Entry, effect: Effect.Effect<A, E>): Effect.Effect<
 // A pass over every session, a few times per idleTimeToLive: about 20 ns a session.
 const sweeping = (entries: Map<string, Entry>, config: PoolConfig, clock: Clock.Clock) => {
   const sweep = Effect.sync(() => {
-    const now = clock.unsafeCurrentTimeMillis()
+    const now = clock.currentTimeMillisUnsafe()
     for (const found of entries.values()) {
       if (now - found.lastUsed >= config.idleTimeToLive && droppable(found)) dropEntry(entries, found)
     }
   })
   return Effect.forkScoped(
-    Effect.forever(Effect.zipRight(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
+    Effect.forever(Effect.andThen(Effect.sleep(Math.max(1_000, config.idleTimeToLive / 4)), sweep))
   )
 }
 
@@ -182,7 +182,7 @@ export const make = (
 ): Effect.Effect<Pool, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const clock = yield* Effect.clock
+    const clock = yield* Clock.Clock
     const wheel = yield* TimerWheel.make
     const events = yield* Effect.acquireRelease(PubSub.unbounded<KeyedEvent>(), PubSub.shutdown)
     const entries = new Map<string, Entry>()
@@ -211,17 +211,15 @@ export const make = (
         yield* signingOut ? Effect.ignore(made) : made
         const read = Store.read(store, config.session.bounds)
         const stored = yield* signingOut ? Effect.orElseSucceed(read, () => unknownRecord) : read
-        const initial = Core.initial(stored, yield* Random.next, clock.unsafeCurrentTimeMillis(), cells.config)
+        const initial = Core.initial(stored, yield* Random.next, clock.currentTimeMillisUnsafe(), cells.config)
         const entry = makeEntry(shared, key, store, initial)
         entries.set(key, entry)
         // Only a store other holders share has anything to say through its feed.
-        // Interruptible: `create` runs uninterruptibly, and a fiber forked there
-        // would inherit that, so a drop could not stop the feed.
+        // Interruptible (`forkIn`'s default, whatever the caller's): `create` runs
+        // uninterruptibly, and a feed that inherited that could not be stopped by a drop.
         if (store.shared) {
           entry.feed = yield* Effect.forkIn(
-            Effect.interruptible(
-              Stream.runForEach(store.changes, (record) => entry.cell.changed(record))
-            ),
+            Stream.runForEach(store.changes, (record) => entry.cell.changed(record)),
             scope
           )
         }
@@ -232,16 +230,16 @@ export const make = (
     const entry = (key: string, signingOut = false): Effect.Effect<Entry, SessionStore.StoreError> =>
       Effect.suspend(() => {
         const found = entries.get(key)
-        if (found !== undefined) return Effect.succeed(touch(found, clock.unsafeCurrentTimeMillis()))
+        if (found !== undefined) return Effect.succeed(touch(found, clock.currentTimeMillisUnsafe()))
         const waiting = creating.get(key)
         if (waiting !== undefined) {
-          return signingOut ? Effect.orElse(Deferred.await(waiting), () => entry(key, true)) : Deferred.await(waiting)
+          return signingOut ? Effect.catch(Deferred.await(waiting), () => entry(key, true)) : Deferred.await(waiting)
         }
-        const deferred = Deferred.unsafeMake<Entry, SessionStore.StoreError>(FiberId.none)
+        const deferred = Deferred.makeUnsafe<Entry, SessionStore.StoreError>()
         creating.set(key, deferred)
         // Uninterruptible: a caller that gives up must not leave the others waiting on nothing.
         return Effect.uninterruptible(Effect.exit(create(key, signingOut))).pipe(
-          Effect.tap((exit) => Effect.zipRight(Effect.sync(() => creating.delete(key)), Deferred.done(deferred, exit))),
+          Effect.tap((exit) => Effect.andThen(Effect.sync(() => creating.delete(key)), Deferred.done(deferred, exit))),
           Effect.flatten
         )
       })
@@ -265,7 +263,7 @@ export const make = (
       Effect.suspend((): Effect.Effect<Redacted.Redacted<string>, Events.SessionError> => {
         const found = entries.get(key)
         if (found === undefined) return use(key, (cell) => Effect.map(readOf(cell), (s) => s.accessToken))
-        const now = clock.unsafeCurrentTimeMillis()
+        const now = clock.currentTimeMillisUnsafe()
         if (now < touch(found, now).freshUntil) return found.token
         return pinned(found, Effect.map(found.cell.slowSession, (s) => s.accessToken))
       })
@@ -274,7 +272,7 @@ export const make = (
       Effect.suspend((): Effect.Effect<Session.Session, Events.SessionError> => {
         const found = entries.get(key)
         if (found === undefined) return use(key, readOf)
-        const now = clock.unsafeCurrentTimeMillis()
+        const now = clock.currentTimeMillisUnsafe()
         if (now < touch(found, now).freshUntil) return found.succeed
         return pinned(found, found.cell.slowSession)
       })
@@ -295,7 +293,7 @@ export const make = (
 // A cell just loaded: read as any live session (usually fresh: no request).
 const readOf = (cell: Cell.Cell): Effect.Effect<Session.Session, Events.SessionError> =>
   Effect.suspend(() =>
-    cell.shared.clock.unsafeCurrentTimeMillis() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
+    cell.shared.clock.currentTimeMillisUnsafe() < cell.hot.freshUntil ? cell.hot.succeed : cell.slowSession
   )
 
 /**
@@ -362,17 +360,17 @@ const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Cl
       trips = 0
       return
     }
-    const error = Option.getOrUndefined(Cause.failureOption(exit.cause))
+    const error = Option.getOrUndefined(Cause.findErrorOption(exit.cause))
     if (error === undefined || !RefreshError.isRetryable(error)) return
     if (++failures < circuitThreshold) return
     failures = 0
     trips++
-    until = clock.unsafeCurrentTimeMillis() + Math.min(1_000 * 2 ** (trips - 1), maxCircuitPause)
+    until = clock.currentTimeMillisUnsafe() + Math.min(1_000 * 2 ** (trips - 1), maxCircuitPause)
   }
   const send = (token: Redacted.Redacted<string>) =>
     Effect.suspend(() => {
       // Checked at the send, after the wait for a permit: a refresh queued before the trip is refused too.
-      const now = clock.unsafeCurrentTimeMillis()
+      const now = clock.currentTimeMillisUnsafe()
       if (now < until) return Effect.fail(open(now))
       inFlight++
       maxInFlight = Math.max(maxInFlight, inFlight)
@@ -394,54 +392,14 @@ const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Cl
 
 /**
  * At most `permits` effects at once, the others waiting in arrival order.
- * Not `Effect.makeSemaphore`: a release there wakes every waiter to race for
- * the freed permit, which with thousands waiting (a pool's restart) costs
- * quadratic time; here a release hands its permit to the next waiter alone.
+ * Effect 4's `Semaphore`: a release wakes only the waiters the freed permits
+ * fit, first come first served, so with thousands waiting (a pool's restart)
+ * it hands each permit to the next waiter alone rather than waking them all
+ * to race for it (quadratic; under Effect 3 this was a queue of its own for
+ * that reason). A waiter that gives up leaves the queue, and a permit granted
+ * to it meanwhile passes on.
  */
-export const fifoLimiter = (permits: number) => {
-  interface Ticket {
-    granted: boolean
-    cancelled: boolean
-    wake: (() => void) | undefined
-  }
-  let free = permits
-  let queue: Array<Ticket> = []
-  let head = 0
-  const release = (): void => {
-    while (head < queue.length) {
-      const next = queue[head++]!
-      if (head > 1024 && head * 2 > queue.length) {
-        queue = queue.slice(head)
-        head = 0
-      }
-      if (next.cancelled) continue
-      next.granted = true
-      next.wake?.()
-      return
-    }
-    free++
-  }
-  const wait = Effect.suspend(() => {
-    if (free > 0) {
-      free--
-      return Effect.void
-    }
-    const ticket: Ticket = { granted: false, cancelled: false, wake: undefined }
-    queue.push(ticket)
-    return Effect.async<void>((resume) => {
-      ticket.wake = () => resume(Effect.void)
-      // Given up while waiting: out of the queue, or, if the permit came meanwhile, passed on.
-      return Effect.sync(() => {
-        ticket.cancelled = true
-        if (ticket.granted) release()
-      })
-    })
-  })
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.zipRight(restore(wait), Effect.ensuring(restore(effect), Effect.sync(release)))
-    )
-}
+export const fifoLimiter = (permits: number) => Semaphore.makeUnsafe(permits).withPermits(1)
 
 export const redact = (token: Redacted.Redacted<string> | string) =>
   Redacted.isRedacted(token) ? token : Redacted.make(token)

@@ -10,18 +10,17 @@ import {
   Deferred,
   Duration,
   Effect,
-  Either,
   Exit,
   FiberHandle,
-  FiberId,
   FiberSet,
   Option,
-  ParseResult,
   PubSub,
   Queue,
   Random,
+  Result,
   Schedule,
   Schema,
+  Semaphore,
   Stream
 } from "effect"
 import type { Scope } from "effect"
@@ -150,7 +149,7 @@ export const close = (client: Redis): Effect.Effect<void> =>
   Effect.tryPromise(() => client.quit()).pipe(
     Effect.timeout("1 second"),
     Effect.ignore,
-    Effect.zipRight(Effect.sync(() => client.disconnect()))
+    Effect.andThen(Effect.sync(() => client.disconnect()))
   )
 
 const errorMessage = (cause: unknown): string => {
@@ -165,12 +164,12 @@ const errorMessage = (cause: unknown): string => {
 // Records
 // ---------------------------------------------------------------------------
 
-const decodeStored = Schema.decodeEither(SessionStore.StoredJson)
-const encodeStored = Schema.encode(SessionStore.StoredJson)
-const RevisionOnly = Schema.parseJson(
-  Schema.Struct({ revision: Schema.Number.pipe(Schema.int(), Schema.nonNegative()) })
+const decodeStored = Schema.decodeResult(SessionStore.StoredJson)
+const encodeStored = Schema.encodeEffect(SessionStore.StoredJson)
+const RevisionOnly = Schema.fromJsonString(
+  Schema.Struct({ revision: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)) })
 )
-const decodeRevision = Schema.decodeEither(RevisionOnly)
+const decodeRevision = Schema.decodeResult(RevisionOnly)
 
 /**
  * A stored value as a record. One that does not decode (an old format, a
@@ -180,8 +179,8 @@ const decodeRevision = Schema.decodeEither(RevisionOnly)
 export const decodeRecord = (key: string, value: string | null): Effect.Effect<SessionStore.Stored> => {
   if (value === null) return Effect.succeed(SessionStore.empty)
   const decoded = decodeStored(value)
-  if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
-  const revision = Either.match(decodeRevision(value), { onLeft: () => 0, onRight: (record) => record.revision })
+  if (Result.isSuccess(decoded)) return Effect.succeed(decoded.success)
+  const revision = Result.match(decodeRevision(value), { onFailure: () => 0, onSuccess: (record) => record.revision })
   return Effect.as(
     Effect.logWarning(`moon-refresh: the record under "${key}" does not decode; treated as signed out`),
     { revision, session: Option.none() }
@@ -220,22 +219,24 @@ type Command = <A>(operation: Operation, send: () => Promise<A>) => Effect.Effec
 // with the offline queue off a command sent while disconnected fails at
 // once, so nothing is left queued to run after the caller gave up.
 const bounded = (connection: Redis, timeout: number): Command => (operation, send) =>
-  Effect.zipRight(
+  Effect.andThen(
     connected(connection, operation),
     Effect.tryPromise({
       try: send,
       catch: (cause) => new SessionStore.StoreError({ operation, message: `Redis: ${errorMessage(cause)}` })
     })
   ).pipe(
-    Effect.timeoutFail({
+    Effect.timeoutOrElse({
       duration: timeout,
-      onTimeout: () =>
-        new SessionStore.StoreError({
-          operation,
-          message: `Redis did not answer within ${
-            Duration.format(Duration.millis(timeout))
-          } (connection ${connection.status})`
-        })
+      orElse: () =>
+        Effect.fail(
+          new SessionStore.StoreError({
+            operation,
+            message: `Redis did not answer within ${
+              Duration.format(Duration.millis(timeout))
+            } (connection ${connection.status})`
+          })
+        )
     })
   )
 
@@ -323,7 +324,7 @@ export const makeSubscriber = (client: Redis, timeout: number): Effect.Effect<Su
         ),
         (subscribing) =>
           subscribing === undefined ? Effect.void : Effect.forkScoped(
-            command("load", () => subscribing).pipe(Effect.zipRight(listener.onSubscribed), Effect.ignore)
+            command("load", () => subscribing).pipe(Effect.andThen(listener.onSubscribed), Effect.ignore)
           )
       )
 
@@ -361,7 +362,7 @@ const makeRecord = (
   const encode = (stored: SessionStore.Stored, operation: Operation) =>
     Effect.mapError(
       encodeStored(stored),
-      (error) => new SessionStore.StoreError({ operation, message: ParseResult.TreeFormatter.formatErrorSync(error) })
+      (error) => new SessionStore.StoreError({ operation, message: error.message })
     )
 
   // A record older than one this process saw means the server lost data
@@ -417,7 +418,7 @@ const makeRecord = (
   // records reach the feed in the order they were published.
   const received = (message: string, deliver: (stored: SessionStore.Stored) => void) => {
     const decoded = decodeStored(message)
-    if (Either.isRight(decoded)) return deliver(note(decoded.right))
+    if (Result.isSuccess(decoded)) return deliver(note(decoded.success))
     run(Effect.map(decodeRecord(settings.key, message), (stored) => deliver(note(stored))))
   }
 
@@ -431,11 +432,11 @@ interface Hold {
   renewedAt: number
   /** Set when a renewal found the lock gone or another's, or when the hold ended. */
   lost: boolean
-  readonly renewals: Effect.Semaphore
+  readonly renewals: Semaphore.Semaphore
 }
 
-/** Milliseconds on the monotonic clock (`Clock.currentTimeNanos`: `process.hrtime` unless a TestClock is given). */
-const monotonic = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 1e6)
+/** Milliseconds on the monotonic clock (`Clock.monotonicTimeNanos`: `process.hrtime` unless a TestClock is given). */
+const monotonic = Effect.map(Clock.monotonicTimeNanos, (nanos) => Number(nanos) / 1e6)
 
 /** The part of the lease a holder keeps in reserve for the clocks' drift: as the file lock. */
 const marginOf = (lease: number): number => lease / 20
@@ -454,7 +455,7 @@ const makeLeases = (client: Redis, command: Command, lock: string, leaseMillis: 
       const interval = Duration.millis(Math.max(1, Math.floor(leaseMillis / 3)))
       while (!hold.lost) {
         yield* Effect.sleep(interval)
-        yield* Effect.either(renewNow(hold))
+        yield* Effect.result(renewNow(hold))
       }
     })
 
@@ -483,7 +484,7 @@ const makeLeases = (client: Redis, command: Command, lock: string, leaseMillis: 
       Effect.gen(function*() {
         // A lease shorter than what is asked for was chosen so: it is asked for
         // nearly whole (a renewal that has just been made).
-        const wanted = Math.min(Duration.toMillis(Duration.decode(atLeast)), usable * 0.9)
+        const wanted = Math.min(Duration.toMillis(atLeast), usable * 0.9)
         if (!(yield* renewNow(hold))) {
           return yield* lockError(`the Redis lock "${lock}" is no longer this holder's`)
         }
@@ -503,11 +504,11 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
   const command = bounded(client, settings.timeout)
 
   // Waiters wake when a holder releases (its PUBLISH), or when its lease ends.
-  let released = Deferred.unsafeMake<void>(FiberId.none)
+  let released = Deferred.makeUnsafe<void>()
   const wakeWaiters = () => {
     const woken = released
-    released = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(woken, Exit.void)
+    released = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(woken, Exit.void)
   }
   const releases: Listener = { onMessage: wakeWaiters, onSubscribed: Effect.sync(wakeWaiters) }
 
@@ -539,7 +540,7 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
         }
         // A lease that ends wakes the next holder; the jitter keeps waiters
         // that polled together from polling together again.
-        const jitter = yield* Random.nextIntBetween(0, 50)
+        const jitter = yield* Random.nextIntBetween(0, 50, { halfOpen: true })
         const wait = Math.min(left > 0 ? left : maxPoll, maxPoll, deadline - now) + jitter
         yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(Duration.millis(wait)))
       }
@@ -551,7 +552,10 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
   const { lease, renewing } = makeLeases(client, command, keys.lock, settings.lease)
 
   const newToken = Effect.map(
-    Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+    Effect.all([
+      Random.nextIntBetween(0, 0x7fffffff, { halfOpen: true }),
+      Random.nextIntBetween(0, 0x7fffffff, { halfOpen: true })
+    ]),
     ([a, b]) => `${hostname()}:${process.pid}:${a.toString(36)}${b.toString(36)}`
   )
 
@@ -564,17 +568,17 @@ const makeLock = (client: Redis, settings: Settings, subscriber: Subscriber, fol
         // A SET that reached the server after the caller gave up (or timed
         // out) is deleted, not left to hold the lock for a whole lease.
         const sent = yield* restoreInterruption(acquire(token)).pipe(
-          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(release(token)))
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.asVoid(Effect.forkDetach(release(token))))
         )
-        const hold: Hold = { token, renewedAt: sent, lost: false, renewals: Effect.unsafeMakeSemaphore(1) }
+        const hold: Hold = { token, renewedAt: sent, lost: false, renewals: Semaphore.makeUnsafe(1) }
         return yield* Effect.scoped(
-          Effect.zipRight(
+          Effect.andThen(
             Effect.forkScoped(Effect.interruptible(renewing(hold))),
             restoreInterruption(Effect.suspend(() => use(lease(hold))))
           )
-        ).pipe(Effect.ensuring(Effect.zipRight(Effect.sync(() => hold.lost = true), release(token))))
+        ).pipe(Effect.ensuring(Effect.andThen(Effect.sync(() => hold.lost = true), release(token))))
       })
-    ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", { captureStackTrace: false }))
+    ).pipe(Effect.withSpan("moon-refresh/RedisSessionStore.withLock", undefined, { captureStackTrace: false }))
 
   return { withLease, releases }
 }
@@ -605,7 +609,7 @@ const makeKeyStore = (
     let changes: Stream.Stream<SessionStore.Stored>
     if (following === "always") {
       const feed = yield* PubSub.unbounded<SessionStore.Stored>()
-      const publish = (stored: SessionStore.Stored) => void feed.unsafeOffer(stored)
+      const publish = (stored: SessionStore.Stored) => void PubSub.publishUnsafe(feed, stored)
       yield* subscriber.follow(keys.changes, {
         onMessage: (message) => received(message, publish),
         // After every (re)connect: wake lock waiters (a release may have been
@@ -614,11 +618,14 @@ const makeKeyStore = (
         onSubscribed: read.pipe(Effect.retry(Schedule.spaced("500 millis")), Effect.map(publish), Effect.ignore)
       })
       yield* subscriber.follow(keys.released, releases)
-      changes = Stream.unwrapScoped(
-        Effect.flatMap(PubSub.subscribe(feed), (subscription) => startingWithCurrent(Stream.fromQueue(subscription)))
+      changes = Stream.unwrap(
+        Effect.flatMap(
+          PubSub.subscribe(feed),
+          (subscription) => startingWithCurrent(Stream.fromSubscription(subscription))
+        )
       )
     } else {
-      changes = Stream.unwrapScoped(Effect.gen(function*() {
+      changes = Stream.unwrap(Effect.gen(function*() {
         const queue = yield* Queue.unbounded<SessionStore.Stored>()
         let open = true
         yield* Effect.addFinalizer(() =>
@@ -626,7 +633,7 @@ const makeKeyStore = (
             open = false
           })
         )
-        const offer = (stored: SessionStore.Stored) => void Queue.unsafeOffer(queue, stored)
+        const offer = (stored: SessionStore.Stored) => void Queue.offerUnsafe(queue, stored)
         yield* subscriber.follow(keys.changes, {
           onMessage: (message) => received(message, offer),
           onSubscribed: read.pipe(
@@ -694,7 +701,7 @@ export const makeKeyed = (client: Redis, settings: KeyedSettings): Effect.Effect
 
 // Waits for the client's `ready`, triggering the connection of a lazy client.
 const connected = (client: Redis, operation: Operation): Effect.Effect<void, SessionStore.StoreError> =>
-  Effect.async<void, SessionStore.StoreError>((resume) => {
+  Effect.callback<void, SessionStore.StoreError>((resume) => {
     if (client.status === "ready") return resume(Effect.void)
     if (client.status === "end") {
       return resume(Effect.fail(new SessionStore.StoreError({ operation, message: "the Redis client is closed" })))

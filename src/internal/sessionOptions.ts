@@ -4,7 +4,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Duration, Either } from "effect"
+import { Duration, Result } from "effect"
 import type { Options as SessionManagerOptions } from "../SessionManager.js"
 import * as Options_ from "./options.js"
 import type * as Rules from "./session/rules.js"
@@ -41,8 +41,8 @@ export interface Resolved {
 export const resolve = (
   options: Options,
   owner: string = "SessionManager"
-): Either.Either<Resolved, Options_.Invalid> =>
-  Either.gen(function*() {
+): Result.Result<Resolved, Options_.Invalid> =>
+  Result.gen(function*() {
     const millis = (option: Exclude<keyof typeof defaults, "autoRefresh">, rule: Options_.DurationRule) =>
       Options_.millis(owner, option, options[option] ?? defaults[option], rule)
     const lock = yield* millis("lockTimeout", "positive")

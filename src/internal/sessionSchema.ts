@@ -6,7 +6,19 @@
  * Not public API: the package's exports keep `internal/` private (the public
  * `Session` module re-exports what users need).
  */
-import { Schema } from "effect"
+import { Option, Predicate, Redacted, Schema, SchemaTransformation } from "effect"
+
+// Supabase sends `null` for a user without an email (phone sign-in): read as
+// an absent email, so the decoded user never holds `email: null`.
+const Email = Schema.optional(Schema.NullOr(Schema.String)).pipe(
+  Schema.decodeTo(
+    Schema.optional(Schema.String),
+    SchemaTransformation.transformOptional<string | undefined, string | null | undefined>({
+      decode: Option.filter(Predicate.isNotNull),
+      encode: (email) => email
+    })
+  )
+)
 
 /**
  * The server's user object. `id` is required and `email` typed when present;
@@ -15,13 +27,12 @@ import { Schema } from "effect"
  * @since 0.1.0
  * @category schemas
  */
-export const User = Schema.Struct(
-  {
+export const User = Schema.StructWithRest(
+  Schema.Struct({
     id: Schema.String,
-    // Supabase sends `null` for a user without an email (phone sign-in).
-    email: Schema.optionalWith(Schema.String, { nullable: true })
-  },
-  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+    email: Email
+  }),
+  [Schema.Record(Schema.String, Schema.Unknown)]
 )
 
 /**
@@ -30,12 +41,38 @@ export const User = Schema.Struct(
  */
 export type User = typeof User.Type
 
-const Token = Schema.Redacted(Schema.String.pipe(Schema.nonEmptyString()))
+const revealed = (u: Redacted.Redacted<unknown>): unknown => {
+  try {
+    return Redacted.value(u)
+  } catch {
+    return undefined // wiped
+  }
+}
+
+// A token in memory: a `Redacted` non-empty string. Declared here rather than
+// `Schema.Redacted`, whose parse wraps the value in a new `Redacted` each time
+// a session is constructed: a session built from another (a rotation that
+// keeps the access token) keeps the same `Redacted`, as it did in Effect 3,
+// so holders can still compare a token by reference.
+const RedactedToken = Schema.declare(
+  (u: unknown): u is Redacted.Redacted<string> => Redacted.isRedacted(u) && typeof revealed(u) === "string",
+  { expected: "Redacted<string>" }
+).check(Schema.makeFilter((token) => revealed(token) !== "", { message: "must be a non-empty string" }))
+
+// A token is a non-empty string on the wire and in storage, a `Redacted` in
+// memory (what `Schema.RedactedFromValue` does, into the schema above).
+const Token = Schema.NonEmptyString.pipe(
+  Schema.decodeTo(
+    RedactedToken,
+    SchemaTransformation.transform({ decode: (token) => Redacted.make(token), encode: Redacted.value })
+  )
+)
 
 /**
  * A session. Printing it, `JSON.stringify`, `util.inspect` and logging show
  * `<redacted>` for both tokens. Encoding it with its schema (what a
- * `SessionStore` persists) writes the tokens in clear.
+ * `SessionStore` persists) writes the tokens in clear, and the dates as ISO
+ * strings.
  *
  * @since 0.1.0
  * @category models
@@ -43,7 +80,7 @@ const Token = Schema.Redacted(Schema.String.pipe(Schema.nonEmptyString()))
 export class Session extends Schema.Class<Session>("moon-refresh/Session")({
   accessToken: Token,
   refreshToken: Token,
-  expiresAt: Schema.DateTimeUtc,
+  expiresAt: Schema.DateTimeUtcFromString,
   tokenType: Schema.String,
   user: User,
   /**
@@ -54,15 +91,15 @@ export class Session extends Schema.Class<Session>("moon-refresh/Session")({
    *
    * @since 0.3.0
    */
-  issuedAt: Schema.optional(Schema.DateTimeUtc)
+  issuedAt: Schema.optional(Schema.DateTimeUtcFromString)
 }) {}
 
 // ---------------------------------------------------------------------------
 // The wire format
 // ---------------------------------------------------------------------------
 
-const WireToken = Schema.String.pipe(
-  Schema.filter((s) => s.trim().length > 0, { message: () => "must be a non-empty string" })
+const WireToken = Schema.String.check(
+  Schema.makeFilter((s: string) => s.trim().length > 0, { message: "must be a non-empty string" })
 )
 
 /**
@@ -76,8 +113,8 @@ const WireToken = Schema.String.pipe(
 export const SupabaseSession = Schema.Struct({
   access_token: WireToken,
   refresh_token: WireToken,
-  expires_in: Schema.optional(Schema.Number.pipe(Schema.finite())),
-  expires_at: Schema.optional(Schema.Number.pipe(Schema.finite())),
+  expires_in: Schema.optional(Schema.Finite),
+  expires_at: Schema.optional(Schema.Finite),
   token_type: Schema.optional(Schema.String),
   user: User,
   provider_token: Schema.optional(Schema.NullOr(Schema.String)),
@@ -99,7 +136,7 @@ export type SupabaseSession = typeof SupabaseSession.Type
  * @since 0.1.0
  * @category schemas
  */
-export const MoonWireBody = Schema.Union(
+export const MoonWireBody = Schema.Union([
   Schema.Struct({ token: SupabaseSession }),
   SupabaseSession
-)
+])

@@ -124,7 +124,7 @@ export const make: Effect.Effect<TimerWheel, never, Scope.Scope> = Effect.gen(fu
         const slot = { at, run, version: ++version }
         slots.set(key, slot)
         heap.push({ at, key, version: slot.version })
-        if (earliest === undefined || at < earliest.at) wake.unsafeOffer(undefined)
+        if (earliest === undefined || at < earliest.at) Queue.offerUnsafe(wake, undefined)
       }
     }),
     armed: () => slots.size

@@ -6,9 +6,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Effect } from "effect"
-import { DateTime, Either, ParseResult, Predicate, Redacted, Schema } from "effect"
-import * as AST from "effect/SchemaAST"
+import { DateTime, Effect, Predicate, Redacted, Result, SchemaIssue, SchemaParser } from "effect"
 import { Session, SupabaseSession } from "./sessionSchema.js"
 
 /**
@@ -19,8 +17,8 @@ import { Session, SupabaseSession } from "./sessionSchema.js"
  */
 export const maxLifetimeMillis = 30 * 24 * 60 * 60 * 1000
 
-const refuse = (field: string, actual: unknown, ast: AST.AST, why: string): ParseResult.ParseIssue =>
-  new ParseResult.Pointer(field, actual, new ParseResult.Type(ast, undefined, why))
+const refuse = (field: string, why: string): SchemaIssue.Issue =>
+  new SchemaIssue.Pointer([field], new SchemaIssue.InvalidValue({ message: why }))
 
 /**
  * When the access token expires, on our clock. `expires_in` is a duration and
@@ -32,10 +30,8 @@ const refuse = (field: string, actual: unknown, ast: AST.AST, why: string): Pars
 const expiryOf = (
   wire: typeof SupabaseSession.Type,
   receivedAt: number,
-  skew: number,
-  ast: AST.AST,
-  actual: unknown
-): Either.Either<number, ParseResult.ParseIssue> => {
+  skew: number
+): Result.Result<number, SchemaIssue.Issue> => {
   const field = wire.expires_in !== undefined ? "expires_in" : "expires_at"
   const raw = wire.expires_in !== undefined
     ? receivedAt + wire.expires_in * 1000
@@ -43,43 +39,37 @@ const expiryOf = (
     ? wire.expires_at * 1000 - skew
     : undefined
   if (raw === undefined) {
-    return Either.left(
-      new ParseResult.Pointer(
-        "expires_in",
-        actual,
-        new ParseResult.Missing(new AST.Type(AST.numberKeyword), "is missing")
-      )
-    )
+    return Result.fail(new SchemaIssue.Pointer(["expires_in"], new SchemaIssue.MissingKey(undefined)))
   }
   // Whole milliseconds, as a DateTime stores them: an expiry 0.5 ms away is now.
   const expiresAt = Math.floor(raw)
-  if (expiresAt <= receivedAt) return Either.left(refuse(field, actual, ast, "is not in the future"))
+  if (expiresAt <= receivedAt) return Result.fail(refuse(field, "is not in the future"))
   if (expiresAt - receivedAt > maxLifetimeMillis) {
-    return Either.left(refuse(field, actual, ast, "is more than 30 days away"))
+    return Result.fail(refuse(field, "is more than 30 days away"))
   }
-  return Either.right(expiresAt)
+  return Result.succeed(expiresAt)
 }
 
+// Every field was checked by the decode above, so the constructor skips the
+// checks (`disableChecks`); Effect 4 has no public way to skip its structural
+// pass as well, which costs little here (the token schema keeps each
+// `Redacted` as it is).
 const toSession = (
   wire: typeof SupabaseSession.Type,
   receivedAt: number,
-  skew: number,
-  ast: AST.AST,
-  actual: unknown
-): Either.Either<Session, ParseResult.ParseIssue> =>
-  Either.map(expiryOf(wire, receivedAt, skew, ast, actual), (expiresAt) =>
-    // Every field was checked by the decode above; validating again in the
-    // constructor costs more than the rest of the decode and grows a global cache.
+  skew: number
+): Result.Result<Session, SchemaIssue.Issue> =>
+  Result.map(expiryOf(wire, receivedAt, skew), (expiresAt) =>
     new Session({
       accessToken: Redacted.make(wire.access_token),
       refreshToken: Redacted.make(wire.refresh_token),
-      expiresAt: DateTime.unsafeMake(expiresAt),
+      expiresAt: DateTime.makeUnsafe(expiresAt),
       tokenType: wire.token_type ?? "bearer",
       user: wire.user,
-      issuedAt: DateTime.unsafeMake(receivedAt)
-    }, true))
+      issuedAt: DateTime.makeUnsafe(receivedAt)
+    }, { disableChecks: true }))
 
-const decodeSupabase = ParseResult.decodeUnknownEither(SupabaseSession)
+const decodeSupabase = SchemaParser.decodeUnknownResult(SupabaseSession)
 
 /**
  * Decodes a wire body received at `receivedAt` (our clock). `skew` is how far
@@ -87,30 +77,35 @@ const decodeSupabase = ParseResult.decodeUnknownEither(SupabaseSession)
  * `expires_at` sent without `expires_in`. Synchronous: the schemas have no
  * effectful part, and a refresh decodes one body per round trip.
  */
-export const decodeEither = (
+export const decodeResult = (
   input: unknown,
   receivedAt: number,
-  skew = 0,
-  ast: AST.AST = Schema.Unknown.ast
-): Either.Either<Session, ParseResult.ParseIssue> => {
+  skew = 0
+): Result.Result<Session, SchemaIssue.Issue> => {
   // Decide the shape first, so a failure names the fields of the shape
   // that was sent instead of listing both alternatives of a union.
   if (isWrapped(input)) {
     return decodeSupabase(input.token).pipe(
-      Either.flatMap((wire) => toSession(wire, receivedAt, skew, ast, input.token)),
-      Either.mapLeft((issue) => new ParseResult.Pointer("token", input, issue))
+      Result.flatMap((wire) => toSession(wire, receivedAt, skew)),
+      Result.mapError((issue): SchemaIssue.Issue => new SchemaIssue.Pointer(["token"], issue))
     )
   }
-  return Either.flatMap(decodeSupabase(input), (wire) => toSession(wire, receivedAt, skew, ast, input))
+  return Result.flatMap(decodeSupabase(input), (wire) => toSession(wire, receivedAt, skew))
 }
 
-/** {@link decodeEither} as an Effect, for `Schema.transformOrFail`. */
+/**
+ * {@link decodeResult} under its Effect 3 name (it returned an `Either`).
+ *
+ * @deprecated use {@link decodeResult}
+ */
+export const decodeEither = decodeResult
+
+/** {@link decodeResult} as an Effect, for a schema transformation. */
 export const decode = (
   input: unknown,
   receivedAt: number,
-  skew = 0,
-  ast: AST.AST = Schema.Unknown.ast
-): Effect.Effect<Session, ParseResult.ParseIssue> => decodeEither(input, receivedAt, skew, ast)
+  skew = 0
+): Effect.Effect<Session, SchemaIssue.Issue> => Effect.fromResult(decodeResult(input, receivedAt, skew))
 
 /**
  * The new refresh token of a body that was refused as a whole, when it holds
@@ -119,8 +114,9 @@ export const decode = (
  */
 export const salvageRefreshToken = (input: unknown): string | undefined => {
   const body = isWrapped(input) ? input.token : input
-  const token = Predicate.isRecord(body) ? body.refresh_token : undefined
+  const token = Predicate.isObject(body) ? body.refresh_token : undefined
   return typeof token === "string" && token.trim() !== "" ? token : undefined
 }
 
-const isWrapped = (u: unknown): u is { readonly token: unknown } => Predicate.isRecord(u) && Predicate.isRecord(u.token)
+const isWrapped = (u: unknown): u is { readonly token: { readonly [x: PropertyKey]: unknown } } =>
+  Predicate.isObject(u) && Predicate.isObject(u.token)

@@ -35,7 +35,7 @@
  * @since 0.2.0
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Layer, Schema } from "effect"
+import { Duration, Effect, Layer, Result, Schema } from "effect"
 import * as FileStore from "../internal/fileStore.js"
 import * as FileStoreKeyed from "../internal/fileStoreKeyed.js"
 import * as Options_ from "../internal/options.js"
@@ -61,7 +61,7 @@ export class FileStoreError extends Schema.TaggedError<FileStoreError>("moon-ref
   "FileStoreError",
   {
     path: Schema.String,
-    reason: Schema.Literal("InsecurePermissions", "NotAFile", "NotADirectory", "Unavailable"),
+    reason: Schema.Literals(["InsecurePermissions", "NotAFile", "NotADirectory", "Unavailable"]),
     mode: Schema.optional(Schema.Number),
     message: Schema.String
   }
@@ -88,19 +88,19 @@ export interface Options {
    * 5 s margin, of which the lock keeps 0.75 s, leaving 4.25 s for the
    * caller's own margin. At least 2 seconds (a renewal every 667 ms).
    */
-  readonly lease?: Duration.DurationInput | undefined
+  readonly lease?: Duration.Input | undefined
   /**
    * The longest to wait for the lock (a `StoreError` with operation `"lock"`
    * after it). The `SessionManager`'s own `lockTimeout` applies on top.
    * Default 30 seconds.
    */
-  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly lockTimeout?: Duration.Input | undefined
   /**
    * How often the file is re-read for the change feed, in case a
    * file-system notification is lost (network shares, some containers).
    * Default 2 seconds.
    */
-  readonly pollInterval?: Duration.DurationInput | undefined
+  readonly pollInterval?: Duration.Input | undefined
 }
 
 /**
@@ -119,19 +119,19 @@ const owner = "NodeSessionStore"
 // event-loop pause of a few hundred milliseconds would cost the holder its lock.
 const shortestLease = 2000
 
-const resolve = (options: Options): Either.Either<FileStore.Config, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolve = (options: Options): Result.Result<FileStore.Config, Options_.Invalid> =>
+  Result.gen(function*() {
     if (typeof options.path !== "string" || options.path.trim() === "") {
-      return yield* Either.left({ owner, option: "path", reason: "must be the path of a file" })
+      return yield* Result.fail({ owner, option: "path", reason: "must be the path of a file" })
     }
     return yield* resolveTimes(options)
   })
 
-const resolveTimes = (options: Omit<Options, "path">): Either.Either<FileStore.Config, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolveTimes = (options: Omit<Options, "path">): Result.Result<FileStore.Config, Options_.Invalid> =>
+  Result.gen(function*() {
     const lease = yield* Options_.millis(owner, "lease", options.lease ?? defaults.lease, "positive")
     if (lease < shortestLease) {
-      return yield* Either.left({ owner, option: "lease", reason: "must be at least 2 seconds" })
+      return yield* Result.fail({ owner, option: "lease", reason: "must be at least 2 seconds" })
     }
     return {
       lease,
@@ -174,8 +174,8 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, File
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
  * import { Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
  * import { RefreshClient, SessionManager } from "moon-refresh"
  * import { NodeSessionStore } from "moon-refresh/node"
  *
@@ -191,7 +191,7 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, File
  * @category layers
  */
 export const layerFile = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> =>
-  Layer.scoped(SessionStore.SessionStore, make(options))
+  Layer.effect(SessionStore.SessionStore, make(options))
 
 /**
  * @since 0.2.0
@@ -220,9 +220,9 @@ export interface KeyedOptions extends Omit<Options, "path"> {
  */
 export const keyFileName = (key: string): string => FileStoreKeyed.fileNameOf(key)
 
-const resolveKeyed = (options: KeyedOptions): Either.Either<FileStore.Config, Options_.Invalid> =>
+const resolveKeyed = (options: KeyedOptions): Result.Result<FileStore.Config, Options_.Invalid> =>
   typeof options.directory !== "string" || options.directory.trim() === ""
-    ? Either.left({ owner, option: "directory", reason: "must be the path of a directory" })
+    ? Result.fail({ owner, option: "directory", reason: "must be the path of a directory" })
     : resolveTimes(options)
 
 /**
@@ -260,8 +260,8 @@ export const makeKeyed = (
  *
  * @example
  * ```ts
- * import { FetchHttpClient } from "@effect/platform"
  * import { Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
  * import { RefreshClient, SessionPool } from "moon-refresh"
  * import { NodeSessionStore } from "moon-refresh/node"
  *
@@ -279,4 +279,4 @@ export const makeKeyed = (
 export const layerKeyed = (
   options: KeyedOptions
 ): Layer.Layer<SessionStore.KeyedSessionStore, FileStoreError> =>
-  Layer.scoped(SessionStore.KeyedSessionStore, makeKeyed(options))
+  Layer.effect(SessionStore.KeyedSessionStore, makeKeyed(options))

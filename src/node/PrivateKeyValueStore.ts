@@ -1,7 +1,6 @@
 /**
- * A `KeyValueStore` on files only their owner can read: what
- * `@effect/platform`'s `KeyValueStore.layerFileSystem` is, for values that
- * hold tokens.
+ * A `KeyValueStore` (`effect/persistence`) on files only their owner can
+ * read: what `KeyValueStore.layerFileSystem` is, for values that hold tokens.
  *
  * `KeyValueStore.layerFileSystem` writes each value with the process's umask:
  * under the usual `0022`, its directory is `0755` and its files `0644`, so any
@@ -23,21 +22,27 @@
  *
  * It is still one process's store: for a session that several processes
  * share, use `NodeSessionStore`. Node only: import it from `moon-refresh/node`;
- * it needs no `@effect/platform-node`. Modes are not set or checked on
+ * it needs no `FileSystem` or `Path` service. Modes are not set or checked on
  * Windows, where ACLs decide.
  *
  * @since 0.3.0
  */
-import { Error as PlatformError, KeyValueStore } from "@effect/platform"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer } from "effect"
+import { KeyValueStore } from "effect/persistence"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import * as FileStore from "../internal/fileStore.js"
 import * as PrivateFile from "../internal/privateFile.js"
 import { FileStoreError } from "./NodeSessionStore.js"
 
-const reasonOf = (error: unknown): PlatformError.SystemErrorReason => {
-  switch (typeof error === "object" && error !== null && "code" in error ? error.code : undefined) {
+const codeOf = (error: unknown): unknown =>
+  typeof error === "object" && error !== null && "code" in error ? error.code : undefined
+
+const isMissing = (error: unknown): boolean => codeOf(error) === "ENOENT"
+
+// The words `@effect/platform`'s `SystemError` began its message with.
+const reasonOf = (error: unknown): string => {
+  switch (codeOf(error)) {
     case "ENOENT":
       return "NotFound"
     case "EACCES":
@@ -52,72 +57,66 @@ const reasonOf = (error: unknown): PlatformError.SystemErrorReason => {
   }
 }
 
-const call = <A>(method: string, path: string, f: () => Promise<A>) =>
+// A file-system error names the call and the path, never the value. The
+// message is worded as before Effect 4 (`<reason>: KeyValueStore.<method>
+// (<path>): <cause>`), so a `StoreError` built from it reads the same.
+const call = <A>(method: string, path: string, f: () => Promise<A>, key?: string) =>
   Effect.tryPromise({
     try: f,
     catch: (cause) =>
-      new PlatformError.SystemError({
-        reason: reasonOf(cause),
-        module: "KeyValueStore",
+      new KeyValueStore.KeyValueStoreError({
         method,
-        pathOrDescriptor: path,
-        // A file-system error names the path and the call, never the value.
-        description: cause instanceof Error ? cause.message : String(cause),
+        ...(key === undefined ? {} : { key }),
+        message: `${reasonOf(cause)}: KeyValueStore.${method} (${path}): ${
+          cause instanceof Error ? cause.message : String(cause)
+        }`,
         cause
       })
   })
 
-const orNone = <A>(read: Effect.Effect<A, PlatformError.PlatformError>) =>
-  read.pipe(
-    Effect.map(Option.some),
-    Effect.catchIf(
-      (error) => error._tag === "SystemError" && error.reason === "NotFound",
-      () => Effect.succeed(Option.none<A>())
-    )
-  )
+// A missing file is a missing key.
+const orUndefined = <A>(method: string, path: string, key: string, f: () => Promise<A>) =>
+  call(method, path, () => f().catch((error) => isMissing(error) ? undefined : Promise.reject(error)), key)
 
 // The keys `layerFileSystem` refuses, refused the same way.
 const withKey = <A>(
   dir: string,
   method: string,
   key: string,
-  f: (path: string) => Effect.Effect<A, PlatformError.PlatformError>
+  f: (path: string) => Effect.Effect<A, KeyValueStore.KeyValueStoreError>
 ) =>
   key.length === 0 || key === "." || key === ".."
-    ? Effect.fail(
-      new PlatformError.BadArgument({ module: "KeyValueStore", method, description: "Key must not be empty, . or .." })
-    )
+    ? Effect.fail(new KeyValueStore.KeyValueStoreError({ method, key, message: `Invalid key ${key}` }))
     : f(Path.join(dir, encodeURIComponent(key)))
 
 // The values' files: every name but the temporary files of writes in flight.
-const files = (dir: string) =>
+const files = (dir: string, method: string) =>
   Effect.map(
-    call("readDirectory", dir, () => Fs.readdir(dir)),
+    call(method, dir, () => Fs.readdir(dir)),
     (names) => names.filter((name) => !name.startsWith(PrivateFile.temporaryPrefix))
   )
 
 const store = (dir: string): KeyValueStore.KeyValueStore =>
   KeyValueStore.make({
-    get: (key) => withKey(dir, "get", key, (path) => orNone(call("get", path, () => Fs.readFile(path, "utf8")))),
+    get: (key) => withKey(dir, "get", key, (path) => orUndefined("get", path, key, () => Fs.readFile(path, "utf8"))),
     getUint8Array: (key) =>
       withKey(dir, "getUint8Array", key, (path) =>
-        orNone(call("getUint8Array", path, async () =>
-          new Uint8Array(await Fs.readFile(path))))),
+        orUndefined("getUint8Array", path, key, async () => new Uint8Array(await Fs.readFile(path)))),
     set: (key, value) =>
       withKey(dir, "set", key, (path) =>
         // Half a replacement is worse than none or a whole one.
-        Effect.uninterruptible(call("set", path, () =>
-          PrivateFile.write(path, value)))),
+        Effect.uninterruptible(call("set", path, () => PrivateFile.write(path, value), key))),
     remove: (key) =>
-      withKey(dir, "remove", key, (path) => call("remove", path, () => Fs.rm(path, { force: true }))),
-    clear: Effect.flatMap(files(dir), (names) =>
-      Effect.forEach(names, (name) =>
-        call("clear", dir, () =>
-          Fs.rm(Path.join(dir, name), { force: true })), {
+      withKey(dir, "remove", key, (path) => call("remove", path, () => Fs.rm(path, { force: true }), key)),
+    // The files only, not the directory: removing it would drop its mode.
+    clear: Effect.flatMap(files(dir, "clear"), (names) =>
+      Effect.forEach(names, (name) => call("clear", dir, () => Fs.rm(Path.join(dir, name), { force: true })), {
         discard: true
       })),
-    size: Effect.map(files(dir), (names) =>
-      names.length)
+    size: Effect.map(files(dir, "size"), (names) => names.length),
+    // As `layerFileSystem` reads them back: a name that does not decode fails.
+    keys: Effect.flatMap(files(dir, "keys"), (names) =>
+      call("keys", dir, () => Promise.resolve().then(() => names.map(decodeURIComponent))))
   })
 
 /**

@@ -24,8 +24,8 @@
  *
  * @since 0.2.0
  */
-import type { ConfigError, Scope } from "effect"
-import { Config, Context, Duration, Effect, Either, Layer, Redacted, Runtime } from "effect"
+import type { Scope } from "effect"
+import { Config, Context, Duration, Effect, Layer, Redacted, Result, Schema, SchemaIssue } from "effect"
 import type { RedisOptions } from "ioredis"
 import { Redis } from "ioredis"
 import * as Options_ from "../internal/options.js"
@@ -39,7 +39,7 @@ import * as SessionStore from "../SessionStore.js"
  * @since 0.2.0
  * @category tags
  */
-export class RedisClient extends Context.Tag("moon-refresh/RedisSessionStore/RedisClient")<RedisClient, Redis>() {}
+export class RedisClient extends Context.Service<RedisClient, Redis>()("moon-refresh/RedisSessionStore/RedisClient") {}
 
 /**
  * @since 0.2.0
@@ -67,18 +67,18 @@ export interface Options {
    * caller's own margin. At least twice `timeout`, so that a renewal sent at
    * a third of the lease is answered (or given up) before the lease ends.
    */
-  readonly lease?: Duration.DurationInput | undefined
+  readonly lease?: Duration.Input | undefined
   /**
    * The longest to wait for the lock before failing with a `StoreError`
    * (`operation: "lock"`). Keep it above `lease`, so a holder that died is
    * taken over within it. Default 30 seconds.
    */
-  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly lockTimeout?: Duration.Input | undefined
   /**
    * The longest one Redis operation may take, waiting for the connection
    * included, before it fails with a `StoreError`. Default 2 seconds.
    */
-  readonly timeout?: Duration.DurationInput | undefined
+  readonly timeout?: Duration.Input | undefined
 }
 
 /**
@@ -93,18 +93,18 @@ export const defaults = {
 
 const owner = "RedisSessionStore"
 
-const resolve = (options: Options): Either.Either<Internal.Settings, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolve = (options: Options): Result.Result<Internal.Settings, Options_.Invalid> =>
+  Result.gen(function*() {
     const millis = (option: keyof typeof defaults) =>
       Options_.millis(owner, option, options[option] ?? defaults[option], "positive")
     const key = typeof options.key === "string" && options.key.length > 0
       ? options.key
-      : yield* Either.left({ owner, option: "key", reason: "must be a non-empty string" })
+      : yield* Result.fail({ owner, option: "key", reason: "must be a non-empty string" })
     // Redis counts a lease in whole milliseconds.
     const lease = Math.ceil(yield* millis("lease"))
     const timeout = yield* millis("timeout")
     if (lease < 2 * timeout) {
-      return yield* Either.left({ owner, option: "lease", reason: "must be at least twice `timeout`" })
+      return yield* Result.fail({ owner, option: "lease", reason: "must be at least twice `timeout`" })
     }
     return { key, lease, lockTimeout: yield* millis("lockTimeout"), timeout }
   })
@@ -169,7 +169,7 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, neve
  * @category layers
  */
 export const layer = (options: Options): Layer.Layer<SessionStore.SessionStore, never, RedisClient> =>
-  Layer.scoped(SessionStore.SessionStore, make(options))
+  Layer.effect(SessionStore.SessionStore, make(options))
 
 /**
  * Opens an ioredis client on `url` with {@link clientOptions} (and
@@ -182,7 +182,7 @@ export const makeClient = (
   url: Redacted.Redacted<string> | string,
   options: RedisOptions = {}
 ): Effect.Effect<Redis, never, Scope.Scope> =>
-  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+  Effect.flatMap(Effect.context<never>(), (services) =>
     Effect.acquireRelease(
       Effect.sync(() => {
         const client = new Redis(Redacted.isRedacted(url) ? Redacted.value(url) : url, {
@@ -192,7 +192,7 @@ export const makeClient = (
         // Without a listener ioredis prints every failed reconnect; the
         // store's operations report what matters as `StoreError`s.
         client.on("error", (error: Error) =>
-          Runtime.runFork(runtime)(Effect.logDebug(`moon-refresh: Redis client: ${error.message}`)))
+          Effect.runForkWith(services)(Effect.logDebug(`moon-refresh: Redis client: ${error.message}`)))
         return client
       }),
       Internal.close
@@ -215,6 +215,12 @@ const isRedisUrl = (url: string): boolean => {
   }
 }
 
+// The refusal quotes no input: the URL may hold a password.
+const notRedisUrl = () =>
+  new Config.ConfigError(
+    new Schema.SchemaError(new SchemaIssue.InvalidValue({ message: "must be a redis:// or rediss:// URL" }))
+  )
+
 /**
  * A client on the URL in `REDIS_URL` (or the `Config` given), opened with
  * {@link clientOptions} and closed with the layer's scope. A URL that is not
@@ -225,15 +231,12 @@ const isRedisUrl = (url: string): boolean => {
  * @category layers
  */
 export const layerClientConfig = (
-  url: Config.Config<Redacted.Redacted<string>> = Config.redacted("REDIS_URL")
-): Layer.Layer<RedisClient, ConfigError.ConfigError> =>
-  Layer.scoped(
+  url: Config.Config<Redacted.Redacted<string>> = Config.Redacted("REDIS_URL")
+): Layer.Layer<RedisClient, Config.ConfigError> =>
+  Layer.effect(
     RedisClient,
     Effect.flatMap(
-      Config.validate(url, {
-        message: "must be a redis:// or rediss:// URL",
-        validation: (u) => isRedisUrl(Redacted.value(u))
-      }),
+      Config.mapEffect(url, (u) => isRedisUrl(Redacted.value(u)) ? Effect.succeed(u) : Effect.fail(notRedisUrl())),
       (valid) => makeClient(valid)
     )
   )
@@ -245,7 +248,7 @@ export const layerClientConfig = (
  * @since 0.2.0
  * @category layers
  */
-export const layerConfig = (options: Options): Layer.Layer<SessionStore.SessionStore, ConfigError.ConfigError> =>
+export const layerConfig = (options: Options): Layer.Layer<SessionStore.SessionStore, Config.ConfigError> =>
   layer(options).pipe(Layer.provide(layerClientConfig()))
 
 /**
@@ -275,11 +278,11 @@ export interface KeyedOptions extends Omit<Options, "key"> {
  */
 export const recordKey = (prefix: string, key: string): string => Internal.recordKey(prefix, key)
 
-const resolveKeyed = (options: KeyedOptions): Either.Either<Internal.KeyedSettings, Options_.Invalid> =>
-  Either.gen(function*() {
+const resolveKeyed = (options: KeyedOptions): Result.Result<Internal.KeyedSettings, Options_.Invalid> =>
+  Result.gen(function*() {
     const prefix = typeof options.prefix === "string" && options.prefix.length > 0 && !/[{}]/.test(options.prefix)
       ? options.prefix
-      : yield* Either.left({ owner, option: "prefix", reason: "must be a non-empty string without braces" })
+      : yield* Result.fail({ owner, option: "prefix", reason: "must be a non-empty string without braces" })
     const { key: _, ...settings } = yield* resolve({ ...options, key: prefix })
     return { ...settings, prefix }
   })
@@ -335,7 +338,7 @@ export const makeKeyed = (
 export const layerKeyed = (
   options: KeyedOptions
 ): Layer.Layer<SessionStore.KeyedSessionStore, never, RedisClient> =>
-  Layer.scoped(SessionStore.KeyedSessionStore, makeKeyed(options))
+  Layer.effect(SessionStore.KeyedSessionStore, makeKeyed(options))
 
 /**
  * The keyed store with a client of its own from `REDIS_URL`:
@@ -346,5 +349,5 @@ export const layerKeyed = (
  */
 export const layerKeyedConfig = (
   options: KeyedOptions
-): Layer.Layer<SessionStore.KeyedSessionStore, ConfigError.ConfigError> =>
+): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError> =>
   layerKeyed(options).pipe(Layer.provide(layerClientConfig()))

@@ -24,9 +24,9 @@
  *
  * @since 0.1.0
  */
-import type { HttpClient } from "@effect/platform"
 import type { DateTime, Duration, Redacted, Scope } from "effect"
-import { Context, Data, Effect, Either, Layer } from "effect"
+import { Context, Data, Effect, Layer, Result } from "effect"
+import type { HttpClient } from "effect/http"
 import * as Options_ from "../internal/options.js"
 import * as RefreshClient from "../RefreshClient.js"
 import type * as Session from "../Session.js"
@@ -179,15 +179,15 @@ export interface Options {
    * token older than the active one's parent is still forgiven (default 10
    * seconds, GoTrue's). A number is milliseconds.
    */
-  readonly reuseWindow?: Duration.DurationInput | undefined
+  readonly reuseWindow?: Duration.Input | undefined
   /**
    * The server's clock, in epoch milliseconds. Default `Date.now`. It decides
    * `expires_at`, access-token expiry on `/protected`, the reuse window and the
    * `at` of recorded requests. (Delays of scripted faults are real time.)
    *
-   * To follow Effect's `Clock` (a `TestClock` included), read it through the
-   * test's runtime: `const runtime = yield* Effect.runtime<never>()`, then
-   * `now: () => Runtime.runSync(runtime)(Clock.currentTimeMillis)`.
+   * To follow Effect's `Clock` (a `TestClock` included), read it with the
+   * test's services: `const services = yield* Effect.context<never>()`, then
+   * `now: () => Effect.runSyncWith(services)(Clock.currentTimeMillis)`.
    */
   readonly now?: (() => number) | undefined
   /** The user of sessions issued without one. */
@@ -341,7 +341,7 @@ export interface Service {
  * @since 0.1.0
  * @category tags
  */
-export class MockMoonServer extends Context.Tag("moon-refresh/testing/MockMoonServer")<MockMoonServer, Service>() {}
+export class MockMoonServer extends Context.Service<MockMoonServer, Service>()("moon-refresh/testing/MockMoonServer") {}
 
 // ---------------------------------------------------------------------------
 // Server
@@ -349,13 +349,13 @@ export class MockMoonServer extends Context.Tag("moon-refresh/testing/MockMoonSe
 
 const owner = "MockMoonServer"
 
-const settings = (options: Options): Either.Either<Routes.Settings, Options_.Invalid> =>
-  Either.all({
+const settings = (options: Options): Result.Result<Routes.Settings, Options_.Invalid> =>
+  Result.all({
     lifetime: Options_.integer(owner, "accessTokenLifetime", options.accessTokenLifetime ?? 3600, { min: 1 }),
     reuse: TokenFamily.checkReuse(owner, options.reuse, options.reuseWindow),
     dateOffset: Options_.integer(owner, "dateOffset", options.dateOffset ?? 0, { min: Number.MIN_SAFE_INTEGER }),
     cors: Cors.policy(owner, options.cors)
-  }).pipe(Either.map(({ cors, dateOffset, lifetime, reuse: { reuse, reuseWindowMillis } }) => ({
+  }).pipe(Result.map(({ cors, dateOffset, lifetime, reuse: { reuse, reuseWindowMillis } }) => ({
     cors,
     lifetime,
     reuse,
@@ -380,9 +380,9 @@ const settings = (options: Options): Either.Either<Routes.Settings, Options_.Inv
 export const make = (options: Options = {}): Effect.Effect<Service, never, Scope.Scope> =>
   Effect.gen(function*() {
     const state = Routes.makeState(yield* Options_.orDie(settings(options)), HttpServer.makeTimers())
-    // Logs go through the caller's runtime, so its logger and log level apply.
-    const runtime = yield* Effect.runtime<never>()
-    const port = yield* HttpServer.listen(options.port ?? 0, Routes.onRequest(state, runtime), state.timers)
+    // Logs go through the caller's services, so its logger and log level apply.
+    const services = yield* Effect.context<never>()
+    const port = yield* HttpServer.listen(options.port ?? 0, Routes.onRequest(state, services), state.timers)
     return {
       url: `http://127.0.0.1:${port}`,
       port,
@@ -412,7 +412,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options = {}): Layer.Layer<MockMoonServer> => Layer.scoped(MockMoonServer, make(options))
+export const layer = (options: Options = {}): Layer.Layer<MockMoonServer> => Layer.effect(MockMoonServer, make(options))
 
 /**
  * A `RefreshClient` pointed at the `MockMoonServer` in context, with the given
@@ -424,4 +424,4 @@ export const layer = (options: Options = {}): Layer.Layer<MockMoonServer> => Lay
 export const layerRefreshClient = (
   options: Omit<RefreshClient.Options, "baseUrl"> = {}
 ): Layer.Layer<RefreshClient.RefreshClient, never, MockMoonServer | HttpClient.HttpClient> =>
-  Layer.unwrapEffect(Effect.map(MockMoonServer, (server) => RefreshClient.layer({ ...options, baseUrl: server.url })))
+  Layer.unwrap(Effect.map(MockMoonServer, (server) => RefreshClient.layer({ ...options, baseUrl: server.url })))

@@ -1,21 +1,31 @@
 /**
- * fast-check over schedules: generate, run, check, and on a failure shrink to
- * the smallest schedule that still fails and print it (its seed and path for
- * replay, one line per step, and what happened, line by line).
+ * Property checks over schedules (Effect's `Arbitrary`): generate, run, check,
+ * and on a failure shrink to the smallest schedule that still fails and print
+ * it (its replay token, one line per step, and what happened, line by line).
  *
- * Not `fc.commands`: a step is not checked against a model as it runs; the
- * invariants look at the whole run. Not `fc.scheduler`: it orders promises,
- * and the engine's fibers run on the harness's own scheduler.
+ * Not a model-based `commands` check: a step is not checked against a model
+ * as it runs; the invariants look at the whole run. Not a promise scheduler
+ * either: the engine's fibers run on the harness's own scheduler.
  */
 import { describe, it } from "@effect/vitest"
-import { FastCheck as fc } from "effect"
+import { Arbitrary, Effect } from "effect"
 import type { Violation } from "./invariants.js"
 import { report, runSchedule } from "./run.js"
 import type { Schedule } from "./schedule.js"
-import { scheduleArb } from "./schedule.js"
+import { maxScheduleSteps, scheduleArb } from "./schedule.js"
 
 /** Schedules per `it` block: each block stays well under vitest's worker heartbeat. */
 export const chunk = 250
+
+/**
+ * The check's `size`: it grows from 0 to this over a check's runs, and
+ * bounds how many steps a schedule gets; at twice the most steps, half the
+ * runs may have them all.
+ */
+const checkSize = 2 * maxScheduleSteps
+
+/** How many smaller schedules a failure's shrinking may try. */
+const maxShrinks = 5_000
 
 /** How many schedules a file runs: `MODEL_RUNS` spread over the files that share it, else `fallback`. */
 export const runsFromEnv = (fallback: number, files: number): number => {
@@ -32,45 +42,55 @@ export const groupOf = (violation: Violation, schedule: Schedule): string =>
 // Back to the event loop every so often: the schedules run synchronously, and
 // vitest's worker must still answer its heartbeat (a minute of silence fails the run).
 let sinceBreath = 0
-const breathe = (): Promise<void> | void => {
-  if (++sinceBreath < 20) return
+const breathe: Effect.Effect<void> = Effect.suspend(() => {
+  if (++sinceBreath < 20) return Effect.void
   sinceBreath = 0
-  return new Promise((resolve) => setImmediate(resolve))
-}
+  return Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+})
 
-const property = (only: string | undefined) =>
-  fc.asyncProperty(scheduleArb(), async (schedule: Schedule) => {
-    await breathe()
+const property = (only: string | undefined) => (schedule: Schedule): Effect.Effect<boolean> =>
+  Effect.map(breathe, () => {
     const { violations } = runSchedule(schedule)
     return only === undefined ? violations.length === 0 : !violations.some((v) => groupOf(v, schedule) === only)
   })
 
+const check = (only: string | undefined, seed: number, runs: number, replay?: string) =>
+  Effect.runPromise(
+    Arbitrary.checkEffect(scheduleArb(), property(only), {
+      seed,
+      runs,
+      size: checkSize,
+      maxShrinks,
+      ...(replay === undefined ? {} : { replay })
+    })
+  )
+
 /**
  * Runs `runs` schedules from `seed`; fails, with the shrunk schedule printed,
- * at the first one that breaks an invariant.
+ * at the first one that breaks an invariant. `replay` (a failure's replay
+ * token) runs that failure and its shrinking again, and only them.
  */
-export const checkSchedules = async (seed: number, runs: number, path?: string): Promise<void> => {
-  const details = await fc.check(property(undefined), { seed, numRuns: runs, ...(path === undefined ? {} : { path }) })
-  if (!details.failed) return
-  const schedule = details.counterexample![0]
+export const checkSchedules = async (seed: number, runs: number, replay?: string): Promise<void> => {
+  const result = await check(undefined, seed, runs, replay)
+  if (result._tag === "Passed") return
+  if (result._tag !== "Falsified") throw new Error(Arbitrary.formatCheckFailure(result))
   throw new Error(
     [
-      `a schedule broke an invariant (${details.numRuns} runs, shrunk ${details.numShrinks} times)`,
-      `replay: checkSchedules(${details.seed}, ${runs}, ${JSON.stringify(details.counterexamplePath)})`,
-      report(schedule)
+      `a schedule broke an invariant (${result.runs} runs, shrunk ${result.shrinks} times)`,
+      `replay: checkSchedules(${seed}, ${runs}, ${JSON.stringify(result.replay)})`,
+      report(result.shrunkInput)
     ].join("\n")
   )
 }
 
 /** For the survey: the first schedule from `seed` in `group` (see `groupOf`), shrunk, or undefined. */
 export const firstOf = async (seed: number, runs: number, group: string) => {
-  const details = await fc.check(property(group), { seed, numRuns: runs })
-  if (!details.failed) return undefined
+  const result = await check(group, seed, runs)
+  if (result._tag !== "Falsified") return undefined
   return {
-    seed: details.seed,
-    path: details.counterexamplePath!,
-    runs: details.numRuns,
-    schedule: details.counterexample![0]
+    replay: result.replay,
+    runs: result.runs,
+    schedule: result.shrunkInput
   }
 }
 

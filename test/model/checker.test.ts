@@ -3,69 +3,70 @@
 // so a violation the checker reports comes from the engine, not from the
 // checker's own model of the store, the server or time.
 import { describe, expect, it } from "@effect/vitest"
-import { FastCheck as fc } from "effect"
+import * as Arb from "../support/Arb.js"
 import { runSchedule } from "./run.js"
 import type { Config, Step } from "./schedule.js"
-import { scheduleArb } from "./schedule.js"
+import { maxScheduleSteps, scheduleArb } from "./schedule.js"
 
-const quiet: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({
-    t: fc.constant("call" as const),
-    holder: fc.nat({ max: 1 }),
-    op: fc.constantFrom("accessToken" as const, "session" as const, "refresh" as const)
+const quiet: Arb.Arb<Step> = Arb.oneof(
+  Arb.record({
+    t: Arb.constant("call" as const),
+    holder: Arb.nat({ max: 1 }),
+    op: Arb.constantFrom("accessToken" as const, "session" as const, "refresh" as const)
   }),
-  fc.record({ t: fc.constant("deliver" as const), pick: fc.nat({ max: 7 }), outcome: fc.constant(0) }),
-  fc.record({ t: fc.constant("flush" as const), count: fc.integer({ min: 1, max: 6 }) }),
-  fc.record({ t: fc.constant("advance" as const), ms: fc.constantFrom(0, 1_000, 31_000, 120_000) })
+  Arb.record({ t: Arb.constant("deliver" as const), pick: Arb.nat({ max: 7 }), outcome: Arb.constant(0) }),
+  Arb.record({ t: Arb.constant("flush" as const), count: Arb.integer({ min: 1, max: 6 }) }),
+  Arb.record({ t: Arb.constant("advance" as const), ms: Arb.constantFrom(0, 1_000, 31_000, 120_000) })
 )
 
 // One manager on either store; or two on a fenced one, with tokens that outlive
 // the margin (shorter ones are behaviour 9 of issue 20, which today's engine has).
-const config: fc.Arbitrary<Config> = fc.oneof(
-  fc.record({
-    mode: fc.constant("managers" as const),
-    holders: fc.constant(1),
-    store: fc.constantFrom("fenced" as const, "plain" as const),
-    lifetime: fc.constantFrom(600_000, 45_000)
+const shape = Arb.oneof(
+  Arb.record({
+    mode: Arb.constant("managers" as const),
+    holders: Arb.constant(1),
+    store: Arb.constantFrom("fenced" as const, "plain" as const),
+    lifetime: Arb.constantFrom(600_000, 45_000)
   }),
-  fc.record({
-    mode: fc.constant("managers" as const),
-    holders: fc.constant(2),
-    store: fc.constant("fenced" as const),
-    lifetime: fc.constant(600_000)
-  })
-).chain((shape) =>
-  fc.record({
-    mode: fc.constant(shape.mode),
-    holders: fc.constant(shape.holders),
-    store: fc.constant(shape.store),
-    // A store that answers at once: a slow one times out, which is a fault.
-    instant: fc.constant(true),
-    shared: fc.boolean(),
-    lifetime: fc.constant(shape.lifetime),
-    initial: fc.constant("session" as const),
-    seed: fc.nat(),
-    capacity: fc.constant(0),
-    idleTimeToLive: fc.constant(0),
-    maxConcurrentRefreshes: fc.constant(0)
+  Arb.record({
+    mode: Arb.constant("managers" as const),
+    holders: Arb.constant(2),
+    store: Arb.constant("fenced" as const),
+    lifetime: Arb.constant(600_000)
   })
 )
 
+const config: Arb.Arb<Config> = Arb.chain(shape, (shape) =>
+  Arb.record({
+    mode: Arb.constant(shape.mode),
+    holders: Arb.constant(shape.holders),
+    store: Arb.constant(shape.store),
+    // A store that answers at once: a slow one times out, which is a fault.
+    instant: Arb.constant(true),
+    shared: Arb.boolean(),
+    lifetime: Arb.constant(shape.lifetime),
+    initial: Arb.constant("session" as const),
+    seed: Arb.nat(),
+    capacity: Arb.constant(0),
+    idleTimeToLive: Arb.constant(0),
+    maxConcurrentRefreshes: Arb.constant(0)
+  }))
+
 describe("the model checker", () => {
-  it("finds nothing wrong when nothing fails (one manager, or two with long-lived tokens)", () => {
-    fc.assert(
-      fc.property(config, fc.array(quiet, { maxLength: 30 }), (config, steps) => {
-        const { violations, world } = runSchedule({ config, steps })
-        expect(violations).toStrictEqual([])
-        // And the run did something: the manager started and, past its refresh time, refreshed.
-        expect(world.holders[0]!.events.length).toBeGreaterThan(0)
-      }),
-      { seed: 42, numRuns: 80 }
-    )
-  })
+  it.prop(
+    "finds nothing wrong when nothing fails (one manager, or two with long-lived tokens)",
+    [config, Arb.array(quiet, { maxLength: maxScheduleSteps })],
+    ([config, steps]) => {
+      const { violations, world } = runSchedule({ config, steps })
+      expect(violations).toStrictEqual([])
+      // And the run did something: the manager started and, past its refresh time, refreshed.
+      expect(world.holders[0]!.events.length).toBeGreaterThan(0)
+    },
+    { arbitrary: { seed: 42, runs: 80, size: 2 * maxScheduleSteps } }
+  )
 
   it("replays a schedule to the same run, step for step", () => {
-    for (const schedule of fc.sample(scheduleArb(), { seed: 5, numRuns: 25 })) {
+    for (const schedule of Arb.sample(scheduleArb(), { seed: 5, count: 25, size: maxScheduleSteps })) {
       const first = runSchedule(schedule, true)
       const second = runSchedule(schedule, true)
       expect(second.world.trace).toStrictEqual(first.world.trace)

@@ -42,7 +42,7 @@ const succeeded = (op: OpRecord) => op.exit !== undefined && Exit.isSuccess(op.e
 
 const failureOf = (op: OpRecord): unknown =>
   op.exit !== undefined && Exit.isFailure(op.exit)
-    ? Option.getOrUndefined(Cause.failureOption(op.exit.cause))
+    ? Option.getOrUndefined(Cause.findErrorOption(op.exit.cause))
     : undefined
 
 const overlaps = (a: OpRecord, b: OpRecord) =>
@@ -154,9 +154,9 @@ const operationsEnd = (world: World, out: Array<Violation>) => {
       out.push({ kind: "op-too-slow", message: `${name} took ${(op.endAt! - op.startAt) / 1000} s` })
     }
     if (Exit.isFailure(op.exit)) {
-      if (Cause.isDie(op.exit.cause)) {
+      if (Cause.hasDies(op.exit.cause)) {
         out.push({ kind: "op-defect", message: `${name} died: ${Cause.pretty(op.exit.cause).split("\n")[0]}` })
-      } else if (Cause.isInterruptedOnly(op.exit.cause) && !op.holder.closed) {
+      } else if (Cause.hasInterruptsOnly(op.exit.cause) && !op.holder.closed) {
         out.push({ kind: "op-interrupted", message: `${name} was interrupted, though nobody interrupted it` })
       }
     }
@@ -400,8 +400,8 @@ const ownErrors = (world: World, out: Array<Violation>) => {
   for (const op of world.ops) {
     const error = failureOf(op)
     if (typeof error !== "object" || error === null) continue
-    // Effect hands a failure inside a span on as a proxy of the error: look up the original.
-    const owner = world.errorKeys.get(Cause.originalError(error))
+    // Effect 4 hands the error on as it is (no proxy for a span): look it up as the client failed with it.
+    const owner = world.errorKeys.get(error)
     if (owner !== undefined && owner !== op.holder.name) {
       out.push({
         kind: "foreign-error",

@@ -1,10 +1,11 @@
 /**
  * What a schedule is: the world it runs in (how many holders, which store,
  * how long tokens live) and the steps the harness takes, one after another,
- * each after every fiber has come to rest. fast-check generates and shrinks
- * them; `format` prints one line per step.
+ * each after every fiber has come to rest. Effect's `Arbitrary` (through
+ * `test/support/Arb.ts`) generates and shrinks them; `format` prints one line
+ * per step.
  */
-import { FastCheck as fc } from "effect"
+import * as Arb from "../support/Arb.js"
 
 /** What a caller does on one holder (a manager, or one key of the pool). */
 export type OpKind =
@@ -69,15 +70,18 @@ export interface Schedule {
   readonly steps: ReadonlyArray<Step>
 }
 
+/** How many steps a schedule has at most. */
+export const maxScheduleSteps = 30
+
 const second = 1_000
 const minute = 60 * second
 
-const opArb: fc.Arbitrary<OpKind> = fc.oneof(
-  { arbitrary: fc.constantFrom<OpKind>("accessToken", "session", "refresh"), weight: 5 },
-  { arbitrary: fc.constantFrom<OpKind>("signIn", "signInWithToken"), weight: 3 },
-  { arbitrary: fc.constant<OpKind>("startEnv"), weight: 3 },
-  { arbitrary: fc.constant<OpKind>("signOut"), weight: 2 },
-  { arbitrary: fc.constant<OpKind>("close"), weight: 1 }
+const opArb: Arb.Arb<OpKind> = Arb.oneof(
+  { arbitrary: Arb.constantFrom("accessToken", "session", "refresh"), weight: 5 },
+  { arbitrary: Arb.constantFrom("signIn", "signInWithToken"), weight: 3 },
+  { arbitrary: Arb.constant<OpKind>("startEnv"), weight: 3 },
+  { arbitrary: Arb.constant<OpKind>("signOut"), weight: 2 },
+  { arbitrary: Arb.constant<OpKind>("close"), weight: 1 }
 )
 
 /**
@@ -91,99 +95,99 @@ export const opFor = (config: Config, op: OpKind): OpKind =>
     : op
 
 // Steps do not depend on the config (the holder is taken modulo the count), so
-// fast-check shrinks the config and the steps each on its own.
-const stepArb: fc.Arbitrary<Step> = fc.oneof(
+// the config and the steps shrink each on its own.
+const stepArb: Arb.Arb<Step> = Arb.oneof(
   {
-    arbitrary: fc.record({
-      t: fc.constant("call" as const),
-      holder: fc.nat({ max: 2 }),
+    arbitrary: Arb.record({
+      t: Arb.constant("call" as const),
+      holder: Arb.nat({ max: 2 }),
       op: opArb
     }),
     weight: 6
   },
   {
-    arbitrary: fc.record({
-      t: fc.constant("deliver" as const),
-      pick: fc.nat({ max: 7 }),
-      outcome: fc.oneof(
-        { arbitrary: fc.constant(0), weight: 10 },
-        { arbitrary: fc.constant(1), weight: 4 },
-        { arbitrary: fc.constant(2), weight: 2 },
-        { arbitrary: fc.constant(3), weight: 1 }
+    arbitrary: Arb.record({
+      t: Arb.constant("deliver" as const),
+      pick: Arb.nat({ max: 7 }),
+      outcome: Arb.oneof(
+        { arbitrary: Arb.constant(0), weight: 10 },
+        { arbitrary: Arb.constant(1), weight: 4 },
+        { arbitrary: Arb.constant(2), weight: 2 },
+        { arbitrary: Arb.constant(3), weight: 1 }
       )
     }),
     weight: 10
   },
-  { arbitrary: fc.record({ t: fc.constant("flush" as const), count: fc.integer({ min: 1, max: 6 }) }), weight: 3 },
+  { arbitrary: Arb.record({ t: Arb.constant("flush" as const), count: Arb.integer({ min: 1, max: 6 }) }), weight: 3 },
   {
-    arbitrary: fc.record({
-      t: fc.constant("advance" as const),
-      ms: fc.oneof(
-        { arbitrary: fc.constantFrom(0, 200, second, 5 * second, 11 * second, 31 * second), weight: 8 },
-        { arbitrary: fc.constantFrom(2 * minute, 9 * minute), weight: 1 }
+    arbitrary: Arb.record({
+      t: Arb.constant("advance" as const),
+      ms: Arb.oneof(
+        { arbitrary: Arb.constantFrom(0, 200, second, 5 * second, 11 * second, 31 * second), weight: 8 },
+        { arbitrary: Arb.constantFrom(2 * minute, 9 * minute), weight: 1 }
       )
     }),
     weight: 4
   },
-  { arbitrary: fc.record({ t: fc.constant("outage" as const), on: fc.boolean() }), weight: 2 },
-  { arbitrary: fc.record({ t: fc.constant("server" as const), down: fc.boolean() }), weight: 1 }
+  { arbitrary: Arb.record({ t: Arb.constant("outage" as const), on: Arb.boolean() }), weight: 2 },
+  { arbitrary: Arb.record({ t: Arb.constant("server" as const), down: Arb.boolean() }), weight: 1 }
 )
 
-const configArb: fc.Arbitrary<Config> = fc.oneof(
+const configArb: Arb.Arb<Config> = Arb.oneof(
   {
-    arbitrary: fc.record({
-      mode: fc.constant("managers" as const),
-      holders: fc.constantFrom(2, 2, 2, 3),
-      store: fc.constant("fenced" as const),
-      instant: fc.boolean(),
-      shared: fc.boolean(),
-      lifetime: fc.constantFrom(10 * minute, 10 * minute, 45 * second),
-      initial: fc.constantFrom("session" as const, "empty" as const),
-      seed: fc.nat(),
-      capacity: fc.constant(0),
-      idleTimeToLive: fc.constant(0),
-      maxConcurrentRefreshes: fc.constant(0)
+    arbitrary: Arb.record({
+      mode: Arb.constant("managers" as const),
+      holders: Arb.constantFrom(2, 2, 2, 3),
+      store: Arb.constant("fenced" as const),
+      instant: Arb.boolean(),
+      shared: Arb.boolean(),
+      lifetime: Arb.constantFrom(10 * minute, 10 * minute, 45 * second),
+      initial: Arb.constantFrom("session" as const, "empty" as const),
+      seed: Arb.nat(),
+      capacity: Arb.constant(0),
+      idleTimeToLive: Arb.constant(0),
+      maxConcurrentRefreshes: Arb.constant(0)
     }),
     weight: 6
   },
   {
-    arbitrary: fc.record({
-      mode: fc.constant("managers" as const),
-      holders: fc.constant(1),
-      store: fc.constantFrom("fenced" as const, "plain" as const),
+    arbitrary: Arb.record({
+      mode: Arb.constant("managers" as const),
+      holders: Arb.constant(1),
+      store: Arb.constantFrom("fenced" as const, "plain" as const),
       // A plain store whose saves are never pending cannot interleave them: it stays slow.
-      instant: fc.constant(false),
-      shared: fc.constant(false),
-      lifetime: fc.constantFrom(10 * minute, 45 * second),
-      initial: fc.constantFrom("session" as const, "empty" as const),
-      seed: fc.nat(),
-      capacity: fc.constant(0),
-      idleTimeToLive: fc.constant(0),
-      maxConcurrentRefreshes: fc.constant(0)
+      instant: Arb.constant(false),
+      shared: Arb.constant(false),
+      lifetime: Arb.constantFrom(10 * minute, 45 * second),
+      initial: Arb.constantFrom("session" as const, "empty" as const),
+      seed: Arb.nat(),
+      capacity: Arb.constant(0),
+      idleTimeToLive: Arb.constant(0),
+      maxConcurrentRefreshes: Arb.constant(0)
     }),
     weight: 2
   },
   {
-    arbitrary: fc.record({
-      mode: fc.constant("pool" as const),
-      holders: fc.constantFrom(3, 6, 6),
-      store: fc.constant("fenced" as const),
-      instant: fc.boolean(),
-      shared: fc.boolean(),
-      lifetime: fc.constantFrom(10 * minute, 45 * second),
-      initial: fc.constantFrom("session" as const, "empty" as const),
-      seed: fc.nat(),
-      capacity: fc.constantFrom(1, 2, 100),
-      idleTimeToLive: fc.constantFrom(20 * second, 10 * minute),
-      maxConcurrentRefreshes: fc.constantFrom(1, 2, 16)
+    arbitrary: Arb.record({
+      mode: Arb.constant("pool" as const),
+      holders: Arb.constantFrom(3, 6, 6),
+      store: Arb.constant("fenced" as const),
+      instant: Arb.boolean(),
+      shared: Arb.boolean(),
+      lifetime: Arb.constantFrom(10 * minute, 45 * second),
+      initial: Arb.constantFrom("session" as const, "empty" as const),
+      seed: Arb.nat(),
+      capacity: Arb.constantFrom(1, 2, 100),
+      idleTimeToLive: Arb.constantFrom(20 * second, 10 * minute),
+      maxConcurrentRefreshes: Arb.constantFrom(1, 2, 16)
     }),
     weight: 3
   }
 )
 
-/** Schedules of up to `maxSteps` steps. */
-export const scheduleArb = (maxSteps = 30): fc.Arbitrary<Schedule> =>
-  fc.record({ config: configArb, steps: fc.array(stepArb, { maxLength: maxSteps }) })
+/** Schedules of up to `maxSteps` steps (check and sample them at a `size` of at least `maxSteps`). */
+export const scheduleArb = (maxSteps = maxScheduleSteps): Arb.Arb<Schedule> =>
+  Arb.record({ config: configArb, steps: Arb.array(stepArb, { maxLength: maxSteps }) })
 
 const outcomeNames = ["as asked", "fail / 503", "lost after rotating", "rejected", "as asked, store down meanwhile"]
 

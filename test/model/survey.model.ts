@@ -3,10 +3,10 @@
 // invariants broke how often, then shrinks the first schedule of each kind and
 // prints it. What the report on the engine's behaviours was written from.
 import { it } from "@effect/vitest"
-import { FastCheck as fc } from "effect"
+import * as Arb from "../support/Arb.js"
 import { firstOf, groupOf } from "./check.js"
 import { report, runSchedule } from "./run.js"
-import { scheduleArb } from "./schedule.js"
+import { maxScheduleSteps, scheduleArb } from "./schedule.js"
 
 const runs = Number(process.env.MODEL_RUNS ?? 5_000)
 const seed = Number(process.env.MODEL_SEED ?? 7)
@@ -19,7 +19,7 @@ it(`survey of ${runs} schedules from seed ${seed}`, async () => {
   const started = performance.now()
   const cpu = process.cpuUsage()
   let failed = 0
-  const schedules = fc.sample(scheduleArb(), { seed, numRuns: runs })
+  const schedules = Arb.sample(scheduleArb(), { seed, count: runs, size: maxScheduleSteps })
   for (const [index, schedule] of schedules.entries()) {
     if (index % 100 === 0) await breathe()
     const groups = new Set(runSchedule(schedule).violations.map((v) => groupOf(v, schedule)))
@@ -37,6 +37,6 @@ it(`survey of ${runs} schedules from seed ${seed}`, async () => {
     await breathe()
     const first = await firstOf(seed, runs, group)
     if (first === undefined) continue
-    console.log(`\n=== ${group}: seed ${first.seed}, path ${first.path} (run ${first.runs})\n${report(first.schedule)}`)
+    console.log(`\n=== ${group}: seed ${seed}, replay ${first.replay} (run ${first.runs})\n${report(first.schedule)}`)
   }
 }, 3_600_000)

@@ -9,14 +9,16 @@
  * real time (it yields to the real event loop to let fibers settle); here
  * settling is a loop over a queue of tasks.
  */
-import type { Fiber, Random, Scheduler as SchedulerType } from "effect"
-import { Clock, Duration, Effect, Exit, Logger, LogLevel, Scheduler } from "effect"
+import type { Fiber } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Random, References, Scheduler } from "effect"
 
 /**
  * More tasks than this in one settle is a livelock (a fiber that never waits).
  * The most a run of the checker was measured to need is about 120.
  */
 export const settleBudget = 5_000
+
+const defaultScheduler = new Scheduler.MixedScheduler()
 
 export class Livelock extends Error {
   constructor(readonly tasks: number) {
@@ -39,24 +41,44 @@ export class VirtualTime {
   /** Tasks run since the start, for the throughput figures. */
   tasksRun = 0
 
-  readonly scheduler: SchedulerType.Scheduler = Scheduler.make((task) => {
-    this.tasks.push(task)
-  })
+  // Tasks run in the order they were queued, whatever their priority: the
+  // harness settles every one before the world moves on.
+  readonly scheduler: Scheduler.Scheduler = {
+    executionMode: "async",
+    // A fiber yields after as many operations as on Effect's own scheduler.
+    shouldYield: (fiber) => defaultScheduler.shouldYield(fiber),
+    makeDispatcher: () => ({
+      scheduleTask: (task) => {
+        this.tasks.push(task)
+      },
+      flush: () => this.settle()
+    })
+  }
 
   readonly clock: Clock.Clock = {
-    [Clock.ClockTypeId]: Clock.ClockTypeId,
-    unsafeCurrentTimeMillis: () => this.now,
+    currentTimeMillisUnsafe: () => this.now,
     currentTimeMillis: Effect.sync(() => this.now),
-    unsafeCurrentTimeNanos: () => BigInt(this.now) * 1_000_000n,
+    currentTimeNanosUnsafe: () => BigInt(this.now) * 1_000_000n,
     currentTimeNanos: Effect.sync(() => BigInt(this.now) * 1_000_000n),
+    monotonicTimeNanosUnsafe: () => BigInt(this.now) * 1_000_000n,
+    monotonicTimeNanos: Effect.sync(() => BigInt(this.now) * 1_000_000n),
     sleep: (duration) =>
-      Effect.async<void>((resume) => {
+      Effect.callback<void>((resume) => {
         const cancel = this.at(this.now + Duration.toMillis(duration), () => resume(Effect.void))
         return Effect.sync(cancel)
       })
   }
 
-  constructor(private readonly random: Random.Random) {}
+  /** What every fiber of the run starts with: this scheduler, clock and random generator, and logging off. */
+  private readonly context: Context.Context<never>
+
+  constructor(random: Random.Random) {
+    this.context = Context.make(Scheduler.Scheduler, this.scheduler).pipe(
+      Context.add(Clock.Clock, this.clock),
+      Context.add(Random.Random, random),
+      Context.add(References.MinimumLogLevel, "None")
+    )
+  }
 
   /** Calls `fire` when time reaches `at` (in order of time, then of arming); returns the cancel. */
   at(at: number, fire: () => void): () => void {
@@ -118,15 +140,8 @@ export class VirtualTime {
    * Starts `effect` in a fiber of its own on this scheduler, clock and random
    * generator, with logging off; it runs at once until it first waits.
    */
-  fork<A, E>(effect: Effect.Effect<A, E>): Fiber.RuntimeFiber<A, E> {
-    const fiber = Effect.runFork(
-      effect.pipe(
-        Effect.withClock(this.clock),
-        Effect.withRandom(this.random),
-        Logger.withMinimumLogLevel(LogLevel.None)
-      ),
-      { scheduler: this.scheduler }
-    )
+  fork<A, E>(effect: Effect.Effect<A, E>): Fiber.Fiber<A, E> {
+    const fiber = Effect.runForkWith(this.context)(effect)
     this.settle()
     return fiber
   }
@@ -138,13 +153,13 @@ export class VirtualTime {
   tryRunNow<A, E>(effect: Effect.Effect<A, E>, deliver: () => boolean): A | undefined {
     const fiber = this.fork(effect)
     for (;;) {
-      const exit = fiber.unsafePoll()
-      if (exit !== null) {
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) {
         if (Exit.isSuccess(exit)) return exit.value
         throw new Error(`failed: ${String(exit.cause)}`)
       }
       if (!deliver()) {
-        fiber.unsafeInterruptAsFork(fiber.id())
+        fiber.interruptUnsafe(fiber.id)
         this.settle()
         return undefined
       }
@@ -155,8 +170,8 @@ export class VirtualTime {
   runNow<A, E>(effect: Effect.Effect<A, E>, deliver: () => boolean): A {
     const fiber = this.fork(effect)
     for (;;) {
-      const exit = fiber.unsafePoll()
-      if (exit !== null) {
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) {
         if (Exit.isSuccess(exit)) return exit.value
         throw new Error(`setup failed: ${String(exit.cause)}`)
       }

@@ -8,10 +8,9 @@
  * `SessionManager.make`, `SessionPool.make`, `SessionStore.make` and
  * `SessionStore.makeKeyValueStore`.
  */
-import { KeyValueStore } from "@effect/platform"
-import * as PlatformError from "@effect/platform/Error"
 import type { Fiber } from "effect"
 import { Effect, Exit, Option, Queue, Random, Redacted, Schema, Scope, Stream } from "effect"
+import { KeyValueStore } from "effect/persistence"
 import { RefreshClient, RefreshError, Session, SessionManager, SessionPool, SessionStore } from "moon-refresh"
 import type { Config, OpKind, Step } from "./schedule.js"
 import { holderName, opFor } from "./schedule.js"
@@ -90,7 +89,7 @@ export interface Holder {
   readonly name: string
   readonly cell: Cell
   api: SessionManager.Service
-  scope: Scope.CloseableScope | undefined
+  scope: Scope.Closeable | undefined
   closed: boolean
   readonly events: Array<EventRecord>
   /** Change-feed records on their way to this holder, oldest first. */
@@ -121,8 +120,8 @@ const storeError = (operation: SessionStore.StoreError["operation"]) =>
   new SessionStore.StoreError({ operation, message: "the store is unavailable" })
 
 // The session as makeKeyValueStore writes it, read back for the checks.
-const decodeSession = Schema.decodeUnknownOption(Schema.parseJson(Session.Session))
-const encodeSession = Schema.encodeSync(Schema.parseJson(Session.Session))
+const decodeSession = Schema.decodeUnknownOption(Schema.fromJsonString(Session.Session))
+const encodeSession = Schema.encodeSync(Schema.fromJsonString(Session.Session))
 
 export class World {
   readonly vt: VirtualTime
@@ -150,12 +149,13 @@ export class World {
   private actions: Array<Action> = []
   private nextId = 0
   private pool: SessionPool.Service | undefined
-  private poolScope: Scope.CloseableScope | undefined
+  private poolScope: Scope.Closeable | undefined
   /** Fibers the harness started, interrupted when the run is over. */
-  private readonly fibers: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
+  private readonly fibers: Array<Fiber.Fiber<unknown, unknown>> = []
 
   constructor(readonly config: Config, traced: boolean) {
-    this.vt = new VirtualTime(Random.make(config.seed))
+    // One generator for the whole run, seeded: every fiber draws from it, in the order they run.
+    this.vt = new VirtualTime(Effect.runSync(Random.withSeed(Random.Random, config.seed)))
     this.server = new Server(config.lifetime)
     this.trace = traced ? [] : undefined
     this.env = this.server.issue(config.mode === "pool" ? "key0" : "", 0)
@@ -307,7 +307,7 @@ export class World {
     run: () => Effect.Effect<A, E2>,
     writing?: Option.Option<Session.Session>
   ): Effect.Effect<A, E | E2> {
-    return Effect.async<A, E | E2>((resume) => {
+    return Effect.callback<A, E | E2>((resume) => {
       const record: StoreOpRecord = { holder, issueSeq: this.tick(), doneSeq: undefined }
       this.storeOps.push(record)
       const failed = () => {
@@ -379,7 +379,7 @@ export class World {
         ready: () => other.feed[0] === record,
         complete: () => {
           other.feed.shift()
-          Queue.unsafeOffer(other.feedQueue, record)
+          Queue.offerUnsafe(other.feedQueue, record)
         }
       })
     }
@@ -387,7 +387,7 @@ export class World {
   }
 
   private lock(cell: Cell, holder: string): Effect.Effect<number, SessionStore.StoreError> {
-    return Effect.async<number, SessionStore.StoreError>((resume) => {
+    return Effect.callback<number, SessionStore.StoreError>((resume) => {
       const record: StoreOpRecord = { holder, issueSeq: this.tick(), doneSeq: undefined }
       this.storeOps.push(record)
       if (this.outage) {
@@ -488,8 +488,7 @@ export class World {
       onNone: () => undefined,
       onSome: encodeSession
     })
-    const failed = (method: string) =>
-      new PlatformError.SystemError({ reason: "Unknown", module: "KeyValueStore", method, description: "unavailable" })
+    const failed = (method: string) => new KeyValueStore.KeyValueStoreError({ method, message: "unavailable" })
     const op = <A>(method: string, label: string, run: () => A, writing?: Option.Option<Session.Session>) =>
       this.storeOp(name, "kv", `${label} by ${name}`, failed(method), () => Effect.sync(run), writing)
     const put = (next: string | undefined) => () => {
@@ -501,8 +500,8 @@ export class World {
       this.log(() => `store := ${describe(session)} (by ${name})`)
     }
     return KeyValueStore.make({
-      get: () => op("get", "load", () => Option.fromNullable(value)),
-      getUint8Array: () => Effect.succeed(Option.none()),
+      get: () => op("get", "load", () => value),
+      getUint8Array: () => Effect.succeed(undefined),
       set: (_key, next) =>
         Effect.suspend(() => {
           const session = decodeSession(String(next))
@@ -510,7 +509,8 @@ export class World {
         }),
       remove: () => op("remove", "clear", put(undefined)),
       clear: op("clear", "clear all", put(undefined)),
-      size: Effect.succeed(value === undefined ? 0 : 1)
+      size: Effect.sync(() => (value === undefined ? 0 : 1)),
+      keys: Effect.sync(() => (value === undefined ? [] : ["session"]))
     })
   }
 
@@ -521,7 +521,7 @@ export class World {
   client(sender: string | undefined): RefreshClient.Service {
     return {
       refresh: (token) =>
-        Effect.async<Session.Session, RefreshError.RefreshError>((resume) => {
+        Effect.callback<Session.Session, RefreshError.RefreshError>((resume) => {
           const value = Redacted.value(token)
           const known = this.server.grantOf(value)
           const holder = sender ?? (known?.family.key || "?")
@@ -632,7 +632,8 @@ export class World {
       closed: false,
       events: [],
       feed: [],
-      feedQueue: Effect.runSync(Queue.unbounded<SessionStore.Stored>())
+      // Made on the harness's scheduler: a queue wakes its takers through the scheduler it was made on.
+      feedQueue: this.vt.runNow(Queue.unbounded<SessionStore.Stored>(), () => false)
     }
     cell.holders.push(holder)
     this.holders.push(holder)
@@ -657,7 +658,7 @@ export class World {
       const keyed: SessionStore.Keyed = {
         forKey: (key) => Effect.sync(() => stores.get(key) ?? this.fencedStore(this.makeCell(key), undefined, key))
       }
-      const scope = Effect.runSync(Scope.make())
+      const scope = Scope.makeUnsafe()
       this.poolScope = scope
       const pool = this.vt.runNow(
         SessionPool.make({
@@ -667,7 +668,7 @@ export class World {
         }).pipe(
           Effect.provideService(RefreshClient.RefreshClient, this.client(undefined)),
           Effect.provideService(SessionStore.KeyedSessionStore, keyed),
-          Scope.extend(scope)
+          Scope.provide(scope)
         ),
         autoDeliver
       )
@@ -694,13 +695,13 @@ export class World {
           autoDeliver
         )
         : this.fencedStore(cell, holder, holder.name)
-      const scope = Effect.runSync(Scope.make())
+      const scope = Scope.makeUnsafe()
       holder.scope = scope
       holder.api = this.vt.runNow(
         SessionManager.make().pipe(
           Effect.provideService(RefreshClient.RefreshClient, this.client(holder.name)),
           Effect.provideService(SessionStore.SessionStore, store),
-          Scope.extend(scope)
+          Scope.provide(scope)
         ),
         autoDeliver
       )
@@ -892,7 +893,7 @@ export class World {
       for (const scope of [this.poolScope, ...this.holders.map((h) => h.scope)]) {
         if (scope !== undefined) this.vt.fork(Scope.close(scope, Exit.void))
       }
-      for (const fiber of this.fibers) fiber.unsafeInterruptAsFork(fiber.id())
+      for (const fiber of this.fibers) fiber.interruptUnsafe(fiber.id)
       this.vt.settle()
       for (let i = 0; i < 1_000; i++) {
         if (this.readyActions().length > 0) this.deliver(0, 1)

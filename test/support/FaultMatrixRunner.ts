@@ -8,11 +8,9 @@
  * in every rendering, session events, the server's own records) so the leak
  * audit can search it for tokens.
  */
-import { FetchHttpClient, HttpClient, type HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { expect } from "@effect/vitest"
 import {
   Cause,
-  Chunk,
   Clock,
   DateTime,
   Deferred,
@@ -21,13 +19,15 @@ import {
   Exit,
   Fiber,
   Logger,
-  LogLevel,
   Option,
   Redacted,
+  References,
+  Result,
   Scope,
-  Stream,
-  TestClock
+  Stream
 } from "effect"
+import { FetchHttpClient, HttpClient, type HttpClientRequest, type HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import {
   AuthHttpClient,
   RefreshClient,
@@ -51,6 +51,7 @@ import {
 } from "./FaultMatrix.js"
 import { hangGuardMillis, realSleep } from "./RealTime.js"
 import { type RecordingSpan, recordingTracer } from "./RecordingTracer.js"
+import * as Sleeps from "./Sleeps.js"
 
 // ---------------------------------------------------------------------------
 // Capture
@@ -90,22 +91,23 @@ export const renderExit = (exit: Exit.Exit<unknown, unknown>): ReadonlyArray<str
 
 const renderCause = (cause: Cause.Cause<unknown>): ReadonlyArray<string> => [
   Cause.pretty(cause),
-  Cause.pretty(cause, { renderErrorCause: true }),
-  ...[...Cause.failures(cause)].flatMap(renderAll),
-  ...[...Cause.defects(cause)].flatMap(renderAll)
+  ...Cause.prettyErrors(cause, { includeCauseInStack: true }).map((error) => error.stack ?? error.message),
+  ...cause.reasons.flatMap((reason) =>
+    Cause.isFailReason(reason) ? renderAll(reason.error) : Cause.isDieReason(reason) ? renderAll(reason.defect) : []
+  )
 ]
 
 export const makeCapture = () => {
   const { spans, tracer } = recordingTracer()
   const capture: Capture = { texts: [], logs: [], spans, issued: [] }
-  const logger = Logger.make((options) => {
-    const line = Logger.logfmtLogger.log(options)
+  const logger = Logger.make((options: Logger.Options<unknown>) => {
+    const line = Logger.formatLogFmt.log(options)
     capture.logs.push(line)
     capture.texts.push(
       line,
-      Logger.jsonLogger.log(options),
-      Logger.stringLogger.log(options),
-      inspect(Logger.structuredLogger.log(options), { depth: 10 }),
+      Logger.formatJson.log(options),
+      Logger.formatSimple.log(options),
+      inspect(Logger.formatStructured.log(options), { depth: 10 }),
       ...renderAll(options.message),
       ...renderCause(options.cause)
     )
@@ -114,8 +116,9 @@ export const makeCapture = () => {
   const around = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     effect.pipe(
       Effect.withTracer(tracer),
-      Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
-      Logger.withMinimumLogLevel(LogLevel.All)
+      // Only this logger: `it.effect`'s own goes to its TestConsole, which nobody reads here.
+      Effect.provide(Logger.layer([logger])),
+      Effect.provideService(References.MinimumLogLevel, "All")
     )
   /**
    * Span names, attributes and events, and how a failed span ends as an
@@ -158,7 +161,7 @@ const makeGate = Effect.map(
 const passGate = (gate: Gate | undefined) =>
   gate === undefined
     ? Effect.void
-    : Effect.zipRight(Deferred.succeed(gate.reached, void 0), Deferred.await(gate.release))
+    : Effect.andThen(Deferred.succeed(gate.reached, void 0), Deferred.await(gate.release))
 
 /** A store in memory that can fail its next save or hold it at a gate. */
 interface CaseStore {
@@ -169,7 +172,7 @@ interface CaseStore {
 }
 
 const makeStore = (initial: Session.Session | undefined): CaseStore => {
-  let stored = Option.fromNullable(initial)
+  let stored = Option.fromNullishOr(initial)
   const store: CaseStore = {
     failNextSaves: 0,
     saveGate: undefined,
@@ -178,7 +181,7 @@ const makeStore = (initial: Session.Session | undefined): CaseStore => {
       load: Effect.sync(() => stored),
       save: (session) =>
         Effect.suspend(() => passGate(store.saveGate)).pipe(
-          Effect.zipRight(Effect.suspend(() => {
+          Effect.andThen(Effect.suspend(() => {
             if (store.failNextSaves > 0) {
               store.failNextSaves--
               return Effect.fail(new SessionStore.StoreError({ operation: "save", message: "disk full" }))
@@ -225,6 +228,8 @@ const makePump = (world: {
   readonly capture: Capture
   readonly server: MockMoonServer.Service
   readonly scripted: () => ReadonlyArray<MockMoonServer.Fault>
+  /** The wake-up times of the sleeps in progress (`Sleeps.tracked`). */
+  readonly sleeps: Effect.Effect<ReadonlyArray<number>>
 }) => {
   let backoffs = 0
   let stalled = -1
@@ -232,8 +237,8 @@ const makePump = (world: {
     const now = yield* Clock.currentTimeMillis
     const failures = world.capture.logs.filter((line) => line.includes("refresh attempt failed")).length
     if (failures > backoffs) {
-      const due = Chunk.filter(yield* TestClock.sleeps(), (at) => at > now && at <= now + maxBackoffMillis)
-      if (Chunk.isNonEmpty(due)) {
+      const due = (yield* world.sleeps).filter((at) => at > now && at <= now + maxBackoffMillis)
+      if (due.length > 0) {
         backoffs++
         return yield* TestClock.adjust(Math.min(...due) - now)
       }
@@ -255,7 +260,9 @@ const driveUntil = (label: string, pump: Effect.Effect<void>, condition: Effect.
   Effect.gen(function*() {
     const started = Date.now()
     while (!(yield* condition)) {
-      if (Date.now() - started > hangGuardMillis) return yield* Effect.dieMessage(`fault matrix: never saw ${label}`)
+      if (Date.now() - started > hangGuardMillis) {
+        return yield* Effect.die(new Error(`fault matrix: never saw ${label}`))
+      }
       yield* pump
     }
   })
@@ -299,6 +306,9 @@ export const runCase = (c: Case, capturing: Capturing = makeCapture()): Effect.E
   capturing.around(runCaseCaptured(c, capturing.capture))
 
 const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
+  Sleeps.tracked((sleeps) => runCaseTracked(c, capture, sleeps))
+
+const runCaseTracked = (c: Case, capture: Capture, sleeps: Effect.Effect<ReadonlyArray<number>>): Effect.Effect<void> =>
   Effect.scoped(Effect.gen(function*() {
     const { entryPoint, expected, fault } = c
     if (expected._tag === "NotApplicable") return
@@ -356,7 +366,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
       manager = yield* SessionManager.make({ autoRefresh: false }).pipe(
         Effect.provideService(RefreshClient.RefreshClient, refreshClient),
         Effect.provideService(SessionStore.SessionStore, store.service),
-        Scope.extend(managerScope),
+        Scope.provide(managerScope),
         Effect.orDie
       )
       yield* Effect.forkScoped(Stream.runForEach(manager.events, (event) => Effect.sync(() => events.push(event))))
@@ -371,8 +381,8 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
     // The fault, and every fault scripted, in the order the refresh requests meet them.
     const scripted: Array<MockMoonServer.Fault> = []
     const script = (...faults: ReadonlyArray<MockMoonServer.Fault>) =>
-      Effect.zipRight(Effect.sync(() => scripted.push(...faults)), server.script(...faults))
-    const pump = makePump({ capture, server, scripted: () => scripted })
+      Effect.andThen(Effect.sync(() => scripted.push(...faults)), server.script(...faults))
+    const pump = makePump({ capture, server, scripted: () => scripted, sleeps })
     // An interrupted request the refresh must not finish stalls for longer than the test may run; one
     // it finishes for the others stalls 150 ms. Either way the clock never cuts it: only the interruption.
     const stallMillis = expected.held === "new" ? 150 : 60_000
@@ -417,7 +427,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
         (response: HttpClientResponse.HttpClientResponse) =>
           Effect.map(response.json, (body) => ({ status: response.status, body }))
       )
-    const fiber = yield* Effect.fork(call)
+    const fiber = yield* Effect.forkChild(call)
 
     if (scenario._tag === "Interrupt") {
       const requests = Effect.map(server.requests, (all) => all.filter((r) => r.path === "/auth/refresh"))
@@ -446,7 +456,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
         if (sendGate) yield* Deferred.succeed(sendGate.release, void 0)
         if (store.saveGate) yield* Deferred.succeed(store.saveGate.release, void 0)
       } else {
-        const closing = yield* Effect.fork(Scope.close(managerScope, Exit.void))
+        const closing = yield* Effect.forkChild(Scope.close(managerScope, Exit.void))
         // A save that must finish gets to finish.
         yield* realSleep(20)
         if (sendGate) yield* Deferred.succeed(sendGate.release, void 0)
@@ -455,7 +465,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
       }
     }
 
-    yield* driveUntil("the call end", pump, Effect.map(Fiber.poll(fiber), Option.isSome))
+    yield* driveUntil("the call end", pump, Effect.sync(() => fiber.pollUnsafe() !== undefined))
     const exit = yield* Fiber.await(fiber)
     const managerOpen = scenario._tag !== "Interrupt" || scenario.by === "caller"
     // A caller that gave up leaves the refresh to finish for the others: wait for it.
@@ -474,9 +484,10 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
 
     // Never a defect: a value, a typed error, or an interruption.
     if (Exit.isFailure(exit)) {
-      expect([...Cause.defects(exit.cause)].map((defect) => Cause.pretty(Cause.die(defect)))).toStrictEqual([])
-      for (const failure of Cause.failures(exit.cause)) {
-        expect(knownTags.has((failure as { _tag?: string })._tag ?? "")).toBe(true)
+      const reasons = exit.cause.reasons
+      expect(reasons.filter(Cause.isDieReason).map((die) => Cause.pretty(Cause.die(die.defect)))).toStrictEqual([])
+      for (const fail of reasons.filter(Cause.isFailReason)) {
+        expect(knownTags.has((fail.error as { _tag?: string })._tag ?? "")).toBe(true)
       }
     }
 
@@ -504,7 +515,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
         break
       }
       case "Fail": {
-        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+        const failure = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
         expect(Option.isSome(failure) ? "failure" : Exit.isSuccess(exit) ? "success" : Cause.pretty(exit.cause)).toBe(
           "failure"
         )
@@ -512,7 +523,7 @@ const runCaseCaptured = (c: Case, capture: Capture): Effect.Effect<void> =>
         break
       }
       case "Interrupted": {
-        expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)).toBe(true)
         break
       }
     }
@@ -587,9 +598,9 @@ const checkHeld = (
       case "old-spent": {
         expect(actual).toBe("old-spent")
         // Not lost: inside the reuse window the spent token gets the session back.
-        const recovered = yield* Effect.either(world.recover(seededToken))
-        expect(recovered._tag).toBe("Right")
-        if (recovered._tag === "Right") expect(yield* world.isLive(refreshToken(recovered.right))).toBe(true)
+        const recovered = yield* Effect.result(world.recover(seededToken))
+        expect(recovered._tag).toBe("Success")
+        if (Result.isSuccess(recovered)) expect(yield* world.isLive(refreshToken(recovered.success))).toBe(true)
         break
       }
       case "cleared": {
@@ -600,8 +611,8 @@ const checkHeld = (
         const signedOut = events.find((event) => event._tag === "SignedOut")
         expect(signedOut?._tag === "SignedOut" && signedOut.reason._tag).toBe("TokenRejected")
         if (manager !== undefined) {
-          const next = yield* Effect.either(manager.accessToken)
-          expect(next._tag === "Left" ? next.left._tag : "a token").toBe("NoSessionError")
+          const next = yield* Effect.result(manager.accessToken)
+          expect(Result.isFailure(next) ? next.failure._tag : "a token").toBe("NoSessionError")
         }
         break
       }

@@ -5,7 +5,8 @@
  * firing because the test jumped ahead while a file was being renamed).
  */
 import { expect } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Layer, Redacted, Stream, TestClock } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
@@ -45,7 +46,7 @@ export const eventually = (what: string, condition: () => boolean) =>
   Effect.gen(function*() {
     const deadline = Date.now() + 10_000
     while (!condition()) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`still not true after 10 s: ${what}`)
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`still not true after 10 s: ${what}`))
       yield* realTurn
     }
   })
@@ -55,7 +56,9 @@ export const settle = (store: Tracked, pool: SessionPool.Service) =>
   Effect.gen(function*() {
     const deadline = Date.now() + 10_000
     for (let quiet = 0; quiet < 3;) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage("the pool's store operations did not settle in 10 s")
+      if (Date.now() > deadline) {
+        return yield* Effect.die(new Error("the pool's store operations did not settle in 10 s"))
+      }
       yield* realTurn
       const busy = store.inFlight() > 0 || (yield* pool.stats).refreshesInFlight > 0
       quiet = busy ? 0 : quiet + 1
@@ -63,7 +66,7 @@ export const settle = (store: Tracked, pool: SessionPool.Service) =>
   })
 
 /** Moves the TestClock by `total`, `step` at a time, settling before each step. */
-export const advance = (store: Tracked, pool: SessionPool.Service, total: Duration.DurationInput) =>
+export const advance = (store: Tracked, pool: SessionPool.Service, total: Duration.Input) =>
   Effect.gen(function*() {
     const steps = Math.ceil(Duration.toMillis(total) / 5_000)
     for (let i = 0; i < steps; i++) {
@@ -162,7 +165,7 @@ export const followFeeds = (stores: ReadonlyArray<SessionStore.Service>) =>
   Effect.gen(function*() {
     const received = yield* Deferred.make<void>()
     const feeds = yield* Effect.forEach(stores, (store) =>
-      Effect.fork(
+      Effect.forkChild(
         Stream.runForEach(
           store.changes,
           (stored) => stored.revision === 1 ? Deferred.succeed(received, undefined) : Effect.void

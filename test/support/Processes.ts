@@ -3,7 +3,7 @@
  * `nodeStoreChild.ts` under tsx, reports JSON lines, takes JSON commands, and
  * is killed (SIGKILL) when the test's scope closes if it is still running.
  */
-import { Deferred, Duration, Effect, Either, Option, Queue, Stream, SubscriptionRef } from "effect"
+import { Deferred, Duration, Effect, Option, Queue, Result, Stream, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as Readline from "node:readline"
@@ -20,7 +20,7 @@ export interface Child {
   /** The first message (reported already or to come) that `pick` accepts; fails after `within`. */
   readonly waitFor: <A>(
     pick: (message: ChildMessage) => A | undefined,
-    within: Duration.DurationInput
+    within: Duration.Input
   ) => Effect.Effect<A, string>
   readonly send: (command: ChildCommand) => Effect.Effect<void>
   readonly kill: (signal: NodeJS.Signals) => Effect.Effect<void>
@@ -41,19 +41,19 @@ export const spawnChild = (mode: string, config: ChildConfig): Effect.Effect<Chi
         })
         Readline.createInterface({ input: child.stdout! }).on("line", (line) => {
           try {
-            Queue.unsafeOffer(incoming, JSON.parse(line) as ChildMessage)
+            Queue.offerUnsafe(incoming, JSON.parse(line) as ChildMessage)
           } catch {
             // Not a report (a stray log line): shown, not parsed.
             process.stdout.write(`[child ${child.pid}] ${line}\n`)
           }
         })
-        child.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed(signal ?? code ?? 0)))
+        child.on("exit", (code, signal) => Deferred.doneUnsafe(exited, Effect.succeed(signal ?? code ?? 0)))
         return child
       }),
       (child) =>
         Effect.suspend(() =>
           child.exitCode === null && child.signalCode === null
-            ? Effect.zipRight(Effect.sync(() => child.kill("SIGKILL")), Deferred.await(exited))
+            ? Effect.andThen(Effect.sync(() => child.kill("SIGKILL")), Deferred.await(exited))
             : Effect.void
         )
     )
@@ -66,25 +66,29 @@ export const spawnChild = (mode: string, config: ChildConfig): Effect.Effect<Chi
     return {
       pid: child.pid!,
       messages: SubscriptionRef.get(log),
-      waitFor: <A>(pick: (message: ChildMessage) => A | undefined, within: Duration.DurationInput) =>
-        log.changes.pipe(
+      waitFor: <A>(pick: (message: ChildMessage) => A | undefined, within: Duration.Input) =>
+        SubscriptionRef.changes(log).pipe(
           Stream.map((all) =>
             Option.firstSomeOf(all.map((message) =>
               message.type === "error"
                 // The child failed: no point waiting for anything else.
-                ? Option.some(Either.left(`child ${child.pid} (${mode}) failed: ${message.message}`))
-                : Option.map(Option.fromNullable(pick(message)), Either.right)
+                ? Option.some(Result.fail(`child ${child.pid} (${mode}) failed: ${message.message}`))
+                : Option.map(Option.fromNullishOr(pick(message)), Result.succeed)
             ))
           ),
-          Stream.filterMap((found) => found),
+          Stream.filterMap(Result.fromOption(() => undefined)),
           Stream.runHead,
-          Effect.flatten,
-          Effect.flatMap((found) => found),
-          Effect.timeoutFail({
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(`child ${child.pid} ended its reports`),
+            onSome: Effect.fromResult
+          })),
+          Effect.timeoutOrElse({
             duration: within,
-            onTimeout: () => `child ${child.pid} (${mode}) did not report it within ${Duration.format(within)}`
-          }),
-          Effect.catchTag("NoSuchElementException", () => Effect.fail(`child ${child.pid} ended its reports`))
+            orElse: () =>
+              Effect.fail(
+                `child ${child.pid} (${mode}) did not report it within ${Duration.format(Duration.fromInputUnsafe(within))}`
+              )
+          })
         ),
       send: (command: ChildCommand) => Effect.sync(() => child.stdin!.write(`${JSON.stringify(command)}\n`)),
       kill: (signal: NodeJS.Signals) => Effect.sync(() => child.kill(signal)),

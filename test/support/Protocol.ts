@@ -150,7 +150,7 @@ export interface Scope {
 /** A new family's first token is `F<n>.0`; the initial stored session is family 0, the environment's is E. */
 export const initialWorld = (scope: Scope): World => {
   const stored = scope.start === "stored" ? sessionOf("F0.0") : undefined
-  const record = { revision: stored === undefined ? 0 : 1, session: Option.fromNullable(stored) }
+  const record = { revision: stored === undefined ? 0 : 1, session: Option.fromNullishOr(stored) }
   return {
     holders: scope.holders.map(() => Core.initial(record, 0, 0, config)),
     store: { revision: record.revision, record: stored === undefined ? null : "F0.0" },
@@ -246,8 +246,8 @@ const apply = (world: World, holder: number, command: Core.Command): World => {
 
 const describeExit = (exit: Core.Outcome): string => {
   if (Exit.isSuccess(exit)) return exit.value === undefined ? "ok" : `ok:${tokenOf(exit.value)}`
-  const failure = Option.getOrUndefined(Cause.failureOption(exit.cause))
-  if (failure === undefined) return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
+  const failure = Option.getOrUndefined(Cause.findErrorOption(exit.cause))
+  if (failure === undefined) return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "defect"
   return failure._tag
 }
 

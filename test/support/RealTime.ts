@@ -10,7 +10,7 @@ import { Effect } from "effect"
 
 /** Sleeps `millis` of real time, whatever clock the fiber runs on. */
 export const realSleep = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
+  Effect.callback<void>((resume) => {
     const timer = setTimeout(() => resume(Effect.void), millis)
     return Effect.sync(() => clearTimeout(timer))
   })
@@ -26,7 +26,7 @@ export const waitUntil = <E, R>(label: string, condition: Effect.Effect<boolean,
   Effect.gen(function*() {
     const started = Date.now()
     while (!(yield* condition)) {
-      if (Date.now() - started > hangGuardMillis) return yield* Effect.dieMessage(`never saw ${label}`)
+      if (Date.now() - started > hangGuardMillis) return yield* Effect.die(new Error(`never saw ${label}`))
       yield* realSleep(2)
     }
   })

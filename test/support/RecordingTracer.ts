@@ -10,7 +10,6 @@ export class RecordingSpan implements Tracer.Span {
   readonly _tag = "Span"
   readonly spanId: string
   readonly traceId: string
-  readonly sampled = true
   readonly attributes = new Map<string, unknown>()
   readonly events: Array<readonly [name: string, attributes: Record<string, unknown>]> = []
   readonly links: Array<Tracer.SpanLink>
@@ -19,10 +18,11 @@ export class RecordingSpan implements Tracer.Span {
   constructor(
     readonly name: string,
     readonly parent: Option.Option<Tracer.AnySpan>,
-    readonly context: Context.Context<never>,
+    readonly annotations: Context.Context<never>,
     links: ReadonlyArray<Tracer.SpanLink>,
     startTime: bigint,
     readonly kind: Tracer.SpanKind,
+    readonly sampled: boolean,
     id: number
   ) {
     this.spanId = `span-${id}`
@@ -49,12 +49,11 @@ export class RecordingSpan implements Tracer.Span {
 export const recordingTracer = () => {
   const spans: Array<RecordingSpan> = []
   const tracer = Tracer.make({
-    span: (name, parent, context, links, startTime, kind) => {
-      const span = new RecordingSpan(name, parent, context, links, startTime, kind, spans.length + 1)
+    span: ({ annotations, kind, links, name, parent, sampled, startTime }) => {
+      const span = new RecordingSpan(name, parent, annotations, links, startTime, kind, sampled, spans.length + 1)
       spans.push(span)
       return span
-    },
-    context: (f) => f()
+    }
   })
   return { spans, tracer }
 }

@@ -4,10 +4,10 @@
  * `MockMoonServer`; what a program sent through it, and checks on the store.
  * Shared by test/session-integration.test.ts and test/system/.
  */
-import { FetchHttpClient, type HttpClient } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { expect } from "@effect/vitest"
 import { Deferred, Effect, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import { FetchHttpClient, type HttpClient } from "effect/http"
 import type { Session } from "moon-refresh"
 import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
 import type { MockMoonServer } from "moon-refresh/testing"
@@ -28,7 +28,8 @@ export const counts = ({ ok, other, unauthorized }: Tally) => ({ ok, unauthorize
 
 export const stacks: ReadonlyArray<readonly [string, Layer.Layer<HttpClient.HttpClient>]> = [
   ["FetchHttpClient", FetchHttpClient.layer],
-  ["NodeHttpClient", NodeHttpClient.layer]
+  // `@effect/platform-node`'s client over `node:http` (what its `layer` was in Effect 3).
+  ["NodeHttpClient", NodeHttpClient.layerNodeHttp]
 ]
 
 /** The program's services: AuthHttpClient over the given HttpClient, a manager, a memory store holding `initial`. */
@@ -79,11 +80,11 @@ export const trafficUntil = (
   Effect.all(
     Array.from({ length: options.loops }, () =>
       getProtected(server, tally).pipe(
-        Effect.zipRight(options.done),
+        Effect.andThen(options.done),
         Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (done) => done })
       )),
     { concurrency: "unbounded", discard: true }
-  ).pipe(Effect.timeoutFail({ duration: "120 seconds", onTimeout: () => "traffic: never done (a hang)" }))
+  ).pipe(Effect.timeoutOrElse({ duration: "120 seconds", orElse: () => Effect.fail("traffic: never done (a hang)") }))
 
 /** Records every `SessionManager` event after `Initial`, in the test's scope. */
 export const recordEvents = Effect.gen(function*() {

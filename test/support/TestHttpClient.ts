@@ -5,9 +5,9 @@
  * repeats once the script is used up) and recorded, with the `TestClock` time
  * at which it was sent, so tests can assert on what was sent and when.
  */
-import { HttpClient, HttpClientError, HttpClientResponse } from "@effect/platform"
-import type { HttpClientRequest } from "@effect/platform"
 import { Clock, Effect, Layer } from "effect"
+import { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
+import type { HttpClientRequest } from "effect/http"
 
 /** What the double answers to one request. */
 export type Reply =
@@ -40,7 +40,7 @@ export const text = (status: number, body: string, headers: Record<string, strin
 export const html = (status: number, page: string, headers: Record<string, string> = {}): Reply =>
   text(status, page, { "content-type": "text/html; charset=utf-8", ...headers })
 
-/** Fails the request as a broken connection would (`RequestError`, reason `Transport`). */
+/** Fails the request as a broken connection would (`HttpClientError`, reason `TransportError`). */
 export const transportFailure = (description = "connection reset by peer"): Reply => ({
   _tag: "TransportFailure",
   description
@@ -53,7 +53,7 @@ export const hang: Reply = { _tag: "Hang" }
 export interface RecordedRequest {
   readonly method: string
   readonly url: string
-  /** Lower-cased header names, as `@effect/platform` stores them. */
+  /** Lower-cased header names, as `effect/http` stores them. */
   readonly headers: Readonly<Record<string, string>>
   /** The body decoded as UTF-8 text ("" when there is none). */
   readonly body: string
@@ -118,7 +118,9 @@ export const make = (...script: ReadonlyArray<Reply>): TestHttpClient => {
           )
         case "TransportFailure":
           return Effect.fail(
-            new HttpClientError.RequestError({ request, reason: "Transport", description: reply.description })
+            new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({ request, description: reply.description })
+            })
           )
         case "Hang":
           return Effect.never

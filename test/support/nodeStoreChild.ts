@@ -15,8 +15,8 @@
  *   `failWrites` (the store's writes fail for a while) and `stop` (which
  *   reports `summary` and exits).
  */
-import { FetchHttpClient } from "@effect/platform"
-import { Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Duration, Effect, Fiber, Layer, Option, Queue, Result, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 import * as Readline from "node:readline"
@@ -24,13 +24,15 @@ import { type ChildCommand, type ChildConfig, type ChildMessage, fingerprint } f
 
 const report = (message: ChildMessage) => Effect.sync(() => process.stdout.write(`${JSON.stringify(message)}\n`))
 
-const commands = Stream.async<ChildCommand>((emit) => {
-  const lines = Readline.createInterface({ input: process.stdin })
-  lines.on("line", (line) => {
-    if (line.trim() !== "") void emit.single(JSON.parse(line) as ChildCommand)
+const commands = Stream.callback<ChildCommand>((queue) =>
+  Effect.sync(() => {
+    const lines = Readline.createInterface({ input: process.stdin })
+    lines.on("line", (line) => {
+      if (line.trim() !== "") Queue.offerUnsafe(queue, JSON.parse(line) as ChildCommand)
+    })
+    lines.on("close", () => Queue.endUnsafe(queue))
   })
-  lines.on("close", () => void emit.end())
-})
+)
 
 const storeOptions = (config: ChildConfig): NodeSessionStore.Options => ({
   path: config.path,
@@ -65,14 +67,14 @@ const save = (config: ChildConfig) =>
       Effect.forkScoped
     )
     while (!stopped) {
-      const result = yield* Effect.either(store.save(sessionNamed(`${process.pid}-${saves}`)))
-      if (result._tag === "Right") saves++
+      const result = yield* Effect.result(store.save(sessionNamed(`${process.pid}-${saves}`)))
+      if (Result.isSuccess(result)) saves++
       // A process stalled past its lease (a loaded machine) loses the lock, or waits past its lock timeout:
       // the save is refused and writes nothing, which is the store doing its job. Counted, not an error.
-      else if (refusedSave(result.left)) refused++
-      else errors.push(result.left.message)
+      else if (refusedSave(result.failure)) refused++
+      else errors.push(result.failure.message)
       // Lets the command reader run between saves.
-      yield* Effect.yieldNow()
+      yield* Effect.yieldNow
     }
     yield* report({ type: "done", saves, refused, errors })
   })
@@ -80,7 +82,7 @@ const save = (config: ChildConfig) =>
 const hold = (config: ChildConfig) =>
   Effect.gen(function*() {
     const store = yield* NodeSessionStore.make(storeOptions(config))
-    yield* store.withLock(Effect.zipRight(report({ type: "locked", at: Date.now() }), Effect.never))
+    yield* store.withLock(Effect.andThen(report({ type: "locked", at: Date.now() }), Effect.never))
   })
 
 // Until when the store's writes fail (the command `failWrites`).
@@ -91,7 +93,7 @@ const failing = { until: 0 }
  * writes failing while `failing` says so.
  */
 const reportingStore = (config: ChildConfig) =>
-  Layer.scoped(
+  Layer.effect(
     SessionStore.SessionStore,
     Effect.gen(function*() {
       const store = yield* NodeSessionStore.make(storeOptions(config))
@@ -143,12 +145,15 @@ const manager = (config: ChildConfig) =>
       Effect.forkScoped
     )
     const reader = Effect.gen(function*() {
-      const result = yield* Effect.either(sessions.accessToken)
-      if (result._tag === "Right") reads++
-      else readErrors[result.left._tag] = (readErrors[result.left._tag] ?? 0) + 1
+      const result = yield* Effect.result(sessions.accessToken)
+      if (Result.isSuccess(result)) reads++
+      else readErrors[result.failure._tag] = (readErrors[result.failure._tag] ?? 0) + 1
       yield* Effect.sleep(`${10 + Math.floor(Math.random() * 20)} millis`)
     }).pipe(Effect.forever)
-    const readers = yield* Effect.forkAll(Array.from({ length: config.readers ?? 25 }, () => reader))
+    const readers = yield* Effect.forEach(
+      Array.from({ length: config.readers ?? 25 }, () => reader),
+      (loop) => Effect.forkChild(loop)
+    )
     yield* report({ type: "ready", pid: process.pid, at: Date.now() })
     yield* commands.pipe(
       Stream.takeUntil((command) => command.cmd === "stop"),
@@ -167,7 +172,7 @@ const manager = (config: ChildConfig) =>
           : Effect.void
       )
     )
-    yield* Fiber.interrupt(readers)
+    yield* Fiber.interruptAll(readers)
     const current = yield* sessions.current
     yield* report({
       type: "summary",
@@ -198,6 +203,6 @@ const programs: Record<string, Effect.Effect<void, unknown, never>> = {
 const program = programs[mode] ?? Effect.fail(`unknown mode ${mode}`)
 
 program.pipe(
-  Effect.catchAllCause((cause) => report({ type: "error", message: String(cause) })),
+  Effect.catchCause((cause) => report({ type: "error", message: String(cause) })),
   Effect.runPromise
 ).then(() => process.exit(0))

@@ -6,7 +6,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either, FiberRef, Option, Schema, Stream } from "effect"
+import { Duration, Effect, Option, Queue, Result, Schema, Stream } from "effect"
 import * as Options_ from "../../internal/options.js"
 import { capMessage } from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
@@ -48,13 +48,13 @@ export const defaults = {
 // How long past `maxHold` a waiter lets a holder's own release arrive before taking over.
 const grace = Duration.seconds(1)
 
-const text = (option: string, input: unknown): Either.Either<string, Options_.Invalid> =>
+const text = (option: string, input: unknown): Result.Result<string, Options_.Invalid> =>
   typeof input === "string" && input !== ""
-    ? Either.right(input)
-    : Either.left({ owner, option, reason: "must be a non-empty string" })
+    ? Result.succeed(input)
+    : Result.fail({ owner, option, reason: "must be a non-empty string" })
 
-export const settings = (options: BrowserSessionStore.Options): Either.Either<Settings, Options_.Invalid> =>
-  Either.all({
+export const settings = (options: BrowserSessionStore.Options): Result.Result<Settings, Options_.Invalid> =>
+  Result.all({
     key: text("key", options.key),
     database: text("database", options.database ?? defaults.database),
     maxHold: Options_.duration(owner, "maxHold", options.maxHold ?? defaults.maxHold, "positive")
@@ -64,7 +64,7 @@ export const settings = (options: BrowserSessionStore.Options): Either.Either<Se
  * The browser's own pieces, or the first one missing. Read when the store is
  * made, never when the module loads, so the module imports anywhere.
  */
-export const fromGlobals = (): Either.Either<Platform, Missing> => {
+export const fromGlobals = (): Result.Result<Platform, Missing> => {
   const scope = globalThis as {
     readonly navigator?: { readonly locks?: WebLock.Locks | undefined } | undefined
     readonly indexedDB?: IDBFactory | undefined
@@ -75,16 +75,16 @@ export const fromGlobals = (): Either.Either<Platform, Missing> => {
   }
   const locks = scope.navigator?.locks
   if (locks === undefined) {
-    return Either.left(unavailable(
+    return Result.fail(unavailable(
       "navigator.locks",
       "the Web Locks API is missing; browsers give it only to secure contexts (https://, or http://localhost and http://127.0.0.1)"
     ))
   }
   const indexedDB = scope.indexedDB
-  if (indexedDB === undefined) return Either.left(unavailable("indexedDB", "IndexedDB is missing"))
+  if (indexedDB === undefined) return Result.fail(unavailable("indexedDB", "IndexedDB is missing"))
   const Channel = scope.BroadcastChannel
-  if (Channel === undefined) return Either.left(unavailable("BroadcastChannel", "BroadcastChannel is missing"))
-  return Either.right({
+  if (Channel === undefined) return Result.fail(unavailable("BroadcastChannel", "BroadcastChannel is missing"))
+  return Result.succeed({
     locks,
     indexedDB,
     channel: (name) => new Channel(name),
@@ -126,15 +126,15 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
       Effect.sync(() => platform.channel(name)),
       (channel) => Effect.sync(() => channel.close())
     )
-    const encode = Schema.encode(SessionStore.StoredSchema)
-    const decode = Schema.decodeUnknown(SessionStore.StoredSchema)
+    const encode = Schema.encodeEffect(SessionStore.StoredSchema)
+    const decode = Schema.decodeUnknownEffect(SessionStore.StoredSchema)
 
     const read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError> = Effect.tryPromise({
       try: () => records.read(key),
       catch: (error) => new SessionStore.StoreError({ operation: "load", message: describe(error) })
     }).pipe(Effect.flatMap((raw) =>
       raw === undefined ? Effect.succeed(SessionStore.empty) : decode(raw).pipe(
-        Effect.catchTag("ParseError", () =>
+        Effect.catchTag("SchemaError", () =>
           // An unreadable record (an old format, a hand edit) is a signed-out
           // state at its revision, so the next write replaces it. Not logged whole.
           Effect.as(
@@ -148,7 +148,7 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
       Effect.gen(function*() {
         const next: SessionStore.Stored = { revision: expected + 1, session }
         const encoded = yield* Effect.orDie(encode(next))
-        const hold = yield* FiberRef.get(WebLock.currentHold)
+        const hold = yield* WebLock.currentHold
         // Checked inside the transaction, so a steal that lands while it waits still stops it.
         const allowed = () => !(hold !== undefined && hold.name === name && hold.state === "lost")
         const outcome = yield* Effect.tryPromise({
@@ -180,12 +180,12 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
     // Each message (another tab's or another store's write in this tab) and
     // each return of the page is a reason to read again; one pending reason
     // is enough, since the read gets the latest record.
-    const changes: Stream.Stream<SessionStore.Stored> = Stream.asyncPush<void>((emit) =>
+    const changes: Stream.Stream<SessionStore.Stored> = Stream.callback<void>((reasons) =>
       Effect.acquireRelease(
         Effect.sync(() => {
           const inbox = platform.channel(name)
-          inbox.onmessage = () => emit.single(undefined)
-          const stop = platform.onResume(() => emit.single(undefined))
+          inbox.onmessage = () => void Queue.offerUnsafe(reasons, undefined)
+          const stop = platform.onResume(() => void Queue.offerUnsafe(reasons, undefined))
           return () => {
             stop()
             inbox.close()
@@ -193,12 +193,8 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
         }),
         (dispose) => Effect.sync(dispose)
       ), { bufferSize: 1, strategy: "sliding" }).pipe(
-        Stream.mapEffect(() =>
-          read.pipe(
-            Effect.map(Option.some),
-            Effect.catchAll((error) => Effect.as(Effect.logDebug(error), Option.none()))
-          )
-        ),
+        // A read that fails is logged and skipped: the feed never fails.
+        Stream.mapEffect(() => read.pipe(Effect.tapError((error) => Effect.logDebug(error)), Effect.result)),
         Stream.filterMap((stored) => stored),
         Stream.changesWith((a, b) => a.revision === b.revision && Option.isSome(a.session) === Option.isSome(b.session))
       )

@@ -22,7 +22,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Duration, Effect, FiberRef } from "effect"
+import { Clock, Context, Duration, Effect } from "effect"
 import { type Lease, StoreError } from "../../SessionStore.js"
 
 /** The part of `navigator.locks` this module uses. */
@@ -46,11 +46,14 @@ export interface Hold {
 }
 
 /** The hold the current fiber runs under, if any (children inherit it). */
-export const currentHold: FiberRef.FiberRef<Hold | undefined> = FiberRef.unsafeMake<Hold | undefined>(undefined)
+export const currentHold: Context.Reference<Hold | undefined> = Context.Reference<Hold | undefined>(
+  "moon-refresh/BrowserSessionStore/currentHold",
+  { defaultValue: () => undefined }
+)
 
 /** Whether the current fiber runs under a hold of `name` that another tab stole. */
 export const isLost = (name: string): Effect.Effect<boolean> =>
-  Effect.map(FiberRef.get(currentHold), (hold) => hold !== undefined && hold.name === name && hold.state === "lost")
+  Effect.map(currentHold, (hold) => hold !== undefined && hold.name === name && hold.state === "lost")
 
 // ---------------------------------------------------------------------------
 // One request, as plain callbacks: the browser calls back on its own schedule,
@@ -118,7 +121,7 @@ const request = (locks: Locks, name: string, steal: boolean): Ticket => {
 const lockError = (message: string) => new StoreError({ operation: "lock", message })
 
 const awaitGrant = (ticket: Ticket): Effect.Effect<void, StoreError> =>
-  Effect.async<void, StoreError>((resume) => {
+  Effect.callback<void, StoreError>((resume) => {
     ticket.granted.then(
       () => resume(Effect.void),
       (error: unknown) => resume(Effect.fail(lockError(`the browser refused the lock: ${describe(error)}`)))
@@ -128,7 +131,7 @@ const awaitGrant = (ticket: Ticket): Effect.Effect<void, StoreError> =>
 // Marks the hold lost at the moment the browser says so, before any fiber
 // runs again: a write already under way checks the mark.
 const awaitLost = (ticket: Ticket, hold: Hold): Effect.Effect<never, StoreError> =>
-  Effect.async<never, StoreError>((resume) => {
+  Effect.callback<never, StoreError>((resume) => {
     const lost = () => {
       hold.state = "lost"
       resume(Effect.fail(lockError(`another tab took over the lock "${hold.name}"; nothing more is written`)))
@@ -196,7 +199,7 @@ interface Cell {
  * when it moved (or another waiter is taking over): wait again.
  */
 const takeOver = (locks: Locks, name: string, before: Snapshot, cell: Cell): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
+  Effect.callback<boolean>((resume) => {
     locks.request(`${name}:takeover`, { ifAvailable: true }, async (lock) => {
       if (lock === null) return resume(Effect.succeed(false))
       const now = await Effect.runPromise(observe(locks, name))
@@ -248,15 +251,15 @@ export const withLease =
         const maxHold = Duration.toMillis(settings.maxHold)
         const held = Effect.flatMap(Clock.currentTimeMillis, (grantedAt) =>
           Effect.raceFirst(
-            Effect.locally(use(leaseOf(hold, grantedAt + maxHold, maxHold)), currentHold, hold),
+            Effect.provideService(use(leaseOf(hold, grantedAt + maxHold, maxHold)), currentHold, hold),
             awaitLost(cell.ticket, hold)
           ).pipe(
-            Effect.timeoutFail({
+            Effect.timeoutOrElse({
               duration: settings.maxHold,
-              onTimeout: () => lockError(`held the lock "${settings.name}" longer than its bound; gave it up`)
+              orElse: () => Effect.fail(lockError(`held the lock "${settings.name}" longer than its bound; gave it up`))
             })
           ))
-        return restore(Effect.zipRight(acquire(locks, settings, cell), held)).pipe(
+        return restore(Effect.andThen(acquire(locks, settings, cell), held)).pipe(
           Effect.ensuring(Effect.sync(() => {
             cell.closed = true
             if (hold.state === "held") hold.state = "released"
@@ -271,7 +274,7 @@ const leaseOf = (hold: Hold, until: number, maxHold: number): Lease => ({
   ensure: (atLeast) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       // A bound shorter than what is asked for was chosen so: half of it is asked for.
-      const wanted = Math.min(Duration.toMillis(Duration.decode(atLeast)), maxHold / 2)
+      const wanted = Math.min(Duration.toMillis(atLeast), maxHold / 2)
       if (hold.state !== "held") return Effect.fail(lockError(`the lock "${hold.name}" is no longer this tab's`))
       return until - now >= wanted
         ? Effect.void

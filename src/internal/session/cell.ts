@@ -10,13 +10,22 @@
  * token) and released when `decide` says so; writes made while it is held
  * go through the store, which lets a write of the lock's holder through.
  *
+ * Wake-ups. Completing a `Deferred` or publishing to a `PubSub` resumes the
+ * fibers waiting on it at once, on the caller's stack (Effect 4 runs a
+ * resumed fiber inline), and such a fiber may ask this cell for the next
+ * operation before the decision that woke it has run its other commands. So
+ * the commands that wake fibers (`Resolve`, `Release`, `Publish`) are queued
+ * while a decision runs and run after its last command, in order; a decision
+ * taken by a fiber they wake runs its own commands then, and queues its
+ * wake-ups behind theirs.
+ *
  * A `SessionManager` is one cell with a timer of its own and a PubSub; a
  * `SessionPool` is many cells sharing one `Shared`, a timer wheel and a feed.
  *
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Clock, Redacted, Scope, Tracer } from "effect"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Runtime } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Result } from "effect"
 import type * as RefreshClient from "../../RefreshClient.js"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
@@ -60,9 +69,9 @@ export interface Shared {
    * when it closes). Never at once: a fiber started inside a decision would
    * feed its outcome back before the decision's remaining commands ran.
    */
-  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   /** Runs a fiber that outlives the owner (a write), bounded by its own timeout. */
-  readonly daemon: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  readonly daemon: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   /** The lease a flight must still have right before it sends: the request's timeout and a margin. */
   readonly sendLease: number
 }
@@ -95,13 +104,18 @@ export class Cell {
     | undefined
   private closed = false
   private armedAt: number | undefined = undefined
+  /** The wake-ups of the decision running now (see "Wake-ups" above); `undefined` between decisions. */
+  private wakes: Array<() => void> | undefined = undefined
+  /** Events published so far, counting those still queued to be delivered. */
+  published = 0
 
   constructor(
     readonly shared: Shared,
     readonly store: SessionStore.Service,
     initial: Core.State,
     private readonly timer: (cell: Cell) => Timer,
-    private readonly publish: (event: Events.SessionEvent) => void,
+    /** Delivers an event; `n` numbers it (1, 2, …) in the order the decisions published them. */
+    private readonly publish: (event: Events.SessionEvent, n: number) => void,
     private readonly onHot?: (hot: Hot) => void
   ) {
     this.state = initial
@@ -128,9 +142,22 @@ export class Cell {
     // Made before the commands run: one of them may end it at once.
     const waiter = decision.awaits === undefined ? undefined : this.waiterOf(decision.awaits)
     let logs: Array<Effect.Effect<void>> | undefined
-    for (const command of decision.commands) {
-      if (command._tag === "Log") (logs ??= []).push(logOf(command))
-      else this.run(command)
+    const outermost = this.wakes === undefined
+    const wakes = this.wakes ??= []
+    try {
+      for (const command of decision.commands) {
+        if (command._tag === "Log") (logs ??= []).push(logOf(command))
+        else this.run(command, wakes)
+      }
+    } finally {
+      // A decision taken while these run (by a fiber one of them woke) queues its own behind them.
+      if (outermost) {
+        try {
+          for (let i = 0; i < wakes.length; i++) wakes[i]!()
+        } finally {
+          this.wakes = undefined
+        }
+      }
     }
     return { decision, logs: logs === undefined ? Effect.void : Effect.all(logs, { discard: true }), waiter }
   }
@@ -138,7 +165,7 @@ export class Cell {
   /** {@link dispatch} as an effect that also writes its logs. */
   step(input: (now: number) => Core.Input): Effect.Effect<Dispatched> {
     return Effect.suspend(() => {
-      const dispatched = this.dispatch(input(this.shared.clock.unsafeCurrentTimeMillis()))
+      const dispatched = this.dispatch(input(this.shared.clock.currentTimeMillisUnsafe()))
       return Effect.as(dispatched.logs, dispatched)
     })
   }
@@ -147,7 +174,7 @@ export class Cell {
     const waiters = this.waiters ??= new Map()
     let waiter = waiters.get(op)
     if (waiter === undefined) {
-      waiter = Deferred.unsafeMake(FiberId.none)
+      waiter = Deferred.makeUnsafe()
       waiters.set(op, waiter)
     }
     return waiter
@@ -172,9 +199,9 @@ export class Cell {
   readonly slowSession: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() => {
     const before = Core.sessionOf(this.state)?.accessToken
     return this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" })).pipe(
-      Effect.catchAll((error) => {
+      Effect.catch((error) => {
         // A transient failure keeps the session: it is handed out while it is valid.
-        const kept = Core.afterFailedWait(this.state, before, this.shared.clock.unsafeCurrentTimeMillis())
+        const kept = Core.afterFailedWait(this.state, before, this.shared.clock.currentTimeMillisUnsafe())
         return kept !== undefined ? Effect.succeed(kept) : Effect.fail(error)
       })
     ) as Effect.Effect<Session.Session, Events.SessionError>
@@ -230,22 +257,26 @@ export class Cell {
     const waiters = this.waiters
     this.waiters = undefined
     if (waiters !== undefined) {
-      for (const waiter of waiters.values()) Deferred.unsafeDone(waiter, Exit.interrupt(FiberId.none))
+      for (const waiter of waiters.values()) Deferred.doneUnsafe(waiter, Exit.interrupt())
     }
   }
 
   // ---- commands ----
 
-  private run(command: Exclude<Core.Command, { readonly _tag: "Log" }>): void {
+  private run(command: Exclude<Core.Command, { readonly _tag: "Log" }>, wakes: Array<() => void>): void {
     if (this.closed && (command._tag === "Lock" || command._tag === "Post" || command._tag === "Arm")) return
     switch (command._tag) {
-      case "Publish":
-        return this.publish(command.event)
+      case "Publish": {
+        // Numbered now, in decision order: a subscriber's `Initial` (the state now) and the events after it never overlap.
+        const n = ++this.published
+        wakes.push(() => this.publish(command.event, n))
+        return
+      }
       case "Resolve": {
         const waiter = this.waiters?.get(command.op)
         if (waiter === undefined) return
         this.waiters!.delete(command.op)
-        Deferred.unsafeDone(waiter, command.exit)
+        wakes.push(() => void Deferred.doneUnsafe(waiter, command.exit))
         return
       }
       case "Arm":
@@ -257,7 +288,7 @@ export class Cell {
       case "Release": {
         const held = this.holding?.get(command.op)
         this.holding?.delete(command.op)
-        if (held !== undefined) Deferred.unsafeDone(held.release, Exit.void)
+        if (held !== undefined) wakes.push(() => void Deferred.doneUnsafe(held.release, Exit.void))
         return
       }
       case "Post":
@@ -280,31 +311,31 @@ export class Cell {
    * lock until `Release`. The flight's span lives as long as the lock.
    */
   private lock(op: number): void {
-    const release = Deferred.unsafeMake<void>(FiberId.none)
+    const release = Deferred.makeUnsafe<void>()
     const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } =
       { release }
     ;(this.holding ??= new Map()).set(op, held)
     const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
     let granted = false
     const critical = (lease: Store.Lease) =>
-      Effect.gen(this, function*() {
+      Effect.gen({ self: this }, function*() {
         granted = true
         held.lease = lease
         held.span = Option.getOrUndefined(yield* Effect.option(Effect.currentSpan))
-        const stored = yield* Effect.either(Store.read(this.store, this.shared.bounds))
+        const stored = yield* Effect.result(Store.read(this.store, this.shared.bounds))
         yield* this.step((now) =>
-          stored._tag === "Right"
-            ? { _tag: "Locked", op, now, stored: stored.right }
-            : { _tag: "LockFailed", op, now, error: stored.left }
+          Result.isSuccess(stored)
+            ? { _tag: "Locked", op, now, stored: stored.success }
+            : { _tag: "LockFailed", op, now, error: stored.failure }
         )
         yield* Deferred.await(release)
       })
     this.shared.fork(
       Store.withLease(this.store, this.shared.bounds, critical).pipe(
-        Effect.catchAll((error) =>
+        Effect.catch((error) =>
           granted ? Effect.void : Effect.asVoid(this.step((now) => ({ _tag: "LockFailed", op, now, error })))
         ),
-        Effect.withSpan(`moon-refresh/SessionManager.${kind}`, { captureStackTrace: false })
+        Effect.withSpan(`moon-refresh/SessionManager.${kind}`, undefined, { captureStackTrace: false })
       )
     )
   }
@@ -312,7 +343,7 @@ export class Cell {
   /** Checks that the lease is still ours for long enough, then sends. */
   private post(op: number, token: Redacted.Redacted<string>): void {
     const held = this.holding?.get(op)
-    const send = Effect.zipRight(
+    const send = Effect.andThen(
       held?.lease !== undefined ? held.lease.ensure(this.shared.sendLease) : Effect.void,
       this.shared.client.refresh(token)
     )
@@ -322,7 +353,7 @@ export class Cell {
     this.shared.fork(Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(Effect.exit(restore(traced)), (exit) =>
         // An interruption of this fiber (the owner closing) is not an answer.
-        Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+        Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
           ? Effect.void
           : this.step((now) => ({ _tag: "Answered", op, now, exit })))
     ))
@@ -339,6 +370,14 @@ const logOf = (command: Extract<Core.Command, { readonly _tag: "Log" }>): Effect
 }
 
 /**
+ * `effect`, started on the scheduler rather than inside its caller: a fiber
+ * started by `Effect.runForkWith` runs at once until it first suspends, so
+ * one started inside a decision would otherwise feed its outcome back before
+ * the decision's remaining commands ran.
+ */
+const later = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> => Effect.andThen(Effect.yieldNow, effect)
+
+/**
  * A `Shared.daemon`: fibers that closing the owner does not interrupt; its
  * scope waits for them when it closes (each is bounded by the store's
  * timeout), so the save of a token already spent always finishes. Made before
@@ -346,11 +385,11 @@ const logOf = (command: Extract<Core.Command, { readonly _tag: "Log" }>): Effect
  * (one of them may hand over an answer to save as it stops).
  */
 export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = Effect.gen(function*() {
-  const runtime = yield* Effect.runtime<never>()
-  const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  const run = Effect.runForkWith(yield* Effect.context<never>())
+  const running = new Set<Fiber.Fiber<unknown, unknown>>()
   yield* Effect.addFinalizer(() => Effect.suspend(() => Fiber.awaitAll([...running])))
   return (effect) => {
-    const fiber = Runtime.runFork(runtime)(effect, { immediate: false })
+    const fiber = run(later(effect))
     running.add(fiber)
     fiber.addObserver(() => running.delete(fiber))
     return fiber
@@ -359,18 +398,18 @@ export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = E
 
 /** A `Shared.fork` on a FiberSet's run function: the fiber starts on the scheduler, not inside the caller. */
 export const forkLater = (
-  run: <A, E>(effect: Effect.Effect<A, E>, options?: { readonly immediate?: boolean }) => Fiber.RuntimeFiber<A, E>
+  run: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
 ): Shared["fork"] =>
-(effect) => run(effect, { immediate: false })
+(effect) => run(later(effect))
 
 /** A timer of its own: one fiber at a time, started by the shared `fork`. */
 export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cell): Timer => {
-  let fiber: Fiber.RuntimeFiber<void> | undefined
+  let fiber: Fiber.Fiber<void> | undefined
   return {
     arm: (at) => {
-      if (fiber !== undefined) fiber.unsafeInterruptAsFork(FiberId.none)
+      if (fiber !== undefined) fiber.interruptUnsafe()
       fiber = at === undefined ? undefined : shared.fork(
-        Effect.zipRight(Effect.sleep(Math.max(0, at - shared.clock.unsafeCurrentTimeMillis())), cell.tick)
+        Effect.andThen(Effect.sleep(Math.max(0, at - shared.clock.currentTimeMillisUnsafe())), cell.tick)
       )
     }
   }

@@ -251,7 +251,7 @@ export type Outcome = Exit.Exit<Session.Session | undefined, Events.SessionError
 const succeed = (session: Session.Session | undefined): Outcome => Exit.succeed(session)
 const fail = (error: Events.SessionError): Outcome => Exit.fail(error)
 const failureOf = (exit: Exit.Exit<unknown, Rules.Failure>): Rules.Failure | undefined =>
-  exit._tag === "Failure" ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+  exit._tag === "Failure" ? Option.getOrUndefined(Cause.findErrorOption(exit.cause)) : undefined
 
 // ---------------------------------------------------------------------------
 // Building states
@@ -792,7 +792,9 @@ const answeredSignIn = (step: Step, flight: Flight, exit: Exit.Exit<Session.Sess
 // sent is spent, so the new one replaces it (saved like any rotation).
 const rotatedBy = (error: Rules.Failure, held: Held): Session.Session | undefined =>
   error._tag === "MalformedResponseError" && error.rotatedRefreshToken !== undefined && held._tag === "Active"
-    ? new Session.Session({ ...held.session, refreshToken: error.rotatedRefreshToken }, true)
+    ? new Session.Session({ ...held.session, refreshToken: error.rotatedRefreshToken }, {
+      disableChecks: true
+    })
     : undefined
 
 /** The answer is written (fenced on the revision the refresh read) before anyone is handed it. */
@@ -1114,10 +1116,10 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
 const restore = (step: Step, landed: Owed, revision: number): void => {
   const { owed } = step.state
   const held = sessionOf(step.state)
-  if (owed !== undefined || sameRecord(landed.record, Option.fromNullable(held))) return
+  if (owed !== undefined || sameRecord(landed.record, Option.fromNullishOr(held))) return
   oweWrite(step, {
     kind: held === undefined ? "signOut" : "signIn",
-    record: Option.fromNullable(held),
+    record: Option.fromNullishOr(held),
     // Fenced on the unwanted write: another holder's write since then is newer, and wins.
     expected: revision,
     epoch: step.state.epoch,

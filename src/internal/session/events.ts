@@ -16,7 +16,12 @@ import type * as SessionStore from "../../SessionStore.js"
 export class NoSessionError extends Schema.TaggedError<NoSessionError>("moon-refresh/NoSessionError")(
   "NoSessionError",
   { message: Schema.String }
-) {}
+) {
+  /** The tag, as in Effect 3 (the schema's identifier is namespaced). */
+  override get name(): "NoSessionError" {
+    return "NoSessionError"
+  }
+}
 
 /** Public as `SessionManager.SessionError`. */
 export type SessionError = RefreshError.RefreshError | NoSessionError | SessionStore.StoreError

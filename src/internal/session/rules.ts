@@ -134,4 +134,4 @@ export const issuedAtOf = (session: Session.Session): number | undefined =>
  * another holder saved one that lives longer.
  */
 export const isNewer = (stored: Session.Session, held: Session.Session): boolean =>
-  DateTime.greaterThan(stored.expiresAt, held.expiresAt)
+  DateTime.isGreaterThan(stored.expiresAt, held.expiresAt)

@@ -40,15 +40,22 @@ export const bounded = <A, E>(
 ): Effect.Effect<A, E | SessionStore.StoreError> =>
   Effect.gen(function*() {
     const done = yield* Deferred.make<A, E | SessionStore.StoreError>()
-    const worker = yield* Effect.forkDaemon(Effect.interruptible(Deferred.complete(done, effect)))
-    const timer = yield* Effect.forkDaemon(
-      Effect.interruptible(Effect.zipRight(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis))))
+    const worker = yield* Effect.forkDetach(Deferred.complete(done, effect))
+    const timer = yield* Effect.forkDetach(
+      Effect.andThen(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis)))
     )
     return yield* Deferred.await(done).pipe(
-      Effect.onInterrupt(() => Fiber.interruptFork(worker)),
-      Effect.ensuring(Fiber.interruptFork(timer))
+      Effect.onInterrupt(() => interruptFork(worker)),
+      Effect.ensuring(interruptFork(timer))
     )
   })
+
+/**
+ * Asks `fiber` to stop, without waiting for it to (a fiber stuck in an
+ * uninterruptible wait must not hold up the caller).
+ */
+const interruptFork = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<void> =>
+  Effect.sync(() => fiber.interruptUnsafe())
 
 /** Reads the record, bounded. */
 export const read = (store: SessionStore.Service, bounds: Bounds) => bounded(bounds.store, "load", store.read)
@@ -83,7 +90,7 @@ export const write = (
     : fenced(expected)
   return attempt.pipe(
     Effect.map((stored): WriteResult => ({ _tag: "Written", stored })),
-    Effect.catchAll((error): Effect.Effect<WriteResult> =>
+    Effect.catch((error): Effect.Effect<WriteResult> =>
       error._tag === "StoreConflictError"
         ? Effect.map(Effect.option(read(store, bounds)), (stored): WriteResult => ({ _tag: "Conflict", stored }))
         : Effect.succeed({ _tag: "Failed", error })
@@ -106,16 +113,15 @@ export const withLease = <A, E>(
 ): Effect.Effect<A, E | SessionStore.StoreError> =>
   Effect.gen(function*() {
     const granted = yield* Deferred.make<void>()
-    const critical = (lease: Lease) => Effect.zipRight(Deferred.succeed(granted, undefined), use(lease))
+    const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
     // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-    const holder = yield* Effect.fork(store.withLease(critical))
+    const holder = yield* Effect.forkChild(store.withLease(critical))
     const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
-      Effect.timeout(bounds.lock),
-      Effect.option
+      Effect.timeoutOption(bounds.lock)
     )
     if (Option.isNone(waited)) {
       // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
-      yield* Fiber.interruptFork(holder)
+      yield* interruptFork(holder)
       return yield* Effect.fail(
         new SessionStore.StoreError({
           operation: "lock",

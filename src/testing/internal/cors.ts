@@ -8,7 +8,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Either } from "effect"
+import { Result } from "effect"
 import type * as Options_ from "../../internal/options.js"
 import type { Exchange } from "./httpServer.js"
 import { send } from "./httpServer.js"
@@ -28,13 +28,13 @@ const exposedHeaders = ["date", "retry-after", "www-authenticate"]
 export const policy = (
   owner: string,
   input: true | { readonly origins: ReadonlyArray<string> } | undefined
-): Either.Either<Policy | undefined, Options_.Invalid> => {
-  if (input === undefined) return Either.right(undefined)
-  if (input === true) return Either.right({ _tag: "Any" })
+): Result.Result<Policy | undefined, Options_.Invalid> => {
+  if (input === undefined) return Result.succeed(undefined)
+  if (input === true) return Result.succeed({ _tag: "Any" })
   const refused = input.origins.find((origin) => !isOrigin(origin))
   return refused === undefined
-    ? Either.right({ _tag: "Origins", origins: new Set(input.origins) })
-    : Either.left({
+    ? Result.succeed({ _tag: "Origins", origins: new Set(input.origins) })
+    : Result.fail({
       owner,
       option: "cors",
       reason: `lists ${JSON.stringify(refused)}, which is not an origin (scheme://host[:port], no path)`

@@ -156,7 +156,7 @@ export const listen = (
 ): Effect.Effect<number, never, Scope.Scope> =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.async<{ readonly server: Http.Server; readonly sockets: Set<Net.Socket> }>((resume) => {
+      Effect.callback<{ readonly server: Http.Server; readonly sockets: Set<Net.Socket> }>((resume) => {
         const sockets = new Set<Net.Socket>()
         const server = Http.createServer(onRequest)
         server.on("connection", (socket) => {
@@ -167,7 +167,7 @@ export const listen = (
         server.listen(port, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
       }),
       ({ server, sockets }) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           timers.clear()
           server.close(() => resume(Effect.void))
           // `close` only stops accepting; keep-alive and stalled connections must be cut.

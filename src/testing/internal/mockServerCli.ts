@@ -13,18 +13,18 @@
 import {
   Cause,
   Console,
+  Duration,
   Effect,
-  Either,
   Exit,
   Fiber,
-  HashMap,
   Logger,
-  LogLevel,
-  Option,
+  Queue,
   Redacted,
+  References,
+  Result,
   Stream
 } from "effect"
-import type { Duration } from "effect"
+import type { LogLevel } from "effect"
 import * as Readline from "node:readline"
 import { parseArgs } from "node:util"
 import * as Options_ from "../../internal/options.js"
@@ -95,34 +95,34 @@ While it runs, type a line and Enter:
 Ctrl-C stops it.`
 
 /** A fault from its spec (`status:503`, `reset`), or why not. */
-export const parseFault = (spec: string): Either.Either<MockMoonServer.Fault, string> => {
+export const parseFault = (spec: string): Result.Result<MockMoonServer.Fault, string> => {
   const [name, ...args] = spec.trim().split(":")
   const found = faultSpecs.find(([pattern]) => pattern.split(":")[0] === name)
   if (found === undefined) {
-    return Either.left(`unknown fault "${spec}"; one of ${faultSpecs.map(([pattern]) => pattern).join(", ")}`)
+    return Result.fail(`unknown fault "${spec}"; one of ${faultSpecs.map(([pattern]) => pattern).join(", ")}`)
   }
   const [pattern, , make] = found
   const numbers = args.map(Number)
   const wanted = pattern.split(":").length - 1
   return numbers.length === wanted && numbers.every((n) => Number.isInteger(n) && n >= 0)
-    ? Either.right(make(numbers))
-    : Either.left(`fault "${spec}" must look like ${pattern}, with whole numbers`)
+    ? Result.succeed(make(numbers))
+    : Result.fail(`fault "${spec}" must look like ${pattern}, with whole numbers`)
 }
 
 // Each flag's check, worded as the library's options are (`moon-mock-server: option "--port" …`).
 const wholeNumber = (flag: string, min: number, max?: number) => (text: string) =>
-  Either.mapLeft(
+  Result.mapError(
     Options_.integer(command, flag, /^-?\d+$/.test(text) ? Number(text) : Number.NaN, { min, max }),
     Options_.describe
   )
 
 const oneOf = <const L extends string>(flag: string, allowed: ReadonlyArray<L>) => (text: string) =>
-  Either.mapLeft(Options_.oneOf(command, flag, text, allowed), Options_.describe)
+  Result.mapError(Options_.oneOf(command, flag, text, allowed), Options_.describe)
 
 // A bare number is milliseconds, as the option takes it; else a duration ("10 seconds").
 const duration = (flag: string) => (text: string) =>
-  Either.mapLeft(
-    Options_.duration(command, flag, /^\d+$/.test(text) ? Number(text) : text as Duration.DurationInput, "nonNegative"),
+  Result.mapError(
+    Options_.duration(command, flag, /^\d+$/.test(text) ? Number(text) : text as Duration.Input, "nonNegative"),
     Options_.describe
   )
 
@@ -139,16 +139,22 @@ const flags = {
   help: { type: "boolean", short: "h" }
 } as const
 
-const optional = <A>(text: string | undefined, parse: (text: string) => Either.Either<A, string>) =>
-  text === undefined ? Either.right(undefined) : parse(text)
+const optional = <A>(text: string | undefined, parse: (text: string) => Result.Result<A, string>) =>
+  text === undefined ? Result.succeed(undefined) : parse(text)
+
+// `parseArgs` throws on a flag it does not know or a value it cannot take.
+const readFlags = (argv: ReadonlyArray<string>) => {
+  try {
+    return Result.succeed(parseArgs({ args: [...argv], options: flags, strict: true, allowPositionals: false }))
+  } catch (error) {
+    return Result.fail(`${command}: ${(error as Error).message}`)
+  }
+}
 
 /** Reads the command line (without `node` and the script), or says what is wrong with it. */
-export const parseArguments = (argv: ReadonlyArray<string>): Either.Either<Invocation, string> =>
-  Either.gen(function*() {
-    const { values } = yield* Either.try({
-      try: () => parseArgs({ args: [...argv], options: flags, strict: true, allowPositionals: false }),
-      catch: (error) => `${command}: ${(error as Error).message}`
-    })
+export const parseArguments = (argv: ReadonlyArray<string>): Result.Result<Invocation, string> =>
+  Result.gen(function*() {
+    const { values } = yield* readFlags(argv)
     const origins = values["cors-origin"]
     const server: MockMoonServer.Options = {
       port: yield* optional(values.port, wholeNumber("--port", 0, 65535)),
@@ -160,8 +166,8 @@ export const parseArguments = (argv: ReadonlyArray<string>): Either.Either<Invoc
       dateOffset: yield* optional(values["date-offset"], wholeNumber("--date-offset", Number.MIN_SAFE_INTEGER))
     }
     // Checked here too, so that a bad origin is a usage error, not a failure at start.
-    yield* Either.mapLeft(Cors.policy(command, server.cors), Options_.describe)
-    const faults = yield* Either.all((values.fault ?? []).map(parseFault))
+    yield* Result.mapError(Cors.policy(command, server.cors), Options_.describe)
+    const faults = yield* Result.all((values.fault ?? []).map(parseFault))
     return { server, faults, help: values.help === true }
   })
 
@@ -173,12 +179,13 @@ export interface Io {
 
 const describeReuse = (options: MockMoonServer.Options): string => {
   const mode = options.reuse ?? "window"
-  const window = options.reuseWindow ?? TokenFamily.defaultReuseWindowMillis(mode)
+  // In milliseconds, whether the window came as a number or as a duration ("5 seconds").
+  const window = Duration.toMillis(options.reuseWindow ?? TokenFamily.defaultReuseWindowMillis(mode))
   return mode === "gotrue"
-    ? `reuse: gotrue (the parent of the active token always, an older one within ${String(window)} ms)`
+    ? `reuse: gotrue (the parent of the active token always, an older one within ${window} ms)`
     : window === 0
     ? "reuse: none forgiven (every reuse revokes the session)"
-    : `reuse: the token spent last, within ${String(window)} ms`
+    : `reuse: the token spent last, within ${window} ms`
 }
 
 const onCommand = (server: MockMoonServer.Service, io: Io, issue: Effect.Effect<string>) => (line: string) => {
@@ -186,9 +193,9 @@ const onCommand = (server: MockMoonServer.Service, io: Io, issue: Effect.Effect<
   if (text === "") return Effect.flatMap(issue, (token) => io.print(`  export MOON_REFRESH_TOKEN=${token}`))
   if (text === "stats") return Effect.flatMap(server.stats, (stats) => io.print(JSON.stringify(stats)))
   if (text.startsWith("fault ")) {
-    return Either.match(parseFault(text.slice(6)), {
-      onLeft: (why) => io.print(why),
-      onRight: (fault) => Effect.zipRight(server.script(fault), io.print(`the next refresh request: ${fault._tag}`))
+    return Result.match(parseFault(text.slice(6)), {
+      onFailure: (why) => io.print(why),
+      onSuccess: (fault) => Effect.andThen(server.script(fault), io.print(`the next refresh request: ${fault._tag}`))
     })
   }
   return io.print(`unknown command "${text}": an empty line, "fault SPEC" or "stats"`)
@@ -220,10 +227,11 @@ export const program = (invocation: Invocation, io: Io): Effect.Effect<never, ne
 
 // One line per request, from the server's debug log: what a person watching wants to see.
 const requestLogger = (print: (line: string) => void) =>
-  Logger.make(({ annotations, date, logLevel, message }) => {
-    const field = (name: string) => Option.match(HashMap.get(annotations, name), { onNone: () => "", onSome: String })
+  Logger.make(({ date, fiber, logLevel, message }) => {
+    const annotations = fiber.getRef(References.CurrentLogAnnotations)
+    const field = (name: string) => name in annotations ? String(annotations[name]) : ""
     const text = Array.isArray(message) ? message.join(" ") : String(message)
-    if (text !== "MockMoonServer: request") return print(`${date.toISOString()} ${logLevel.label} ${text}`)
+    if (text !== "MockMoonServer: request") return print(`${date.toISOString()} ${levelLabel(logLevel)} ${text}`)
     const fault = field("fault")
     print(
       `${date.toISOString()} ${field("method")} ${field("path")} ${field("status")} ${field("outcome")}` +
@@ -231,34 +239,42 @@ const requestLogger = (print: (line: string) => void) =>
     )
   })
 
-const stdinLines = Stream.async<string>((emit) => {
-  const lines = Readline.createInterface({ input: process.stdin })
-  lines.on("line", (line) => emit.single(line))
-  lines.on("close", () => emit.end())
-  return Effect.sync(() => lines.close())
-})
+// The level as the line shows it: `ERROR`, `WARN`, … (`OFF` for `None`, as before Effect 4).
+const levelLabel = (level: LogLevel.LogLevel): string => level === "None" ? "OFF" : level.toUpperCase()
+
+const stdinLines = Stream.callback<string>((queue) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const lines = Readline.createInterface({ input: process.stdin })
+      lines.on("line", (line) => Queue.offerUnsafe(queue, line))
+      lines.on("close", () => Queue.endUnsafe(queue))
+      return lines
+    }),
+    (lines) => Effect.sync(() => lines.close())
+  )
+)
 
 /** The bin's whole job: parse `argv`, run {@link program} on stdio, stop on SIGINT and SIGTERM. */
 export const main = (argv: ReadonlyArray<string>): void => {
   const parsed = parseArguments(argv)
-  if (Either.isLeft(parsed)) {
-    console.error(`${parsed.left}\n(${command} --help lists the options)`)
+  if (Result.isFailure(parsed)) {
+    console.error(`${parsed.failure}\n(${command} --help lists the options)`)
     process.exitCode = 2
     return
   }
-  if (parsed.right.help) return console.log(usage)
+  if (parsed.success.help) return console.log(usage)
   const io: Io = { lines: stdinLines, print: (line) => Console.log(line) }
   const fiber = Effect.runFork(
-    program(parsed.right, io).pipe(
-      Effect.provide(Logger.replace(Logger.defaultLogger, requestLogger((line) => console.log(line)))),
-      Logger.withMinimumLogLevel(LogLevel.Debug)
+    program(parsed.success, io).pipe(
+      Effect.provide(Logger.layer([requestLogger((line) => console.log(line))])),
+      Effect.provideService(References.MinimumLogLevel, "Debug")
     )
   )
   const stop = () => Effect.runFork(Fiber.interrupt(fiber))
   process.once("SIGINT", stop)
   process.once("SIGTERM", stop)
   fiber.addObserver((exit) => {
-    if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
+    if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
       console.error(`${command}: ${String(Cause.squash(exit.cause))}`)
       process.exitCode = 1
     }

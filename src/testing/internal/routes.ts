@@ -5,7 +5,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { DateTime, Effect, Redacted, Runtime } from "effect"
+import type { Context } from "effect"
+import { DateTime, Effect, Redacted } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import type * as Http from "node:http"
 import type * as Session from "../../Session.js"
@@ -143,7 +144,7 @@ export const issueSession = (state: State, user: UserInput | undefined): IssuedS
   return {
     accessToken: Redacted.make(grant.accessToken),
     refreshToken: Redacted.make(grant.refreshToken),
-    expiresAt: DateTime.unsafeMake(grant.expiresAt),
+    expiresAt: DateTime.makeUnsafe(grant.expiresAt),
     tokenType: "bearer",
     user: toSessionUser(grant.family.data.user)
   }
@@ -289,10 +290,11 @@ export const routes: Readonly<Record<string, (state: State, exchange: Exchange) 
 }
 
 /**
- * The request listener: records the request, logs it at debug level through
- * `runtime` once its connection closes, and dispatches it to its route.
+ * The request listener: records the request, logs it at debug level with
+ * `services` (the caller's, so its logger and log level apply) once its
+ * connection closes, and dispatches it to its route.
  */
-export const onRequest = (state: State, runtime: Runtime.Runtime<never>): Http.RequestListener => (req, res) => {
+export const onRequest = (state: State, services: Context.Context<never>): Http.RequestListener => (req, res) => {
   const exchange = makeExchange(
     req,
     res,
@@ -302,7 +304,7 @@ export const onRequest = (state: State, runtime: Runtime.Runtime<never>): Http.R
   )
   const { record } = exchange
   state.records.push(record)
-  res.once("close", () => Runtime.runFork(runtime)(logRequest(record)))
+  res.once("close", () => Effect.runForkWith(services)(logRequest(record)))
   try {
     if (Cors.preflight(state.settings.cors, exchange)) return
     const route = routes[`${record.method} ${record.path}`] ?? notFoundRoute
@@ -310,7 +312,7 @@ export const onRequest = (state: State, runtime: Runtime.Runtime<never>): Http.R
   } catch (cause) {
     // A bug here must fail the request, not crash the test process.
     record.outcome = "error"
-    Runtime.runFork(runtime)(Effect.logError("MockMoonServer: handler failed", cause))
+    Effect.runForkWith(services)(Effect.logError("MockMoonServer: handler failed", cause))
     if (!res.headersSent) send(exchange, json(500, { msg: "MockMoonServer internal error" }))
     else res.destroy()
   }

@@ -25,7 +25,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import type { Duration } from "effect"
-import { Either, Redacted } from "effect"
+import { Redacted, Result } from "effect"
 import * as Options_ from "../../internal/options.js"
 
 /** One sign-in and every token descended from it. */
@@ -93,9 +93,9 @@ export const defaultReuseWindowMillis = (mode: ReuseMode | undefined): number =>
 export const checkReuse = (
   owner: string,
   reuse: ReuseMode | undefined,
-  reuseWindow: Duration.DurationInput | undefined
-): Either.Either<{ readonly reuse: ReuseMode; readonly reuseWindowMillis: number }, Options_.Invalid> =>
-  Either.all({
+  reuseWindow: Duration.Input | undefined
+): Result.Result<{ readonly reuse: ReuseMode; readonly reuseWindowMillis: number }, Options_.Invalid> =>
+  Result.all({
     reuse: Options_.oneOf(owner, "reuse", reuse ?? "window", reuseModes),
     reuseWindowMillis: Options_.millis(
       owner,

@@ -10,7 +10,7 @@
  * each step on stdout as a JSON line, for the test to time signals by.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Either } from "effect"
+import { Duration, Effect, Result } from "effect"
 import type { SessionStore } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 import { RedisSessionStore } from "moon-refresh/redis"
@@ -72,10 +72,10 @@ const section = (store: SessionStore.Service, n: number) =>
       yield* log("in", n)
       yield* say({ type: "in", section: n })
       for (let i = 0; i < config.actions; i++) {
-        const ensured = yield* Effect.either(lease.ensure(Duration.millis(config.actMs)))
-        if (Either.isLeft(ensured)) {
+        const ensured = yield* Effect.result(lease.ensure(Duration.millis(config.actMs)))
+        if (Result.isFailure(ensured)) {
           yield* log("lost", n)
-          return yield* say({ type: "lost", section: n, message: ensured.left.message })
+          return yield* say({ type: "lost", section: n, message: ensured.failure.message })
         }
         yield* log("act", n)
         yield* say({ type: "act", section: n })
@@ -92,8 +92,8 @@ const program = Effect.gen(function*() {
   let sections = 0
   const lockErrors: Array<string> = []
   while (Date.now() < until) {
-    const result = yield* Effect.either(section(store, ++sections))
-    if (Either.isLeft(result)) lockErrors.push(String(result.left))
+    const result = yield* Effect.result(section(store, ++sections))
+    if (Result.isFailure(result)) lockErrors.push(String(result.failure))
     // Leave the others a chance at the lock.
     yield* Effect.sleep(Duration.millis(Math.floor(Math.random() * 20)))
   }
@@ -102,6 +102,6 @@ const program = Effect.gen(function*() {
 
 program.pipe(
   Effect.scoped,
-  Effect.catchAllCause((cause) => say({ type: "error", message: String(cause) })),
+  Effect.catchCause((cause) => say({ type: "error", message: String(cause) })),
   Effect.runPromise
 ).then(() => process.exit(0))

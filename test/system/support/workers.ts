@@ -29,7 +29,7 @@ export interface Worker {
   /** Every report so far. */
   readonly reports: () => ReadonlyArray<Report>
   /** The first report from now on (or already made, when `past`) that `pick` accepts. */
-  readonly next: (pick: (report: Report) => boolean, within: Duration.DurationInput) => Effect.Effect<Report, string>
+  readonly next: (pick: (report: Report) => boolean, within: Duration.Input) => Effect.Effect<Report, string>
   readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
   readonly exited: Effect.Effect<number | NodeJS.Signals>
 }
@@ -49,12 +49,12 @@ export const startWorker = (config: WorkerConfig): Effect.Effect<Worker, never, 
           try {
             const report = JSON.parse(line) as Report
             all.push(report)
-            Queue.unsafeOffer(incoming, report)
+            Queue.offerUnsafe(incoming, report)
           } catch {
             process.stdout.write(`[worker ${child.pid}] ${line}\n`)
           }
         })
-        child.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed(signal ?? code ?? 0)))
+        child.on("exit", (code, signal) => Deferred.doneUnsafe(exited, Effect.succeed(signal ?? code ?? 0)))
         return child
       }),
       (child) =>
@@ -65,7 +65,7 @@ export const startWorker = (config: WorkerConfig): Effect.Effect<Worker, never, 
           return Deferred.await(exited)
         })
     )
-    const next = (pick: (report: Report) => boolean, within: Duration.DurationInput) =>
+    const next = (pick: (report: Report) => boolean, within: Duration.Input) =>
       Queue.take(incoming).pipe(
         Effect.flatMap((report) =>
           report.type === "error"
@@ -74,9 +74,12 @@ export const startWorker = (config: WorkerConfig): Effect.Effect<Worker, never, 
         ),
         Effect.repeat({ until: (found) => found !== undefined }),
         Effect.map((found) => found!),
-        Effect.timeoutFail({
+        Effect.timeoutOrElse({
           duration: within,
-          onTimeout: () => `worker ${child.pid} did not report it within ${Duration.format(Duration.decode(within))}`
+          orElse: () =>
+            Effect.fail(
+              `worker ${child.pid} did not report it within ${Duration.format(Duration.fromInputUnsafe(within))}`
+            )
         })
       )
     return {
