@@ -33,7 +33,10 @@ export interface AuthHttpClient
  * @since 0.1.0
  * @category tags
  */
-export const AuthHttpClient: Context.Service<AuthHttpClient, AuthHttpClient> = Context.Service<AuthHttpClient, AuthHttpClient>(
+export const AuthHttpClient: Context.Service<AuthHttpClient, AuthHttpClient> = Context.Service<
+  AuthHttpClient,
+  AuthHttpClient
+>(
   "moon-refresh/AuthHttpClient"
 )
 

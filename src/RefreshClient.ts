@@ -126,7 +126,9 @@ const describeTransport = (error: HttpClientError.HttpClientError, mask: Moon.Ma
   const detail = Moon.scrub(rootCause(reason.cause) ?? reason.description ?? kind, mask)
   return new RefreshError.TransportError({
     reason: "Network",
-    message: RefreshError.capMessage(isResponseError(reason) ? `connection lost while reading the response: ${detail}` : detail)
+    message: RefreshError.capMessage(
+      isResponseError(reason) ? `connection lost while reading the response: ${detail}` : detail
+    )
   })
 }
 

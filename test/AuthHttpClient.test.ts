@@ -1,7 +1,8 @@
-import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
-import { Cause, Clock, Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Stream, TestClock } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Fiber, Layer, Logger, References, Stream } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import { AuthHttpClient, RefreshClient, RefreshError, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 import { inspect } from "node:util"
@@ -19,7 +20,7 @@ const settle = TestClock.adjust(Duration.zero)
  * `accepted`, answers 401 to anything else, and records the `Authorization`
  * header of every request with the TestClock time it arrived.
  */
-const makeApi = (options: { readonly accepted: ReadonlyArray<string>; readonly latency?: Duration.DurationInput }) => {
+const makeApi = (options: { readonly accepted: ReadonlyArray<string>; readonly latency?: Duration.Input }) => {
   const received: Array<{ readonly authorization: string | undefined; readonly at: number }> = []
   const accepted = new Set(options.accepted)
   const client = HttpClient.make((request) =>
@@ -112,7 +113,7 @@ describe("AuthHttpClient", () => {
     const api = makeApi({ accepted: ["mock-access-token-1"] })
     return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
-        const requests = yield* Effect.fork(
+        const requests = yield* Effect.forkChild(
           Effect.all(Array.from({ length: 50 }, () => http.get(url)), { concurrency: "unbounded" })
         )
         yield* settle
@@ -132,7 +133,7 @@ describe("AuthHttpClient", () => {
     const api = makeApi({ accepted: [] })
     return withClient({ api }, ({ http, refresh }) =>
       Effect.gen(function*() {
-        const request = yield* Effect.fork(http.get(url))
+        const request = yield* Effect.forkChild(http.get(url))
         yield* settle
         yield* TestClock.adjust("1 hour")
         const response = yield* Fiber.join(request)
@@ -147,7 +148,7 @@ describe("AuthHttpClient", () => {
     const api = makeApi({ accepted: ["mock-access-token-new"], latency: "1 second" })
     return withClient({ api }, ({ http, manager, refresh }) =>
       Effect.gen(function*() {
-        const request = yield* Effect.fork(http.get(url))
+        const request = yield* Effect.forkChild(http.get(url))
         yield* settle
         yield* manager.signIn(yield* refresh.issueSession({ name: "new", lifetime: 2 * hour }))
         yield* TestClock.adjust("1 second")
@@ -163,9 +164,9 @@ describe("AuthHttpClient", () => {
     const api = makeApi({ accepted: ["mock-access-token-1"] })
     return withClient({ api }, ({ http, manager, refresh }) =>
       Effect.gen(function*() {
-        const refreshing = yield* Effect.fork(manager.refresh)
+        const refreshing = yield* Effect.forkChild(manager.refresh)
         yield* settle
-        const request = yield* Effect.fork(http.get(url))
+        const request = yield* Effect.forkChild(http.get(url))
         yield* settle
         yield* TestClock.adjust("1 second")
         expect((yield* Fiber.join(request)).status).toBe(200)
@@ -182,7 +183,7 @@ describe("AuthHttpClient", () => {
         const streamed = HttpClientRequest.post(url).pipe(
           HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("{\"a\":1}")))
         )
-        const request = yield* Effect.fork(http.execute(streamed))
+        const request = yield* Effect.forkChild(http.execute(streamed))
         yield* settle
         yield* TestClock.adjust("1 second")
         const response = yield* Fiber.join(request)
@@ -202,7 +203,7 @@ describe("AuthHttpClient", () => {
     const refresh = { whenEmpty: MockRefreshClient.fail(unavailable, { delay: "100 millis" }) }
     return withClient({ api, refresh }, ({ http }) =>
       Effect.gen(function*() {
-        const request = yield* Effect.fork(Effect.flip(http.get(url)))
+        const request = yield* Effect.forkChild(Effect.flip(http.get(url)))
         yield* settle
         yield* TestClock.adjust("1 second")
         expect((yield* Fiber.join(request))._tag).toBe("ServerError")
@@ -215,12 +216,12 @@ describe("AuthHttpClient", () => {
     const { spans, tracer } = recordingTracer()
     const lines: Array<string> = []
     const capture = Logger.make((options) => {
-      lines.push(Logger.logfmtLogger.log(options), Logger.jsonLogger.log(options))
+      lines.push(Logger.formatLogFmt.log(options), Logger.formatJson.log(options))
       lines.push(inspect(options.message, { depth: 10 }), Cause.pretty(options.cause))
     })
     return withClient({ api }, ({ http }) =>
       Effect.gen(function*() {
-        const request = yield* Effect.fork(
+        const request = yield* Effect.forkChild(
           http.get(url).pipe(
             // What a user might log: the response and the request it answers.
             Effect.tap((response) => Effect.logDebug("got", response, response.request)),
@@ -237,8 +238,8 @@ describe("AuthHttpClient", () => {
         yield* Effect.logError(Cause.fail(error))
       })).pipe(
         Effect.withTracer(tracer),
-        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
-        Logger.withMinimumLogLevel(LogLevel.All),
+        Effect.provide(Logger.layer([capture])),
+        Effect.provideService(References.MinimumLogLevel, "All"),
         Effect.map(() => {
           // The tokens were sent, so the checks below are not vacuous.
           expect(api.authorizations()).toContain("Bearer mock-access-token-1")
@@ -330,7 +331,7 @@ describe("AuthHttpClient", () => {
         const api = makeFetch("https://api.example.com/me/")
         return withClient({ api: { layer: provide(api.fetch) } }, ({ http, refresh }) =>
           Effect.gen(function*() {
-            const request = yield* Effect.fork(http.get(url))
+            const request = yield* Effect.forkChild(http.get(url))
             yield* settle
             yield* TestClock.adjust("1 second")
             expect((yield* Fiber.join(request)).status).toBe(200)

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
-import { Deferred, Effect, Either, Fiber, Option, Redacted, Stream, TestClock } from "effect"
+import { Deferred, Effect, Fiber, Option, Redacted, Result, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import type { SessionStore } from "moon-refresh"
 import { BrowserSessionStore } from "moon-refresh/browser"
 import * as Internal from "../src/browser/internal/browserStore.js"
@@ -17,7 +18,7 @@ const key = "moon-session"
 const lockName = `moon-refresh/moon-refresh/${key}`
 
 const settings = (options: Partial<BrowserSessionStore.Options> = {}) =>
-  Either.getOrThrow(Internal.settings({ key, ...options }))
+  Result.getOrThrow(Internal.settings({ key, ...options }))
 
 /** A store in a new tab of `browser`. */
 const openTab = (
@@ -36,7 +37,7 @@ const until = (done: () => boolean, what: string) =>
       if (done()) return
       yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
     }
-    return yield* Effect.dieMessage(`never happened: ${what}`)
+    return yield* Effect.die(new Error(`never happened: ${what}`))
   })
 
 const settle = Effect.forEach(
@@ -58,7 +59,7 @@ storeContract(
 )
 
 describe("BrowserSessionStore: construction", () => {
-  it.scoped("fails with BrowserStoreUnavailableError naming Web Locks where they are missing (in Node)", () =>
+  it.effect("fails with BrowserStoreUnavailableError naming Web Locks where they are missing (in Node)", () =>
     Effect.gen(function*() {
       const error = failureOf(yield* Effect.exit(BrowserSessionStore.make({ key })))
       expect(error).toBeInstanceOf(BrowserSessionStore.BrowserStoreUnavailableError)
@@ -66,7 +67,7 @@ describe("BrowserSessionStore: construction", () => {
       expect(error.message).toContain("secure contexts")
     }))
 
-  it.scoped("names IndexedDB when only it is missing", () =>
+  it.effect("names IndexedDB when only it is missing", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const globals = globalThis as { navigator?: unknown }
@@ -84,7 +85,7 @@ describe("BrowserSessionStore: construction", () => {
       expect(failureOf(exit).missing).toBe("indexedDB")
     }))
 
-  it.scoped("dies on an empty key or a maxHold that is not a positive duration", () =>
+  it.effect("dies on an empty key or a maxHold that is not a positive duration", () =>
     Effect.gen(function*() {
       expect(defectOf(yield* Effect.exit(BrowserSessionStore.make({ key: "" })))).toContain(
         `BrowserSessionStore: option "key" must be a non-empty string`
@@ -110,17 +111,17 @@ const stuckHolder = (browser: FakeBrowser, store: SessionStore.Service) =>
   Effect.gen(function*() {
     yield* store.write(Option.some(session("1")), 0)
     const thawed = yield* Deferred.make<void>()
-    let late: Either.Either<SessionStore.Stored, unknown> | undefined
-    yield* Effect.fork(store.withLock(Effect.uninterruptible(Effect.zipRight(
+    let late: Result.Result<SessionStore.Stored, unknown> | undefined
+    yield* Effect.forkChild(store.withLock(Effect.uninterruptible(Effect.andThen(
       Deferred.await(thawed),
-      Effect.flatMap(Effect.either(store.write(Option.some(session("stale")), 1)), (result) =>
+      Effect.flatMap(Effect.result(store.write(Option.some(session("stale")), 1)), (result) =>
         Effect.sync(() => {
           late = result
         }))
     ))))
     yield* until(() => browser.locks.held.has(lockName), "the stuck tab holds the lock")
     return {
-      thaw: Effect.zipRight(
+      thaw: Effect.andThen(
         Deferred.succeed(thawed, undefined),
         Effect.map(until(() => late !== undefined, "the stuck tab tries to write"), () => late!)
       )
@@ -132,21 +133,21 @@ const heldByFirstOfThree = Effect.gen(function*() {
   const browser = new FakeBrowser()
   const [a, b, c] = [yield* openTab(browser), yield* openTab(browser), yield* openTab(browser)]
   const released = yield* Deferred.make<void>()
-  const holder = yield* Effect.fork(a.store.withLock(Deferred.await(released)))
+  const holder = yield* Effect.forkChild(a.store.withLock(Deferred.await(released)))
   yield* until(() => browser.locks.held.has(lockName), "the first tab holds the lock")
-  return { browser, b, c, release: Effect.zipRight(Deferred.succeed(released, undefined), Fiber.join(holder)) }
+  return { browser, b, c, release: Effect.andThen(Deferred.succeed(released, undefined), Fiber.join(holder)) }
 })
 
 const waiting = (browser: FakeBrowser, count: number) =>
   until(() => (browser.locks.queues.get(lockName)?.length ?? 0) === count, `${count} waiting for the lock`)
 
 describe("BrowserSessionStore: the lock's bound and takeover", () => {
-  it.scoped("a holder keeps the lock at most maxHold: then its critical section is interrupted and the lock released", () =>
+  it.effect("a holder keeps the lock at most maxHold: then its critical section is interrupted and the lock released", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
       let interrupted = false
-      const holder = yield* Effect.fork(a.store.withLock(Effect.onInterrupt(Effect.never, () =>
+      const holder = yield* Effect.forkChild(a.store.withLock(Effect.onInterrupt(Effect.never, () =>
         Effect.sync(() => {
           interrupted = true
         }))))
@@ -164,40 +165,40 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       expect(browser.locks.steals).toBe(0)
     }))
 
-  it.scoped("a waiter takes over from a holder stuck past maxHold + 1 s, and the stuck holder's write is refused", () =>
+  it.effect("a waiter takes over from a holder stuck past maxHold + 1 s, and the stuck holder's write is refused", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
       const stuck = yield* stuckHolder(browser, a.store)
-      const stealer = yield* Effect.fork(b.store.withLock(
+      const stealer = yield* Effect.forkChild(b.store.withLock(
         Effect.flatMap(b.store.read, (stored) => b.store.write(Option.some(session("2")), stored.revision))
       ))
       yield* waiting(browser, 1)
       yield* TestClock.adjust("15 seconds")
       yield* settle
-      expect(Option.isNone(yield* Fiber.poll(stealer))).toBe(true)
+      expect(stealer.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust("1 second")
       yield* until(() => browser.locks.steals === 1, "b takes over")
       const written = yield* Fiber.join(stealer)
       expect(written.revision).toBe(2)
       const late = yield* stuck.thaw
-      expect(Either.getLeft(late).pipe(Option.getOrThrow)).toMatchObject({ _tag: "StoreConflictError" })
+      expect(Result.getFailure(late).pipe(Option.getOrThrow)).toMatchObject({ _tag: "StoreConflictError" })
       expect(tokenOf(yield* b.store.read)).toBe("refresh-2")
     }))
 
-  it.scoped("the stuck holder's write is refused even when nobody wrote since (the lock, not the revision, says no)", () =>
+  it.effect("the stuck holder's write is refused even when nobody wrote since (the lock, not the revision, says no)", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
       const stuck = yield* stuckHolder(browser, a.store)
       const taken = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
-      yield* Effect.fork(b.store.withLock(Effect.zipRight(Deferred.succeed(taken, undefined), Deferred.await(release))))
+      yield* Effect.forkChild(b.store.withLock(Effect.andThen(Deferred.succeed(taken, undefined), Deferred.await(release))))
       yield* waiting(browser, 1)
       yield* TestClock.adjust("16 seconds")
       yield* Deferred.await(taken)
       const late = yield* stuck.thaw
-      expect(Either.getLeft(late).pipe(Option.getOrThrow)).toMatchObject({
+      expect(Result.getFailure(late).pipe(Option.getOrThrow)).toMatchObject({
         _tag: "StoreConflictError",
         message: "another tab took over the lock while this one held it; nothing written"
       })
@@ -205,38 +206,38 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       yield* Deferred.succeed(release, undefined)
     }))
 
-  it.scoped("waiters behind holders that keep their bound wait their turn and steal nothing", () =>
+  it.effect("waiters behind holders that keep their bound wait their turn and steal nothing", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b, c] = [yield* openTab(browser), yield* openTab(browser), yield* openTab(browser)]
       const order: Array<string> = []
       const hold = (name: string) =>
-        Effect.zipRight(
+        Effect.andThen(
           Effect.sync(() => {
             order.push(name)
           }),
           Effect.sleep("10 seconds")
         )
-      const fa = yield* Effect.fork(a.store.withLock(hold("a")))
+      const fa = yield* Effect.forkChild(a.store.withLock(hold("a")))
       yield* until(() => order.length === 1, "a holds")
-      const fb = yield* Effect.fork(b.store.withLock(hold("b")))
+      const fb = yield* Effect.forkChild(b.store.withLock(hold("b")))
       yield* waiting(browser, 1)
-      const fc = yield* Effect.fork(c.store.withLock(hold("c")))
+      const fc = yield* Effect.forkChild(c.store.withLock(hold("c")))
       yield* waiting(browser, 2)
       // 10 s each: c waits 20 s in all, past its 16 s of patience, but the lock moved on meanwhile.
       for (let second = 0; second < 30; second++) {
         yield* TestClock.adjust("1 second")
         yield* settle
       }
-      yield* Fiber.join(Fiber.zip(Fiber.zip(fa, fb), fc))
+      yield* Fiber.joinAll([fa, fb, fc])
       expect(order).toStrictEqual(["a", "b", "c"])
       expect(browser.locks.steals).toBe(0)
     }))
 
-  it.scoped("a manager torn down while it waits withdraws its request (a Strict Mode double mount leaves no lock behind)", () =>
+  it.effect("a manager torn down while it waits withdraws its request (a Strict Mode double mount leaves no lock behind)", () =>
     Effect.gen(function*() {
       const { b, browser, c, release } = yield* heldByFirstOfThree
-      const mounted = yield* Effect.fork(b.store.withLock(Effect.succeed("never")))
+      const mounted = yield* Effect.forkChild(b.store.withLock(Effect.succeed("never")))
       yield* waiting(browser, 1)
       yield* Fiber.interrupt(mounted)
       expect(browser.locks.queues.get(lockName)).toStrictEqual([])
@@ -245,11 +246,11 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       yield* until(() => browser.locks.held.size === 0, "c lets go")
     }))
 
-  it.scoped("a grant that reaches a manager already torn down is released at once", () =>
+  it.effect("a grant that reaches a manager already torn down is released at once", () =>
     Effect.gen(function*() {
       const { b, browser, c, release } = yield* heldByFirstOfThree
       let ran = false
-      const mounted = yield* Effect.fork(b.store.withLock(Effect.sync(() => {
+      const mounted = yield* Effect.forkChild(b.store.withLock(Effect.sync(() => {
         ran = true
       })))
       yield* waiting(browser, 1)
@@ -268,7 +269,7 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       expect(yield* c.store.withLock(Effect.succeed("c got it"))).toBe("c got it")
     }))
 
-  it.scoped("a lock the browser refuses fails with a StoreError and runs nothing", () =>
+  it.effect("a lock the browser refuses fails with a StoreError and runs nothing", () =>
     Effect.gen(function*() {
       const { platform } = new FakeBrowser().tab()
       const refusing: typeof platform.locks = {
@@ -285,12 +286,12 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       expect(ran).toBe(false)
     }))
 
-  it.scoped("a holder whose lock is stolen has its critical section interrupted", () =>
+  it.effect("a holder whose lock is stolen has its critical section interrupted", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const a = yield* openTab(browser)
       let interrupted = false
-      const holder = yield* Effect.fork(a.store.withLock(Effect.onInterrupt(Effect.never, () =>
+      const holder = yield* Effect.forkChild(a.store.withLock(Effect.onInterrupt(Effect.never, () =>
         Effect.sync(() => {
           interrupted = true
         }))))
@@ -304,18 +305,18 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
 })
 
 describe("BrowserSessionStore: the lease", () => {
-  it.scoped("ensure succeeds while the hold is the tab's with enough of its bound left (half of it when more than the bound is asked for), and fails after a steal", () =>
+  it.effect("ensure succeeds while the hold is the tab's with enough of its bound left (half of it when more than the bound is asked for), and fails after a steal", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const a = yield* openTab(browser, { maxHold: "30 seconds" })
       const outcomes: Array<string> = []
       const check = (lease: SessionStore.Lease, atLeast: `${number} seconds` | `${number} second`) =>
-        Effect.either(lease.ensure(atLeast)).pipe(
-          Effect.map((result) => outcomes.push(`${atLeast}: ${result._tag === "Right" ? "ok" : result.left.message}`))
+        Effect.result(lease.ensure(atLeast)).pipe(
+          Effect.map((result) => outcomes.push(`${atLeast}: ${result._tag === "Success" ? "ok" : result.failure.message}`))
         )
       const checked = yield* Deferred.make<void>()
       const stolen = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork(a.store.withLease((lease) =>
+      const holder = yield* Effect.forkChild(a.store.withLease((lease) =>
         Effect.gen(function*() {
           yield* check(lease, "29 seconds")
           yield* check(lease, "31 seconds")
@@ -357,7 +358,7 @@ describe("BrowserSessionStore: the change feed", () => {
       return seen
     })
 
-  it.scoped("a page shown again reads the record again, so a write it missed meanwhile still reaches it", () =>
+  it.effect("a page shown again reads the record again, so a write it missed meanwhile still reaches it", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
@@ -371,7 +372,7 @@ describe("BrowserSessionStore: the change feed", () => {
       expect(tokenOf(seen[0]!)).toBe("refresh-1")
     }))
 
-  it.scoped("a sign-out in one tab reaches the other tab's feed as a record without a session", () =>
+  it.effect("a sign-out in one tab reaches the other tab's feed as a record without a session", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]
@@ -383,7 +384,7 @@ describe("BrowserSessionStore: the change feed", () => {
       expect(Option.isNone(seen[0]!.session)).toBe(true)
     }))
 
-  it.scoped("a write announced twice (message, then the page shown again) is seen once", () =>
+  it.effect("a write announced twice (message, then the page shown again) is seen once", () =>
     Effect.gen(function*() {
       const browser = new FakeBrowser()
       const [a, b] = [yield* openTab(browser), yield* openTab(browser)]

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Clock, DateTime, Duration, Effect, Exit, Redacted, Runtime, Schedule, Scope, TestClock } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Exit, Redacted, Schedule, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { MockMoonServer } from "moon-refresh/testing"
 
 // The server is exercised with plain `fetch`, so these tests say what goes over
@@ -54,13 +55,13 @@ const sessionOf = (answer: Answer): Record<string, any> => JSON.parse(answer.tex
 const eventually = <A>(read: Effect.Effect<A>, done: (a: A) => boolean): Effect.Effect<A> =>
   read.pipe(
     Effect.filterOrFail(done),
-    Effect.retry(Schedule.spaced("5 millis").pipe(Schedule.upTo("15 seconds"))),
-    Effect.orElse(() => read)
+    Effect.retry(Schedule.spaced("5 millis").pipe(Schedule.upTo({ duration: "15 seconds" }))),
+    Effect.catch(() => read)
   )
 
 describe("MockMoonServer", () => {
   describe("rotation", () => {
-    it.scopedLive("spends the refresh token and answers a Supabase session with a new one", () =>
+    it.live("spends the refresh token and answers a Supabase session with a new one", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ accessTokenLifetime: 60 })
         const seeded = yield* server.issueSession()
@@ -81,7 +82,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.stats).toMatchObject({ refreshRequests: 1, rotations: 1, reuseRejections: 0 })
       }))
 
-    it.scopedLive("wraps the session in { token } when asked to", () =>
+    it.live("wraps the session in { token } when asked to", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ bodyShape: "wrapped" })
         const seeded = yield* server.issueSession({ user: { id: "u-2", email: "two@example.com", plan: "pro" } })
@@ -94,7 +95,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(body.token.refresh_token)).toBe(true)
       }))
 
-    it.scopedLive("sends a null email as null, as Supabase does for a phone sign-in", () =>
+    it.live("sends a null email as null, as Supabase does for a phone sign-in", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession({ user: { email: null, phone: "15550100" } })
@@ -104,7 +105,7 @@ describe("MockMoonServer", () => {
         expect(body.user).toMatchObject({ id: "mock-user-1", email: null, phone: "15550100" })
       }))
 
-    it.scopedLive("rejects a spent token as Supabase does, and revokes the whole session", () =>
+    it.live("rejects a spent token as Supabase does, and revokes the whole session", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -123,7 +124,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.stats).toMatchObject({ rotations: 1, reuseRejections: 2 })
       }))
 
-    it.scopedLive("answers refresh_token_not_found to a token it never issued", () =>
+    it.live("answers refresh_token_not_found to a token it never issued", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const answer = yield* post(server, "never-issued")
@@ -135,7 +136,7 @@ describe("MockMoonServer", () => {
         expect((yield* server.stats).unknownTokens).toBe(1)
       }))
 
-    it.scopedLive("answers refresh_token_not_found after the session was revoked server-side", () =>
+    it.live("answers refresh_token_not_found after the session was revoked server-side", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -145,7 +146,7 @@ describe("MockMoonServer", () => {
         expect((yield* getProtected(server, seeded.accessToken)).status).toBe(401)
       }))
 
-    it.scopedLive("answers 400 to a request without a JSON refresh_token", () =>
+    it.live("answers 400 to a request without a JSON refresh_token", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -165,7 +166,7 @@ describe("MockMoonServer", () => {
   })
 
   describe("reuse window", () => {
-    it.scopedLive("gives the same new refresh token back within the window, and rejects the reuse after it", () =>
+    it.live("gives the same new refresh token back within the window, and rejects the reuse after it", () =>
       Effect.gen(function*() {
         let now = 1_700_000_000_000
         const server = yield* MockMoonServer.make({ reuseWindow: "10 seconds", now: () => now })
@@ -183,7 +184,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.stats).toMatchObject({ rotations: 1, reusesTolerated: 1, reuseRejections: 1 })
       }))
 
-    it.scopedLive("does not tolerate the reuse of a token two rotations back", () =>
+    it.live("does not tolerate the reuse of a token two rotations back", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ reuseWindow: 60_000 })
         const seeded = yield* server.issueSession()
@@ -194,7 +195,7 @@ describe("MockMoonServer", () => {
   })
 
   describe("reuse: gotrue", () => {
-    it.scopedLive("answers the active session to the parent of the active token, however late, without rotating", () =>
+    it.live("answers the active session to the parent of the active token, however late, without rotating", () =>
       Effect.gen(function*() {
         let now = 1_700_000_000_000
         const server = yield* MockMoonServer.make({ reuse: "gotrue", now: () => now })
@@ -210,7 +211,7 @@ describe("MockMoonServer", () => {
         expect((yield* server.requests).map((request) => request.outcome)).toStrictEqual(["rotated", "reuse-tolerated"])
       }))
 
-    it.scopedLive("forgives an older token for 10 seconds by default, then revokes the whole session", () =>
+    it.live("forgives an older token for 10 seconds by default, then revokes the whole session", () =>
       Effect.gen(function*() {
         let now = 1_700_000_000_000
         const server = yield* MockMoonServer.make({ reuse: "gotrue", now: () => now })
@@ -233,7 +234,7 @@ describe("MockMoonServer", () => {
   })
 
   describe("/mock/stats", () => {
-    it.scopedLive("answers the counters as JSON at statsUrl: POSTs, rotations, reuse rejections", () =>
+    it.live("answers the counters as JSON at statsUrl: POSTs, rotations, reuse rejections", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         expect(server.statsUrl).toBe(`${server.url}/mock/stats`)
@@ -253,7 +254,7 @@ describe("MockMoonServer", () => {
   })
 
   describe("/protected", () => {
-    it.scopedLive("accepts a valid access token and refuses a missing, unknown or expired one", () =>
+    it.live("accepts a valid access token and refuses a missing, unknown or expired one", () =>
       Effect.gen(function*() {
         let now = 1_700_000_000_000
         const server = yield* MockMoonServer.make({ accessTokenLifetime: 60, now: () => now })
@@ -278,12 +279,12 @@ describe("MockMoonServer", () => {
         expect(yield* server.stats).toMatchObject({ protectedRequests: 5, unauthorized: 3 })
       }))
 
-    it.scoped("can take its time from Effect's Clock, so TestClock drives expiry", () =>
+    it.effect("can take its time from Effect's Clock, so TestClock drives expiry", () =>
       Effect.gen(function*() {
-        const runtime = yield* Effect.runtime<never>()
+        const runtime = yield* Effect.context<never>()
         const server = yield* MockMoonServer.make({
           accessTokenLifetime: 60,
-          now: () => Runtime.runSync(runtime)(Clock.currentTimeMillis)
+          now: () => Effect.runSyncWith(runtime)(Clock.currentTimeMillis)
         })
         const seeded = yield* server.issueSession()
         expect(DateTime.toEpochMillis(seeded.expiresAt)).toBe(60_000)
@@ -294,7 +295,7 @@ describe("MockMoonServer", () => {
   })
 
   describe("scripted faults", () => {
-    it.scopedLive("Status answers the given status and body without touching the token", () =>
+    it.live("Status answers the given status and body without touching the token", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -316,7 +317,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.stats).toMatchObject({ refreshRequests: 4, faults: 3, rotations: 1 })
       }))
 
-    it.scopedLive("Delay answers normally after the delay", () =>
+    it.live("Delay answers normally after the delay", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -328,7 +329,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(false)
       }))
 
-    it.scopedLive("Delay does not spend the token when the client hangs up first", () =>
+    it.live("Delay does not spend the token when the client hangs up first", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -351,7 +352,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
       }))
 
-    it.scopedLive("Reset drops the connection without answering and without rotating", () =>
+    it.live("Reset drops the connection without answering and without rotating", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -363,7 +364,7 @@ describe("MockMoonServer", () => {
         expect((yield* post(server, seeded.refreshToken)).status).toBe(200)
       }))
 
-    it.scopedLive("ResetAfterRotate spends the token, then drops the connection", () =>
+    it.live("ResetAfterRotate spends the token, then drops the connection", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -377,7 +378,7 @@ describe("MockMoonServer", () => {
         )
       }))
 
-    it.scopedLive("SlowBody sends half the body, then the rest after the delay", () =>
+    it.live("SlowBody sends half the body, then the rest after the delay", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -402,7 +403,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(JSON.parse(body.toString()).refresh_token)).toBe(true)
       }))
 
-    it.scopedLive("Truncated spends the token and cuts the body short", () =>
+    it.live("Truncated spends the token and cuts the body short", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -413,7 +414,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(false)
       }))
 
-    it.scopedLive("RetryAfter answers the status with a Retry-After header", () =>
+    it.live("RetryAfter answers the status with a Retry-After header", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -432,7 +433,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
       }))
 
-    it.scopedLive("Oversized sends a JSON body of exactly the given size, with or without Content-Length", () =>
+    it.live("Oversized sends a JSON body of exactly the given size, with or without Content-Length", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -457,7 +458,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
       }))
 
-    it.scopedLive("WrongContentType sends the normal session under another content type", () =>
+    it.live("WrongContentType sends the normal session under another content type", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -472,7 +473,7 @@ describe("MockMoonServer", () => {
         expect(yield* server.isLive(sessionOf(plain).refresh_token)).toBe(true)
       }))
 
-    it.scopedLive("applies faults in order, one per refresh request, and never to other routes", () =>
+    it.live("applies faults in order, one per refresh request, and never to other routes", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -504,7 +505,7 @@ describe("MockMoonServer", () => {
         }
       })
 
-    it.scopedLive("answers a preflight from an allowed origin with the methods and headers a page's client sends", () =>
+    it.live("answers a preflight from an allowed origin with the methods and headers a page's client sends", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
         for (const path of ["/auth/refresh", "/protected"]) {
@@ -522,7 +523,7 @@ describe("MockMoonServer", () => {
         expect((yield* server.requests).map((request) => request.outcome)).toStrictEqual(["preflight", "preflight"])
       }))
 
-    it.scopedLive("refuses a preflight from another origin with 403 and no CORS header", () =>
+    it.live("refuses a preflight from another origin with 403 and no CORS header", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
         const answer = yield* preflight(server, "http://127.0.0.1:6666")
@@ -531,7 +532,7 @@ describe("MockMoonServer", () => {
         expect((yield* server.requests)[0]!.outcome).toBe("cross-origin-refused")
       }))
 
-    it.scopedLive("marks answers to an allowed origin, exposes Date and Retry-After, and still checks every token", () =>
+    it.live("marks answers to an allowed origin, exposes Date and Retry-After, and still checks every token", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
         const issued = yield* server.issueSession()
@@ -555,7 +556,7 @@ describe("MockMoonServer", () => {
         expect(refused.headers.get("access-control-allow-origin")).toBe(page)
       }))
 
-    it.scopedLive("gives another origin's requests no CORS header (the browser then hides the answer)", () =>
+    it.live("gives another origin's requests no CORS header (the browser then hides the answer)", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ cors: { origins: [page] } })
         const answer = yield* call(`${server.url}/protected`, { headers: { origin: "http://127.0.0.1:6666" } })
@@ -563,7 +564,7 @@ describe("MockMoonServer", () => {
         expect(answer.headers.get("access-control-allow-origin")).toBeNull()
       }))
 
-    it.scopedLive("with cors: true allows any origin", () =>
+    it.live("with cors: true allows any origin", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make({ cors: true })
         const answer = yield* preflight(server, "http://localhost:3000")
@@ -571,7 +572,7 @@ describe("MockMoonServer", () => {
         expect(answer.headers.get("access-control-allow-origin")).toBe("http://localhost:3000")
       }))
 
-    it.scopedLive("without the option sends no CORS header and answers OPTIONS 404, as before", () =>
+    it.live("without the option sends no CORS header and answers OPTIONS 404, as before", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const answer = yield* preflight(server, page)
@@ -602,17 +603,17 @@ describe("MockMoonServer", () => {
         ]
       ] as const
     ) {
-      it.scoped(`refuses ${option} ${String(value)} with a defect naming the option, before listening`, () =>
+      it.effect(`refuses ${option} ${String(value)} with a defect naming the option, before listening`, () =>
         Effect.gen(function*() {
           const exit = yield* Effect.exit(MockMoonServer.make({ [option]: value }))
-          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
           expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(message)
         }))
     }
   })
 
   describe("secrets and lifecycle", () => {
-    it.scopedLive("keeps no token in what it records or reports", () =>
+    it.live("keeps no token in what it records or reports", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -632,7 +633,7 @@ describe("MockMoonServer", () => {
     it.live("stops listening and cuts open connections when its scope closes", () =>
       Effect.gen(function*() {
         const scope = yield* Scope.make()
-        const server = yield* MockMoonServer.make().pipe(Scope.extend(scope))
+        const server = yield* MockMoonServer.make().pipe(Scope.provide(scope))
         const seeded = yield* server.issueSession()
         // Leave a request hanging on a delay longer than the test may run, then close the scope under
         // it: a close that waited for the delay would end in a timeout, or with the request answered.
@@ -649,7 +650,7 @@ describe("MockMoonServer", () => {
         expect(after).toBe("down")
       }))
 
-    it.scopedLive("is available as a layer", () =>
+    it.live("is available as a layer", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.MockMoonServer
         expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)

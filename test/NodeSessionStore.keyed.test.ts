@@ -39,7 +39,7 @@ storeContract(
 )
 
 describe("NodeSessionStore.makeKeyed: keys", () => {
-  it.scopedLive("names each key's file by the hex SHA-256 of the key, in the directory, 0700 and 0600", () =>
+  it.live("names each key's file by the hex SHA-256 of the key, in the directory, 0700 and 0600", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const keyed = yield* keyedIn(dir)
@@ -51,7 +51,7 @@ describe("NodeSessionStore.makeKeyed: keys", () => {
       expect(Fs.statSync(Path.join(sessions, NodeSessionStore.keyFileName("ada"))).mode & 0o777).toBe(0o600)
     }))
 
-  it.scopedLive("gives the same record for the same key, from any forKey and any store on the directory", () =>
+  it.live("gives the same record for the same key, from any forKey and any store on the directory", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const [one, two] = [yield* keyedIn(dir), yield* keyedIn(dir)]
@@ -62,7 +62,7 @@ describe("NodeSessionStore.makeKeyed: keys", () => {
       }
     }))
 
-  it.scopedLive("keys whose names would meet under a naive encoding get records of their own", () =>
+  it.live("keys whose names would meet under a naive encoding get records of their own", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const keyed = yield* keyedIn(dir)
@@ -91,7 +91,7 @@ describe("NodeSessionStore.makeKeyed: keys", () => {
       )
     }))
 
-  it.scopedLive("hostile keys stay inside the directory", () =>
+  it.live("hostile keys stay inside the directory", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const keyed = yield* keyedIn(dir)
@@ -120,7 +120,7 @@ describe("NodeSessionStore.makeKeyed: keys", () => {
       )
     }))
 
-  it.scopedLive("refuses an empty key and one with a lone surrogate with a StoreError of operation \"key\"", () =>
+  it.live("refuses an empty key and one with a lone surrogate with a StoreError of operation \"key\"", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const keyed = yield* keyedIn(dir)
@@ -135,7 +135,7 @@ describe("NodeSessionStore.makeKeyed: keys", () => {
 })
 
 describe("NodeSessionStore.makeKeyed: isolation", () => {
-  it.scopedLive("writes and clears of one key never show in another's load or change feed", () =>
+  it.live("writes and clears of one key never show in another's load or change feed", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const [here, there] = [yield* keyedIn(dir), yield* keyedIn(dir)]
@@ -143,7 +143,7 @@ describe("NodeSessionStore.makeKeyed: isolation", () => {
       const seen: Array<string> = []
       const bobWrote = yield* Deferred.make<void>()
       yield* Effect.forkScoped(Stream.runForEach(bob.changes, (stored) =>
-        Effect.zipRight(
+        Effect.andThen(
           Effect.sync(() => seen.push(`${stored.revision}:${tokenOf(stored)}`)),
           stored.revision === 1 ? Deferred.succeed(bobWrote, undefined) : Effect.void
         )))
@@ -161,13 +161,13 @@ describe("NodeSessionStore.makeKeyed: isolation", () => {
       expect((yield* ada.read).revision).toBe(3)
     }))
 
-  it.scopedLive("one key's lock does not hold up another's", () =>
+  it.live("one key's lock does not hold up another's", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const [here, there] = [yield* keyedIn(dir), yield* keyedIn(dir)]
       const inside = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork((yield* here.forKey("ada")).withLock(
-        Effect.zipRight(Deferred.succeed(inside, undefined), Effect.never)
+      const holder = yield* Effect.forkChild((yield* here.forKey("ada")).withLock(
+        Effect.andThen(Deferred.succeed(inside, undefined), Effect.never)
       ))
       yield* Deferred.await(inside)
       // Bob's lock is taken, through either store, while ada's is held (for ever: a lock that waited
@@ -179,7 +179,7 @@ describe("NodeSessionStore.makeKeyed: isolation", () => {
 })
 
 describe("NodeSessionStore.makeKeyed: the directory's watcher", () => {
-  it.scopedLive("exists only while some key's feed runs: one for all of them, none for keys nobody follows", () =>
+  it.live("exists only while some key's feed runs: one for all of them, none for keys nobody follows", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const { keyed, watch } = yield* FileStoreKeyed.makeKeyed(dir, {
@@ -199,7 +199,7 @@ describe("NodeSessionStore.makeKeyed: the directory's watcher", () => {
       expect(watch.running()).toBe(false)
     }))
 
-  it.scopedLive("a record another program renames into place reaches the key's feed", () =>
+  it.live("a record another program renames into place reaches the key's feed", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const { keyed, watch } = yield* FileStoreKeyed.makeKeyed(dir, {
@@ -225,7 +225,7 @@ describe("NodeSessionStore.makeKeyed: the directory's watcher", () => {
 })
 
 describe("NodeSessionStore.makeKeyed: options", () => {
-  it.scopedLive("refuses a directory others can read with a FileStoreError", () =>
+  it.live("refuses a directory others can read with a FileStoreError", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const shared = Path.join(dir, "shared")
@@ -249,7 +249,7 @@ describe("NodeSessionStore.makeKeyed: options", () => {
 })
 
 describe("NodeSessionStore.makeKeyed under a SessionPool", () => {
-  it.scoped(
+  it.effect(
     "50 keys across two expiries: one refresh POST a key an expiry, no reuse; an idle session comes back from its file without a POST",
     () =>
       Effect.gen(function*() {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Option, Redacted, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Redacted, Stream } from "effect"
 import { NodeSessionStore } from "moon-refresh/node"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -47,7 +47,7 @@ storeContract(
 )
 
 describe("NodeSessionStore permissions", () => {
-  it.scopedLive("creates the directory 0700 and the file 0600 under umask 022", () =>
+  it.live("creates the directory 0700 and the file 0600 under umask 022", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const path = Path.join(dir, "a", "b", "session.json")
@@ -60,7 +60,7 @@ describe("NodeSessionStore permissions", () => {
       expect(Fs.readdirSync(Path.join(dir, "a", "b"))).toStrictEqual(["session.json"])
     }))
 
-  it.scopedLive("refuses an existing file that others can read, naming the path and the mode", () =>
+  it.live("refuses an existing file that others can read, naming the path and the mode", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       Fs.writeFileSync(path, "{}", { mode: 0o644 })
@@ -72,7 +72,7 @@ describe("NodeSessionStore permissions", () => {
       expect(error.message).toContain("0644")
     }))
 
-  it.scopedLive("refuses an existing directory that others can read", () =>
+  it.live("refuses an existing directory that others can read", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const shared = Path.join(dir, "shared")
@@ -83,7 +83,7 @@ describe("NodeSessionStore permissions", () => {
       expect(error.message).toContain("chmod 700")
     }))
 
-  it.scopedLive("refuses a path that is a directory", () =>
+  it.live("refuses a path that is a directory", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       Fs.mkdirSync(path, { mode: 0o700 })
@@ -91,7 +91,7 @@ describe("NodeSessionStore permissions", () => {
       expect(error).toMatchObject({ reason: "NotAFile", path })
     }))
 
-  it.scopedLive("refuses a directory that cannot be created", () =>
+  it.live("refuses a directory that cannot be created", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const blocker = Path.join(dir, "blocker")
@@ -112,7 +112,7 @@ describe("NodeSessionStore permissions", () => {
 })
 
 describe("NodeSessionStore file format", () => {
-  it.scopedLive("holds SessionStore.StoredJson; a file that does not decode is a sign-out, and a fenced write over it works", () =>
+  it.live("holds SessionStore.StoredJson; a file that does not decode is a sign-out, and a fenced write over it works", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path })
@@ -140,7 +140,7 @@ const tokenOf = (stored: { readonly session: Option.Option<{ readonly refreshTok
   Option.getOrElse(Option.map(stored.session, (s) => Redacted.value(s.refreshToken)), () => "none")
 
 describe("NodeSessionStore lock", () => {
-  it.scopedLive("write inside withLock uses the lock held; a fiber forked there writes after it ended by taking it anew", () =>
+  it.live("write inside withLock uses the lock held; a fiber forked there writes after it ended by taking it anew", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path, lockTimeout: "2 seconds" })
@@ -148,7 +148,7 @@ describe("NodeSessionStore lock", () => {
       const late = yield* store.withLock(Effect.gen(function*() {
         // The lock is not re-taken (that would wait for itself until lockTimeout).
         yield* store.write(Option.some(session("1")), 0)
-        return yield* Effect.forkDaemon(Effect.zipRight(Deferred.await(go), store.write(Option.some(session("2")), 1)))
+        return yield* Effect.forkDetach(Effect.andThen(Deferred.await(go), store.write(Option.some(session("2")), 1)))
       }))
       expect(isLocked(path)).toBe(false)
       yield* Deferred.succeed(go, undefined)
@@ -157,7 +157,7 @@ describe("NodeSessionStore lock", () => {
       expect(isLocked(path)).toBe(false)
     }))
 
-  it.scopedLive("a write from outside goes through while this store's lock holder waits for it", () =>
+  it.live("a write from outside goes through while this store's lock holder waits for it", () =>
     Effect.gen(function*() {
       // The manager's shape: a refresh holds the lock and waits for the manager's
       // mutex, which a sign-out holds while it writes. The write must not wait for the lock.
@@ -166,7 +166,7 @@ describe("NodeSessionStore lock", () => {
       yield* store.save(session("1"))
       const inside = yield* Deferred.make<void>()
       const signedOut = yield* Deferred.make<void>()
-      const refresh = yield* Effect.fork(store.withLock(Effect.gen(function*() {
+      const refresh = yield* Effect.forkChild(store.withLock(Effect.gen(function*() {
         const read = yield* store.read
         yield* Deferred.succeed(inside, undefined)
         yield* Deferred.await(signedOut)
@@ -184,28 +184,32 @@ describe("NodeSessionStore lock", () => {
       expect(isLocked(path)).toBe(false)
     }))
 
-  it.scopedLive("waiting for the lock is interruptible, and an interrupted holder releases it", () =>
+  it.live("waiting for the lock is interruptible, and an interrupted holder releases it", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       // A wait of a minute for the lock: an interruption that had to wait it out would trip the hang guard.
       const options = { path, lockTimeout: "1 minute" } as const
       const [a, b] = [yield* NodeSessionStore.make(options), yield* NodeSessionStore.make(options)]
       const inside = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork(a.withLock(Effect.zipRight(Deferred.succeed(inside, undefined), Effect.never)))
+      const holder = yield* Effect.forkChild(a.withLock(Effect.andThen(Deferred.succeed(inside, undefined), Effect.never)))
       yield* Deferred.await(inside)
-      const waiter = yield* Effect.fork(b.withLock(Effect.void))
+      const waiter = yield* Effect.forkChild(b.withLock(Effect.void))
       yield* Effect.sleep("200 millis")
-      const exit = yield* Fiber.interrupt(waiter).pipe(
-        Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "the interruption waited for the lock" })
+      yield* Fiber.interrupt(waiter).pipe(
+        Effect.timeoutOrElse({
+          duration: "10 seconds",
+          orElse: () => Effect.fail("the interruption waited for the lock")
+        })
       )
-      expect(Exit.isInterrupted(exit)).toBe(true)
+      const exit = yield* Fiber.await(waiter)
+      expect(Exit.hasInterrupts(exit)).toBe(true)
       expect(isLocked(path)).toBe(true)
       yield* Fiber.interrupt(holder)
       expect(isLocked(path)).toBe(false)
       yield* b.withLock(Effect.void).pipe(Effect.timeout("10 seconds"))
     }))
 
-  it.scopedLive("a write whose lock was taken away writes nothing and leaves no temporary file", () =>
+  it.live("a write whose lock was taken away writes nothing and leaves no temporary file", () =>
     Effect.gen(function*() {
       const { dir, path } = yield* sessionFile
       const store = yield* NodeSessionStore.make({ path })
@@ -223,7 +227,7 @@ describe("NodeSessionStore lock", () => {
 })
 
 describe("NodeSessionStore change feed", () => {
-  it.scopedLive("a file-system notification brings another holder's write without waiting for the poll", () =>
+  it.live("a file-system notification brings another holder's write without waiting for the poll", () =>
     Effect.gen(function*() {
       const { path } = yield* sessionFile
       const options = { path, pollInterval: "1 hour" } as const
@@ -236,7 +240,7 @@ describe("NodeSessionStore change feed", () => {
       expect(yield* Deferred.await(seen).pipe(Effect.timeout("15 seconds"))).toBe(1)
     }))
 
-  it.scopedLive("polling goes on when the directory cannot be watched", () =>
+  it.live("polling goes on when the directory cannot be watched", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const missing = {
@@ -249,6 +253,6 @@ describe("NodeSessionStore change feed", () => {
         Stream.runCollect,
         Effect.timeout("15 seconds")
       )
-      expect(Chunk.size(ticks)).toBe(3)
+      expect(ticks.length).toBe(3)
     }))
 })

@@ -5,7 +5,7 @@
  * against a real server are in test/redis (`npm run test:redis`).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Option } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Option, Result } from "effect"
 import type { SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 import * as Net from "node:net"
@@ -31,10 +31,10 @@ const storeOn = (url: string, options: Partial<RedisSessionStore.Options> = {}) 
   )
 
 const defectMessage = <A, E>(exit: Exit.Exit<A, E>) =>
-  Exit.isFailure(exit) ? Option.map(Cause.dieOption(exit.cause), (defect) => (defect as Error).message) : Option.none()
+  Exit.isFailure(exit) ? Option.map(Result.getSuccess(Cause.findDefect(exit.cause)), (defect) => (defect as Error).message) : Option.none()
 
 describe("RedisSessionStore without a server", () => {
-  it.scopedLive(
+  it.live(
     "every operation fails with a StoreError within the timeout when nothing answers",
     () =>
       Effect.gen(function*() {
@@ -51,7 +51,10 @@ describe("RedisSessionStore without a server", () => {
         // (far beyond the 300 ms bound, so that a busy machine never trips it) turns that into a failure.
         for (const operation of operations) {
           const error = yield* Effect.flip(operation).pipe(
-            Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "hung: no StoreError within 10 s" })
+            Effect.timeoutOrElse({
+              duration: "10 seconds",
+              orElse: () => Effect.fail("hung: no StoreError within 10 s")
+            })
           )
           expect(error).toMatchObject({ _tag: "StoreError" })
         }
@@ -59,7 +62,7 @@ describe("RedisSessionStore without a server", () => {
       })
   )
 
-  it.scopedLive("refuses options that are not what they must be, naming them", () =>
+  it.live("refuses options that are not what they must be, naming them", () =>
     Effect.gen(function*() {
       const url = `redis://127.0.0.1:${yield* closedPort}`
       const refused = [
@@ -74,7 +77,7 @@ describe("RedisSessionStore without a server", () => {
       }
     }))
 
-  it.scopedLive("refuses keyed options that are not what they must be, naming them; builds keys without a server", () =>
+  it.live("refuses keyed options that are not what they must be, naming them; builds keys without a server", () =>
     Effect.gen(function*() {
       const client = yield* RedisSessionStore.makeClient(`redis://127.0.0.1:${yield* closedPort}`)
       const keyedOn = (options: RedisSessionStore.KeyedOptions) =>
@@ -102,15 +105,15 @@ describe("RedisSessionStore without a server", () => {
 
   it.effect("layerClientConfig reads REDIS_URL, and refuses a missing or non-Redis URL as a ConfigError", () =>
     Effect.gen(function*() {
-      const build = (map: Map<string, string>) =>
+      const build = (env: Record<string, string>) =>
         Layer.build(RedisSessionStore.layerClientConfig()).pipe(
           Effect.scoped,
-          Effect.withConfigProvider(ConfigProvider.fromMap(map)),
+          Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnvRecord(env)),
           Effect.exit
         )
-      const missing = yield* build(new Map())
-      const wrong = yield* build(new Map([["REDIS_URL", "http://127.0.0.1:6379"]]))
-      const right = yield* build(new Map([["REDIS_URL", "redis://127.0.0.1:1"]]))
+      const missing = yield* build({})
+      const wrong = yield* build({ REDIS_URL: "http://127.0.0.1:6379" })
+      const right = yield* build({ REDIS_URL: "redis://127.0.0.1:1" })
       expect(Exit.isFailure(missing) && String(Cause.squash(missing.cause))).toContain("REDIS_URL")
       expect(Exit.isFailure(wrong) && String(Cause.squash(wrong.cause))).toContain(
         "must be a redis:// or rediss:// URL"

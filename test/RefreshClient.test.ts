@@ -1,10 +1,8 @@
-import { FetchHttpClient, HttpClient, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type { Layer } from "effect"
 import {
   Cause,
   Config,
-  ConfigError,
   ConfigProvider,
   Context,
   DateTime,
@@ -12,14 +10,15 @@ import {
   Effect,
   Exit,
   Fiber,
-  FiberRef,
   Logger,
-  LogLevel,
   Option,
   Redacted,
-  TestClock,
+  References,
+  Result,
   Tracer
 } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, RefreshPolicy } from "moon-refresh"
 import { inspect } from "node:util"
@@ -271,7 +270,7 @@ describe("a 2xx body that is not a session", () => {
   it.effect("is not retried by the default policy", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.text(200, "<html>not json</html>"))
-      const fiber = yield* Effect.fork(refreshWith(server)())
+      const fiber = yield* Effect.forkChild(refreshWith(server)())
       yield* TestClock.adjust(Duration.minutes(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error._tag).toBe("MalformedResponseError")
@@ -326,7 +325,7 @@ describe("a failed response", () => {
         TestHttpClient.json(200, sessionBody)
       )
       // The default policy, and all the time it could want: still one request.
-      const fiber = yield* Effect.fork(refreshWith(server)())
+      const fiber = yield* Effect.forkChild(refreshWith(server)())
       yield* TestClock.adjust(Duration.minutes(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({
@@ -356,7 +355,7 @@ describe("a failed response", () => {
     it.effect(`turns a ${status} into TokenRejectedError and never retries it`, () =>
       Effect.gen(function*() {
         const server = TestHttpClient.make(TestHttpClient.json(status, { error: "invalid_grant" }))
-        const fiber = yield* Effect.fork(refreshWith(server)())
+        const fiber = yield* Effect.forkChild(refreshWith(server)())
         yield* TestClock.adjust(Duration.minutes(1))
         const error = yield* Effect.flip(Fiber.join(fiber))
         expect(error).toMatchObject({ _tag: "TokenRejectedError", status, message: "invalid_grant" })
@@ -396,7 +395,7 @@ describe("a failed response", () => {
   it.effect("turns a 404 (a wrong base URL) into a ServerError that is never retried", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.text(404, "Not Found"))
-      const fiber = yield* Effect.fork(refreshWith(server)())
+      const fiber = yield* Effect.forkChild(refreshWith(server)())
       yield* TestClock.adjust(Duration.minutes(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({ _tag: "ServerError", status: 404, message: "Not Found" })
@@ -415,11 +414,11 @@ describe("the per-attempt timeout", () => {
   it.effect("fails an attempt with TransportError reason Timeout once the timeout passes", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.hang)
-      const fiber = yield* Effect.fork(
+      const fiber = yield* Effect.forkChild(
         refreshWith(server, { timeout: Duration.seconds(2), policy: RefreshPolicy.none })()
       )
       yield* TestClock.adjust(Duration.millis(1999))
-      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(fiber.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust(Duration.millis(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
@@ -429,9 +428,9 @@ describe("the per-attempt timeout", () => {
   it.effect("is 10 seconds by default", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.hang)
-      const fiber = yield* Effect.fork(refreshWith(server, { policy: RefreshPolicy.none })())
+      const fiber = yield* Effect.forkChild(refreshWith(server, { policy: RefreshPolicy.none })())
       yield* TestClock.adjust(Duration.millis(9999))
-      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(fiber.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust(Duration.millis(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
@@ -451,7 +450,7 @@ describe("the per-attempt timeout", () => {
         maxElapsed: Duration.seconds(30),
         jitter: false
       })
-      const fiber = yield* Effect.fork(refreshWith(server, { timeout: Duration.seconds(1), policy })())
+      const fiber = yield* Effect.forkChild(refreshWith(server, { timeout: Duration.seconds(1), policy })())
       yield* TestClock.adjust(Duration.minutes(1))
       const session = yield* Fiber.join(fiber)
       expect(Redacted.value(session.refreshToken)).toBe(newRefreshToken)
@@ -471,9 +470,9 @@ describe("the per-attempt timeout", () => {
         maxElapsed: Duration.seconds(30),
         jitter: false
       })
-      const fiber = yield* Effect.fork(refreshWith(server, { timeout: Duration.seconds(1), policy })())
+      const fiber = yield* Effect.forkChild(refreshWith(server, { timeout: Duration.seconds(1), policy })())
       yield* TestClock.adjust(Duration.millis(3599))
-      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(fiber.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust(Duration.millis(1))
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({ _tag: "TransportError", reason: "Timeout" })
@@ -485,21 +484,21 @@ describe("interruption", () => {
   it.effect("interrupting a refresh aborts its HTTP request", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.hang)
-      const fiber = yield* Effect.fork(refreshWith(server)())
+      const fiber = yield* Effect.forkChild(refreshWith(server)())
       // Let the request go out (no timer is due yet).
       yield* TestClock.adjust(Duration.millis(1))
       expect(server.requests).toHaveLength(1)
       expect(server.requests[0]!.signal.aborted).toBe(false)
 
-      const exit = yield* Fiber.interrupt(fiber)
-      expect(Exit.isInterrupted(exit)).toBe(true)
+      yield* Fiber.interrupt(fiber)
+      expect(Exit.hasInterrupts(yield* Fiber.await(fiber))).toBe(true)
       expect(server.requests[0]!.signal.aborted).toBe(true)
     }))
 
   it.effect("interrupting a refresh that waits between retries sends no further request", () =>
     Effect.gen(function*() {
       const server = TestHttpClient.make(TestHttpClient.json(500, { error: "down" }))
-      const fiber = yield* Effect.fork(refreshWith(server)())
+      const fiber = yield* Effect.forkChild(refreshWith(server)())
       yield* TestClock.adjust(Duration.millis(1))
       yield* Fiber.interrupt(fiber)
       yield* TestClock.adjust(Duration.minutes(1))
@@ -554,7 +553,7 @@ describe("secrets", () => {
   it.effect("keeps tokens out of a timeout's and a transport failure's error", () =>
     Effect.gen(function*() {
       const network = yield* failureOf(TestHttpClient.transportFailure())
-      const timeoutFiber = yield* Effect.fork(
+      const timeoutFiber = yield* Effect.forkChild(
         Effect.flip(refreshWith(TestHttpClient.make(TestHttpClient.hang), { policy: RefreshPolicy.none })())
       )
       yield* TestClock.adjust(Duration.seconds(10))
@@ -568,7 +567,7 @@ describe("secrets", () => {
     Effect.gen(function*() {
       const lines: Array<string> = []
       const capture = Logger.make((options) => {
-        lines.push(Logger.logfmtLogger.log(options), Logger.jsonLogger.log(options))
+        lines.push(Logger.formatLogFmt.log(options), Logger.formatJson.log(options))
       })
       const server = TestHttpClient.make(
         TestHttpClient.json(500, { error: `cannot refresh ${refreshToken}` }),
@@ -578,9 +577,9 @@ describe("secrets", () => {
         TestHttpClient.json(200, sessionBody)
       )
       const fiber = yield* refreshWith(server)().pipe(
-        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
-        Logger.withMinimumLogLevel(LogLevel.All),
-        Effect.fork
+        Effect.provide(Logger.layer([capture])),
+        Effect.provideService(References.MinimumLogLevel, "All"),
+        Effect.forkChild
       )
       yield* TestClock.adjust(Duration.minutes(1))
       yield* Fiber.join(fiber)
@@ -599,9 +598,9 @@ describe("secrets", () => {
         TestHttpClient.json(200, sessionBody)
       )
       const fiber = yield* refreshWith(server)().pipe(
-        Logger.withMinimumLogLevel(LogLevel.All),
+        Effect.provideService(References.MinimumLogLevel, "All"),
         Effect.withTracer(tracer),
-        Effect.fork
+        Effect.forkChild
       )
       yield* TestClock.adjust(Duration.minutes(1))
       yield* Fiber.join(fiber)
@@ -625,7 +624,7 @@ describe("tracing", () => {
         TestHttpClient.transportFailure(),
         TestHttpClient.json(200, sessionBody)
       )
-      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.fork)
+      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.forkChild)
       yield* TestClock.adjust(Duration.minutes(1))
       yield* Fiber.join(fiber)
 
@@ -652,7 +651,7 @@ describe("tracing", () => {
     Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()
       const server = TestHttpClient.make(TestHttpClient.hang)
-      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.fork)
+      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.forkChild)
       yield* TestClock.adjust(Duration.millis(100))
       yield* Fiber.interrupt(fiber)
 
@@ -668,8 +667,8 @@ describe("tracing", () => {
       const server = TestHttpClient.make(TestHttpClient.transportFailure(), TestHttpClient.json(200, sessionBody))
       const fiber = yield* refreshWith(server)().pipe(
         Effect.withTracer(tracer),
-        Logger.withMinimumLogLevel(LogLevel.Debug),
-        Effect.fork
+        Effect.provideService(References.MinimumLogLevel, "Debug"),
+        Effect.forkChild
       )
       yield* TestClock.adjust(Duration.minutes(1))
       yield* Fiber.join(fiber)
@@ -695,7 +694,9 @@ describe("tracing", () => {
         // A predicate set on the client replaces ours inside `execute` (a
         // documented limit): the platform opens its span, and would send
         // its headers with it.
-        const traced = server.client.pipe(HttpClient.withTracerDisabledWhen(() => false))
+        const traced = server.client.pipe(
+          HttpClient.transform((effect) => Effect.provideService(effect, HttpClient.TracerDisabledWhen, () => false))
+        )
         yield* RefreshClient.refresh(refreshToken).pipe(
           Effect.provide(RefreshClient.layer()),
           Effect.provideService(HttpClient.HttpClient, traced),
@@ -711,21 +712,22 @@ describe("tracing", () => {
       const { spans, tracer } = recordingTracer()
       const seen: Array<{ parent: string | undefined; init: unknown; propagation: boolean }> = []
       const client = HttpClient.make((request, _url, _signal, fiber) => {
-        const parent = Context.getOption(fiber.currentContext, Tracer.ParentSpan)
+        const parent = Context.getOption(fiber.context, Tracer.ParentSpan)
         seen.push({
           parent: Option.isSome(parent) && parent.value._tag === "Span" ? parent.value.name : undefined,
-          init: Context.getOption(fiber.currentContext, FetchHttpClient.RequestInit).pipe(Option.getOrUndefined),
-          propagation: fiber.getFiberRef(HttpClient.currentTracerPropagation)
+          init: Context.getOption(fiber.context, FetchHttpClient.RequestInit).pipe(Option.getOrUndefined),
+          propagation: fiber.getRef(HttpClient.TracerPropagationEnabled)
         })
         return Effect.succeed(
           HttpClientResponse.fromWeb(request, new Response(JSON.stringify(sessionBody), { status: 200 }))
         )
       })
       const callers = Effect.all([
-        FiberRef.get(FiberRef.currentTracerEnabled),
-        FiberRef.get(HttpClient.currentTracerDisabledWhen),
-        FiberRef.get(HttpClient.currentTracerPropagation),
-        FiberRef.get(FiberRef.unhandledErrorLogLevel),
+        References.TracerEnabled,
+        HttpClient.TracerDisabledWhen,
+        HttpClient.TracerPropagationEnabled,
+        Tracer.DisablePropagation,
+        References.UnhandledLogLevel,
         Effect.serviceOption(FetchHttpClient.RequestInit),
         Effect.serviceOption(Tracer.ParentSpan)
       ])
@@ -749,7 +751,7 @@ describe("tracing", () => {
     Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()
       const server = TestHttpClient.make(TestHttpClient.hang)
-      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.fork)
+      const fiber = yield* refreshWith(server)().pipe(Effect.withTracer(tracer), Effect.forkChild)
       while (server.requests.length === 0) yield* Effect.sleep(Duration.millis(1))
       yield* Fiber.interrupt(fiber)
 
@@ -786,9 +788,9 @@ describe("configuration", () => {
 
   const defectMessage = (exit: Exit.Exit<unknown, unknown>): string =>
     Exit.isFailure(exit)
-      ? Option.match(Cause.dieOption(exit.cause), {
-        onNone: () => `not a defect: ${Cause.pretty(exit.cause)}`,
-        onSome: (defect) => (defect instanceof Error ? defect.message : String(defect))
+      ? Result.match(Cause.findDefect(exit.cause), {
+        onFailure: () => `not a defect: ${Cause.pretty(exit.cause)}`,
+        onSuccess: (defect) => (defect instanceof Error ? defect.message : String(defect))
       })
       : "succeeded"
 
@@ -842,7 +844,7 @@ describe("configuration", () => {
   }
 
   const withEnv = (env: Record<string, string>) =>
-    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+    Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnvRecord(env))
 
   it.effect("layerConfig reads the base URL from MOON_BASE_URL", () =>
     Effect.gen(function*() {
@@ -864,8 +866,8 @@ describe("configuration", () => {
       Effect.gen(function*() {
         const { exit, requests } = yield* buildWith(RefreshClient.layerConfig()).pipe(withEnv({ MOON_BASE_URL: bad }))
         expect(requests).toHaveLength(0)
-        const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
-        expect(Option.isSome(error) && ConfigError.isConfigError(error.value)).toBe(true)
+        const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+        expect(Option.isSome(error) && error.value instanceof Config.ConfigError).toBe(true)
       }))
   }
 
@@ -874,7 +876,7 @@ describe("configuration", () => {
       const { exit } = yield* buildWith(RefreshClient.layerConfig()).pipe(
         withEnv({ MOON_BASE_URL: "http://example.com" })
       )
-      const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
       expect(Option.map(error, String)).toStrictEqual(Option.some(expect.stringContaining("MOON_BASE_URL")))
     }))
 })
@@ -924,7 +926,7 @@ describe("more bad input", () => {
         const exit = yield* Effect.exit(
           refreshWith(TestHttpClient.make(TestHttpClient.json(200, sessionBody)), { path })()
         )
-        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
         expect(Cause.pretty((exit as Exit.Failure<unknown, unknown>).cause)).toContain(`option "path"`)
       }))
   }
@@ -938,8 +940,8 @@ describe("more bad input", () => {
         Effect.exit
       )
       expect(Exit.isFailure(exit)).toBe(true)
-      const failure = Cause.failureOption((exit as Exit.Failure<unknown, unknown>).cause)
-      expect(Option.isSome(failure) && ConfigError.isConfigError(failure.value)).toBe(true)
+      const failure = Cause.findErrorOption((exit as Exit.Failure<unknown, unknown>).cause)
+      expect(Option.isSome(failure) && failure.value instanceof Config.ConfigError).toBe(true)
       expect(server.requests).toHaveLength(0)
     }))
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Option, Redacted, Schedule, TestClock } from "effect"
+import { Duration, Effect, Fiber, Option, Redacted, Schedule } from "effect"
+import { TestClock } from "effect/testing"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import * as TestHttpClient from "./support/TestHttpClient.js"
 
@@ -20,7 +21,7 @@ const forkRefresh = (server: TestHttpClient.TestHttpClient, policy: RefreshPolic
   RefreshClient.refresh(refreshToken).pipe(
     Effect.provide(RefreshClient.layer({ policy })),
     Effect.provide(server.layer),
-    Effect.fork
+    Effect.forkChild
   )
 
 /** The delay before each retry: the time between one request and the next. */
@@ -243,8 +244,8 @@ describe("RefreshPolicy.default", () => {
       const fiber = yield* forkRefresh(server, RefreshPolicy.default)
       // Not one second passes: the error must surface without waiting.
       yield* TestClock.adjust(Duration.millis(1))
-      const exit = yield* Fiber.poll(fiber)
-      expect(Option.isSome(exit)).toBe(true)
+      const exit = fiber.pollUnsafe()
+      expect(exit).toBeDefined()
 
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(server.requests).toHaveLength(1)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Duration, Effect, Either, Logger, LogLevel, Redacted, Schema, TestClock } from "effect"
+import { DateTime, Duration, Effect, Logger, Redacted, References, Result, Schema } from "effect"
+import { TestClock } from "effect/testing"
 import { Session } from "moon-refresh"
 import { inspect } from "node:util"
 
@@ -18,7 +19,7 @@ const bareBody = {
   user: { id: "user-1", email: "ada@example.com" }
 }
 
-const decode = Schema.decodeUnknown(Session.MoonResponse)
+const decode = Schema.decodeUnknownEffect(Session.MoonResponse)
 
 // `toEqual` cannot see inside a `Redacted` (two of them always compare equal),
 // so sessions are compared through their revealed values.
@@ -110,8 +111,8 @@ describe("Session.MoonResponse", () => {
 
   it.effect("refuses a body of neither shape", () =>
     Effect.gen(function*() {
-      const result = yield* Effect.either(decode({ ok: true, data: { session: null } }))
-      expect(Either.isLeft(result)).toBe(true)
+      const result = yield* Effect.result(decode({ ok: true, data: { session: null } }))
+      expect(Result.isFailure(result)).toBe(true)
     }))
 
   it.effect("refuses an expiry that is not in the future, naming the field", () =>
@@ -126,9 +127,9 @@ describe("Session.MoonResponse", () => {
 })
 
 describe("Session.make", () => {
-  it("returns the session in a Right when every input is valid", () => {
+  it("returns the session in a Success when every input is valid", () => {
     const built = Session.make({ accessToken, refreshToken, expiresAt: Date.UTC(2030, 0, 1), user: { id: "user-1" } })
-    expect(Either.isRight(built) && reveal(built.right)).toStrictEqual(reveal(Session.unsafeMake({
+    expect(Result.isSuccess(built) && reveal(built.success)).toStrictEqual(reveal(Session.unsafeMake({
       accessToken,
       refreshToken,
       expiresAt: Date.UTC(2030, 0, 1),
@@ -146,8 +147,8 @@ describe("Session.make", () => {
   ) {
     it(`returns an InvalidSessionError naming ${field}, without any token in it`, () => {
       const built = Session.make(input)
-      expect(Either.isLeft(built)).toBe(true)
-      const error = Either.isLeft(built) ? built.left : undefined
+      expect(Result.isFailure(built)).toBe(true)
+      const error = Result.isFailure(built) ? built.failure : undefined
       expect(error?._tag).toBe("InvalidSessionError")
       expect(error?.field).toBe(field)
       expect(error?.message).toContain(field)
@@ -268,12 +269,12 @@ describe("printing a session", () => {
     Effect.gen(function*() {
       const lines: Array<string> = []
       const capture = Logger.make((options) => {
-        lines.push(Logger.logfmtLogger.log(options), Logger.jsonLogger.log(options))
+        lines.push(Logger.formatLogFmt.log(options), Logger.formatJson.log(options))
       })
       yield* Effect.logDebug("refreshed", session).pipe(
         Effect.annotateLogs("session", session),
-        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
-        Logger.withMinimumLogLevel(LogLevel.All)
+        Effect.provide(Logger.layer([capture])),
+        Effect.provideService(References.MinimumLogLevel, "All")
       )
       expect(lines).toHaveLength(2)
       for (const line of lines) {

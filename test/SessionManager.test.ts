@@ -1,4 +1,3 @@
-import { HttpClient, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import {
   Cause,
@@ -10,14 +9,16 @@ import {
   Fiber,
   Layer,
   Logger,
-  LogLevel,
+  type LogLevel,
   Option,
   Random,
   Redacted,
+  References,
   Scope,
-  Stream,
-  TestClock
+  Stream
 } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
@@ -35,12 +36,12 @@ const tokenOf = (session: Session.Session) => Redacted.value(session.accessToken
 /** What a read returns without the clock moving: the token, the failure, or "still waiting". */
 const readAtOnce = (manager: SessionManager.Service) =>
   Effect.gen(function*() {
-    const reader = yield* Effect.fork(manager.accessToken)
+    const reader = yield* Effect.forkChild(manager.accessToken)
     yield* settle
-    return Option.match(yield* Fiber.poll(reader), {
-      onNone: () => "still waiting",
-      onSome: Exit.match({ onSuccess: Redacted.value, onFailure: (cause) => Cause.pretty(cause) })
-    })
+    const exit = reader.pollUnsafe()
+    return exit === undefined
+      ? "still waiting"
+      : Exit.match(exit, { onSuccess: Redacted.value, onFailure: (cause) => Cause.pretty(cause) })
   })
 
 const currentToken = (manager: SessionManager.Service) =>
@@ -53,22 +54,22 @@ const startTimes = (mock: MockRefreshClient.Service) =>
 const tokensGiven = (mock: MockRefreshClient.Service) => Effect.map(mock.tokens, (tokens) => tokens.map(Redacted.value))
 
 /** Every refresh fails with a 503 after `delay`. */
-const serverDown = (delay: Duration.DurationInput) =>
+const serverDown = (delay: Duration.Input) =>
   MockRefreshClient.fail(new RefreshError.ServerError({ status: 503, message: "service unavailable" }), { delay })
 
 /** A session the mock issues at time 0: `mock-access-token-<name>`, expiring at `lifetime`. */
 interface Stored {
   readonly name: string
-  readonly lifetime: Duration.DurationInput
+  readonly lifetime: Duration.Input
 }
-const stored = (name: string, lifetime: Duration.DurationInput): Stored => ({ name, lifetime })
+const stored = (name: string, lifetime: Duration.Input): Stored => ({ name, lifetime })
 
 /**
  * A Moon refresh endpoint whose `n`th answer takes `delays[n]` (the last delay
  * repeats) and is a fresh one-hour session `access-http-<n>`. Records when each
  * request arrived and whether its abort signal fired.
  */
-const slowMoonServer = (...delays: ReadonlyArray<Duration.DurationInput>) => {
+const slowMoonServer = (...delays: ReadonlyArray<Duration.Input>) => {
   const requests: Array<{ readonly at: number; readonly signal: AbortSignal }> = []
   const client = HttpClient.make((request, _url, signal) =>
     Effect.gen(function*() {
@@ -117,7 +118,7 @@ interface TestStore {
 }
 
 const makeStore = (initial?: Session.Session): TestStore => {
-  let stored = Option.fromNullable(initial)
+  let stored = Option.fromNullishOr(initial)
   const store: TestStore = {
     log: [],
     saves: [],
@@ -203,7 +204,7 @@ interface Harness {
 const withManager = <A, E>(setup: Setup, body: (harness: Harness) => Effect.Effect<A, E, Scope.Scope>) => {
   const logs: Array<CapturedLog> = []
   const capture = Logger.make((options) => {
-    logs.push({ level: options.logLevel, line: Logger.logfmtLogger.log(options) })
+    logs.push({ level: options.logLevel, line: Logger.formatLogFmt.log(options) })
   })
   return Effect.gen(function*() {
     const mock = yield* MockRefreshClient.make(
@@ -228,8 +229,8 @@ const withManager = <A, E>(setup: Setup, body: (harness: Harness) => Effect.Effe
     return result
   }).pipe(
     Effect.scoped,
-    Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
-    Logger.withMinimumLogLevel(LogLevel.All)
+    Effect.provide(Logger.layer([capture])),
+    Effect.provideService(References.MinimumLogLevel, "All")
   )
 }
 
@@ -282,7 +283,7 @@ describe("reading the token", () => {
         )
       ).pipe(Effect.scoped, Effect.exit)
       expect(Exit.isFailure(exit)).toBe(true)
-      const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
       expect(Option.map(error, (e) => [e._tag, e.operation])).toStrictEqual(Option.some(["StoreError", "load"]))
     }))
 
@@ -293,7 +294,7 @@ describe("reading the token", () => {
           Layer.provide(Layer.merge(MockRefreshClient.layer(), makeStore().layer))
         )
       ).pipe(Effect.scoped, Effect.exit)
-      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
     }))
 
   for (const [option, value] of [["margin", -1], ["cooldown", -1000], ["maxCooldown", -5]] as const) {
@@ -304,7 +305,7 @@ describe("reading the token", () => {
             Layer.provide(Layer.merge(MockRefreshClient.layer(), makeStore().layer))
           )
         ).pipe(Effect.scoped, Effect.exit)
-        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
         expect(Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "").toContain(`option "${option}"`)
       }))
   }
@@ -316,7 +317,7 @@ describe("single flight", () => {
       { session: stored("0", 0), options: { autoRefresh: false } },
       ({ mock, manager, store }) =>
         Effect.gen(function*() {
-          const readers = yield* Effect.fork(
+          const readers = yield* Effect.forkChild(
             Effect.all(Array.from({ length: 1_000 }, () => manager.accessToken), { concurrency: "unbounded" })
           )
           yield* settle
@@ -336,9 +337,9 @@ describe("single flight", () => {
       { session: stored("0", 0), options: { autoRefresh: false } },
       ({ mock, manager }) =>
         Effect.gen(function*() {
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
-          const refresher = yield* Effect.fork(manager.refresh)
+          const refresher = yield* Effect.forkChild(manager.refresh)
           yield* settle
           expect(yield* callCount(mock)).toBe(1)
           yield* TestClock.adjust("1 second")
@@ -347,7 +348,7 @@ describe("single flight", () => {
           expect(yield* callCount(mock)).toBe(1)
 
           // With nothing in flight, refresh does refresh, with the rotated token.
-          const again = yield* Effect.fork(manager.refresh)
+          const again = yield* Effect.forkChild(manager.refresh)
           yield* TestClock.adjust("1 second")
           expect(tokenOf(yield* Fiber.join(again))).toBe("mock-access-token-2")
           expect(yield* tokensGiven(mock)).toStrictEqual(["mock-refresh-token-0", "mock-refresh-token-1"])
@@ -359,8 +360,8 @@ describe("single flight", () => {
       { session: stored("0", 0), options: { autoRefresh: false } },
       ({ mock, manager, store }) =>
         Effect.gen(function*() {
-          const impatient = yield* Effect.fork(manager.accessToken)
-          const patient = yield* Effect.fork(manager.accessToken)
+          const impatient = yield* Effect.forkChild(manager.accessToken)
+          const patient = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* Fiber.interrupt(impatient)
           yield* TestClock.adjust("1 second")
@@ -409,12 +410,10 @@ describe("proactive refresh", () => {
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute)
           expect(yield* callCount(mock)).toBe(1)
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
-          const read = yield* Fiber.poll(reader)
-          expect(Option.map(read, Exit.map(Redacted.value))).toStrictEqual(
-            Option.some(Exit.succeed("mock-access-token-0"))
-          )
+          const read = reader.pollUnsafe()
+          expect(read && Exit.map(read, Redacted.value)).toStrictEqual(Exit.succeed("mock-access-token-0"))
           expect(yield* Clock.currentTimeMillis).toBe(9 * minute)
 
           yield* TestClock.adjust("5 seconds")
@@ -430,7 +429,7 @@ describe("proactive refresh", () => {
         Effect.gen(function*() {
           yield* TestClock.adjust("1 day")
           expect(yield* callCount(mock)).toBe(0)
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           expect(yield* startTimes(mock)).toStrictEqual([24 * hour])
           yield* TestClock.adjust("1 second")
@@ -450,7 +449,7 @@ describe("rotation", () => {
               // Runs in the reader's continuation: the store must already hold the new session.
               store.log.push(`read:${Redacted.value(token)} (stored: ${store.storedToken()})`)
             }))
-          const readers = yield* Effect.fork(Effect.all([read, read, read], { concurrency: "unbounded" }))
+          const readers = yield* Effect.forkChild(Effect.all([read, read, read], { concurrency: "unbounded" }))
           yield* settle
           yield* TestClock.adjust("1 second")
           yield* Fiber.join(readers)
@@ -471,7 +470,7 @@ describe("rotation", () => {
       ({ events, logs, manager, store }) =>
         Effect.gen(function*() {
           store.failNextSaves = 4
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("1 second")
           // The refresh succeeded: the caller gets the new token although the save failed.
@@ -482,7 +481,7 @@ describe("rotation", () => {
           expect(tags(events)).toStrictEqual(["Refreshed", "SaveFailed"])
           const saveFailed = events[1]!
           expect(saveFailed._tag === "SaveFailed" && saveFailed.error.operation).toBe("save")
-          const errors = logs.filter((log) => log.level === LogLevel.Error)
+          const errors = logs.filter((log) => log.level === "Error")
           expect(errors).toHaveLength(1)
           expect(errors[0]!.line).toContain("could not be saved")
           expect(errors[0]!.line).not.toContain("mock-access-token-1")
@@ -507,13 +506,13 @@ describe("rotation", () => {
       ({ mock, manager, store }) =>
         Effect.gen(function*() {
           store.failSavesOf = "mock-access-token-1"
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("1 second")
           yield* Fiber.join(reader)
           yield* TestClock.setTime(5 * second)
           // The unsaved refresh token is in memory: the next refresh spends it, not the old one.
-          const refresher = yield* Effect.fork(manager.refresh)
+          const refresher = yield* Effect.forkChild(manager.refresh)
           yield* TestClock.adjust("1 second")
           expect(tokenOf(yield* Fiber.join(refresher))).toBe("mock-access-token-2")
           yield* TestClock.adjust("1 hour")
@@ -591,7 +590,7 @@ describe("transient failures", () => {
             const reads: Array<{ readonly at: number; readonly outcome: string }> = []
             for (let s = 1; s <= 3_600; s++) {
               yield* TestClock.adjust("1 second")
-              yield* Effect.fork(
+              yield* Effect.forkChild(
                 manager.accessToken.pipe(
                   Effect.match({ onSuccess: Redacted.value, onFailure: (error) => error._tag }),
                   Effect.flatMap((outcome) => Effect.sync(() => reads.push({ at: s * second, outcome })))
@@ -657,7 +656,7 @@ describe("transient failures", () => {
         })
         expect(bursts).toStrictEqual(Array.from({ length: 16 }, () => 6))
         expect(sentAt[sentAt.length - 1]!).toBeLessThan(hour)
-      }).pipe(Effect.withRandom(Random.make("moon-refresh")))
+      }).pipe(Random.withSeed("moon-refresh"))
   )
 
   it.effect("a malformed response never replaces a good session", () =>
@@ -721,7 +720,7 @@ describe("transient failures", () => {
       ({ mock, events, manager }) =>
         Effect.gen(function*() {
           yield* TestClock.setTime(9 * minute + 30 * second)
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("100 millis")
           expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-0")
@@ -867,7 +866,7 @@ describe("terminal failure", () => {
       },
       ({ manager }) =>
         Effect.gen(function*() {
-          const reader = yield* Effect.fork(Effect.flip(manager.accessToken))
+          const reader = yield* Effect.forkChild(Effect.flip(manager.accessToken))
           yield* settle
           yield* TestClock.adjust("1 second")
           expect((yield* Fiber.join(reader))._tag).toBe("TokenRejectedError")
@@ -905,7 +904,7 @@ describe("the layer's scope", () => {
         Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, mock), store.layer))
       )
     ).pipe(
-      Scope.extend(scope),
+      Scope.provide(scope),
       Effect.map(Context.get(SessionManager.SessionManager))
     )
 
@@ -929,16 +928,16 @@ describe("the layer's scope", () => {
       const manager = yield* buildIn(scope, mock, store)
       yield* TestClock.setTime(9 * minute)
       expect(yield* callCount(mock)).toBe(1)
-      const waiter = yield* Effect.fork(manager.refresh)
+      const waiter = yield* Effect.forkChild(manager.refresh)
       yield* settle
       // Closed in a daemon so that, if the close waits for the request, the test can
       // still let the request finish (and report) instead of hanging.
-      const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+      const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
       yield* settle
       const outcome = {
         refresh: (yield* mock.calls)[0]!.outcome,
-        closed: Option.isSome(yield* Fiber.poll(closing)),
-        waiter: Option.map(yield* Fiber.poll(waiter), (exit) => Exit.isInterrupted(exit))
+        closed: closing.pollUnsafe() !== undefined,
+        waiter: Option.map(Option.fromUndefinedOr(waiter.pollUnsafe()), (exit) => Exit.hasInterrupts(exit))
       }
       yield* TestClock.adjust("1 hour")
       yield* Fiber.join(closing)
@@ -955,15 +954,15 @@ describe("the layer's scope", () => {
       const store = makeStore(yield* mock.issueSession({ name: "0", lifetime: 10 * minute }))
       const scope = yield* Scope.make()
       yield* Layer.build(SessionManager.layer().pipe(Layer.provide(Layer.merge(server.layer, store.layer)))).pipe(
-        Scope.extend(scope)
+        Scope.provide(scope)
       )
       yield* TestClock.setTime(9 * minute)
       expect(server.requests).toHaveLength(1)
-      const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+      const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
       yield* settle
       const outcome = {
         aborted: server.requests[0]!.signal.aborted,
-        closed: Option.isSome(yield* Fiber.poll(closing))
+        closed: closing.pollUnsafe() !== undefined
       }
       // If the close waits for the request, let the request (and a retry) finish so the test ends.
       yield* TestClock.adjust("2 hours")
@@ -1000,7 +999,7 @@ describe("a store shared with another process", () => {
         Effect.gen(function*() {
           store.setByAnotherProcess(yield* mock.issueSession({ name: "other", lifetime: 10 * minute + 30 * second }))
           yield* TestClock.setTime(9 * minute + 45 * second)
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* TestClock.adjust("1 second")
           expect(Redacted.value(yield* Fiber.join(reader))).toBe("mock-access-token-1")
@@ -1069,13 +1068,13 @@ describe("signing in and out", () => {
       { session: stored("0", 0), options: { autoRefresh: false } },
       ({ mock, events, manager, store }) =>
         Effect.gen(function*() {
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* manager.signOut
           yield* TestClock.adjust("1 second")
           expect((yield* mock.calls)[0]!.outcome).toBe("rotated")
           const exit = yield* Fiber.await(reader)
-          expect(Exit.isFailure(exit) && Option.map(Cause.failureOption(exit.cause), (e) => e._tag)).toStrictEqual(
+          expect(Exit.isFailure(exit) && Option.map(Cause.findErrorOption(exit.cause), (e) => e._tag)).toStrictEqual(
             Option.some("NoSessionError")
           )
           expect(yield* manager.current).toStrictEqual(Option.none())
@@ -1091,7 +1090,7 @@ describe("signing in and out", () => {
       { session: stored("0", 0), options: { autoRefresh: false } },
       ({ manager, mock, store }) =>
         Effect.gen(function*() {
-          const reader = yield* Effect.fork(manager.accessToken)
+          const reader = yield* Effect.forkChild(manager.accessToken)
           yield* settle
           yield* manager.signIn(yield* mock.issueSession({ name: "new", lifetime: 2 * hour }))
           yield* TestClock.adjust("1 second")

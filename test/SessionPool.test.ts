@@ -2,7 +2,8 @@
 // created on first use, dropped when idle or past capacity, refreshes capped
 // and spread, one key's failure kept to that key.
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { RefreshError, SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 import { fifoLimiter } from "../src/internal/pool.js"
@@ -24,7 +25,7 @@ const world = (options: SessionPool.Options = {}, mockOptions: MockRefreshClient
       ),
       SessionPool.SessionPool
     )
-    const seed = (key: string, lifetime: Duration.DurationInput = "1 hour") =>
+    const seed = (key: string, lifetime: Duration.Input = "1 hour") =>
       Effect.gen(function*() {
         const session = yield* mock.issueSession({ lifetime, name: key })
         const store = yield* keyed.forKey(key)
@@ -37,14 +38,14 @@ const world = (options: SessionPool.Options = {}, mockOptions: MockRefreshClient
 const tokenOf = (token: Redacted.Redacted<string>) => Redacted.value(token)
 
 /** Moves the TestClock a second at a time until `fiber` is done: its work needs many sleeps in turn. */
-const joinAdvancing = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) =>
+const joinAdvancing = <A, E>(fiber: Fiber.Fiber<A, E>) =>
   Effect.gen(function*() {
-    for (let i = 0; i < 600 && Option.isNone(yield* Fiber.poll(fiber)); i++) yield* TestClock.adjust("1 second")
+    for (let i = 0; i < 600 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust("1 second")
     return yield* Fiber.join(fiber)
   })
 
 describe("SessionPool", () => {
-  it.scoped("loads a key's session from its store on first use, and serves it without a request", () =>
+  it.effect("loads a key's session from its store on first use, and serves it without a request", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world()
       yield* seed("ada")
@@ -53,14 +54,14 @@ describe("SessionPool", () => {
       expect((yield* mock.stats).calls).toBe(0)
     }))
 
-  it.scoped("a key with nothing stored fails with NoSessionError, without a request", () =>
+  it.effect("a key with nothing stored fails with NoSessionError, without a request", () =>
     Effect.gen(function*() {
       const { mock, pool } = yield* world()
       expect((yield* Effect.flip(pool.accessToken("nobody")))._tag).toBe("NoSessionError")
       expect((yield* mock.stats).calls).toBe(0)
     }))
 
-  it.scoped("keys are independent: signing one in or out leaves the others alone", () =>
+  it.effect("keys are independent: signing one in or out leaves the others alone", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world()
       yield* seed("ada")
@@ -73,7 +74,7 @@ describe("SessionPool", () => {
       expect(tokenOf(yield* pool.accessToken("carol"))).toBe("mock-access-token-carol-login")
     }))
 
-  it.scoped("refreshes each key ahead of expiry, once per expiry, with no reuse", () =>
+  it.effect("refreshes each key ahead of expiry, once per expiry, with no reuse", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world({ session: { margin: "1 minute" }, idleTimeToLive: "1 hour" }, {
         lifetime: "10 minutes"
@@ -89,7 +90,7 @@ describe("SessionPool", () => {
       for (const key of keys) expect(yield* mock.isLive((yield* pool.session(key)).refreshToken)).toBe(true)
     }))
 
-  it.scoped("proactive refreshes of sessions stored together are spread, not all at one instant", () =>
+  it.effect("proactive refreshes of sessions stored together are spread, not all at one instant", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world({ session: { margin: "1 minute" }, idleTimeToLive: "1 hour" })
       const keys = Array.from({ length: 200 }, (_, i) => `user-${i}`)
@@ -102,7 +103,7 @@ describe("SessionPool", () => {
       expect(Math.max(...starts) - Math.min(...starts)).toBeLessThanOrEqual(30_000)
     }))
 
-  it.scoped("never more refresh POSTs in flight than the cap, when 300 sessions expire together", () =>
+  it.effect("never more refresh POSTs in flight than the cap, when 300 sessions expire together", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world({ maxConcurrentRefreshes: 8, session: { autoRefresh: false } }, {
         whenEmpty: MockRefreshClient.succeed({ delay: "100 millis" })
@@ -112,14 +113,14 @@ describe("SessionPool", () => {
       yield* Effect.forEach(keys, pool.accessToken, { discard: true })
       // Everyone's token has expired: every read needs a refresh at once.
       yield* TestClock.adjust(Duration.minutes(3))
-      const reads = yield* Effect.fork(Effect.forEach(keys, pool.accessToken, { concurrency: "unbounded" }))
+      const reads = yield* Effect.forkChild(Effect.forEach(keys, pool.accessToken, { concurrency: "unbounded" }))
       yield* joinAdvancing(reads)
       const stats = yield* pool.stats
       expect(stats.maxRefreshesInFlight).toBe(8)
       expect(yield* mock.stats).toMatchObject({ rotations: 300, reuseRejections: 0 })
     }))
 
-  it.scoped("a rejected token signs out that key only", () =>
+  it.effect("a rejected token signs out that key only", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world({ session: { autoRefresh: false } })
       const ada = yield* seed("ada", "30 seconds")
@@ -131,7 +132,7 @@ describe("SessionPool", () => {
       expect(yield* mock.isLive((yield* pool.session("bob")).refreshToken)).toBe(true)
     }))
 
-  it.scoped("an outage backs the whole pool off: after 5 failures in a row, refreshes fail at once without a POST", () =>
+  it.effect("an outage backs the whole pool off: after 5 failures in a row, refreshes fail at once without a POST", () =>
     Effect.gen(function*() {
       const down = new RefreshError.ServerError({ status: 503, message: "down" })
       const { mock, pool, seed } = yield* world({ session: { autoRefresh: false } }, {
@@ -140,8 +141,8 @@ describe("SessionPool", () => {
       const keys = Array.from({ length: 20 }, (_, i) => `user-${i}`)
       yield* Effect.forEach(keys, (key) => seed(key, "30 seconds"), { discard: true })
       yield* TestClock.adjust(Duration.seconds(31))
-      const results = yield* Effect.forEach(keys, (key) => Effect.either(pool.refresh(key)))
-      expect(results.every((result) => result._tag === "Left")).toBe(true)
+      const results = yield* Effect.forEach(keys, (key) => Effect.result(pool.refresh(key)))
+      expect(results.every((result) => result._tag === "Failure")).toBe(true)
       // Five POSTs failed; the other fifteen keys were refused by the circuit, with no request.
       expect((yield* mock.stats).calls).toBe(5)
       // A second later the circuit lets one through again.
@@ -152,7 +153,7 @@ describe("SessionPool", () => {
       expect(tokenOf(yield* pool.accessToken("user-0"))).toMatch(/^mock-access-token-/)
     }))
 
-  it.scoped("a session idle past idleTimeToLive is dropped, and comes back from its store without a request", () =>
+  it.effect("a session idle past idleTimeToLive is dropped, and comes back from its store without a request", () =>
     Effect.gen(function*() {
       const { mock, pool, seed } = yield* world({ idleTimeToLive: "5 minutes" })
       yield* seed("ada")
@@ -164,7 +165,7 @@ describe("SessionPool", () => {
       expect((yield* mock.stats).calls).toBe(0)
     }))
 
-  it.scoped("past capacity, the least recently used session is dropped first", () =>
+  it.effect("past capacity, the least recently used session is dropped first", () =>
     Effect.gen(function*() {
       const { pool, seed } = yield* world({ capacity: 2 })
       for (const key of ["a", "b", "c"]) yield* seed(key)
@@ -181,7 +182,7 @@ describe("SessionPool", () => {
       expect(tokenOf(yield* pool.accessToken("b"))).toBe("mock-access-token-b")
     }))
 
-  it.scoped("events carry their key", () =>
+  it.effect("events carry their key", () =>
     Effect.gen(function*() {
       const { mock, pool } = yield* world()
       const seen: Array<SessionPool.KeyedEvent> = []
@@ -193,7 +194,7 @@ describe("SessionPool", () => {
       expect(seen.map(({ event, key }) => `${key}:${event._tag}`)).toStrictEqual(["ada:SignedIn", "ada:SignedOut"])
     }))
 
-  it.scoped("httpClient(key) signs requests with that key's token", () =>
+  it.effect("httpClient(key) signs requests with that key's token", () =>
     Effect.gen(function*() {
       const { pool, seed } = yield* world()
       yield* seed("ada")
@@ -220,8 +221,8 @@ describe("the pool's limiter", () => {
     Effect.gen(function*() {
       const limit = fifoLimiter(2)
       const started: Array<number> = []
-      const job = (n: number) => limit(Effect.zipRight(Effect.sync(() => started.push(n)), Effect.sleep("1 second")))
-      const fibers = yield* Effect.forEach([1, 2, 3, 4, 5], (n) => Effect.fork(job(n)))
+      const job = (n: number) => limit(Effect.andThen(Effect.sync(() => started.push(n)), Effect.sleep("1 second")))
+      const fibers = yield* Effect.forEach([1, 2, 3, 4, 5], (n) => Effect.forkChild(job(n)))
       yield* settle
       expect(started).toStrictEqual([1, 2])
       // 3 gives up while waiting: 4 and 5 still get their turn, in order.

@@ -1,8 +1,7 @@
-import { FileSystem, KeyValueStore, Path } from "@effect/platform"
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
-import * as PlatformError from "@effect/platform/Error"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, Layer, Logger, LogLevel, Option, Redacted, Ref } from "effect"
+import { DateTime, Effect, FileSystem, Layer, Logger, LogLevel, Option, Path, Redacted, Ref, References } from "effect"
+import { KeyValueStore } from "effect/persistence"
 import { Session, SessionStore } from "moon-refresh"
 import { storeContract } from "./support/StoreContract.js"
 
@@ -37,11 +36,11 @@ const kvStore = <E, R>(kv: Layer.Layer<KeyValueStore.KeyValueStore, E, R>) =>
 const capturingLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) => {
   const lines: Array<{ readonly level: LogLevel.LogLevel; readonly line: string }> = []
   const capture = Logger.make((options) => {
-    lines.push({ level: options.logLevel, line: Logger.logfmtLogger.log(options) })
+    lines.push({ level: options.logLevel, line: Logger.formatLogFmt.log(options) })
   })
   return effect.pipe(
-    Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
-    Logger.withMinimumLogLevel(LogLevel.All),
+    Effect.provide(Logger.layer([capture])),
+    Effect.provideService(References.MinimumLogLevel, "All"),
     Effect.map((a) => ({ result: a, lines }))
   )
 }
@@ -81,8 +80,8 @@ describe("SessionStore.layerKeyValueStore", () => {
       const kv = yield* KeyValueStore.KeyValueStore
       yield* store.save(session)
       const raw = yield* kv.get(key)
-      expect(Option.isSome(raw)).toBe(true)
-      const json = JSON.parse(Option.getOrThrow(raw))
+      expect(raw).toBeTypeOf("string")
+      const json = JSON.parse(raw!)
       expect(json).toMatchObject({
         accessToken,
         refreshToken,
@@ -116,7 +115,7 @@ describe("SessionStore.layerKeyValueStore", () => {
         yield* kv.set(key, value)
         const { lines, result } = yield* capturingLogs(store.load)
         expect(result).toStrictEqual(Option.none())
-        const warnings = lines.filter((line) => line.level === LogLevel.Warning)
+        const warnings = lines.filter((line) => line.level === "Warn")
         expect(warnings).toHaveLength(1)
         expect(warnings[0]!.line).toContain("does not decode")
         for (const { line } of lines) {
@@ -136,7 +135,8 @@ describe("SessionStore.layerKeyValueStore", () => {
           set: () => Effect.fail(systemError("set")),
           remove: () => Effect.fail(systemError("remove")),
           clear: Effect.fail(systemError("clear")),
-          size: Effect.fail(systemError("size"))
+          size: Effect.fail(systemError("size")),
+          keys: Effect.fail(systemError("keys"))
         })
       )
       const errors = yield* Effect.gen(function*() {
@@ -205,7 +205,7 @@ describe("SessionStore.layerKeyValueStore on the file system", () => {
         const store = yield* SessionStore.SessionStore
         const { lines, result } = yield* capturingLogs(store.load)
         expect(result).toStrictEqual(Option.none())
-        expect(lines.filter((line) => line.level === LogLevel.Warning)).toHaveLength(1)
+        expect(lines.filter((line) => line.level === "Warn")).toHaveLength(1)
         yield* store.save(session)
         expect(revealOption(yield* store.load)).toStrictEqual(Option.some(reveal(session)))
       }).pipe(Effect.provide(storeIn(directory)))
@@ -241,12 +241,7 @@ function encodedSession() {
 }
 
 function systemError(method: string) {
-  return new PlatformError.SystemError({
-    reason: "Unknown",
-    module: "KeyValueStore",
-    method,
-    description: "disk on fire"
-  })
+  return new KeyValueStore.KeyValueStoreError({ method, message: "disk on fire" })
 }
 
 // The memory store, two managers of one process sharing one instance.
@@ -273,7 +268,7 @@ describe("SessionStore.make: withLease and withLock", () => {
           yield* lease.ensure("1 hour")
           const now = yield* Ref.updateAndGet(inside, (n) => n + 1)
           yield* Ref.update(most, (m) => Math.max(m, now))
-          yield* Effect.yieldNow()
+          yield* Effect.yieldNow
           yield* Ref.update(inside, (n) => n - 1)
         })
       )
@@ -301,7 +296,7 @@ describe("SessionStore.make: withLease and withLock", () => {
 
       const locked = SessionStore.make({
         ...(yield* fenced),
-        withLock: (critical) => Effect.zipRight(Effect.sync(() => calls.push("withLock")), critical)
+        withLock: (critical) => Effect.andThen(Effect.sync(() => calls.push("withLock")), critical)
       })
       yield* locked.withLease((lease) => lease.ensure("1 hour"))
       expect(calls).toStrictEqual(["withLock"])

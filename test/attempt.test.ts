@@ -1,23 +1,11 @@
 /**
  * The timeout and the retry around each refresh attempt (src/internal/attempt.ts)
- * give the outcome of `Effect.timeoutFail` and `Effect.retry`, which they
- * replace for their cost.
+ * give the outcome of `Effect.timeoutOrElse` (failing on timeout) and
+ * `Effect.retry`, which they replace for their cost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import {
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  FiberRef,
-  Logger,
-  LogLevel,
-  Option,
-  Schedule,
-  TestClock
-} from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Logger, References, Schedule } from "effect"
+import { TestClock } from "effect/testing"
 import { retry, timeoutFail } from "../src/internal/attempt.js"
 
 const onTimeout = () => "timed out" as const
@@ -27,14 +15,15 @@ describe("timeoutFail on the live clock", () => {
   it.live("returns the value of an effect that ends in time", () =>
     Effect.gen(function*() {
       expect(yield* within(5_000)(Effect.succeed(42))).toBe(42)
-      expect(yield* within(5_000)(Effect.as(Effect.yieldNow(), "after a yield"))).toBe("after a yield")
+      expect(yield* within(5_000)(Effect.as(Effect.yieldNow, "after a yield"))).toBe("after a yield")
     }))
 
   it.live("fails with the effect's own error, and dies with its defect", () =>
     Effect.gen(function*() {
       expect(yield* Effect.flip(within(5_000)(Effect.fail("refused")))).toBe("refused")
       const exit = yield* Effect.exit(within(5_000)(Effect.die("broken")))
-      expect(Exit.isFailure(exit) && exit.cause._tag).toBe("Die")
+      // Only a defect, as Effect 3's cause `_tag` "Die" said.
+      expect(Exit.isFailure(exit) && exit.cause.reasons.map((reason) => reason._tag)).toStrictEqual(["Die"])
     }))
 
   it.live("fails with onTimeout once the duration has passed, after interrupting the effect", () =>
@@ -53,17 +42,18 @@ describe("timeoutFail on the live clock", () => {
     Effect.gen(function*() {
       const running = yield* Deferred.make<void>()
       let finalized = false
-      const fiber = yield* Effect.fork(
+      const fiber = yield* Effect.forkChild(
         within(60_000)(
-          Effect.zipRight(
+          Effect.andThen(
             Deferred.succeed(running, undefined),
             Effect.onInterrupt(Effect.never, () => Effect.sync(() => (finalized = true)))
           )
         )
       )
       yield* Deferred.await(running)
-      const exit = yield* Fiber.interrupt(fiber)
-      expect(Exit.isInterrupted(exit)).toBe(true)
+      yield* Fiber.interrupt(fiber)
+      const exit = yield* Fiber.await(fiber)
+      expect(Exit.hasInterrupts(exit)).toBe(true)
       expect(finalized).toBe(true)
     }))
 })
@@ -71,39 +61,39 @@ describe("timeoutFail on the live clock", () => {
 describe("timeoutFail under another clock", () => {
   it.effect("is driven by the TestClock", () =>
     Effect.gen(function*() {
-      const fiber = yield* Effect.fork(within(1_000)(Effect.never))
+      const fiber = yield* Effect.forkChild(within(1_000)(Effect.never))
       yield* TestClock.adjust(Duration.millis(999))
-      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(fiber.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust(Duration.millis(1))
       expect(yield* Effect.flip(Fiber.join(fiber))).toBe("timed out")
     }))
 })
 
-const label = FiberRef.unsafeMake("caller's")
+const label = Context.Reference<string>("test/attempt/label", { defaultValue: () => "caller's" })
 const withRefs = (clock: "live" | "test") =>
   timeoutFail({
     duration: Duration.seconds(clock === "live" ? 5 : 1),
     onTimeout,
-    refs: (fiber) => [[label, `attempt's (was ${fiber.getFiberRef(label)})`]]
+    context: (context) => Context.add(context, label, `attempt's (was ${Context.get(context, label)})`)
   })
 
-describe("timeoutFail with refs", () => {
+describe("timeoutFail with a context", () => {
   it.live("runs the effect with them, and leaves the caller's own values as they were", () =>
     Effect.gen(function*() {
-      expect(yield* withRefs("live")(FiberRef.get(label))).toBe("attempt's (was caller's)")
-      expect(yield* FiberRef.get(label)).toBe("caller's")
+      expect(yield* withRefs("live")(label)).toBe("attempt's (was caller's)")
+      expect(yield* label).toBe("caller's")
       yield* Effect.exit(withRefs("live")(Effect.fail("refused")))
-      expect(yield* FiberRef.get(label)).toBe("caller's")
+      expect(yield* label).toBe("caller's")
     }))
 
-  it.effect("does the same under the TestClock, where Effect.timeoutFail carries a child's refs back", () =>
+  it.effect("does the same under the TestClock, where it is Effect.timeoutOrElse", () =>
     Effect.gen(function*() {
-      expect(yield* withRefs("test")(FiberRef.get(label))).toBe("attempt's (was caller's)")
-      expect(yield* FiberRef.get(label)).toBe("caller's")
-      const fiber = yield* Effect.fork(withRefs("test")(Effect.never))
+      expect(yield* withRefs("test")(label)).toBe("attempt's (was caller's)")
+      expect(yield* label).toBe("caller's")
+      const fiber = yield* Effect.forkChild(withRefs("test")(Effect.never))
       yield* TestClock.adjust(Duration.seconds(1))
       expect(yield* Effect.flip(Fiber.join(fiber))).toBe("timed out")
-      expect(yield* FiberRef.get(label)).toBe("caller's")
+      expect(yield* label).toBe("caller's")
     }))
 
   it.live("a failure of the attempt is the caller's to report: its fiber logs nothing", () =>
@@ -111,18 +101,31 @@ describe("timeoutFail with refs", () => {
       const lines: Array<string> = []
       const logger = Logger.make(({ message }) => lines.push(String(message)))
       const error = yield* Effect.flip(within(5_000)(Effect.fail("refused"))).pipe(
-        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
-        Logger.withMinimumLogLevel(LogLevel.All),
-        Effect.withUnhandledErrorLogLevel(Option.some(LogLevel.Error))
+        Effect.provide(Logger.layer([logger])),
+        Effect.provideService(References.MinimumLogLevel, "All"),
+        Effect.provideService(References.UnhandledLogLevel, "Error")
       )
       expect(error).toBe("refused")
       // The child's end is observed on another turn of the loop: give it one.
       yield* Effect.sleep(Duration.millis(10))
       expect(lines.filter((line) => line.includes("unhandled"))).toStrictEqual([])
+      // Nothing else logs here: no line at all, whatever its wording.
+      expect(lines).toStrictEqual([])
     }))
 })
 
 type Failure = { readonly retryable: boolean; readonly n: number }
+
+/**
+ * Effect 3's `Schedule.tapInput`: runs `f` on every input fed to the
+ * schedule, before its step (Effect 4's `Schedule.tap` runs only after a step
+ * that recurs).
+ */
+const tapInput = <In, X>(f: (input: In) => Effect.Effect<X>) =>
+<Out, E, R>(self: Schedule.Schedule<Out, In, E, R>): Schedule.Schedule<Out, In, E, R> =>
+  Schedule.fromStep(
+    Effect.map(Schedule.toStep(self), (step) => (now, input) => Effect.andThen(f(input), step(now, input)))
+  )
 
 /** An effect that fails with `script[i]` on its i-th run, then succeeds with the number of runs. */
 const scripted = (script: ReadonlyArray<Failure>) => {
@@ -140,17 +143,16 @@ const underBoth = (script: ReadonlyArray<Failure>) =>
     Effect.forEach(["Effect.retry", "retry"] as const, (which) =>
       Effect.gen(function*() {
         const seen: Array<readonly [number, number]> = []
-        const schedule = Schedule.spaced(Duration.millis(100)).pipe(
-          Schedule.intersect(Schedule.recurs(3)),
-          Schedule.tapInput((failure: Failure) =>
+        const schedule = Schedule.max([Schedule.spaced(Duration.millis(100)), Schedule.recurs(3)]).pipe(
+          tapInput((failure: Failure) =>
             Effect.map(Clock.currentTimeMillis, (now) => void seen.push([failure.n, now]))
           )
         )
         const options = { schedule, while: (failure: Failure) => failure.retryable }
         const { effect, runs } = scripted(script)
         const start = yield* Clock.currentTimeMillis
-        const fiber = yield* Effect.fork(
-          Effect.either(which === "retry" ? retry(options)(effect) : Effect.retry(effect, options))
+        const fiber = yield* Effect.forkChild(
+          Effect.result(which === "retry" ? retry(options)(effect) : Effect.retry(effect, options))
         )
         yield* TestClock.adjust(Duration.minutes(1))
         const result = yield* Fiber.join(fiber)

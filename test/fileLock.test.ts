@@ -7,7 +7,8 @@
  * holder renews when a test says so (`ensure`).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Exit, Option, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Option, Result, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { NodeSessionStore } from "moon-refresh/node"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -87,9 +88,9 @@ const optionsFor = (file: string): FileLock.LockOptions => ({
 const attemptOnce = (options: FileLock.LockOptions, watch: FileLock.Watch) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const result = yield* Effect.either(Scope.extend(FileLock.attempt(options, watch), scope))
-    if (Either.isLeft(result)) yield* Scope.close(scope, Exit.void)
-    return Either.map(result, (holding) => ({ holding, release: Scope.close(scope, Exit.void) }))
+    const result = yield* Effect.result(Scope.provide(FileLock.attempt(options, watch), scope))
+    if (Result.isFailure(result)) yield* Scope.close(scope, Exit.void)
+    return Result.map(result, (holding) => ({ holding, release: Scope.close(scope, Exit.void) }))
   })
 
 const entriesOf = (file: string) => Effect.promise(() => FileLease.list(`${file}.lock`))
@@ -106,44 +107,44 @@ const moveTimesBack = (file: string, seconds: number) =>
 /** A holder `a` that renewed nothing for a lease, and `b` that took the lock over from it. */
 const takenOver = Effect.gen(function*() {
   const options = optionsFor(yield* lockFile)
-  const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
+  const a = Result.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
   const watch = FileLock.newWatch()
   yield* attemptOnce(options, watch)
   yield* TestClock.adjust(lease)
-  const b = Either.getOrThrow(yield* attemptOnce(options, watch))
+  const b = Result.getOrThrow(yield* attemptOnce(options, watch))
   return { a, b, options }
 })
 
-const isBusy = <A>(result: Either.Either<A, FileLock.Busy | unknown>) =>
-  Either.isLeft(result) && result.left instanceof FileLock.Busy
+const isBusy = <A>(result: Result.Result<A, FileLock.Busy | unknown>) =>
+  Result.isFailure(result) && result.failure instanceof FileLock.Busy
 
 describe("the file lock", () => {
-  it.scoped("is taken by one holder at a time; a release lets the next in at once", () =>
+  it.effect("is taken by one holder at a time; a release lets the next in at once", () =>
     Effect.gen(function*() {
       const options = optionsFor(yield* lockFile)
       const a = yield* attemptOnce(options, FileLock.newWatch())
-      expect(Either.isRight(a)).toBe(true)
+      expect(Result.isSuccess(a)).toBe(true)
       const watch = FileLock.newWatch()
       expect(isBusy(yield* attemptOnce(options, watch))).toBe(true)
-      yield* Either.getOrThrow(a).release
+      yield* Result.getOrThrow(a).release
       const b = yield* attemptOnce(options, watch)
-      expect(Either.isRight(b)).toBe(true)
-      yield* Either.getOrThrow(b).release
+      expect(Result.isSuccess(b)).toBe(true)
+      yield* Result.getOrThrow(b).release
       // A quiet lock leaves nothing behind.
       expect(Fs.existsSync(`${options.file}.lock`)).toBe(false)
     }))
 
-  it.scoped("a holder that stops renewing is taken over after a lease of the waiter's watching; its ensure then fails", () =>
+  it.effect("a holder that stops renewing is taken over after a lease of the waiter's watching; its ensure then fails", () =>
     Effect.gen(function*() {
       const options = optionsFor(yield* lockFile)
-      const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
+      const a = Result.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
       yield* a.holding.ensure("10 seconds")
       const watch = FileLock.newWatch()
       expect(isBusy(yield* attemptOnce(options, watch))).toBe(true)
       yield* TestClock.adjust(lease - 1)
       expect(isBusy(yield* attemptOnce(options, watch))).toBe(true)
       yield* TestClock.adjust(1)
-      const b = Either.getOrThrow(yield* attemptOnce(options, watch))
+      const b = Result.getOrThrow(yield* attemptOnce(options, watch))
       const error = yield* Effect.flip(a.holding.ensure("1 second"))
       expect(error).toMatchObject({ _tag: "StoreError", operation: "lock" })
       expect(error.message).toContain("no longer this holder's")
@@ -155,7 +156,7 @@ describe("the file lock", () => {
       yield* b.release
     }))
 
-  it.scoped("a release by a holder that lost the lock leaves the new holder's lock in place: no third gets in", () =>
+  it.effect("a release by a holder that lost the lock leaves the new holder's lock in place: no third gets in", () =>
     Effect.gen(function*() {
       const { a, b, options } = yield* takenOver
       const before = yield* entriesOf(options.file)
@@ -170,22 +171,22 @@ describe("the file lock", () => {
       yield* TestClock.adjust(lease / 2)
       expect(isBusy(yield* attemptOnce(options, third))).toBe(true)
       yield* b.release
-      expect(Either.isRight(yield* attemptOnce(options, third))).toBe(true)
+      expect(Result.isSuccess(yield* attemptOnce(options, third))).toBe(true)
     }))
 
-  it.scoped("renewal is the owner's only: a lost holder's renewal writes nothing, and cannot revive its lock", () =>
+  it.effect("renewal is the owner's only: a lost holder's renewal writes nothing, and cannot revive its lock", () =>
     Effect.gen(function*() {
       const { a, b, options } = yield* takenOver
       const before = yield* entriesOf(options.file)
-      expect(Either.isLeft(yield* Effect.either(a.holding.ensure("1 second")))).toBe(true)
+      expect(Result.isFailure(yield* Effect.result(a.holding.ensure("1 second")))).toBe(true)
       expect(yield* entriesOf(options.file)).toStrictEqual(before)
       yield* b.release
     }))
 
-  it.scoped("the lock's times moved back 60 s do not make a live holder's lock stale", () =>
+  it.effect("the lock's times moved back 60 s do not make a live holder's lock stale", () =>
     Effect.gen(function*() {
       const options = optionsFor(yield* lockFile)
-      const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
+      const a = Result.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
       const watch = FileLock.newWatch()
       for (let i = 0; i < 8; i++) {
         // What a clock step forward of a minute looks like to a lock judged by its times.
@@ -199,10 +200,10 @@ describe("the file lock", () => {
       yield* a.release
     }))
 
-  it.scoped("ensure renews, and asks nearly the whole lease when more is asked for, without losing the lock", () =>
+  it.effect("ensure renews, and asks nearly the whole lease when more is asked for, without losing the lock", () =>
     Effect.gen(function*() {
       const options = optionsFor(yield* lockFile)
-      const a = Either.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
+      const a = Result.getOrThrow(yield* attemptOnce(options, FileLock.newWatch()))
       const usable = lease - FileLock.marginOf(lease)
       const [before] = yield* entriesOf(options.file)
       yield* a.holding.ensure(Duration.millis(usable))
@@ -213,14 +214,14 @@ describe("the file lock", () => {
       expect(a.holding.lost()).toBe(false)
       // A renewal more than the usable lease after the one before: the holder counts itself out.
       yield* TestClock.adjust(usable)
-      expect(Either.isLeft(yield* Effect.either(a.holding.ensure("1 second")))).toBe(true)
+      expect(Result.isFailure(yield* Effect.result(a.holding.ensure("1 second")))).toBe(true)
       expect(a.holding.lost()).toBe(true)
       yield* a.release
     }))
 })
 
 describe("NodeSessionStore.withLease", () => {
-  it.scoped("a holder frozen past its lease (the clock moved under it) writes nothing: its lease is lost", () =>
+  it.effect("a holder frozen past its lease (the clock moved under it) writes nothing: its lease is lost", () =>
     Effect.gen(function*() {
       const path = yield* lockFile
       const store = yield* NodeSessionStore.make({ path, lease: "1 minute", pollInterval: "1 hour" })

@@ -1,14 +1,15 @@
-import { FetchHttpClient, type HttpClient } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, Either, Fiber, type Layer, Option, Redacted, TestClock } from "effect"
+import { DateTime, Effect, Fiber, type Layer, Redacted, Result } from "effect"
+import { FetchHttpClient, type HttpClient } from "effect/http"
+import { TestClock } from "effect/testing"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 import { waitUntil } from "./support/RealTime.js"
 
-// Real sockets on 127.0.0.1, so real time (`it.scopedLive`): every outcome is
+// Real sockets on 127.0.0.1, so real time (`it.live`): every outcome is
 // decided by the script, not by a race. The timeouts are on the TestClock
-// (`it.scoped`), moved once the server holds the request.
+// (`it.effect`), moved once the server holds the request.
 
 // Retries quickly, so a retry costs milliseconds instead of the default's 200 ms.
 const quickRetries = RefreshPolicy.exponential({
@@ -22,7 +23,8 @@ const quickRetries = RefreshPolicy.exponential({
 
 const stacks: ReadonlyArray<readonly [string, Layer.Layer<HttpClient.HttpClient>]> = [
   ["FetchHttpClient", FetchHttpClient.layer],
-  ["NodeHttpClient (node:http)", NodeHttpClient.layer],
+  // `@effect/platform-node`'s client over `node:http` (what its `layer` was in Effect 3).
+  ["NodeHttpClient (node:http)", NodeHttpClient.layerNodeHttp],
   ["NodeHttpClient (undici)", NodeHttpClient.layerUndici]
 ]
 
@@ -32,7 +34,7 @@ for (const [name, httpLayer] of stacks) {
       RefreshClient.make({ baseUrl: server.url, policy: quickRetries, ...options })
 
     for (const bodyShape of ["bare", "wrapped"] as const) {
-      it.scopedLive(`refreshes a session from a ${bodyShape} body`, () =>
+      it.live(`refreshes a session from a ${bodyShape} body`, () =>
         Effect.gen(function*() {
           const server = yield* MockMoonServer.make({ bodyShape, accessTokenLifetime: 600 })
           const seeded = yield* server.issueSession({ user: { email: "ada@example.com" } })
@@ -61,7 +63,7 @@ for (const [name, httpLayer] of stacks) {
         }).pipe(Effect.provide(httpLayer)))
     }
 
-    it.scopedLive("rides out a 500 with the retry policy (2 requests)", () =>
+    it.live("rides out a 500 with the retry policy (2 requests)", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -73,7 +75,7 @@ for (const [name, httpLayer] of stacks) {
         expect((yield* server.requests).map((r) => r.status)).toEqual([500, 200])
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("reports a connection reset as a TransportError", () =>
+    it.live("reports a connection reset as a TransportError", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -87,7 +89,7 @@ for (const [name, httpLayer] of stacks) {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("retries after a connection reset and succeeds (2 requests)", () =>
+    it.live("retries after a connection reset and succeeds (2 requests)", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -102,7 +104,7 @@ for (const [name, httpLayer] of stacks) {
         ]])
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("loses the session when the server rotates and dies before answering, without a reuse window", () =>
+    it.live("loses the session when the server rotates and dies before answering, without a reuse window", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
@@ -115,7 +117,7 @@ for (const [name, httpLayer] of stacks) {
         expect(yield* server.stats).toMatchObject({ refreshRequests: 2, rotations: 1, reuseRejections: 1 })
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("recovers the rotated session on retry when the server has a reuse window", () =>
+    it.live("recovers the rotated session on retry when the server has a reuse window", () =>
       Effect.gen(function*() {
         // A minute's window (Supabase's default is 10 s): the retry comes milliseconds later, on any machine.
         const server = yield* MockMoonServer.make({ reuseWindow: "1 minute" })
@@ -130,17 +132,17 @@ for (const [name, httpLayer] of stacks) {
 
     // The timeouts run on the TestClock: the server holds the request (for longer than the test may run)
     // and the test moves the clock past the timeout once the server has it. No race with real time.
-    it.scoped("gives up on a response slower than the timeout (TransportError Timeout), and does not retry", () =>
+    it.effect("gives up on a response slower than the timeout (TransportError Timeout), and does not retry", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
         yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
         const client = yield* clientFor(server, { policy: RefreshPolicy.none, timeout: "200 millis" })
 
-        const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+        const fiber = yield* Effect.forkChild(Effect.flip(client.refresh(seeded.refreshToken)))
         yield* waitUntil("the request arrive", Effect.map(server.requests, (all) => all.length === 1))
         yield* TestClock.adjust("199 millis")
-        expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+        expect(fiber.pollUnsafe()).toBeUndefined()
         yield* TestClock.adjust("1 millis")
         const error = yield* Fiber.join(fiber)
         expect(error._tag === "TransportError" && error.reason).toBe("Timeout")
@@ -150,14 +152,14 @@ for (const [name, httpLayer] of stacks) {
         expect((yield* server.stats).refreshRequests).toBe(1)
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scoped("counts a body that trickles in past the timeout as a timeout too", () =>
+    it.effect("counts a body that trickles in past the timeout as a timeout too", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
         yield* server.script(MockMoonServer.Fault.SlowBody({ millis: 60_000 }))
         const client = yield* clientFor(server, { policy: RefreshPolicy.none, timeout: "500 millis" })
 
-        const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+        const fiber = yield* Effect.forkChild(Effect.flip(client.refresh(seeded.refreshToken)))
         // The server rotated and sent the headers and half the body; the rest never comes in time.
         yield* waitUntil("the headers sent", Effect.map(server.requests, ([r]) => r?.status === 200))
         yield* TestClock.adjust("500 millis")
@@ -167,7 +169,7 @@ for (const [name, httpLayer] of stacks) {
         expect(yield* server.isLive(seeded.refreshToken)).toBe(false)
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("rejects a dead token without retrying (1 request)", () =>
+    it.live("rejects a dead token without retrying (1 request)", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const client = yield* clientFor(server)
@@ -178,23 +180,23 @@ for (const [name, httpLayer] of stacks) {
         expect((yield* server.stats).refreshRequests).toBe(1)
       }).pipe(Effect.provide(httpLayer)))
 
-    it.scopedLive("rejects a reused token without retrying (1 request for the reuse)", () =>
+    it.live("rejects a reused token without retrying (1 request for the reuse)", () =>
       Effect.gen(function*() {
         const server = yield* MockMoonServer.make()
         const seeded = yield* server.issueSession()
         const client = yield* clientFor(server)
         yield* client.refresh(seeded.refreshToken)
 
-        const reuse = yield* Effect.either(client.refresh(seeded.refreshToken))
-        expect(Either.isLeft(reuse) && reuse.left._tag).toBe("TokenRejectedError")
-        expect(Either.isLeft(reuse) && reuse.left.message).toBe("Invalid Refresh Token: Already Used")
+        const reuse = yield* Effect.result(client.refresh(seeded.refreshToken))
+        expect(Result.isFailure(reuse) && reuse.failure._tag).toBe("TokenRejectedError")
+        expect(Result.isFailure(reuse) && reuse.failure.message).toBe("Invalid Refresh Token: Already Used")
         expect(yield* server.stats).toMatchObject({ refreshRequests: 2, reuseRejections: 1 })
       }).pipe(Effect.provide(httpLayer)))
   })
 }
 
 describe("MockMoonServer.layerRefreshClient", () => {
-  it.scopedLive("points a RefreshClient at the server in context", () =>
+  it.live("points a RefreshClient at the server in context", () =>
     Effect.gen(function*() {
       const server = yield* MockMoonServer.MockMoonServer
       const seeded = yield* server.issueSession()

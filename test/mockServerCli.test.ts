@@ -1,13 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Queue, Schedule, Stream } from "effect"
+import { Duration, Effect, Queue, Result, Schedule, Stream } from "effect"
 import * as Cli from "../src/testing/internal/mockServerCli.js"
 
 // The moon-mock-server command without a process: its arguments parsed by a
 // pure function, its program run on lines and a printer the test holds.
 // (scripts/check-pack.ts runs the installed command itself.)
 
-const parsed = (...argv: ReadonlyArray<string>) => Either.getOrThrow(Cli.parseArguments(argv))
-const refused = (...argv: ReadonlyArray<string>) => Either.flip(Cli.parseArguments(argv)).pipe(Either.getOrThrow)
+const parsed = (...argv: ReadonlyArray<string>) => Result.getOrThrow(Cli.parseArguments(argv))
+const refused = (...argv: ReadonlyArray<string>) => Result.flip(Cli.parseArguments(argv)).pipe(Result.getOrThrow)
 
 describe("moon-mock-server", () => {
   describe("arguments", () => {
@@ -45,9 +45,9 @@ describe("moon-mock-server", () => {
         cors: { origins: ["http://127.0.0.1:5173"] },
         dateOffset: -7_200_000
       })
-      expect(String(invocation.server.reuseWindow)).toBe("Duration(5s)")
+      expect(Duration.toMillis(Duration.fromInputUnsafe(invocation.server.reuseWindow!))).toBe(5000)
       expect(invocation.faults.map((fault) => fault._tag)).toStrictEqual(["Status", "ResetAfterRotate"])
-      expect(parsed("--reuse-window", "2500").server.reuseWindow).toMatchObject({ value: { millis: 2500 } })
+      expect(Duration.toMillis(Duration.fromInputUnsafe(parsed("--reuse-window", "2500").server.reuseWindow!))).toBe(2500)
       expect(parsed("--cors").server.cors).toBe(true)
       expect(parsed("-h").help).toBe(true)
     })
@@ -72,7 +72,7 @@ describe("moon-mock-server", () => {
     it("reads every fault the help lists", () => {
       const specs = ["status:500", "delay:10", "reset", "reset-after-rotate", "slow-body:10", "truncated"]
       const more = ["retry-after:429:5", "wrong-content-type"]
-      expect([...specs, ...more].map((spec) => Either.getOrThrow(Cli.parseFault(spec))._tag)).toStrictEqual([
+      expect([...specs, ...more].map((spec) => Result.getOrThrow(Cli.parseFault(spec))._tag)).toStrictEqual([
         "Status",
         "Delay",
         "Reset",
@@ -103,7 +103,7 @@ describe("moon-mock-server", () => {
           Effect.suspend(() => {
             const line = output.filter((printed) => pattern.test(printed))[nth - 1]
             return line === undefined ? Effect.fail("not yet") : Effect.succeed(pattern.exec(line)![1]!)
-          }).pipe(Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo("10 seconds"))), Effect.orDie)
+          }).pipe(Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))), Effect.orDie)
         return { input, output, waitFor }
       })
 
@@ -121,7 +121,7 @@ describe("moon-mock-server", () => {
 
     const getJson = (url: string) => Effect.promise(() => fetch(url).then((response) => response.json()))
 
-    it.scopedLive("prints the URL, a token and the stats URL, which then reports the rotation and the reuse", () =>
+    it.live("prints the URL, a token and the stats URL, which then reports the rotation and the reuse", () =>
       Effect.gen(function*() {
         const { waitFor } = yield* start()
         const statsUrl = yield* waitFor(/curl (\S+)/)
@@ -138,7 +138,7 @@ describe("moon-mock-server", () => {
         expect(yield* getJson(statsUrl)).toMatchObject({ refreshRequests: 2, rotations: 1, reuseRejections: 1 })
       }))
 
-    it.scopedLive("answers its commands: a new token, a fault for the next refresh, the counters", () =>
+    it.live("answers its commands: a new token, a fault for the next refresh, the counters", () =>
       Effect.gen(function*() {
         const { input, output, waitFor } = yield* start("--fault", "status:503")
         const baseUrl = yield* waitFor(/export MOON_BASE_URL=(\S+)/)
@@ -162,7 +162,7 @@ describe("moon-mock-server", () => {
         expect(yield* waitFor(/^(unknown command "dance")/)).toBe(`unknown command "dance"`)
       }))
 
-    it.scopedLive("with --reuse gotrue, forgives the retry of a token whose answer was lost", () =>
+    it.live("with --reuse gotrue, forgives the retry of a token whose answer was lost", () =>
       Effect.gen(function*() {
         const { waitFor } = yield* start("--reuse", "gotrue", "--fault", "reset-after-rotate")
         const baseUrl = yield* waitFor(/export MOON_BASE_URL=(\S+)/)

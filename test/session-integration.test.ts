@@ -1,18 +1,18 @@
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, DateTime, Effect } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { Session } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 import { counts, emptyTally, getProtected, programLayer } from "./support/SessionStack.js"
 
-// The whole stack over real sockets on 127.0.0.1 (`it.scopedLive`): 100
+// The whole stack over real sockets on 127.0.0.1 (`it.live`): 100
 // requests at once on a session that needs a refresh. Counts only: the new
 // token lives a minute, so however slow the machine, no request outlives it.
 // The tests that pace themselves on seconds-long tokens run in `npm run
 // test:system` (test/system/session-integration.test.ts).
 
 describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP)", () => {
-  it.scopedLive("100 concurrent requests on an expired session cause exactly 1 refresh POST", () =>
+  it.live("100 concurrent requests on an expired session cause exactly 1 refresh POST", () =>
     Effect.gen(function*() {
       // Issued with the server's clock a minute behind: the token is already expired,
       // for the server (once its clock is set right) and for the manager alike. The
@@ -40,7 +40,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP)", (
       expect(yield* server.stats).toMatchObject({ refreshRequests: 1, rotations: 1, unauthorized: 0 })
     }))
 
-  it.scopedLive("100 concurrent requests answered 401 cause exactly 1 refresh POST and 100 replays", () =>
+  it.live("100 concurrent requests answered 401 cause exactly 1 refresh POST and 100 replays", () =>
     Effect.gen(function*() {
       // The server's clock jumps a minute ahead: it rejects a token the client still
       // counts as valid. The new token lives a minute by the server's clock.

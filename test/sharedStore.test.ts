@@ -3,7 +3,8 @@
 // writes. (Other processes, tabs and replicas: the Node, browser and Redis
 // stores' own tests.)
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Layer, Option, Redacted, Stream, TestClock } from "effect"
+import { Context, Duration, Effect, Layer, Option, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { RefreshError, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
@@ -71,7 +72,7 @@ const tokenOf = (manager: SessionManager.Service) =>
   Effect.map(manager.current, Option.match({ onNone: () => "none", onSome: (s) => Redacted.value(s.accessToken) }))
 
 describe("managers sharing one store", () => {
-  it.scoped("one refreshes; the other takes the new session from the change feed, with no request", () =>
+  it.effect("one refreshes; the other takes the new session from the change feed, with no request", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* world()
       const a = yield* manager()
@@ -86,7 +87,7 @@ describe("managers sharing one store", () => {
       expect(yield* mock.stats).toMatchObject({ calls: 2, rotations: 2, reuseRejections: 0 })
     }))
 
-  it.scoped("a sign-out in one signs the other out, and nobody writes the session back", () =>
+  it.effect("a sign-out in one signs the other out, and nobody writes the session back", () =>
     Effect.gen(function*() {
       const { manager, mock, store } = yield* world()
       const a = yield* manager()
@@ -103,7 +104,7 @@ describe("managers sharing one store", () => {
       expect((yield* mock.stats).calls).toBe(0)
     }))
 
-  it.scoped("a save refused by the fence (another holder wrote first) takes what the store holds", () =>
+  it.effect("a save refused by the fence (another holder wrote first) takes what the store holds", () =>
     Effect.gen(function*() {
       const { manager, memory } = yield* world({
         // Between the manager's read and its write, another holder writes (as after a lease takeover).
@@ -118,7 +119,7 @@ describe("managers sharing one store", () => {
       )
     }))
 
-  it.scoped("a rejected token does not sign out over a newer session another holder wrote", () =>
+  it.effect("a rejected token does not sign out over a newer session another holder wrote", () =>
     Effect.gen(function*() {
       const { manager, memory, mock } = yield* world({
         store: (memory, mock) => writesFirst(memory, mock, Option.isNone)
@@ -127,7 +128,7 @@ describe("managers sharing one store", () => {
         MockRefreshClient.fail(new RefreshError.TokenRejectedError({ status: 500, message: "Invalid Refresh Token" }))
       )
       const a = yield* manager()
-      yield* Effect.either(a.manager.refresh)
+      yield* Effect.result(a.manager.refresh)
       expect(yield* tokenOf(a.manager)).toBe("mock-access-token-other")
       expect(a.events.map((event) => event._tag)).toStrictEqual(["Refreshed"])
       expect(Option.isSome((yield* memory.read).session)).toBe(true)
@@ -135,7 +136,7 @@ describe("managers sharing one store", () => {
 })
 
 describe("signInWithRefreshToken", () => {
-  it.scoped("refreshes the given token, saves the new session, signs in and emits SignedIn", () =>
+  it.effect("refreshes the given token, saves the new session, signs in and emits SignedIn", () =>
     Effect.gen(function*() {
       const { manager, mock, store } = yield* world()
       const a = yield* manager()
@@ -152,7 +153,7 @@ describe("signInWithRefreshToken", () => {
       expect(a.events.map((event) => event._tag)).toStrictEqual(["SignedOut", "SignedIn"])
     }))
 
-  it.scoped("a rejected token fails with TokenRejectedError and changes nothing", () =>
+  it.effect("a rejected token fails with TokenRejectedError and changes nothing", () =>
     Effect.gen(function*() {
       const { manager, seeded } = yield* world()
       const a = yield* manager()
@@ -162,7 +163,7 @@ describe("signInWithRefreshToken", () => {
       expect(a.events).toStrictEqual([])
     }))
 
-  it.scoped("when another holder signed in meanwhile, its session is taken and the token is not sent", () =>
+  it.effect("when another holder signed in meanwhile, its session is taken and the token is not sent", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* world()
       const a = yield* manager()

@@ -53,8 +53,12 @@ export const timeoutFail = <E1>(options: {
     }
     return Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
-        // Interruptible, as each contender of `Effect.timeoutOrElse` is.
-        Effect.forkChild(run),
+        // Interruptible and started at once (it runs until it first suspends),
+        // as each contender of `Effect.timeoutOrElse` is. A fiber the attempt
+        // wakes on its way (completing a `Deferred` resumes its waiters
+        // inline) and that interrupts us then finds the attempt suspended,
+        // so its finalizers run.
+        Effect.forkChild(run, { startImmediately: true }),
         (child) =>
           Effect.matchCauseEffect(
             restore(Effect.callback<Effect.Effect<A, E | E1>>((resume) => {

@@ -1,6 +1,7 @@
 /**
  * Small HTTP helpers shared by the endpoint code. Not public API.
  */
+import { Context, Duration, Effect, Option, References, Result, Stream, Tracer } from "effect"
 import {
   FetchHttpClient,
   type Headers,
@@ -9,7 +10,6 @@ import {
   type HttpClientRequest,
   HttpClientResponse
 } from "effect/http"
-import { Context, Duration, Effect, Option, References, Result, Stream, Tracer } from "effect"
 
 /** The largest response body we read: a session is a few kilobytes. */
 export const maxBodyBytes = 1024 * 1024

@@ -93,13 +93,6 @@ export const decodeResult = (
   return Result.flatMap(decodeSupabase(input), (wire) => toSession(wire, receivedAt, skew))
 }
 
-/**
- * {@link decodeResult} under its Effect 3 name (it returned an `Either`).
- *
- * @deprecated use {@link decodeResult}
- */
-export const decodeEither = decodeResult
-
 /** {@link decodeResult} as an Effect, for a schema transformation. */
 export const decode = (
   input: unknown,

@@ -22,7 +22,7 @@ storeContract(
 )
 
 describe("RedisSessionStore: the record", () => {
-  it.scopedLive("is SessionStore.StoredJson under the key, and every write is published on key:changes", () =>
+  it.live("is SessionStore.StoredJson under the key, and every write is published on key:changes", () =>
     Effect.gen(function*() {
       const key = freshKey("record")
       const store = yield* openStore(url, { key })
@@ -34,7 +34,7 @@ describe("RedisSessionStore: the record", () => {
       const published = yield* Deferred.make<string>()
       listener.on(
         "message",
-        (_channel: string, message: string) => Deferred.unsafeDone(published, Effect.succeed(message))
+        (_channel: string, message: string) => Deferred.doneUnsafe(published, Effect.succeed(message))
       )
       yield* Effect.promise(() => listener.subscribe(`${key}:changes`))
 
@@ -46,7 +46,7 @@ describe("RedisSessionStore: the record", () => {
       expect(yield* Deferred.await(published).pipe(Effect.timeout("5 seconds"))).toBe(value)
     }))
 
-  it.scopedLive("a value that does not decode reads as a sign-out at the revision it names, and a write replaces it", () =>
+  it.live("a value that does not decode reads as a sign-out at the revision it names, and a write replaces it", () =>
     Effect.gen(function*() {
       const key = freshKey("corrupt")
       const raw = yield* rawClient(url)
@@ -66,7 +66,7 @@ describe("RedisSessionStore: the record", () => {
 })
 
 describe("RedisSessionStore: the change feed", () => {
-  it.scopedLive("starts with the record as it is: a write made before a holder subscribed is not missed", () =>
+  it.live("starts with the record as it is: a write made before a holder subscribed is not missed", () =>
     Effect.gen(function*() {
       const key = freshKey("feed-start")
       const [a, b] = [yield* openStore(url, { key }), yield* openStore(url, { key })]
@@ -92,7 +92,7 @@ describe("RedisSessionStore: the change feed", () => {
 })
 
 describe("RedisSessionStore: the lock", () => {
-  it.scopedLive("is key:lock holding the holder's token (host:pid:random) while held, and deleted on release", () =>
+  it.live("is key:lock holding the holder's token (host:pid:random) while held, and deleted on release", () =>
     Effect.gen(function*() {
       const key = freshKey("lock")
       const store = yield* openStore(url, { key, lease: "10 seconds" })
@@ -107,7 +107,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(yield* Effect.promise(() => raw.exists(`${key}:lock`))).toBe(0)
     }))
 
-  it.scopedLive("is released when the critical section fails, and the failure comes through", () =>
+  it.live("is released when the critical section fails, and the failure comes through", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-fail")
       const store = yield* openStore(url, { key })
@@ -117,7 +117,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(yield* Effect.promise(() => raw.exists(`${key}:lock`))).toBe(0)
     }))
 
-  it.scopedLive("is only deleted by its owner: a release after the lease passed to another holder leaves theirs", () =>
+  it.live("is only deleted by its owner: a release after the lease passed to another holder leaves theirs", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-owner")
       const store = yield* openStore(url, { key, lease: "10 seconds" })
@@ -129,7 +129,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(yield* Effect.promise(() => raw.get(`${key}:lock`))).toBe("other-holder")
     }))
 
-  it.scopedLive("withLease: ensure renews the lease, asks nearly the whole lease when more is asked for, and fails once the lock is another's", () =>
+  it.live("withLease: ensure renews the lease, asks nearly the whole lease when more is asked for, and fails once the lock is another's", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-lease")
       const store = yield* openStore(url, { key, lease: "10 seconds" })
@@ -140,7 +140,7 @@ describe("RedisSessionStore: the lock", () => {
           yield* lease.ensure("9 seconds")
           const renewedTo = yield* Effect.promise(() => raw.pttl(`${key}:lock`))
           // More than the lease gives: 90% of its usable part is asked for, which a renewal gives.
-          const tooLong = yield* Effect.either(lease.ensure("9600 millis"))
+          const tooLong = yield* Effect.result(lease.ensure("9600 millis"))
           // As if the lease ran out while the holder was frozen and another holder took the lock.
           yield* Effect.promise(() => raw.set(`${key}:lock`, "other-holder", "PX", 10_000))
           const lost = yield* Effect.flip(lease.ensure("1 second"))
@@ -149,14 +149,14 @@ describe("RedisSessionStore: the lock", () => {
         })
       )
       expect(outcomes.renewedTo).toBeGreaterThan(9_000)
-      expect(outcomes.tooLong).toBe("Right")
+      expect(outcomes.tooLong).toBe("Success")
       expect(outcomes.lost).toContain("no longer this holder's")
       expect(outcomes.again).toContain("no longer this holder's")
       // Its release left the other holder's lock alone.
       expect(yield* Effect.promise(() => raw.get(`${key}:lock`))).toBe("other-holder")
     }))
 
-  it.scopedLive("left by a holder that died is taken over when its lease ends", () =>
+  it.live("left by a holder that died is taken over when its lease ends", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-expiry")
       const store = yield* openStore(url, { key, lockTimeout: "10 seconds" })
@@ -171,7 +171,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(waited).toBeGreaterThanOrEqual(800 - 1)
     }))
 
-  it.scopedLive("is renewed while the critical section runs past the lease, so nobody else enters", () =>
+  it.live("is renewed while the critical section runs past the lease, so nobody else enters", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-renew")
       const [a, b] = [
@@ -180,7 +180,7 @@ describe("RedisSessionStore: the lock", () => {
       ]
       const order: Array<string> = []
       const inside = yield* Deferred.make<void>()
-      const first = yield* Effect.fork(a.withLock(
+      const first = yield* Effect.forkChild(a.withLock(
         Effect.gen(function*() {
           yield* Deferred.succeed(inside, undefined)
           yield* Effect.sleep("2400 millis") // four leases
@@ -193,18 +193,18 @@ describe("RedisSessionStore: the lock", () => {
       expect(order).toStrictEqual(["a done", "b in"])
     }))
 
-  it.scopedLive("wakes a waiter as soon as the holder releases, not at the end of the lease", () =>
+  it.live("wakes a waiter as soon as the holder releases, not at the end of the lease", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-wake")
       const [a, b] = [yield* openStore(url, { key, lease: "10 seconds" }), yield* openStore(url, { key })]
       const inside = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
-      const first = yield* Effect.fork(
-        a.withLock(Effect.zipRight(Deferred.succeed(inside, undefined), Deferred.await(release)))
+      const first = yield* Effect.forkChild(
+        a.withLock(Effect.andThen(Deferred.succeed(inside, undefined), Deferred.await(release)))
       )
       yield* Deferred.await(inside)
       // Let b try once and start waiting.
-      const second = yield* Effect.fork(b.withLock(Clock.currentTimeMillis))
+      const second = yield* Effect.forkChild(b.withLock(Clock.currentTimeMillis))
       yield* Effect.sleep("200 millis")
       const released = yield* Clock.currentTimeMillis
       yield* Deferred.succeed(release, undefined)
@@ -215,7 +215,7 @@ describe("RedisSessionStore: the lock", () => {
       expect(entered - released).toBeLessThan(5_000)
     }))
 
-  it.scopedLive("fails with a StoreError after lockTimeout when another holder keeps it", () =>
+  it.live("fails with a StoreError after lockTimeout when another holder keeps it", () =>
     Effect.gen(function*() {
       const key = freshKey("lock-timeout")
       const store = yield* openStore(url, { key, lockTimeout: "500 millis" })
@@ -248,12 +248,12 @@ describe("RedisSessionStore: fencing", () => {
       yield* a.write(Option.some(session("1")), 0)
       const read = yield* Deferred.make<number>()
       const resume = yield* Deferred.make<void>()
-      const stale = yield* Effect.fork(a.withLock(
+      const stale = yield* Effect.forkChild(a.withLock(
         Effect.gen(function*() {
           const stored = yield* a.read
           yield* Deferred.succeed(read, stored.revision)
           yield* Deferred.await(resume)
-          return yield* Effect.either(a.write(Option.some(session("stale")), stored.revision))
+          return yield* Effect.result(a.write(Option.some(session("stale")), stored.revision))
         })
       ))
       expect(yield* Deferred.await(read)).toBe(1)
@@ -267,8 +267,8 @@ describe("RedisSessionStore: fencing", () => {
       )
       yield* Deferred.succeed(resume, undefined)
       const result = yield* Fiber.join(stale)
-      expect(result._tag).toBe("Left")
-      expect(result._tag === "Left" && result.left).toMatchObject({
+      expect(result._tag).toBe("Failure")
+      expect(result._tag === "Failure" && result.failure).toMatchObject({
         _tag: "StoreConflictError",
         expected: 1,
         actual: 2
@@ -276,14 +276,14 @@ describe("RedisSessionStore: fencing", () => {
       return yield* b.read
     })
 
-  it.scopedLive("a holder that stalled past its lease cannot overwrite the newer session", () =>
+  it.live("a holder that stalled past its lease cannot overwrite the newer session", () =>
     Effect.gen(function*() {
       const stored = yield* stalledHolder(false)
       expect(stored.revision).toBe(2)
       expect(tokenOf(stored)).toBe("refresh-2")
     }))
 
-  it.scopedLive("a holder that stalled past its lease cannot undo a sign-out", () =>
+  it.live("a holder that stalled past its lease cannot undo a sign-out", () =>
     Effect.gen(function*() {
       const stored = yield* stalledHolder(true)
       expect(stored.revision).toBe(2)

@@ -17,7 +17,7 @@ import { freshKey } from "./helpers.js"
 const lease = 2_000
 
 describe("RedisSessionStore: a replica frozen past its lease", () => {
-  it.scopedLive("is taken over; resumed, it learns it lost the lock, acts no more and deletes nobody's lock", () =>
+  it.live("is taken over; resumed, it learns it lost the lock, acts no more and deletes nobody's lock", () =>
     Effect.gen(function*() {
       const url = inject("redisUrl")
       const key = freshKey("frozen")

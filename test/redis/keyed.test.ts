@@ -41,7 +41,7 @@ storeContract(
 )
 
 describe("RedisSessionStore.makeKeyed: keys", () => {
-  it.scopedLive("stores a key's record under prefix{key}, percent-encoded, and gives it back for every forKey", () =>
+  it.live("stores a key's record under prefix{key}, percent-encoded, and gives it back for every forKey", () =>
     Effect.gen(function*() {
       const prefix = freshPrefix("names")
       const [one, two] = [yield* openKeyed({ prefix }), yield* openKeyed({ prefix })]
@@ -59,13 +59,13 @@ describe("RedisSessionStore.makeKeyed: keys", () => {
       }
     }))
 
-  it.scopedLive("keys shaped like another key's lock or channel get records of their own", () =>
+  it.live("keys shaped like another key's lock or channel get records of their own", () =>
     Effect.gen(function*() {
       const prefix = freshPrefix("shapes")
       const keyed = yield* openKeyed({ prefix })
       // Under a plain `prefix + key` scheme, "ada:lock" would be ada's lock and "ada:changes" her channel.
       const keys = ["ada", "ada:lock", "ada:changes", "ada:released", "{ada}", "ada}:lock", "Ada", "%61da"]
-      const holder = yield* Effect.fork((yield* keyed.forKey("ada")).withLock(Effect.never))
+      const holder = yield* Effect.forkChild((yield* keyed.forKey("ada")).withLock(Effect.never))
       yield* Effect.sleep("100 millis")
       for (const [i, key] of keys.entries()) {
         // Ada's lock is held: no other key's write (which needs no lock) or lock is held up by it.
@@ -80,7 +80,7 @@ describe("RedisSessionStore.makeKeyed: keys", () => {
       }
     }))
 
-  it.scopedLive("refuses an empty key and one with a lone surrogate with a StoreError of operation \"key\"", () =>
+  it.live("refuses an empty key and one with a lone surrogate with a StoreError of operation \"key\"", () =>
     Effect.gen(function*() {
       const keyed = yield* openKeyed({ prefix: freshPrefix("bad") })
       for (const key of ["", "\uD800", "a\uDC00"]) {
@@ -92,7 +92,7 @@ describe("RedisSessionStore.makeKeyed: keys", () => {
 })
 
 describe("RedisSessionStore.makeKeyed: isolation", () => {
-  it.scopedLive("writes and clears of one key never show in another's load or change feed", () =>
+  it.live("writes and clears of one key never show in another's load or change feed", () =>
     Effect.gen(function*() {
       const prefix = freshPrefix("isolation")
       const [here, there] = [yield* openKeyed({ prefix }), yield* openKeyed({ prefix })]
@@ -100,7 +100,7 @@ describe("RedisSessionStore.makeKeyed: isolation", () => {
       const seen: Array<string> = []
       const bobWrote = yield* Deferred.make<void>()
       yield* Effect.forkScoped(Stream.runForEach(bob.changes, (stored: SessionStore.Stored) =>
-        Effect.zipRight(
+        Effect.andThen(
           Effect.sync(() => seen.push(`${stored.revision}:${tokenOf(stored)}`)),
           stored.revision === 1 ? Deferred.succeed(bobWrote, undefined) : Effect.void
         )))
@@ -126,7 +126,7 @@ describe("RedisSessionStore.makeKeyed: isolation", () => {
 })
 
 describe("RedisSessionStore.makeKeyed: the subscriber", () => {
-  it.scopedLive("is one connection for every key, subscribed to a key's channel only while its feed runs", () =>
+  it.live("is one connection for every key, subscribed to a key's channel only while its feed runs", () =>
     Effect.gen(function*() {
       const prefix = freshPrefix("subscriber")
       const { keyed, subscriber } = yield* openKeyedInternal(prefix)
@@ -160,7 +160,7 @@ describe("RedisSessionStore.makeKeyed: the subscriber", () => {
 })
 
 describe("RedisSessionStore.makeKeyed under a SessionPool", () => {
-  it.scoped(
+  it.effect(
     "50 keys across two expiries: one refresh POST a key an expiry, no reuse; an idle session comes back from Redis without a POST",
     () =>
       Effect.gen(function*() {

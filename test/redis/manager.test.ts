@@ -4,16 +4,16 @@
  * fails with a StoreError and a cooldown without any POST, and nothing is
  * lost when Redis returns, even empty.
  */
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Layer, Option, Redacted, Schema, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, Session, SessionManager, SessionStore } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"
 import { MockMoonServer } from "moon-refresh/testing"
 import { freshKey, ownRedisServer, rawClient } from "./helpers.js"
 
 describe("SessionManager on RedisSessionStore: Redis down", () => {
-  it.scopedLive("the session is served from memory, a refresh fails with the cooldown, nothing is lost when Redis returns", () =>
+  it.live("the session is served from memory, a refresh fails with the cooldown, nothing is lost when Redis returns", () =>
     Effect.gen(function*() {
       const redis = yield* ownRedisServer
       const server = yield* MockMoonServer.make({ reuseWindow: 0, accessTokenLifetime: 3600 })

@@ -13,7 +13,7 @@ import { freshKey, openStore, ownRedisServer, rawClient, session, tokenOf } from
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
-    const result = yield* Effect.either(effect)
+    const result = yield* Effect.result(effect)
     return { ms: (yield* Clock.currentTimeMillis) - start, result }
   })
 
@@ -25,11 +25,13 @@ const awaitRevision = (store: SessionStoreNs.Service, revision: number) =>
       store.changes,
       (stored) => stored.revision >= revision ? Deferred.succeed(seen, stored) : Effect.void
     ))
-    return Deferred.await(seen).pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "no record" }))
+    return Deferred.await(seen).pipe(
+      Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.fail("no record") })
+    )
   })
 
 describe("RedisSessionStore: Redis down", () => {
-  it.scopedLive("stopped: every operation fails with a StoreError within the timeout; back, they work", () =>
+  it.live("stopped: every operation fails with a StoreError within the timeout; back, they work", () =>
     Effect.gen(function*() {
       const redis = yield* ownRedisServer
       const store = yield* openStore(redis.url, { key: freshKey("down"), timeout: "500 millis" })
@@ -43,8 +45,8 @@ describe("RedisSessionStore: Redis down", () => {
       ]
       console.log(`Redis stopped: read, write, lock failed after ${outcomes.map((o) => o.ms).join(", ")} ms`)
       for (const { ms, result } of outcomes) {
-        expect(result._tag).toBe("Left")
-        expect(result._tag === "Left" && result.left).toMatchObject({ _tag: "StoreError" })
+        expect(result._tag).toBe("Failure")
+        expect(result._tag === "Failure" && result.failure).toMatchObject({ _tag: "StoreError" })
         // A hang guard, far past the 500 ms bound: unbounded, an operation would wait for ever.
         expect(ms).toBeLessThan(10_000)
       }
@@ -56,7 +58,7 @@ describe("RedisSessionStore: Redis down", () => {
       expect((yield* store.write(Option.some(session("2")), 1)).revision).toBe(2)
     }))
 
-  it.scopedLive("frozen (no answer, connections open): operations fail with a StoreError within the timeout", () =>
+  it.live("frozen (no answer, connections open): operations fail with a StoreError within the timeout", () =>
     Effect.gen(function*() {
       const redis = yield* ownRedisServer
       const store = yield* openStore(redis.url, { key: freshKey("frozen"), timeout: "500 millis" })
@@ -67,12 +69,12 @@ describe("RedisSessionStore: Redis down", () => {
       redis.thaw()
       console.log(`Redis frozen: read failed after ${read.ms} ms, lock after ${lock.ms} ms`)
       for (const { ms, result } of [read, lock]) {
-        expect(result._tag === "Left" && result.left).toMatchObject({ _tag: "StoreError" })
+        expect(result._tag === "Failure" && result.failure).toMatchObject({ _tag: "StoreError" })
         // Not before the bound; the hang guard far past it (a frozen server never answers).
         expect(ms).toBeGreaterThanOrEqual(499)
         expect(ms).toBeLessThan(10_000)
       }
-      expect(read.result._tag === "Left" && read.result.left.message).toContain("did not answer within 500ms")
+      expect(read.result._tag === "Failure" && read.result.failure.message).toContain("did not answer within 500ms")
       const back = yield* store.read.pipe(Effect.retry({ times: 20 }))
       expect(tokenOf(back)).toBe("refresh-1")
     }))
@@ -110,12 +112,12 @@ describe("RedisSessionStore: Redis restarted", () => {
       expect(tokenOf(yield* b.read)).toBe("refresh-3")
     })
 
-  it.scopedLive("with its data: the replicas carry on at the same revision", () => restarted("data kept"))
-  it.scopedLive("without its data: the replicas put back the newest record they hold", () => restarted("data lost"))
-  it.scopedLive("from an older snapshot: the replicas put back the newer record they hold", () =>
+  it.live("with its data: the replicas carry on at the same revision", () => restarted("data kept"))
+  it.live("without its data: the replicas put back the newest record they hold", () => restarted("data lost"))
+  it.live("from an older snapshot: the replicas put back the newer record they hold", () =>
     restarted("older snapshot"))
 
-  it.scopedLive("a write published while a subscriber was disconnected reaches it by the re-read on reconnect", () =>
+  it.live("a write published while a subscriber was disconnected reaches it by the re-read on reconnect", () =>
     Effect.gen(function*() {
       const redis = yield* ownRedisServer
       const key = freshKey("missed")

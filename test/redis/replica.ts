@@ -13,8 +13,8 @@
  *
  * Environment: REDIS_URL, KEY, MOON_BASE_URL, READERS, MARGIN_MS, LEASE_MS.
  */
-import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Layer, Option, Redacted, Ref, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RedisSessionStore } from "../../src/redis/index.js"
 import * as RefreshClient from "../../src/RefreshClient.js"
 import * as SessionManager from "../../src/SessionManager.js"
@@ -70,12 +70,12 @@ const program = Effect.gen(function*() {
   )
 
   const read = manager.accessToken.pipe(
-    Effect.zipRight(Ref.update(reads, (n) => n + 1)),
-    Effect.catchAll((error) => count(readFailures, error._tag))
+    Effect.andThen(Ref.update(reads, (n) => n + 1)),
+    Effect.catch((error) => count(readFailures, error._tag))
   )
   const readers = Number(env("READERS"))
   for (let i = 0; i < readers; i++) {
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(read, Effect.sleep("100 millis"))))
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(read, Effect.sleep("100 millis"))))
   }
   // The token read is also used: an expired or revoked one would get a 401.
   const probe = Effect.gen(function*() {
@@ -89,8 +89,8 @@ const program = Effect.gen(function*() {
       (p) => ({ sent: p.sent + 1, unauthorized: p.unauthorized + (response.status === 401 ? 1 : 0) })
     )
   }).pipe(Effect.ignore)
-  yield* Effect.forkScoped(Effect.forever(Effect.zipRight(probe, Effect.sleep("250 millis"))))
-  yield* Effect.async<void>((resume) => {
+  yield* Effect.forkScoped(Effect.forever(Effect.andThen(probe, Effect.sleep("250 millis"))))
+  yield* Effect.callback<void>((resume) => {
     const stop = () => resume(Effect.void)
     process.stdin.once("data", stop)
     process.stdin.once("end", stop)
@@ -114,10 +114,10 @@ let lockRequests = 0
 const trace = process.env.TRACE === "1"
 const traced = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>, show: (a: A) => unknown = () => "") =>
   trace
-    ? Effect.tapBoth(effect, {
-      onFailure: (error) => Effect.sync(() => console.log(`${Date.now()} ${what}: failed ${String(error)}`)),
-      onSuccess: (a) => Effect.sync(() => console.log(`${Date.now()} ${what} ${show(a)}`))
-    })
+    ? effect.pipe(
+      Effect.tap((a) => Effect.sync(() => console.log(`${Date.now()} ${what} ${show(a)}`))),
+      Effect.tapError((error) => Effect.sync(() => console.log(`${Date.now()} ${what}: failed ${String(error)}`)))
+    )
     : effect
 
 // The store from `REDIS_URL`, with its lock requests counted.
@@ -133,13 +133,13 @@ const StoreLive = Layer.effect(
         lockRequests++
         return traced(
           "lock released",
-          store.withLease((lease) => Effect.zipRight(traced("lock taken", Effect.void), use(lease)))
+          store.withLease((lease) => Effect.andThen(traced("lock taken", Effect.void), use(lease)))
         )
       }),
     withLock: (critical) =>
       Effect.suspend(() => {
         lockRequests++
-        return traced("lock released", store.withLock(Effect.zipRight(traced("lock taken", Effect.void), critical)))
+        return traced("lock released", store.withLock(Effect.andThen(traced("lock taken", Effect.void), critical)))
       })
   }))
 ).pipe(

@@ -109,7 +109,7 @@ const failures = (summaries: ReadonlyArray<Summary>) =>
   summaries.reduce((total, s) => total + Object.values(s.readFailures).reduce((a, b) => a + b, 0), 0)
 
 describe("RedisSessionStore: replicas in separate processes", () => {
-  it.scopedLive(
+  it.live(
     "8 replicas x 50 readers, 4 s tokens, no reuse window: one refresh POST per expiry, no reuse, no sign-out",
     () =>
       Effect.gen(function*() {
@@ -176,7 +176,7 @@ describe("RedisSessionStore: replicas in separate processes", () => {
     { timeout: 2 * hangGuardMs }
   )
 
-  it.scopedLive(
+  it.live(
     "the lock holder killed mid-refresh: another replica takes over after the lease, no reuse",
     () =>
       Effect.gen(function*() {
@@ -232,7 +232,7 @@ describe("RedisSessionStore: replicas in separate processes", () => {
     { timeout: 2 * hangGuardMs }
   )
 
-  it.scopedLive(
+  it.live(
     "Redis restarted mid-run, without its data then with it: the replicas recover, no reuse, no sign-out",
     () =>
       Effect.gen(function*() {
@@ -260,7 +260,7 @@ describe("RedisSessionStore: replicas in separate processes", () => {
           Effect.map(({ stored }) => stored)
         )
         /** Waits for `count` rotations, then for the last one to be in the record. */
-        const rotatedAndSaved = (count: number) => Effect.zipRight(awaitRotations(server, replicas, count), recordSaved)
+        const rotatedAndSaved = (count: number) => Effect.andThen(awaitRotations(server, replicas, count), recordSaved)
 
         yield* rotatedAndSaved(2)
         yield* Effect.promise(() => redis.kill())

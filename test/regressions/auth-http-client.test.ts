@@ -5,16 +5,16 @@
  * commit that fixed it. Each case fails if its bug comes back. When you fix
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
-import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted, Stream } from "effect"
+import { HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { AuthHttpClient } from "moon-refresh"
 import { seed } from "./harness.js"
 
 describe("a 401", () => {
   // 7e0b1b3: every 401 was drained to free the connection, the one that could
   // not be replayed too: the caller got it back with its body already read.
-  it.scoped("a 401 to a request whose body is a stream is returned unread, so the caller can read why", () =>
+  it.effect("a 401 to a request whose body is a stream is returned unread, so the caller can read why", () =>
     Effect.gen(function*() {
       const { managerLayer, mock, seeded } = yield* seed()
       const refusedHeader = `Bearer ${Redacted.value(seeded.accessToken)}`

@@ -7,7 +7,8 @@
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, TestClock } from "effect"
+import { DateTime, Effect } from "effect"
+import { TestClock } from "effect/testing"
 import * as TestHttpClient from "../support/TestHttpClient.js"
 import { expectRefreshError, refreshAgainst, sessionBody, sessionOf } from "./harness.js"
 
@@ -20,7 +21,7 @@ const { expires_in: _, ...withoutExpiry } = sessionBody
 const httpDate = (millis: number) => ({ date: new Date(millis).toUTCString() })
 
 describe("expiries", () => {
-  // 7092f96: the expiry was built with DateTime.unsafeMake, which throws past
+  // 7092f96: the expiry was built with DateTime.unsafeMake (Effect 4: makeUnsafe), which throws past
   // the last date JavaScript can represent: a defect, not a typed error.
   for (
     const [what, body, field] of [

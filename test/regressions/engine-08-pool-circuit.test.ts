@@ -8,10 +8,10 @@ import { Cause, Exit, Option } from "effect"
 import type { OpRecord } from "../model/world.js"
 import { endOf, second, trace, world } from "./engine.js"
 
-// The error an operation failed with (Effect hands it on inside a span as a proxy: the original).
+// The error an operation failed with (Effect 4 hands it on as it is: no proxy for a span).
 const errorOf = (op: OpRecord | undefined): object | undefined =>
   op?.exit !== undefined && Exit.isFailure(op.exit)
-    ? Option.getOrUndefined(Option.map(Cause.failureOption(op.exit.cause), (e) => Cause.originalError(e as object)))
+    ? Option.getOrUndefined(Cause.findErrorOption(op.exit.cause)) as object | undefined
     : undefined
 
 describe("engine 8: the pool's circuit", () => {

@@ -68,8 +68,8 @@ export const endOf = (op: OpRecord | undefined): string => {
   const exit = op?.exit
   if (exit === undefined) return "running"
   if (Exit.isSuccess(exit)) return "value"
-  if (Cause.isDie(exit.cause)) return "defect"
-  if (Cause.isInterruptedOnly(exit.cause)) return "interrupted"
+  if (Cause.hasDies(exit.cause)) return "defect"
+  if (Cause.hasInterruptsOnly(exit.cause)) return "interrupted"
   return "typed"
 }
 

@@ -6,9 +6,9 @@
  * commit that fixed it. Each case fails if its bug comes back. When you fix
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
-import { HttpClient, HttpClientError } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Schema } from "effect"
+import { HttpClient, HttpClientError } from "effect/http"
 import { RefreshClient, RefreshError, RefreshPolicy } from "moon-refresh"
 import * as TestHttpClient from "../support/TestHttpClient.js"
 import { expectRefreshError, refreshAgainst, refreshToken } from "./harness.js"
@@ -22,10 +22,11 @@ describe("what an error says", () => {
       const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" })
       const client = HttpClient.make((request) =>
         Effect.fail(
-          new HttpClientError.RequestError({
-            request,
-            reason: "Transport",
-            cause: new TypeError("fetch failed", { cause: refused })
+          new HttpClientError.HttpClientError({
+            reason: new HttpClientError.TransportError({
+              request,
+              cause: new TypeError("fetch failed", { cause: refused })
+            })
           })
         )
       )

@@ -5,12 +5,13 @@
  * per bug, named by what broke; add one per bug fixed.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Layer, Stream, TestClock } from "effect"
+import { Context, Duration, Effect, Fiber, Layer, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
 describe("a change arriving during a refresh", () => {
-  it.scoped("a refresh planned from the record the feed brings during its POST keeps and writes its answer", () =>
+  it.effect("a refresh planned from the record the feed brings during its POST keeps and writes its answer", () =>
     Effect.gen(function*() {
       const mockContext = yield* Layer.build(MockRefreshClient.layer())
       const mock = Context.get(mockContext, MockRefreshClient.MockRefreshClient)
@@ -40,15 +41,15 @@ describe("a change arriving during a refresh", () => {
       // t=65: that session has 55 s left, inside X's margin: X refreshes it; its POST
       // takes a second, and at 65.5 s X's feed brings revision 2.
       yield* mock.script(MockRefreshClient.succeed({ lifetime: "2 minutes", delay: "1 second" }))
-      const xRefresh = yield* Effect.fork(x.refresh)
+      const xRefresh = yield* Effect.forkChild(x.refresh)
       yield* TestClock.adjust("2 seconds")
-      yield* xRefresh.await
+      yield* Fiber.await(xRefresh)
       // Before: X discarded its answer (the feed had changed its session), so the store kept the spent token.
       expect((yield* memory.read).revision).toBe(3)
       // A refreshes what the store holds: the live token, no reuse.
-      const aRefresh = yield* Effect.fork(Effect.either(a.refresh))
+      const aRefresh = yield* Effect.forkChild(Effect.result(a.refresh))
       yield* TestClock.adjust("2 seconds")
-      yield* aRefresh.await
+      yield* Fiber.await(aRefresh)
       expect(yield* mock.stats).toMatchObject({ reuseRejections: 0 })
     }))
 })

@@ -3,8 +3,9 @@
  * a SessionManager over a MockRefreshClient that holds a session the mock issued.
  * Only the public API and test/support are used.
  */
-import type { HttpClient } from "@effect/platform"
-import { Cause, Context, Duration, Effect, Exit, Layer, Option, Redacted, TestClock } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, Option, Redacted } from "effect"
+import type { HttpClient } from "effect/http"
+import { TestClock } from "effect/testing"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, RefreshPolicy, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
@@ -58,7 +59,7 @@ export const sessionOf = (exit: Exit.Exit<Session.Session, RefreshError.RefreshE
 export const expectRefreshError = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): RefreshError.RefreshError => {
   const error = failureOf(exit)
   // Nothing beside the typed failure either.
-  if (Exit.isFailure(exit) && (Cause.isDie(exit.cause) || Cause.isInterrupted(exit.cause))) {
+  if (Exit.isFailure(exit) && (Cause.hasDies(exit.cause) || Cause.hasInterrupts(exit.cause))) {
     throw new Error(`a defect or an interruption beside the error: ${Cause.pretty(exit.cause)}`)
   }
   if (!RefreshError.isRefreshError(error)) throw new Error(`not a RefreshError: ${String(error)}`)
@@ -69,7 +70,7 @@ export const expectRefreshError = (exit: Exit.Exit<unknown, RefreshError.Refresh
 export interface ManagerSetup {
   readonly mock?: MockRefreshClient.Options | undefined
   /** Lifetime of the session the mock issues and the store starts with. Default 10 minutes. */
-  readonly lifetime?: Duration.DurationInput | undefined
+  readonly lifetime?: Duration.Input | undefined
   readonly manager?: SessionManager.Options | undefined
   /** Builds the store from the seeded session. Default `SessionStore.makeMemory`. */
   readonly store?: ((seeded: Session.Session) => Effect.Effect<SessionStore.Service>) | undefined

@@ -5,13 +5,14 @@
  * by what broke; add one per bug fixed.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Fiber, Option, Redacted, Stream, TestClock } from "effect"
+import { Duration, Effect, Fiber, Option, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { RefreshError, type SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 import { buildManager, settle } from "./harness.js"
 
 describe("the proactive refresh never loops", () => {
-  it.scoped("an hour of 30-second tokens under the default options costs about 120 refreshes, not thousands", () =>
+  it.effect("an hour of 30-second tokens under the default options costs about 120 refreshes, not thousands", () =>
     Effect.gen(function*() {
       // Before: a token arriving inside the 60 s margin re-armed the timer at
       // delay 0 (239 rotations in one second were seen).
@@ -23,7 +24,7 @@ describe("the proactive refresh never loops", () => {
       expect(reuseRejections).toBe(0)
     }))
 
-  it.scoped("a margin larger than the token's lifetime does not refresh at once after each refresh", () =>
+  it.effect("a margin larger than the token's lifetime does not refresh at once after each refresh", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* buildManager({
         mock: { lifetime: "10 seconds" },
@@ -36,7 +37,7 @@ describe("the proactive refresh never loops", () => {
       expect(Option.isSome(yield* manager.current)).toBe(true)
     }))
 
-  it.scoped("after a 429 with Retry-After: 3600, the next attempt waits the hour, not 10 s", () =>
+  it.effect("after a 429 with Retry-After: 3600, the next attempt waits the hour, not 10 s", () =>
     Effect.gen(function*() {
       const limited = new RefreshError.RateLimitedError({
         status: 429,
@@ -67,14 +68,14 @@ describe("a store that hangs does not hang the manager", () => {
         clear: Effect.never
       }))
 
-  it.scoped("a save that never returns fails signIn, signOut and a refresh's save with a StoreError after storeTimeout", () =>
+  it.effect("a save that never returns fails signIn, signOut and a refresh's save with a StoreError after storeTimeout", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* buildManager({
         store: hanging,
         manager: { autoRefresh: false, storeTimeout: "5 seconds" }
       })
       const other = yield* mock.issueSession()
-      const signingIn = yield* Effect.fork(Effect.flip(manager.signIn(other)))
+      const signingIn = yield* Effect.forkChild(Effect.flip(manager.signIn(other)))
       yield* TestClock.adjust("5 seconds")
       const signInError = yield* Fiber.join(signingIn)
       expect(signInError).toMatchObject({ _tag: "StoreError", operation: "save" })
@@ -84,21 +85,21 @@ describe("a store that hangs does not hang the manager", () => {
       const events: Array<SessionManager.SessionEvent> = []
       yield* Effect.forkScoped(Stream.runForEach(manager.events, (event) => Effect.sync(() => events.push(event))))
       yield* settle
-      const refreshing = yield* Effect.fork(manager.refresh)
+      const refreshing = yield* Effect.forkChild(manager.refresh)
       yield* settle
       yield* TestClock.adjust("5 seconds")
       yield* Fiber.join(refreshing)
       expect(events.map((event) => event._tag)).toStrictEqual(["Initial", "Refreshed", "SaveFailed"])
 
       // Sign-out waits at most for one bounded save attempt, then its own clear gives up.
-      const signingOut = yield* Effect.fork(Effect.flip(manager.signOut))
+      const signingOut = yield* Effect.forkChild(Effect.flip(manager.signOut))
       yield* settle
       yield* TestClock.adjust("15 seconds")
       expect(yield* Fiber.join(signingOut)).toMatchObject({ _tag: "StoreError", operation: "clear" })
       expect(Option.isNone(yield* manager.current)).toBe(true)
     }))
 
-  it.scoped("a lock that is never granted fails the refresh after lockTimeout, with a cooldown", () =>
+  it.effect("a lock that is never granted fails the refresh after lockTimeout, with a cooldown", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* buildManager({
         store: (seeded) =>
@@ -108,7 +109,7 @@ describe("a store that hangs does not hang the manager", () => {
           ),
         manager: { autoRefresh: false, lockTimeout: "30 seconds" }
       })
-      const refreshing = yield* Effect.fork(Effect.flip(manager.refresh))
+      const refreshing = yield* Effect.forkChild(Effect.flip(manager.refresh))
       yield* TestClock.adjust("30 seconds")
       expect(yield* Fiber.join(refreshing)).toMatchObject({ _tag: "StoreError", operation: "lock" })
       expect((yield* mock.stats).calls).toBe(0)
@@ -116,16 +117,16 @@ describe("a store that hangs does not hang the manager", () => {
 })
 
 describe("signing in with the session already held", () => {
-  it.scoped("while a refresh is in flight changes nothing: no second POST of the same token", () =>
+  it.effect("while a refresh is in flight changes nothing: no second POST of the same token", () =>
     Effect.gen(function*() {
       const { manager, mock, seeded } = yield* buildManager({
         mock: { script: [MockRefreshClient.succeed({ delay: "1 second" })] },
         manager: { autoRefresh: false }
       })
-      const first = yield* Effect.fork(manager.refresh)
+      const first = yield* Effect.forkChild(manager.refresh)
       yield* settle
       yield* manager.signIn(seeded)
-      const second = yield* Effect.fork(manager.refresh)
+      const second = yield* Effect.forkChild(manager.refresh)
       yield* TestClock.adjust("1 second")
       const [a, b] = [yield* Fiber.join(first), yield* Fiber.join(second)]
       expect(Redacted.value(a.accessToken)).toBe(Redacted.value(b.accessToken))
@@ -134,14 +135,14 @@ describe("signing in with the session already held", () => {
 })
 
 describe("events no one can miss", () => {
-  it.scoped("a subscriber forked just before signIn sees the sign-in, in Initial or as SignedIn", () =>
+  it.effect("a subscriber forked just before signIn sees the sign-in, in Initial or as SignedIn", () =>
     Effect.gen(function*() {
       const { manager, mock } = yield* buildManager({ manager: { autoRefresh: false } })
       yield* manager.signOut
       const next = yield* mock.issueSession()
       // Before: the stream subscribed when its fiber first ran, after the sign-in.
       const seen: Array<SessionManager.SessionEvent> = []
-      const subscriber = yield* Effect.fork(
+      const subscriber = yield* Effect.forkChild(
         Stream.runForEach(manager.events, (event) => Effect.sync(() => seen.push(event)))
       )
       yield* manager.signIn(next)
@@ -160,14 +161,14 @@ describe("events no one can miss", () => {
       )
     }))
 
-  it.scoped("every subscription opens with Initial carrying the session held, or none", () =>
+  it.effect("every subscription opens with Initial carrying the session held, or none", () =>
     Effect.gen(function*() {
       const { manager, seeded } = yield* buildManager({ manager: { autoRefresh: false } })
-      const [first] = yield* Stream.runCollect(Stream.take(manager.events, 1)).pipe(Effect.map(Chunk.toArray))
+      const [first] = yield* Stream.runCollect(Stream.take(manager.events, 1))
       expect(first?._tag === "Initial" && Option.map(first.session, (s) => Redacted.value(s.accessToken)))
         .toStrictEqual(Option.some(Redacted.value(seeded.accessToken)))
       yield* manager.signOut
-      const [after] = yield* Stream.runCollect(Stream.take(manager.events, 1)).pipe(Effect.map(Chunk.toArray))
+      const [after] = yield* Stream.runCollect(Stream.take(manager.events, 1))
       expect(after?._tag === "Initial" && Option.isNone(after.session)).toBe(true)
     }))
 })
