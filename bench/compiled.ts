@@ -6,7 +6,7 @@
  * bytes). The published build (`tsc`) has no such wrapper, so a reading
  * under tsx would charge it to the library: a pool holds several closures
  * per session, a refresh creates a dozen. The module is bundled with esbuild
- * (no `keepNames`; `effect`, the platform and the peers left external, so
+ * (no `keepNames`; `effect`, `@effect/*` and the peers left external, so
  * they are the installed ones) and run with plain node.
  *
  * The child answers one message, `{ result }` or `{ error }`, and exits.

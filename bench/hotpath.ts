@@ -41,7 +41,7 @@ export const measureHotPath = async (
   const session = Session.unsafeMake({ ...minted, expiresAt: Date.now() + 3_600_000, user: { id: "bench-user" } })
   const neverCalled = Layer.succeed(
     RefreshClient.RefreshClient,
-    RefreshClient.RefreshClient.of({ refresh: () => Effect.dieMessage("the hot path must not refresh") })
+    RefreshClient.RefreshClient.of({ refresh: () => Effect.die(new Error("the hot path must not refresh")) })
   )
   const layer = SessionManager.layer().pipe(
     Layer.provide(SessionStore.layerMemory(session)),
@@ -89,12 +89,14 @@ export const measureHotPath = async (
           )
         },
         {
-          name: "Effect.repeatN(manager.accessToken, n - 1)",
-          run: timed((n) => Effect.asVoid(Effect.repeatN(manager.accessToken, n - 1)))
+          name: "Effect.repeat(manager.accessToken, { times: n - 1 })",
+          run: timed((n) => Effect.asVoid(Effect.repeat(manager.accessToken, { times: n - 1 })))
         },
         {
-          name: "Effect floor: Effect.repeatN(Effect.succeed(token), n - 1)",
-          run: timed((n) => Effect.asVoid(Effect.repeatN(Effect.succeed(Redacted.make(minted.accessToken)), n - 1)))
+          name: "Effect floor: Effect.repeat(Effect.succeed(token), { times: n - 1 })",
+          run: timed((n) =>
+            Effect.asVoid(Effect.repeat(Effect.succeed(Redacted.make(minted.accessToken)), { times: n - 1 }))
+          )
         },
         {
           name: "yield* SessionManager.accessToken (accessor) in Effect.gen",

@@ -118,14 +118,14 @@ const sections = {
     needs: [],
     run: async ({ elapsed, figures }: Run) => {
       const size = figures.size = await measureSizes()
-      const platformOnly = size.find((row) => row.entry === "bench/size/effect-platform.ts")!
+      const httpOnly = size.find((row) => row.entry === "bench/size/effect-http.ts")!
       printTable(
         `5. Size: esbuild, browser, ESM, minified; gzip -9 [${elapsed()}]`,
         size.map((row) => ({
           bundle: row.bundle,
           minified: kb(row.minifiedBytes),
           gzipped: kb(row.gzippedBytes),
-          "gzipped over effect + platform POST": kb(row.gzippedBytes - platformOnly.gzippedBytes)
+          "gzipped over effect/http POST": kb(row.gzippedBytes - httpOnly.gzippedBytes)
         }))
       )
     }
@@ -410,15 +410,15 @@ const verdictsOf = (figures: Figures) => {
     )
   }
   if (figures.size !== undefined) {
-    const platformOnly = figures.size.find((row) => row.entry === "bench/size/effect-platform.ts")!
-    const withSchema = figures.size.find((row) => row.entry === "bench/size/effect-platform-schema.ts")!
+    const httpOnly = figures.size.find((row) => row.entry === "bench/size/effect-http.ts")!
+    const withSchema = figures.size.find((row) => row.entry === "bench/size/effect-http-schema.ts")!
     const ours = figures.size.find((row) => row.entry === "bench/size/moon-refresh.ts")!
     const size = verdicts.size = {
       target: "none; reported",
-      ownShareGzippedBytes: ours.gzippedBytes - platformOnly.gzippedBytes,
+      ownShareGzippedBytes: ours.gzippedBytes - httpOnly.gzippedBytes,
       ownShareOverSchemaGzippedBytes: ours.gzippedBytes - withSchema.gzippedBytes
     }
-    lines.push(`  5. size:       ${kb(size.ownShareGzippedBytes)} gzipped over effect + platform alone`)
+    lines.push(`  5. size:       ${kb(size.ownShareGzippedBytes)} gzipped over effect/http alone`)
   }
   const pool = figures.pool
   if (pool !== undefined) {

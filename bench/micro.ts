@@ -2,12 +2,13 @@
  * The pieces of one refresh, each timed alone (CPU time of this process, no
  * network), to say what in `src/` costs what. Every iteration first waits one
  * `setImmediate`, as a real response would arrive in a later macrotask: without
- * it, a loop that never leaves the microtask queue hits Effect's scheduler
- * yield (a `setTimeout` every 2,048 drains) and measures that instead. The
- * cost of that wait alone is measured and subtracted.
+ * it, a loop that never suspends hits Effect's scheduler yield (a
+ * `setImmediate` every 2,048 operations, wherever each piece's count puts it)
+ * and measures that too. The cost of that wait alone is measured and
+ * subtracted.
  */
-import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Effect, Option, Redacted } from "effect"
+import { HttpClientRequest, HttpClientResponse } from "effect/http"
 import { retry, timeoutFail } from "../src/internal/attempt.js"
 import { readBodyCapped } from "../src/internal/http.js"
 import * as Moon from "../src/internal/moon.js"
@@ -50,8 +51,9 @@ const response = () =>
     request,
     new Response(new Blob([body]).stream(), { headers: { "content-type": "application/json" } })
   )
-// The same answer from a client readBodyCapped does not know (a test double,
-// a user's own client): only the public `stream` is left to read it.
+// The same answer from a client whose web Response `HttpClientResponse.toWeb`
+// does not give (NodeHttpClient, a test double, a user's own client): read
+// through the public `stream`.
 const unknownResponse = (): HttpClientResponse.HttpClientResponse => {
   const inner = response()
   return {
@@ -79,14 +81,14 @@ interface Piece {
 
 const pieces: ReadonlyArray<Piece> = [
   { piece: "(tick: one setImmediate wait)", source: "subtracted from every row", effect: () => Effect.void },
-  { piece: "response.text", source: "(platform)", effect: () => response().text },
+  { piece: "response.text", source: "(effect/http)", effect: () => response().text },
   {
-    piece: "readBodyCapped: the platform's body, a reader loop",
+    piece: "readBodyCapped: a fetch body (toWeb), a reader loop",
     source: "src/internal/http.ts readBodyCapped",
     effect: () => readBodyCapped(response())
   },
   {
-    piece: "readBodyCapped: any other response, Stream.runFoldEffect",
+    piece: "readBodyCapped: any other response, Stream.runForEachArray",
     source: "src/internal/http.ts readStream",
     effect: () => readBodyCapped(unknownResponse())
   },
@@ -98,18 +100,22 @@ const pieces: ReadonlyArray<Piece> = [
   },
   {
     piece: "new Session(fields), validating",
-    source: "src/Session.ts toSession, src/internal/moon.ts shiftExpiry",
+    source: "(what the checks would cost)",
     effect: () => Effect.sync(() => new Session.Session(fields))
   },
   {
-    piece: "new Session(fields, true), no validation",
-    source: "(what the decoded path could do)",
-    effect: () => Effect.sync(() => new Session.Session(fields, true))
+    piece: "new Session(fields, { disableChecks: true })",
+    source: "src/internal/wire.ts toSession, src/Session.ts make",
+    effect: () => Effect.sync(() => new Session.Session(fields, { disableChecks: true }))
   },
   {
-    piece: "Effect.timeoutFail around a succeeding effect",
-    source: "(what RefreshClient used)",
-    effect: () => Effect.timeoutFail(Effect.void, { duration: RefreshClient.defaultTimeout, onTimeout: timeoutError })
+    piece: "Effect.timeoutOrElse around a succeeding effect",
+    source: "(Effect's own: two forked fibers)",
+    effect: () =>
+      Effect.timeoutOrElse(Effect.void, {
+        duration: RefreshClient.defaultTimeout,
+        orElse: () => Effect.fail(timeoutError())
+      })
   },
   {
     piece: "timeoutFail (one fork, a plain timer) around the same",
@@ -135,12 +141,12 @@ const pieces: ReadonlyArray<Piece> = [
   },
   {
     piece: "Effect.withSpan (stack trace captured: default)",
-    source: "src/RefreshClient.ts, src/SessionManager.ts runRefresh",
+    source: "(Effect's default)",
     effect: () => Effect.withSpan(Effect.void, "moon-refresh/refresh", { kind: "client", attributes: { url: "x" } })
   },
   {
     piece: "Effect.withSpan, captureStackTrace: false",
-    source: "(what the spans could do)",
+    source: "src/RefreshClient.ts, src/internal/session/cell.ts",
     effect: () =>
       Effect.withSpan(Effect.void, "moon-refresh/refresh", {
         kind: "client",

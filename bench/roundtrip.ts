@@ -4,18 +4,18 @@
  * server, for each way the server can frame its answer, interleaved round by
  * round so that every client sees the same machine. Each client is compared
  * with two others measured in the same round and framing: the plain client of
- * its HTTP stack (`fetch`, `node:http`), and the platform floor, a bare
- * `HttpClient` POST + `text` + `JSON.parse` on the same stack (tracer on, as
- * by default), which is what a user would write by hand.
+ * its HTTP stack (`fetch`, `node:http`), and the HttpClient floor, a bare
+ * `HttpClient` (effect/http) POST + `text` + `JSON.parse` on the same stack
+ * (tracer on, as by default), which is what a user would write by hand.
  *
  * Also measured: `AuthHttpClient` per request (`GET /protected`) against the
  * same client with a fixed bearer header, and where RefreshClient's remaining
  * cost goes (the `breakdown` group).
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import axios from "axios"
 import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
 import * as AuthHttpClient from "../src/AuthHttpClient.js"
@@ -48,7 +48,7 @@ export interface Runner {
    */
   readonly group: Group
   readonly framing: Framing
-  /** The runner this one is compared with: the platform floor of its stack and framing. */
+  /** The runner this one is compared with: the HttpClient floor of its stack and framing. */
   readonly floor: string
   /** The plain client (no Effect) of its stack and framing. */
   readonly plain: string
@@ -100,12 +100,21 @@ const refreshLoop = <E>(
 
 const requestBody = (token: string) => JSON.stringify({ refresh_token: token })
 
-/** An `HttpClient` layer whose client neither opens spans nor sends trace headers. */
+/**
+ * An `HttpClient` layer whose client neither opens spans nor sends trace
+ * headers: each request runs with `TracerDisabledWhen` answering "off" and
+ * propagation off (Effect 4 has no `HttpClient.withTracerDisabledWhen`; this
+ * is what it did).
+ */
 export const tracerOff = (http: Layer.Layer<HttpClient.HttpClient>): Layer.Layer<HttpClient.HttpClient> =>
   Layer.effect(
     HttpClient.HttpClient,
     Effect.map(HttpClient.HttpClient, (client) =>
-      client.pipe(HttpClient.withTracerDisabledWhen(() => true), HttpClient.withTracerPropagation(false)))
+      HttpClient.transformResponse(client, (response) =>
+        response.pipe(
+          Effect.provideService(HttpClient.TracerDisabledWhen, () => true),
+          Effect.provideService(HttpClient.TracerPropagationEnabled, false)
+        )))
   ).pipe(Layer.provide(http))
 
 interface Stack {
@@ -121,9 +130,7 @@ const label = (name: string, framing: Framing) => `${name} [${framing}]`
 export const makeRunners = (server: ServerHandle): Array<Runner> => {
   const urlFor = (framing: Framing, path: string) => `${server.baseUrl}/${framing}${path}`
   const keepAliveAgent = new Http.Agent({ keepAlive: true })
-  const nodeKeepAlive = NodeHttpClient.layerWithoutAgent.pipe(
-    Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
-  )
+  const nodeKeepAlive = NodeHttpClient.layerNodeHttpOptions({ keepAlive: true })
   const runners: Array<Runner> = []
 
   const fetchPlain = (framing: Framing) => label("fetch + JSON.parse", framing)
@@ -319,11 +326,11 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     label("RefreshClient / NodeHttpClient (default agent: no keep-alive)", "cl"),
     "cl",
     nodeStack,
-    NodeHttpClient.layer
+    NodeHttpClient.layerNodeHttp
   ))
 
   // AuthHttpClient against the same client with a fixed bearer header, both in
-  // one program (the same runtime, so the same context for the platform to
+  // one program (the same runtime, so the same context for the HttpClient to
   // merge into each request). The session is valid for an hour, so no request
   // refreshes.
   const protectedUrl = urlFor("cl", "/protected")
@@ -346,7 +353,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     name: string,
     client: (
       session: Minted
-    ) => Effect.Effect<HttpClient.HttpClient.With<E>, never, Layer.Layer.Success<ReturnType<typeof program>>>
+    ) => Effect.Effect<HttpClient.HttpClient.With<E>, never, Layer.Success<ReturnType<typeof program>>>
   ): Runner => ({
     name,
     group: "auth",
@@ -381,7 +388,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
 
   // Where RefreshClient's cost over the floor goes, over FetchHttpClient with
   // chunked answers, one piece added at a time: the floor without the
-  // platform's span (which our POST skips), our body read, our decoding, the
+  // HttpClient's span (which our POST skips), our body read, our decoding, the
   // per-attempt timeout; RefreshClient itself (the main table) adds the
   // retry, its span and the mapping of errors.
   const breakdown = "chunked"
@@ -442,7 +449,7 @@ export interface RoundTripRow {
   readonly p99Ms: number
   /** Median over rounds of (this client's mean latency / its plain client's) in the same round. */
   readonly ratioToPlain: number
-  /** The same against its platform floor. */
+  /** The same against its HttpClient floor. */
   readonly ratioToFloor: number
   /**
    * Median over rounds of (this client's median latency / its floor's): less

@@ -1,7 +1,7 @@
 /**
  * 5. Size: each entry in `size/` bundled for the browser by esbuild, minified,
- * then gzipped. Our own share is the difference to the same POST with effect +
- * @effect/platform alone.
+ * then gzipped. Our own share is the difference to the same POST with effect
+ * and its HTTP client (effect/http) alone.
  */
 import * as esbuild from "esbuild"
 import { fileURLToPath } from "node:url"
@@ -16,13 +16,13 @@ export interface SizeRow {
 
 const entries = [
   { bundle: "moon-refresh: RefreshClient over FetchHttpClient", entry: "size/moon-refresh.ts" },
-  { bundle: "effect + @effect/platform: FetchHttpClient POST", entry: "size/effect-platform.ts" },
-  { bundle: "effect + @effect/platform: POST + Schema decode", entry: "size/effect-platform-schema.ts" },
+  { bundle: "effect/http: FetchHttpClient POST", entry: "size/effect-http.ts" },
+  { bundle: "effect/http: POST + Schema decode", entry: "size/effect-http-schema.ts" },
   { bundle: "moon-refresh: SessionManager + AuthHttpClient", entry: "size/session-manager.ts" },
   { bundle: "axios + axios-auth-refresh", entry: "size/axios.ts" },
-  { bundle: "platform POST + readBodyCapped only", entry: "size/piece-read-body-capped.ts" },
-  { bundle: "platform POST + Session decoding only", entry: "size/piece-session-schema.ts" },
-  { bundle: "platform POST + retry with RefreshPolicy only", entry: "size/piece-retry-policy.ts" }
+  { bundle: "effect/http POST + readBodyCapped only", entry: "size/piece-read-body-capped.ts" },
+  { bundle: "effect/http POST + Session decoding only", entry: "size/piece-session-schema.ts" },
+  { bundle: "effect/http POST + retry with RefreshPolicy only", entry: "size/piece-retry-policy.ts" }
 ] as const
 
 export const measureSizes = async (): Promise<Array<SizeRow>> => {

@@ -3,10 +3,10 @@
  * the refresh POSTs the server saw and the time until every caller has a
  * token (or, for the interceptors, a 200 from `/protected`).
  */
-import { FetchHttpClient } from "@effect/platform"
 import axios, { type AxiosError, type AxiosInstance, type InternalAxiosRequestConfig } from "axios"
 import { createAuthRefresh } from "axios-auth-refresh"
 import { Deferred, Effect, Layer, Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
 import * as RefreshClient from "../src/RefreshClient.js"
@@ -90,7 +90,7 @@ const fiberFloorFlow: Flow = {
     return Effect.runPromise(Effect.gen(function*() {
       const start = performance.now()
       const deferred = yield* Deferred.make<WireSession>()
-      yield* Effect.fork(
+      yield* Effect.forkChild(
         Effect.flatMap(
           Effect.promise(() => refreshWithFetch(server.baseUrl, minted.refreshToken)),
           (session) => Deferred.succeed(deferred, session)

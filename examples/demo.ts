@@ -20,25 +20,26 @@
  *
  * Tokens are never printed: sessions hold them as `Redacted`.
  */
-import { FetchHttpClient } from "@effect/platform"
 import {
   Clock,
   Config,
   Console,
   DateTime,
+  Duration,
   Effect,
-  Either,
   Fiber,
-  HashMap,
   Layer,
   Logger,
   LogLevel,
   Option,
   Queue,
   type Redacted,
+  References,
+  Result,
   Schedule,
   Stream
 } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { AuthHttpClient, RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 import { runMain } from "../docs/examples/run-main.js"
@@ -57,18 +58,17 @@ const describeSession = (session: Session.Session) =>
 
 const describeExpiry = (session: Session.Session) =>
   Effect.map(DateTime.now, (now) => {
-    const minutes = Math.round(DateTime.distance(now, session.expiresAt) / 60_000)
+    const minutes = Math.round(Duration.toMillis(DateTime.distance(now, session.expiresAt)) / 60_000)
     return `expires:  ${DateTime.formatIso(session.expiresAt)} (in ${minutes} min)`
   })
 
 // The client logs each failed attempt at Debug level; the demo keeps those
 // entries to say, next to the server's view of each attempt, what the client made of it.
 const failedAttempts: Array<string> = []
-const attemptLogger = Logger.make(({ annotations }) => {
-  const error = HashMap.get(annotations, "error")
-  const message = HashMap.get(annotations, "message")
-  if (Option.isSome(error)) {
-    failedAttempts.push(`${error.value}${Option.isSome(message) ? ` "${message.value}"` : ""}`)
+const attemptLogger = Logger.make(({ fiber }) => {
+  const { error, message } = fiber.getRef(References.CurrentLogAnnotations)
+  if (error !== undefined) {
+    failedAttempts.push(`${error}${message !== undefined ? ` "${message}"` : ""}`)
   }
 })
 
@@ -228,7 +228,10 @@ const manager = Effect.gen(function*() {
     const waitFor = (tag: SessionManager.SessionEvent["_tag"]) =>
       Queue.take(events).pipe(
         Effect.repeat({ until: (event) => event._tag === tag }),
-        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`no ${tag} event within 5 s`) })
+        Effect.timeoutOrElse({
+          duration: "5 seconds",
+          orElse: () => Effect.fail(new Error(`no ${tag} event within 5 s`))
+        })
       )
     // Let the subscription start before the first event.
     yield* Effect.sleep("20 millis")
@@ -279,8 +282,8 @@ const manager = Effect.gen(function*() {
       Stream.filter((event) => event._tag === "Refreshed"),
       Stream.take(1),
       Stream.runDrain,
-      Effect.zipRight(postCount),
-      Effect.fork
+      Effect.andThen(postCount),
+      Effect.forkChild
     )
     yield* Effect.sleep("20 millis")
     yield* line(
@@ -311,23 +314,23 @@ const manager = Effect.gen(function*() {
   yield* check(tally.unauthorized === 0 && tally.failed.length === 0, "no 401 and no failure returned to the program")
 }).pipe(
   // The manager logs each failed refresh as a warning; the timeline shows it as an event.
-  Logger.withMinimumLogLevel(LogLevel.Error),
+  Effect.provideService(References.MinimumLogLevel, "Error"),
   Effect.scoped
 )
 
 const remote = (baseUrl: string) =>
   Effect.gen(function*() {
-    const refreshToken = yield* Config.redacted("MOON_REFRESH_TOKEN")
+    const refreshToken = yield* Config.Redacted("MOON_REFRESH_TOKEN")
     yield* Console.log(`POST ${baseUrl.replace(/\/+$/, "")}/auth/refresh {"refresh_token":"<redacted>"}`)
-    const result = yield* Effect.either(RefreshClient.refresh(refreshToken))
-    if (Either.isLeft(result)) {
+    const result = yield* Effect.result(RefreshClient.refresh(refreshToken))
+    if (Result.isFailure(result)) {
       // An expected outcome against a real server: say what it was and exit 1, without a stack trace.
-      yield* Console.error(`refresh failed: ${result.left._tag}: ${result.left.message}`)
+      yield* Console.error(`refresh failed: ${result.failure._tag}: ${result.failure.message}`)
       return yield* Effect.sync(() => {
         process.exitCode = 1
       })
     }
-    const session = result.right
+    const session = result.success
     yield* Console.log(describeSession(session))
     yield* Console.log(yield* describeExpiry(session))
     yield* Console.log(
@@ -339,8 +342,8 @@ const remote = (baseUrl: string) =>
   )
 
 const main = Effect.gen(function*() {
-  const baseUrl = yield* Config.option(Config.nonEmptyString("MOON_BASE_URL"))
-  const token = yield* Config.option(Config.nonEmptyString("MOON_REFRESH_TOKEN"))
+  const baseUrl = yield* Config.option(Config.NonEmptyString("MOON_BASE_URL"))
+  const token = yield* Config.option(Config.NonEmptyString("MOON_REFRESH_TOKEN"))
   yield* Console.log("moon-refresh demo")
   if (Option.isSome(baseUrl) && Option.isSome(token)) return yield* remote(baseUrl.value)
   if (Option.isSome(baseUrl) || Option.isSome(token)) {
@@ -359,15 +362,15 @@ const main = Effect.gen(function*() {
   yield* Console.log(`all ${checks.passed} checks passed`)
 })
 
-// `runMain` prints logs with the pretty logger. Keep it for Info and above;
-// Debug lines only feed `attemptLogger`.
-const demoLogger = Logger.zip(
-  Logger.filterLogLevel(Logger.prettyLoggerDefault, LogLevel.greaterThanEqual(LogLevel.Info)),
-  attemptLogger
-)
+// Logs print with the pretty logger, for Info and above; Debug lines only
+// feed `attemptLogger`.
+const pretty = Logger.consolePretty()
+const infoAndAbove = Logger.make((options) => {
+  if (LogLevel.isGreaterThanOrEqualTo(options.logLevel, "Info")) pretty.log(options)
+})
 
 main.pipe(
-  Effect.provide(Logger.replace(Logger.prettyLoggerDefault, demoLogger)),
-  Logger.withMinimumLogLevel(LogLevel.Debug),
+  Effect.provide(Logger.layer([infoAndAbove, attemptLogger])),
+  Effect.provideService(References.MinimumLogLevel, "Debug"),
   runMain
 )

@@ -193,7 +193,9 @@ describe("BrowserSessionStore: the lock's bound and takeover", () => {
       const stuck = yield* stuckHolder(browser, a.store)
       const taken = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
-      yield* Effect.forkChild(b.store.withLock(Effect.andThen(Deferred.succeed(taken, undefined), Deferred.await(release))))
+      yield* Effect.forkChild(
+        b.store.withLock(Effect.andThen(Deferred.succeed(taken, undefined), Deferred.await(release)))
+      )
       yield* waiting(browser, 1)
       yield* TestClock.adjust("16 seconds")
       yield* Deferred.await(taken)
@@ -312,7 +314,9 @@ describe("BrowserSessionStore: the lease", () => {
       const outcomes: Array<string> = []
       const check = (lease: SessionStore.Lease, atLeast: `${number} seconds` | `${number} second`) =>
         Effect.result(lease.ensure(atLeast)).pipe(
-          Effect.map((result) => outcomes.push(`${atLeast}: ${result._tag === "Success" ? "ok" : result.failure.message}`))
+          Effect.map((result) =>
+            outcomes.push(`${atLeast}: ${result._tag === "Success" ? "ok" : result.failure.message}`)
+          )
         )
       const checked = yield* Deferred.make<void>()
       const stolen = yield* Deferred.make<void>()

@@ -191,7 +191,9 @@ describe("NodeSessionStore lock", () => {
       const options = { path, lockTimeout: "1 minute" } as const
       const [a, b] = [yield* NodeSessionStore.make(options), yield* NodeSessionStore.make(options)]
       const inside = yield* Deferred.make<void>()
-      const holder = yield* Effect.forkChild(a.withLock(Effect.andThen(Deferred.succeed(inside, undefined), Effect.never)))
+      const holder = yield* Effect.forkChild(
+        a.withLock(Effect.andThen(Deferred.succeed(inside, undefined), Effect.never))
+      )
       yield* Deferred.await(inside)
       const waiter = yield* Effect.forkChild(b.withLock(Effect.void))
       yield* Effect.sleep("200 millis")

@@ -31,7 +31,9 @@ const storeOn = (url: string, options: Partial<RedisSessionStore.Options> = {}) 
   )
 
 const defectMessage = <A, E>(exit: Exit.Exit<A, E>) =>
-  Exit.isFailure(exit) ? Option.map(Result.getSuccess(Cause.findDefect(exit.cause)), (defect) => (defect as Error).message) : Option.none()
+  Exit.isFailure(exit)
+    ? Option.map(Result.getSuccess(Cause.findDefect(exit.cause)), (defect) => (defect as Error).message)
+    : Option.none()
 
 describe("RedisSessionStore without a server", () => {
   it.live(

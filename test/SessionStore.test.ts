@@ -1,6 +1,7 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, FileSystem, Layer, Logger, LogLevel, Option, Path, Redacted, Ref, References } from "effect"
+import type { LogLevel } from "effect"
+import { DateTime, Effect, FileSystem, Layer, Logger, Option, Path, Redacted, Ref, References } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { Session, SessionStore } from "moon-refresh"
 import { storeContract } from "./support/StoreContract.js"

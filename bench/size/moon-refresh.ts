@@ -1,6 +1,6 @@
 // Bundle-size entry (section 5): one refresh with RefreshClient over FetchHttpClient.
-import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer, Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
 import * as RefreshClient from "../../src/RefreshClient.js"
 
 const program = Effect.map(RefreshClient.refresh("refresh-token"), (session) => Redacted.value(session.accessToken))

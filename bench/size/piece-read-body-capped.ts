@@ -1,6 +1,6 @@
-// Bundle-size entry (section 5, attribution): effect-platform.ts with the body read by readBodyCapped.
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+// Bundle-size entry (section 5, attribution): effect-http.ts with the body read by readBodyCapped.
 import { Effect } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { readBodyCapped } from "../../src/internal/http.js"
 
 const program = Effect.gen(function*() {
@@ -8,7 +8,7 @@ const program = Effect.gen(function*() {
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
       HttpClientRequest.acceptJson,
-      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+      HttpClientRequest.bodyJsonUnsafe({ refresh_token: "refresh-token" })
     )
   )
   return yield* readBodyCapped(response)

@@ -1,6 +1,6 @@
-// Bundle-size entry (section 5, attribution): effect-platform.ts retried with RefreshPolicy.defaultPolicy.
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+// Bundle-size entry (section 5, attribution): effect-http.ts retried with RefreshPolicy.defaultPolicy.
 import { Effect } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import * as RefreshError from "../../src/RefreshError.js"
 import * as RefreshPolicy from "../../src/RefreshPolicy.js"
 
@@ -9,7 +9,7 @@ const program = Effect.gen(function*() {
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
       HttpClientRequest.acceptJson,
-      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+      HttpClientRequest.bodyJsonUnsafe({ refresh_token: "refresh-token" })
     )
   )
   return yield* response.json

@@ -1,7 +1,7 @@
 // Bundle-size entry (section 5): the whole client side of the library, a
 // SessionManager with a memory store and an AuthHttpClient over FetchHttpClient.
-import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer } from "effect"
+import { FetchHttpClient } from "effect/http"
 import * as AuthHttpClient from "../../src/AuthHttpClient.js"
 import * as RefreshClient from "../../src/RefreshClient.js"
 import * as SessionManager from "../../src/SessionManager.js"

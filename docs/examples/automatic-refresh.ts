@@ -1,7 +1,6 @@
 // docs/04-automatic-refresh.md: a session that refreshes itself, and an
 // HttpClient that signs requests with it.
-import type { HttpClient } from "@effect/platform"
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient, type HttpClient, type HttpClientError } from "effect/http"
 import { Effect, Layer, Option, Stream } from "effect"
 import { AuthHttpClient, RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
@@ -69,4 +68,6 @@ export const program = Effect.gen(function*() {
 }).pipe(Effect.scoped, Effect.provide(AppHttpLive))
 
 // Only to show that AuthHttpClient is an HttpClient with the session's errors.
-export const asHttpClient = (client: AuthHttpClient.AuthHttpClient): HttpClient.HttpClient.With<unknown> => client
+export const asHttpClient = (
+  client: AuthHttpClient.AuthHttpClient
+): HttpClient.HttpClient.With<HttpClientError.HttpClientError | SessionManager.SessionError> => client

@@ -1,5 +1,5 @@
 // docs/02-errors.md: turning refresh errors into decisions.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Config, Data, Duration, Effect, Layer, Option, type Redacted } from "effect"
 import { RefreshClient, RefreshError, type Session } from "moon-refresh"
 import { runMain } from "./run-main.js"
@@ -39,7 +39,7 @@ export const refreshOrDecide = (refreshToken: Redacted.Redacted<string>) =>
 
 // [run]
 const program = Effect.gen(function*() {
-  const outcome = yield* refreshOrDecide(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+  const outcome = yield* refreshOrDecide(yield* Config.Redacted("MOON_REFRESH_TOKEN"))
   yield* Outcome.$match(outcome, {
     Refreshed: ({ session }) => Effect.log(`refreshed for user ${session.user.id}`),
     SignedOut: ({ reason }) => Effect.logWarning(`signed out: ${reason}`),

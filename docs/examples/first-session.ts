@@ -1,6 +1,6 @@
 // docs/00-first-session.md: a Moon app's first session comes from a refresh
 // token; the store keeps it, so later runs start from the stored session.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Layer, Option } from "effect"
 import { RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
@@ -10,7 +10,7 @@ import { runMain } from "./run-main.js"
 export const start = Effect.gen(function*() {
   // Later runs: the stored session. The first: the refresh token you were given.
   if (Option.isNone(yield* SessionManager.current)) {
-    yield* SessionManager.signInWithRefreshToken(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+    yield* SessionManager.signInWithRefreshToken(yield* Config.Redacted("MOON_REFRESH_TOKEN"))
   }
   const session = yield* SessionManager.session
   yield* Effect.log(

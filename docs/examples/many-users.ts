@@ -1,6 +1,6 @@
 // docs/11-many-users.md: one Moon session per user of a server, kept alive by
 // a SessionPool over one session file per user.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Fiber, Layer, Stream } from "effect"
 import type { Redacted } from "effect"
 import type { SessionManager } from "moon-refresh"
@@ -57,8 +57,8 @@ const describeSignOut = (reason: SessionManager.SignOutReason) =>
 // [/watch]
 
 const main = Effect.gen(function*() {
-  const watching = yield* Effect.fork(watchSignOuts)
-  const session = yield* connect("ada", yield* Config.redacted("MOON_REFRESH_TOKEN"))
+  const watching = yield* Effect.forkChild(watchSignOuts)
+  const session = yield* connect("ada", yield* Config.Redacted("MOON_REFRESH_TOKEN"))
   const token = yield* SessionPool.accessToken("ada")
   const stats = yield* SessionPool.stats
   yield* Effect.log(

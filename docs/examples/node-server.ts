@@ -1,7 +1,7 @@
 // docs/04-automatic-refresh.md, "From a server that is not written in Effect":
 // a plain node:http server that keeps the session alive with a SessionManager,
 // through a ManagedRuntime built once for the life of the server.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Cause, Config, DateTime, Effect, Exit, Layer, ManagedRuntime, Option } from "effect"
 import { RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
@@ -38,11 +38,11 @@ export const handler = (_req: Http.IncomingMessage, res: Http.ServerResponse): v
   res.once("close", () => hungUp.abort())
   void runtime.runPromiseExit(whoAmI, { signal: hungUp.signal }).then((exit) => {
     if (Exit.isSuccess(exit)) return send(res, 200, exit.value)
-    if (Cause.isInterruptedOnly(exit.cause)) return
+    if (Cause.hasInterruptsOnly(exit.cause)) return
     // The failures are typed: no session, or a token the server rejected, means
     // the user must sign in again; anything else (Moon unreachable, the store) is
     // worth a retry, and the manager keeps the session meanwhile.
-    const error = Cause.failureOption(exit.cause)
+    const error = Cause.findErrorOption(exit.cause)
     const signedOut = Option.exists(error, (e) => e._tag === "NoSessionError" || e._tag === "TokenRejectedError")
     return signedOut ? send(res, 401, { error: "sign in again" }) : send(res, 503, { error: "try again" })
   })
@@ -53,7 +53,7 @@ export const handler = (_req: Http.IncomingMessage, res: Http.ServerResponse): v
 // Later runs start from the stored session; the first spends MOON_REFRESH_TOKEN.
 const signIn = Effect.gen(function*() {
   if (Option.isNone(yield* SessionManager.current)) {
-    yield* SessionManager.signInWithRefreshToken(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+    yield* SessionManager.signInWithRefreshToken(yield* Config.Redacted("MOON_REFRESH_TOKEN"))
   }
 })
 

@@ -1,6 +1,6 @@
 // docs/05-persistence.md: where a session is kept between runs.
-import { KeyValueStore } from "@effect/platform"
 import { Effect, Layer, Option, Schema } from "effect"
+import { KeyValueStore } from "effect/persistence"
 import { Session, SessionManager, SessionStore } from "moon-refresh"
 import { NodeSessionStore, PrivateKeyValueStore } from "moon-refresh/node"
 
@@ -28,8 +28,8 @@ export const InLocalStorage = SessionStore.layerKeyValueStore({ key: "moon-sessi
 // [custom]
 // Your own store for one process: three effects. `make` keeps the revision in
 // memory and adds an in-process lock and change feed.
-// `Schema.parseJson(Session.Session)` is the stored form: tokens in clear.
-const StoredSession = Schema.parseJson(Session.Session)
+// `Schema.fromJsonString(Session.Session)` is the stored form: tokens in clear.
+const StoredSession = Schema.fromJsonString(Session.Session)
 
 export const makeCustom = (backend: {
   readonly get: () => Promise<string | null>
@@ -49,7 +49,7 @@ export const makeCustom = (backend: {
     ),
     save: (session) =>
       Effect.flatMap(
-        Effect.orDie(Schema.encode(StoredSession)(session)),
+        Effect.orDie(Schema.encodeEffect(StoredSession)(session)),
         (json) => call("save", () => backend.set(json))
       ),
     clear: call("clear", backend.del)
@@ -133,7 +133,7 @@ export const makeFenced = (backend: {
 // the manager keep the session alive.
 export const signInFromLogin = (loginResponseBody: unknown) =>
   Effect.gen(function*() {
-    const session = yield* Schema.decodeUnknown(Session.MoonResponse)(loginResponseBody)
+    const session = yield* Schema.decodeUnknownEffect(Session.MoonResponse)(loginResponseBody)
     yield* SessionManager.signIn(session)
   })
 // [/signin]

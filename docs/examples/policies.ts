@@ -1,5 +1,5 @@
 // docs/03-retry-policies.md: choosing and writing retry policies.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Config, Effect, Layer, Schedule } from "effect"
 import { RefreshClient, type RefreshError, RefreshPolicy } from "moon-refresh"
 import { runMain } from "./run-main.js"
@@ -37,14 +37,14 @@ export const RefreshOnce = RefreshClient.layer({ policy: RefreshPolicy.none }).p
 // Every 2 seconds, at most 3 retries. withRetryAfter adds the Retry-After
 // stretching and a budget: no retry starts more than 20 s after the first failure.
 export const everyTwoSeconds = RefreshPolicy.withRetryAfter(
-  Schedule.spaced("2 seconds").pipe(Schedule.intersect(Schedule.recurs(3))),
+  Schedule.spaced("2 seconds").pipe(Schedule.upTo({ times: 3 })),
   "20 seconds"
 )
 
 // The schedule's input is the RefreshError that just happened: this one
 // gives up at once when an attempt timed out, and uses the default otherwise.
 export const noRetryAfterTimeout: RefreshPolicy.RefreshPolicy = RefreshPolicy.default.pipe(
-  Schedule.whileInput((error: RefreshError.RefreshError) =>
+  Schedule.while(({ input: error }: Schedule.Metadata<unknown, RefreshError.RefreshError>) =>
     !(error._tag === "TransportError" && error.reason === "Timeout")
   )
 )
@@ -52,7 +52,7 @@ export const noRetryAfterTimeout: RefreshPolicy.RefreshPolicy = RefreshPolicy.de
 
 // [run]
 const program = Effect.gen(function*() {
-  const session = yield* RefreshClient.refresh(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+  const session = yield* RefreshClient.refresh(yield* Config.Redacted("MOON_REFRESH_TOKEN"))
   yield* Effect.log(`refreshed for user ${session.user.id}`)
 })
 

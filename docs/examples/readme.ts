@@ -1,10 +1,10 @@
 // The README's example: refresh once, with the token from MOON_REFRESH_TOKEN.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Layer } from "effect"
 import { RefreshClient } from "moon-refresh"
 
 const program = Effect.gen(function*() {
-  const refreshToken = yield* Config.redacted("MOON_REFRESH_TOKEN")
+  const refreshToken = yield* Config.Redacted("MOON_REFRESH_TOKEN")
   const session = yield* RefreshClient.refresh(refreshToken)
   // The old refresh token is spent now: store `session` before you use it.
   yield* Effect.log(`user ${session.user.id}, valid until ${DateTime.formatIso(session.expiresAt)}`)
@@ -16,7 +16,7 @@ const MainLive = RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.
 program.pipe(
   Effect.provide(MainLive),
   // A spent token, no network: one line and exit code 1, not a stack trace.
-  Effect.catchAll((error) =>
+  Effect.catch((error) =>
     Effect.sync(() => {
       console.error(String(error))
       process.exitCode = 1

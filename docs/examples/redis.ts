@@ -1,5 +1,5 @@
 // docs/10-redis.md: one session shared by replicas through Redis.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { Effect, Layer, Stream } from "effect"
 import { Redis } from "ioredis"
 import { AuthHttpClient, RefreshClient, SessionManager, SessionPool } from "moon-refresh"

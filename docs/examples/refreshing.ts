@@ -1,7 +1,7 @@
 // docs/01-refreshing.md: layers, options, the accessor and the service.
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Config, Duration, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
+import { Config, Duration, Effect, Layer, Redacted, References } from "effect"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import { runMain } from "./run-main.js"
 
@@ -15,10 +15,9 @@ export const RefreshLive = RefreshClient.layer({
 }).pipe(Layer.provide(FetchHttpClient.layer))
 
 // The same defaults, over Node's own HTTP stack (from @effect/platform-node),
-// keeping connections alive: `NodeHttpClient.layer` opens one per request.
+// keeping connections alive: `NodeHttpClient.layerNodeHttp` opens one per request.
 export const RefreshLiveNode = RefreshClient.layer().pipe(
-  Layer.provide(NodeHttpClient.layerWithoutAgent),
-  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
+  Layer.provide(NodeHttpClient.layerNodeHttpOptions({ keepAlive: true }))
 )
 // [/layer]
 
@@ -26,14 +25,14 @@ export const RefreshLiveNode = RefreshClient.layer().pipe(
 // baseUrl from MOON_BASE_URL (else https://beta.usemoon.ai); the timeout from
 // MOON_REFRESH_TIMEOUT, because this program asks for it.
 export const RefreshFromConfig = RefreshClient.layerConfig({
-  timeout: Config.duration("MOON_REFRESH_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
+  timeout: Config.Duration("MOON_REFRESH_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
 }).pipe(Layer.provide(FetchHttpClient.layer))
 // [/layerConfig]
 
 // [accessor]
 // The accessor uses the RefreshClient in context. It takes a Redacted or a
 // string (wrapped in a Redacted at once).
-export const refreshFromEnv = Effect.flatMap(Config.redacted("MOON_REFRESH_TOKEN"), RefreshClient.refresh)
+export const refreshFromEnv = Effect.flatMap(Config.Redacted("MOON_REFRESH_TOKEN"), RefreshClient.refresh)
 
 // The service itself takes a Redacted only.
 export const viaService = (refreshToken: string) =>
@@ -53,7 +52,7 @@ const program = Effect.gen(function*() {
 program.pipe(
   Effect.provide(RefreshFromConfig),
   // Shows the debug line logged for each failed attempt.
-  Logger.withMinimumLogLevel(LogLevel.Debug),
+  Effect.provideService(References.MinimumLogLevel, "Debug"),
   runMain
 )
 // [/run]

@@ -1,9 +1,10 @@
 // docs/07-testing.md: testing your own program with MockRefreshClient (fast,
 // TestClock) and MockMoonServer (real HTTP, faults). Each export is the body of
 // an @effect/vitest test: `it.effect("…", () => refreshesAheadOfExpiry)`.
-import { FetchHttpClient } from "@effect/platform"
 import { expect } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, Redacted, TestClock } from "effect"
+import { Duration, Effect, Fiber, Layer, Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { TestClock } from "effect/testing"
 import {
   AuthHttpClient,
   RefreshClient,
@@ -71,7 +72,7 @@ export const oneRefreshForManyReaders = Effect.gen(function*() {
   // A session that has already expired; its refresh takes 2 seconds.
   yield* SessionManager.signIn(yield* mock.issueSession({ lifetime: 0 }))
   yield* mock.script(MockRefreshClient.succeed({ delay: "2 seconds" }))
-  const readers = yield* Effect.fork(Effect.all(Array.from({ length: 100 }, () => tokenForApi), { concurrency: 100 }))
+  const readers = yield* Effect.forkChild(Effect.all(Array.from({ length: 100 }, () => tokenForApi), { concurrency: 100 }))
   yield* TestClock.adjust("2 seconds")
   const tokens = (yield* Fiber.join(readers)).map(tokenOf)
   expect(new Set(tokens)).toStrictEqual(new Set(["mock-access-token-2"]))
@@ -176,7 +177,7 @@ const callProtected = (server: MockMoonServer.Service) =>
 // [/server-layer]
 
 // [server-replay]
-// it.scopedLive("refreshes through a 503 and replays the request the server refused", () => …)
+// it.live("refreshes through a 503 and replays the request the server refused", () => …)
 export const replaysAfterRefresh = Effect.gen(function*() {
   // The server's clock can run ahead of ours: here, to expire its access token early.
   let serverAhead = 0
@@ -198,7 +199,7 @@ export const replaysAfterRefresh = Effect.gen(function*() {
 // [/server-replay]
 
 // [server-lost]
-// it.scopedLive("a reset after the server rotated: signed out by a strict server, recovered under GoTrue's rules", () => …)
+// it.live("a reset after the server rotated: signed out by a strict server, recovered under GoTrue's rules", () => …)
 const refreshAfterReset = (reuse: MockMoonServer.ReuseMode) =>
   Effect.gen(function*() {
     const server = yield* MockMoonServer.make({ reuse })
@@ -207,21 +208,21 @@ const refreshAfterReset = (reuse: MockMoonServer.ReuseMode) =>
     yield* server.script(MockMoonServer.Fault.ResetAfterRotate())
     const client = yield* RefreshClient.make({ baseUrl: server.url, policy: quickRetries })
     // The client retries the TransportError with the token it still holds.
-    return yield* Effect.either(client.refresh(seeded.refreshToken))
+    return yield* Effect.result(client.refresh(seeded.refreshToken))
   }).pipe(Effect.provide(FetchHttpClient.layer))
 
 export const lostAnswerStrictAndGoTrue = Effect.gen(function*() {
   // MockMoonServer's default forgives no reuse: the retry is one, and the session is revoked.
   const strict = yield* refreshAfterReset("window")
-  expect(strict._tag === "Left" && strict.left._tag).toBe("TokenRejectedError")
+  expect(strict._tag === "Failure" && strict.failure._tag).toBe("TokenRejectedError")
   // Under GoTrue's rules the retried token is the parent of the active one: the session comes back.
   const gotrue = yield* refreshAfterReset("gotrue")
-  expect(gotrue._tag).toBe("Right")
+  expect(gotrue._tag).toBe("Success")
 })
 // [/server-lost]
 
 // [server-audit]
-// it.scopedLive("puts no token it was given in what the program logs or returns", () => …)
+// it.live("puts no token it was given in what the program logs or returns", () => …)
 export const noTokenInTheOutput = Effect.gen(function*() {
   const server = yield* MockMoonServer.make()
   const seeded = yield* server.issueSession()
@@ -234,7 +235,7 @@ export const noTokenInTheOutput = Effect.gen(function*() {
 // [/server-audit]
 
 // [server-timeout]
-// it.scoped("gives up on an answer slower than the timeout", () => …)
+// it.effect("gives up on an answer slower than the timeout", () => …)
 // On the TestClock: the server holds the request for longer than the test may
 // run, and the test moves the clock past the timeout once the server has it.
 // However slow the machine, nothing real races the timer.
@@ -243,14 +244,14 @@ const arrived = (server: MockMoonServer.Service): Effect.Effect<void> =>
     requests.length > 0
       ? Effect.void
       // Real time: the socket answers in real time, whatever the fiber's clock.
-      : Effect.zipRight(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2))), arrived(server)))
+      : Effect.andThen(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2))), arrived(server)))
 
 export const timeoutOnTheTestClock = Effect.gen(function*() {
   const server = yield* MockMoonServer.make()
   const seeded = yield* server.issueSession()
   yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
   const client = yield* RefreshClient.make({ baseUrl: server.url, timeout: "200 millis", policy: RefreshPolicy.none })
-  const fiber = yield* Effect.fork(Effect.flip(client.refresh(seeded.refreshToken)))
+  const fiber = yield* Effect.forkChild(Effect.flip(client.refresh(seeded.refreshToken)))
   yield* arrived(server)
   yield* TestClock.adjust("200 millis")
   const error = yield* Fiber.join(fiber)

@@ -8,8 +8,8 @@
  *
  * Plain DOM, bundled by esbuild (see server.ts).
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { DateTime, Duration, Effect, Layer, ManagedRuntime, Option, Schedule, Schema, Stream } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { AuthHttpClient, RefreshClient, Session, SessionManager, SessionStore } from "moon-refresh"
 import { BrowserSessionStore } from "moon-refresh/browser"
 
@@ -168,7 +168,7 @@ const main = async () => {
     else counts.failed++
   }).pipe(
     Effect.catchTag("NoSessionError", () => Effect.void),
-    Effect.catchAll(() =>
+    Effect.catch(() =>
       Effect.sync(() => {
         counts.failed++
       })
@@ -179,7 +179,7 @@ const main = async () => {
   // A new session from the page's server, standing in for the app's sign-in.
   const signIn = Effect.gen(function*() {
     const response = yield* HttpClient.execute(HttpClientRequest.post("/sign-in"))
-    const session = yield* Schema.decodeUnknown(Session.MoonResponse)(yield* response.json)
+    const session = yield* Schema.decodeUnknownEffect(Session.MoonResponse)(yield* response.json)
     yield* SessionManager.signIn(session)
   })
 

@@ -45,7 +45,7 @@ export const bundle = (entry: string): Effect.Effect<string> =>
 export const serve = (routes: Routes, port = 0): Effect.Effect<{ readonly url: string }, never, Scope.Scope> =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.async<Http.Server>((resume) => {
+      Effect.callback<Http.Server>((resume) => {
         const server = Http.createServer((req, res) => {
           const route = routes[`${req.method} ${(req.url ?? "/").split("?")[0]}`]
           req.resume()
@@ -62,7 +62,7 @@ export const serve = (routes: Routes, port = 0): Effect.Effect<{ readonly url: s
         server.listen(port, "127.0.0.1", () => resume(Effect.succeed(server)))
       }),
       (server) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           server.close(() => resume(Effect.void))
           server.closeAllConnections()
         })
@@ -84,7 +84,7 @@ const json = (value: unknown): Asset => ({ type: "application/json", body: JSON.
 export const signInRoute = (moon: MockMoonServer.Service) => (): Promise<Asset> =>
   Effect.runPromise(Effect.gen(function*() {
     const issued = yield* moon.issueSession({ user: { email: "ada@example.com" } })
-    return json(yield* Schema.encode(Session.MoonResponse)(Session.unsafeMake(issued)))
+    return json(yield* Schema.encodeEffect(Session.MoonResponse)(Session.unsafeMake(issued)))
   }))
 
 export interface DemoOptions {

@@ -4,8 +4,8 @@
  * through `AuthHttpClient`, and `window.harness` for the test to start, stop
  * and steer the tab and read what happened in it.
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { Duration, Effect, Layer, ManagedRuntime, Option, Schedule, Schema, Stream } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { AuthHttpClient, RefreshClient, Session, SessionManager, SessionStore } from "moon-refresh"
 import { BrowserSessionStore } from "moon-refresh/browser"
 
@@ -53,7 +53,7 @@ const bump = (counts: Record<string, number>, key: string) => {
 
 // The store, with a flag raised while this tab is inside its lock (so a test can freeze the holder).
 const store = (options: StartOptions) =>
-  Layer.scoped(
+  Layer.effect(
     SessionStore.SessionStore,
     Effect.map(
       BrowserSessionStore.make({ key: options.key, maxHold: Duration.millis(options.maxHoldMillis) }),
@@ -126,7 +126,7 @@ const requestLoop = (moonUrl: string) =>
     yield* response.text
     bump(report.statuses, String(response.status))
   }).pipe(
-    Effect.catchAll((error) => Effect.sync(() => bump(report.failures, error._tag))),
+    Effect.catch((error) => Effect.sync(() => bump(report.failures, error._tag))),
     Effect.repeat(Schedule.spaced("50 millis"))
   )
 
@@ -168,7 +168,7 @@ const harness: {
     run(
       Effect.gen(function*() {
         const response = yield* HttpClient.execute(HttpClientRequest.post("/sign-in"))
-        const session = yield* Schema.decodeUnknown(Session.MoonResponse)(yield* response.json)
+        const session = yield* Schema.decodeUnknownEffect(Session.MoonResponse)(yield* response.json)
         yield* SessionManager.signIn(session)
       }).pipe(Effect.provide(FetchHttpClient.layer))
     ),

@@ -149,9 +149,9 @@ export const waitFor = <A>(
     Effect.filterOrFail(done, (last) => last),
     // `within` is what the wait takes on a quiet machine; the bound is a hang guard far past it, so
     // that a machine busy with other work never fails a test by being slow.
-    Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo(Math.max(10 * within, 60_000)))),
-    Effect.catchAll((last) =>
-      Effect.dieMessage(`${what}: not within ${Math.max(10 * within, 60_000)} ms (last: ${JSON.stringify(last)})`)
+    Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo({ duration: Math.max(10 * within, 60_000) }))),
+    Effect.catch((last) =>
+      Effect.die(new Error(`${what}: not within ${Math.max(10 * within, 60_000)} ms (last: ${JSON.stringify(last)})`))
     )
   )
 

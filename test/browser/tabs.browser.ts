@@ -54,7 +54,7 @@ const rotationsAtLeast = (moon: MockMoonServer.Service, count: number, within: n
   waitFor(`${count} rotations`, moon.stats, (stats) => stats.rotations >= count, within)
 
 describe("BrowserSessionStore in Chromium", () => {
-  it.scopedLive("4 tabs, 10+ expiries of 2-3 s tokens: one refresh POST per expiry, no reuse, no sign-out, no 401", () =>
+  it.live("4 tabs, 10+ expiries of 2-3 s tokens: one refresh POST per expiry, no reuse, no sign-out, no 401", () =>
     Effect.gen(function*() {
       const origin = yield* makeOrigin(browser, { lifetime: 3 })
       const started = Date.now()
@@ -88,7 +88,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(Math.min(...gaps)).toBeGreaterThanOrEqual(1000)
     }))
 
-  it.scopedLive("closing the tab that holds the lock while the server delays its refresh: the others carry on", () =>
+  it.live("closing the tab that holds the lock while the server delays its refresh: the others carry on", () =>
     Effect.gen(function*() {
       const origin = yield* makeOrigin(browser, { lifetime: 3 })
       const tabs = yield* signedInTabs(origin, 4)
@@ -123,7 +123,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(total(all, failures)).toBe(0)
     }))
 
-  it.scopedLive("a tab frozen inside the lock (its refresh never finishes): the others take it over after the bound", () =>
+  it.live("a tab frozen inside the lock (its refresh never finishes): the others take it over after the bound", () =>
     Effect.gen(function*() {
       const maxHoldMillis = 3000
       const origin = yield* makeOrigin(browser, { lifetime: 3, maxHoldMillis })
@@ -157,7 +157,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(all.every((report) => report.signedIn)).toBe(true)
     }))
 
-  it.scopedLive("a manager built and torn down while it waits for the lock (a Strict Mode double mount) leaves no lock behind", () =>
+  it.live("a manager built and torn down while it waits for the lock (a Strict Mode double mount) leaves no lock behind", () =>
     Effect.gen(function*() {
       const origin = yield* makeOrigin(browser, { lifetime: 3, maxHoldMillis: 3000 })
       const tabs = yield* signedInTabs(origin, 3)
@@ -192,7 +192,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(total(all, signOuts)).toBe(0)
     }))
 
-  it.scopedLive("a sign-out in one tab reaches the others, and none writes a session back", () =>
+  it.live("a sign-out in one tab reaches the others, and none writes a session back", () =>
     Effect.gen(function*() {
       const origin = yield* makeOrigin(browser, { lifetime: 3 })
       const tabs = yield* signedInTabs(origin, 3)
@@ -228,7 +228,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(stored.hasSession).toBe(false)
     }))
 
-  it.scopedLive("a reloaded tab starts from the stored session without a refresh POST", () =>
+  it.live("a reloaded tab starts from the stored session without a refresh POST", () =>
     Effect.gen(function*() {
       const origin = yield* makeOrigin(browser, { lifetime: 60 })
       const tabs = yield* signedInTabs(origin, 2)
@@ -246,7 +246,7 @@ describe("BrowserSessionStore in Chromium", () => {
       expect(stats.unauthorized).toBe(0)
     }))
 
-  it.scopedLive("the example page, 2 tabs after a few refreshes: a screenshot", () =>
+  it.live("the example page, 2 tabs after a few refreshes: a screenshot", () =>
     Effect.gen(function*() {
       const demo = yield* startDemo({ lifetime: 3 })
       const context = yield* Effect.acquireRelease(

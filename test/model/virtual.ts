@@ -21,8 +21,8 @@ export const settleBudget = 5_000
 const defaultScheduler = new Scheduler.MixedScheduler()
 
 export class Livelock extends Error {
-  constructor(readonly tasks: number) {
-    super(`livelock: ${tasks} fiber tasks ran without every fiber coming to rest`)
+  constructor(readonly tasks: number, what = "fiber tasks ran") {
+    super(`livelock: ${tasks} ${what} without every fiber coming to rest`)
   }
 }
 
@@ -63,7 +63,7 @@ export class VirtualTime {
     monotonicTimeNanosUnsafe: () => BigInt(this.now) * 1_000_000n,
     monotonicTimeNanos: Effect.sync(() => BigInt(this.now) * 1_000_000n),
     sleep: (duration) =>
-      Effect.callback<void>((resume) => {
+      this.callback<void, never>((resume) => {
         const cancel = this.at(this.now + Duration.toMillis(duration), () => resume(Effect.void))
         return Effect.sync(cancel)
       })
@@ -78,6 +78,28 @@ export class VirtualTime {
       Context.add(Random.Random, random),
       Context.add(References.MinimumLogLevel, "None")
     )
+  }
+
+  /**
+   * `Effect.callback` for the world's answers (a store's, a server's, a
+   * timer's): an answer given while the callback registers is taken at once;
+   * one given later is queued, and the fiber takes it when the harness
+   * settles. Effect 4 would run the resumed fiber right away, inside whatever
+   * called `resume` (the harness, or another fiber's store operation); a real
+   * answer comes on a turn of its own, after its sender has moved on.
+   */
+  callback<A, E>(
+    register: (resume: (effect: Effect.Effect<A, E>) => void) => void | Effect.Effect<void>
+  ): Effect.Effect<A, E> {
+    return Effect.callback<A, E>((resume) => {
+      let registering = true
+      const cancel = register((effect) => {
+        if (registering) resume(effect)
+        else this.tasks.push(() => resume(effect))
+      })
+      registering = false
+      return cancel
+    })
   }
 
   /** Calls `fire` when time reaches `at` (in order of time, then of arming); returns the cancel. */
@@ -114,13 +136,20 @@ export class VirtualTime {
     this.tasksRun += ran
   }
 
-  /** Moves time to `target`, firing each timer due on the way (settling after each). */
+  /**
+   * Moves time to `target`, firing each timer due on the way (settling after
+   * each). More than `settleBudget` timers at one instant is a livelock too (a
+   * fiber that waits only for time that cannot pass until it stops).
+   */
   advanceTo(target: number): void {
     this.settle()
+    let fired = 0
     for (;;) {
       const next = this.nextTimer()
       if (next === undefined || next > target) break
       const timer = this.timers.shift()!
+      if (timer.at > this.now) fired = 0
+      else if (++fired > settleBudget) throw new Livelock(fired, `timers fired at ${this.now} ms`)
       this.now = Math.max(this.now, timer.at)
       timer.fire()
       this.settle()

@@ -307,7 +307,7 @@ export class World {
     run: () => Effect.Effect<A, E2>,
     writing?: Option.Option<Session.Session>
   ): Effect.Effect<A, E | E2> {
-    return Effect.callback<A, E | E2>((resume) => {
+    return this.vt.callback<A, E | E2>((resume) => {
       const record: StoreOpRecord = { holder, issueSeq: this.tick(), doneSeq: undefined }
       this.storeOps.push(record)
       const failed = () => {
@@ -387,7 +387,7 @@ export class World {
   }
 
   private lock(cell: Cell, holder: string): Effect.Effect<number, SessionStore.StoreError> {
-    return Effect.callback<number, SessionStore.StoreError>((resume) => {
+    return this.vt.callback<number, SessionStore.StoreError>((resume) => {
       const record: StoreOpRecord = { holder, issueSeq: this.tick(), doneSeq: undefined }
       this.storeOps.push(record)
       if (this.outage) {
@@ -521,7 +521,7 @@ export class World {
   client(sender: string | undefined): RefreshClient.Service {
     return {
       refresh: (token) =>
-        Effect.callback<Session.Session, RefreshError.RefreshError>((resume) => {
+        this.vt.callback<Session.Session, RefreshError.RefreshError>((resume) => {
           const value = Redacted.value(token)
           const known = this.server.grantOf(value)
           const holder = sender ?? (known?.family.key || "?")

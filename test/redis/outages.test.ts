@@ -114,8 +114,7 @@ describe("RedisSessionStore: Redis restarted", () => {
 
   it.live("with its data: the replicas carry on at the same revision", () => restarted("data kept"))
   it.live("without its data: the replicas put back the newest record they hold", () => restarted("data lost"))
-  it.live("from an older snapshot: the replicas put back the newer record they hold", () =>
-    restarted("older snapshot"))
+  it.live("from an older snapshot: the replicas put back the newer record they hold", () => restarted("older snapshot"))
 
   it.live("a write published while a subscriber was disconnected reaches it by the re-read on reconnect", () =>
     Effect.gen(function*() {

@@ -1,8 +1,8 @@
 // Bundle-size entry (section 5): the same POST decoded with effect's Schema, as
 // most Effect programs already do; the difference to moon-refresh.ts is then
 // what only this library adds.
-import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Effect, Schema } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
 
 const Body = Schema.Struct({
   access_token: Schema.String,
@@ -16,7 +16,7 @@ const program = Effect.gen(function*() {
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
       HttpClientRequest.acceptJson,
-      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+      HttpClientRequest.bodyJsonUnsafe({ refresh_token: "refresh-token" })
     )
   )
   const body = yield* HttpClientResponse.schemaBodyJson(Body)(response)

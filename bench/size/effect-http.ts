@@ -1,13 +1,13 @@
-// Bundle-size entry (section 5): the same POST with effect + @effect/platform alone.
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+// Bundle-size entry (section 5): the same POST with effect and its HTTP client (effect/http) alone.
 import { Effect } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 
 const program = Effect.gen(function*() {
   const client = yield* HttpClient.HttpClient
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
       HttpClientRequest.acceptJson,
-      HttpClientRequest.bodyUnsafeJson({ refresh_token: "refresh-token" })
+      HttpClientRequest.bodyJsonUnsafe({ refresh_token: "refresh-token" })
     )
   )
   const body = (yield* response.json) as { readonly access_token: string }
