@@ -121,11 +121,12 @@ type Failure = { readonly retryable: boolean; readonly n: number }
  * schedule, before its step (Effect 4's `Schedule.tap` runs only after a step
  * that recurs).
  */
-const tapInput = <In, X>(f: (input: In) => Effect.Effect<X>) =>
-<Out, E, R>(self: Schedule.Schedule<Out, In, E, R>): Schedule.Schedule<Out, In, E, R> =>
-  Schedule.fromStep(
-    Effect.map(Schedule.toStep(self), (step) => (now, input) => Effect.andThen(f(input), step(now, input)))
-  )
+const tapInput =
+  <In, X>(f: (input: In) => Effect.Effect<X>) =>
+  <Out, E, R>(self: Schedule.Schedule<Out, In, E, R>): Schedule.Schedule<Out, In, E, R> =>
+    Schedule.fromStep(
+      Effect.map(Schedule.toStep(self), (step) => (now, input) => Effect.andThen(f(input), step(now, input)))
+    )
 
 /** An effect that fails with `script[i]` on its i-th run, then succeeds with the number of runs. */
 const scripted = (script: ReadonlyArray<Failure>) => {
@@ -144,9 +145,7 @@ const underBoth = (script: ReadonlyArray<Failure>) =>
       Effect.gen(function*() {
         const seen: Array<readonly [number, number]> = []
         const schedule = Schedule.max([Schedule.spaced(Duration.millis(100)), Schedule.recurs(3)]).pipe(
-          tapInput((failure: Failure) =>
-            Effect.map(Clock.currentTimeMillis, (now) => void seen.push([failure.n, now]))
-          )
+          tapInput((failure: Failure) => Effect.map(Clock.currentTimeMillis, (now) => void seen.push([failure.n, now])))
         )
         const options = { schedule, while: (failure: Failure) => failure.retryable }
         const { effect, runs } = scripted(script)

@@ -1,6 +1,6 @@
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Layer, Option, Redacted, Result } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 
@@ -42,7 +42,7 @@ const holder = (server: MockMoonServer.Service, initial: Session.Session, policy
 const hour = 3_600_000
 
 describe("the library against MockMoonServer's gotrue mode", () => {
-  it.scopedLive("RefreshClient: an answer lost after the rotation is recovered by the same token, an hour later", () =>
+  it.live("RefreshClient: an answer lost after the rotation is recovered by the same token, an hour later", () =>
     Effect.gen(function*() {
       const { advance, server } = yield* gotrueServer()
       const seeded = yield* server.issueSession()
@@ -72,7 +72,7 @@ describe("the library against MockMoonServer's gotrue mode", () => {
       expect((yield* server.stats).rotations).toBe(2)
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 
-  it.scopedLive("SessionManager: the retry after a lost answer keeps the user signed in, where a strict server signs out", () =>
+  it.live("SessionManager: the retry after a lost answer keeps the user signed in, where a strict server signs out", () =>
     Effect.gen(function*() {
       const outcome = (reuse: "gotrue" | "window") =>
         Effect.gen(function*() {
@@ -81,17 +81,17 @@ describe("the library against MockMoonServer's gotrue mode", () => {
           const context = yield* holder(server, seeded)
           yield* server.script(MockMoonServer.Fault.ResetAfterRotate())
           // One refresh: the first attempt's answer is lost, the client's retry sends the same token.
-          const refreshed = yield* Effect.either(Effect.provide(SessionManager.refresh, context))
+          const refreshed = yield* Effect.result(Effect.provide(SessionManager.refresh, context))
           const held = yield* Effect.provide(SessionManager.current, context)
           return {
-            refreshed: refreshed._tag === "Right" ? "Right" : refreshed.left._tag,
+            refreshed: Result.isSuccess(refreshed) ? "Success" : refreshed.failure._tag,
             live: Option.isSome(held) && (yield* server.isLive(held.value.refreshToken)),
             stats: yield* server.stats
           }
         })
 
       const gotrue = yield* outcome("gotrue")
-      expect(gotrue.refreshed).toBe("Right")
+      expect(gotrue.refreshed).toBe("Success")
       expect(gotrue.live).toBe(true)
       expect(gotrue.stats).toMatchObject({ refreshRequests: 2, rotations: 1, reusesTolerated: 1, reuseRejections: 0 })
 
@@ -102,7 +102,7 @@ describe("the library against MockMoonServer's gotrue mode", () => {
       expect(strict.stats).toMatchObject({ refreshRequests: 2, rotations: 1, reusesTolerated: 0, reuseRejections: 1 })
     }))
 
-  it.scopedLive("a second reuse revokes the family: a holder left two rotations behind signs every holder out", () =>
+  it.live("a second reuse revokes the family: a holder left two rotations behind signs every holder out", () =>
     Effect.gen(function*() {
       const { advance, server } = yield* gotrueServer()
       const seeded = Session.unsafeMake(yield* server.issueSession())

@@ -1,7 +1,7 @@
 // docs/04-automatic-refresh.md: a session that refreshes itself, and an
 // HttpClient that signs requests with it.
-import { FetchHttpClient, type HttpClient, type HttpClientError } from "effect/http"
 import { Effect, Layer, Option, Stream } from "effect"
+import { FetchHttpClient, type HttpClient, type HttpClientError } from "effect/http"
 import { AuthHttpClient, RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 

@@ -1,8 +1,8 @@
 // docs/examples/browser.ts: a web app whose tabs share one Moon session.
 // Every tab builds the same runtime; `BrowserSessionStore` makes them one
 // holder: one refresh per expiry, and a sign-out in one tab signs out all.
-import { FetchHttpClient } from "effect/http"
 import { Effect, Layer, ManagedRuntime, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { AuthHttpClient, RefreshClient, type Session, SessionManager } from "moon-refresh"
 import { BrowserSessionStore } from "moon-refresh/browser"
 

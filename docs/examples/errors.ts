@@ -1,6 +1,6 @@
 // docs/02-errors.md: turning refresh errors into decisions.
-import { FetchHttpClient } from "effect/http"
 import { Config, Data, Duration, Effect, Layer, Option, type Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, RefreshError, type Session } from "moon-refresh"
 import { runMain } from "./run-main.js"
 

@@ -1,7 +1,7 @@
 // docs/00-first-session.md: a Moon app's first session comes from a refresh
 // token; the store keeps it, so later runs start from the stored session.
-import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Layer, Option } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 import { runMain } from "./run-main.js"

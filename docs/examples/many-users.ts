@@ -1,8 +1,8 @@
 // docs/11-many-users.md: one Moon session per user of a server, kept alive by
 // a SessionPool over one session file per user.
-import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Fiber, Layer, Stream } from "effect"
 import type { Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
 import type { SessionManager } from "moon-refresh"
 import { RefreshClient, SessionPool } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"

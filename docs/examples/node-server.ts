@@ -1,8 +1,8 @@
 // docs/04-automatic-refresh.md, "From a server that is not written in Effect":
 // a plain node:http server that keeps the session alive with a SessionManager,
 // through a ManagedRuntime built once for the life of the server.
-import { FetchHttpClient } from "effect/http"
 import { Cause, Config, DateTime, Effect, Exit, Layer, ManagedRuntime, Option } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, SessionManager } from "moon-refresh"
 import { NodeSessionStore } from "moon-refresh/node"
 import * as Http from "node:http"

@@ -12,7 +12,7 @@ export const InMemory = SessionStore.layerMemory()
 // [file]
 // One JSON file per key under ./.moon, tokens in clear: PrivateKeyValueStore
 // makes the directory 0700 and each file 0600 whatever the umask (the
-// platform's KeyValueStore.layerFileSystem would leave them 0755 and 0644).
+// KeyValueStore.layerFileSystem of effect/persistence would leave them 0755 and 0644).
 export const OnDisk = SessionStore.layerKeyValueStore({ key: "moon-session" }).pipe(
   Layer.provide(PrivateKeyValueStore.layerFileSystem(".moon"))
 )

@@ -1,6 +1,6 @@
 // docs/03-retry-policies.md: choosing and writing retry policies.
-import { FetchHttpClient } from "effect/http"
 import { Config, Effect, Layer, Schedule } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, type RefreshError, RefreshPolicy } from "moon-refresh"
 import { runMain } from "./run-main.js"
 

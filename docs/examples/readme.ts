@@ -1,6 +1,6 @@
 // The README's example: refresh once, with the token from MOON_REFRESH_TOKEN.
-import { FetchHttpClient } from "effect/http"
 import { Config, DateTime, Effect, Layer } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient } from "moon-refresh"
 
 const program = Effect.gen(function*() {

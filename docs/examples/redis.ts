@@ -1,6 +1,6 @@
 // docs/10-redis.md: one session shared by replicas through Redis.
-import { FetchHttpClient } from "effect/http"
 import { Effect, Layer, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { Redis } from "ioredis"
 import { AuthHttpClient, RefreshClient, SessionManager, SessionPool } from "moon-refresh"
 import { RedisSessionStore } from "moon-refresh/redis"

@@ -1,7 +1,7 @@
 // docs/01-refreshing.md: layers, options, the accessor and the service.
-import { FetchHttpClient } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Duration, Effect, Layer, Redacted, References } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import { runMain } from "./run-main.js"
 

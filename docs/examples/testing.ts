@@ -72,7 +72,9 @@ export const oneRefreshForManyReaders = Effect.gen(function*() {
   // A session that has already expired; its refresh takes 2 seconds.
   yield* SessionManager.signIn(yield* mock.issueSession({ lifetime: 0 }))
   yield* mock.script(MockRefreshClient.succeed({ delay: "2 seconds" }))
-  const readers = yield* Effect.forkChild(Effect.all(Array.from({ length: 100 }, () => tokenForApi), { concurrency: 100 }))
+  const readers = yield* Effect.forkChild(
+    Effect.all(Array.from({ length: 100 }, () => tokenForApi), { concurrency: 100 })
+  )
   yield* TestClock.adjust("2 seconds")
   const tokens = (yield* Fiber.join(readers)).map(tokenOf)
   expect(new Set(tokens)).toStrictEqual(new Set(["mock-access-token-2"]))

@@ -12,17 +12,10 @@ import { Arbitrary, Effect } from "effect"
 import type { Violation } from "./invariants.js"
 import { report, runSchedule } from "./run.js"
 import type { Schedule } from "./schedule.js"
-import { maxScheduleSteps, scheduleArb } from "./schedule.js"
+import { scheduleArb, scheduleSize } from "./schedule.js"
 
 /** Schedules per `it` block: each block stays well under vitest's worker heartbeat. */
 export const chunk = 250
-
-/**
- * The check's `size`: it grows from 0 to this over a check's runs, and
- * bounds how many steps a schedule gets; at twice the most steps, half the
- * runs may have them all.
- */
-const checkSize = 2 * maxScheduleSteps
 
 /** How many smaller schedules a failure's shrinking may try. */
 const maxShrinks = 5_000
@@ -59,7 +52,7 @@ const check = (only: string | undefined, seed: number, runs: number, replay?: st
     Arbitrary.checkEffect(scheduleArb(), property(only), {
       seed,
       runs,
-      size: checkSize,
+      size: scheduleSize,
       maxShrinks,
       ...(replay === undefined ? {} : { replay })
     })

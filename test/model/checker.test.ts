@@ -6,7 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Arb from "../support/Arb.js"
 import { runSchedule } from "./run.js"
 import type { Config, Step } from "./schedule.js"
-import { maxScheduleSteps, scheduleArb } from "./schedule.js"
+import { maxScheduleSteps, scheduleArb, scheduleSize } from "./schedule.js"
 
 const quiet: Arb.Arb<Step> = Arb.oneof(
   Arb.record({
@@ -62,11 +62,11 @@ describe("the model checker", () => {
       // And the run did something: the manager started and, past its refresh time, refreshed.
       expect(world.holders[0]!.events.length).toBeGreaterThan(0)
     },
-    { arbitrary: { seed: 42, runs: 80, size: 2 * maxScheduleSteps } }
+    { arbitrary: { seed: 42, runs: 80, size: scheduleSize } }
   )
 
   it("replays a schedule to the same run, step for step", () => {
-    for (const schedule of Arb.sample(scheduleArb(), { seed: 5, count: 25, size: maxScheduleSteps })) {
+    for (const schedule of Arb.sample(scheduleArb(), { seed: 5, count: 25, size: scheduleSize })) {
       const first = runSchedule(schedule, true)
       const second = runSchedule(schedule, true)
       expect(second.world.trace).toStrictEqual(first.world.trace)

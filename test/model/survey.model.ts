@@ -6,7 +6,7 @@ import { it } from "@effect/vitest"
 import * as Arb from "../support/Arb.js"
 import { firstOf, groupOf } from "./check.js"
 import { report, runSchedule } from "./run.js"
-import { maxScheduleSteps, scheduleArb } from "./schedule.js"
+import { scheduleArb, scheduleSize } from "./schedule.js"
 
 const runs = Number(process.env.MODEL_RUNS ?? 5_000)
 const seed = Number(process.env.MODEL_SEED ?? 7)
@@ -19,7 +19,7 @@ it(`survey of ${runs} schedules from seed ${seed}`, async () => {
   const started = performance.now()
   const cpu = process.cpuUsage()
   let failed = 0
-  const schedules = Arb.sample(scheduleArb(), { seed, count: runs, size: maxScheduleSteps })
+  const schedules = Arb.sample(scheduleArb(), { seed, count: runs, size: scheduleSize })
   for (const [index, schedule] of schedules.entries()) {
     if (index % 100 === 0) await breathe()
     const groups = new Set(runSchedule(schedule).violations.map((v) => groupOf(v, schedule)))

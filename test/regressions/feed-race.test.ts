@@ -5,10 +5,10 @@
  * per bug, named by what broke; add one per bug fixed.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Fiber, Layer, Stream } from "effect"
-import { TestClock } from "effect/testing"
+import { Context, Effect, Fiber, Layer, Stream } from "effect"
 import { SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
+import { adjust, settle } from "./harness.js"
 
 describe("a change arriving during a refresh", () => {
   it.effect("a refresh planned from the record the feed brings during its POST keeps and writes its answer", () =>
@@ -34,21 +34,21 @@ describe("a change arriving during a refresh", () => {
         )
       const a = yield* build(memory)
       const x = yield* build(late)
-      yield* TestClock.adjust(Duration.zero)
+      yield* settle
       yield* mock.script(MockRefreshClient.succeed({ lifetime: "2 minutes" }))
       yield* a.refresh // t=0: A refreshes; the store holds A's session (revision 2), expiring at 120 s.
-      yield* TestClock.adjust("65 seconds")
+      yield* adjust("65 seconds")
       // t=65: that session has 55 s left, inside X's margin: X refreshes it; its POST
       // takes a second, and at 65.5 s X's feed brings revision 2.
       yield* mock.script(MockRefreshClient.succeed({ lifetime: "2 minutes", delay: "1 second" }))
       const xRefresh = yield* Effect.forkChild(x.refresh)
-      yield* TestClock.adjust("2 seconds")
+      yield* adjust("2 seconds")
       yield* Fiber.await(xRefresh)
       // Before: X discarded its answer (the feed had changed its session), so the store kept the spent token.
       expect((yield* memory.read).revision).toBe(3)
       // A refreshes what the store holds: the live token, no reuse.
       const aRefresh = yield* Effect.forkChild(Effect.result(a.refresh))
-      yield* TestClock.adjust("2 seconds")
+      yield* adjust("2 seconds")
       yield* Fiber.await(aRefresh)
       expect(yield* mock.stats).toMatchObject({ reuseRejections: 0 })
     }))

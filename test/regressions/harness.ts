@@ -24,8 +24,41 @@ export const sessionBody = {
   user: { id: "user-1", email: "ada@example.com" }
 }
 
-/** Lets every fiber run until it waits on something, without moving the TestClock. */
-export const settle = TestClock.adjust(Duration.zero)
+/** How many real timer turns {@link settle} takes. */
+const settleTurns = 20
+
+/**
+ * Lets every fiber run until it waits on something, without moving the TestClock.
+ * Effect 3's `TestClock.adjust` did this itself: it waited, a real timer turn
+ * at a time, until every fiber of the test was suspended. Effect 4's yields to
+ * the fiber scheduler once, so a fiber a few scheduler turns from its next
+ * wait (the manager's command fibers start one turn late, a body is read
+ * through promises) has not reached it yet. Here: {@link settleTurns} turns of
+ * the event loop, each a `setTimeout(0)` (every fiber task and promise queued
+ * before it runs first) followed by `TestClock.adjust(0)`. Nothing here waits
+ * on real I/O, so the number of turns needed does not depend on the
+ * machine's load.
+ */
+export const settle: Effect.Effect<void> = Effect.repeat(
+  Effect.andThen(
+    Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0))),
+    TestClock.adjust(Duration.zero)
+  ),
+  { times: settleTurns - 1 }
+)
+
+/**
+ * `TestClock.adjust` as Effect 3 ran it: every fiber runs until it waits
+ * ({@link settle}) before the clock moves, so a sleep a forked fiber is about
+ * to start is on the clock; and again once it moved, so what the sleeps that
+ * fell due started (a response body read through promises) is done.
+ */
+export const adjust = (duration: Duration.Input): Effect.Effect<void> =>
+  settle.pipe(Effect.andThen(TestClock.adjust(duration)), Effect.andThen(settle))
+
+/** `TestClock.setTime` as Effect 3 ran it (see {@link adjust}). */
+export const setTime = (millis: number): Effect.Effect<void> =>
+  settle.pipe(Effect.andThen(TestClock.setTime(millis)), Effect.andThen(settle))
 
 /**
  * Builds `layer` over a double answering `replies` in turn, and refreshes

@@ -1,15 +1,16 @@
 /**
  * Regression cases: nothing makes the manager spin, stall or lose a change.
  * Each broke before the fix (issue "Tokens go only where they belong, and
- * nothing makes the manager spin"), under TestClock. One case per bug, named
- * by what broke; add one per bug fixed.
+ * nothing makes the manager spin"), under TestClock (moved by the harness's
+ * `adjust`, which lets every fiber reach its wait first, as Effect 3's
+ * `TestClock.adjust` did). One case per bug, named by what broke; add one
+ * per bug fixed.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Option, Redacted, Stream } from "effect"
-import { TestClock } from "effect/testing"
 import { RefreshError, type SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
-import { buildManager, settle } from "./harness.js"
+import { adjust, buildManager, settle } from "./harness.js"
 
 describe("the proactive refresh never loops", () => {
   it.effect("an hour of 30-second tokens under the default options costs about 120 refreshes, not thousands", () =>
@@ -17,7 +18,7 @@ describe("the proactive refresh never loops", () => {
       // Before: a token arriving inside the 60 s margin re-armed the timer at
       // delay 0 (239 rotations in one second were seen).
       const { mock } = yield* buildManager({ mock: { lifetime: "30 seconds" }, lifetime: "30 seconds" })
-      yield* TestClock.adjust(Duration.hours(1))
+      yield* adjust(Duration.hours(1))
       const { calls, reuseRejections } = yield* mock.stats
       expect(calls).toBeGreaterThanOrEqual(118)
       expect(calls).toBeLessThanOrEqual(125)
@@ -31,7 +32,7 @@ describe("the proactive refresh never loops", () => {
         lifetime: "10 seconds",
         manager: { margin: "1 hour", minInterval: 0 }
       })
-      yield* TestClock.adjust(Duration.minutes(1))
+      yield* adjust(Duration.minutes(1))
       // At most one refresh per half lifetime (5 s), plus the first: never hundreds.
       expect((yield* mock.stats).calls).toBeLessThanOrEqual(13)
       expect(Option.isSome(yield* manager.current)).toBe(true)
@@ -49,11 +50,11 @@ describe("the proactive refresh never loops", () => {
         lifetime: "2 hours"
       })
       // Due at 2 h - 60 s; the 429 asks for an hour.
-      yield* TestClock.adjust(Duration.hours(2).pipe(Duration.subtract(Duration.seconds(60))))
+      yield* adjust(Duration.hours(2).pipe(Duration.subtract(Duration.seconds(60))))
       expect((yield* mock.stats).calls).toBe(1)
-      yield* TestClock.adjust(Duration.minutes(59))
+      yield* adjust(Duration.minutes(59))
       expect((yield* mock.stats).calls).toBe(1)
-      yield* TestClock.adjust(Duration.minutes(2))
+      yield* adjust(Duration.minutes(2))
       const calls = yield* mock.calls
       expect(calls.map((call) => call.startedAt - calls[0]!.startedAt)).toStrictEqual([0, 3_600_000])
     }))
@@ -76,7 +77,7 @@ describe("a store that hangs does not hang the manager", () => {
       })
       const other = yield* mock.issueSession()
       const signingIn = yield* Effect.forkChild(Effect.flip(manager.signIn(other)))
-      yield* TestClock.adjust("5 seconds")
+      yield* adjust("5 seconds")
       const signInError = yield* Fiber.join(signingIn)
       expect(signInError).toMatchObject({ _tag: "StoreError", operation: "save" })
       expect(signInError.message).toBe("the store did not answer within 5s")
@@ -87,14 +88,14 @@ describe("a store that hangs does not hang the manager", () => {
       yield* settle
       const refreshing = yield* Effect.forkChild(manager.refresh)
       yield* settle
-      yield* TestClock.adjust("5 seconds")
+      yield* adjust("5 seconds")
       yield* Fiber.join(refreshing)
       expect(events.map((event) => event._tag)).toStrictEqual(["Initial", "Refreshed", "SaveFailed"])
 
       // Sign-out waits at most for one bounded save attempt, then its own clear gives up.
       const signingOut = yield* Effect.forkChild(Effect.flip(manager.signOut))
       yield* settle
-      yield* TestClock.adjust("15 seconds")
+      yield* adjust("15 seconds")
       expect(yield* Fiber.join(signingOut)).toMatchObject({ _tag: "StoreError", operation: "clear" })
       expect(Option.isNone(yield* manager.current)).toBe(true)
     }))
@@ -110,7 +111,7 @@ describe("a store that hangs does not hang the manager", () => {
         manager: { autoRefresh: false, lockTimeout: "30 seconds" }
       })
       const refreshing = yield* Effect.forkChild(Effect.flip(manager.refresh))
-      yield* TestClock.adjust("30 seconds")
+      yield* adjust("30 seconds")
       expect(yield* Fiber.join(refreshing)).toMatchObject({ _tag: "StoreError", operation: "lock" })
       expect((yield* mock.stats).calls).toBe(0)
     }))
@@ -127,7 +128,7 @@ describe("signing in with the session already held", () => {
       yield* settle
       yield* manager.signIn(seeded)
       const second = yield* Effect.forkChild(manager.refresh)
-      yield* TestClock.adjust("1 second")
+      yield* adjust("1 second")
       const [a, b] = [yield* Fiber.join(first), yield* Fiber.join(second)]
       expect(Redacted.value(a.accessToken)).toBe(Redacted.value(b.accessToken))
       expect(yield* mock.stats).toMatchObject({ calls: 1, rotations: 1, reuseRejections: 0 })

@@ -6,9 +6,9 @@
  * commit that fixed it. Each case fails if its bug comes back. When you fix
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
-import type { HttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
+import type { HttpClient } from "effect/http"
 import { RefreshClient, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 import { configErrorOf, defectOf } from "../support/Exits.js"
@@ -45,7 +45,10 @@ describe("RefreshClient options", () => {
   it.effect("layerConfig's ConfigError for a bad MOON_BASE_URL names MOON_BASE_URL", () =>
     Effect.gen(function*() {
       const { exit } = yield* buildAndRefresh(RefreshClient.layerConfig()).pipe(
-        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["MOON_BASE_URL", "http://example.com"]])))
+        Effect.provideService(
+          ConfigProvider.ConfigProvider,
+          ConfigProvider.fromEnvRecord({ MOON_BASE_URL: "http://example.com" })
+        )
       )
       expect(String(configErrorOf(exit))).toContain("MOON_BASE_URL")
     }))
