@@ -311,7 +311,7 @@ export const layerConfig = (
  * import { RefreshClient } from "moon-refresh"
  *
  * const program = Effect.gen(function*() {
- *   const token = yield* Config.redacted("MOON_REFRESH_TOKEN")
+ *   const token = yield* Config.Redacted("MOON_REFRESH_TOKEN")
  *   const session = yield* RefreshClient.refresh(token)
  *   yield* Effect.log(`signed in as ${session.user.id}`)
  * }).pipe(

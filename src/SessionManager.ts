@@ -346,7 +346,7 @@ export const signIn = (
  * // The most common start: use the stored session, else the token in the environment.
  * const start = Effect.gen(function*() {
  *   if (Option.isNone(yield* SessionManager.current)) {
- *     yield* SessionManager.signInWithRefreshToken(yield* Config.redacted("MOON_REFRESH_TOKEN"))
+ *     yield* SessionManager.signInWithRefreshToken(yield* Config.Redacted("MOON_REFRESH_TOKEN"))
  *   }
  * })
  * ```

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, DateTime, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock } from "effect"
+import { Cause, DateTime, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { RefreshClient, RefreshError, type Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 import * as Examples from "../docs/examples/testing.js"
@@ -78,18 +79,18 @@ describe("MockRefreshClient", () => {
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: "100 millis" })] })
         const seeded = yield* mock.issueSession()
-        const both = yield* Effect.fork(
-          Effect.all([mock.refresh(seeded.refreshToken), mock.refresh(seeded.refreshToken)].map(Effect.either), {
+        const both = yield* Effect.forkChild(
+          Effect.all([mock.refresh(seeded.refreshToken), mock.refresh(seeded.refreshToken)].map(Effect.result), {
             concurrency: "unbounded"
           })
         )
         yield* TestClock.adjust("100 millis")
         const results = yield* Fiber.join(both)
-        expect(results.map((result) => result._tag).sort()).toStrictEqual(["Left", "Right"])
+        expect(results.map((result) => result._tag).sort()).toStrictEqual(["Failure", "Success"])
         // The winner's new token is dead too: the double refresh signed the user out.
         for (const result of results) {
-          if (result._tag === "Right") expect(yield* mock.isLive(result.right.refreshToken)).toBe(false)
-          else expect(result.left.message).toBe("Invalid Refresh Token: Already Used")
+          if (result._tag === "Success") expect(yield* mock.isLive(result.success.refreshToken)).toBe(false)
+          else expect(result.failure.message).toBe("Invalid Refresh Token: Already Used")
         }
       }))
 
@@ -153,7 +154,7 @@ describe("MockRefreshClient", () => {
         const mock = yield* MockRefreshClient.make()
         yield* mock.issueSession({ name: "other" })
         const exit = yield* Effect.exit(mock.issueSession({ name: "other" }))
-        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
         expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(`"other"`)
       }))
   })
@@ -257,9 +258,9 @@ describe("MockRefreshClient", () => {
           script: [MockRefreshClient.succeed({ delay: "2 seconds", lifetime: "10 minutes" })]
         })
         const seeded = yield* mock.issueSession()
-        const fiber = yield* Effect.fork(mock.refresh(seeded.refreshToken))
+        const fiber = yield* Effect.forkChild(mock.refresh(seeded.refreshToken))
         yield* TestClock.adjust(1_999)
-        expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+        expect(fiber.pollUnsafe()).toBeUndefined()
         expect((yield* mock.calls)[0]).toMatchObject({ outcome: "pending", startedAt: 0, endedAt: undefined })
         yield* TestClock.adjust(1)
         const session = yield* Fiber.join(fiber)
@@ -276,9 +277,9 @@ describe("MockRefreshClient", () => {
         })
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.fail(limited, { delay: 500 })] })
         const seeded = yield* mock.issueSession()
-        const fiber = yield* Effect.fork(Effect.flip(mock.refresh(seeded.refreshToken)))
+        const fiber = yield* Effect.forkChild(Effect.flip(mock.refresh(seeded.refreshToken)))
         yield* TestClock.adjust(499)
-        expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+        expect(fiber.pollUnsafe()).toBeUndefined()
         yield* TestClock.adjust(1)
         expect(yield* Fiber.join(fiber)).toBe(limited)
         expect(yield* mock.isLive(seeded.refreshToken)).toBe(true)
@@ -288,11 +289,12 @@ describe("MockRefreshClient", () => {
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.hang] })
         const seeded = yield* mock.issueSession()
-        const fiber = yield* Effect.fork(mock.refresh(seeded.refreshToken))
+        const fiber = yield* Effect.forkChild(mock.refresh(seeded.refreshToken))
         yield* TestClock.adjust("1 day")
-        expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
-        const exit = yield* Fiber.interrupt(fiber)
-        expect(Exit.isInterrupted(exit)).toBe(true)
+        expect(fiber.pollUnsafe()).toBeUndefined()
+        yield* Fiber.interrupt(fiber)
+        const exit = yield* Effect.exit(Fiber.join(fiber))
+        expect(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)).toBe(true)
         expect((yield* mock.calls)[0]).toMatchObject({ step: "Hang", outcome: "interrupted", endedAt: 86_400_000 })
         expect(yield* mock.stats).toMatchObject({ calls: 1, interruptions: 1, rotations: 0 })
         expect(yield* mock.isLive(seeded.refreshToken)).toBe(true)
@@ -302,7 +304,7 @@ describe("MockRefreshClient", () => {
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: "5 seconds" })] })
         const seeded = yield* mock.issueSession()
-        const exit = yield* mock.refresh(seeded.refreshToken).pipe(Effect.timeout("1 second"), Effect.exit, Effect.fork)
+        const exit = yield* mock.refresh(seeded.refreshToken).pipe(Effect.timeout("1 second"), Effect.exit, Effect.forkChild)
         yield* TestClock.adjust("1 second")
         expect(Exit.isFailure(yield* Fiber.join(exit))).toBe(true)
         expect(yield* mock.isLive(seeded.refreshToken)).toBe(true)
@@ -382,7 +384,7 @@ describe("MockRefreshClient", () => {
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: "1 second" })] })
         const seeded = yield* mock.issueSession()
-        const fiber = yield* Effect.fork(mock.refresh(seeded.refreshToken))
+        const fiber = yield* Effect.forkChild(mock.refresh(seeded.refreshToken))
         yield* settle
         const before = yield* mock.calls
         yield* TestClock.adjust("1 second")
@@ -403,7 +405,7 @@ describe("MockRefreshClient", () => {
       it.effect(`refuses a lifetime of ${what} with a defect naming the option`, () =>
         Effect.gen(function*() {
           const exit = yield* Effect.exit(MockRefreshClient.make({ lifetime }))
-          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
           expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(`"lifetime"`)
         }))
     }
@@ -412,7 +414,7 @@ describe("MockRefreshClient", () => {
       it.effect(`refuses a reuseWindow of ${String(reuseWindow)} with the options' one wording`, () =>
         Effect.gen(function*() {
           const exit = yield* Effect.exit(MockRefreshClient.make({ reuseWindow }))
-          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
           expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(
             `MockRefreshClient: option "reuseWindow" must be a finite, non-negative duration`
           )
@@ -440,7 +442,7 @@ describe("MockRefreshClient", () => {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: -5 })] })
         const seeded = yield* mock.issueSession()
         const exit = yield* Effect.exit(mock.refresh(seeded.refreshToken))
-        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
         expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(`"delay"`)
       }))
   })
@@ -464,7 +466,7 @@ describe("MockRefreshClient", () => {
           const manager = yield* SessionManager.SessionManager
           yield* manager.events.pipe(
             Stream.runForEach((event) => Effect.sync(() => events.push(event._tag))),
-            Effect.fork
+            Effect.forkChild
           )
           yield* settle
           yield* TestClock.adjust("24 hours")
@@ -495,8 +497,8 @@ describe("docs/examples/testing.ts", () => {
   it.effect("signsOutOnRejection", () => Examples.signsOutOnRejection)
   it.effect("lostAnswerSignsOut", () => Examples.lostAnswerSignsOut)
   it.effect("lostAnswerWithGoTrue", () => Examples.lostAnswerWithGoTrue)
-  it.scopedLive("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
-  it.scopedLive("lostAnswerStrictAndGoTrue", () => Examples.lostAnswerStrictAndGoTrue)
-  it.scopedLive("noTokenInTheOutput", () => Examples.noTokenInTheOutput)
-  it.scoped("timeoutOnTheTestClock", () => Examples.timeoutOnTheTestClock)
+  it.live("replaysAfterRefresh", () => Examples.replaysAfterRefresh)
+  it.live("lostAnswerStrictAndGoTrue", () => Examples.lostAnswerStrictAndGoTrue)
+  it.live("noTokenInTheOutput", () => Examples.noTokenInTheOutput)
+  it.effect("timeoutOnTheTestClock", () => Examples.timeoutOnTheTestClock)
 })

@@ -5,10 +5,10 @@
  * commit that fixed it. Each case fails if its bug comes back. When you fix
  * a bug, add its case to the file of its area (test/regressions/*.test.ts).
  */
-import { FetchHttpClient, HttpClient, HttpClientError, HttpClientResponse } from "@effect/platform"
-import type { HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, DateTime, Deferred, Effect, Exit, Fiber, Layer, Redacted, Schedule, Stream } from "effect"
+import { Cause, DateTime, Deferred, Effect, Exit, Fiber, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
+import type { HttpClientRequest } from "effect/http"
 import { RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import * as Http from "node:http"
 import { inspect } from "node:util"
@@ -103,7 +103,7 @@ describe("a token in a span or a log", () => {
   // 269c509: when a chunked answer is cut mid-body, the HTTP stack's lost
   // fiber was logged ("Fiber terminated with an unhandled error") with the raw
   // ResponseError, whose request prints its JSON body: the refresh token.
-  it.scopedLive("a chunked answer cut mid-body logs no lost fiber holding the refresh token", () => {
+  it.live("a chunked answer cut mid-body logs no lost fiber holding the refresh token", () => {
     const capturing = makeCapture()
     const token = "refresh-token-that-must-not-leak-0123456789"
     return capturing.around(
@@ -117,11 +117,11 @@ describe("a token in a span or a log", () => {
           })
         })
         yield* Effect.acquireRelease(
-          Effect.async<void>((resume) => {
+          Effect.callback<void>((resume) => {
             server.listen(0, "127.0.0.1", () => resume(Effect.void))
           }),
           () =>
-            Effect.async<void>((resume) => {
+            Effect.callback<void>((resume) => {
               server.close(() => resume(Effect.void))
             })
         )
@@ -131,7 +131,9 @@ describe("a token in a span or a log", () => {
 
         const error = yield* Effect.flip(client.refresh(Redacted.make(token)))
         expect(error._tag === "TransportError" && error.reason).toBe("Network")
-        // The lost fiber is logged after the refresh has failed: wait until it is (a hang guard bounds the wait).
+        // Lines are logged once the refresh has failed (the failed attempt's; Effect 3 also logged the lost
+        // fiber, which Effect 4 would report at References.UnhandledLogLevel): wait until one is (a hang
+        // guard bounds the wait).
         yield* Effect.sync(() => capturing.capture.logs.length > 0).pipe(
           Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (logged) => logged }),
           Effect.timeout("15 seconds")
@@ -170,10 +172,11 @@ describe("a token echoed by the HTTP layer's own error", () => {
   const echoes: ReadonlyArray<readonly [string, Answer, "TransportError" | "defect"]> = [
     ["an interceptor's error holding the JSON body (escaped)", (request) =>
       Effect.fail(
-        new HttpClientError.RequestError({
-          request,
-          reason: "Transport",
-          cause: new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
+        new HttpClientError.HttpClientError({
+          reason: new HttpClientError.TransportError({
+            request,
+            cause: new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
+          })
         })
       ), "TransportError"],
     // A defect stays one (a bug is not a network error), scrubbed all the same.
@@ -182,15 +185,18 @@ describe("a token echoed by the HTTP layer's own error", () => {
     }, "defect"],
     ["a description holding the token as it is", (request) =>
       Effect.fail(
-        new HttpClientError.RequestError({ request, reason: "Transport", description: `unexpected token ${token}` })
+        new HttpClientError.HttpClientError({
+          reason: new HttpClientError.TransportError({ request, description: `unexpected token ${token}` })
+        })
       ), "TransportError"],
     ["a cause two levels down holding it URL-encoded and form-encoded", (request) =>
       Effect.fail(
-        new HttpClientError.RequestError({
-          request,
-          reason: "Transport",
-          cause: new TypeError("fetch failed", {
-            cause: new Error(`refused ?refresh_token=${forms[2]} (form: token=${forms[3]})`)
+        new HttpClientError.HttpClientError({
+          reason: new HttpClientError.TransportError({
+            request,
+            cause: new TypeError("fetch failed", {
+              cause: new Error(`refused ?refresh_token=${forms[2]} (form: token=${forms[3]})`)
+            })
           })
         })
       ), "TransportError"],
@@ -207,14 +213,14 @@ describe("a token echoed by the HTTP layer's own error", () => {
   ]
 
   for (const [what, answer, outcome] of echoes) {
-    it.scoped(`${what}: no message, log line, event or span attribute holds the token`, () => {
+    it.effect(`${what}: no message, log line, event or span attribute holds the token`, () => {
       const capturing = makeCapture()
       const echoing = HttpClient.make((request) => answer(request))
       return capturing.around(Effect.gen(function*() {
         const seeded = Session.unsafeMake({
           accessToken: "access-token-seeded",
           refreshToken: token,
-          expiresAt: DateTime.unsafeMake(60 * 60 * 1000),
+          expiresAt: DateTime.makeUnsafe(60 * 60 * 1000),
           user: { id: "user-1" }
         })
         const manager = yield* SessionManager.make({ autoRefresh: false }).pipe(
@@ -224,8 +230,8 @@ describe("a token echoed by the HTTP layer's own error", () => {
         )
         const published: Array<SessionManager.SessionEvent> = []
         const listening = yield* Deferred.make<void>()
-        const events = yield* Effect.fork(Stream.runForEach(manager.events, (event) =>
-          Effect.zipRight(
+        const events = yield* Effect.forkChild(Stream.runForEach(manager.events, (event) =>
+          Effect.andThen(
             Effect.sync(() => published.push(event)),
             Deferred.succeed(listening, void 0)
           )))
@@ -235,12 +241,12 @@ describe("a token echoed by the HTTP layer's own error", () => {
         yield* Fiber.interrupt(events)
 
         if (outcome === "defect") {
-          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+          expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
           // The defect still says what happened, without the token.
           expect(Cause.pretty(Exit.isFailure(exit) ? exit.cause : Cause.empty)).toContain("no match for request")
         } else {
-          const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : undefined
-          expect(error?._tag === "Some" && error.value._tag).toBe(outcome)
+          const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+          expect(Option.isSome(error) && error.value._tag).toBe(outcome)
           // What was seen is checked, so the check is not vacuous.
           expect(published.map((event) => event._tag)).toContain("RefreshFailed")
           expect(capturing.capture.logs.some((line) => line.includes("refresh failed"))).toBe(true)

@@ -15,9 +15,9 @@
  *
  * It prints the counts and fails only on a "lost" key.
  */
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, Session, SessionPool, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 
@@ -32,7 +32,7 @@ interface Note {
 }
 
 describe("repro: the pool's held token at the end of a real-time run", () => {
-  it.scopedLive(
+  it.live(
     "every key whose held token is not live had its refresh in flight at the check",
     () =>
       Effect.gen(function*() {
@@ -84,8 +84,8 @@ describe("repro: the pool's held token at the end of a real-time run", () => {
           yield* (yield* keyed.forKey(key)).save(session)
         }
         const reader = (key: string) =>
-          Effect.forever(Effect.zipRight(Effect.ignore(pool.accessToken(key)), Effect.sleep("200 millis")))
-        const readers = yield* Effect.fork(
+          Effect.forever(Effect.andThen(Effect.ignore(pool.accessToken(key)), Effect.sleep("200 millis")))
+        const readers = yield* Effect.forkChild(
           Effect.forEach([...keys, ...keys], reader, { concurrency: "unbounded", discard: true })
         )
         yield* Effect.sleep(runFor)
