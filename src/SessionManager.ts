@@ -209,7 +209,7 @@ export const make = (
       client: yield* RefreshClient.RefreshClient,
       clock,
       daemon: yield* Cell.makeDaemon,
-      fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
+      fork: yield* FiberSet.makeRuntime<never>(),
       sendLease: Cell.defaultSendLease
     }
     const events = yield* Effect.acquireRelease(PubSub.unbounded<Published>(), PubSub.shutdown)

@@ -194,7 +194,7 @@ export const make = (
       client,
       clock,
       daemon: yield* Cell.makeDaemon,
-      fork: Cell.forkLater(yield* FiberSet.makeRuntime<never>()),
+      fork: yield* FiberSet.makeRuntime<never>(),
       sendLease: Cell.defaultSendLease
     }
     const shared: Shared = { config, cells, wheel, events, entries }

@@ -10,14 +10,15 @@
  * token) and released when `decide` says so; writes made while it is held
  * go through the store, which lets a write of the lock's holder through.
  *
- * Wake-ups. Completing a `Deferred` or publishing to a `PubSub` resumes the
- * fibers waiting on it at once, on the caller's stack (Effect 4 runs a
- * resumed fiber inline), and such a fiber may ask this cell for the next
- * operation before the decision that woke it has run its other commands. So
- * the commands that wake fibers (`Resolve`, `Release`, `Publish`) are queued
- * while a decision runs and run after its last command, in order; a decision
- * taken by a fiber they wake runs its own commands then, and queues its
- * wake-ups behind theirs.
+ * Commands run after their decision. Effect 4 runs a fiber at once on the
+ * caller's stack: one it starts, and one it wakes (completing a `Deferred`,
+ * publishing to a `PubSub`). Such a fiber may feed an input back (a write
+ * that lands at once, a caller asking again) before the decision that started
+ * or woke it has run its other commands. So a decision's state is set first,
+ * and its commands are queued and run after it, in order; a decision taken
+ * while they run (by a fiber one of them started or woke) queues its commands
+ * behind them. No command waits for the scheduler: on a store in memory, a
+ * refresh's answer is saved before any other fiber (an HTTP answer, say) runs.
  *
  * A `SessionManager` is one cell with a timer of its own and a PubSub; a
  * `SessionPool` is many cells sharing one `Shared`, a timer wheel and a feed.
@@ -66,8 +67,8 @@ export interface Shared {
   readonly clock: Clock.Clock
   /**
    * Runs a command's fiber for the life of the manager or pool (interrupted
-   * when it closes). Never at once: a fiber started inside a decision would
-   * feed its outcome back before the decision's remaining commands ran.
+   * when it closes). It may start at once: the cell runs commands after their
+   * decision (see "Commands run after their decision").
    */
   readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   /** Runs a fiber that outlives the owner (a write), bounded by its own timeout. */
@@ -104,8 +105,11 @@ export class Cell {
     | undefined
   private closed = false
   private armedAt: number | undefined = undefined
-  /** The wake-ups of the decision running now (see "Wake-ups" above); `undefined` between decisions. */
-  private wakes: Array<() => void> | undefined = undefined
+  /**
+   * The commands of the decisions being applied, in order (see "Commands run
+   * after their decision"); `undefined` when none is.
+   */
+  private pending: Array<() => void> | undefined = undefined
   /** Events published so far, counting those still queued to be delivered. */
   published = 0
 
@@ -127,7 +131,10 @@ export class Cell {
     return this.timerOf ??= this.timer(this)
   }
 
-  /** Applies one input: the state moves, its commands run (those that wait, in fibers). */
+  /**
+   * Applies one input: the state moves, then its commands run (those that
+   * wait, in fibers), after those of the decisions before it.
+   */
   dispatch(input: Core.Input): Dispatched {
     const decision = Core.decide(this.state, input, this.shared.config)
     const before = this.state
@@ -142,21 +149,18 @@ export class Cell {
     // Made before the commands run: one of them may end it at once.
     const waiter = decision.awaits === undefined ? undefined : this.waiterOf(decision.awaits)
     let logs: Array<Effect.Effect<void>> | undefined
-    const outermost = this.wakes === undefined
-    const wakes = this.wakes ??= []
-    try {
-      for (const command of decision.commands) {
-        if (command._tag === "Log") (logs ??= []).push(logOf(command))
-        else this.run(command, wakes)
-      }
-    } finally {
-      // A decision taken while these run (by a fiber one of them woke) queues its own behind them.
-      if (outermost) {
-        try {
-          for (let i = 0; i < wakes.length; i++) wakes[i]!()
-        } finally {
-          this.wakes = undefined
-        }
+    const outermost = this.pending === undefined
+    const pending = this.pending ??= []
+    for (const command of decision.commands) {
+      if (command._tag === "Log") (logs ??= []).push(logOf(command))
+      else this.queue(command, pending)
+    }
+    // A decision taken while these run (by a fiber one of them started or woke) queues its own behind them.
+    if (outermost) {
+      try {
+        for (let i = 0; i < pending.length; i++) pending[i]!()
+      } finally {
+        this.pending = undefined
       }
     }
     return { decision, logs: logs === undefined ? Effect.void : Effect.all(logs, { discard: true }), waiter }
@@ -263,32 +267,45 @@ export class Cell {
 
   // ---- commands ----
 
-  private run(command: Exclude<Core.Command, { readonly _tag: "Log" }>, wakes: Array<() => void>): void {
-    if (this.closed && (command._tag === "Lock" || command._tag === "Post" || command._tag === "Arm")) return
+  /** Queues a command; what it needs of the decision's moment (an event's number, the flight's kind) is taken now. */
+  private queue(command: Exclude<Core.Command, { readonly _tag: "Log" }>, pending: Array<() => void>): void {
     switch (command._tag) {
       case "Publish": {
         // Numbered now, in decision order: a subscriber's `Initial` (the state now) and the events after it never overlap.
         const n = ++this.published
-        wakes.push(() => this.publish(command.event, n))
+        pending.push(() => this.publish(command.event, n))
         return
       }
+      case "Lock": {
+        const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
+        pending.push(() => {
+          if (!this.closed) this.lock(command.op, kind)
+        })
+        return
+      }
+      default:
+        pending.push(() => this.run(command))
+    }
+  }
+
+  private run(command: Exclude<Core.Command, { readonly _tag: "Log" | "Publish" | "Lock" }>): void {
+    if (this.closed && (command._tag === "Post" || command._tag === "Arm")) return
+    switch (command._tag) {
       case "Resolve": {
         const waiter = this.waiters?.get(command.op)
         if (waiter === undefined) return
         this.waiters!.delete(command.op)
-        wakes.push(() => void Deferred.doneUnsafe(waiter, command.exit))
+        Deferred.doneUnsafe(waiter, command.exit)
         return
       }
       case "Arm":
         if (command.at === this.armedAt) return
         this.armedAt = command.at
         return this.armer.arm(command.at)
-      case "Lock":
-        return this.lock(command.op)
       case "Release": {
         const held = this.holding?.get(command.op)
         this.holding?.delete(command.op)
-        if (held !== undefined) wakes.push(() => void Deferred.doneUnsafe(held.release, Exit.void))
+        if (held !== undefined) Deferred.doneUnsafe(held.release, Exit.void)
         return
       }
       case "Post":
@@ -310,12 +327,11 @@ export class Cell {
    * Takes the store's lock for `op` and reads the record under it; keeps the
    * lock until `Release`. The flight's span lives as long as the lock.
    */
-  private lock(op: number): void {
+  private lock(op: number, kind: "refresh" | "signInWithRefreshToken"): void {
     const release = Deferred.makeUnsafe<void>()
     const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } =
       { release }
     ;(this.holding ??= new Map()).set(op, held)
-    const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
     let granted = false
     const critical = (lease: Store.Lease) =>
       Effect.gen({ self: this }, function*() {
@@ -370,14 +386,6 @@ const logOf = (command: Extract<Core.Command, { readonly _tag: "Log" }>): Effect
 }
 
 /**
- * `effect`, started on the scheduler rather than inside its caller: a fiber
- * started by `Effect.runForkWith` runs at once until it first suspends, so
- * one started inside a decision would otherwise feed its outcome back before
- * the decision's remaining commands ran.
- */
-const later = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> => Effect.andThen(Effect.yieldNow, effect)
-
-/**
  * A `Shared.daemon`: fibers that closing the owner does not interrupt; its
  * scope waits for them when it closes (each is bounded by the store's
  * timeout), so the save of a token already spent always finishes. Made before
@@ -389,18 +397,12 @@ export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = E
   const running = new Set<Fiber.Fiber<unknown, unknown>>()
   yield* Effect.addFinalizer(() => Effect.suspend(() => Fiber.awaitAll([...running])))
   return (effect) => {
-    const fiber = run(later(effect))
+    const fiber = run(effect)
     running.add(fiber)
     fiber.addObserver(() => running.delete(fiber))
     return fiber
   }
 })
-
-/** A `Shared.fork` on a FiberSet's run function: the fiber starts on the scheduler, not inside the caller. */
-export const forkLater = (
-  run: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
-): Shared["fork"] =>
-(effect) => run(later(effect))
 
 /** A timer of its own: one fiber at a time, started by the shared `fork`. */
 export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cell): Timer => {

@@ -32,6 +32,10 @@ const timedOut = (operation: SessionStore.StoreError["operation"], millis: numbe
  * late reaches the store's change feed, so the holder learns of it. A store
  * that never answers keeps that fiber: ending its operations is the store's
  * own timeout's job (every store of this package has one).
+ *
+ * The operation starts at once, in the caller's turn: a fork that waited for
+ * the scheduler would let other work (HTTP answers, callers) in before a store
+ * in memory has answered, which Effect 3's scheduler (microtasks) did not.
  */
 export const bounded = <A, E>(
   millis: number,
@@ -40,7 +44,9 @@ export const bounded = <A, E>(
 ): Effect.Effect<A, E | SessionStore.StoreError> =>
   Effect.gen(function*() {
     const done = yield* Deferred.make<A, E | SessionStore.StoreError>()
-    const worker = yield* Effect.forkDetach(Deferred.complete(done, effect))
+    const worker = yield* Effect.forkDetach(Deferred.complete(done, effect), { startImmediately: true })
+    // Answered already (a store in memory): no deadline to set.
+    if (Deferred.isDoneUnsafe(done)) return yield* Deferred.await(done)
     const timer = yield* Effect.forkDetach(
       Effect.andThen(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis)))
     )
@@ -115,7 +121,8 @@ export const withLease = <A, E>(
     const granted = yield* Deferred.make<void>()
     const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
     // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-    const holder = yield* Effect.forkChild(store.withLease(critical))
+    // Started at once, as `bounded` starts its operation.
+    const holder = yield* Effect.forkChild(store.withLease(critical), { startImmediately: true })
     const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
       Effect.timeoutOption(bounds.lock)
     )
