@@ -48,7 +48,8 @@ export const bounded = <A, E>(
     // Answered already (a store in memory): no deadline to set.
     if (Deferred.isDoneUnsafe(done)) return yield* Deferred.await(done)
     const timer = yield* Effect.forkDetach(
-      Effect.andThen(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis)))
+      Effect.andThen(Effect.sleep(millis), Deferred.fail(done, timedOut(operation, millis))),
+      { startImmediately: true }
     )
     return yield* Deferred.await(done).pipe(
       Effect.onInterrupt(() => interruptFork(worker)),

@@ -1,0 +1,148 @@
+/**
+ * `npm run bench:versions`: 0.3 (the last release on Effect 3) and this tree
+ * (1.0, Effect 4) side by side, on the same machine, in one command.
+ *
+ * The two cannot share a process (Effect 3 and Effect 4 are different
+ * packages with the same name), so each runs its own full `npm run bench`, one
+ * after the other: 0.3 from its tag, extracted with `git archive` into
+ * `.bench-versions/<tag>` (git-ignored) with its own lockfile's dependencies,
+ * then this tree. Every figure compared is a ratio to a floor that bench
+ * measured in the same rounds (a bare `FetchHttpClient` POST of the same
+ * Effect version, one manager's read loop, the fiber floor) or a count, so a
+ * machine that got busier between the two runs moves both floors, not only
+ * one side. The absolute figures are printed too, with the load averages.
+ *
+ * `npm run bench:versions -- --reuse` reads the `bench/results.json` each side
+ * wrote last time instead of measuring again (a table only).
+ */
+import { execFileSync, spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+const repo = fileURLToPath(new URL("..", import.meta.url))
+const tag = "v0.3.0"
+const old = Path.join(repo, ".bench-versions", tag)
+const reuse = process.argv.includes("--reuse")
+
+const sh = (command: string, args: ReadonlyArray<string>, cwd: string) => {
+  console.log(`$ (${Path.relative(repo, cwd) || "."}) ${command} ${args.join(" ")}`)
+  const { status } = spawnSync(command, args, { cwd, stdio: "inherit" })
+  if (status !== 0) throw new Error(`${command} ${args.join(" ")} exited with ${status}`)
+}
+
+/** 0.3's tree with its dependencies installed, once. */
+const prepareOld = () => {
+  if (!existsSync(Path.join(old, "package.json"))) {
+    mkdirSync(old, { recursive: true })
+    const archive = execFileSync("git", ["archive", "--format=tar", tag], { cwd: repo, maxBuffer: 256 * 1024 * 1024 })
+    execFileSync("tar", ["-x", "-C", old], { input: archive })
+  }
+  if (!existsSync(Path.join(old, "node_modules"))) sh("npm", ["ci", "--no-audit", "--no-fund"], old)
+}
+
+interface Results {
+  readonly machine: { readonly node: string; readonly loadAverageAtStart: ReadonlyArray<number> }
+  readonly targets: {
+    readonly roundTrip: { readonly overFetch: Record<string, number> }
+    readonly auth: { readonly ratio: number; readonly p50Ratio: number }
+    readonly stampede: { readonly posts: number; readonly ratioToFiberFloor: number }
+    readonly hotPath: { readonly readsPerSecond: number }
+    readonly pool: { readonly liveBytesPerSession: Record<string, number>; readonly readsPerSecond: number }
+    readonly size: { readonly ownShareGzippedBytes: number; readonly ownShareOverSchemaGzippedBytes: number }
+  }
+  readonly stampede?: { readonly rows?: ReadonlyArray<{ readonly client?: string; readonly millis?: number }> }
+}
+
+const read = (root: string): Results => JSON.parse(readFileSync(Path.join(root, "bench", "results.json"), "utf8"))
+
+const main = () => {
+  prepareOld()
+  if (!reuse) {
+    sh("npm", ["run", "bench"], old)
+    sh("npm", ["run", "bench"], repo)
+  }
+  const a = read(old)
+  const b = read(repo)
+  const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
+  const x = (ratio: number) => `${ratio.toFixed(2)}x`
+  const scales = Object.keys(b.targets.pool.liveBytesPerSession)
+  const rows: Array<[string, string, string, string]> = [
+    [
+      "refresh round trip / bare FetchHttpClient floor [cl]",
+      x(a.targets.roundTrip.overFetch.cl!),
+      x(b.targets.roundTrip.overFetch.cl!),
+      "<= 1.10x"
+    ],
+    [
+      "  same, chunked",
+      x(a.targets.roundTrip.overFetch.chunked!),
+      x(b.targets.roundTrip.overFetch.chunked!),
+      "<= 1.10x"
+    ],
+    ["  same, gzip", x(a.targets.roundTrip.overFetch.gzip!), x(b.targets.roundTrip.overFetch.gzip!), "<= 1.10x"],
+    [
+      "AuthHttpClient per request / same client, fixed token",
+      x(a.targets.auth.ratio),
+      x(b.targets.auth.ratio),
+      "<= 1.05x"
+    ],
+    [
+      "hot path reads/s (one manager)",
+      a.targets.hotPath.readsPerSecond.toFixed(0),
+      b.targets.hotPath.readsPerSecond.toFixed(0),
+      ">= 2,000,000"
+    ],
+    ["10,000-caller stampede: POSTs", String(a.targets.stampede.posts), String(b.targets.stampede.posts), "1"],
+    [
+      "10,000-caller stampede / fiber floor",
+      x(a.targets.stampede.ratioToFiberFloor),
+      x(b.targets.stampede.ratioToFiberFloor),
+      "<= 1.5x"
+    ],
+    ...scales.map((scale): [string, string, string, string] => [
+      `pool heap per live session, ${scale} sessions`,
+      `${a.targets.pool.liveBytesPerSession[scale]?.toFixed(0) ?? "-"} B`,
+      `${b.targets.pool.liveBytesPerSession[scale]?.toFixed(0)} B`,
+      "<= 5,000 B"
+    ]),
+    [
+      "pool reads/s",
+      a.targets.pool.readsPerSecond.toFixed(0),
+      b.targets.pool.readsPerSecond.toFixed(0),
+      ">= 1,000,000"
+    ],
+    [
+      "browser bundle: own share over a page with Schema + HTTP client (gzip)",
+      kb(a.targets.size.ownShareOverSchemaGzippedBytes),
+      kb(b.targets.size.ownShareOverSchemaGzippedBytes),
+      "<= 30 KB (1.0)"
+    ],
+    [
+      "browser bundle: own share over the HTTP client alone (gzip)",
+      kb(a.targets.size.ownShareGzippedBytes),
+      kb(b.targets.size.ownShareGzippedBytes),
+      "-"
+    ]
+  ]
+  const header: [string, string, string, string] = [
+    "figure",
+    `0.3 (Effect 3, node ${a.machine.node})`,
+    `1.0 (Effect 4, node ${b.machine.node})`,
+    "target"
+  ]
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)))
+  const line = (row: ReadonlyArray<string>) => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`
+  console.log(`\n${line(header)}\n| ${widths.map((w) => "-".repeat(w)).join(" | ")} |\n${rows.map(line).join("\n")}`)
+  console.log(
+    `\nload average at the start of each run: 0.3 ${a.machine.loadAverageAtStart.join(" ")}; ` +
+      `1.0 ${b.machine.loadAverageAtStart.join(" ")}`
+  )
+  writeFileSync(
+    Path.join(repo, "bench", "versions.json"),
+    `${JSON.stringify({ generatedAt: new Date().toISOString(), old: tag, rows }, null, 2)}\n`
+  )
+  console.log("Wrote bench/versions.json.")
+}
+
+main()
