@@ -335,7 +335,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
   // refreshes.
   const protectedUrl = urlFor("cl", "/protected")
   const program = (session: Minted) =>
-    AuthHttpClient.layer.pipe(
+    AuthHttpClient.layer().pipe(
       Layer.provideMerge(
         SessionManager.layer({ autoRefresh: false }).pipe(
           Layer.provide(SessionStore.layerMemory(Session.unsafeMake({

@@ -162,7 +162,7 @@ const manager = Effect.gen(function*() {
     tally.unauthorized === before.unauthorized && tally.failed.length === before.failed.length
 
   const program = (options: { readonly autoRefresh: boolean }, initial?: Session.Session) =>
-    AuthHttpClient.layer.pipe(
+    AuthHttpClient.layer().pipe(
       Layer.provideMerge(SessionManager.layer({ margin: "1 second", cooldown: "100 millis", ...options })),
       Layer.provide(SessionStore.layerMemory(initial)),
       // One quick retry inside a refresh; the manager's cooldown comes after that.
@@ -337,7 +337,7 @@ const remote = (baseUrl: string) =>
       "note:     MOON_REFRESH_TOKEN is now spent; the new refresh token is not printed (it is a secret)."
     )
   }).pipe(
-    Effect.provide(RefreshClient.layerConfig()),
+    Effect.provide(RefreshClient.layerFromEnv()),
     Effect.provide(FetchHttpClient.layer)
   )
 

@@ -238,7 +238,7 @@ const soak = Effect.gen(function*() {
     Layer.provideMerge(SessionStore.layerMemory(initial))
   )
   const context = yield* Layer.build(
-    Layer.provideMerge(AuthHttpClient.layer, managerLayer).pipe(
+    Layer.provideMerge(AuthHttpClient.layer(), managerLayer).pipe(
       Layer.provide(Layer.succeed(HttpClient.HttpClient, http))
     )
   )

@@ -11,34 +11,33 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
+import { type Config, Context, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
 import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
 import { answeredElsewhere, originOf, readBodyCapped, sendNoting, type Trip } from "./internal/http.js"
 import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
 /**
- * An `HttpClient` whose errors are the transport's and the session's: a
- * request fails with `NoSessionError` when nobody is signed in, and with the
- * refresh's typed error when a refresh it needed failed.
+ * The client: an `HttpClient` whose errors are the transport's and the
+ * session's. A request fails with `NoSessionError` when nobody is signed in,
+ * and with the refresh's typed error when a refresh it needed failed.
  *
- * @since 0.1.0
+ * @since 1.0.0
  * @category models
  */
-export interface AuthHttpClient
+export interface Service
   extends HttpClient.HttpClient.With<HttpClientError.HttpClientError | SessionManager.SessionError>
 {}
 
 /**
+ * The tag of the client: `yield* AuthHttpClient.AuthHttpClient` gives the
+ * {@link Service}. (Before 1.0 the tag and the client's type were one
+ * interface of this name; the client's type is now {@link Service}.)
+ *
  * @since 0.1.0
  * @category tags
  */
-export const AuthHttpClient: Context.Service<AuthHttpClient, AuthHttpClient> = Context.Service<
-  AuthHttpClient,
-  AuthHttpClient
->(
-  "moon-refresh/AuthHttpClient"
-)
+export class AuthHttpClient extends Context.Service<AuthHttpClient, Service>()("moon-refresh/AuthHttpClient") {}
 
 /**
  * @since 0.2.0
@@ -49,10 +48,10 @@ export interface Options {
    * The origins (scheme, host and port, e.g. `"https://api.example.com"`)
    * whose requests carry the access token. A request to any other origin is
    * sent as it is, without the token, and its 401 never causes a refresh.
-   * Omitted: every request is signed (what {@link layer} does). Either way,
-   * a redirect to another origin than the request's drops the
-   * `Authorization` header (even to another origin listed here): `fetch`
-   * and `HttpClient.followRedirects()` drop it themselves.
+   * Omitted: every request is signed. Either way, a redirect to another
+   * origin than the request's drops the `Authorization` header (even to
+   * another origin listed here): `fetch` and `HttpClient.followRedirects()`
+   * drop it themselves.
    */
   readonly origins?: ReadonlyArray<string> | undefined
 }
@@ -124,9 +123,14 @@ const drain = (response: HttpClientResponse.HttpClientResponse) =>
 export const make = (
   client: HttpClient.HttpClient,
   options: Options = {}
-): Effect.Effect<AuthHttpClient, never, SessionManager.SessionManager> =>
+): Effect.Effect<Service, never, SessionManager.SessionManager> =>
+  Effect.flatMap(Options_.orDie(resolveOrigins(options)), (origins) => build(client, origins))
+
+const build = (
+  client: HttpClient.HttpClient,
+  origins: ReadonlySet<string> | undefined
+): Effect.Effect<Service, never, SessionManager.SessionManager> =>
   Effect.gen(function*() {
-    const origins = yield* Options_.orDie(resolveOrigins(options))
     const manager = yield* SessionManager.SessionManager
     const allowed = (request: HttpClientRequest.HttpClientRequest) => {
       const origin = origins === undefined ? undefined : requestOrigin(request)
@@ -192,10 +196,11 @@ export const make = (
   })
 
 /**
- * Wraps the `HttpClient` in context and signs every request, whatever its
- * host: right for a program that talks to one API. A redirect to another
- * origin still drops the token. To sign only some origins, use
- * {@link layerWith}.
+ * Wraps the `HttpClient` in context: without options, every request is
+ * signed, whatever its host (right for a program that talks to one API);
+ * with `origins`, only requests to those origins. Either way a redirect to
+ * another origin drops the token. Dies (a defect naming the option) when an
+ * origin is not one.
  *
  * @example
  * ```ts
@@ -203,7 +208,7 @@ export const make = (
  * import { FetchHttpClient } from "effect/http"
  * import { AuthHttpClient, RefreshClient, SessionManager, SessionStore } from "moon-refresh"
  *
- * const HttpLive = AuthHttpClient.layer.pipe(
+ * const HttpLive = AuthHttpClient.layer().pipe(
  *   Layer.provideMerge(SessionManager.layer()),
  *   Layer.provide(RefreshClient.layer()),
  *   Layer.provide(SessionStore.layerMemory()),
@@ -215,29 +220,56 @@ export const make = (
  *   const response = yield* http.get("https://beta.usemoon.ai/accounts")
  *   return yield* response.json
  * }).pipe(Effect.provide(HttpLive))
+ *
+ * // Moon's API gets the token; requests anywhere else go out without it.
+ * const MoonOnly = AuthHttpClient.layer({ origins: ["https://beta.usemoon.ai"] })
  * ```
  *
- * @since 0.1.0
+ * @since 1.0.0
  * @category layers
  */
-export const layer: Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> = Layer
-  .effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, (client) => make(client)))
+export const layer = (
+  options?: Options
+): Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> =>
+  Layer.effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, (client) => make(client, options)))
 
 /**
- * Wraps the `HttpClient` in context, signing only requests to `origins`.
+ * {@link layer} with the options read from `Config`: one `Config` of them,
+ * or a `Config` per option. An origin that is not one is a
+ * `Config.ConfigError` naming `origins`.
  *
  * @example
  * ```ts
+ * import { Config, Schema } from "effect"
  * import { AuthHttpClient } from "moon-refresh"
  *
- * // Moon's API gets the token; requests anywhere else go out without it.
- * const HttpLive = AuthHttpClient.layerWith({ origins: ["https://beta.usemoon.ai"] })
+ * // API_ORIGINS=https://beta.usemoon.ai,https://api.example.com
+ * const HttpLive = AuthHttpClient.layerConfig({ origins: Config.Array(Schema.String, "API_ORIGINS") })
  * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<AuthHttpClient, Config.ConfigError, HttpClient.HttpClient | SessionManager.SessionManager> =>
+  Layer.effect(
+    AuthHttpClient,
+    Effect.flatMap(
+      Options_.fromConfig(config, resolveOrigins),
+      (origins) => Effect.flatMap(HttpClient.HttpClient, (client) => build(client, origins))
+    )
+  )
+
+/**
+ * Signs only requests to `options.origins`.
+ *
+ * @deprecated Use {@link layer}`(options)`: one layer function, options
+ * optional (`layerWith` is kept for 0.3 code and goes in 2.0).
  *
  * @since 0.2.0
  * @category layers
  */
 export const layerWith = (
   options: Options
-): Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> =>
-  Layer.effect(AuthHttpClient, Effect.flatMap(HttpClient.HttpClient, (client) => make(client, options)))
+): Layer.Layer<AuthHttpClient, never, HttpClient.HttpClient | SessionManager.SessionManager> => layer(options)

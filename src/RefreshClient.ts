@@ -66,7 +66,7 @@ export interface Options {
   readonly baseUrl?: string | undefined
   /** Default `/auth/refresh`. Appended to `baseUrl`, keeping any path prefix it has. */
   readonly path?: string | undefined
-  /** Default `RefreshPolicy.default`. Only retryable errors are ever retried. */
+  /** Default `RefreshPolicy.defaultPolicy`. Only retryable errors are ever retried. */
   readonly policy?: RefreshPolicy.RefreshPolicy | undefined
   /** Per attempt, including reading the body. Default 10 seconds. */
   readonly timeout?: Duration.Input | undefined
@@ -79,7 +79,7 @@ interface Resolved {
 }
 
 // The one validation of the options, shared by `make` (a refusal is a defect)
-// and `layerConfig` (a refusal is a `ConfigError` naming the setting).
+// and `layerConfig` and `layerFromEnv` (a refusal is a `ConfigError` naming the setting).
 const resolve = (options: Options): Result.Result<Resolved, Options_.Invalid> =>
   Result.gen(function*() {
     const refused = (option: string) => (reason: string): Options_.Invalid => ({
@@ -261,6 +261,95 @@ export const layer = (options?: Options): Layer.Layer<RefreshClient, never, Http
   Layer.effect(RefreshClient, make(options))
 
 /**
+ * {@link layer} with the options read from `Config`: one `Config` of them, or
+ * a `Config` per option (`Config.succeed(policy)` for a policy). Nothing is
+ * read that is not named: a `baseUrl` left out is `https://beta.usemoon.ai`
+ * (for `MOON_BASE_URL`, see {@link layerFromEnv}). An invalid value is a
+ * `Config.ConfigError` naming the option, where {@link layer} would die.
+ *
+ * @example
+ * ```ts
+ * import { Config, Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
+ * import { RefreshClient } from "moon-refresh"
+ *
+ * const RefreshLive = RefreshClient.layerConfig({
+ *   baseUrl: Config.String("MOON_BASE_URL").pipe(Config.withDefault(RefreshClient.defaultBaseUrl)),
+ *   timeout: Config.Duration("MOON_REFRESH_TIMEOUT").pipe(Config.withDefault("10 seconds"))
+ * }).pipe(Layer.provide(FetchHttpClient.layer))
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export function layerConfig(
+  config: Config.Wrap<Options>
+): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient>
+/**
+ * Called without a `Config`: the base URL from `MOON_BASE_URL`, as 0.3's
+ * `layerConfig()` read it.
+ *
+ * @deprecated Use {@link layerFromEnv}`()`, named for the variable it reads;
+ * `layerConfig` reads only what its `Config` names. Kept for 0.3 code; goes in 2.0.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export function layerConfig(): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient>
+export function layerConfig(
+  config?: Config.Wrap<Options>
+): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient> {
+  return config === undefined
+    ? layerFromEnv()
+    : Layer.effect(RefreshClient, Effect.flatMap(Options_.fromConfig(config, resolve), build))
+}
+
+/**
+ * The base URL from the environment variable `MOON_BASE_URL` (read through
+ * the `ConfigProvider`), else `https://beta.usemoon.ai`; the other options as
+ * {@link layer}'s. An invalid `MOON_BASE_URL` is a `Config.ConfigError`
+ * naming it.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { FetchHttpClient } from "effect/http"
+ * import { RefreshClient, RefreshPolicy } from "moon-refresh"
+ *
+ * // MOON_BASE_URL, when set, replaces https://beta.usemoon.ai.
+ * const RefreshLive = RefreshClient.layerFromEnv({ policy: RefreshPolicy.none }).pipe(
+ *   Layer.provide(FetchHttpClient.layer)
+ * )
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerFromEnv = (
+  options: Omit<Options, "baseUrl"> = {}
+): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(
+    RefreshClient,
+    Effect.gen(function*() {
+      const baseUrl = yield* Config.String(baseUrlVariable).pipe(Config.withDefault(defaultBaseUrl))
+      return yield* Result.match(resolve({ ...options, baseUrl }), {
+        // The error names the setting the value came from: the variable, or the option.
+        onFailure: (invalid) =>
+          Effect.fail(Options_.toConfigError(invalid.option === "baseUrl" ? baseUrlVariable : invalid.option)(invalid)),
+        onSuccess: build
+      })
+    })
+  )
+
+const baseUrlVariable = "MOON_BASE_URL"
+
+/**
+ * The options of 0.3's `layerConfig`: a `Config` per setting, and a plain
+ * policy.
+ *
+ * @deprecated `layerConfig` takes `Config.Wrap<Options>` (wrap a policy in
+ * `Config.succeed`); {@link layerFromEnv} reads `MOON_BASE_URL`. Goes in 2.0.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -271,34 +360,6 @@ export interface ConfigOptions {
   readonly timeout?: Config.Config<Duration.Duration> | undefined
   readonly policy?: RefreshPolicy.RefreshPolicy | undefined
 }
-
-/**
- * The same as {@link layer}, reading options from `Config`. An invalid base
- * URL is a `ConfigError` naming the setting.
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerConfig = (
-  options: ConfigOptions = {}
-): Layer.Layer<RefreshClient, Config.ConfigError, HttpClient.HttpClient> =>
-  Layer.effect(
-    RefreshClient,
-    Effect.gen(function*() {
-      const resolved = resolve({
-        baseUrl: yield* options.baseUrl ?? Config.String("MOON_BASE_URL").pipe(Config.withDefault(defaultBaseUrl)),
-        path: options.path ? yield* options.path : undefined,
-        timeout: options.timeout ? yield* options.timeout : undefined,
-        policy: options.policy
-      })
-      // The error names the setting the value came from: the variable, or the option.
-      const setting = (option: string) => option === "baseUrl" && !options.baseUrl ? "MOON_BASE_URL" : option
-      return yield* Result.match(resolved, {
-        onFailure: (invalid) => Effect.fail(Options_.toConfigError(setting(invalid.option))(invalid)),
-        onSuccess: build
-      })
-    })
-  )
 
 /**
  * Refreshes with the `RefreshClient` in context. The token that was sent is
@@ -319,7 +380,7 @@ export const layerConfig = (
  *     TokenRejectedError: () => Effect.logWarning("the refresh token is dead: sign in again"),
  *     TransportError: (error) => Effect.logWarning(`network: ${error.message}`)
  *   }),
- *   Effect.provide(RefreshClient.layerConfig()),
+ *   Effect.provide(RefreshClient.layerFromEnv()),
  *   Effect.provide(FetchHttpClient.layer)
  * )
  * ```

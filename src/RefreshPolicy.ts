@@ -100,7 +100,8 @@ export const withRetryAfter = <Out>(
 /**
  * The library's default: 200 ms doubling, jittered (x 0.8 to 1.2), at most 5
  * retries, no delay over 10 s, none started more than 30 s after the first
- * failure; `Retry-After` honoured within that budget.
+ * failure; `Retry-After` honoured within that budget. What a `RefreshClient`
+ * without a `policy` uses.
  *
  * Unjittered, the retries start 200, 400, 800, 1600 and 3200 ms after each
  * failure: six attempts over about 6.2 s plus the attempts' own time.
@@ -119,7 +120,13 @@ export const defaultPolicy: RefreshPolicy = exponential({
 
 export {
   /**
-   * The library's default policy (see {@link defaultPolicy}).
+   * The module's default export, the same value as {@link defaultPolicy}:
+   * `RefreshPolicy.default` through the namespace.
+   *
+   * @deprecated Use {@link defaultPolicy} (as `Logger.defaultLogger` is named):
+   * a default export is read differently by bundlers and CommonJS interop, and
+   * `import RefreshPolicy from "moon-refresh/RefreshPolicy"` would give this
+   * schedule, not the module. Kept for 0.3 code; goes in 2.0.
    *
    * @since 0.1.0
    * @category policies

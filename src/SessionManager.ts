@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import type { Duration, Scope, Stream } from "effect"
+import type { Config, Duration, Scope, Stream } from "effect"
 import { Clock, Context, Effect, FiberSet, Layer, Option, PubSub, Random, Redacted, Result } from "effect"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
@@ -196,8 +196,14 @@ export const make = (
   SessionStore.StoreError,
   RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
 > =>
+  Effect.flatMap(Options_.orDie(SessionOptions.resolve(options)), build)
+
+const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
+  Service,
+  SessionStore.StoreError,
+  RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
+> =>
   Effect.gen(function*() {
-    const { bounds, config } = yield* Options_.orDie(SessionOptions.resolve(options))
     const store = yield* SessionStore.SessionStore
     const stored = yield* Store.read(store, bounds)
     // Holders of a shared store spread their refreshes over the first half of the margin.
@@ -277,7 +283,7 @@ interface Published {
  * import { RefreshClient, SessionManager, SessionStore } from "moon-refresh"
  *
  * const SessionLive = SessionManager.layer({ margin: "2 minutes" }).pipe(
- *   Layer.provide(RefreshClient.layerConfig()),
+ *   Layer.provide(RefreshClient.layerFromEnv()),
  *   Layer.provide(SessionStore.layerMemory()),
  *   Layer.provide(FetchHttpClient.layer)
  * )
@@ -297,6 +303,37 @@ export const layer = (
   options?: Options
 ): Layer.Layer<SessionManager, SessionStore.StoreError, RefreshClient.RefreshClient | SessionStore.SessionStore> =>
   Layer.effect(SessionManager, make(options))
+
+/**
+ * {@link layer} with the options read from `Config`: one `Config` of them, or
+ * a `Config` per option. An invalid value is a `Config.ConfigError` naming
+ * the option, where {@link layer} would die.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { SessionManager } from "moon-refresh"
+ *
+ * const SessionLive = SessionManager.layerConfig({
+ *   margin: Config.Duration("MOON_REFRESH_MARGIN").pipe(Config.withDefault("60 seconds")),
+ *   autoRefresh: Config.Boolean("MOON_AUTO_REFRESH").pipe(Config.withDefault(true))
+ * })
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<
+  SessionManager,
+  SessionStore.StoreError | Config.ConfigError,
+  RefreshClient.RefreshClient | SessionStore.SessionStore
+> =>
+  Layer.effect(
+    SessionManager,
+    Effect.flatMap(Options_.fromConfig(config, (options) => SessionOptions.resolve(options)), build)
+  )
 
 const use = <A, E>(f: (service: Service) => Effect.Effect<A, E>): Effect.Effect<A, E, SessionManager> =>
   Effect.flatMap(SessionManager, f)

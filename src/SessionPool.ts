@@ -13,7 +13,7 @@
  *
  * @since 0.2.0
  */
-import type { Redacted, Scope } from "effect"
+import type { Config, Redacted, Scope } from "effect"
 import { Context, Duration, Effect, Layer, Option, Result, Stream } from "effect"
 import { HttpClient } from "effect/http"
 import * as AuthHttpClient from "./AuthHttpClient.js"
@@ -133,8 +133,12 @@ const resolve = (options: Options): Result.Result<Internal.PoolConfig, Options_.
 export const make = (
   options: Options = {}
 ): Effect.Effect<Service, never, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore | Scope.Scope> =>
+  Effect.flatMap(Options_.orDie(resolve(options)), build)
+
+const build = (
+  config: Internal.PoolConfig
+): Effect.Effect<Service, never, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore | Scope.Scope> =>
   Effect.gen(function*() {
-    const config = yield* Options_.orDie(resolve(options))
     const pool = yield* Internal.make(
       config,
       yield* RefreshClient.RefreshClient,
@@ -184,7 +188,7 @@ const managerOf = (pool: Service, key: string): SessionManager.Service => ({
  * import { RefreshClient, SessionPool, SessionStore } from "moon-refresh"
  *
  * const PoolLive = SessionPool.layer({ idleTimeToLive: "15 minutes", maxConcurrentRefreshes: 8 }).pipe(
- *   Layer.provide(RefreshClient.layerConfig()),
+ *   Layer.provide(RefreshClient.layerFromEnv()),
  *   Layer.provide(SessionStore.layerMemoryKeyed),
  *   Layer.provide(FetchHttpClient.layer)
  * )
@@ -202,6 +206,31 @@ export const layer = (
   Layer.effect(SessionPool, make(options))
 
 /**
+ * {@link layer} with the options read from `Config`: one `Config` of them, or
+ * a `Config` per option (`session` a record of its own, or one `Config`). An
+ * invalid value is a `Config.ConfigError` naming the option, where
+ * {@link layer} would die.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { SessionPool } from "moon-refresh"
+ *
+ * const PoolLive = SessionPool.layerConfig({
+ *   capacity: Config.Int("MOON_POOL_CAPACITY").pipe(Config.withDefault(100_000)),
+ *   idleTimeToLive: Config.Duration("MOON_POOL_IDLE").pipe(Config.withDefault("10 minutes"))
+ * })
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<SessionPool, Config.ConfigError, RefreshClient.RefreshClient | SessionStore.KeyedSessionStore> =>
+  Layer.effect(SessionPool, Effect.flatMap(Options_.fromConfig(config, resolve), build))
+
+/**
  * An `AuthHttpClient` that signs requests with `key`'s session, over the
  * `HttpClient` in context: `origins` as for `AuthHttpClient.make`.
  *
@@ -211,7 +240,7 @@ export const layer = (
 export const httpClient = (
   key: string,
   options?: AuthHttpClient.Options
-): Effect.Effect<AuthHttpClient.AuthHttpClient, never, SessionPool | HttpClient.HttpClient> =>
+): Effect.Effect<AuthHttpClient.Service, never, SessionPool | HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const pool = yield* SessionPool
     const client = yield* HttpClient.HttpClient

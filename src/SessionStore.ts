@@ -18,12 +18,21 @@ import * as Session from "./Session.js"
  * `SessionPool` at its capacity could not make room for another session
  * (`"capacity"`: every session in it busy). The message never holds a token.
  *
+ * `cause` is the storage's own error where it holds no secret (since 1.0): a
+ * file-system error (its `code`, `syscall` and `path`), a `KeyValueStore`'s
+ * error, an IndexedDB `DOMException`, a Redis connection error, or the
+ * `StoreConflictError` of a write that kept conflicting. It is left out where
+ * the error could hold a token or the stored text: a reply of Redis to a
+ * command (ioredis puts the command's arguments on it), an encoding error of
+ * a session. A deadline, a lock lost or a refused key have no cause.
+ *
  * @since 0.1.0
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>("moon-refresh/StoreError")("StoreError", {
   operation: Schema.Literals(["load", "save", "clear", "lock", "key", "capacity"]),
-  message: Schema.String
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /**
@@ -335,7 +344,8 @@ export const make = (implementation: Implementation | FencedImplementation): Ser
       Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: 5 }),
       Effect.catchTag(
         "StoreConflictError",
-        (error) => Effect.fail(new StoreError({ operation, message: `the store kept changing: ${error.message}` }))
+        (error) =>
+          Effect.fail(new StoreError({ operation, message: `the store kept changing: ${error.message}`, cause: error }))
       )
     )
   return {
@@ -524,8 +534,13 @@ export const makeKeyValueStore = (
   options: KeyValueStoreOptions
 ): Effect.Effect<Service, never, KeyValueStore.KeyValueStore> =>
   Effect.map(Effect.service(KeyValueStore.KeyValueStore), (kv) => {
-    const fail = (operation: StoreError["operation"]) => (cause: { readonly message: string }) =>
-      new StoreError({ operation, message: RefreshError.capMessage(cause.message) })
+    // The storage's error is kept as the cause; an encoding error is not (it may quote the session).
+    const fail = (operation: StoreError["operation"]) => (error: KeyValueStore.KeyValueStoreError | Schema.SchemaError) =>
+      new StoreError({
+        operation,
+        message: RefreshError.capMessage(error.message),
+        ...(error._tag === "KeyValueStoreError" ? { cause: error } : {})
+      })
     return make({
       load: kv.get(options.key).pipe(
         Effect.mapError(fail("load")),

@@ -304,7 +304,11 @@ describe("MockRefreshClient", () => {
       Effect.gen(function*() {
         const mock = yield* MockRefreshClient.make({ script: [MockRefreshClient.succeed({ delay: "5 seconds" })] })
         const seeded = yield* mock.issueSession()
-        const exit = yield* mock.refresh(seeded.refreshToken).pipe(Effect.timeout("1 second"), Effect.exit, Effect.forkChild)
+        const exit = yield* mock.refresh(seeded.refreshToken).pipe(
+          Effect.timeout("1 second"),
+          Effect.exit,
+          Effect.forkChild
+        )
         yield* TestClock.adjust("1 second")
         expect(Exit.isFailure(yield* Fiber.join(exit))).toBe(true)
         expect(yield* mock.isLive(seeded.refreshToken)).toBe(true)

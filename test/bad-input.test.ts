@@ -1,4 +1,3 @@
-import { HttpClient, HttpClientResponse } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import {
   Cause,
@@ -7,14 +6,14 @@ import {
   DateTime,
   Duration,
   Effect,
-  Either,
   Exit,
-  Fiber,
   Layer,
   Option,
   Redacted,
-  TestClock
+  Result
 } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
 import { RefreshClient, RefreshError, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { configErrorOf, defectOf, failureOf } from "./support/Exits.js"
 import * as TestHttpClient from "./support/TestHttpClient.js"
@@ -52,8 +51,30 @@ const refreshWith = (
   )
 }
 
+// The variables as given, an empty one included (as Effect 3's `fromMap` did):
+// Effect 4's environment providers treat "" as unset unless told otherwise.
 const withEnv = (env: Record<string, string>) =>
-  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+  Effect.provideService(
+    ConfigProvider.ConfigProvider,
+    ConfigProvider.fromEnvRecord(env, { preserveEmptyStrings: true })
+  )
+
+/**
+ * Lets every fiber run until it waits on something, without moving the
+ * TestClock: what Effect 3's `TestClock.adjust(Duration.zero)` did (it waited,
+ * a real timer turn at a time, for every fiber to be suspended). Effect 4's
+ * yields once to the fiber scheduler; a response body is read through
+ * promises, a few turns of the event loop. Ten turns, each a `setTimeout(0)`
+ * and `TestClock.adjust(0)`: nothing here waits on real I/O, so that does not
+ * depend on the machine's load.
+ */
+const settle = Effect.repeat(
+  Effect.andThen(
+    Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0))),
+    TestClock.adjust(Duration.zero)
+  ),
+  { times: 9 }
+)
 
 /** Builds a RefreshClient layer and makes one refresh, reporting the exit and how many requests went out. */
 const buildAndRefresh = <E>(layer: Layer.Layer<RefreshClient.RefreshClient, E, HttpClient.HttpClient>) => {
@@ -144,7 +165,7 @@ describe("a blank refresh token", () => {
   it("Session.make returns an InvalidSessionError naming an empty token; Session.unsafeMake throws it", () => {
     const input = { accessToken: "", refreshToken: "r", expiresAt: 0, user: { id: "u" } }
     const built = Session.make(input)
-    expect(Either.isLeft(built) && built.left).toMatchObject({
+    expect(Result.isFailure(built) && built.failure).toMatchObject({
       _tag: "InvalidSessionError",
       field: "accessToken",
       message: "Session.make: accessToken must be a non-empty string"
@@ -325,10 +346,10 @@ describe("a Retry-After of a year", () => {
       const fiber = yield* RefreshClient.refresh(refreshToken).pipe(
         Effect.provide(RefreshClient.layer()),
         Effect.provide(server.layer),
-        Effect.fork
+        Effect.forkChild
       )
-      yield* TestClock.adjust(Duration.zero)
-      const exit = yield* Fiber.poll(fiber)
+      yield* settle
+      const exit = Option.fromUndefinedOr(fiber.pollUnsafe())
       expect(Option.map(exit, (exit) => failureOf(exit)._tag)).toStrictEqual(Option.some("RateLimitedError"))
       expect(server.requests).toHaveLength(1)
     }))
@@ -405,8 +426,8 @@ describe("an expiry that is not in the future", () => {
       Effect.gen(function*() {
         yield* TestClock.setTime(now)
         const { exit } = yield* refreshWith(TestHttpClient.json(200, body))
-        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(false)
-        expect(Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.map((e) => e._tag)))
+        expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(false)
+        expect(Exit.isFailure(exit) && Cause.findErrorOption(exit.cause).pipe(Option.map((e) => e._tag)))
           .toStrictEqual(Option.some("MalformedResponseError"))
       }))
   }
@@ -419,7 +440,7 @@ describe("an expiry that is not in the future", () => {
       const { exit } = yield* refreshWith(
         TestHttpClient.json(200, session, { date: new Date(8.64e15).toUTCString() })
       )
-      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(false)
+      expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(false)
       expect(Exit.isSuccess(exit) && DateTime.toEpochMillis(exit.value.expiresAt)).toBe(now + 3600 * 1000)
     }))
 })

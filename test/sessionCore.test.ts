@@ -30,7 +30,7 @@ const sessionAt = (name: string, expiresAt: number, issuedAt?: number) =>
 
 const record = (revision: number, session?: Session.Session): SessionStore.Stored => ({
   revision,
-  session: Option.fromNullable(session)
+  session: Option.fromUndefinedOr(session)
 })
 
 /** A session signed in or loaded (lifetime unknown), at revision 1. */

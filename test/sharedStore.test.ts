@@ -8,7 +8,23 @@ import { TestClock } from "effect/testing"
 import { RefreshError, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
 
-const settle = TestClock.adjust(Duration.zero)
+/**
+ * Lets every fiber run until it waits on something, without moving the
+ * TestClock: what Effect 3's `TestClock.adjust(Duration.zero)` did (it waited
+ * real timer turns, in which every fiber ran until suspended). Effect 4's
+ * `adjust(0)` yields to the fiber scheduler once, so a chain of forks and
+ * wake-ups may still be running after it, and a check that something did not
+ * happen would prove nothing. Ten turns, each a real `setTimeout(0)` and
+ * `TestClock.adjust(0)`: nothing here waits on real I/O, so that does not
+ * depend on the machine's load.
+ */
+const settle = Effect.repeat(
+  Effect.andThen(
+    Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0))),
+    TestClock.adjust(Duration.zero)
+  ),
+  { times: 9 }
+)
 
 /** A mock, a store holding a session it issued, and a way to build managers over both. */
 const world = (

@@ -7,7 +7,7 @@ import * as RefreshClient from "../../src/RefreshClient.js"
 import * as SessionManager from "../../src/SessionManager.js"
 import * as SessionStore from "../../src/SessionStore.js"
 
-const layer = AuthHttpClient.layer.pipe(
+const layer = AuthHttpClient.layer().pipe(
   Layer.provideMerge(SessionManager.layer()),
   Layer.provide(SessionStore.layerMemory()),
   Layer.provide(RefreshClient.layer()),

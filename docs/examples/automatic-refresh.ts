@@ -15,12 +15,12 @@ export const SessionLive = SessionManager.layer({
 }).pipe(
   Layer.provide(RefreshClient.layer()),
   // The session file: directory 0700, file 0600, shared safely by every process.
-  Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
+  Layer.provide(NodeSessionStore.layer({ path: ".moon/session.json" })),
   Layer.provide(FetchHttpClient.layer)
 )
 
 // AuthHttpClient signs every request and replays a 401 once.
-export const AppHttpLive = AuthHttpClient.layer.pipe(
+export const AppHttpLive = AuthHttpClient.layer().pipe(
   Layer.provideMerge(SessionLive),
   Layer.provide(FetchHttpClient.layer)
 )
@@ -69,5 +69,5 @@ export const program = Effect.gen(function*() {
 
 // Only to show that AuthHttpClient is an HttpClient with the session's errors.
 export const asHttpClient = (
-  client: AuthHttpClient.AuthHttpClient
+  client: AuthHttpClient.Service
 ): HttpClient.HttpClient.With<HttpClientError.HttpClientError | SessionManager.SessionError> => client

@@ -17,7 +17,7 @@ export const SessionLive = SessionManager.layer().pipe(
 
 // Only requests to your API carry the token.
 const api = "https://api.example.com"
-export const AppLive = AuthHttpClient.layerWith({ origins: [api] }).pipe(
+export const AppLive = AuthHttpClient.layer({ origins: [api] }).pipe(
   Layer.provideMerge(SessionLive),
   Layer.provide(FetchHttpClient.layer)
 )

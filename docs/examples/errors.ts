@@ -48,7 +48,7 @@ const program = Effect.gen(function*() {
 })
 
 program.pipe(
-  Effect.provide(RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.layer))),
+  Effect.provide(RefreshClient.layerFromEnv().pipe(Layer.provide(FetchHttpClient.layer))),
   runMain
 )
 // [/run]

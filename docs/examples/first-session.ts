@@ -24,8 +24,8 @@ export const start = Effect.gen(function*() {
 // holds both tokens in clear: NodeSessionStore creates its directory 0700 and
 // the file 0600 whatever the umask, and refuses ones other users can read.
 export const SessionLive = SessionManager.layer().pipe(
-  Layer.provide(RefreshClient.layerConfig()),
-  Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
+  Layer.provide(RefreshClient.layerFromEnv()),
+  Layer.provide(NodeSessionStore.layer({ path: ".moon/session.json" })),
   Layer.provide(FetchHttpClient.layer)
 )
 // [/layers]

@@ -15,7 +15,7 @@ export const PoolLive = SessionPool.layer({
   maxConcurrentRefreshes: 16, // refresh POSTs in flight, all users together
   session: { margin: "60 seconds" } // each user's session: a SessionManager's options
 }).pipe(
-  Layer.provide(RefreshClient.layerConfig()),
+  Layer.provide(RefreshClient.layerFromEnv()),
   // One file per user, named by a hash of the key; the directory is created 0700.
   Layer.provide(NodeSessionStore.layerKeyed({ directory: ".moon-sessions" })),
   Layer.provide(FetchHttpClient.layer)

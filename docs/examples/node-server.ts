@@ -12,8 +12,8 @@ import type { AddressInfo } from "node:net"
 // The layers, built once: one manager and one session file for every request,
 // so the requests share one refresh per expiry.
 const SessionLive = SessionManager.layer().pipe(
-  Layer.provide(RefreshClient.layerConfig()),
-  Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
+  Layer.provide(RefreshClient.layerFromEnv()),
+  Layer.provide(NodeSessionStore.layer({ path: ".moon/session.json" })),
   Layer.provide(FetchHttpClient.layer)
 )
 

@@ -61,13 +61,13 @@ export const makeCustom = (backend: {
 // One file that every process of the program shares (moon-refresh/node):
 // atomic fenced writes, a lock that survives a crash, a change feed, and a
 // directory (0700) and file (0600) only the user can read.
-export const SharedFile = NodeSessionStore.layerFile({ path: ".moon/session.json" })
+export const SharedFile = NodeSessionStore.layer({ path: ".moon/session.json" })
 
 // The same, with a shorter lease: a process killed while it holds the lock
 // blocks the others' refreshes for about 8 seconds. Keep the lease longer than
 // the refresh request's timeout plus a margin (here a RefreshClient timeout of
 // 5 s): the holder checks its lease has that much left before each request.
-export const SharedFileShortLease = NodeSessionStore.layerFile({
+export const SharedFileShortLease = NodeSessionStore.layer({
   path: ".moon/session.json",
   lease: "8 seconds",
   pollInterval: "1 second"

@@ -5,7 +5,7 @@ import { RefreshClient, type RefreshError, RefreshPolicy } from "moon-refresh"
 import { runMain } from "./run-main.js"
 
 // [default]
-// RefreshPolicy.default, spelled out.
+// RefreshPolicy.defaultPolicy, spelled out.
 export const sameAsDefault = RefreshPolicy.exponential({
   base: "200 millis",
   factor: 2,
@@ -43,7 +43,7 @@ export const everyTwoSeconds = RefreshPolicy.withRetryAfter(
 
 // The schedule's input is the RefreshError that just happened: this one
 // gives up at once when an attempt timed out, and uses the default otherwise.
-export const noRetryAfterTimeout: RefreshPolicy.RefreshPolicy = RefreshPolicy.default.pipe(
+export const noRetryAfterTimeout: RefreshPolicy.RefreshPolicy = RefreshPolicy.defaultPolicy.pipe(
   Schedule.while(({ input: error }: Schedule.Metadata<unknown, RefreshError.RefreshError>) =>
     !(error._tag === "TransportError" && error.reason === "Timeout")
   )
@@ -57,7 +57,7 @@ const program = Effect.gen(function*() {
 })
 
 program.pipe(
-  Effect.provide(RefreshClient.layerConfig({ policy: patient }).pipe(Layer.provide(FetchHttpClient.layer))),
+  Effect.provide(RefreshClient.layerFromEnv({ policy: patient }).pipe(Layer.provide(FetchHttpClient.layer))),
   runMain
 )
 // [/run]

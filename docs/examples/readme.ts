@@ -11,7 +11,7 @@ const program = Effect.gen(function*() {
 })
 
 // MOON_BASE_URL, when set, replaces https://beta.usemoon.ai.
-const MainLive = RefreshClient.layerConfig().pipe(Layer.provide(FetchHttpClient.layer))
+const MainLive = RefreshClient.layerFromEnv().pipe(Layer.provide(FetchHttpClient.layer))
 
 program.pipe(
   Effect.provide(MainLive),

@@ -10,11 +10,11 @@ import { RedisSessionStore } from "moon-refresh/redis"
 // comes from REDIS_URL (redis://… or rediss://…) and is closed with the layer.
 export const SessionLive = SessionManager.layer().pipe(
   Layer.provide(RefreshClient.layer()),
-  Layer.provide(RedisSessionStore.layerConfig({ key: "moon-session:ada" })),
+  Layer.provide(RedisSessionStore.layerFromEnv({ key: "moon-session:ada" })),
   Layer.provide(FetchHttpClient.layer)
 )
 
-export const AppHttpLive = AuthHttpClient.layer.pipe(
+export const AppHttpLive = AuthHttpClient.layer().pipe(
   Layer.provideMerge(SessionLive),
   Layer.provide(FetchHttpClient.layer)
 )
@@ -46,7 +46,7 @@ export const logSessionEvents = Stream.runForEach(
 // each user key has its own record, lock and channel under the prefix.
 export const PoolLive = SessionPool.layer({ idleTimeToLive: "15 minutes" }).pipe(
   Layer.provide(RefreshClient.layer()),
-  Layer.provide(RedisSessionStore.layerKeyedConfig({ prefix: "moon-session:" })),
+  Layer.provide(RedisSessionStore.layerKeyedFromEnv({ prefix: "moon-session:" })),
   Layer.provide(FetchHttpClient.layer)
 )
 

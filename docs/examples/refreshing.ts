@@ -10,7 +10,7 @@ import { runMain } from "./run-main.js"
 export const RefreshLive = RefreshClient.layer({
   baseUrl: "https://beta.usemoon.ai",
   path: "/auth/refresh",
-  policy: RefreshPolicy.default,
+  policy: RefreshPolicy.defaultPolicy,
   timeout: "10 seconds"
 }).pipe(Layer.provide(FetchHttpClient.layer))
 
@@ -22,11 +22,16 @@ export const RefreshLiveNode = RefreshClient.layer().pipe(
 // [/layer]
 
 // [layerConfig]
-// baseUrl from MOON_BASE_URL (else https://beta.usemoon.ai); the timeout from
-// MOON_REFRESH_TIMEOUT, because this program asks for it.
+// Each option from the Config this program names: the base URL from
+// MOON_BASE_URL (else https://beta.usemoon.ai), the timeout from
+// MOON_REFRESH_TIMEOUT. An option not named keeps its default.
 export const RefreshFromConfig = RefreshClient.layerConfig({
+  baseUrl: Config.String("MOON_BASE_URL").pipe(Config.withDefault(RefreshClient.defaultBaseUrl)),
   timeout: Config.Duration("MOON_REFRESH_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
 }).pipe(Layer.provide(FetchHttpClient.layer))
+
+// MOON_BASE_URL alone: the layer named for the variable it reads.
+export const RefreshFromEnv = RefreshClient.layerFromEnv().pipe(Layer.provide(FetchHttpClient.layer))
 // [/layerConfig]
 
 // [accessor]

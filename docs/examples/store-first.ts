@@ -27,7 +27,7 @@ export const rotate = Effect.gen(function*() {
 // The file holds both tokens in clear: PrivateKeyValueStore makes the
 // directory 0700 and the file 0600, whatever the umask.
 const MainLive = Layer.mergeAll(
-  RefreshClient.layerConfig().pipe(Layer.provide(NodeHttpClient.layerNodeHttp)),
+  RefreshClient.layerFromEnv().pipe(Layer.provide(NodeHttpClient.layerNodeHttp)),
   PrivateKeyValueStore.layerFileSystem(".moon-session")
 )
 

@@ -162,7 +162,7 @@ const quickRetries = RefreshPolicy.exponential({
 })
 
 const ServerAppLayer = (server: MockMoonServer.Service) =>
-  AuthHttpClient.layer.pipe(
+  AuthHttpClient.layer().pipe(
     Layer.provideMerge(SessionManager.layer({ autoRefresh: false })),
     Layer.provide(RefreshClient.layer({ baseUrl: server.url, policy: quickRetries })),
     Layer.provide(SessionStore.layerMemory()),

@@ -117,7 +117,7 @@ const main = async () => {
     Layer.provideMerge(BrowserSessionStore.layer({ key: "moon-demo-session" })),
     Layer.provide(FetchHttpClient.layer)
   )
-  const AppLive = AuthHttpClient.layerWith({ origins: [config.moonUrl] }).pipe(
+  const AppLive = AuthHttpClient.layer({ origins: [config.moonUrl] }).pipe(
     Layer.provideMerge(SessionLive),
     Layer.provideMerge(FetchHttpClient.layer)
   )

@@ -28,7 +28,7 @@
  *
  * @since 0.2.0
  */
-import type { Duration, Scope } from "effect"
+import type { Config, Duration, Scope } from "effect"
 import { Effect, Layer, Result, Schema } from "effect"
 import * as Options_ from "../internal/options.js"
 import * as SessionStore from "../SessionStore.js"
@@ -100,11 +100,15 @@ export interface Options {
 export const make = (
   options: Options
 ): Effect.Effect<SessionStore.Service, BrowserStoreUnavailableError, Scope.Scope> =>
-  Effect.flatMap(Options_.orDie(Internal.settings(options)), (settings) =>
-    Result.match(Internal.fromGlobals(), {
-      onFailure: (missing) => Effect.fail(new BrowserStoreUnavailableError(missing)),
-      onSuccess: (platform) => Internal.make(platform, settings)
-    }))
+  Effect.flatMap(Options_.orDie(Internal.settings(options)), build)
+
+const build = (
+  settings: Internal.Settings
+): Effect.Effect<SessionStore.Service, BrowserStoreUnavailableError, Scope.Scope> =>
+  Result.match(Internal.fromGlobals(), {
+    onFailure: (missing) => Effect.fail(new BrowserStoreUnavailableError(missing)),
+    onSuccess: (platform) => Internal.make(platform, settings)
+  })
 
 /**
  * {@link make} as the `SessionStore` layer.
@@ -114,3 +118,18 @@ export const make = (
  */
 export const layer = (options: Options): Layer.Layer<SessionStore.SessionStore, BrowserStoreUnavailableError> =>
   Layer.effect(SessionStore.SessionStore, make(options))
+
+/**
+ * {@link layer} with the options read from `Config` (a `ConfigProvider` the
+ * page sets up, say `ConfigProvider.fromUnknown` over settings the server
+ * rendered): one `Config` of them, or a `Config` per option. An invalid
+ * value is a `Config.ConfigError` naming the option, where {@link layer}
+ * would die.
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<SessionStore.SessionStore, BrowserStoreUnavailableError | Config.ConfigError> =>
+  Layer.effect(SessionStore.SessionStore, Effect.flatMap(Options_.fromConfig(config, Internal.settings), build))

@@ -47,7 +47,9 @@ export interface LockOptions {
 /** The lock is held by someone else (another process, or another store of this one). */
 export class Busy extends Data.TaggedError("Busy") {}
 
-const lockError = (message: string) => new StoreError({ operation: "lock", message: RefreshError.capMessage(message) })
+// `cause`: a file-system error on the lock's directory (its entries hold owners, never a token).
+const lockError = (message: string, cause?: unknown) =>
+  new StoreError({ operation: "lock", message: RefreshError.capMessage(message), ...(cause === undefined ? {} : { cause }) })
 
 const messageOf = (error: unknown) => error instanceof Error ? error.message : String(error)
 
@@ -79,7 +81,7 @@ const newOwner = Effect.map(
 )
 
 const fsCall = <A>(what: string, run: () => Promise<A>) =>
-  Effect.tryPromise({ try: run, catch: (error) => lockError(`${what}: ${messageOf(error)}`) })
+  Effect.tryPromise({ try: run, catch: (error) => lockError(`${what}: ${messageOf(error)}`, error) })
 
 interface Taken {
   readonly gen: number

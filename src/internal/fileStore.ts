@@ -122,8 +122,13 @@ export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
     catch: unavailable(path)
   }).pipe(Effect.flatMap(Effect.fromResult))
 
+// Only ever given a file-system error (a path, a code, a syscall: no content of the file), kept as the cause.
 const storeError = (operation: SessionStore.StoreError["operation"], file: string) => (error: unknown) =>
-  new SessionStore.StoreError({ operation, message: RefreshError.capMessage(`${file}: ${messageOf(error)}`) })
+  new SessionStore.StoreError({
+    operation,
+    message: RefreshError.capMessage(`${file}: ${messageOf(error)}`),
+    cause: error
+  })
 
 const decode = Schema.decodeUnknownResult(SessionStore.StoredJson)
 
@@ -361,7 +366,8 @@ const makeCore = (location: Location, config: Config): Effect.Effect<Core> =>
             Effect.fail(
               new SessionStore.StoreError({
                 operation,
-                message: `the record changed under the lock: ${conflict.message}`
+                message: `the record changed under the lock: ${conflict.message}`,
+                cause: conflict
               })
             ))
         )

@@ -41,6 +41,22 @@ export const toConfigError = (setting: string) => (invalid: Invalid): Config.Con
     )
   )
 
+/**
+ * `layerConfig`'s half of "`Config` read, then `make`": reads the options
+ * (`Config.unwrap`: one `Config` of them, or a record of one per option), then
+ * checks them with the same `check` as `make`. A refusal is a `ConfigError`
+ * naming the option, where `make` would die.
+ */
+export const fromConfig = <O, A>(
+  config: Config.Wrap<O>,
+  check: (options: O) => Result.Result<A, Invalid>
+): Effect.Effect<A, Config.ConfigError> =>
+  Effect.flatMap(Config.unwrap<O>(config), (options) =>
+    Result.match(check(options), {
+      onFailure: (invalid) => Effect.fail(toConfigError(invalid.option)(invalid)),
+      onSuccess: Effect.succeed
+    }))
+
 // A negative option is a mistake to report, not to clamp or to wait out:
 // refused whether it is written negative (Effect 3's `Duration` clamped such
 // an input to zero) or decodes to a negative `Duration`.

@@ -160,6 +160,13 @@ const errorMessage = (cause: unknown): string => {
   )
 }
 
+// An error of the connection (refused, reset, closed, not writable), kept as
+// a StoreError's cause. Not an error ioredis tied to a command (a reply error,
+// a command aborted): it carries the command's arguments, the stored record
+// with its tokens among them.
+const isConnectionError = (cause: unknown): boolean =>
+  cause instanceof Error && !("command" in cause) && cause.name !== "ReplyError"
+
 // ---------------------------------------------------------------------------
 // Records
 // ---------------------------------------------------------------------------
@@ -223,7 +230,12 @@ const bounded = (connection: Redis, timeout: number): Command => (operation, sen
     connected(connection, operation),
     Effect.tryPromise({
       try: send,
-      catch: (cause) => new SessionStore.StoreError({ operation, message: `Redis: ${errorMessage(cause)}` })
+      catch: (cause) =>
+        new SessionStore.StoreError({
+          operation,
+          message: `Redis: ${errorMessage(cause)}`,
+          ...(isConnectionError(cause) ? { cause } : {})
+        })
     })
   ).pipe(
     Effect.timeoutOrElse({

@@ -34,7 +34,7 @@
  *
  * @since 0.2.0
  */
-import type { Scope } from "effect"
+import type { Config, Scope } from "effect"
 import { Duration, Effect, Layer, Result, Schema } from "effect"
 import * as FileStore from "../internal/fileStore.js"
 import * as FileStoreKeyed from "../internal/fileStoreKeyed.js"
@@ -119,12 +119,16 @@ const owner = "NodeSessionStore"
 // event-loop pause of a few hundred milliseconds would cost the holder its lock.
 const shortestLease = 2000
 
-const resolve = (options: Options): Result.Result<FileStore.Config, Options_.Invalid> =>
+interface Checked extends FileStore.Config {
+  readonly path: string
+}
+
+const resolve = (options: Options): Result.Result<Checked, Options_.Invalid> =>
   Result.gen(function*() {
     if (typeof options.path !== "string" || options.path.trim() === "") {
       return yield* Result.fail({ owner, option: "path", reason: "must be the path of a file" })
     }
-    return yield* resolveTimes(options)
+    return { ...yield* resolveTimes(options), path: options.path }
   })
 
 const resolveTimes = (options: Omit<Options, "path">): Result.Result<FileStore.Config, Options_.Invalid> =>
@@ -163,11 +167,13 @@ const resolveTimes = (options: Omit<Options, "path">): Result.Result<FileStore.C
  * @category constructors
  */
 export const make = (options: Options): Effect.Effect<SessionStore.Service, FileStoreError, Scope.Scope> =>
-  Effect.flatMap(Options_.orDie(resolve(options)), (config) =>
-    FileStore.prepare(options.path).pipe(
-      Effect.mapError((refusal) => new FileStoreError(refusal)),
-      Effect.flatMap((location) => FileStore.makeService(location, config))
-    ))
+  Effect.flatMap(Options_.orDie(resolve(options)), build)
+
+const build = (config: Checked): Effect.Effect<SessionStore.Service, FileStoreError, Scope.Scope> =>
+  FileStore.prepare(config.path).pipe(
+    Effect.mapError((refusal) => new FileStoreError(refusal)),
+    Effect.flatMap((location) => FileStore.makeService(location, config))
+  )
 
 /**
  * The `SessionStore` on a session file; see {@link make}.
@@ -182,16 +188,51 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, File
  * // Every process of the program (a CLI, its workers) uses the same file.
  * const SessionLive = SessionManager.layer().pipe(
  *   Layer.provide(RefreshClient.layer()),
- *   Layer.provide(NodeSessionStore.layerFile({ path: ".moon/session.json" })),
+ *   Layer.provide(NodeSessionStore.layer({ path: ".moon/session.json" })),
  *   Layer.provide(FetchHttpClient.layer)
  * )
  * ```
  *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> =>
+  Layer.effect(SessionStore.SessionStore, make(options))
+
+/**
+ * {@link layer} with the options read from `Config`: one `Config` of them, or
+ * a `Config` per option. An invalid value is a `Config.ConfigError` naming
+ * the option, where {@link layer} would die.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { NodeSessionStore } from "moon-refresh/node"
+ *
+ * const StoreLive = NodeSessionStore.layerConfig({
+ *   path: Config.String("MOON_SESSION_FILE").pipe(Config.withDefault(".moon/session.json"))
+ * })
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<SessionStore.SessionStore, FileStoreError | Config.ConfigError> =>
+  Layer.effect(SessionStore.SessionStore, Effect.flatMap(Options_.fromConfig(config, resolve), build))
+
+/**
+ * The `SessionStore` on a session file.
+ *
+ * @deprecated Use {@link layer}: every store's layer has that name
+ * (`BrowserSessionStore.layer`, `RedisSessionStore.layer`). Kept for 0.3 code;
+ * goes in 2.0.
+ *
  * @since 0.2.0
  * @category layers
  */
-export const layerFile = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> =>
-  Layer.effect(SessionStore.SessionStore, make(options))
+export const layerFile = (options: Options): Layer.Layer<SessionStore.SessionStore, FileStoreError> => layer(options)
 
 /**
  * @since 0.2.0
@@ -220,10 +261,14 @@ export interface KeyedOptions extends Omit<Options, "path"> {
  */
 export const keyFileName = (key: string): string => FileStoreKeyed.fileNameOf(key)
 
-const resolveKeyed = (options: KeyedOptions): Result.Result<FileStore.Config, Options_.Invalid> =>
+interface CheckedKeyed extends FileStore.Config {
+  readonly directory: string
+}
+
+const resolveKeyed = (options: KeyedOptions): Result.Result<CheckedKeyed, Options_.Invalid> =>
   typeof options.directory !== "string" || options.directory.trim() === ""
     ? Result.fail({ owner, option: "directory", reason: "must be the path of a directory" })
-    : resolveTimes(options)
+    : Result.map(resolveTimes(options), (config) => ({ ...config, directory: options.directory }))
 
 /**
  * Opens a keyed store on `options.directory`: one session file per key
@@ -247,12 +292,14 @@ const resolveKeyed = (options: KeyedOptions): Result.Result<FileStore.Config, Op
 export const makeKeyed = (
   options: KeyedOptions
 ): Effect.Effect<SessionStore.Keyed, FileStoreError, Scope.Scope> =>
-  Effect.flatMap(Options_.orDie(resolveKeyed(options)), (config) =>
-    FileStore.prepareDirectory(options.directory).pipe(
-      Effect.mapError((refusal) => new FileStoreError(refusal)),
-      Effect.flatMap((dir) => FileStoreKeyed.makeKeyed(dir, config)),
-      Effect.map(({ keyed }) => keyed)
-    ))
+  Effect.flatMap(Options_.orDie(resolveKeyed(options)), buildKeyed)
+
+const buildKeyed = (config: CheckedKeyed): Effect.Effect<SessionStore.Keyed, FileStoreError, Scope.Scope> =>
+  FileStore.prepareDirectory(config.directory).pipe(
+    Effect.mapError((refusal) => new FileStoreError(refusal)),
+    Effect.flatMap((dir) => FileStoreKeyed.makeKeyed(dir, config)),
+    Effect.map(({ keyed }) => keyed)
+  )
 
 /**
  * The `KeyedSessionStore` on a directory of session files; see
@@ -280,3 +327,16 @@ export const layerKeyed = (
   options: KeyedOptions
 ): Layer.Layer<SessionStore.KeyedSessionStore, FileStoreError> =>
   Layer.effect(SessionStore.KeyedSessionStore, makeKeyed(options))
+
+/**
+ * {@link layerKeyed} with the options read from `Config`: one `Config` of
+ * them, or a `Config` per option. An invalid value is a `Config.ConfigError`
+ * naming the option, where {@link layerKeyed} would die.
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerKeyedConfig = (
+  config: Config.Wrap<KeyedOptions>
+): Layer.Layer<SessionStore.KeyedSessionStore, FileStoreError | Config.ConfigError> =>
+  Layer.effect(SessionStore.KeyedSessionStore, Effect.flatMap(Options_.fromConfig(config, resolveKeyed), buildKeyed))

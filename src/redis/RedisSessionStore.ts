@@ -143,10 +143,10 @@ export const clientOptions: RedisOptions = Internal.clientOptions
  * @category constructors
  */
 export const make = (options: Options): Effect.Effect<SessionStore.Service, never, RedisClient | Scope.Scope> =>
-  Effect.flatMap(
-    Options_.orDie(resolve(options)),
-    (settings) => Effect.flatMap(RedisClient, (client) => Internal.makeStore(client, settings))
-  )
+  Effect.flatMap(Options_.orDie(resolve(options)), build)
+
+const build = (settings: Internal.Settings): Effect.Effect<SessionStore.Service, never, RedisClient | Scope.Scope> =>
+  Effect.flatMap(RedisClient, (client) => Internal.makeStore(client, settings))
 
 /**
  * The store as a layer, on the `RedisClient` in context.
@@ -161,7 +161,7 @@ export const make = (options: Options): Effect.Effect<SessionStore.Service, neve
  * export const SessionLive = SessionManager.layer().pipe(
  *   Layer.provide(RefreshClient.layer()),
  *   Layer.provide(RedisSessionStore.layer({ key: "moon-session:ada" })),
- *   Layer.provide(RedisSessionStore.layerClientConfig()) // REDIS_URL
+ *   Layer.provide(RedisSessionStore.layerClientFromEnv()) // REDIS_URL
  * )
  * ```
  *
@@ -222,34 +222,129 @@ const notRedisUrl = () =>
   )
 
 /**
- * A client on the URL in `REDIS_URL` (or the `Config` given), opened with
- * {@link clientOptions} and closed with the layer's scope. A URL that is not
- * `redis://` or `rediss://` is a `ConfigError`. The URL is read as a
- * `Redacted`: it may hold a password.
+ * A client on the URL the `Config` gives, opened with {@link clientOptions}
+ * (and `options` over them) and closed with the layer's scope. A URL that is
+ * not `redis://` or `rediss://` is a `ConfigError`. Read it as a `Redacted`
+ * (`Config.Redacted`): it may hold a password.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { RedisSessionStore } from "moon-refresh/redis"
+ *
+ * const ClientLive = RedisSessionStore.layerClientConfig(Config.Redacted("SESSIONS_REDIS_URL"))
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export function layerClientConfig(
+  url: Config.Config<Redacted.Redacted<string>>,
+  options?: RedisOptions
+): Layer.Layer<RedisClient, Config.ConfigError>
+/**
+ * Called without a `Config`: the URL in `REDIS_URL`, as 0.3's
+ * `layerClientConfig()` read it.
+ *
+ * @deprecated Use {@link layerClientFromEnv}`()`, named for the variable it
+ * reads. Kept for 0.3 code; goes in 2.0.
  *
  * @since 0.2.0
  * @category layers
  */
-export const layerClientConfig = (
-  url: Config.Config<Redacted.Redacted<string>> = Config.Redacted("REDIS_URL")
-): Layer.Layer<RedisClient, Config.ConfigError> =>
-  Layer.effect(
+export function layerClientConfig(): Layer.Layer<RedisClient, Config.ConfigError>
+export function layerClientConfig(
+  url: Config.Config<Redacted.Redacted<string>> = Config.Redacted(redisUrlVariable),
+  options: RedisOptions = {}
+): Layer.Layer<RedisClient, Config.ConfigError> {
+  return Layer.effect(
     RedisClient,
     Effect.flatMap(
       Config.mapEffect(url, (u) => isRedisUrl(Redacted.value(u)) ? Effect.succeed(u) : Effect.fail(notRedisUrl())),
-      (valid) => makeClient(valid)
+      (valid) => makeClient(valid, options)
     )
   )
+}
+
+const redisUrlVariable = "REDIS_URL"
 
 /**
- * The store with a client of its own from `REDIS_URL`: {@link layer} and
- * {@link layerClientConfig} in one.
+ * A client on the URL in the environment variable `REDIS_URL` (read through
+ * the `ConfigProvider`, as a `Redacted`); otherwise {@link layerClientConfig}.
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerClientFromEnv = (options?: RedisOptions): Layer.Layer<RedisClient, Config.ConfigError> =>
+  layerClientConfig(Config.Redacted(redisUrlVariable), options)
+
+/**
+ * {@link layer} with the options read from `Config`: one `Config` of them, or
+ * a `Config` per option. An invalid value is a `Config.ConfigError` naming
+ * the option, where {@link layer} would die. Needs a `RedisClient`, as
+ * {@link layer} does.
+ *
+ * @example
+ * ```ts
+ * import { Config, Layer } from "effect"
+ * import { RedisSessionStore } from "moon-refresh/redis"
+ *
+ * export const StoreLive = RedisSessionStore.layerConfig({
+ *   key: Config.String("MOON_SESSION_KEY"),
+ *   lease: Config.Duration("MOON_LOCK_LEASE").pipe(Config.withDefault("15 seconds"))
+ * }).pipe(Layer.provide(RedisSessionStore.layerClientFromEnv()))
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export function layerConfig(
+  config: Config.Wrap<Options>
+): Layer.Layer<SessionStore.SessionStore, Config.ConfigError, RedisClient>
+/**
+ * Given plain options: the store with a client of its own from `REDIS_URL`,
+ * as 0.3's `layerConfig(options)` was.
+ *
+ * @deprecated Use {@link layerFromEnv}`(options)`, named for the variable it
+ * reads; `layerConfig` takes `Config.Wrap<Options>`. Kept for 0.3 code; goes in 2.0.
  *
  * @since 0.2.0
  * @category layers
  */
-export const layerConfig = (options: Options): Layer.Layer<SessionStore.SessionStore, Config.ConfigError> =>
-  layer(options).pipe(Layer.provide(layerClientConfig()))
+export function layerConfig(options: Options): Layer.Layer<SessionStore.SessionStore, Config.ConfigError>
+export function layerConfig(
+  config: Config.Wrap<Options> | Options
+): Layer.Layer<SessionStore.SessionStore, Config.ConfigError, RedisClient> {
+  return isPlain(config)
+    ? layerFromEnv(config)
+    : Layer.effect(SessionStore.SessionStore, Effect.flatMap(Options_.fromConfig(config, resolve), build))
+}
+
+// 0.3's plain options, told from `Config.Wrap<Options>` (whose `key` is a `Config`, or which is one).
+const isPlain = <O>(config: Config.Wrap<O> | O): config is O =>
+  !Config.isConfig(config) && Object.values(config as object).every((value) => !Config.isConfig(value))
+
+/**
+ * The store with a client of its own on the URL in the environment variable
+ * `REDIS_URL`: {@link layer} and {@link layerClientFromEnv} in one.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { RefreshClient, SessionManager } from "moon-refresh"
+ * import { RedisSessionStore } from "moon-refresh/redis"
+ *
+ * export const SessionLive = SessionManager.layer().pipe(
+ *   Layer.provide(RefreshClient.layer()),
+ *   Layer.provide(RedisSessionStore.layerFromEnv({ key: "moon-session:ada" }))
+ * )
+ * ```
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerFromEnv = (options: Options): Layer.Layer<SessionStore.SessionStore, Config.ConfigError> =>
+  layer(options).pipe(Layer.provide(layerClientFromEnv()))
 
 /**
  * @since 0.2.0
@@ -308,11 +403,12 @@ const resolveKeyed = (options: KeyedOptions): Result.Result<Internal.KeyedSettin
 export const makeKeyed = (
   options: KeyedOptions
 ): Effect.Effect<SessionStore.Keyed, never, RedisClient | Scope.Scope> =>
-  Effect.flatMap(
-    Options_.orDie(resolveKeyed(options)),
-    (settings) =>
-      Effect.flatMap(RedisClient, (client) => Effect.map(Internal.makeKeyed(client, settings), ({ keyed }) => keyed))
-  )
+  Effect.flatMap(Options_.orDie(resolveKeyed(options)), buildKeyed)
+
+const buildKeyed = (
+  settings: Internal.KeyedSettings
+): Effect.Effect<SessionStore.Keyed, never, RedisClient | Scope.Scope> =>
+  Effect.flatMap(RedisClient, (client) => Effect.map(Internal.makeKeyed(client, settings), ({ keyed }) => keyed))
 
 /**
  * The keyed store as a layer, on the `RedisClient` in context; see
@@ -328,7 +424,7 @@ export const makeKeyed = (
  * export const PoolLive = SessionPool.layer().pipe(
  *   Layer.provide(RefreshClient.layer()),
  *   Layer.provide(RedisSessionStore.layerKeyed({ prefix: "moon-session:" })),
- *   Layer.provide(RedisSessionStore.layerClientConfig()) // REDIS_URL
+ *   Layer.provide(RedisSessionStore.layerClientFromEnv()) // REDIS_URL
  * )
  * ```
  *
@@ -341,13 +437,47 @@ export const layerKeyed = (
   Layer.effect(SessionStore.KeyedSessionStore, makeKeyed(options))
 
 /**
- * The keyed store with a client of its own from `REDIS_URL`:
- * {@link layerKeyed} and {@link layerClientConfig} in one.
+ * {@link layerKeyed} with the options read from `Config`: one `Config` of
+ * them, or a `Config` per option. An invalid value is a `Config.ConfigError`
+ * naming the option, where {@link layerKeyed} would die. Needs a
+ * `RedisClient`, as {@link layerKeyed} does.
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export function layerKeyedConfig(
+  config: Config.Wrap<KeyedOptions>
+): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError, RedisClient>
+/**
+ * Given plain options: the keyed store with a client of its own from
+ * `REDIS_URL`, as 0.3's `layerKeyedConfig(options)` was.
+ *
+ * @deprecated Use {@link layerKeyedFromEnv}`(options)`, named for the variable
+ * it reads; `layerKeyedConfig` takes `Config.Wrap<KeyedOptions>`. Kept for 0.3
+ * code; goes in 2.0.
  *
  * @since 0.2.0
  * @category layers
  */
-export const layerKeyedConfig = (
+export function layerKeyedConfig(
+  options: KeyedOptions
+): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError>
+export function layerKeyedConfig(
+  config: Config.Wrap<KeyedOptions> | KeyedOptions
+): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError, RedisClient> {
+  return isPlain(config)
+    ? layerKeyedFromEnv(config)
+    : Layer.effect(SessionStore.KeyedSessionStore, Effect.flatMap(Options_.fromConfig(config, resolveKeyed), buildKeyed))
+}
+
+/**
+ * The keyed store with a client of its own on the URL in the environment
+ * variable `REDIS_URL`: {@link layerKeyed} and {@link layerClientFromEnv} in one.
+ *
+ * @since 1.0.0
+ * @category layers
+ */
+export const layerKeyedFromEnv = (
   options: KeyedOptions
 ): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError> =>
-  layerKeyed(options).pipe(Layer.provide(layerClientConfig()))
+  layerKeyed(options).pipe(Layer.provide(layerClientFromEnv()))

@@ -21,8 +21,13 @@ export const settleBudget = 5_000
 const defaultScheduler = new Scheduler.MixedScheduler()
 
 export class Livelock extends Error {
-  constructor(readonly tasks: number, what = "fiber tasks ran") {
-    super(`livelock: ${tasks} ${what} without every fiber coming to rest`)
+  /** `timers`: a timer kept firing at one instant (time could not move on). */
+  constructor(readonly tasks: number, readonly kind: "tasks" | "timers" = "tasks", at?: number) {
+    super(
+      `livelock: ${tasks} ${
+        kind === "tasks" ? "fiber tasks ran" : `timers fired at ${at} ms`
+      } without every fiber coming to rest`
+    )
   }
 }
 
@@ -149,7 +154,7 @@ export class VirtualTime {
       if (next === undefined || next > target) break
       const timer = this.timers.shift()!
       if (timer.at > this.now) fired = 0
-      else if (++fired > settleBudget) throw new Livelock(fired, `timers fired at ${this.now} ms`)
+      else if (++fired > settleBudget) throw new Livelock(fired, "timers", this.now)
       this.now = Math.max(this.now, timer.at)
       timer.fire()
       this.settle()

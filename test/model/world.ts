@@ -146,6 +146,8 @@ export class World {
   inDrain = false
   drainStart = 0
   livelock: string | undefined
+  /** The livelock was a timer firing again and again at one instant (Effect 3's harness hung there). */
+  stuckInTime = false
   private actions: Array<Action> = []
   private nextId = 0
   private pool: SessionPool.Service | undefined
@@ -912,6 +914,7 @@ export class World {
     } catch (error) {
       if (!(error instanceof Livelock)) throw error
       this.livelock = error.message
+      this.stuckInTime = error.kind === "timers"
     }
   }
 }

@@ -30,7 +30,7 @@ describe("a 401", () => {
         })
       )
       const context = yield* Layer.build(
-        AuthHttpClient.layer.pipe(
+        AuthHttpClient.layer().pipe(
           Layer.provide(managerLayer({ autoRefresh: false })),
           Layer.provide(Layer.succeed(HttpClient.HttpClient, api))
         )

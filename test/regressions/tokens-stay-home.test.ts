@@ -131,7 +131,7 @@ const appOver = (
 
 describe("the bearer goes only to the origins the user names", () => {
   const appLayer = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
-    appOver(AuthHttpClient.layerWith({ origins: [moon.url] }), moon, seeded, http)
+    appOver(AuthHttpClient.layer({ origins: [moon.url] }), moon, seeded, http)
 
   it.live("a request to another origin is sent without the token, and its 401 causes no refresh", () =>
     Effect.gen(function*() {
@@ -208,9 +208,9 @@ describe("the bearer goes only to the origins the user names", () => {
 })
 
 describe("the bearer never follows a redirect to another origin (issue 22)", () => {
-  // Every request signed, as AuthHttpClient.layer does; the transport is the user's.
+  // Every request signed, as AuthHttpClient.layer() does; the transport is the user's.
   const signAll = (moon: MockMoonServer.Service, seeded: Session.Session, http: Layer.Layer<HttpClient.HttpClient>) =>
-    appOver(AuthHttpClient.layer, moon, seeded, http)
+    appOver(AuthHttpClient.layer(), moon, seeded, http)
 
   const getProtected = <E>(url: string, app: Layer.Layer<AuthHttpClient.AuthHttpClient, E>) =>
     Effect.gen(function*() {
@@ -237,7 +237,7 @@ describe("the bearer never follows a redirect to another origin (issue 22)", () 
     // Before: with NodeHttpClient + followRedirects, the hop to the other
     // origin carried the bearer (no `origins`, no hop guard), and its 401
     // made AuthHttpClient refresh (one token spent) and replay.
-    it.live(`${name}, AuthHttpClient.layer: the other origin gets no bearer, and its 401 spends no token`, () =>
+    it.live(`${name}, AuthHttpClient.layer(): the other origin gets no bearer, and its 401 spends no token`, () =>
       Effect.gen(function*() {
         const moon = yield* MockMoonServer.make()
         const other = yield* MockMoonServer.make()
@@ -252,7 +252,7 @@ describe("the bearer never follows a redirect to another origin (issue 22)", () 
         expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
       }))
 
-    it.live(`${name}, AuthHttpClient.layer: a redirect within the origin keeps the bearer`, () =>
+    it.live(`${name}, AuthHttpClient.layer(): a redirect within the origin keeps the bearer`, () =>
       Effect.gen(function*() {
         const moon = yield* MockMoonServer.make()
         const issued = yield* moon.issueSession()
@@ -268,14 +268,14 @@ describe("the bearer never follows a redirect to another origin (issue 22)", () 
   // refreshed (one token spent) and was replayed. Under followRedirects the
   // hop to another allowed origin kept the bearer.
   for (const [name, http] of transports) {
-    it.live(`${name}, layerWith two origins: a redirect between them drops the bearer, its 401 spends no token`, () =>
+    it.live(`${name}, layer with two origins: a redirect between them drops the bearer, its 401 spends no token`, () =>
       Effect.gen(function*() {
         const moon = yield* MockMoonServer.make()
         const other = yield* MockMoonServer.make()
         const issued = yield* moon.issueSession()
         yield* moon.scriptProtected(Fault.Redirect({ status: 302, location: `${other.url}/protected` }))
         const app = appOver(
-          AuthHttpClient.layerWith({ origins: [moon.url, other.url] }),
+          AuthHttpClient.layer({ origins: [moon.url, other.url] }),
           moon,
           Session.unsafeMake(issued),
           http

@@ -6,7 +6,8 @@
  * written), never for a duration; the deadline here is a hang guard, far
  * beyond what any step needs.
  */
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
+import { TestClock } from "effect/testing"
 
 /** Sleeps `millis` of real time, whatever clock the fiber runs on. */
 export const realSleep = (millis: number): Effect.Effect<void> =>
@@ -30,3 +31,14 @@ export const waitUntil = <E, R>(label: string, condition: Effect.Effect<boolean,
       yield* realSleep(2)
     }
   })
+
+/**
+ * Lets every fiber run until it waits, and promise work in flight (a response
+ * body read through web streams) settle, without moving the TestClock:
+ * `turns` real timer turns, each followed by `TestClock.adjust(0)`. Effect 3's
+ * `TestClock.adjust` gave a real turn by itself; Effect 4's yields to the fiber
+ * scheduler only. Nothing here waits on real I/O, so the count does not depend
+ * on the machine's load.
+ */
+export const settle = (turns = 10): Effect.Effect<void> =>
+  Effect.repeat(Effect.andThen(realSleep(0), TestClock.adjust(Duration.zero)), { times: turns - 1 })

@@ -129,7 +129,10 @@ const rotations = (server: MockMoonServer.Service, count: number) =>
       schedule: Schedule.spaced("100 millis"),
       until: (stats) => stats.rotations >= count || stats.reuseRejections > 0
     }),
-    Effect.timeoutFail({ duration: hangGuard, onTimeout: () => `no ${count} rotations before the hang guard` })
+    Effect.timeoutOrElse({
+      duration: hangGuard,
+      orElse: () => Effect.fail(`no ${count} rotations before the hang guard`)
+    })
   )
 
 /** The refresh POSTs the server rotated on, oldest first, by its clock. */
@@ -150,7 +153,7 @@ const fileToken = (env: Env) =>
   })
 
 describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
-  it.scopedLive(
+  it.live(
     "one refresh POST per expiry, no reuse, no sign-out, every process ends on the live session",
     () =>
       Effect.gen(function*() {
@@ -187,7 +190,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
     240_000
   )
 
-  it.scopedLive(
+  it.live(
     "the store unwritable for 5 s while rotations happen: the lock is kept until each is saved, no spent token is sent",
     () =>
       Effect.gen(function*() {
@@ -280,7 +283,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
       return stats
     })
 
-  it.scopedLive(
+  it.live(
     "a holder killed before the server rotated: the others take over after the lease, nothing lost",
     () =>
       Effect.gen(function*() {
@@ -291,7 +294,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
     240_000
   )
 
-  it.scopedLive(
+  it.live(
     "a holder killed after the server rotated: its rotation is spent, recovered inside a reuse window",
     () =>
       Effect.gen(function*() {
@@ -303,7 +306,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
     240_000
   )
 
-  it.scopedLive(
+  it.live(
     "a sign-out in one process signs every other out through a change notification, and sticks",
     () =>
       Effect.gen(function*() {

@@ -26,7 +26,7 @@ const startup = "60 seconds"
 const revisionsToSee = 30
 
 describe("NodeSessionStore across processes", () => {
-  it.scopedLive(
+  it.live(
     "concurrent saves and loads: no load sees a torn or empty record while a session is stored",
     () =>
       Effect.gen(function*() {
@@ -45,11 +45,11 @@ describe("NodeSessionStore across processes", () => {
         const seen = new Set<number>()
         while (seen.size < revisionsToSee) {
           yield* noChildError(writers)
-          const result = yield* Effect.either(store.read)
+          const result = yield* Effect.result(store.read)
           loads++
-          if (result._tag === "Left") failures.push(result.left.message)
-          else if (Option.isNone(result.right.session)) empty++
-          else if (result.right.revision > 1) seen.add(result.right.revision)
+          if (result._tag === "Failure") failures.push(result.failure.message)
+          else if (Option.isNone(result.success.session)) empty++
+          else if (result.success.revision > 1) seen.add(result.success.revision)
         }
         yield* Effect.forEach(writers, (child) => child.send({ cmd: "stop" }))
         const reports = yield* Effect.forEach(
@@ -73,7 +73,7 @@ describe("NodeSessionStore across processes", () => {
       })
   )
 
-  it.scopedLive(
+  it.live(
     "a lock holder killed with SIGKILL loses the lock once its lease runs out, not before",
     () =>
       Effect.gen(function*() {

@@ -3,9 +3,9 @@
 // with no reuse window, 8-second access tokens, readers on every key. It runs
 // until every key has been refreshed twice (a revoked key aside), then counts
 // outcomes; how long that took is printed, not asserted.
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, DateTime, Effect, Fiber, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshClient, Session, SessionPool, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 
@@ -19,11 +19,11 @@ const until = <E>(what: string, condition: Effect.Effect<boolean, E>) =>
   condition.pipe(
     Effect.filterOrFail((holds) => holds, () => `not yet: ${what}`),
     Effect.retry(Schedule.spaced("100 millis")),
-    Effect.timeoutFail({ duration: hangGuard, onTimeout: () => `never: ${what}` })
+    Effect.timeoutOrElse({ duration: hangGuard, orElse: () => Effect.fail(`never: ${what}`) })
   )
 
 describe("SessionPool over real HTTP", () => {
-  it.scopedLive(
+  it.live(
     "1,000 keys with readers across expiries: one refresh POST per key per expiry, no reuse; a revoked key alone is signed out",
     () =>
       Effect.gen(function*() {
@@ -72,7 +72,7 @@ describe("SessionPool over real HTTP", () => {
         const failures: Array<string> = []
         const reader = (key: string) =>
           Effect.forever(
-            Effect.zipRight(
+            Effect.andThen(
               pool.accessToken(key).pipe(
                 Effect.match({
                   onFailure: (error) => {
@@ -87,7 +87,7 @@ describe("SessionPool over real HTTP", () => {
             )
           )
         const started = Date.now()
-        const readers = yield* Effect.fork(
+        const readers = yield* Effect.forkChild(
           Effect.forEach([...keys, ...keys], reader, { concurrency: "unbounded", discard: true })
         )
         // Once every key went through one expiry, user-0's session is revoked server-side (a sign-out elsewhere).

@@ -23,7 +23,7 @@ interface Run {
 
 // Asynchronous: the server answering the child runs in this process.
 const runExample = (cwd: string, env: Record<string, string>): Effect.Effect<Run> =>
-  Effect.async<Run>((resume) => {
+  Effect.callback<Run>((resume) => {
     // `control` is made by the same shell: its mode shows the umask the example ran under.
     const child = spawn("sh", ["-c", `umask 022 && touch control && exec "$0" "$1"`, tsx, example], {
       cwd,
@@ -41,7 +41,7 @@ const runExample = (cwd: string, env: Record<string, string>): Effect.Effect<Run
 const modeOf = (path: string) => statSync(path).mode & 0o777
 
 describe("docs/00-first-session.md's start", () => {
-  it.scopedLive("writes the session 0600 in a 0700 directory under umask 0022, and the next run starts from it", () =>
+  it.live("writes the session 0600 in a 0700 directory under umask 0022, and the next run starts from it", () =>
     Effect.gen(function*() {
       const server = yield* MockMoonServer.make()
       const seeded = yield* server.issueSession()

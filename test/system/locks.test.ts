@@ -40,14 +40,14 @@ const setup = Effect.gen(function*() {
 })
 
 describe("the file lock across processes", () => {
-  it.scopedLive("a holder frozen past its lease: another takes over, the resumed one stops and frees nothing", () =>
+  it.live("a holder frozen past its lease: another takes over, the resumed one stops and frees nothing", () =>
     Effect.gen(function*() {
       const { base } = yield* setup
       const outcome = yield* frozenHolder(base)
       expectFrozenHolderHarmless("frozen holder", lease, outcome)
     }))
 
-  it.scopedLive("the lock's timestamps moved back 60 s all through a hold: no takeover of the live holder", () =>
+  it.live("the lock's timestamps moved back 60 s all through a hold: no takeover of the live holder", () =>
     Effect.gen(function*() {
       const { base, log, path } = yield* setup
       // The holder's critical section lasts 6 leases.
@@ -83,7 +83,7 @@ describe("the file lock across processes", () => {
       expect(waited[0]!.start).toBeGreaterThan(held.end)
     }))
 
-  it.scopedLive("a holder killed with SIGKILL is taken over within about one lease", () =>
+  it.live("a holder killed with SIGKILL is taken over within about one lease", () =>
     Effect.gen(function*() {
       const { base, log } = yield* setup
       const victim = yield* startWorker({ ...base, runMs: 30_000, actions: 1_000, actMs: 300 })

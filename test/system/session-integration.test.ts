@@ -5,9 +5,9 @@
 // sends requests until the server has seen what the test is about (so many
 // rotations, the scripted outage and its recovery), then counts outcomes. On a
 // busy machine it runs longer; what it counts does not change.
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Logger, LogLevel } from "effect"
+import { Effect, References } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { RefreshPolicy, Session, SessionManager } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 import {
@@ -29,7 +29,7 @@ const refreshStatuses = (server: MockMoonServer.Service) =>
 
 describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, real time)", () => {
   for (const [name, httpLayer] of stacks) {
-    it.scopedLive(
+    it.live(
       `over ${name}: keeps a session alive across 3 expiries of 2 s tokens with no 401 and no reuse`,
       () =>
         Effect.gen(function*() {
@@ -68,7 +68,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
     )
   }
 
-  it.scopedLive("rides out an outage of three 503s inside one refresh (the client's retry policy)", () =>
+  it.live("rides out an outage of three 503s inside one refresh (the client's retry policy)", () =>
     Effect.gen(function*() {
       const server = yield* MockMoonServer.make({ accessTokenLifetime: 2, reuseWindow: 0 })
       const initial = Session.unsafeMake(yield* server.issueSession())
@@ -95,7 +95,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
       expect(yield* server.stats).toMatchObject({ faults: 3, reuseRejections: 0 })
     }))
 
-  it.scopedLive(
+  it.live(
     "rides out an outage the client gives up on: the session is kept and the manager retries after its cooldown",
     () =>
       Effect.gen(function*() {
@@ -139,7 +139,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP, rea
         expect(yield* server.stats).toMatchObject({ faults: 2, reuseRejections: 0 })
       }).pipe(
         // The manager logs each failed refresh as a warning: expected here.
-        Logger.withMinimumLogLevel(LogLevel.Error)
+        Effect.provideService(References.MinimumLogLevel, "Error")
       )
   )
 })

@@ -110,6 +110,8 @@ export interface Missing {
 
 const unavailable = (missing: Missing["missing"], message: string): Missing => ({ missing, message })
 
+// IndexedDB's errors (`DOMException`s: quota, a closing connection, an
+// aborted transaction) name what failed, never the record: kept as the cause.
 const describe = (error: unknown): string =>
   capMessage(error instanceof Error ? `${error.name}: ${error.message}` : String(error))
 
@@ -131,7 +133,7 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
 
     const read: Effect.Effect<SessionStore.Stored, SessionStore.StoreError> = Effect.tryPromise({
       try: () => records.read(key),
-      catch: (error) => new SessionStore.StoreError({ operation: "load", message: describe(error) })
+      catch: (error) => new SessionStore.StoreError({ operation: "load", message: describe(error), cause: error })
     }).pipe(Effect.flatMap((raw) =>
       raw === undefined ? Effect.succeed(SessionStore.empty) : decode(raw).pipe(
         Effect.catchTag("SchemaError", () =>
@@ -156,7 +158,8 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
           catch: (error) =>
             new SessionStore.StoreError({
               operation: Option.isSome(session) ? "save" : "clear",
-              message: describe(error)
+              message: describe(error),
+              cause: error
             })
         })
         switch (outcome._tag) {

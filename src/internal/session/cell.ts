@@ -17,8 +17,14 @@
  * or woke it has run its other commands. So a decision's state is set first,
  * and its commands are queued and run after it, in order; a decision taken
  * while they run (by a fiber one of them started or woke) queues its commands
- * behind them. No command waits for the scheduler: on a store in memory, a
- * refresh's answer is saved before any other fiber (an HTTP answer, say) runs.
+ * behind them.
+ *
+ * Only a flight's start (`Lock`) waits for the scheduler, so that the callers
+ * of one turn are all decided before it (they join it). The rest do not:
+ * Effect 4's scheduler turns are macrotasks (Effect 3's were microtasks), and
+ * a turn between a refresh's answer and its save would let other work (the
+ * 401s of a burst of requests, say) see the old token and ask for another
+ * refresh. On a store in memory the answer is now saved within its own turn.
  *
  * A `SessionManager` is one cell with a timer of its own and a PubSub; a
  * `SessionPool` is many cells sharing one `Shared`, a timer wheel and a feed.
@@ -346,14 +352,18 @@ export class Cell {
         )
         yield* Deferred.await(release)
       })
-    this.shared.fork(
+    // A flight starts on the scheduler's next turn: the callers asking in this
+    // one are all decided first (they join it, or queue behind it), as they
+    // were under Effect 3.
+    this.shared.fork(Effect.andThen(
+      Effect.yieldNow,
       Store.withLease(this.store, this.shared.bounds, critical).pipe(
         Effect.catch((error) =>
           granted ? Effect.void : Effect.asVoid(this.step((now) => ({ _tag: "LockFailed", op, now, error })))
         ),
         Effect.withSpan(`moon-refresh/SessionManager.${kind}`, undefined, { captureStackTrace: false })
       )
-    )
+    ))
   }
 
   /** Checks that the lease is still ours for long enough, then sends. */
