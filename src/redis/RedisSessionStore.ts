@@ -315,7 +315,7 @@ export function layerConfig(options: Options): Layer.Layer<SessionStore.SessionS
 export function layerConfig(
   config: Config.Wrap<Options> | Options
 ): Layer.Layer<SessionStore.SessionStore, Config.ConfigError, RedisClient> {
-  return isPlain(config)
+  return isPlain<Options>(config)
     ? layerFromEnv(config)
     : Layer.effect(SessionStore.SessionStore, Effect.flatMap(Options_.fromConfig(config, resolve), build))
 }
@@ -465,7 +465,7 @@ export function layerKeyedConfig(
 export function layerKeyedConfig(
   config: Config.Wrap<KeyedOptions> | KeyedOptions
 ): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError, RedisClient> {
-  return isPlain(config)
+  return isPlain<KeyedOptions>(config)
     ? layerKeyedFromEnv(config)
     : Layer.effect(SessionStore.KeyedSessionStore, Effect.flatMap(Options_.fromConfig(config, resolveKeyed), buildKeyed))
 }

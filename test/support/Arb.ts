@@ -88,8 +88,7 @@ export const oneof = <const Alternatives extends ReadonlyArray<Arb<any> | Weight
 /** A record whose every field comes from its own `Arb`. */
 export const record = <const Fields extends Record<string, Arb<any>>>(
   fields: Fields
-): Arb<{ -readonly [K in keyof Fields]: Fields[K] extends Arb<infer A> ? A : never }> =>
-  Arbitrary.all(fields) as any
+): Arb<{ -readonly [K in keyof Fields]: Fields[K] extends Arb<infer A> ? A : never }> => Arbitrary.all(fields) as any
 
 /**
  * An array of up to `maxLength` items. How long the arrays get also depends on

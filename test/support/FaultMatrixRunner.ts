@@ -361,7 +361,7 @@ const runCaseTracked = (c: Case, capture: Capture, sleeps: Effect.Effect<Readonl
     yield* Effect.addFinalizer(() => Scope.close(managerScope, Exit.void))
     const events: Array<SessionManager.SessionEvent> = []
     let manager: SessionManager.Service | undefined
-    let http: AuthHttpClient.AuthHttpClient | undefined
+    let http: AuthHttpClient.Service | undefined
     if (entryPoint !== "RefreshClient") {
       manager = yield* SessionManager.make({ autoRefresh: false }).pipe(
         Effect.provideService(RefreshClient.RefreshClient, refreshClient),

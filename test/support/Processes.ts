@@ -86,7 +86,9 @@ export const spawnChild = (mode: string, config: ChildConfig): Effect.Effect<Chi
             duration: within,
             orElse: () =>
               Effect.fail(
-                `child ${child.pid} (${mode}) did not report it within ${Duration.format(Duration.fromInputUnsafe(within))}`
+                `child ${child.pid} (${mode}) did not report it within ${
+                  Duration.format(Duration.fromInputUnsafe(within))
+                }`
               )
           })
         ),

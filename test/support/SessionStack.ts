@@ -42,7 +42,7 @@ export const programLayer = (
     readonly client?: Omit<RefreshClient.Options, "baseUrl">
   } = {}
 ) =>
-  AuthHttpClient.layer.pipe(
+  AuthHttpClient.layer().pipe(
     Layer.provideMerge(SessionManager.layer({ margin: "1 second", ...options.manager })),
     Layer.provideMerge(SessionStore.layerMemory(initial)),
     Layer.provide(RefreshClient.layer({ baseUrl: server.url, ...options.client })),

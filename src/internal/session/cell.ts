@@ -414,14 +414,24 @@ export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = E
   }
 })
 
-/** A timer of its own: one fiber at a time, started by the shared `fork`. */
+/**
+ * A timer of its own: one fiber at a time, started by the shared `fork`. It
+ * fires on a later turn of the scheduler, never inside `arm`, even when due
+ * already (a `TestClock` ends a sleep of zero at once): a decision that arms
+ * the timer for a time already past is not taken again in the same turn.
+ */
 export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cell): Timer => {
   let fiber: Fiber.Fiber<void> | undefined
   return {
     arm: (at) => {
       if (fiber !== undefined) fiber.interruptUnsafe()
       fiber = at === undefined ? undefined : shared.fork(
-        Effect.andThen(Effect.sleep(Math.max(0, at - shared.clock.currentTimeMillisUnsafe())), cell.tick)
+        Effect.andThen(
+          Effect.yieldNow,
+          Effect.suspend(() =>
+            Effect.andThen(Effect.sleep(Math.max(0, at - shared.clock.currentTimeMillisUnsafe())), cell.tick)
+          )
+        )
       )
     }
   }
