@@ -280,21 +280,23 @@ describe("RedisSessionStore: layerConfig takes Config.Wrap<Options>; the REDIS_U
 
   it.effect("layerFromEnv, and 0.3's layerConfig(options) and layerClientConfig(), read REDIS_URL", () =>
     Effect.gen(function*() {
-      for (
-        const layer of [
-          RedisSessionStore.layerFromEnv({ key: "moon-session:ada" }),
-          RedisSessionStore.layerConfig({ key: "moon-session:ada" }),
-          RedisSessionStore.layerKeyedFromEnv({ prefix: "moon-session:" }),
-          RedisSessionStore.layerKeyedConfig({ prefix: "moon-session:" }),
-          RedisSessionStore.layerClientFromEnv(),
-          RedisSessionStore.layerClientConfig()
-        ]
-      ) {
-        const missing = yield* build(layer).pipe(withEnv({}))
-        expect(errorOf(missing)).toBeInstanceOf(Config.ConfigError)
-        expect(String(errorOf(missing))).toContain("REDIS_URL")
-        const wrong = yield* build(layer).pipe(withEnv({ REDIS_URL: "http://127.0.0.1:6379" }))
-        expect(String(errorOf(wrong))).toContain("must be a redis:// or rediss:// URL")
+      // Builds a layer under an environment: the error it failed with.
+      const failureUnder = <A>(layer: Layer.Layer<A, Config.ConfigError>) => (env: Record<string, string>) =>
+        Effect.map(build(layer).pipe(withEnv(env)), errorOf)
+      const layers = [
+        failureUnder(RedisSessionStore.layerFromEnv({ key: "moon-session:ada" })),
+        failureUnder(RedisSessionStore.layerConfig({ key: "moon-session:ada" })),
+        failureUnder(RedisSessionStore.layerKeyedFromEnv({ prefix: "moon-session:" })),
+        failureUnder(RedisSessionStore.layerKeyedConfig({ prefix: "moon-session:" })),
+        failureUnder(RedisSessionStore.layerClientFromEnv()),
+        failureUnder(RedisSessionStore.layerClientConfig())
+      ]
+      for (const failure of layers) {
+        const missing = yield* failure({})
+        expect(missing).toBeInstanceOf(Config.ConfigError)
+        expect(String(missing)).toContain("REDIS_URL")
+        const wrong = yield* failure({ REDIS_URL: "http://127.0.0.1:6379" })
+        expect(String(wrong)).toContain("must be a redis:// or rediss:// URL")
       }
     }))
 

@@ -415,24 +415,22 @@ export const makeDaemon: Effect.Effect<Shared["daemon"], never, Scope.Scope> = E
 })
 
 /**
- * A timer of its own: one fiber at a time, started by the shared `fork`. It
- * fires on a later turn of the scheduler, never inside `arm`, even when due
- * already (a `TestClock` ends a sleep of zero at once): a decision that arms
- * the timer for a time already past is not taken again in the same turn.
+ * A timer of its own: one fiber at a time, started by the shared `fork`. A
+ * time already come fires on a later turn of the scheduler, never inside
+ * `arm` (a `TestClock` ends a sleep of zero at once): a decision that arms the
+ * timer for a time already past is not taken again in the same turn.
  */
 export const fiberTimer = (shared: Pick<Shared, "clock" | "fork">) => (cell: Cell): Timer => {
   let fiber: Fiber.Fiber<void> | undefined
   return {
     arm: (at) => {
       if (fiber !== undefined) fiber.interruptUnsafe()
-      fiber = at === undefined ? undefined : shared.fork(
-        Effect.andThen(
-          Effect.yieldNow,
-          Effect.suspend(() =>
-            Effect.andThen(Effect.sleep(Math.max(0, at - shared.clock.currentTimeMillisUnsafe())), cell.tick)
-          )
-        )
-      )
+      if (at === undefined) {
+        fiber = undefined
+        return
+      }
+      const delay = at - shared.clock.currentTimeMillisUnsafe()
+      fiber = shared.fork(Effect.andThen(delay > 0 ? Effect.sleep(delay) : Effect.yieldNow, cell.tick))
     }
   }
 }
