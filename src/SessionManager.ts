@@ -195,8 +195,7 @@ export const make = (
   Service,
   SessionStore.StoreError,
   RefreshClient.RefreshClient | SessionStore.SessionStore | Scope.Scope
-> =>
-  Effect.flatMap(Options_.orDie(SessionOptions.resolve(options)), build)
+> => Effect.flatMap(Options_.orDie(SessionOptions.resolve(options)), build)
 
 const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
   Service,

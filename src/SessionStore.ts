@@ -535,12 +535,13 @@ export const makeKeyValueStore = (
 ): Effect.Effect<Service, never, KeyValueStore.KeyValueStore> =>
   Effect.map(Effect.service(KeyValueStore.KeyValueStore), (kv) => {
     // The storage's error is kept as the cause; an encoding error is not (it may quote the session).
-    const fail = (operation: StoreError["operation"]) => (error: KeyValueStore.KeyValueStoreError | Schema.SchemaError) =>
-      new StoreError({
-        operation,
-        message: RefreshError.capMessage(error.message),
-        ...(error._tag === "KeyValueStoreError" ? { cause: error } : {})
-      })
+    const fail =
+      (operation: StoreError["operation"]) => (error: KeyValueStore.KeyValueStoreError | Schema.SchemaError) =>
+        new StoreError({
+          operation,
+          message: RefreshError.capMessage(error.message),
+          ...(error._tag === "KeyValueStoreError" ? { cause: error } : {})
+        })
     return make({
       load: kv.get(options.key).pipe(
         Effect.mapError(fail("load")),

@@ -65,7 +65,7 @@ type Api = ReturnType<typeof makeApi>
 const callCount = (mock: MockRefreshClient.Service) => Effect.map(mock.stats, (stats) => stats.calls)
 
 interface Harness {
-  readonly http: AuthHttpClient.AuthHttpClient
+  readonly http: AuthHttpClient.Service
   readonly manager: SessionManager.Service
   readonly refresh: MockRefreshClient.Service
 }
@@ -91,7 +91,7 @@ const withClient = <A, E>(
     const manager = SessionManager.layer({ autoRefresh: false }).pipe(
       Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, refresh), SessionStore.layerMemory(session)))
     )
-    const context = yield* Layer.build(Layer.provideMerge(AuthHttpClient.layer, Layer.merge(manager, setup.api.layer)))
+    const context = yield* Layer.build(Layer.provideMerge(AuthHttpClient.layer(), Layer.merge(manager, setup.api.layer)))
     return yield* body({
       http: Context.get(context, AuthHttpClient.AuthHttpClient),
       manager: Context.get(context, SessionManager.SessionManager),

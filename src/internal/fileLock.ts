@@ -17,7 +17,20 @@
  * - A lock taken is registered for release in the same uninterruptible step
  *   that took it.
  */
-import { Clock, Context, Data, Duration, Effect, Exit, Option, Random, Result, Schedule, Scope, Semaphore } from "effect"
+import {
+  Clock,
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Exit,
+  Option,
+  Random,
+  Result,
+  Schedule,
+  Scope,
+  Semaphore
+} from "effect"
 import type * as Fs from "node:fs/promises"
 import * as RefreshError from "../RefreshError.js"
 import { type Lease, StoreError } from "../SessionStore.js"
@@ -49,7 +62,11 @@ export class Busy extends Data.TaggedError("Busy") {}
 
 // `cause`: a file-system error on the lock's directory (its entries hold owners, never a token).
 const lockError = (message: string, cause?: unknown) =>
-  new StoreError({ operation: "lock", message: RefreshError.capMessage(message), ...(cause === undefined ? {} : { cause }) })
+  new StoreError({
+    operation: "lock",
+    message: RefreshError.capMessage(message),
+    ...(cause === undefined ? {} : { cause })
+  })
 
 const messageOf = (error: unknown) => error instanceof Error ? error.message : String(error)
 

@@ -37,7 +37,10 @@ export const orDie = <A>(checked: Result.Result<A, Invalid>): Effect.Effect<A> =
 export const toConfigError = (setting: string) => (invalid: Invalid): Config.ConfigError =>
   new Config.ConfigError(
     new Schema.SchemaError(
-      new SchemaIssue.Pointer([setting], new SchemaIssue.InvalidValue({ message: `${invalid.option} ${invalid.reason}` }))
+      new SchemaIssue.Pointer(
+        [setting],
+        new SchemaIssue.InvalidValue({ message: `${invalid.option} ${invalid.reason}` })
+      )
     )
   )
 

@@ -467,7 +467,10 @@ export function layerKeyedConfig(
 ): Layer.Layer<SessionStore.KeyedSessionStore, Config.ConfigError, RedisClient> {
   return isPlain<KeyedOptions>(config)
     ? layerKeyedFromEnv(config)
-    : Layer.effect(SessionStore.KeyedSessionStore, Effect.flatMap(Options_.fromConfig(config, resolveKeyed), buildKeyed))
+    : Layer.effect(
+      SessionStore.KeyedSessionStore,
+      Effect.flatMap(Options_.fromConfig(config, resolveKeyed), buildKeyed)
+    )
 }
 
 /**

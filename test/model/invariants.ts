@@ -447,11 +447,20 @@ export const check = (world: World): Array<Violation> => {
   storeErrorsAreFresh(world, out)
   ownErrors(world, out)
   poolKeepsSessions(world, out)
-  // A timer that fires again and again at one instant keeps time from moving
-  // (in real time, a CPU spinning until something else ends it). Effect 3's
-  // harness hung there, which failed the run; it is named now.
-  if (world.stuckInTime) out.push({ kind: "livelock", message: `the run never came to rest: ${world.livelock}` })
-  if (world.livelock !== undefined) return out
+  // A run that never comes to rest is a livelock, whether its operations ended
+  // or not: a timer that fires again and again at one instant keeps time from
+  // moving (in real time, a CPU spinning until something else ends it; Effect
+  // 3's harness hung there), and so do fiber tasks that never wait (a timer
+  // armed for a time already past fires on the scheduler's next turn) or a
+  // drain that never runs dry.
+  if (world.livelock !== undefined) {
+    out.push({
+      kind: "livelock",
+      detail: world.stuckInTime ? "timers" : "tasks",
+      message: `the run never came to rest: ${world.livelock}`
+    })
+    return out
+  }
   const held = world.snapshot()
   for (const cell of world.cells) {
     if (cell.holders.length === 0) continue

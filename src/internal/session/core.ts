@@ -512,7 +512,10 @@ const proactiveAt = (state: State): number =>
 export const nextWake = (state: State, config: Rules.Config): number | undefined => {
   const refresh = config.autoRefresh && state.flight === undefined ? proactiveAt(state) : Infinity
   const save = state.owed !== undefined && state.writing === undefined ? state.owed.retryAt : Infinity
-  const saving = state.flight?.stage === "saving" && state.flight.answered
+  // Past the bound, the lock goes only when no save is in flight (see `settle`): while one is,
+  // its outcome (`Wrote`, bounded by the store's timeout) is the next thing to wake for. A
+  // timer for the bound, already past, would fire and change nothing, again and again.
+  const saving = state.flight?.stage === "saving" && state.flight.answered && state.writing === undefined
     ? state.flight.since + config.saveBound
     : Infinity
   const at = Math.min(refresh, save, saving)
