@@ -17,6 +17,8 @@ export const entries = {
   "./internal/*": null,
   "./testing/internal/*": null,
   "./browser/internal/*": null,
+  "./node/internal/*": null,
+  "./redis/internal/*": null,
   // The moon-mock-server command (package.json \`bin\`): run, never imported.
   "./bin/*": null
 }

@@ -11,9 +11,9 @@
  *
  * @since 0.1.0
  */
-import { type Config, Context, Duration, Effect, Layer, Option, Redacted, Result } from "effect"
+import { type Config, Context, Effect, Layer, Option, Redacted, Result } from "effect"
 import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
-import { answeredElsewhere, originOf, readBodyCapped, sendNoting, type Trip } from "./internal/http.js"
+import { answeredElsewhere, drain, originOf, sendNoting, type Trip } from "./internal/http.js"
 import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
@@ -56,22 +56,6 @@ export interface Options {
   readonly origins?: ReadonlyArray<string> | undefined
 }
 
-/**
- * Before the replay, the body of a 401 is read (so the connection can be
- * reused) up to this many bytes and for at most {@link drainTimeout}; past
- * either, it is abandoned, never waited for.
- *
- * @since 0.2.0
- * @category constants
- */
-export const maxDrainBytes = 64 * 1024
-
-/**
- * @since 0.2.0
- * @category constants
- */
-export const drainTimeout: Duration.Duration = Duration.seconds(1)
-
 const owner = "AuthHttpClient"
 
 const newTrip = (): Trip => ({ first: undefined })
@@ -103,11 +87,6 @@ const requestOrigin = (request: HttpClientRequest.HttpClientRequest): string | u
     onNone: () => undefined,
     onSome: (url) => url.origin
   })
-
-// Reads what is left of a 401 so the connection can be reused, within bounds:
-// a body that never ends must not hold the replay.
-const drain = (response: HttpClientResponse.HttpClientResponse) =>
-  readBodyCapped(response, maxDrainBytes).pipe(Effect.timeout(drainTimeout), Effect.ignore)
 
 /**
  * Wraps `client` with the `SessionManager` in context.

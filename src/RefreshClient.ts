@@ -17,6 +17,7 @@ import {
   validateBaseUrl,
   validatePath
 } from "./internal/http.js"
+import { capMessage } from "./internal/message.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -126,7 +127,7 @@ const describeTransport = (error: HttpClientError.HttpClientError, mask: Moon.Ma
   const detail = Moon.scrub(rootCause(reason.cause) ?? reason.description ?? kind, mask)
   return new RefreshError.TransportError({
     reason: "Network",
-    message: RefreshError.capMessage(
+    message: capMessage(
       isResponseError(reason) ? `connection lost while reading the response: ${detail}` : detail
     )
   })

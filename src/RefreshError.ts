@@ -11,15 +11,6 @@ import type { Duration } from "effect"
 import { Option, Predicate, Schema } from "effect"
 
 /**
- * The longest message an error keeps, in characters. Server bodies can be
- * whole HTML pages; a log line should not be.
- *
- * @since 0.1.0
- * @category constants
- */
-export const maxMessageLength = 500
-
-/**
  * Every refresh error carries this key, which is how {@link isRefreshError}
  * recognises one: a plain object with a matching `_tag` is not an error of ours.
  *
@@ -194,13 +185,15 @@ export type RefreshError =
  * @since 0.1.0
  * @category schemas
  */
-export const RefreshError: Schema.Union<readonly [
-  typeof TransportError,
-  typeof ServerError,
-  typeof RateLimitedError,
-  typeof TokenRejectedError,
-  typeof MalformedResponseError
-]> = Schema.Union([TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError])
+export const RefreshError: Schema.Union<
+  readonly [
+    typeof TransportError,
+    typeof ServerError,
+    typeof RateLimitedError,
+    typeof TokenRejectedError,
+    typeof MalformedResponseError
+  ]
+> = Schema.Union([TransportError, ServerError, RateLimitedError, TokenRejectedError, MalformedResponseError])
 
 /**
  * Whether `u` is one of the refresh errors above, by its type id (not by its
@@ -243,14 +236,3 @@ export const isRetryable = (error: RefreshError): boolean => {
  */
 export const retryAfter = (error: RefreshError): Option.Option<Duration.Duration> =>
   error._tag === "RateLimitedError" ? error.retryAfter : Option.none()
-
-/**
- * Caps a message at {@link maxMessageLength} characters, collapsing whitespace.
- *
- * @since 0.1.0
- * @category utils
- */
-export const capMessage = (message: string): string => {
-  const flat = message.replace(/\s+/g, " ").trim()
-  return flat.length > maxMessageLength ? `${flat.slice(0, maxMessageLength - 1)}…` : flat
-}

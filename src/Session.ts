@@ -9,11 +9,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Duration, Effect, Option, Redacted, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
+import { Clock, DateTime, Duration, Effect, Option, Redacted, Result, Schema, SchemaTransformation } from "effect"
 import { dual, identity } from "effect/Function"
 import * as Schema_ from "./internal/sessionSchema.js"
 import * as Wire from "./internal/wire.js"
-import * as RefreshError from "./RefreshError.js"
 
 /**
  * The server's user object. `id` is required and `email` typed when present;
@@ -178,33 +177,6 @@ export const expiresWithin: {
 )
 
 /**
- * A Supabase session as Moon sends it (snake_case). `expires_in` is seconds
- * from receipt and is what the expiry is computed from; `expires_at` (unix
- * seconds, the server's clock) is used only when `expires_in` is absent.
- *
- * @since 0.1.0
- * @category schemas
- */
-export const SupabaseSession: typeof Schema_.SupabaseSession = Schema_.SupabaseSession
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type SupabaseSession = Schema_.SupabaseSession
-
-/**
- * The two body shapes Moon sends, as a plain schema (for checking a body
- * yourself): a bare Supabase session, or one wrapped in `{ token: … }`.
- * {@link MoonResponse} accepts the same shapes but picks the shape by hand,
- * so its errors name the fields of the shape that was sent.
- *
- * @since 0.1.0
- * @category schemas
- */
-export const MoonWireBody: typeof Schema_.MoonWireBody = Schema_.MoonWireBody
-
-/**
  * Decodes the body of a successful `POST /auth/refresh` into a {@link Session}.
  * Accepts the bare and the `{ token: … }` shapes; derives `expiresAt` from
  * `expires_in` and the `Clock` (a duration needs no clock comparison), else
@@ -219,8 +191,9 @@ export const MoonWireBody: typeof Schema_.MoonWireBody = Schema_.MoonWireBody
  * @category schemas
  */
 export const MoonResponse: Schema.Codec<Session, unknown> = Schema.Unknown.pipe(
-  // `Unknown` on the wire side, not `MoonWireBody`: the shape is chosen by hand
-  // in `decode`, so a failure names the fields of the shape actually sent.
+  // `Unknown` on the wire side, not a union of the two shapes: the shape is
+  // chosen by hand in `decode`, so a failure names the fields of the shape
+  // actually sent.
   Schema.decodeTo(
     Schema.toType(Session),
     SchemaTransformation.transformEffect<Session, unknown>({
@@ -240,46 +213,3 @@ export const MoonResponse: Schema.Codec<Session, unknown> = Schema.Unknown.pipe(
     })
   )
 )
-
-// One line per leaf of the issue, named by its path: what
-// `SchemaIssue.makeFormatterStandardSchemaV1` walks, without its messages.
-const problemsOf = (issue: SchemaIssue.Issue, path: ReadonlyArray<PropertyKey>, out: Array<string>): void => {
-  switch (issue._tag) {
-    case "Pointer":
-      return problemsOf(issue.issue, [...path, ...issue.path], out)
-    case "Filter":
-    case "Encoding":
-      return problemsOf(issue.issue, path, out)
-    case "Composite":
-    case "AnyOf":
-      if (issue.issues.length > 0) {
-        for (const inner of issue.issues) problemsOf(inner, path, out)
-        return
-      }
-  }
-  const field = path.length === 0 ? "body" : `field "${path.map(String).join(".")}"`
-  switch (issue._tag) {
-    case "MissingKey":
-      out.push(`missing ${field}`)
-      return
-    case "UnexpectedKey":
-      out.push(`unexpected ${field}`)
-      return
-    default:
-      out.push(`invalid ${field}`)
-  }
-}
-
-/**
- * Describes a decoding failure by the fields involved, never by their values:
- * the issue's own formatters can print the offending input (with
- * `reportInput`, or a message that quotes it), which here would be a token.
- *
- * @since 0.1.0
- * @category utils
- */
-export const describeIssue = (issue: SchemaIssue.Issue): string => {
-  const problems: Array<string> = []
-  problemsOf(issue, [], problems)
-  return RefreshError.capMessage(`response is not a session: ${[...new Set(problems)].join(", ")}`)
-}

@@ -9,7 +9,7 @@
 import type { Duration } from "effect"
 import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Semaphore, Stream } from "effect"
 import { KeyValueStore } from "effect/persistence"
-import * as RefreshError from "./RefreshError.js"
+import { capMessage } from "./internal/message.js"
 import * as Session from "./Session.js"
 
 /**
@@ -539,7 +539,7 @@ export const makeKeyValueStore = (
       (operation: StoreError["operation"]) => (error: KeyValueStore.KeyValueStoreError | Schema.SchemaError) =>
         new StoreError({
           operation,
-          message: RefreshError.capMessage(error.message),
+          message: capMessage(error.message),
           ...(error._tag === "KeyValueStoreError" ? { cause: error } : {})
         })
     return make({

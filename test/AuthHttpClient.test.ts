@@ -91,7 +91,9 @@ const withClient = <A, E>(
     const manager = SessionManager.layer({ autoRefresh: false }).pipe(
       Layer.provide(Layer.merge(Layer.succeed(RefreshClient.RefreshClient, refresh), SessionStore.layerMemory(session)))
     )
-    const context = yield* Layer.build(Layer.provideMerge(AuthHttpClient.layer(), Layer.merge(manager, setup.api.layer)))
+    const context = yield* Layer.build(
+      Layer.provideMerge(AuthHttpClient.layer(), Layer.merge(manager, setup.api.layer))
+    )
     return yield* body({
       http: Context.get(context, AuthHttpClient.AuthHttpClient),
       manager: Context.get(context, SessionManager.SessionManager),

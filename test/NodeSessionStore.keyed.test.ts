@@ -10,7 +10,7 @@ import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as FileStoreKeyed from "../src/internal/fileStoreKeyed.js"
+import * as FileStoreKeyed from "../src/node/internal/fileStoreKeyed.js"
 import { acrossExpiries, eventually, followFeeds } from "./support/KeyedPool.js"
 import { session, storeContract } from "./support/StoreContract.js"
 

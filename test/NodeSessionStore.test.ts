@@ -4,8 +4,8 @@ import { NodeSessionStore } from "moon-refresh/node"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as FileLease from "../src/internal/fileLease.js"
-import * as FileStore from "../src/internal/fileStore.js"
+import * as FileLease from "../src/node/internal/fileLease.js"
+import * as FileStore from "../src/node/internal/fileStore.js"
 import { session, storeContract } from "./support/StoreContract.js"
 
 /** A fresh directory under the system's temporary directory, removed with the scope. */

@@ -22,6 +22,7 @@ import { TestClock } from "effect/testing"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, RefreshPolicy } from "moon-refresh"
 import { inspect } from "node:util"
+import { maxMessageLength } from "../src/internal/message.js"
 import { recordingTracer } from "./support/RecordingTracer.js"
 import * as TestHttpClient from "./support/TestHttpClient.js"
 
@@ -312,7 +313,7 @@ describe("a failed response", () => {
     Effect.gen(function*() {
       const error = yield* failureOf(TestHttpClient.text(500, "x".repeat(10_000)))
       expect(error._tag).toBe("ServerError")
-      expect(error.message.length).toBe(RefreshError.maxMessageLength)
+      expect(error.message.length).toBe(maxMessageLength)
     }))
 
   it.effect("turns a 500 that says the refresh token was already used into TokenRejectedError, sent once", () =>

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Option } from "effect"
 import { RefreshError } from "moon-refresh"
+import { capMessage, maxMessageLength } from "../src/internal/message.js"
 
 describe("RefreshError", () => {
   it("retries transport failures, 5xx and rate limits, never a rejected token or a malformed answer", () => {
@@ -22,8 +23,8 @@ describe("RefreshError", () => {
   })
 
   it("caps messages at 500 characters and collapses whitespace", () => {
-    const capped = RefreshError.capMessage(`a\n\n  b ${"x".repeat(1000)}`)
-    expect(capped.length).toBe(RefreshError.maxMessageLength)
+    const capped = capMessage(`a\n\n  b ${"x".repeat(1000)}`)
+    expect(capped.length).toBe(maxMessageLength)
     expect(capped.startsWith("a b x")).toBe(true)
   })
 })

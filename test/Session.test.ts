@@ -3,6 +3,7 @@ import { DateTime, Duration, Effect, Logger, Redacted, References, Result, Schem
 import { TestClock } from "effect/testing"
 import { Session } from "moon-refresh"
 import { inspect } from "node:util"
+import { describeIssue } from "../src/internal/wire.js"
 
 const accessToken = "eyJhbGciOiJIUzI1NiJ9.access-token-secret.signature"
 const refreshToken = "refresh-token-secret-v2"
@@ -75,9 +76,9 @@ describe("Session.MoonResponse", () => {
       const { expires_in: _, ...atOnly } = bareBody
       yield* TestClock.setTime(expiresAtSeconds * 1000)
       const error = yield* Effect.flip(decode({ ...atOnly, expires_at: expiresAtSeconds * 1000 + 3_600_000 }))
-      expect(Session.describeIssue(error.issue)).toContain(`"expires_at"`)
+      expect(describeIssue(error.issue)).toContain(`"expires_at"`)
       const tooLong = yield* Effect.flip(decode({ ...bareBody, expires_in: 31 * 24 * 3600 }))
-      expect(Session.describeIssue(tooLong.issue)).toContain(`"expires_in"`)
+      expect(describeIssue(tooLong.issue)).toContain(`"expires_in"`)
     }))
 
   it.effect("derives the expiry from expires_in and the Clock when expires_at is absent", () =>
@@ -120,9 +121,9 @@ describe("Session.MoonResponse", () => {
       yield* TestClock.adjust(Duration.seconds(100))
       const { expires_in: _, ...atOnly } = bareBody
       const error = yield* Effect.flip(decode({ ...atOnly, expires_at: 50 }))
-      expect(Session.describeIssue(error.issue)).toContain(`"expires_at"`)
+      expect(describeIssue(error.issue)).toContain(`"expires_at"`)
       const zero = yield* Effect.flip(decode({ ...bareBody, expires_in: 0 }))
-      expect(Session.describeIssue(zero.issue)).toContain(`"expires_in"`)
+      expect(describeIssue(zero.issue)).toContain(`"expires_in"`)
     }))
 })
 

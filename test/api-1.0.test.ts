@@ -2,12 +2,22 @@
 // service, `layerConfig` taking `Config.Wrap<Options>` everywhere, the layers that read an
 // environment variable named for it (`…FromEnv`), one name per value, and a `StoreError`
 // that keeps its cause where the cause holds no secret. The 0.3 names kept as deprecated
-// aliases are checked to do what their replacements do.
+// aliases are checked to do what their replacements do, and the helpers the library uses
+// for itself are checked to be gone from the public modules.
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Config, ConfigProvider, Context, Effect, Exit, Layer, Option, Schema } from "effect"
 import type { HttpClient } from "effect/http"
 import { Redis } from "ioredis"
-import { AuthHttpClient, RefreshClient, RefreshPolicy, SessionManager, SessionPool, SessionStore } from "moon-refresh"
+import {
+  AuthHttpClient,
+  RefreshClient,
+  RefreshError,
+  RefreshPolicy,
+  Session,
+  SessionManager,
+  SessionPool,
+  SessionStore
+} from "moon-refresh"
 import { BrowserSessionStore } from "moon-refresh/browser"
 import { NodeSessionStore, PrivateKeyValueStore } from "moon-refresh/node"
 import { RedisSessionStore } from "moon-refresh/redis"
@@ -383,5 +393,16 @@ describe("StoreError keeps its cause where it holds no secret", () => {
       operation: "lock",
       message: "the lock was lost"
     })
+  })
+})
+
+describe("helpers the library uses for itself are not public", () => {
+  it("Session, RefreshError and AuthHttpClient no longer export them", () => {
+    const gone: ReadonlyArray<readonly [object, ReadonlyArray<string>]> = [
+      [Session, ["describeIssue", "SupabaseSession", "MoonWireBody"]],
+      [RefreshError, ["capMessage", "maxMessageLength"]],
+      [AuthHttpClient, ["maxDrainBytes", "drainTimeout"]]
+    ]
+    for (const [module, names] of gone) for (const name of names) expect(name in module, name).toBe(false)
   })
 })

@@ -1,5 +1,5 @@
 /**
- * The file lock (src/internal/fileLock.ts, protocol in fileLease.ts): its
+ * The file lock (src/node/internal/fileLock.ts, protocol in fileLease.ts): its
  * rules as pure functions, then the lock on real files with the monotonic
  * clock driven by `TestClock`, each waiter's attempt made by hand (no
  * polling), so nothing depends on the machine's speed. A lease of a minute
@@ -13,8 +13,8 @@ import { NodeSessionStore } from "moon-refresh/node"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as FileLease from "../src/internal/fileLease.js"
-import * as FileLock from "../src/internal/fileLock.js"
+import * as FileLease from "../src/node/internal/fileLease.js"
+import * as FileLock from "../src/node/internal/fileLock.js"
 import { session } from "./support/StoreContract.js"
 
 const lease = 60_000

@@ -47,7 +47,9 @@ describe("moon-mock-server", () => {
       })
       expect(Duration.toMillis(Duration.fromInputUnsafe(invocation.server.reuseWindow!))).toBe(5000)
       expect(invocation.faults.map((fault) => fault._tag)).toStrictEqual(["Status", "ResetAfterRotate"])
-      expect(Duration.toMillis(Duration.fromInputUnsafe(parsed("--reuse-window", "2500").server.reuseWindow!))).toBe(2500)
+      expect(Duration.toMillis(Duration.fromInputUnsafe(parsed("--reuse-window", "2500").server.reuseWindow!))).toBe(
+        2500
+      )
       expect(parsed("--cors").server.cors).toBe(true)
       expect(parsed("-h").help).toBe(true)
     })
@@ -103,7 +105,10 @@ describe("moon-mock-server", () => {
           Effect.suspend(() => {
             const line = output.filter((printed) => pattern.test(printed))[nth - 1]
             return line === undefined ? Effect.fail("not yet") : Effect.succeed(pattern.exec(line)![1]!)
-          }).pipe(Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))), Effect.orDie)
+          }).pipe(
+            Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))),
+            Effect.orDie
+          )
         return { input, output, waitFor }
       })
 

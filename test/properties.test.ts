@@ -3,6 +3,8 @@ import { Arbitrary, Cause, Clock, DateTime, Duration, Effect, Exit, Layer, Optio
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { RefreshClient, RefreshError, RefreshPolicy, Session } from "moon-refresh"
+import { capMessage, maxMessageLength } from "../src/internal/message.js"
+import { SupabaseSession } from "../src/internal/sessionSchema.js"
 import * as fc from "./support/Arb.js"
 import { tracked } from "./support/Sleeps.js"
 import * as TestHttpClient from "./support/TestHttpClient.js"
@@ -535,7 +537,7 @@ const expectTypedError = (cause: Cause.Cause<RefreshError.RefreshError>, secrets
   const error = Option.getOrThrow(failure)
   expect(RefreshError.isRefreshError(error)).toBe(true)
   expect(typeof error.message).toBe("string")
-  expect(error.message.length).toBeLessThanOrEqual(RefreshError.maxMessageLength)
+  expect(error.message.length).toBeLessThanOrEqual(maxMessageLength)
   const renderings = [error.message, String(error), JSON.stringify(error)]
   for (const secret of secrets) {
     for (const rendering of renderings) expect(rendering).not.toContain(secret)
@@ -602,9 +604,9 @@ const advanceTo = (sleeps: Effect.Effect<ReadonlyArray<number>>, millis: number)
 // "" tokens, all rejected, and never grows past it. The sessions generated are
 // the same set: what the extra check refuses, the schema refuses too.
 const supabaseSessionArb = Arbitrary.schema(Schema.Struct({
-  ...Session.SupabaseSession.fields,
-  access_token: Session.SupabaseSession.fields.access_token.check(Schema.isMinLength(1)),
-  refresh_token: Session.SupabaseSession.fields.refresh_token.check(Schema.isMinLength(1))
+  ...SupabaseSession.fields,
+  access_token: SupabaseSession.fields.access_token.check(Schema.isMinLength(1)),
+  refresh_token: SupabaseSession.fields.refresh_token.check(Schema.isMinLength(1))
 }))
 
 // One set of test services for all runs (`it.effect.prop` outside a `layer`
@@ -676,7 +678,7 @@ layer(Layer.empty)("RefreshClient.refresh over random answers", (it) => {
         })
         // Through JSON, as on the wire (JSON.stringify drops what JSON cannot carry).
         const sent = JSON.parse(body)
-        const wireSent: Session.SupabaseSession = wrapped ? sent.token : sent
+        const wireSent: SupabaseSession = wrapped ? sent.token : sent
         // expires_in wins (a duration needs no clock); expires_at only when alone.
         const expiresAt = wireSent.expires_in !== undefined
           ? now + wireSent.expires_in * 1000
@@ -759,8 +761,8 @@ describe("Arbitrary values of the library's own schemas", () => {
     "capMessage never returns more than 500 characters, and cuts only the end",
     { message: fc.oneof(unicodeString("grapheme"), hugeString) },
     ({ message }) => {
-      const capped = RefreshError.capMessage(message)
-      expect(capped.length).toBeLessThanOrEqual(RefreshError.maxMessageLength)
+      const capped = capMessage(message)
+      expect(capped.length).toBeLessThanOrEqual(maxMessageLength)
       expect(message.replace(/\s+/g, " ").trim().startsWith(capped.replace(/…$/, ""))).toBe(true)
     },
     { arbitrary: { runs: 500 } }

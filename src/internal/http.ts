@@ -259,6 +259,23 @@ export const answeredElsewhere = (
   return home !== undefined && from !== undefined && home !== from
 }
 
+/**
+ * Before the replay, the body of a 401 is read (so the connection can be
+ * reused) up to this many bytes and for at most {@link drainTimeout}; past
+ * either, it is abandoned, never waited for.
+ */
+export const maxDrainBytes = 64 * 1024
+
+/** See {@link maxDrainBytes}. */
+export const drainTimeout: Duration.Duration = Duration.seconds(1)
+
+/**
+ * Reads what is left of a 401 so the connection can be reused, within bounds:
+ * a body that never ends must not hold the replay.
+ */
+export const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> =>
+  readBodyCapped(response, maxDrainBytes).pipe(Effect.timeout(drainTimeout), Effect.ignore)
+
 const manualRedirects: globalThis.RequestInit = { redirect: "manual" }
 
 /** Overwrites a request body's bytes, so a hop that must not get them sends blanks of the same length. */

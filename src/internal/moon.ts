@@ -9,8 +9,9 @@
 import { Clock, Effect, Option, Predicate, Redacted, Result } from "effect"
 import { HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as RefreshError from "../RefreshError.js"
-import * as Session from "../Session.js"
+import type * as Session from "../Session.js"
 import { type BodyTooLarge, originOf, parseRetryAfter } from "./http.js"
+import { capMessage } from "./message.js"
 import * as Wire from "./wire.js"
 
 /**
@@ -175,13 +176,13 @@ export const decodeSuccess = (
         // A 2xx that carries a dead-token error is a verdict on the token, not a glitch.
         const error = readErrorBody(body, "application/json", mask)
         if (isDeadToken(error)) {
-          return new RefreshError.TokenRejectedError({ status, message: RefreshError.capMessage(error.message) })
+          return new RefreshError.TokenRejectedError({ status, message: capMessage(error.message) })
         }
         // Refused, but the server may have rotated: its new refresh token is kept.
         const rotated = Wire.salvageRefreshToken(json.value)
         return new RefreshError.MalformedResponseError({
           status,
-          message: Session.describeIssue(issue),
+          message: Wire.describeIssue(issue),
           ...(rotated === undefined ? {} : { rotatedRefreshToken: Redacted.make(rotated) })
         })
       }
@@ -282,7 +283,7 @@ const classify = (
   // The platform builds a new record on each read of `headers`.
   const headers = response.headers
   const error = readErrorBody(body, headers["content-type"], mask)
-  const message = RefreshError.capMessage(error.message) || fallback
+  const message = capMessage(error.message) || fallback
   // A 401 or 403 is a verdict on the token only when the auth server gave it
   // (its JSON error): an HTML page from a proxy or firewall is not proof of a
   // dead token, and signing the user out on it would be wrong. It is a

@@ -126,17 +126,3 @@ export const SupabaseSession = Schema.Struct({
  * @category models
  */
 export type SupabaseSession = typeof SupabaseSession.Type
-
-/**
- * The two body shapes Moon sends, as a plain schema (for checking a body
- * yourself): a bare Supabase session, or one wrapped in `{ token: … }`.
- * {@link MoonResponse} accepts the same shapes but picks the shape by hand,
- * so its errors name the fields of the shape that was sent.
- *
- * @since 0.1.0
- * @category schemas
- */
-export const MoonWireBody = Schema.Union([
-  Schema.Struct({ token: SupabaseSession }),
-  SupabaseSession
-])

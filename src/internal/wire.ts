@@ -2,11 +2,13 @@
  * Turns a decoded wire body into a `Session`: picks the body's shape, derives
  * the expiry, refuses one that is past or unrepresentable. Used by
  * `Session.MoonResponse` (with the `Clock`'s now) and by the refresh client
- * (with the time corrected for the server's clock).
+ * (with the time corrected for the server's clock). A refused body is
+ * described by its fields, never their values (`describeIssue`).
  *
  * Not public API: the package's exports keep `internal/` private.
  */
 import { DateTime, Effect, Predicate, Redacted, Result, SchemaIssue, SchemaParser } from "effect"
+import { capMessage } from "./message.js"
 import { Session, SupabaseSession } from "./sessionSchema.js"
 
 /**
@@ -113,3 +115,43 @@ export const salvageRefreshToken = (input: unknown): string | undefined => {
 
 const isWrapped = (u: unknown): u is { readonly token: { readonly [x: PropertyKey]: unknown } } =>
   Predicate.isObject(u) && Predicate.isObject(u.token)
+
+// One line per leaf of the issue, named by its path: what
+// `SchemaIssue.makeFormatterStandardSchemaV1` walks, without its messages.
+const problemsOf = (issue: SchemaIssue.Issue, path: ReadonlyArray<PropertyKey>, out: Array<string>): void => {
+  switch (issue._tag) {
+    case "Pointer":
+      return problemsOf(issue.issue, [...path, ...issue.path], out)
+    case "Filter":
+    case "Encoding":
+      return problemsOf(issue.issue, path, out)
+    case "Composite":
+    case "AnyOf":
+      if (issue.issues.length > 0) {
+        for (const inner of issue.issues) problemsOf(inner, path, out)
+        return
+      }
+  }
+  const field = path.length === 0 ? "body" : `field "${path.map(String).join(".")}"`
+  switch (issue._tag) {
+    case "MissingKey":
+      out.push(`missing ${field}`)
+      return
+    case "UnexpectedKey":
+      out.push(`unexpected ${field}`)
+      return
+    default:
+      out.push(`invalid ${field}`)
+  }
+}
+
+/**
+ * Describes a decoding failure by the fields involved, never by their values:
+ * the issue's own formatters can print the offending input (with
+ * `reportInput`, or a message that quotes it), which here would be a token.
+ */
+export const describeIssue = (issue: SchemaIssue.Issue): string => {
+  const problems: Array<string> = []
+  problemsOf(issue, [], problems)
+  return capMessage(`response is not a session: ${[...new Set(problems)].join(", ")}`)
+}

@@ -36,10 +36,10 @@
  */
 import type { Config, Scope } from "effect"
 import { Duration, Effect, Layer, Result, Schema } from "effect"
-import * as FileStore from "../internal/fileStore.js"
-import * as FileStoreKeyed from "../internal/fileStoreKeyed.js"
 import * as Options_ from "../internal/options.js"
 import * as SessionStore from "../SessionStore.js"
+import * as FileStore from "./internal/fileStore.js"
+import * as FileStoreKeyed from "./internal/fileStoreKeyed.js"
 
 /**
  * The store could not be built on this path. `reason` says why:

@@ -31,8 +31,8 @@ import { Effect, Layer } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
-import * as FileStore from "../internal/fileStore.js"
-import * as PrivateFile from "../internal/privateFile.js"
+import * as FileStore from "./internal/fileStore.js"
+import * as PrivateFile from "./internal/privateFile.js"
 import { FileStoreError } from "./NodeSessionStore.js"
 
 const codeOf = (error: unknown): unknown =>
@@ -101,22 +101,28 @@ const store = (dir: string): KeyValueStore.KeyValueStore =>
     get: (key) => withKey(dir, "get", key, (path) => orUndefined("get", path, key, () => Fs.readFile(path, "utf8"))),
     getUint8Array: (key) =>
       withKey(dir, "getUint8Array", key, (path) =>
-        orUndefined("getUint8Array", path, key, async () => new Uint8Array(await Fs.readFile(path)))),
+        orUndefined("getUint8Array", path, key, async () =>
+          new Uint8Array(await Fs.readFile(path)))),
     set: (key, value) =>
       withKey(dir, "set", key, (path) =>
         // Half a replacement is worse than none or a whole one.
-        Effect.uninterruptible(call("set", path, () => PrivateFile.write(path, value), key))),
+        Effect.uninterruptible(call("set", path, () =>
+          PrivateFile.write(path, value), key))),
     remove: (key) =>
       withKey(dir, "remove", key, (path) => call("remove", path, () => Fs.rm(path, { force: true }), key)),
     // The files only, not the directory: removing it would drop its mode.
     clear: Effect.flatMap(files(dir, "clear"), (names) =>
-      Effect.forEach(names, (name) => call("clear", dir, () => Fs.rm(Path.join(dir, name), { force: true })), {
+      Effect.forEach(names, (name) =>
+        call("clear", dir, () =>
+          Fs.rm(Path.join(dir, name), { force: true })), {
         discard: true
       })),
-    size: Effect.map(files(dir, "size"), (names) => names.length),
+    size: Effect.map(files(dir, "size"), (names) =>
+      names.length),
     // As `layerFileSystem` reads them back: a name that does not decode fails.
     keys: Effect.flatMap(files(dir, "keys"), (names) =>
-      call("keys", dir, () => Promise.resolve().then(() => names.map(decodeURIComponent))))
+      call("keys", dir, () =>
+        Promise.resolve().then(() => names.map(decodeURIComponent))))
   })
 
 /**

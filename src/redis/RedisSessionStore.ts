@@ -29,8 +29,8 @@ import { Config, Context, Duration, Effect, Layer, Redacted, Result, Schema, Sch
 import type { RedisOptions } from "ioredis"
 import { Redis } from "ioredis"
 import * as Options_ from "../internal/options.js"
-import * as Internal from "../internal/redis.js"
 import * as SessionStore from "../SessionStore.js"
+import * as Internal from "./internal/redis.js"
 
 /**
  * The ioredis client the store runs its commands on. The store opens one

@@ -9,6 +9,7 @@ import { TestClock } from "effect/testing"
 import type { Session } from "moon-refresh"
 import { RefreshClient, RefreshError, RefreshPolicy, SessionManager, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
+import { maxMessageLength } from "../../src/internal/message.js"
 import { failureOf } from "../support/Exits.js"
 import * as TestHttpClient from "../support/TestHttpClient.js"
 
@@ -96,7 +97,7 @@ export const expectRefreshError = (exit: Exit.Exit<unknown, RefreshError.Refresh
     throw new Error(`a defect or an interruption beside the error: ${Cause.pretty(exit.cause)}`)
   }
   if (!RefreshError.isRefreshError(error)) throw new Error(`not a RefreshError: ${String(error)}`)
-  if (error.message.length > RefreshError.maxMessageLength) throw new Error("message longer than the cap")
+  if (error.message.length > maxMessageLength) throw new Error("message longer than the cap")
   return error
 }
 

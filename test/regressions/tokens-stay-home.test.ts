@@ -19,6 +19,7 @@ import {
   SessionStore
 } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
+import { drainTimeout } from "../../src/internal/http.js"
 import { failureOf } from "../support/Exits.js"
 import { waitUntil } from "../support/RealTime.js"
 import { tracked } from "../support/Sleeps.js"
@@ -184,7 +185,7 @@ describe("the bearer goes only to the origins the user names", () => {
           Effect.forkChild
         )
         // The 401's head came, and the client waits on the drain's bound.
-        const drainEnds = (yield* Clock.currentTimeMillis) + Duration.toMillis(AuthHttpClient.drainTimeout)
+        const drainEnds = (yield* Clock.currentTimeMillis) + Duration.toMillis(drainTimeout)
         yield* waitUntil("the drain wait", Effect.map(sleeps, (wakes) => wakes.some((at) => at === drainEnds)))
         yield* TestClock.adjust("999 millis")
         expect(fiber.pollUnsafe()).toBeUndefined()

@@ -7,8 +7,8 @@
  */
 import type { Scope } from "effect"
 import { Duration, Effect, Option, Queue, Result, Schema, Stream } from "effect"
+import { capMessage } from "../../internal/message.js"
 import * as Options_ from "../../internal/options.js"
-import { capMessage } from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
 import type * as BrowserSessionStore from "../BrowserSessionStore.js"

@@ -167,7 +167,16 @@ export interface State {
    * The record of this holder's last write that failed (a timeout, say), which
    * may still land: seen on the feed or in a read, it is this holder's own.
    */
-  readonly doubt: { readonly record: Option.Option<Session.Session>; readonly ask: number } | undefined
+  readonly doubt:
+    | {
+      readonly record: Option.Option<Session.Session>
+      /**
+       * The sign-in or sign-out it belongs to, or the last that had taken
+       * effect when it was made: one that takes effect after it supersedes it.
+       */
+      readonly ask: number
+    }
+    | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -464,9 +473,11 @@ const settle = (step: Step): void => {
   }
   const flight = step.state.flight
   if (flight?.stage === "saving") {
-    // Only holders of a store others share can read the spent token: a store
-    // of one holder lets the lock go once the callers have their answer.
-    if (isSettled(step.state, flight) || (!step.config.spread && flight.answered)) endFlight(step, flight)
+    // Kept whether or not the store is `shared`: a store no other process
+    // holds is still shared by the managers of this process (a memory or
+    // key-value store coordinates them through its in-process lock), and the
+    // next of them to take the lock would read the spent token.
+    if (isSettled(step.state, flight)) endFlight(step, flight)
     // Past the bound, once its callers have their answer and the last try of the save failed
     // (none in flight, the next not due yet), the lock goes.
     else if (
@@ -1050,7 +1061,7 @@ const onWrote = (step: Step, writing: Writing, result: WriteResult): void => {
     set(step, {
       doubt: {
         record: writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session),
-        ask: step.state.asks
+        ask: Math.max(writing._tag === "Owed" ? writing.owed.ask : writing.signIn.ask, step.state.applied)
       }
     })
   } else if (result._tag === "Written") set(step, { doubt: undefined })
@@ -1105,7 +1116,7 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
   const current = step.state.owed === owed
   landed(step, stored, owed.record)
   if (current) set(step, { owed: undefined })
-  else restore(step, owed, stored.revision)
+  else restore(step, owed.record, stored.revision)
   if (owed.failures > 0) return
   if (owed.kind === "signOut" && owed.op !== undefined && current) resolve(step, owed.op, succeed(undefined))
   firstOutcome(step, owed, current)
@@ -1116,10 +1127,10 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
  * sign-in that already took effect here, say): with nothing else owed, what
  * this holder holds is written back over it, unless another holder wrote since.
  */
-const restore = (step: Step, landed: Owed, revision: number): void => {
+const restore = (step: Step, landed: Option.Option<Session.Session>, revision: number): void => {
   const { owed } = step.state
   const held = sessionOf(step.state)
-  if (owed !== undefined || sameRecord(landed.record, Option.fromNullishOr(held))) return
+  if (owed !== undefined || sameRecord(landed, Option.fromNullishOr(held))) return
   oweWrite(step, {
     kind: held === undefined ? "signOut" : "signIn",
     record: Option.fromNullishOr(held),
@@ -1227,7 +1238,7 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   // write's outcome will tell (and a conflict brings what the store holds then).
   if (writing?._tag === "Owed" && Option.isNone(writing.owed.record) && Option.isNone(stored.session)) return
   if (stored.revision > state.revision && state.doubt !== undefined && sameRecord(state.doubt.record, stored.session)) {
-    return landedLate(step, stored, state.doubt.ask < state.asks)
+    return landedLate(step, stored, state.doubt.ask < state.applied)
   }
   if (stored.revision <= state.revision) {
     // Only a read can find it: the feed brings writes, which move the revision.
@@ -1290,8 +1301,12 @@ const landedLate = (step: Step, stored: SessionStore.Stored, superseded: boolean
   const owed = step.state.owed
   if (owed !== undefined && sameRecord(owed.record, stored.session)) return wroteOwed(step, owed, stored)
   set(step, { own: stored.revision, revision: stored.revision })
-  // A sign-in or sign-out asked for since: that is what this holder holds, and writes over it.
-  if (!superseded) adopt(step, stored.session)
+  // Not superseded (a sign-in or sign-out asked for since but not taken effect,
+  // a sign-in that failed, is not one): the store and this holder hold it.
+  if (!superseded) return adopt(step, stored.session)
+  // A sign-in or sign-out that took effect since: that is what this holder holds, and
+  // writes over it (the write under way or waiting does, else one is owed).
+  if (step.state.writing === undefined && step.state.signIns.length === 0) restore(step, stored.session, stored.revision)
 }
 
 const isEcho = (writing: Writing, stored: SessionStore.Stored): boolean => {

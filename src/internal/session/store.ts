@@ -5,7 +5,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Deferred, Duration, Effect, Fiber, Option } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
 import type { WriteResult } from "./core.js"
@@ -67,6 +67,44 @@ const interruptFork = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<void> =>
 /** Reads the record, bounded. */
 export const read = (store: SessionStore.Service, bounds: Bounds) => bounded(bounds.store, "load", store.read)
 
+/**
+ * For each store no one else shares: the end, at the store, of the last write
+ * this process sent it (not its caller's wait, which a timeout may end first).
+ */
+const lastWrite = new WeakMap<SessionStore.Service, Deferred.Deferred<void>>()
+
+/**
+ * `write`, sent once every write sent before it to `store` has ended at the
+ * store. A store no one else shares may be a plain one (`SessionStore.make`
+ * over load, save and clear), whose fence is a revision kept in memory,
+ * checked, then a save: two steps, not one. A save its caller stopped waiting
+ * for (a timeout) goes on, and the next write, checked meanwhile, would pass
+ * too: the slow one could then land over the later one (a sign-out, retried
+ * after a timeout, landing over the sign-in asked for after it). In order, a
+ * late write lands before the next one is checked, which then sees it. A
+ * shared store's write is one atomic compare-and-set (its contract): one
+ * that lands late is refused by the fence, and needs no turn.
+ *
+ * A write never sent (its caller stopped while it waited) still hands on its
+ * turn only once the one before it ended.
+ */
+const inTurn = <A, E>(store: SessionStore.Service, write: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  store.shared ? write : Effect.suspend(() => {
+    const before = lastWrite.get(store)
+    const done = Deferred.makeUnsafe<void>()
+    lastWrite.set(store, done)
+    const turn = before === undefined ? Effect.void : Deferred.await(before)
+    return Effect.andThen(turn, write).pipe(
+      Effect.ensuring(Effect.andThen(
+        turn,
+        Effect.sync(() => {
+          Deferred.doneUnsafe(done, Exit.void)
+          if (lastWrite.get(store) === done) lastWrite.delete(store)
+        })
+      ))
+    )
+  })
+
 // Conflicts in a row an overwrite rides out (other holders writing at that very moment).
 const overwriteAttempts = 8
 
@@ -83,7 +121,7 @@ export const write = (
   overwrite: boolean
 ): Effect.Effect<WriteResult> => {
   const operation = Option.isSome(record) ? "save" : "clear"
-  const fenced = (revision: number) => bounded(bounds.store, operation, store.write(record, revision))
+  const fenced = (revision: number) => bounded(bounds.store, operation, inTurn(store, store.write(record, revision)))
   const attempt = overwrite
     ? fenced(expected).pipe(
       Effect.catchTag(

@@ -9,9 +9,9 @@ import { Cause, Duration, Effect, Option, PubSub, Queue, Result, Schedule, Schem
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
-import * as RefreshError from "../RefreshError.js"
-import type * as Session from "../Session.js"
-import * as SessionStore from "../SessionStore.js"
+import { capMessage } from "../../internal/message.js"
+import type * as Session from "../../Session.js"
+import * as SessionStore from "../../SessionStore.js"
 import * as FileLock from "./fileLock.js"
 
 /** Why a path was refused when the store was built. */
@@ -38,7 +38,7 @@ const codeOf = (error: unknown): string | undefined =>
     ? error.code
     : undefined
 
-const messageOf = (error: unknown) => RefreshError.capMessage(error instanceof Error ? error.message : String(error))
+const messageOf = (error: unknown) => capMessage(error instanceof Error ? error.message : String(error))
 
 // Modes mean nothing on Windows (ACLs decide there): no mode is set or checked.
 const checksModes = process.platform !== "win32"
@@ -126,7 +126,7 @@ export const prepare = (path: string): Effect.Effect<Location, Refusal> =>
 const storeError = (operation: SessionStore.StoreError["operation"], file: string) => (error: unknown) =>
   new SessionStore.StoreError({
     operation,
-    message: RefreshError.capMessage(`${file}: ${messageOf(error)}`),
+    message: capMessage(`${file}: ${messageOf(error)}`),
     cause: error
   })
 

@@ -32,8 +32,8 @@ import {
   Semaphore
 } from "effect"
 import type * as Fs from "node:fs/promises"
-import * as RefreshError from "../RefreshError.js"
-import { type Lease, StoreError } from "../SessionStore.js"
+import { capMessage } from "../../internal/message.js"
+import { type Lease, StoreError } from "../../SessionStore.js"
 import * as FileLease from "./fileLease.js"
 
 /** One time the lock was taken. */
@@ -64,7 +64,7 @@ export class Busy extends Data.TaggedError("Busy") {}
 const lockError = (message: string, cause?: unknown) =>
   new StoreError({
     operation: "lock",
-    message: RefreshError.capMessage(message),
+    message: capMessage(message),
     ...(cause === undefined ? {} : { cause })
   })
 

@@ -15,10 +15,10 @@ import { createHash } from "node:crypto"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
-import * as RefreshError from "../RefreshError.js"
-import type * as SessionStore from "../SessionStore.js"
+import { capMessage } from "../../internal/message.js"
+import * as StoreKey from "../../internal/storeKey.js"
+import type * as SessionStore from "../../SessionStore.js"
 import * as FileStore from "./fileStore.js"
-import * as StoreKey from "./storeKey.js"
 
 /** The file name of `key`'s session. */
 export const fileNameOf = (key: string): string => `${createHash("sha256").update(key, "utf8").digest("hex")}.json`
@@ -36,7 +36,7 @@ export interface KeyedWatch extends FileStore.Watch {
   readonly running: () => boolean
 }
 
-const messageOf = (error: unknown) => RefreshError.capMessage(error instanceof Error ? error.message : String(error))
+const messageOf = (error: unknown) => capMessage(error instanceof Error ? error.message : String(error))
 
 /**
  * One `fs.watch` on the directory and one poll, started when the first file

@@ -27,10 +27,10 @@ import type { Scope } from "effect"
 import type { Redis, RedisOptions } from "ioredis"
 import { createHash } from "node:crypto"
 import { hostname } from "node:os"
-import * as RefreshError from "../RefreshError.js"
-import type * as Session from "../Session.js"
-import * as SessionStore from "../SessionStore.js"
-import * as StoreKey from "./storeKey.js"
+import { capMessage } from "../../internal/message.js"
+import * as StoreKey from "../../internal/storeKey.js"
+import type * as Session from "../../Session.js"
+import * as SessionStore from "../../SessionStore.js"
 
 // ---------------------------------------------------------------------------
 // Scripts: each runs atomically on the server.
@@ -155,7 +155,7 @@ export const close = (client: Redis): Effect.Effect<void> =>
 const errorMessage = (cause: unknown): string => {
   const message = cause instanceof Error ? cause.message : String(cause)
   // ioredis's words for "sent while disconnected" name an option, not the problem.
-  return RefreshError.capMessage(
+  return capMessage(
     message.startsWith("Stream isn't writeable") ? "not connected (the connection is down)" : message
   )
 }
