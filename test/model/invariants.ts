@@ -6,7 +6,7 @@
 import { Cause, Exit, Option, Redacted } from "effect"
 import type { Session } from "moon-refresh"
 import type { Family, Grant } from "./server.js"
-import type { Cell, Holder, OpRecord, World } from "./world.js"
+import type { Cell, Holder, OpRecord, PostRecord, World } from "./world.js"
 import { describe, opBound } from "./world.js"
 
 export type Kind =
@@ -67,12 +67,20 @@ const landedAnyway = (world: World, cell: Cell, op: OpRecord): boolean =>
     world.server.grantOf(tokenOf(w.session) ?? "")?.family === op.family
   )
 
+// A signOut whose caller was interrupted by closing its manager took effect
+// all the same once its tombstone landed (the write runs on after the close):
+// the refresh it discarded stays discarded.
+const tombstoneLanded = (cell: Cell, op: OpRecord): boolean =>
+  op.kind === "signOut" &&
+  cell.writes.some((w) => w.holder === op.holder.name && w.seq > op.startSeq && Option.isNone(w.session))
+
 const sessionChanges = (world: World, cell: Cell) =>
   world.ops.filter((op) =>
     op.holder.cell === cell && (
       (signIns.has(op.kind) && succeeded(op) && familyIn(world, op) !== undefined) ||
       landedAnyway(world, cell, op) ||
-      (op.kind === "signOut" && (succeeded(op) || (op.exit !== undefined && !op.holder.closed)))
+      (op.kind === "signOut" &&
+        (succeeded(op) || (op.exit !== undefined && !op.holder.closed) || tombstoneLanded(cell, op)))
     )
   )
 
@@ -101,20 +109,70 @@ const unsavable = (world: World, successor: Grant, seq: number): boolean => {
   return world.holders.some((holder) => heldBefore(holder, token, seq))
 }
 
+/** The managers' `saveBound`: half their default `lockTimeout` (60 s), at most 30 s. */
+const saveBound = 30_000
+
+// Once a holder sent the store's token, it keeps the store's lock until the
+// store holds something newer (core.ts, "The lock and a spent token"), so no
+// other holder reads the spent token or writes over what the answer brings.
+// It lets the lock go earlier by design in two cases: on a store it was told
+// no other process holds (`shared: false`: its lock goes once the callers have
+// their answer, as nothing else could read the store), and past `saveBound`
+// after the answer while its save keeps failing (or once the lease ran out and
+// another holder took the lock over). Several holders of an unshared store, each
+// through a store of its own, are processes the store was told do not exist;
+// what the lock promises them ends when the lock goes. This gives the time
+// (seq) the holder that sent `post` lost the lock so, before `storedSeq` (the
+// store holding something newer), if it did; undefined otherwise.
+const lockLetGo = (world: World, post: PostRecord, storedSeq: number | undefined): number | undefined => {
+  const lock = world.locks.find((l) =>
+    l.holder === post.holder && l.grantSeq < post.seq && (l.endSeq === undefined || l.endSeq > post.seq)
+  )
+  if (lock?.endSeq === undefined || lock.endSeq > (storedSeq ?? Infinity)) return undefined
+  const unshared = world.config.mode === "managers" && !world.config.shared
+  const pastBound = post.answeredAt !== undefined && lock.endAt! - post.answeredAt >= saveBound
+  return unshared || pastBound || lock.lost ? lock.endSeq : undefined
+}
+
+// A spent token read from the store by another holder after the holder that
+// spent it lost the lock before the store held its successor (above).
+const readAfterLockWent = (world: World, grant: Grant, post: PostRecord): boolean => {
+  const spent = world.posts.find((p) => p.grant !== undefined && p.grant === grant.successor)
+  if (spent === undefined || spent.holder === post.holder) return false
+  const cell = world.cells.find((c) => c.holders.some((h) => h.name === spent.holder))
+  const storedPast = cell?.writes.find((w) => w.seq > spent.seq)?.seq
+  const letGo = lockLetGo(world, spent, storedPast)
+  return letGo !== undefined && post.seq > letGo
+}
+
 // No spent token is sent. Allowed: a token whose rotation the client never saw
 // (the answer was lost, so the retry resends it), one whose rotation could not
 // be saved yet (above), and the environment token
 // once a sign-out was called or stored, or another family's session stored,
 // since its first send: a caller who signed out and starts again from a spent
-// environment token gets the rejection it asked for.
+// environment token gets the rejection it asked for. A sign-out called after
+// the sign-in that first sent it was asked for, but before that sign-in had its
+// turn (the lock) and sent it, counts too: that sign-in still sends the token
+// and returns its session, unkept (as any sign-in overtaken by a later sign-out
+// does, docs/05), so the token was spent by the user's own sign-in, asked for
+// before the sign-out, as when the send came first.
 const spentTokens = (world: World, out: Array<Violation>) => {
   const envFirst = world.posts.find((post) => post.token === world.env.refreshToken)
+  // The call that sent it first (a start from the environment; joined calls share its send).
+  const envSpender = envFirst === undefined ?
+    undefined :
+    world.ops.find((op) =>
+      op.holder.name === envFirst.holder && op.family === world.env.family &&
+      op.startSeq < envFirst.seq && (op.endSeq === undefined || op.endSeq > envFirst.seq)
+    )
+  const envAsked = envSpender?.startSeq ?? envFirst?.seq
   for (const { grant, post } of world.spentSends) {
     if (grant.successor !== undefined && !grant.successor.delivered) continue
     if (grant.successor !== undefined && unsavable(world, grant.successor, post.seq)) continue
-    if (grant === world.env && envFirst !== undefined) {
+    if (readAfterLockWent(world, grant, post)) continue
+    if (grant === world.env && envFirst !== undefined && envAsked !== undefined) {
       const signedOut = world.ops.some((op) =>
-        op.kind === "signOut" && op.startSeq > envFirst.seq && op.startSeq < post.seq
+        op.kind === "signOut" && op.startSeq > envAsked && op.startSeq < post.seq
       )
       const superseded = signedOut ||
         world.cells.some((cell) =>
@@ -198,6 +256,38 @@ const signOutsStick = (
   }
 }
 
+// docs/05, "When the store fails": a sign-out whose write failed is retried in
+// the background over whatever is stored, so that a holder that did not hear of
+// it (the store was down) and refreshed meanwhile is signed out too. No holder
+// can tell such a refresh from a sign-in on another holder, hence the price it
+// states: "a sign-in on *another* holder that lands before the retry is signed
+// out as well". `signIn` is so signed out when such a sign-out, called on
+// another holder before it started, failed, and its tombstone landed after.
+const signedOutByRetry = (world: World, cell: Cell, signIn: OpRecord): boolean =>
+  world.ops.some((op) =>
+    op.holder.cell === cell && op.kind === "signOut" && op.holder !== signIn.holder &&
+    op.exit !== undefined && Exit.isFailure(op.exit) && (op.endSeq ?? Infinity) < signIn.startSeq &&
+    cell.writes.some((w) => w.holder === op.holder.name && Option.isNone(w.session) && w.seq > signIn.startSeq)
+  )
+
+// A sign-in from a refresh token (`op`) whose holder lost the lock (above) before
+// its session was stored: another holder, which could not know of it, may then
+// write (refresh the family it replaced), and the holder takes what that holder
+// wrote (docs/05, "When the store fails": retried "until it succeeds, the session
+// changes, or another holder wrote (then it takes what that holder wrote)").
+const signInLockWent = (world: World, cell: Cell, op: OpRecord): boolean => {
+  if (op.kind !== "signInWithToken" && op.kind !== "startEnv") return false
+  const family = familyIn(world, op)
+  const sent = family?.grants[0]?.refreshToken
+  const post = world.posts.find((p) => p.holder === op.holder.name && p.token === sent && p.seq > op.startSeq)
+  if (family === undefined || post === undefined) return false
+  const tokens = new Set(family.grants.map((g) => g.refreshToken))
+  const stored = cell.writes.find((w) => w.seq > post.seq && tokens.has(tokenOf(w.session) ?? ""))?.seq
+  const letGo = lockLetGo(world, post, stored)
+  return letGo !== undefined &&
+    cell.writes.some((w) => w.holder !== op.holder.name && w.seq > letGo && w.seq < (stored ?? Infinity))
+}
+
 // Every holder holds what the store holds; the last sign-in (with nothing overlapping it) wins.
 const agreement = (
   world: World,
@@ -232,6 +322,7 @@ const agreement = (
     return
   }
   if (world.ops.some((op) => op.holder.cell === cell && op.kind === "signOut" && overlaps(op, last))) return
+  if (signedOutByRetry(world, cell, last) || signInLockWent(world, cell, last)) return
   const family = familyIn(world, last)!
   if (family.revoked !== undefined) return
   const newest = world.server.newest(family)
@@ -274,7 +365,10 @@ const rotations = (
     family = cell.writes[0]?.holder === "setup"
       ? world.server.grantOf(tokenOf(cell.writes[0]!.session)!)?.family
       : undefined
-  } else if (last.kind !== "signOut" && !changes.some((op) => overlaps(op, last))) {
+  } else if (
+    last.kind !== "signOut" && !changes.some((op) => overlaps(op, last)) && !signedOutByRetry(world, cell, last) &&
+    !signInLockWent(world, cell, last)
+  ) {
     family = familyIn(world, last)
   }
   if (family === undefined || family.revoked !== undefined) return

@@ -57,6 +57,7 @@ export interface PostRecord {
   grant: Grant | undefined
   /** When its answer reached the holder (a rotation). */
   answeredSeq?: number
+  answeredAt?: number
 }
 
 export interface WriteRecord {
@@ -71,6 +72,18 @@ export interface FailedWrite {
   readonly holder: string
   readonly seq: number
   readonly token: string
+}
+
+/** A grant of a cell's lock to a holder, until it let it go (or lost it to a takeover once its lease ran out). */
+export interface LockRecord {
+  readonly cell: Cell
+  readonly owner: number
+  readonly holder: string
+  readonly grantSeq: number
+  endSeq: number | undefined
+  endAt: number | undefined
+  /** Taken over by another holder once its lease ran out, rather than let go. */
+  lost: boolean
 }
 
 export interface StoreOpRecord {
@@ -132,6 +145,7 @@ export class World {
   readonly posts: Array<PostRecord> = []
   readonly storeOps: Array<StoreOpRecord> = []
   readonly failedWrites: Array<FailedWrite> = []
+  readonly locks: Array<LockRecord> = []
   /** Spent tokens sent, in the order sent (the invariant decides which are allowed). */
   readonly spentSends: Array<{ readonly post: PostRecord; readonly grant: Grant }> = []
   /** Which key's request each error the fake client answered with belongs to. */
@@ -419,8 +433,20 @@ export class World {
             resume(Effect.fail(storeError("lock")))
             return
           }
-          if (cell.lock !== undefined) this.log(() => `lock lease of #${cell.lock!.owner} ran out`)
+          if (cell.lock !== undefined) {
+            this.log(() => `lock lease of #${cell.lock!.owner} ran out`)
+            this.lockEnded(cell, cell.lock.owner, true)
+          }
           cell.lock = { owner, until: this.vt.now + lockLease }
+          this.locks.push({
+            cell,
+            owner,
+            holder,
+            grantSeq: this.tick(),
+            endSeq: undefined,
+            endAt: undefined,
+            lost: false
+          })
           this.log(() => `lock #${owner} granted to ${holder}`)
           resume(Effect.succeed(owner))
         }
@@ -438,11 +464,20 @@ export class World {
     })
   }
 
+  private lockEnded(cell: Cell, owner: number, lost: boolean): void {
+    const record = this.locks.find((l) => l.cell === cell && l.owner === owner && l.endSeq === undefined)
+    if (record === undefined) return
+    record.endSeq = this.tick()
+    record.endAt = this.vt.now
+    record.lost = lost
+  }
+
   private unlock(cell: Cell, owner: number): Effect.Effect<void> {
     return Effect.sync(() => {
       // Only the owner's release frees it: after a takeover, the old holder's release does nothing.
       if (cell.lock?.owner === owner) {
         cell.lock = undefined
+        this.lockEnded(cell, owner, false)
         this.log(() => `lock #${owner} released`)
         const next = this.config.instant
           ? this.actions.find((a) => a.kind === "lock" && a.label.endsWith(` on ${cell.key}`))
@@ -602,6 +637,7 @@ export class World {
     }
     post.outcome = "rotated"
     post.answeredSeq = this.tick()
+    post.answeredAt = this.vt.now
     processed.grant.delivered = true
     this.log(() => `POST ${post.token} answered ${processed.grant.refreshToken}`)
     return Effect.succeed(processed.grant.session)

@@ -473,11 +473,9 @@ const settle = (step: Step): void => {
   }
   const flight = step.state.flight
   if (flight?.stage === "saving") {
-    // Kept whether or not the store is `shared`: a store no other process
-    // holds is still shared by the managers of this process (a memory or
-    // key-value store coordinates them through its in-process lock), and the
-    // next of them to take the lock would read the spent token.
-    if (isSettled(step.state, flight)) endFlight(step, flight)
+    // Only holders of a store others share can read the spent token: a store
+    // of one holder lets the lock go once the callers have their answer.
+    if (isSettled(step.state, flight) || (!step.config.spread && flight.answered)) endFlight(step, flight)
     // Past the bound, once its callers have their answer and the last try of the save failed
     // (none in flight, the next not due yet), the lock goes.
     else if (
@@ -1306,7 +1304,9 @@ const landedLate = (step: Step, stored: SessionStore.Stored, superseded: boolean
   if (!superseded) return adopt(step, stored.session)
   // A sign-in or sign-out that took effect since: that is what this holder holds, and
   // writes over it (the write under way or waiting does, else one is owed).
-  if (step.state.writing === undefined && step.state.signIns.length === 0) restore(step, stored.session, stored.revision)
+  if (step.state.writing === undefined && step.state.signIns.length === 0) {
+    restore(step, stored.session, stored.revision)
+  }
 }
 
 const isEcho = (writing: Writing, stored: SessionStore.Stored): boolean => {
