@@ -8,8 +8,13 @@ import { counts, emptyTally, getProtected, programLayer } from "./support/Sessio
 // The whole stack over real sockets on 127.0.0.1 (`it.live`): 100
 // requests at once on a session that needs a refresh. Counts only: the new
 // token lives a minute, so however slow the machine, no request outlives it.
+// The refresh POST's timeout is a hang guard here (`hangGuard`): with the
+// default 10 s, a machine loaded 20 deep timed the POST out after the server
+// had rotated, and the retry was (rightly) refused as a reuse.
 // The tests that pace themselves on seconds-long tokens run in `npm run
 // test:system` (test/system/session-integration.test.ts).
+
+const hangGuard = { client: { timeout: "10 minutes" }, manager: { autoRefresh: false } } as const
 
 describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP)", () => {
   it.live("100 concurrent requests on an expired session cause exactly 1 refresh POST", () =>
@@ -32,7 +37,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP)", (
         concurrency: "unbounded",
         discard: true
       }).pipe(
-        Effect.provide(programLayer(server, issued, FetchHttpClient.layer, { manager: { autoRefresh: false } }))
+        Effect.provide(programLayer(server, issued, FetchHttpClient.layer, hangGuard))
       )
 
       expect(counts(tally)).toEqual({ ok: 100, unauthorized: 0, other: [] })
@@ -59,9 +64,7 @@ describe("SessionManager + AuthHttpClient against MockMoonServer (real HTTP)", (
         discard: true
       }).pipe(
         Effect.provide(
-          programLayer(server, Session.unsafeMake(issued), FetchHttpClient.layer, {
-            manager: { autoRefresh: false }
-          })
+          programLayer(server, Session.unsafeMake(issued), FetchHttpClient.layer, hangGuard)
         )
       )
 
