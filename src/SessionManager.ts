@@ -209,7 +209,14 @@ const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
     const jitter = store.shared ? yield* Random.next : 0
     const clock = yield* Clock.Clock
     const shared: Cell.Shared = {
-      config: { ...config, spread: store.shared },
+      // Read at each decision: other managers of this process may be built on the same
+      // store object, or close, while this one runs (see `Store.hasOtherHolders`).
+      config: {
+        ...config,
+        get spread() {
+          return Store.hasOtherHolders(store)
+        }
+      },
       bounds,
       client: yield* RefreshClient.RefreshClient,
       clock,

@@ -130,6 +130,8 @@ export class Cell {
   ) {
     this.state = initial
     this.hot = hotOf(initial)
+    // Counted until `close`: whether the store has other holders in this process (see `Store.hasOtherHolders`).
+    Store.hold(store)
   }
 
   private timerOf: Timer | undefined
@@ -262,6 +264,7 @@ export class Cell {
    * spent), since inputs are still taken and writes run as daemons.
    */
   close(): void {
+    if (!this.closed) Store.letGo(this.store)
     this.closed = true
     this.armer.arm(undefined)
     const waiters = this.waiters

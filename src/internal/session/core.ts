@@ -473,8 +473,10 @@ const settle = (step: Step): void => {
   }
   const flight = step.state.flight
   if (flight?.stage === "saving") {
-    // Only holders of a store others share can read the spent token: a store
-    // of one holder lets the lock go once the callers have their answer.
+    // Only another holder of the store (another process, or another manager of this
+    // process on the same store object) can read the spent token: the only holder of a
+    // store lets the lock go once the callers have their answer (its next refresh sends
+    // the token it holds, not the store's). Read at each decision: holders come and go.
     if (isSettled(step.state, flight) || (!step.config.spread && flight.answered)) endFlight(step, flight)
     // Past the bound, once its callers have their answer and the last try of the save failed
     // (none in flight, the next not due yet), the lock goes.

@@ -30,7 +30,13 @@ export interface Config {
    * `core.ts`, "The lock and a spent token").
    */
   readonly saveBound: number
-  /** Spread proactive refreshes (a store other holders share). */
+  /**
+   * Other holders may take the store's lock: other processes share the store,
+   * or other managers of this process hold the same store object. May change
+   * from one decision to the next (a manager's reads the count of holders).
+   * Without them, a holder lets the lock go once a refresh's callers have
+   * their answer, and retries a failed save at its own pace.
+   */
   readonly spread: boolean
 }
 

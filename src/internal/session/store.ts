@@ -68,6 +68,33 @@ const interruptFork = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<void> =>
 export const read = (store: SessionStore.Service, bounds: Bounds) => bounded(bounds.store, "load", store.read)
 
 /**
+ * How many cells of this process hold each store object (a manager's, a
+ * pool's key): built on it and not closed yet.
+ */
+const holders = new WeakMap<SessionStore.Service, number>()
+
+/** A cell is built on `store`: one more holder of it in this process. */
+export const hold = (store: SessionStore.Service): void => {
+  holders.set(store, (holders.get(store) ?? 0) + 1)
+}
+
+/** A cell built on `store` closed. */
+export const letGo = (store: SessionStore.Service): void => {
+  const left = (holders.get(store) ?? 0) - 1
+  if (left > 0) holders.set(store, left)
+  else holders.delete(store)
+}
+
+/**
+ * Whether a holder of `store` may not be its only one: other processes hold
+ * it (`shared`), or another cell of this process was built on the same store
+ * object (the managers of one process that a store in memory, a
+ * `KeyValueStore` or a plain `make` coordinates). It changes as managers come
+ * and go: read it when deciding, not once.
+ */
+export const hasOtherHolders = (store: SessionStore.Service): boolean => store.shared || (holders.get(store) ?? 0) > 1
+
+/**
  * For each store no one else shares: the end, at the store, of the last write
  * this process sent it (not its caller's wait, which a timeout may end first).
  */
