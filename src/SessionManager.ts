@@ -234,8 +234,10 @@ const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
       Cell.fiberTimer(shared),
       (event, n) => void PubSub.publishUnsafe(events, { n, event })
     )
-    yield* Effect.addFinalizer(() => Effect.sync(() => cell.close()))
     yield* Effect.forkScoped(Stream_.runForEach(store.changes, (record) => cell.changed(record)))
+    // Closing waits (bounded) for what the store is owed; after the feed's fiber in the
+    // scope, so the feed still runs meanwhile (another holder's write can settle the lock).
+    yield* Effect.addFinalizer(() => cell.closing(SessionOptions.closeBound(config, bounds)))
     yield* cell.tick
 
     // The hot path: one field read and one clock read; no lock, no fork, no allocation.

@@ -45,6 +45,7 @@ import * as Core from "./session/core.js"
 import type * as Events from "./session/events.js"
 import type * as Rules from "./session/rules.js"
 import * as Store from "./session/store.js"
+import * as SessionOptions from "./sessionOptions.js"
 import * as TimerWheel from "./timerWheel.js"
 
 /** An event of one key's session. */
@@ -198,7 +199,14 @@ export const make = (
       sendLease: Cell.defaultSendLease
     }
     const shared: Shared = { config, cells, wheel, events, entries }
-    yield* Effect.addFinalizer(() => Effect.sync(() => entries.forEach((entry) => entry.cell.close())))
+    // Closing waits (bounded) for what the store is owed by each session (see `Cell.closing`).
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(
+        [...entries.values()],
+        (entry) => entry.cell.closing(SessionOptions.closeBound(cells.config, cells.bounds)),
+        { concurrency: "unbounded", discard: true }
+      )
+    )
 
     // A sign-out needs nothing from the store: past capacity with every session
     // busy, or with the store failing, its key is loaded anyway (as nothing

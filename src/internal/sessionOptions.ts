@@ -31,6 +31,14 @@ export type Options = SessionManagerOptions
  */
 export const saveBoundFor = (lockTimeout: number): number => Math.min(30_000, lockTimeout / 2)
 
+/**
+ * The longest closing a manager (or a pool) waits for what the store is owed
+ * (see `Cell.closing`): the save bound, and one store operation's timeout for
+ * the write out when it passes.
+ */
+export const closeBound = (config: { readonly saveBound: number }, bounds: Bounds): number =>
+  config.saveBound + bounds.store
+
 export interface Resolved {
   /** Without `spread`, which depends on the store. */
   readonly config: Omit<Rules.Config, "spread">

@@ -51,17 +51,20 @@ const overlaps = (a: OpRecord, b: OpRecord) =>
 
 /** The family a successful sign-in brought in: the session it returned, or the one it signed in with. */
 const familyIn = (world: World, op: OpRecord): Family | undefined => {
-  if (op.kind === "signIn") return op.family
+  // A sign-in that did not return but landed (`landedAnyway`): the family it signed in with.
+  if (op.kind === "signIn" || !succeeded(op)) return op.family
   const value = op.exit !== undefined && Exit.isSuccess(op.exit) ? op.exit.value : undefined
   if (value === undefined) return undefined
   return world.server.grantOf(Redacted.value((value as Session.Session).refreshToken))?.family
 }
 
 /** Sign-ins that took effect and sign-outs (a failed one is retried in the background) on a cell. */
-// A signIn whose save timed out but reached the store anyway (a slow store)
-// took effect: the holders follow the store, which holds its session.
+// A sign-in whose save timed out but reached the store anyway (a slow store),
+// or whose caller was interrupted by closing its manager once its token was
+// sent (the save runs on after the close), took effect: the holders follow
+// the store, which holds its session.
 const landedAnyway = (world: World, cell: Cell, op: OpRecord): boolean =>
-  op.kind === "signIn" && op.exit !== undefined && !succeeded(op) && op.family !== undefined &&
+  signIns.has(op.kind) && op.exit !== undefined && !succeeded(op) && op.family !== undefined &&
   cell.writes.some((w) =>
     w.holder === op.holder.name && w.seq > op.startSeq &&
     world.server.grantOf(tokenOf(w.session) ?? "")?.family === op.family

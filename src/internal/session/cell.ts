@@ -110,6 +110,10 @@ export class Cell {
     | Map<number, { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined }>
     | undefined
   private closed = false
+  /** Counted among its store's holders (see `Store.hold`) until it is closed and done writing. */
+  private holdsStore = true
+  /** Closing, while the store is still owed a write: done once it is not (see {@link closing}). */
+  private draining: Deferred.Deferred<void> | undefined = undefined
   private armedAt: number | undefined = undefined
   /**
    * The commands of the decisions being applied, in order (see "Commands run
@@ -170,6 +174,7 @@ export class Cell {
       } finally {
         this.pending = undefined
       }
+      if (this.draining !== undefined && !Core.owesStore(this.state)) Deferred.doneUnsafe(this.draining, Exit.void)
     }
     return { decision, logs: logs === undefined ? Effect.void : Effect.all(logs, { discard: true }), waiter }
   }
@@ -264,9 +269,47 @@ export class Cell {
    * spent), since inputs are still taken and writes run as daemons.
    */
   close(): void {
-    if (!this.closed) Store.letGo(this.store)
-    this.closed = true
+    if (this.holdsStore) Store.letGo(this.store)
+    this.holdsStore = false
+    this.stop()
     this.armer.arm(undefined)
+  }
+
+  /**
+   * Closes the cell as its owner's scope closes: its callers end interrupted
+   * and it starts nothing more, but what the store is owed (a rotation whose
+   * token is spent, a sign-out, a sign-in) is still written, retried as
+   * usual, for at most `bound` ms: the timer stays armed for the retries,
+   * and the store's lock is kept until the write has landed (its holder's
+   * fiber is the owner's; letting it go before would let another holder read
+   * the spent token and send it again). Past the bound, the owner's fibers
+   * stop and the lock goes, as the engine's own `saveBound` lets it go.
+   */
+  closing(bound: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.closed) return Effect.void
+      this.stop()
+      if (!Core.owesStore(this.state)) return Effect.sync(() => this.close())
+      const drained = this.draining = Deferred.makeUnsafe<void>()
+      return Deferred.await(drained).pipe(
+        Effect.timeoutOption(bound),
+        Effect.flatMap((done) =>
+          Option.isSome(done) ? Effect.void : Effect.logError(
+            "moon-refresh: closing with a save still failing; the store may keep a spent refresh token",
+            { boundMillis: bound }
+          )
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          this.draining = undefined
+          this.close()
+        }))
+      )
+    })
+  }
+
+  /** Ends the callers still waiting (interrupted) and starts nothing more. */
+  private stop(): void {
+    this.closed = true
     const waiters = this.waiters
     this.waiters = undefined
     if (waiters !== undefined) {
@@ -298,7 +341,8 @@ export class Cell {
   }
 
   private run(command: Exclude<Core.Command, { readonly _tag: "Log" | "Publish" | "Lock" }>): void {
-    if (this.closed && (command._tag === "Post" || command._tag === "Arm")) return
+    // Closing, the timer still fires while the store is owed a write (see `closing`).
+    if (this.closed && (command._tag === "Post" || (command._tag === "Arm" && this.draining === undefined))) return
     switch (command._tag) {
       case "Resolve": {
         const waiter = this.waiters?.get(command.op)

@@ -164,20 +164,27 @@ export interface State {
   /** In [0, 1): this holder's spread of proactive refreshes (0 when the store is not shared). */
   readonly jitter: number
   /**
-   * The record of this holder's last write that failed (a timeout, say), which
-   * may still land: seen on the feed or in a read, it is this holder's own.
+   * The records of this holder's writes that failed (a timeout, say) since its
+   * last write that landed: each may still land, and seen on the feed or in a
+   * read, it is this holder's own. All of them, not the last only: two
+   * sign-ins whose saves both timed out may land late, the first first.
+   * `undefined`: none (no array kept per holder of a pool for nothing).
    */
-  readonly doubt:
-    | {
-      readonly record: Option.Option<Session.Session>
-      /**
-       * The sign-in or sign-out it belongs to, or the last that had taken
-       * effect when it was made: one that takes effect after it supersedes it.
-       */
-      readonly ask: number
-    }
-    | undefined
+  readonly doubt: ReadonlyArray<Doubt> | undefined
 }
+
+/** A write of this holder that failed and may still land. */
+export interface Doubt {
+  readonly record: Option.Option<Session.Session>
+  /**
+   * The sign-in or sign-out it belongs to, or the last that had taken
+   * effect when it was made: one that takes effect after it supersedes it.
+   */
+  readonly ask: number
+}
+
+/** How many failed writes a holder remembers: a store that keeps failing is not remembered without end. */
+const maxDoubts = 8
 
 // ---------------------------------------------------------------------------
 // Inputs and commands
@@ -358,6 +365,15 @@ export const isUsable = (state: State, now: number): boolean =>
 export const isIdle = (state: State): boolean =>
   state.flight === undefined && state.queue.length === 0 && state.owed === undefined &&
   state.signIns.length === 0 && state.writing === undefined
+
+/**
+ * The store is owed a write of this holder (a rotation whose token is spent,
+ * a sign-in, a sign-out), one is out, or a flight keeps the lock until its
+ * answer is stored: what closing waits for.
+ */
+export const owesStore = (state: State): boolean =>
+  state.owed !== undefined || state.writing !== undefined || state.signIns.length > 0 ||
+  state.flight?.stage === "saving"
 
 /** The error of reads without a session. */
 export const noSession = (state: State): Events.NoSessionError =>
@@ -1058,12 +1074,11 @@ const startWrite = (step: Step): void => {
 const onWrote = (step: Step, writing: Writing, result: WriteResult): void => {
   set(step, { writing: undefined })
   if (result._tag === "Failed") {
-    set(step, {
-      doubt: {
-        record: writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session),
-        ask: Math.max(writing._tag === "Owed" ? writing.owed.ask : writing.signIn.ask, step.state.applied)
-      }
-    })
+    const doubt: Doubt = {
+      record: writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session),
+      ask: Math.max(writing._tag === "Owed" ? writing.owed.ask : writing.signIn.ask, step.state.applied)
+    }
+    set(step, { doubt: [...(step.state.doubt ?? []), doubt].slice(-maxDoubts) })
   } else if (result._tag === "Written") set(step, { doubt: undefined })
   if (writing._tag === "SignIn") return wroteSignIn(step, writing.signIn, result)
   const owed = writing.owed
@@ -1087,8 +1102,9 @@ const wroteSignIn = (step: Step, signIn: PendingSignIn, result: WriteResult): vo
   }
   landed(step, result.stored, Option.some(signIn.session))
   resolve(step, signIn.op, succeed(signIn.session))
-  // A sign-in or sign-out asked for after this one already took effect: it wins.
-  if (signIn.ask <= step.state.applied) return
+  // A sign-in or sign-out asked for after this one already took effect: it wins, and what
+  // this holder holds is written back over this one (the store must not keep the older).
+  if (signIn.ask <= step.state.applied) return restore(step, Option.some(signIn.session), result.stored.revision)
   // What was owed belongs to the session this sign-in replaces.
   if (step.state.owed !== undefined && step.state.owed.ask < signIn.ask) dropOwed(step)
   signedIn(step, signIn.session, signIn.ask)
@@ -1128,7 +1144,7 @@ const wroteOwed = (step: Step, owed: Owed, stored: SessionStore.Stored): void =>
  * this holder holds is written back over it, unless another holder wrote since.
  */
 const restore = (step: Step, landed: Option.Option<Session.Session>, revision: number): void => {
-  const { owed } = step.state
+  const { flight, owed } = step.state
   const held = sessionOf(step.state)
   if (owed !== undefined || sameRecord(landed, Option.fromNullishOr(held))) return
   oweWrite(step, {
@@ -1139,7 +1155,9 @@ const restore = (step: Step, landed: Option.Option<Session.Session>, revision: n
     epoch: step.state.epoch,
     ask: step.state.applied,
     token: undefined,
-    flight: undefined,
+    // A sign-in from a refresh token that took another holder's session keeps the lock
+    // while the unwanted write is out (see `lockedSignIn`): it keeps it for the write back too.
+    flight: flight?.kind === "signIn" && flight.stage === "saving" && flight.answered ? flight.op : undefined,
     op: undefined,
     failures: 0,
     retryAt: 0
@@ -1237,9 +1255,8 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   // A sign-out while this holder's own sign-out is being written: its or another holder's, the
   // write's outcome will tell (and a conflict brings what the store holds then).
   if (writing?._tag === "Owed" && Option.isNone(writing.owed.record) && Option.isNone(stored.session)) return
-  if (stored.revision > state.revision && state.doubt !== undefined && sameRecord(state.doubt.record, stored.session)) {
-    return landedLate(step, stored, state.doubt.ask < state.applied)
-  }
+  const doubt = stored.revision > state.revision ? state.doubt?.find((d) => sameRecord(d.record, stored.session)) : undefined
+  if (doubt !== undefined) return landedLate(step, stored, doubt)
   if (stored.revision <= state.revision) {
     // Only a read can find it: the feed brings writes, which move the revision.
     if (underLock && stored.revision === state.revision && state.owed === undefined) adoptOutside(step, stored)
@@ -1296,8 +1313,12 @@ const adopt = (
  * store holds it, so this holder does too, as its own write. A retry of it
  * still owed has nothing left to do.
  */
-const landedLate = (step: Step, stored: SessionStore.Stored, superseded: boolean): void => {
-  set(step, { doubt: undefined })
+const landedLate = (step: Step, stored: SessionStore.Stored, doubt: Doubt): void => {
+  const superseded = doubt.ask < step.state.applied
+  // Those that failed before it can no longer land over it (a fenced write is refused, and
+  // a plain store's writes land in order): only the ones after it stay in doubt.
+  const after = step.state.doubt!.slice(step.state.doubt!.indexOf(doubt) + 1)
+  set(step, { doubt: after.length === 0 ? undefined : after })
   const owed = step.state.owed
   if (owed !== undefined && sameRecord(owed.record, stored.session)) return wroteOwed(step, owed, stored)
   set(step, { own: stored.revision, revision: stored.revision })

@@ -187,10 +187,13 @@ export const withLease = <A, E>(
     const granted = yield* Deferred.make<void>()
     const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
     // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-    // Started at once, as `bounded` starts its operation.
-    const holder = yield* Effect.forkChild(store.withLease(critical), { startImmediately: true })
+    // Started at once, as `bounded` starts its operation. Detached: a caller that stops
+    // waiting for the lock (its manager closing) asks the store to stop, but does not wait
+    // for a store that never answers (a child fiber would be waited for).
+    const holder = yield* Effect.forkDetach(store.withLease(critical), { startImmediately: true })
     const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
-      Effect.timeoutOption(bounds.lock)
+      Effect.timeoutOption(bounds.lock),
+      Effect.onInterrupt(() => interruptFork(holder))
     )
     if (Option.isNone(waited)) {
       // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
@@ -202,5 +205,6 @@ export const withLease = <A, E>(
         })
       )
     }
-    return yield* Fiber.join(holder)
+    // Granted: stopping now stops `use` and waits for the store to let the lock go.
+    return yield* Fiber.join(holder).pipe(Effect.onInterrupt(() => Fiber.interrupt(holder)))
   })
