@@ -254,23 +254,29 @@ export const withLease = <A, E>(
     const start = clock.currentTimeNanosUnsafe()
     const granted = yield* Deferred.make<void>()
     const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
-    // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-    // Started at once, as `bounded` starts its operation.
-    const holder = yield* Effect.forkChild(store.withLease(critical), { startImmediately: true })
-    const outcome = yield* Effect.useSpan(
+    // The span starts as the lock is asked for; `useSpan` does not make it the
+    // parent of what runs under the lock (the holder's fiber keeps the caller's).
+    const { holder, outcome } = yield* Effect.useSpan(
       "moon-refresh/SessionStore.lock",
       { attributes: { "moon.store.kind": kind } },
       (span) =>
-        Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
-          Effect.timeoutOption(bounds.lock),
-          Effect.map((waited): Metrics.StoreOutcome => {
-            // Not granted, and the holder ended: the store's lock failed.
-            const outcome = Option.isNone(waited) ? "timeout" : Deferred.isDoneUnsafe(granted) ? "ok" : "error"
-            span.attribute("moon.store.outcome", outcome)
-            Metrics.storeOperationEnded(kind, "lock", outcome, secondsSince(clock, start), context)
-            return outcome
-          })
-        )
+        Effect.gen(function*() {
+          // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
+          // Started at once, as `bounded` starts its operation.
+          const holder = yield* Effect.forkChild(store.withLease(critical), { startImmediately: true })
+          const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
+            Effect.timeoutOption(bounds.lock)
+          )
+          // Not granted, and the holder ended: the store's lock failed.
+          const outcome: Metrics.StoreOutcome = Option.isNone(waited)
+            ? "timeout"
+            : Deferred.isDoneUnsafe(granted)
+            ? "ok"
+            : "error"
+          span.attribute("moon.store.outcome", outcome)
+          Metrics.storeOperationEnded(kind, "lock", outcome, secondsSince(clock, start), context)
+          return { holder, outcome }
+        })
     )
     if (outcome === "timeout") {
       // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
