@@ -113,6 +113,14 @@ interface Dispatched {
 type Waiter = Deferred.Deferred<Session.Session | undefined, Events.SessionError>
 
 /**
+ * While a caller's input is decided: its cell, its operation and its span (a
+ * flight it starts is a child of it). Not a field of each cell: a pool keeps
+ * one cell per user, and a decision is one synchronous step on JavaScript's
+ * one thread (a nested one, by a fiber a command woke, restores it).
+ */
+let asking: { readonly cell: Cell; readonly op: number; readonly span: Tracer.AnySpan | undefined } | undefined
+
+/**
  * One session's cell. A class, not closures: a pool keeps one per user, and
  * methods on a prototype cost nothing per cell.
  */
@@ -132,8 +140,6 @@ export class Cell {
   private pending: Array<() => void> | undefined = undefined
   /** Events published so far, counting those still queued to be delivered. */
   published = 0
-  /** While a caller's input is decided: its operation and its span (a flight it starts is a child of it). */
-  private caller: { readonly op: number; readonly span: Tracer.AnySpan | undefined } | undefined = undefined
 
   constructor(
     readonly shared: Shared,
@@ -219,12 +225,13 @@ export class Cell {
         const op = this.state.nextId
         this.state = { ...this.state, nextId: op + 1 }
         const fiber = Fiber.getCurrent()
-        this.caller = { op, span: fiber && Context.getOrUndefined(fiber.context, Tracer.ParentSpan) }
+        const outer = asking
+        asking = { cell: this, op, span: fiber && Context.getOrUndefined(fiber.context, Tracer.ParentSpan) }
         let dispatched: Dispatched
         try {
           dispatched = this.dispatch(input(op, this.shared.clock.currentTimeMillisUnsafe()))
         } finally {
-          this.caller = undefined
+          asking = outer
         }
         return Effect.as(dispatched.logs, dispatched)
       }),
@@ -317,7 +324,7 @@ export class Cell {
       case "Lock": {
         const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
         // A flight a caller started is a child of its span; one the timer started has none of its own.
-        const parent = this.caller?.op === command.op ? this.caller.span : undefined
+        const parent = asking?.cell === this && asking.op === command.op ? asking.span : undefined
         pending.push(() => {
           if (!this.closed) this.lock(command.op, kind, parent)
         })
