@@ -11,9 +11,10 @@
  *
  * @since 0.1.0
  */
-import { type Config, Context, Effect, Layer, Option, Redacted, Result } from "effect"
+import { type Config, Context, Effect, Exit, Layer, Option, Redacted, Result, type Tracer } from "effect"
 import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
 import { answeredElsewhere, drain, originOf, sendNoting, type Trip } from "./internal/http.js"
+import * as Metrics from "./internal/metrics.js"
 import * as Options_ from "./internal/options.js"
 import * as SessionManager from "./SessionManager.js"
 
@@ -82,6 +83,11 @@ const resolveOrigins = (
   return Result.succeed(origins)
 }
 
+// Bounded attributes only: the method, never the URL (its query may hold anything).
+const replayOptions = (request: HttpClientRequest.HttpClientRequest): Tracer.SpanOptionsNoTrace => ({
+  attributes: { "http.request.method": request.method }
+})
+
 const requestOrigin = (request: HttpClientRequest.HttpClientRequest): string | undefined =>
   Option.match(HttpClientRequest.toUrl(request), {
     onNone: () => undefined,
@@ -111,6 +117,8 @@ const build = (
 ): Effect.Effect<Service, never, SessionManager.SessionManager> =>
   Effect.gen(function*() {
     const manager = yield* SessionManager.SessionManager
+    // The metrics go to the registry of the context the client was built in.
+    const context = yield* Effect.context<never>()
     const allowed = (request: HttpClientRequest.HttpClientRequest) => {
       const origin = origins === undefined ? undefined : requestOrigin(request)
       return origins === undefined || (origin !== undefined && origins.has(origin))
@@ -120,11 +128,31 @@ const build = (
     const send = (request: HttpClientRequest.HttpClientRequest, trip: Trip) => sendNoting(client, request, trip)
 
     // The request came back 401 from its own origin: refresh (or take the
-    // token another request just got) and send it once more.
+    // token another request just got) and send it once more. In the span
+    // `moon-refresh/AuthHttpClient.replay`, the parent of the refresh it starts.
     const replay = (
       request: HttpClientRequest.HttpClientRequest,
       token: Redacted.Redacted<string>,
       response: HttpClientResponse.HttpClientResponse
+    ) =>
+      Effect.useSpan("moon-refresh/AuthHttpClient.replay", replayOptions(request), (span) =>
+        Effect.onExit(
+          Effect.withParentSpan(refreshAndResend(request, token, response, span), span, { captureStackTrace: false }),
+          (exit) =>
+            Effect.sync(() => {
+              // A stream body is not sent again: no replay to count.
+              if (request.body._tag === "Stream") return
+              const outcome = Exit.isSuccess(exit) && exit.value.status !== 401 ? "succeeded" : "failed"
+              span.attribute("moon.auth.outcome", outcome)
+              Metrics.replayed(outcome, context)
+            })
+        ))
+
+    const refreshAndResend = (
+      request: HttpClientRequest.HttpClientRequest,
+      token: Redacted.Redacted<string>,
+      response: HttpClientResponse.HttpClientResponse,
+      span: Tracer.Span
     ): Effect.Effect<
       HttpClientResponse.HttpClientResponse,
       HttpClientError.HttpClientError | SessionManager.SessionError
@@ -139,9 +167,10 @@ const build = (
         const current = yield* manager.current
         const changed = Option.isSome(current) &&
           Redacted.value(current.value.accessToken) !== Redacted.value(token)
+        span.attribute("moon.auth.refreshed", !changed)
         const next = changed ? yield* manager.accessToken : (yield* manager.refresh).accessToken
+        span.attribute("moon.auth.replayed", replayable)
         if (!replayable) return response
-        yield* Effect.annotateCurrentSpan("moon.auth.replayed", true)
         return yield* send(HttpClientRequest.bearerToken(request, next), newTrip())
       })
 
@@ -154,6 +183,7 @@ const build = (
       HttpClientError.HttpClientError | SessionManager.SessionError
     > =>
       Effect.flatMap(manager.accessToken, (token) => {
+        Metrics.requestsSigned.updateUnsafe(1, context)
         const sent = HttpClientRequest.bearerToken(request, token)
         const trip = newTrip()
         return Effect.flatMap(send(sent, trip), (response) =>
@@ -164,9 +194,10 @@ const build = (
             : replay(request, token, response))
       })
 
+    const unsigned = Effect.sync(() => Metrics.requestsUnsignedNotAllowed.updateUnsafe(1, context))
     const execute = (request: HttpClientRequest.HttpClientRequest) =>
       // Another origin: sent as it is, and its 401 is its own business.
-      allowed(request) ? signed(request) : client.execute(request)
+      allowed(request) ? signed(request) : Effect.andThen(unsigned, client.execute(request))
 
     return HttpClient.makeWith<never, never, HttpClientError.HttpClientError | SessionManager.SessionError, never>(
       (request) => Effect.flatMap(request, execute),

@@ -5,7 +5,20 @@
  *
  * @since 0.1.0
  */
-import { Cause, Config, Context, Duration, Effect, Exit, Layer, Option, Redacted, Result, type Tracer } from "effect"
+import {
+  Cause,
+  Clock,
+  Config,
+  Context,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Option,
+  Redacted,
+  Result,
+  type Tracer
+} from "effect"
 import { HttpClient, type HttpClientError } from "effect/http"
 import { retry, timeoutFail } from "./internal/attempt.js"
 import {
@@ -18,6 +31,7 @@ import {
   validatePath
 } from "./internal/http.js"
 import { capMessage } from "./internal/message.js"
+import * as Metrics from "./internal/metrics.js"
 import * as Moon from "./internal/moon.js"
 import * as Options_ from "./internal/options.js"
 import * as RefreshError from "./RefreshError.js"
@@ -171,6 +185,20 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpC
 const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
+    // The metrics go to the registry of the context the client was built in, and its durations
+    // are on that context's clock, whichever fiber refreshes.
+    const context = yield* Effect.context<never>()
+    const clock = Context.get(context, Clock.Clock)
+
+    // One POST, timed from sending it to the decoded session (or the error).
+    const measured = <A>(post: Effect.Effect<A, RefreshError.RefreshError>) =>
+      Effect.suspend(() => {
+        const start = clock.currentTimeNanosUnsafe()
+        return Effect.onExit(post, (exit) =>
+          Effect.sync(() =>
+            Metrics.attemptEnded(exit, Number(clock.currentTimeNanosUnsafe() - start) / 1e9, context)
+          ))
+      })
 
     const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) => {
       // A server that echoes the request must not put our token in an error message.
@@ -234,7 +262,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           ? Effect.fail(new RefreshError.TokenRejectedError({ message: "refresh token is blank; no request was sent" }))
           : Effect.suspend(() => {
             attempts++
-            return attempt(refreshToken, span)
+            return measured(attempt(refreshToken, span))
           }).pipe(
             Effect.tapError((error) =>
               Effect.logDebug("moon-refresh: refresh attempt failed").pipe(
@@ -248,6 +276,7 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           Effect.sync(() => {
             span.attribute("moon.refresh.attempts", attempts)
             span.attribute("moon.refresh.outcome", outcome(exit))
+            Metrics.refreshEnded(exit, context)
           }))
       })
 

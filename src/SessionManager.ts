@@ -204,7 +204,9 @@ const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
 > =>
   Effect.gen(function*() {
     const store = yield* SessionStore.SessionStore
-    const stored = yield* Store.read(store, bounds)
+    // Where the manager's metrics go, whichever fiber records them: the registry it was built with.
+    const context = yield* Effect.context<never>()
+    const stored = yield* Store.read(store, bounds, context)
     // Holders of a shared store spread their refreshes over the first half of the margin.
     const jitter = store.shared ? yield* Random.next : 0
     const clock = yield* Clock.Clock
@@ -222,7 +224,9 @@ const build = ({ bounds, config }: SessionOptions.Resolved): Effect.Effect<
       clock,
       daemon: yield* Cell.makeDaemon,
       fork: yield* FiberSet.makeRuntime<never>(),
-      sendLease: Cell.defaultSendLease
+      sendLease: Cell.defaultSendLease,
+      context,
+      owner: { module: "SessionManager", attributes: {} }
     }
     const events = yield* Effect.acquireRelease(PubSub.unbounded<Published>(), PubSub.shutdown)
     // Every event is numbered (by the cell, as its decision publishes it), so a subscriber's

@@ -98,13 +98,35 @@ export interface Options {
   readonly capacity?: number | undefined
   /** The most refresh POSTs in flight at once, across the pool. Default 16. */
   readonly maxConcurrentRefreshes?: number | undefined
+  /**
+   * The pool's name: the `pool` label of its metrics (`Metrics.poolSessions`
+   * and the other `moon_refresh_pool_*` series) and the `moon.pool.name`
+   * attribute of its spans. Give each pool of a program its own: two pools of
+   * one name in one metric registry share their series. 1 to 64 letters,
+   * digits, `_`, `-`, `.` or `:` (a label, never a user's key). Default
+   * `"default"`.
+   *
+   * @since 1.1.0
+   */
+  readonly name?: string | undefined
 }
 
 const owner = "SessionPool"
 
+// A label of the pool's metrics: short, and of characters every metrics backend takes.
+const validName = /^[A-Za-z0-9_.:-]{1,64}$/
+
+const resolveName = (name: unknown): Result.Result<string, Options_.Invalid> =>
+  typeof name === "string" && validName.test(name) ? Result.succeed(name) : Result.fail({
+    owner,
+    option: "name",
+    reason: "must be 1 to 64 letters, digits, \"_\", \"-\", \".\" or \":\""
+  })
+
 const resolve = (options: Options): Result.Result<Internal.PoolConfig, Options_.Invalid> =>
   Result.gen(function*() {
     return {
+      name: yield* resolveName(options.name ?? "default"),
       session: yield* SessionOptions.resolve(options.session ?? {}, owner),
       idleTimeToLive: yield* Options_.millis(
         owner,

@@ -10,6 +10,7 @@ import type { Duration } from "effect"
 import { Context, Effect, Layer, Option, PubSub, Ref, Schema, Semaphore, Stream } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { capMessage } from "./internal/message.js"
+import * as Metrics from "./internal/metrics.js"
 import * as Session from "./Session.js"
 
 /**
@@ -435,16 +436,19 @@ export const makeMemory = (initial?: Session.Session): Effect.Effect<Service> =>
   Effect.map(
     Ref.make<Stored>(initial === undefined ? empty : { revision: 1, session: Option.some(initial) }),
     (ref) =>
-      make({
-        read: Ref.get(ref),
-        write: (session, expected) =>
-          Effect.flatten(Ref.modify(ref, (stored): readonly [Effect.Effect<Stored, StoreConflictError>, Stored] => {
-            if (stored.revision !== expected) return [Effect.fail(conflict(expected, stored.revision)), stored]
-            const next = { revision: expected + 1, session }
-            return [Effect.succeed(next), next]
-          })),
-        shared: false
-      })
+      Metrics.markStore(
+        make({
+          read: Ref.get(ref),
+          write: (session, expected) =>
+            Effect.flatten(Ref.modify(ref, (stored): readonly [Effect.Effect<Stored, StoreConflictError>, Stored] => {
+              if (stored.revision !== expected) return [Effect.fail(conflict(expected, stored.revision)), stored]
+              const next = { revision: expected + 1, session }
+              return [Effect.succeed(next), next]
+            })),
+          shared: false
+        }),
+        "memory"
+      )
   )
 
 /**
@@ -542,31 +546,34 @@ export const makeKeyValueStore = (
           message: capMessage(error.message),
           ...(error._tag === "KeyValueStoreError" ? { cause: error } : {})
         })
-    return make({
-      load: kv.get(options.key).pipe(
-        Effect.mapError(fail("load")),
-        Effect.flatMap((text) =>
-          text === undefined ? Effect.succeedNone : decodeSession(text).pipe(
-            Effect.map(Option.some),
-            Effect.catchTag("SchemaError", () =>
-              // An unreadable value (an old format, a hand edit) is a signed-out
-              // state, not a crash at start-up. The value itself is not logged.
-              Effect.as(
-                Effect.logWarning(
-                  `moon-refresh: stored session under "${options.key}" does not decode; treated as none`
-                ),
-                Option.none()
-              ))
+    return Metrics.markStore(
+      make({
+        load: kv.get(options.key).pipe(
+          Effect.mapError(fail("load")),
+          Effect.flatMap((text) =>
+            text === undefined ? Effect.succeedNone : decodeSession(text).pipe(
+              Effect.map(Option.some),
+              Effect.catchTag("SchemaError", () =>
+                // An unreadable value (an old format, a hand edit) is a signed-out
+                // state, not a crash at start-up. The value itself is not logged.
+                Effect.as(
+                  Effect.logWarning(
+                    `moon-refresh: stored session under "${options.key}" does not decode; treated as none`
+                  ),
+                  Option.none()
+                ))
+            )
           )
-        )
-      ),
-      save: (session) =>
-        encodeSession(session).pipe(
-          Effect.flatMap((text) => kv.set(options.key, text)),
-          Effect.mapError(fail("save"))
         ),
-      clear: kv.remove(options.key).pipe(Effect.mapError(fail("clear")))
-    })
+        save: (session) =>
+          encodeSession(session).pipe(
+            Effect.flatMap((text) => kv.set(options.key, text)),
+            Effect.mapError(fail("save"))
+          ),
+        clear: kv.remove(options.key).pipe(Effect.mapError(fail("clear")))
+      }),
+      "key_value"
+    )
   })
 
 // The value a `KeyValueStore` holds: the session as its schema encodes it, in

@@ -59,3 +59,10 @@ export * as AuthHttpClient from "./AuthHttpClient.js"
  * @since 0.2.0
  */
 export * as SessionPool from "./SessionPool.js"
+
+/**
+ * The library's metrics (`moon_refresh_*`), as Effect `Metric`s.
+ *
+ * @since 1.1.0
+ */
+export * as Metrics from "./Metrics.js"

@@ -24,6 +24,7 @@ import type { Fiber, Scope } from "effect"
 import {
   Cause,
   Clock,
+  type Context,
   Deferred,
   Duration,
   Effect,
@@ -40,6 +41,7 @@ import type * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
 import * as SessionStore from "../SessionStore.js"
+import * as Metrics from "./metrics.js"
 import * as Cell from "./session/cell.js"
 import * as Core from "./session/core.js"
 import type * as Events from "./session/events.js"
@@ -55,6 +57,8 @@ export interface KeyedEvent {
 }
 
 export interface PoolConfig {
+  /** The pool's name in its metrics and spans. */
+  readonly name: string
   readonly session: { readonly config: Omit<Rules.Config, "spread">; readonly bounds: Store.Bounds }
   readonly idleTimeToLive: number
   readonly capacity: number
@@ -144,6 +148,13 @@ const unknownRecord: SessionStore.Stored = { revision: -1, session: Option.none(
 
 const droppable = (entry: Entry) => entry.pins === 0 && Core.isIdle(entry.cell.state)
 
+/** The sessions that could be dropped now (nothing in progress): a pass over all, when a metric is read. */
+const countIdle = (entries: Map<string, Entry>): number => {
+  let idle = 0
+  for (const entry of entries.values()) if (droppable(entry)) idle++
+  return idle
+}
+
 /** Out of memory (the store keeps it): its timer cleared, its feed stopped. */
 const dropEntry = (entries: Map<string, Entry>, entry: Entry): void => {
   entries.delete(entry.key)
@@ -176,6 +187,26 @@ const sweeping = (entries: Map<string, Entry>, config: PoolConfig, clock: Clock.
   )
 }
 
+/** The pool's gauges, read when the registry is (the pool records nothing as it works), for the life of its scope. */
+const gauges = (
+  name: string,
+  entries: Map<string, Entry>,
+  client: ReturnType<typeof throttled>,
+  context: Context.Context<never>
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() =>
+      Metrics.registerPool(name, {
+        live: () => entries.size,
+        idle: () => countIdle(entries),
+        inFlight: client.inFlight,
+        queued: client.queued,
+        circuit: client.circuit
+      }, context)
+    ),
+    (unregister) => Effect.sync(unregister)
+  )
+
 export const make = (
   config: PoolConfig,
   base: RefreshClient.Service,
@@ -188,7 +219,9 @@ export const make = (
     const events = yield* Effect.acquireRelease(PubSub.unbounded<KeyedEvent>(), PubSub.shutdown)
     const entries = new Map<string, Entry>()
     const creating = new Map<string, Deferred.Deferred<Entry, SessionStore.StoreError>>()
-    const client = throttled(base, config.maxConcurrentRefreshes, clock)
+    // Where the pool's metrics go, whichever fiber records them: the registry it was built with.
+    const context = yield* Effect.context<never>()
+    const client = throttled(base, config, clock, context)
     const cells: Cell.Shared = {
       config: { ...config.session.config, spread: true },
       bounds: config.session.bounds,
@@ -196,7 +229,9 @@ export const make = (
       clock,
       daemon: yield* Cell.makeDaemon,
       fork: yield* FiberSet.makeRuntime<never>(),
-      sendLease: Cell.defaultSendLease
+      sendLease: Cell.defaultSendLease,
+      context,
+      owner: { module: "SessionPool", attributes: { "moon.pool.name": config.name } }
     }
     const shared: Shared = { config, cells, wheel, events, entries }
     // Closing waits (bounded) for what the store is owed by each session (see `Cell.closing`).
@@ -207,6 +242,7 @@ export const make = (
         { concurrency: "unbounded", discard: true }
       )
     )
+    yield* gauges(config.name, entries, client, context)
 
     // A sign-out needs nothing from the store: past capacity with every session
     // busy, or with the store failing, its key is loaded anyway (as nothing
@@ -217,7 +253,7 @@ export const make = (
         const store = yield* keyed.forKey(key)
         const made = room(entries, config, signingOut ? 0 : config.session.bounds.store)
         yield* signingOut ? Effect.ignore(made) : made
-        const read = Store.read(store, config.session.bounds)
+        const read = Store.read(store, config.session.bounds, context)
         const stored = yield* signingOut ? Effect.orElseSucceed(read, () => unknownRecord) : read
         const initial = Core.initial(stored, yield* Random.next, clock.currentTimeMillisUnsafe(), cells.config)
         const entry = makeEntry(shared, key, store, initial)
@@ -346,11 +382,20 @@ const room = (
  * … up to a minute) and resets on a success. A refused refresh fails with an
  * error of its own (`RateLimitedError`, its `retryAfter` the pause left),
  * never another key's.
+ *
+ * Its state is read by the pool's gauges (in flight, queued, the circuit);
+ * a trip is counted in the metrics of `context`.
  */
-const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Clock) => {
-  const limit = fifoLimiter(permits)
+const throttled = (
+  base: RefreshClient.Service,
+  config: Pick<PoolConfig, "maxConcurrentRefreshes" | "name">,
+  clock: Clock.Clock,
+  context: Context.Context<never>
+) => {
+  const limit = fifoLimiter(config.maxConcurrentRefreshes)
   let inFlight = 0
   let maxInFlight = 0
+  let queued = 0
   let failures = 0
   let trips = 0
   let until = 0
@@ -374,6 +419,7 @@ const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Cl
     failures = 0
     trips++
     until = clock.currentTimeMillisUnsafe() + Math.min(1_000 * 2 ** (trips - 1), maxCircuitPause)
+    Metrics.poolTripped(config.name, context)
   }
   const send = (token: Redacted.Redacted<string>) =>
     Effect.suspend(() => {
@@ -391,10 +437,29 @@ const throttled = (base: RefreshClient.Service, permits: number, clock: Clock.Cl
         )
       )
     })
+  // Queued from the call until its permit is granted, or until it gives up waiting.
+  const refresh = (token: Redacted.Redacted<string>) =>
+    Effect.suspend(() => {
+      queued++
+      let waiting = true
+      const granted = () => {
+        if (waiting) {
+          waiting = false
+          queued--
+        }
+      }
+      return limit(Effect.suspend(() => {
+        granted()
+        return send(token)
+      })).pipe(Effect.ensuring(Effect.sync(granted)))
+    })
   return {
-    refresh: (token: Redacted.Redacted<string>) => limit(send(token)),
+    refresh,
     inFlight: () => inFlight,
-    maxInFlight: () => maxInFlight
+    maxInFlight: () => maxInFlight,
+    queued: () => queued,
+    // Half-open: the pause is over, and no refresh has succeeded since the last trip.
+    circuit: () => clock.currentTimeMillisUnsafe() < until ? 2 : trips > 0 ? 1 : 0
   }
 }
 

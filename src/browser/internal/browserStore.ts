@@ -8,6 +8,7 @@
 import type { Scope } from "effect"
 import { Duration, Effect, Option, Queue, Result, Schema, Stream } from "effect"
 import { capMessage } from "../../internal/message.js"
+import * as Metrics from "../../internal/metrics.js"
 import * as Options_ from "../../internal/options.js"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
@@ -202,11 +203,14 @@ export const make = (platform: Platform, settings: Settings): Effect.Effect<Sess
         Stream.changesWith((a, b) => a.revision === b.revision && Option.isSome(a.session) === Option.isSome(b.session))
       )
 
-    return SessionStore.make({
-      read,
-      write,
-      withLease: WebLock.withLease(platform.locks, { name, maxHold: settings.maxHold, grace }),
-      changes,
-      shared: true
-    })
+    return Metrics.markStore(
+      SessionStore.make({
+        read,
+        write,
+        withLease: WebLock.withLease(platform.locks, { name, maxHold: settings.maxHold, grace }),
+        changes,
+        shared: true
+      }),
+      "browser"
+    )
   })

@@ -31,12 +31,13 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Clock, Redacted, Scope, Tracer } from "effect"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Result } from "effect"
+import type { Clock, Redacted, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Option, Result, Tracer } from "effect"
 import type * as RefreshClient from "../../RefreshClient.js"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
 import type * as SessionStore from "../../SessionStore.js"
+import * as Metrics from "../metrics.js"
 import * as Core from "./core.js"
 import type * as Events from "./events.js"
 import type * as Rules from "./rules.js"
@@ -81,6 +82,19 @@ export interface Shared {
   readonly daemon: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   /** The lease a flight must still have right before it sends: the request's timeout and a margin. */
   readonly sendLease: number
+  /**
+   * The context the owner was built in: its metric registry is where the
+   * cells' metrics go, whichever fiber records them.
+   */
+  readonly context: Context.Context<never>
+  /** Names a flight's span (`moon-refresh/<module>.refresh`) and gives it these attributes. */
+  readonly owner: Owner
+}
+
+/** Who runs the cells, as their spans say. */
+export interface Owner {
+  readonly module: "SessionManager" | "SessionPool"
+  readonly attributes: Readonly<Record<string, string>>
 }
 
 /**
@@ -97,6 +111,14 @@ interface Dispatched {
 }
 
 type Waiter = Deferred.Deferred<Session.Session | undefined, Events.SessionError>
+
+/**
+ * While a caller's input is decided: its cell, its operation and its span (a
+ * flight it starts is a child of it). Not a field of each cell: a pool keeps
+ * one cell per user, and a decision is one synchronous step on JavaScript's
+ * one thread (a nested one, by a fiber a command woke, restores it).
+ */
+let asking: { readonly cell: Cell; readonly op: number; readonly span: Tracer.AnySpan | undefined } | undefined
 
 /**
  * One session's cell. A class, not closures: a pool keeps one per user, and
@@ -197,13 +219,26 @@ export class Cell {
     return waiter
   }
 
-  /** Starts an operation and waits for its end (interruptibly: the operation goes on without this caller). */
+  /**
+   * Starts an operation and waits for its end (interruptibly: the operation
+   * goes on without this caller). A flight it starts has the caller's span as
+   * parent.
+   */
   ask(input: (op: number, now: number) => Core.Input): Effect.Effect<Session.Session | undefined, Events.SessionError> {
     return Effect.flatMap(
       Effect.suspend(() => {
         const op = this.state.nextId
         this.state = { ...this.state, nextId: op + 1 }
-        return this.step((now) => input(op, now))
+        const fiber = Fiber.getCurrent()
+        const outer = asking
+        asking = { cell: this, op, span: fiber && Context.getOrUndefined(fiber.context, Tracer.ParentSpan) }
+        let dispatched: Dispatched
+        try {
+          dispatched = this.dispatch(input(op, this.shared.clock.currentTimeMillisUnsafe()))
+        } finally {
+          asking = outer
+        }
+        return Effect.as(dispatched.logs, dispatched)
       }),
       ({ waiter }) =>
         waiter === undefined
@@ -325,13 +360,16 @@ export class Cell {
       case "Publish": {
         // Numbered now, in decision order: a subscriber's `Initial` (the state now) and the events after it never overlap.
         const n = ++this.published
+        if (command.event._tag === "SignedOut") Metrics.signedOut(reasonOf(command.event.reason), this.shared.context)
         pending.push(() => this.publish(command.event, n))
         return
       }
       case "Lock": {
         const kind = this.state.flight?.kind === "signIn" ? "signInWithRefreshToken" : "refresh"
+        // A flight a caller started is a child of its span; one the timer started has none of its own.
+        const parent = asking?.cell === this && asking.op === command.op ? asking.span : undefined
         pending.push(() => {
-          if (!this.closed) this.lock(command.op, kind)
+          if (!this.closed) this.lock(command.op, kind, parent)
         })
         return
       }
@@ -368,7 +406,14 @@ export class Cell {
         // cut short the save of a token already spent.
         this.shared.daemon(
           Effect.flatMap(
-            Store.write(this.store, this.shared.bounds, command.record, command.expected, command.overwrite),
+            this.traced(Store.write(
+              this.store,
+              this.shared.bounds,
+              command.record,
+              command.expected,
+              command.overwrite,
+              this.shared.context
+            )),
             (result) => this.step((now) => ({ _tag: "Wrote", id: command.id, now, result }))
           )
         )
@@ -376,11 +421,19 @@ export class Cell {
     }
   }
 
+  /** A write made while a flight holds the lock (saving its answer, say) is a child of the flight's span. */
+  private traced<A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    const flight = this.state.flight
+    const span = flight === undefined ? undefined : this.holding?.get(flight.op)?.span
+    return span === undefined ? effect : Effect.withParentSpan(effect, span, { captureStackTrace: false })
+  }
+
   /**
    * Takes the store's lock for `op` and reads the record under it; keeps the
-   * lock until `Release`. The flight's span lives as long as the lock.
+   * lock until `Release`. The flight's span lives as long as the lock; its
+   * parent is the span of the caller who started it, if one did.
    */
-  private lock(op: number, kind: "refresh" | "signInWithRefreshToken"): void {
+  private lock(op: number, kind: "refresh" | "signInWithRefreshToken", parent: Tracer.AnySpan | undefined): void {
     const release = Deferred.makeUnsafe<void>()
     const held: { readonly release: Deferred.Deferred<void>; lease?: Store.Lease; span?: Tracer.AnySpan | undefined } =
       { release }
@@ -391,7 +444,7 @@ export class Cell {
         granted = true
         held.lease = lease
         held.span = Option.getOrUndefined(yield* Effect.option(Effect.currentSpan))
-        const stored = yield* Effect.result(Store.read(this.store, this.shared.bounds))
+        const stored = yield* Effect.result(Store.read(this.store, this.shared.bounds, this.shared.context))
         yield* this.step((now) =>
           Result.isSuccess(stored)
             ? { _tag: "Locked", op, now, stored: stored.success }
@@ -404,11 +457,15 @@ export class Cell {
     // were under Effect 3.
     this.shared.fork(Effect.andThen(
       Effect.yieldNow,
-      Store.withLease(this.store, this.shared.bounds, critical).pipe(
+      Store.withLease(this.store, this.shared.bounds, this.shared.context, critical).pipe(
         Effect.catch((error) =>
           granted ? Effect.void : Effect.asVoid(this.step((now) => ({ _tag: "LockFailed", op, now, error })))
         ),
-        Effect.withSpan(`moon-refresh/SessionManager.${kind}`, undefined, { captureStackTrace: false })
+        Effect.withSpan(
+          `moon-refresh/${this.shared.owner.module}.${kind}`,
+          { attributes: this.shared.owner.attributes, parent },
+          { captureStackTrace: false }
+        )
       )
     ))
   }
@@ -430,6 +487,17 @@ export class Cell {
           ? Effect.void
           : this.step((now) => ({ _tag: "Answered", op, now, exit })))
     ))
+  }
+}
+
+const reasonOf = (reason: Events.SignOutReason): Metrics.SignOutReason => {
+  switch (reason._tag) {
+    case "UserSignedOut":
+      return "user"
+    case "SignedOutElsewhere":
+      return "elsewhere"
+    case "TokenRejected":
+      return Metrics.isReuse(reason.error) ? "reused" : "rejected"
   }
 }
 

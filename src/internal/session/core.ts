@@ -367,13 +367,16 @@ export const isIdle = (state: State): boolean =>
   state.signIns.length === 0 && state.writing === undefined
 
 /**
- * The store is owed a write of this holder (a rotation whose token is spent,
- * a sign-in, a sign-out), one is out, or a flight keeps the lock until its
- * answer is stored: what closing waits for.
+ * What closing waits for: a write of this holder is out, a flight keeps the
+ * lock until its answer is stored, or the store is owed a session whose
+ * refresh token the server already spent or issued (a rotation, a sign-in
+ * from a refresh token) or a sign-in's write back. Not a sign-out or a plain
+ * sign-in whose write failed: its caller was told (a `StoreError`), and
+ * nothing is lost that the user did not hear of.
  */
 export const owesStore = (state: State): boolean =>
-  state.owed !== undefined || state.writing !== undefined || state.signIns.length > 0 ||
-  state.flight?.stage === "saving"
+  state.writing !== undefined || state.flight?.stage === "saving" ||
+  (state.owed !== undefined && (state.owed.kind === "rotation" || state.owed.kind === "signIn"))
 
 /** The error of reads without a session. */
 export const noSession = (state: State): Events.NoSessionError =>

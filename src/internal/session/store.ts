@@ -5,9 +5,10 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
+import * as Metrics from "../metrics.js"
 import type { WriteResult } from "./core.js"
 
 /** The bounds on the store, in milliseconds. */
@@ -18,11 +19,60 @@ export interface Bounds {
   readonly lock: number
 }
 
-const timedOut = (operation: SessionStore.StoreError["operation"], millis: number) =>
-  new SessionStore.StoreError({
+// The errors of a deadline (ours), told apart from the store's own errors in the metrics.
+const timeouts = new WeakSet<object>()
+
+const timedOut = (operation: SessionStore.StoreError["operation"], millis: number) => {
+  const error = new SessionStore.StoreError({
     operation,
     message: `the store did not answer within ${Duration.format(Duration.millis(millis))}`
   })
+  timeouts.add(error)
+  return error
+}
+
+const secondsSince = (clock: Clock.Clock, start: bigint): number => Number(clock.currentTimeNanosUnsafe() - start) / 1e9
+
+const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Metrics.StoreOutcome | undefined => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Option.getOrUndefined(Cause.findErrorOption(exit.cause))
+  if (error === undefined) return undefined
+  if (timeouts.has(error as object)) return "timeout"
+  return (error as { readonly _tag?: unknown })._tag === "StoreConflictError" ? "conflict" : "error"
+}
+
+/**
+ * `effect`, one store operation of the engine: in the span
+ * `moon-refresh/SessionStore.<operation>` and counted in the metrics of
+ * `context` (its holder's), with its duration on that context's clock. An
+ * interruption (the holder closing) is not counted.
+ */
+const observed = <A, E>(
+  store: SessionStore.Service,
+  operation: "read" | "write" | "clear",
+  context: Context.Context<never>,
+  effect: Effect.Effect<A, E>
+): Effect.Effect<A, E> => {
+  const kind = Metrics.storeKindOf(store)
+  return Effect.useSpan(
+    `moon-refresh/SessionStore.${operation}`,
+    { attributes: { "moon.store.kind": kind } },
+    (span) => {
+      const clock = Context.get(context, Clock.Clock)
+      const start = clock.currentTimeNanosUnsafe()
+      return Effect.onExit(
+        Effect.withParentSpan(effect, span, { captureStackTrace: false }),
+        (exit) =>
+          Effect.sync(() => {
+            const outcome = outcomeOf(exit)
+            if (outcome === undefined) return
+            span.attribute("moon.store.outcome", outcome)
+            Metrics.storeOperationEnded(kind, operation, outcome, secondsSince(clock, start), context)
+          })
+      )
+    }
+  )
+}
 
 /**
  * `effect`, failing with a `StoreError` after `millis`. Not `Effect.timeout`:
@@ -64,8 +114,9 @@ export const bounded = <A, E>(
 const interruptFork = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<void> =>
   Effect.sync(() => fiber.interruptUnsafe())
 
-/** Reads the record, bounded. */
-export const read = (store: SessionStore.Service, bounds: Bounds) => bounded(bounds.store, "load", store.read)
+/** Reads the record, bounded; `context` is its holder's (for the metrics). */
+export const read = (store: SessionStore.Service, bounds: Bounds, context: Context.Context<never>) =>
+  observed(store, "read", context, bounded(bounds.store, "load", store.read))
 
 /**
  * How many cells of this process hold each store object (a manager's, a
@@ -145,16 +196,23 @@ export const write = (
   bounds: Bounds,
   record: Option.Option<Session.Session>,
   expected: number,
-  overwrite: boolean
+  overwrite: boolean,
+  context: Context.Context<never>
 ): Effect.Effect<WriteResult> => {
   const operation = Option.isSome(record) ? "save" : "clear"
-  const fenced = (revision: number) => bounded(bounds.store, operation, inTurn(store, store.write(record, revision)))
+  const fenced = (revision: number) =>
+    observed(
+      store,
+      operation === "save" ? "write" : "clear",
+      context,
+      bounded(bounds.store, operation, inTurn(store, store.write(record, revision)))
+    )
   const attempt = overwrite
     ? fenced(expected).pipe(
       Effect.catchTag(
         "StoreConflictError",
         () =>
-          Effect.flatMap(read(store, bounds), (stored) => fenced(stored.revision)).pipe(
+          Effect.flatMap(read(store, bounds, context), (stored) => fenced(stored.revision)).pipe(
             Effect.retry({ while: (error) => error._tag === "StoreConflictError", times: overwriteAttempts - 2 })
           )
       )
@@ -164,7 +222,10 @@ export const write = (
     Effect.map((stored): WriteResult => ({ _tag: "Written", stored })),
     Effect.catch((error): Effect.Effect<WriteResult> =>
       error._tag === "StoreConflictError"
-        ? Effect.map(Effect.option(read(store, bounds)), (stored): WriteResult => ({ _tag: "Conflict", stored }))
+        ? Effect.map(
+          Effect.option(read(store, bounds, context)),
+          (stored): WriteResult => ({ _tag: "Conflict", stored })
+        )
         : Effect.succeed({ _tag: "Failed", error })
     )
   )
@@ -177,25 +238,50 @@ export type Lease = SessionStore.Lease
  * Runs `use` under the store's lock, failing with a `StoreError` when the
  * lock is not granted within `bounds.lock`. Only the wait is bounded: once
  * granted, `use` runs as long as it needs.
+ *
+ * The wait alone is the span `moon-refresh/SessionStore.lock` and the lock's
+ * metrics (`context`'s): `use` runs beside it, under the caller's span.
  */
 export const withLease = <A, E>(
   store: SessionStore.Service,
   bounds: Bounds,
+  context: Context.Context<never>,
   use: (lease: Lease) => Effect.Effect<A, E>
 ): Effect.Effect<A, E | SessionStore.StoreError> =>
   Effect.gen(function*() {
+    const kind = Metrics.storeKindOf(store)
+    const clock = Context.get(context, Clock.Clock)
+    const start = clock.currentTimeNanosUnsafe()
     const granted = yield* Deferred.make<void>()
     const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
-    // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-    // Started at once, as `bounded` starts its operation. Detached: a caller that stops
-    // waiting for the lock (its manager closing) asks the store to stop, but does not wait
-    // for a store that never answers (a child fiber would be waited for).
-    const holder = yield* Effect.forkDetach(store.withLease(critical), { startImmediately: true })
-    const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
-      Effect.timeoutOption(bounds.lock),
-      Effect.onInterrupt(() => interruptFork(holder))
+    // The span starts as the lock is asked for; `useSpan` does not make it the
+    // parent of what runs under the lock (the holder's fiber keeps the caller's).
+    const { holder, outcome } = yield* Effect.useSpan(
+      "moon-refresh/SessionStore.lock",
+      { attributes: { "moon.store.kind": kind } },
+      (span) =>
+        Effect.gen(function*() {
+          // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
+          // Started at once, as `bounded` starts its operation. Detached: a caller that stops
+          // waiting for the lock (its manager closing) asks the store to stop, but does not wait
+          // for a store that never answers (a child fiber would be waited for).
+          const holder = yield* Effect.forkDetach(store.withLease(critical), { startImmediately: true })
+          const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
+            Effect.timeoutOption(bounds.lock),
+            Effect.onInterrupt(() => interruptFork(holder))
+          )
+          // Not granted, and the holder ended: the store's lock failed.
+          const outcome: Metrics.StoreOutcome = Option.isNone(waited)
+            ? "timeout"
+            : Deferred.isDoneUnsafe(granted)
+            ? "ok"
+            : "error"
+          span.attribute("moon.store.outcome", outcome)
+          Metrics.storeOperationEnded(kind, "lock", outcome, secondsSince(clock, start), context)
+          return { holder, outcome }
+        })
     )
-    if (Option.isNone(waited)) {
+    if (outcome === "timeout") {
       // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
       yield* interruptFork(holder)
       return yield* Effect.fail(

@@ -10,6 +10,7 @@ import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import { capMessage } from "../../internal/message.js"
+import * as Metrics from "../../internal/metrics.js"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
 import * as FileLock from "./fileLock.js"
@@ -371,11 +372,11 @@ const makeCore = (location: Location, config: Config): Effect.Effect<Core> =>
               })
             ))
         )
-      return {
+      return Metrics.markStore({
         ...service,
         save: (session) => overwrite(Option.some(session), "save"),
         clear: overwrite(Option.none(), "clear")
-      }
+      }, "file")
     }
     return { read: readStored, lastSeen, finish }
   })

@@ -28,6 +28,7 @@ import type { Redis, RedisOptions } from "ioredis"
 import { createHash } from "node:crypto"
 import { hostname } from "node:os"
 import { capMessage } from "../../internal/message.js"
+import * as Metrics from "../../internal/metrics.js"
 import * as StoreKey from "../../internal/storeKey.js"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
@@ -658,7 +659,7 @@ const makeKeyStore = (
       }))
     }
 
-    return SessionStore.make({ read, write, withLease, changes, shared: true })
+    return Metrics.markStore(SessionStore.make({ read, write, withLease, changes, shared: true }), "redis")
   })
 
 /** The store on `client`: `SessionStore.make` over a fenced read and write, a lease lock and a change feed. */
