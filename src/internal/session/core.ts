@@ -130,9 +130,10 @@ export interface PendingSignIn {
 }
 
 /** The write in flight. */
+/** The write in flight; `applied`: the last sign-in or sign-out that had taken effect when it was sent. */
 export type Writing =
-  | { readonly _tag: "Owed"; readonly id: number; readonly owed: Owed }
-  | { readonly _tag: "SignIn"; readonly id: number; readonly signIn: PendingSignIn }
+  | { readonly _tag: "Owed"; readonly id: number; readonly owed: Owed; readonly applied: number }
+  | { readonly _tag: "SignIn"; readonly id: number; readonly signIn: PendingSignIn; readonly applied: number }
 
 export interface State {
   readonly held: Held
@@ -1058,7 +1059,7 @@ const startWrite = (step: Step): void => {
   const { owed, signIns } = step.state
   if (owed !== undefined && owed.retryAt <= step.now) {
     const id = nextId(step)
-    set(step, { writing: { _tag: "Owed", id, owed } })
+    set(step, { writing: { _tag: "Owed", id, owed, applied: step.state.applied } })
     return emit(step, {
       _tag: "Write",
       id,
@@ -1070,7 +1071,7 @@ const startWrite = (step: Step): void => {
   const [next, ...rest] = signIns
   if (next === undefined) return
   const id = nextId(step)
-  set(step, { signIns: rest, writing: { _tag: "SignIn", id, signIn: next } })
+  set(step, { signIns: rest, writing: { _tag: "SignIn", id, signIn: next, applied: step.state.applied } })
   emit(step, { _tag: "Write", id, record: Option.some(next.session), expected: step.state.revision, overwrite: true })
 }
 
@@ -1079,7 +1080,8 @@ const onWrote = (step: Step, writing: Writing, result: WriteResult): void => {
   if (result._tag === "Failed") {
     const doubt: Doubt = {
       record: writing._tag === "Owed" ? writing.owed.record : Option.some(writing.signIn.session),
-      ask: Math.max(writing._tag === "Owed" ? writing.owed.ask : writing.signIn.ask, step.state.applied)
+      // As of when it was sent: a sign-in or sign-out that took effect while it was out supersedes it.
+      ask: Math.max(writing._tag === "Owed" ? writing.owed.ask : writing.signIn.ask, writing.applied)
     }
     set(step, { doubt: [...(step.state.doubt ?? []), doubt].slice(-maxDoubts) })
   } else if (result._tag === "Written") set(step, { doubt: undefined })
