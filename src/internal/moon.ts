@@ -80,7 +80,8 @@ const fromHtml = (html: string): string => {
 
 // Any value given to a token field, quoted or not, JSON or form-encoded: a
 // truncated or prefixed session body must not put its tokens in a message.
-const tokenField = /("?\b(?:access|refresh|provider|provider_refresh)_token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
+// Snake, camel or kebab case, any letter case: `refresh_token`, `refreshToken`, `ID-TOKEN`.
+const tokenField = /("?\b(?:access|refresh|id|provider(?:[_-]?refresh)?)[_-]?token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
 
 /**
  * `text` (a server's body, a message of the HTTP stack's) with our secrets

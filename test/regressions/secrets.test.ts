@@ -316,4 +316,17 @@ describe("no token leaves in what a refresh fails with (review findings)", () =>
         expect(text).not.toContain("auth.example.com/auth/refresh")
       }
     }))
+
+  // The token-field scrubber knew only snake_case names.
+  it.effect("an echoed body's token fields are masked in camelCase, kebab-case and any letter case", () =>
+    Effect.gen(function*() {
+      const others = ["rt-other-1111", "at-other-2222", "id-other-3333", "rt-other-4444", "pr-other-5555"]
+      const body = `could not refresh {"refreshToken":"${others[0]}","accessToken":"${others[1]}","idToken":"${
+        others[2]
+      }","Refresh-Token":"${others[3]}","providerRefreshToken":"${others[4]}"}`
+      const { exit } = yield* refreshAgainst([TestHttpClient.text(500, body)])
+      const error = expectRefreshError(exit)
+      expect(error.message).toContain("could not refresh")
+      for (const other of others) expect(error.message).not.toContain(other)
+    }))
 })
