@@ -39,7 +39,7 @@ export class BodyTooLarge {
  * request of a response dropped unread (we read or cancel the body
  * ourselves). Any other response (`NodeHttpClient`'s two clients, a test
  * double, a client of the user's) is counted through its public `stream`,
- * except one whose declared, uncompressed length already bounds it.
+ * whatever length it declares.
  */
 export const readBodyCapped = (
   response: HttpClientResponse.HttpClientResponse,
@@ -54,11 +54,9 @@ export const readBodyCapped = (
     const body = web.value.body
     return body === null ? Effect.succeed("") : readWeb(response, body, limit)
   }
-  // A declared, small, uncompressed length bounds the body (the HTTP stack
-  // fails a body longer than its Content-Length), so it can be read in one go.
-  return Number.isFinite(declared) && headers["content-encoding"] === undefined
-    ? response.text
-    : readStream(response, limit)
+  // Counted even under a small declared length: Node's stacks stop at it, but
+  // a transport of the user's may not, and `text` would read any size.
+  return readStream(response, limit)
 }
 
 const utf8 = new TextDecoder()
