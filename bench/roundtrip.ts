@@ -234,7 +234,15 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
           ))
     )
 
-  const request = (url: string, token: string) => Moon.request(url, Redacted.make(token))
+  // The floor's POST: the same JSON body, as plain bytes (the client's is a one-shot body, see `OneShotBody`).
+  const request = (url: string, token: string) =>
+    HttpClientRequest.post(url).pipe(
+      HttpClientRequest.acceptJson,
+      HttpClientRequest.bodyUint8Array(
+        new TextEncoder().encode(JSON.stringify({ refresh_token: token })),
+        "application/json"
+      )
+    )
   const withText = (client: HttpClient.HttpClient, url: string, token: string) =>
     client.execute(request(url, token)).pipe(
       Effect.flatMap((response) => response.text),

@@ -25,7 +25,9 @@ import {
   type BodyTooLarge,
   joinUrl,
   maxBodyBytes,
+  type OneShotBody,
   readBodyCapped,
+  RefreshBody,
   refreshGuard,
   validateBaseUrl,
   validatePath
@@ -151,11 +153,30 @@ const describeTransport = (error: HttpClientError.HttpClientError, mask: Moon.Ma
 const isResponseError = (reason: HttpClientError.HttpClientErrorReason): reason is HttpClientError.ResponseError =>
   reason._tag === "DecodeError" || reason._tag === "StatusCodeError" || reason._tag === "EmptyBodyError"
 
+// Only interruptions (kept) and defects (scrubbed, see `Moon.scrubDefect`)
+// reach here; a failure would have been recovered. Nothing of the cause
+// that came in leaves: its defects may hold the request, or echo its body.
+const scrubCause = (cause: Cause.Cause<unknown>, mask: Moon.Mask): Cause.Cause<never> =>
+  Cause.fromReasons(
+    cause.reasons.flatMap((reason): Array<Cause.Reason<never>> =>
+      Cause.isInterruptReason(reason)
+        ? [reason]
+        : Cause.isDieReason(reason)
+        ? [Cause.makeDieReason(Moon.scrubDefect(reason.defect, mask))]
+        : []
+    )
+  )
+
 // What an attempt failed with, as a `RefreshError`.
 const recover = (
   error: HttpClientError.HttpClientError | BodyTooLarge | RefreshError.RefreshError,
+  body: OneShotBody,
   mask: Moon.Mask
 ): Effect.Effect<never, RefreshError.RefreshError> => {
+  // The client failed because the body withheld the token, or refused to be
+  // sent twice: that, not the transport's words for it, is what happened.
+  const unsent = error._tag === "HttpClientError" ? Moon.refuseUnsent(body, false) : undefined
+  if (unsent !== undefined) return Effect.fail(unsent)
   switch (error._tag) {
     case "BodyTooLarge":
       return Moon.tooLarge(error.response, error)
@@ -200,53 +221,58 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           ))
       })
 
-    const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) => {
-      // A server that echoes the request must not put our token in an error message.
-      const mask = Moon.maskToken(refreshToken)
-      return Effect.flatMap(client.execute(Moon.request(url, refreshToken)), (response) => {
-        // The platform builds a new record on each read of `headers`.
-        const headers = response.headers
-        return Moon.refuseRedirect(response, url) ?? Effect.flatMap(
-          readBodyCapped(response, maxBodyBytes, headers),
-          (body) => {
-            if (response.status >= 200 && response.status < 300) {
-              const date = Date.parse(headers["date"] ?? "")
-              return Moon.decodeSuccess(
-                response.status,
-                body,
-                Number.isNaN(date) ? Option.none() : Option.some(date),
-                mask
-              )
-            }
-            return Moon.classifyFailure(response, body, mask)
-          }
+    const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) =>
+      Effect.withFiber((fiber) => {
+        // A server that echoes the request must not put our token in an error message.
+        const mask = Moon.maskToken(refreshToken)
+        const body = Moon.body(refreshToken, fiber.getRef(RefreshBody))
+        return Effect.flatMap(client.execute(Moon.request(url, body)), (response) => {
+          // The platform builds a new record on each read of `headers`.
+          const headers = response.headers
+          const unsent = Moon.refuseUnsent(body, true)
+          return Moon.refuseRedirect(response, url) ?? (unsent === undefined ? undefined : Effect.fail(unsent)) ??
+            Effect.flatMap(
+              readBodyCapped(response, maxBodyBytes, headers),
+              (text) => {
+                if (response.status >= 200 && response.status < 300) {
+                  const date = Date.parse(headers["date"] ?? "")
+                  return Moon.decodeSuccess(
+                    response.status,
+                    text,
+                    Number.isNaN(date) ? Option.none() : Option.some(date),
+                    mask
+                  )
+                }
+                return Moon.classifyFailure(response, text, mask)
+              }
+            )
+        }).pipe(
+          // One handler for what is not yet a `RefreshError` (a frame less per attempt than one per kind).
+          Effect.catchCause((cause) => {
+            const failure = Cause.findErrorOption(cause)
+            if (Option.isSome(failure)) return recover(failure.value, body, mask)
+            // A defect of the HTTP stack (an interceptor that throws "no match
+            // for <request>") stays a defect, in words scrubbed of the token;
+            // so does one beside an interruption, which stays one.
+            return Effect.failCause(scrubCause(cause, mask))
+          }),
+          // Whatever still refers to the body (an error, a transport's
+          // buffer) holds blanks from here on.
+          Effect.ensuring(Effect.sync(() => body.wipe())),
+          timeoutFail({
+            duration: timeout,
+            onTimeout: () =>
+              new RefreshError.TransportError({
+                reason: "Timeout",
+                message: `no complete response within ${Duration.format(timeout)}`
+              }),
+            // The attempt runs in a fiber of its own: the refresh's guard and
+            // its span as parent (as `Effect.withParentSpan` sets it) are set
+            // there, around the attempt alone.
+            context: (context) => refreshGuard(context, url, span, body)
+          })
         )
-      }).pipe(
-        // One handler for what is not yet a `RefreshError` (a frame less per attempt than one per kind).
-        Effect.catchCause((cause) => {
-          const failure = Cause.findErrorOption(cause)
-          if (Option.isSome(failure)) return recover(failure.value, mask)
-          // A defect of the HTTP stack (an interceptor that throws "no match
-          // for <request>") stays a defect, in words scrubbed of the token.
-          const defect = Cause.findDefect(cause)
-          return Result.isSuccess(defect) && !Cause.hasInterrupts(cause)
-            ? Effect.die(Moon.scrubDefect(defect.success, mask))
-            : Effect.failCause(cause as Cause.Cause<never>)
-        }),
-        timeoutFail({
-          duration: timeout,
-          onTimeout: () =>
-            new RefreshError.TransportError({
-              reason: "Timeout",
-              message: `no complete response within ${Duration.format(timeout)}`
-            }),
-          // The attempt runs in a fiber of its own: the refresh's guard and
-          // its span as parent (as `Effect.withParentSpan` sets it) are set
-          // there, around the attempt alone.
-          context: (context) => refreshGuard(context, url, span)
-        })
-      )
-    }
+      })
 
     // `Effect.useSpan` captures no stack trace (one per refresh would cost more than the span itself).
     const spanOptions: Tracer.SpanOptionsNoTrace = {

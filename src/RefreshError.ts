@@ -54,7 +54,9 @@ export class TransportError extends Schema.TaggedError<TransportError>("moon-ref
  * the token: a 5xx; a 401 or 403 whose body is not the auth server's JSON
  * error (a proxy's or firewall's page); a redirect (3xx, or status 0 for a
  * browser's opaque redirect), which is refused so the token never leaves the
- * configured URL; or an unexpected status such as a 404 from a wrong base URL.
+ * configured URL; status 0 also when the token was not sent, or the client
+ * sent the request twice (the message says which); or an unexpected status
+ * such as a 404 from a wrong base URL.
  * Only 5xx and those 401/403 are retryable (see {@link isRetryable}).
  *
  * @since 0.1.0

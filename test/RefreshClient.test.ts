@@ -692,9 +692,9 @@ describe("tracing", () => {
       Effect.gen(function*() {
         const { tracer } = recordingTracer()
         const server = TestHttpClient.make(TestHttpClient.json(200, sessionBody))
-        // A predicate set on the client replaces ours inside `execute` (a
-        // documented limit): the platform opens its span, and would send
-        // its headers with it.
+        // A predicate set on the client replaces ours inside `execute`: the
+        // platform opens its span, and would send its headers with it (the
+        // one-shot body keeps the token to one hop all the same).
         const traced = server.client.pipe(
           HttpClient.transform((effect) => Effect.provideService(effect, HttpClient.TracerDisabledWhen, () => false))
         )

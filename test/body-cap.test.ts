@@ -8,10 +8,23 @@
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, type Layer, Logger, Option, Redacted, References, type Scope } from "effect"
+import {
+  Cause,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  type Layer,
+  Logger,
+  Option,
+  Redacted,
+  References,
+  type Scope
+} from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { RefreshClient, RefreshPolicy } from "moon-refresh"
 import * as Http from "node:http"
+import * as Net from "node:net"
 import * as Zlib from "node:zlib"
 import { BodyTooLarge, maxBodyBytes, readBodyCapped } from "../src/internal/http.js"
 
@@ -60,6 +73,19 @@ const serve = (
     return { url: `http://127.0.0.1:${port}`, closed }
   })
 
+/** A node:net server on 127.0.0.1 that writes raw bytes once it has the request's head. */
+const rawServer = (answer: (socket: Net.Socket) => void): Effect.Effect<string, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<Net.Server>((resume) => {
+      const server = Net.createServer((socket) => {
+        socket.on("error", () => {})
+        socket.once("data", () => answer(socket))
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+  ).pipe(Effect.map((server) => `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}`))
+
 const refreshAt = (server: TestServer) =>
   Effect.flatMap(
     RefreshClient.make({ baseUrl: server.url, policy: RefreshPolicy.none }),
@@ -107,14 +133,14 @@ const stacks: ReadonlyArray<
 
 for (const [name, layer, body, inflates] of stacks) {
   describe(`the body cap over ${name}`, () => {
-    // Effect 3 read a Node response's body with a plain loop over its
-    // `IncomingMessage`, a private field; Effect 4's public API gives only
-    // `text` and `stream` there (see .port-notes/http.md), so a body of
-    // declared length is read with `text`, in one go.
+    // Effect 4's public API gives only `text` and `stream` on a Node
+    // response. `text` has no bound of its own, and a declared length bounds
+    // it only where the transport enforces it: so every Node body is counted
+    // through `stream` (review finding: a lying Content-Length).
     it.live(
       `reads the body ${
-        body === "Web" ? "with a plain loop (Web)" : "of a declared length in one go (Node)"
-      }, not through an Effect Stream`,
+        body === "Web" ? "with a plain loop (Web)" : "through its counted stream, even of a declared length (Node)"
+      }`,
       () =>
         Effect.gen(function*() {
           const server = yield* serve((_, res) => res.end(sessionJson))
@@ -122,9 +148,34 @@ for (const [name, layer, body, inflates] of stacks) {
           const response = yield* client.get(server.url)
           const used = spyReaders(response)
           expect(yield* readBodyCapped(response)).toBe(sessionJson)
-          expect(used).toStrictEqual(body === "Web" ? [] : ["text"])
+          expect(used).toStrictEqual(body === "Web" ? [] : ["stream"])
         }).pipe(Effect.provide(layer))
     )
+
+    // A raw server whose Content-Length says less than it sends (alone, and
+    // beside a chunked body of over a MiB): a typed answer, never a session
+    // read past the cap, and no crash from the bytes past the declared end.
+    for (const framing of ["a short Content-Length", "a short Content-Length beside a chunked body"] as const) {
+      it.live(`${framing} lets no more than the cap through, and fails typed`, () =>
+        Effect.gen(function*() {
+          const big = padded(maxBodyBytes + 1024)
+          const url = yield* rawServer((socket) =>
+            socket.end(
+              framing === "a short Content-Length"
+                ? `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n${big}`
+                : `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\ntransfer-encoding: chunked\r\n\r\n${
+                  big.length.toString(16)
+                }\r\n${big}\r\n0\r\n\r\n`
+            )
+          )
+          const exit = yield* Effect.exit(refreshAt({ url } as TestServer))
+          expect(Exit.isFailure(exit) && Option.isSome(Cause.findErrorOption(exit.cause))).toBe(true)
+          const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+          expect(Option.isSome(error) && ["MalformedResponseError", "TransportError"]).toContain(
+            Option.isSome(error) ? error.value._tag : "none"
+          )
+        }).pipe(Effect.provide(layer)))
+    }
 
     // Effect 3 checked the registry itself (a private global). Effect 4's
     // public route is a reader of the platform's: `toWeb` for a fetch
@@ -143,7 +194,7 @@ for (const [name, layer, body, inflates] of stacks) {
           expect(used).toStrictEqual([])
         } else {
           expect(Option.isNone(web)).toBe(true)
-          expect(used).toStrictEqual(["text"])
+          expect(used).toStrictEqual(["stream"])
         }
       }).pipe(Effect.provide(layer)))
 
@@ -316,6 +367,14 @@ describe("the body cap over a client it does not know", () => {
       const used = spyReaders(response)
       expect(yield* readBodyCapped(response)).toBe(sessionJson)
       expect(used).toStrictEqual(["stream"])
+    }))
+
+  // Review finding: a declared length was trusted to bound `text`. A client
+  // of the user's that does not enforce it read any size past the cap.
+  it.effect("refuses a body over the cap whose Content-Length says it is small", () =>
+    Effect.gen(function*() {
+      const lying = opaque(padded(maxBodyBytes + 1), { "content-length": "10" })
+      expect(yield* Effect.flip(readBodyCapped(lying))).toBeInstanceOf(BodyTooLarge)
     }))
 
   it.effect("refuses a chunked body over the cap, and a declared length over it", () =>

@@ -1,7 +1,7 @@
 /**
  * Small HTTP helpers shared by the endpoint code. Not public API.
  */
-import { Context, Duration, Effect, Option, References, Result, Stream, Tracer } from "effect"
+import { Context, Duration, Effect, Fiber, Option, References, Result, Stream, Tracer } from "effect"
 import {
   FetchHttpClient,
   type Headers,
@@ -39,7 +39,7 @@ export class BodyTooLarge {
  * request of a response dropped unread (we read or cancel the body
  * ourselves). Any other response (`NodeHttpClient`'s two clients, a test
  * double, a client of the user's) is counted through its public `stream`,
- * except one whose declared, uncompressed length already bounds it.
+ * whatever length it declares.
  */
 export const readBodyCapped = (
   response: HttpClientResponse.HttpClientResponse,
@@ -54,11 +54,9 @@ export const readBodyCapped = (
     const body = web.value.body
     return body === null ? Effect.succeed("") : readWeb(response, body, limit)
   }
-  // A declared, small, uncompressed length bounds the body (the HTTP stack
-  // fails a body longer than its Content-Length), so it can be read in one go.
-  return Number.isFinite(declared) && headers["content-encoding"] === undefined
-    ? response.text
-    : readStream(response, limit)
+  // Counted even under a small declared length: Node's stacks stop at it, but
+  // a transport of the user's may not, and `text` would read any size.
+  return readStream(response, limit)
 }
 
 const utf8 = new TextDecoder()
@@ -278,9 +276,134 @@ export const drain = (response: HttpClientResponse.HttpClientResponse): Effect.E
 
 const manualRedirects: globalThis.RequestInit = { redirect: "manual" }
 
-/** Overwrites a request body's bytes, so a hop that must not get them sends blanks of the same length. */
-export const blankBody = (request: HttpClientRequest.HttpClientRequest): void => {
-  if (request.body._tag === "Uint8Array") request.body.body.fill(0x20)
+/**
+ * How a refresh body travels. `"stream"`: an Effect `Stream` that yields the
+ * token once. `"bytes"`: a buffer the guard fills with the token on the
+ * first hop it approves, blank otherwise.
+ */
+export type BodyKind = "stream" | "bytes"
+
+// Node's stack (node:http, undici, and the fetch built on it; Bun and Deno
+// have it too) sends a stream body over any HTTP version. A browser's fetch
+// cannot: Chrome streams uploads over HTTP/2 only, Firefox and Safari not at all.
+const nodeLike = typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node ===
+  "string"
+
+/**
+ * The {@link BodyKind} of the refresh request. A reference so that tests on
+ * Node can run the browser's kind; not public API.
+ */
+export const RefreshBody = Context.Reference<BodyKind>("moon-refresh/internal/RefreshBody", {
+  defaultValue: () => nodeLike ? "stream" : "bytes"
+})
+
+const blank = 0x20
+
+/**
+ * The body of one refresh attempt, which gives the refresh token to one hop
+ * at most: a redirect or a retry that re-sends the request sends nothing.
+ *
+ * Why not a plain buffer guarded hop by hop: the only hook every hop passes
+ * (`HttpClient.TracerDisabledWhen`) is consulted only while tracing is on and
+ * propagation not disabled, and a client can turn either off, or put its own
+ * predicate in place, inside its `execute`; and a transport that follows a
+ * 307 or 308 itself (undici's redirect interceptor, a client of the user's)
+ * re-sends the buffer it holds without any hook. So the token goes out once:
+ *
+ * - `"stream"`: the body yields the token on its first run and fails any
+ *   other, which ends that request before a byte of the body. undici's
+ *   redirect handler does not follow a request whose stream was read; fetch
+ *   fails a 307 or 308 of a stream body instead of following it;
+ * - `"bytes"` (a browser's fetch, which cannot stream an upload): blanks of
+ *   the token's length, filled by the guard on the first hop it sees, and
+ *   only when that hop goes to our URL with fetch told not to follow
+ *   redirects. A hop the guard does not see carries blanks, and the answer
+ *   to a body that carried no token is refused ({@link refusal}). The limit:
+ *   a transport that follows a redirect itself, re-sending the buffer the
+ *   guard filled, other than fetch (whose `redirect` the guard checks).
+ *
+ * Either way a later hop the guard sees is noted ({@link resent}), so its
+ * answer (about a body without the token) is not taken for a verdict on it.
+ */
+export class OneShotBody {
+  readonly #token: Uint8Array
+  /** What a `"bytes"` body sends: blanks until the guard approves the first hop. */
+  readonly wire: Uint8Array
+  #sent = false
+  #seen = false
+  #resent = false
+  #refusal: string | undefined
+
+  constructor(json: Uint8Array, readonly kind: BodyKind) {
+    this.#token = json
+    this.wire = kind === "bytes" ? new Uint8Array(json.length).fill(blank) : new Uint8Array(0)
+  }
+
+  get length(): number {
+    return this.#token.length
+  }
+
+  /** The token was handed to a transport (once). */
+  get sent(): boolean {
+    return this.#sent
+  }
+
+  /** The request was sent again (a redirect followed, a retry inside the client): that send had no token. */
+  get resent(): boolean {
+    return this.#resent
+  }
+
+  /** Why the guard kept the token from the first hop, if it did. */
+  get refusal(): string | undefined {
+    return this.#refusal
+  }
+
+  /** The `"stream"` body: the token on its first run, a failure on any other or once refused. */
+  readonly stream: Stream.Stream<Uint8Array, Error> = Stream.suspend(() => {
+    if (this.#refusal !== undefined) return Stream.fail(new Error(`refresh body withheld: ${this.#refusal}`))
+    if (this.#sent) {
+      this.#resent = true
+      return Stream.fail(new Error("refresh body already sent: a second send is refused"))
+    }
+    this.#sent = true
+    return Stream.succeed(this.#token)
+  })
+
+  /**
+   * The guard's view of one hop: the first is checked (`check` says why it
+   * must not have the token, if it must not); any later one gets blanks.
+   */
+  hop(check: () => string | undefined): void {
+    if (this.#seen) {
+      this.#resent = true
+      this.wire.fill(blank)
+      return
+    }
+    this.#seen = true
+    this.#refusal = check()
+    if (this.#refusal === undefined && this.kind === "bytes") {
+      this.wire.set(this.#token)
+      this.#sent = true
+    }
+  }
+
+  /** Blanks every copy of the token this body holds: the attempt is over, nothing sends it any more. */
+  wipe(): void {
+    this.#token.fill(blank)
+    this.wire.fill(blank)
+  }
+}
+
+// Whether `fetch` would follow a redirect under the options in the current
+// fiber's context: the guard runs in the fiber that runs the transport, just
+// before it, so these are the options `FetchHttpClient` is about to read.
+const fetchFollows = (): string | undefined => {
+  const fiber = Fiber.getCurrent()
+  const init = fiber === undefined ? undefined : Context.getOrUndefined(fiber.context, FetchHttpClient.RequestInit)
+  const redirect = init?.redirect ?? "follow"
+  return redirect === "manual" || redirect === "error"
+    ? undefined
+    : `the client's fetch options (FetchHttpClient.RequestInit) follow redirects (redirect: "${redirect}")`
 }
 
 /** `scheme://host:port` of a URL (relative to `base` when given), or `undefined` when it does not parse. */
@@ -302,20 +425,17 @@ export const originOf = (url: string, base?: string): string | undefined => {
  *   (in a browser, as an opaque response of status 0). A `RequestInit` in
  *   `context` keeps its other options; one given only to
  *   `FetchHttpClient.layer` is replaced for the refresh (the caller's
- *   context wins over the layer's). Other transports do not follow
- *   redirects by themselves;
- * - a client that follows them itself (`HttpClient.followRedirects()`) turns
- *   a 301, 302 or 303 into a GET without a body, but re-sends the body on a
- *   307 or 308. Each hop passes through the transport's wrapper
- *   (`HttpClient.make`), which asks `HttpClient.TracerDisabledWhen` whether
- *   to trace that request: the one public hook every hop passes, for every
- *   transport. Ours answers "no span" for every hop and blanks the body of a
- *   hop to any other URL before it leaves, so it carries no token (the
- *   caller then refuses the answer, which came from elsewhere). The wrapper
- *   asks only when tracing is on and propagation not disabled: both are set
- *   here, and as our predicate disables the span, that opens none. Limit: a
- *   client that provides its own `TracerDisabledWhen` inside its `execute`
- *   replaces ours for every hop, and no hop is blanked.
+ *   context wins over the layer's). A client that puts its own in place
+ *   inside its `execute` is caught by the check below;
+ * - each hop passes through the transport's wrapper (`HttpClient.make`),
+ *   which asks `HttpClient.TracerDisabledWhen` whether to trace that
+ *   request. Ours answers "no span" and shows the hop to `body`, which lets
+ *   the first one have the token only when it goes to `url` and fetch would
+ *   not follow a redirect of it, and no later one (see {@link OneShotBody}:
+ *   a client that keeps this hook from running, or a transport that follows
+ *   redirects itself, still cannot send the token twice). The wrapper asks
+ *   only when tracing is on and propagation not disabled: both are set here,
+ *   and as our predicate disables the span, that opens none.
  *
  * No platform span, on any hop: its exit holds the raw request and response,
  * whose bodies hold the tokens, and a tracer that serialises exits would write
@@ -332,12 +452,13 @@ export const originOf = (url: string, base?: string): string | undefined => {
 export const refreshGuard = (
   context: Context.Context<never>,
   url: string,
-  span: Tracer.AnySpan
+  span: Tracer.AnySpan,
+  body: OneShotBody
 ): Context.Context<never> => {
   const init = Context.getOrUndefined(context, FetchHttpClient.RequestInit)
   return context.pipe(
     Context.add(HttpClient.TracerDisabledWhen, (hop: HttpClientRequest.HttpClientRequest) => {
-      if (hop.url !== url) blankBody(hop)
+      body.hop(() => hop.url === url ? fetchFollows() : `its first hop went to ${originOf(hop.url) ?? "another URL"}`)
       return true
     }),
     Context.add(References.TracerEnabled, true),

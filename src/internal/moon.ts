@@ -10,7 +10,7 @@ import { Clock, Effect, Option, Predicate, Redacted, Result } from "effect"
 import { HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
-import { type BodyTooLarge, originOf, parseRetryAfter } from "./http.js"
+import { type BodyKind, type BodyTooLarge, OneShotBody, originOf, parseRetryAfter } from "./http.js"
 import { capMessage } from "./message.js"
 import * as Wire from "./wire.js"
 
@@ -80,7 +80,8 @@ const fromHtml = (html: string): string => {
 
 // Any value given to a token field, quoted or not, JSON or form-encoded: a
 // truncated or prefixed session body must not put its tokens in a message.
-const tokenField = /("?\b(?:access|refresh|provider|provider_refresh)_token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
+// Snake, camel or kebab case, any letter case: `refresh_token`, `refreshToken`, `ID-TOKEN`.
+const tokenField = /("?\b(?:access|refresh|id|provider(?:[_-]?refresh)?)[_-]?token"?\s*[:=]\s*"?)[^"\s,}&]+/gi
 
 /**
  * `text` (a server's body, a message of the HTTP stack's) with our secrets
@@ -138,18 +139,20 @@ export const defaultPath = "/auth/refresh"
 const utf8 = new TextEncoder()
 
 /**
- * Builds the request; the token goes in the body, never the URL. The body is
- * bytes of our own (a JSON text body would also keep the text, token
- * included, beside its bytes): the refresh's redirect guard blanks these
- * bytes on a hop that must not get them, and they are all there is to send.
+ * The body of one attempt (see {@link OneShotBody}): the JSON text with the
+ * token, as bytes of our own (a JSON text body would also keep the text,
+ * token included, beside its bytes).
  */
-export const request = (url: string, refreshToken: Redacted.Redacted<string>): HttpClientRequest.HttpClientRequest =>
+export const body = (refreshToken: Redacted.Redacted<string>, kind: BodyKind): OneShotBody =>
+  new OneShotBody(utf8.encode(JSON.stringify({ refresh_token: Redacted.value(refreshToken) })), kind)
+
+/** Builds the request; the token goes in the body, never the URL. */
+export const request = (url: string, body: OneShotBody): HttpClientRequest.HttpClientRequest =>
   HttpClientRequest.post(url).pipe(
     HttpClientRequest.acceptJson,
-    HttpClientRequest.bodyUint8Array(
-      utf8.encode(JSON.stringify({ refresh_token: Redacted.value(refreshToken) })),
-      "application/json"
-    )
+    body.kind === "stream"
+      ? HttpClientRequest.bodyStream(body.stream, { contentType: "application/json", contentLength: body.length })
+      : HttpClientRequest.bodyUint8Array(body.wire, "application/json")
   )
 
 /**
@@ -190,12 +193,24 @@ export const decodeSuccess = (
   })
 }
 
+// A URL as the WHATWG parser writes it (fetch's `Response.url` is written so), or as it came.
+const normalized = (url: string): string => {
+  try {
+    return new URL(url).href
+  } catch {
+    return url
+  }
+}
+
 /**
  * Refuses an answer that is a redirect (a 3xx, or the opaque status 0 a
  * browser's `fetch` gives one), or that came from another URL than ours
  * because the client followed one: the token must never be sent anywhere
- * else, and another host's answer is not a session. Not retryable (a status
- * below 500 never is); `undefined` for any other answer.
+ * else, and another host's answer is not a session. Where the answer came
+ * from is its `url` (where `fetch` ended up, even under options that follow
+ * redirects; the last hop of `HttpClient.followRedirects()`), else the URL of
+ * its request. Not retryable (a status below 500 never is); `undefined` for
+ * any other answer.
  */
 export const refuseRedirect = (
   response: HttpClientResponse.HttpClientResponse,
@@ -217,17 +232,38 @@ export const refuseRedirect = (
       })
     )
   }
-  if (response.request.url !== url) {
+  const from = response.url === "" ? response.request.url : response.url
+  if (normalized(from) !== normalized(url) || normalized(response.request.url) !== normalized(url)) {
+    const elsewhere = normalized(from) !== normalized(url) ? from : response.request.url
     return Effect.fail(
       new RefreshError.ServerError({
         status,
         message: `the answer came from ${
-          originOf(response.request.url) ?? "another URL"
+          originOf(elsewhere) ?? "another URL"
         } after a redirect, which is refused (the refresh token was not sent there)`
       })
     )
   }
   return undefined
+}
+
+/**
+ * Refuses what the server answered, or the client failed with, when the
+ * body it was about did not carry the token (see {@link OneShotBody}): the
+ * guard kept the token back, the client sent the request again, or (a
+ * `"bytes"` body) the guard never saw the request. Status 0: no status
+ * applies, and retrying the same client would do the same. `undefined` when
+ * the answer is about the token.
+ */
+export const refuseUnsent = (body: OneShotBody, answered: boolean): RefreshError.ServerError | undefined => {
+  const why = body.refusal !== undefined
+    ? `the refresh token was not sent: ${body.refusal}`
+    : body.resent
+    ? "the HTTP client sent the refresh request a second time (it followed a redirect, or retried on its own); refused: the refresh token goes once per attempt, to the first hop"
+    : answered && body.kind === "bytes" && !body.sent
+    ? "the refresh token was not sent: the HTTP client sent the request without this library's guard seeing it (HttpClient.TracerDisabledWhen replaced, or tracing turned off, inside its execute); refused, as a redirect could then carry the token elsewhere"
+    : undefined
+  return why === undefined ? undefined : new RefreshError.ServerError({ status: 0, message: why })
 }
 
 /** Turns any other answer into a typed error. */

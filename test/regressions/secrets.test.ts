@@ -160,8 +160,11 @@ describe("a token echoed by the HTTP layer's own error", () => {
     encodeURIComponent(token),
     new URLSearchParams({ t: token }).toString().slice(2)
   ]
-  const requestBody = (request: HttpClientRequest.HttpClientRequest) =>
-    request.body._tag === "Uint8Array" ? new TextDecoder().decode(request.body.body) : ""
+  // The body as the double's transport reads it: a stream body (the refresh's, on Node) is run.
+  const requestBody = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<string> =>
+    request.body._tag === "Stream"
+      ? Effect.map(Effect.orDie(Stream.mkUint8Array(request.body.stream)), (bytes) => new TextDecoder().decode(bytes))
+      : Effect.succeed(request.body._tag === "Uint8Array" ? new TextDecoder().decode(request.body.body) : "")
 
   type Answer = (
     request: HttpClientRequest.HttpClientRequest
@@ -170,19 +173,30 @@ describe("a token echoed by the HTTP layer's own error", () => {
   // Each way an HTTP stack's error can echo the request, as the client
   // double's answer, and what the refresh fails with.
   const echoes: ReadonlyArray<readonly [string, Answer, "TransportError" | "defect"]> = [
-    ["an interceptor's error holding the JSON body (escaped)", (request) =>
-      Effect.fail(
-        new HttpClientError.HttpClientError({
-          reason: new HttpClientError.TransportError({
-            request,
-            cause: new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
-          })
-        })
-      ), "TransportError"],
+    [
+      "an interceptor's error holding the JSON body (escaped)",
+      (request) =>
+        Effect.flatMap(requestBody(request), (body) =>
+          Effect.fail(
+            new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({
+                request,
+                cause: new Error(`no match for request POST ${request.url} ${body}`)
+              })
+            })
+          )),
+      "TransportError"
+    ],
     // A defect stays one (a bug is not a network error), scrubbed all the same.
-    ["an interceptor that throws, echoing the JSON body", (request) => {
-      throw new Error(`no match for request POST ${request.url} ${requestBody(request)}`)
-    }, "defect"],
+    [
+      "an interceptor that throws, echoing the JSON body",
+      (request) =>
+        Effect.flatMap(requestBody(request), (body) =>
+          Effect.sync(() => {
+            throw new Error(`no match for request POST ${request.url} ${body}`)
+          })),
+      "defect"
+    ],
     ["a description holding the token as it is", (request) =>
       Effect.fail(
         new HttpClientError.HttpClientError({
@@ -200,16 +214,21 @@ describe("a token echoed by the HTTP layer's own error", () => {
           })
         })
       ), "TransportError"],
-    ["a body read that fails with an error echoing the request", (request) =>
-      Effect.succeed(HttpClientResponse.fromWeb(
-        request,
-        new Response(
-          new ReadableStream({
-            pull: (controller) => controller.error(new Error(`stream reset while answering ${requestBody(request)}`))
-          }),
-          { status: 200, headers: { "content-type": "application/json" } }
-        )
-      )), "TransportError"]
+    [
+      "a body read that fails with an error echoing the request",
+      (request) =>
+        Effect.map(requestBody(request), (body) =>
+          HttpClientResponse.fromWeb(
+            request,
+            new Response(
+              new ReadableStream({
+                pull: (controller) => controller.error(new Error(`stream reset while answering ${body}`))
+              }),
+              { status: 200, headers: { "content-type": "application/json" } }
+            )
+          )),
+      "TransportError"
+    ]
   ]
 
   for (const [what, answer, outcome] of echoes) {
@@ -263,4 +282,51 @@ describe("a token echoed by the HTTP layer's own error", () => {
       }))
     })
   }
+})
+
+describe("no token leaves in what a refresh fails with (review findings)", () => {
+  // A cause holding an interruption beside a defect went out as it came: the
+  // defect's message echoed the body and its `cause` held the request.
+  it.effect("a defect beside an interruption leaves scrubbed, and the interruption stays", () =>
+    Effect.gen(function*() {
+      const token = "rt-echoed-beside-an-interrupt-0123456789"
+      const echoing = HttpClient.make((request) =>
+        Effect.flatMap(
+          request.body._tag === "Stream"
+            ? Effect.orDie(Stream.mkUint8Array(request.body.stream))
+            : Effect.succeed(new Uint8Array(0)),
+          (bytes) =>
+            Effect.failCause(Cause.combine(
+              Cause.die(new Error(`no match for ${new TextDecoder().decode(bytes)}`, { cause: request })),
+              Cause.interrupt(7)
+            ))
+        )
+      )
+      const exit = yield* RefreshClient.refresh(Redacted.make(token)).pipe(
+        Effect.provide(RefreshClient.layer({ baseUrl: "https://auth.example.com", policy: RefreshPolicy.none })),
+        Effect.provideService(HttpClient.HttpClient, echoing),
+        Effect.exit
+      )
+      expect(Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause) && Cause.hasDies(exit.cause)).toBe(true)
+      const cause = Exit.isFailure(exit) ? exit.cause : Cause.empty
+      // The defect still says what happened, without the token or the request.
+      expect(Cause.pretty(cause)).toContain("no match for")
+      for (const text of [Cause.pretty(cause), inspect(cause, { depth: 20 })]) {
+        expect(text).not.toContain(token)
+        expect(text).not.toContain("auth.example.com/auth/refresh")
+      }
+    }))
+
+  // The token-field scrubber knew only snake_case names.
+  it.effect("an echoed body's token fields are masked in camelCase, kebab-case and any letter case", () =>
+    Effect.gen(function*() {
+      const others = ["rt-other-1111", "at-other-2222", "id-other-3333", "rt-other-4444", "pr-other-5555"]
+      const body = `could not refresh {"refreshToken":"${others[0]}","accessToken":"${others[1]}","idToken":"${
+        others[2]
+      }","Refresh-Token":"${others[3]}","providerRefreshToken":"${others[4]}"}`
+      const { exit } = yield* refreshAgainst([TestHttpClient.text(500, body)])
+      const error = expectRefreshError(exit)
+      expect(error.message).toContain("could not refresh")
+      for (const other of others) expect(error.message).not.toContain(other)
+    }))
 })

@@ -6,7 +6,7 @@
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, DateTime, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, References } from "effect"
+import { Clock, DateTime, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, References, Tracer } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
 import {
@@ -19,7 +19,9 @@ import {
   SessionStore
 } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
-import { drainTimeout } from "../../src/internal/http.js"
+import * as Http from "node:http"
+import * as Undici from "undici"
+import { type BodyKind, drainTimeout, RefreshBody } from "../../src/internal/http.js"
 import { failureOf } from "../support/Exits.js"
 import { waitUntil } from "../support/RealTime.js"
 import { tracked } from "../support/Sleeps.js"
@@ -356,4 +358,244 @@ describe("a rotation is never dropped", () => {
       const error = failureOf(yield* refreshVia(FetchHttpClient.layer, moon, issued.refreshToken))
       expect(error).toMatchObject({ _tag: "TokenRejectedError", status: 403 })
     }))
+})
+
+/**
+ * Review finding (HIGH): the guard that blanked the body of a redirect's hop
+ * was a `HttpClient.TracerDisabledWhen` predicate, which the platform asks
+ * only while tracing is on and propagation not disabled. A client that turned
+ * either off, or put its own predicate in place, inside its `execute` was
+ * never blanked, and a follower of a 307 re-sent the token to the other
+ * origin. Each case below sent it there before the fix.
+ */
+describe("the refresh token goes once per attempt, to the first hop, whatever the client does inside execute", () => {
+  /** A node:http server on 127.0.0.1 that records every body it gets and answers 200 with a session. */
+  const elsewhere = Effect.acquireRelease(
+    Effect.callback<{ url: string; bodies: Array<string>; server: Http.Server }>((resume) => {
+      const bodies: Array<string> = []
+      const server = Http.createServer((req, res) => {
+        let body = ""
+        req.setEncoding("utf8")
+        req.on("data", (chunk: string) => body += chunk)
+        // An aborted upload still counts: what arrived of it is what got out.
+        req.on("close", () => bodies.push(body))
+        req.on("end", () =>
+          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({
+            access_token: "at-from-elsewhere",
+            refresh_token: "rt-from-elsewhere",
+            token_type: "bearer",
+            expires_in: 3600,
+            user: { id: "someone-else" }
+          })))
+        req.on("error", () => {})
+      })
+      server.listen(
+        0,
+        "127.0.0.1",
+        () =>
+          resume(
+            Effect.succeed({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, bodies, server })
+          )
+      )
+    }),
+    ({ server }) =>
+      Effect.callback<void>((resume) => {
+        server.closeAllConnections()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+  const withinExecute =
+    (f: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    (client: HttpClient.HttpClient): HttpClient.HttpClient => HttpClient.transform(client, (effect) => f(effect))
+  const tracingOff = withinExecute((effect) => Effect.withTracerEnabled(effect, false))
+  const ownPredicate = withinExecute((effect) =>
+    Effect.provideService(effect, HttpClient.TracerDisabledWhen, () => true)
+  )
+  const noPropagation = withinExecute((effect) => Effect.provideService(effect, Tracer.DisablePropagation, true))
+  const fetchFollows = withinExecute((effect) =>
+    Effect.provideService(effect, FetchHttpClient.RequestInit, { redirect: "follow" })
+  )
+
+  const following = (client: HttpClient.HttpClient) => HttpClient.followRedirects(client)
+  const wrapped = (
+    transport: Layer.Layer<HttpClient.HttpClient>,
+    ...wrappers: ReadonlyArray<(client: HttpClient.HttpClient) => HttpClient.HttpClient>
+  ) =>
+    Layer.effect(
+      HttpClient.HttpClient,
+      Effect.map(HttpClient.HttpClient, (client) => wrappers.reduce((acc, wrap) => wrap(acc), client))
+    ).pipe(Layer.provide(transport))
+
+  // undici following redirects itself, below any hook of effect/http.
+  const undiciFollowing = NodeHttpClient.layerUndiciNoDispatcher.pipe(
+    Layer.provide(Layer.succeed(
+      NodeHttpClient.Dispatcher,
+      new Undici.Agent().compose(Undici.interceptors.redirect({ maxRedirections: 3 }))
+    ))
+  )
+
+  const refreshOnce = (
+    httpLayer: Layer.Layer<HttpClient.HttpClient>,
+    moon: MockMoonServer.Service,
+    token: Redacted.Redacted<string>,
+    kind: BodyKind
+  ) =>
+    RefreshClient.refresh(token).pipe(
+      Effect.provide(RefreshClient.layer({ baseUrl: moon.url, policy: RefreshPolicy.none })),
+      Effect.provide(httpLayer),
+      Effect.provideService(RefreshBody, kind),
+      Effect.exit
+    )
+
+  const cases: ReadonlyArray<
+    readonly [name: string, layer: Layer.Layer<HttpClient.HttpClient>, kind: BodyKind, status: 302 | 307 | 308]
+  > = [
+    [
+      "node:http + followRedirects(), tracing turned off inside execute",
+      wrapped(NodeHttpClient.layerNodeHttp, following, tracingOff),
+      "stream",
+      307
+    ],
+    [
+      "node:http + followRedirects(), its own TracerDisabledWhen inside execute",
+      wrapped(NodeHttpClient.layerNodeHttp, following, ownPredicate),
+      "stream",
+      308
+    ],
+    [
+      "node:http + followRedirects(), propagation disabled inside execute",
+      wrapped(NodeHttpClient.layerNodeHttp, following, noPropagation),
+      "stream",
+      307
+    ],
+    [
+      "undici following redirects itself (its own TracerDisabledWhen)",
+      wrapped(undiciFollowing, ownPredicate),
+      "stream",
+      307
+    ],
+    ["undici following redirects itself (the guard sees the first hop)", undiciFollowing, "stream", 308],
+    [
+      "FetchHttpClient, fetch told to follow inside execute",
+      wrapped(FetchHttpClient.layer, fetchFollows),
+      "stream",
+      307
+    ],
+    [
+      "FetchHttpClient, fetch told to follow and tracing off inside execute",
+      wrapped(FetchHttpClient.layer, fetchFollows, tracingOff),
+      "stream",
+      307
+    ],
+    [
+      "FetchHttpClient, fetch told to follow inside execute (a browser's bytes body)",
+      wrapped(FetchHttpClient.layer, fetchFollows),
+      "bytes",
+      307
+    ],
+    [
+      "FetchHttpClient, fetch told to follow and tracing off inside execute (bytes)",
+      wrapped(FetchHttpClient.layer, fetchFollows, tracingOff),
+      "bytes",
+      308
+    ],
+    [
+      "node:http + followRedirects(), tracing turned off inside execute (bytes)",
+      wrapped(NodeHttpClient.layerNodeHttp, following, tracingOff),
+      "bytes",
+      307
+    ],
+    [
+      "node:http + followRedirects(), the guard sees every hop (bytes)",
+      wrapped(NodeHttpClient.layerNodeHttp, HttpClient.followRedirects()),
+      "bytes",
+      307
+    ]
+  ]
+
+  for (const [name, httpLayer, kind, status] of cases) {
+    it.live(`${name}: a ${status} to another origin never gets the token, and the refresh fails typed`, () =>
+      Effect.gen(function*() {
+        const moon = yield* MockMoonServer.make()
+        const other = yield* elsewhere
+        const issued = yield* moon.issueSession()
+        yield* moon.script(Fault.Redirect({ status, location: `${other.url}/auth/refresh` }))
+
+        const exit = yield* refreshOnce(httpLayer, moon, issued.refreshToken, kind)
+
+        // Typed, not a defect, and not the other host's session.
+        const error = failureOf(exit) as RefreshError.RefreshError
+        expect(RefreshError.isRefreshError(error)).toBe(true)
+        expect(error.message).not.toContain(Redacted.value(issued.refreshToken))
+        // The other host got no token: nothing, blanks, or an upload cut before its body.
+        yield* Effect.sleep("20 millis")
+        expect(other.bodies.filter((body) => body.includes(Redacted.value(issued.refreshToken)))).toStrictEqual([])
+        expect(other.bodies.every((body) => body.trim() === "")).toBe(true)
+        expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+      }).pipe(Effect.scoped, Effect.provideService(References.MinimumLogLevel, "None")))
+  }
+
+  it.live("fetch told to follow inside execute: the refresh says why the token was kept back", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      const error = failureOf(
+        yield* refreshOnce(wrapped(FetchHttpClient.layer, fetchFollows), moon, issued.refreshToken, "stream")
+      )
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain(`the refresh token was not sent: the client's fetch options`)
+      expect(RefreshError.isRetryable(error as RefreshError.RefreshError)).toBe(false)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  // fetch fails a 307 or 308 of a stream body (and, by the Fetch standard, a 301 or 302 too); a 303 it follows as a GET.
+  it.live("a 303 that fetch follows as a GET: the other origin's answer is refused by where it came from", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const other = yield* elsewhere
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Redirect({ status: 303, location: `${other.url}/auth/refresh` }))
+      const error = failureOf(
+        yield* refreshOnce(
+          wrapped(FetchHttpClient.layer, fetchFollows, tracingOff),
+          moon,
+          issued.refreshToken,
+          "stream"
+        )
+      )
+      expect(error).toMatchObject({ _tag: "ServerError", status: 200 })
+      expect(error.message).toBe(
+        `the answer came from ${other.url} after a redirect, which is refused (the refresh token was not sent there)`
+      )
+      expect(other.bodies).toStrictEqual([""])
+    }).pipe(Effect.scoped, Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("a bytes body the guard never saw carries blanks, and the answer to it is refused", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      const error = failureOf(
+        yield* refreshOnce(wrapped(FetchHttpClient.layer, tracingOff), moon, issued.refreshToken, "bytes")
+      )
+      // The server's 400 to blanks is not taken for a verdict on the token.
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain("without this library's guard seeing it")
+      expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("a client that retries on its own does not send the token twice", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      // The client's own retry re-sends the request it was given after a 503.
+      yield* moon.script(Fault.Status({ status: 503 }))
+      const retrying = wrapped(
+        NodeHttpClient.layerNodeHttp,
+        (client) => HttpClient.retry(HttpClient.filterStatusOk(client), { times: 1 })
+      )
+      const error = failureOf(yield* refreshOnce(retrying, moon, issued.refreshToken, "stream"))
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain("a second time")
+      expect((yield* moon.stats).refreshRequests).toBe(1)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 })

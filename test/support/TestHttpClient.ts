@@ -5,7 +5,7 @@
  * repeats once the script is used up) and recorded, with the `TestClock` time
  * at which it was sent, so tests can assert on what was sent and when.
  */
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Effect, Layer, Stream } from "effect"
 import { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
 import type { HttpClientRequest } from "effect/http"
 
@@ -76,17 +76,31 @@ export interface TestHttpClient {
   readonly sentAt: () => ReadonlyArray<number>
 }
 
-const bodyText = (request: HttpClientRequest.HttpClientRequest): string => {
+const utf8 = new TextDecoder()
+
+// A transport reads the body as it sends it: a stream body (the refresh's, on
+// Node) is run once here, and a failure of it fails the request as it would
+// on the wire.
+const bodyText = (
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<string, HttpClientError.HttpClientError> => {
   switch (request.body._tag) {
     case "Uint8Array":
-      return new TextDecoder().decode(request.body.body)
+      return Effect.succeed(utf8.decode(request.body.body))
     case "Raw":
-      return typeof request.body.body === "string" ? request.body.body : String(request.body.body)
+      return Effect.succeed(typeof request.body.body === "string" ? request.body.body : String(request.body.body))
     case "Empty":
-      return ""
+      return Effect.succeed("")
+    case "Stream":
+      return Stream.mkUint8Array(request.body.stream).pipe(
+        Effect.map((bytes) => utf8.decode(bytes)),
+        Effect.mapError((cause) =>
+          new HttpClientError.HttpClientError({ reason: new HttpClientError.EncodeError({ request, cause }) })
+        )
+      )
     default:
-      // FormData and streams are not something this library sends.
-      return `<${request.body._tag} body>`
+      // FormData is not something this library sends.
+      return Effect.succeed(`<${request.body._tag} body>`)
   }
 }
 
@@ -98,12 +112,12 @@ export const make = (...script: ReadonlyArray<Reply>): TestHttpClient => {
   if (script.length === 0) throw new Error("TestHttpClient.make: give at least one reply")
   const requests: Array<RecordedRequest> = []
   const client = HttpClient.make((request, url, signal) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.flatMap(Effect.zip(Clock.currentTimeMillis, bodyText(request)), ([now, body]) => {
       requests.push({
         method: request.method,
         url: url.toString(),
         headers: { ...request.headers },
-        body: bodyText(request),
+        body,
         sentAt: now,
         signal
       })
