@@ -30,12 +30,15 @@ const started = Date.now()
 // An example runs when it ends by running a program (an Effect through
 // runMain or Effect.runPromise, or a plain `void main()`); the others only
 // export what the guides show (run-main.ts is the helper the runnable ones end with).
+const only = process.argv.slice(2)
 const runnable = readdirSync(examples)
   .filter((file) => file.endsWith(".ts") && file !== "run-main.ts")
   .filter((file) =>
     /^\s*(runMain|Effect\.runPromise|void main\(\))\s*$/m.test(readFileSync(Path.join(examples, file), "utf8"))
   )
   .sort()
+  // `npm run check:examples -- otlp.ts prometheus.ts`: those alone.
+  .filter((file) => only.length === 0 || only.includes(file))
 
 const server = spawn("npm", ["run", "--silent", "mock-server"], { cwd: repo, detached: true })
 const stopServer = () => {
