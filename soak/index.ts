@@ -6,7 +6,8 @@
  *
  *     npm run soak                 # SOAK_SEED=7 SOAK_CYCLES=20000 npm run soak
  *
- * Prints what happened and exits non-zero when a "must" fails: at least
+ * Prints what happened, then the moon_refresh_* metrics the run recorded
+ * (examples/metrics-table.ts), and exits non-zero when a "must" fails: at least
  * SOAK_CYCLES refreshes; no duplicate POST for a refresh generation; no reuse
  * rejection; no session lost; done within two minutes.
  *
@@ -25,6 +26,7 @@ import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
+import { metricsTable } from "../examples/metrics-table.js"
 import type { IssuedSession, Request } from "./server.js"
 
 const targetCycles = Number(process.env.SOAK_CYCLES ?? 10_000)
@@ -434,6 +436,11 @@ const main = Effect.gen(function*() {
   ] as const
   const width = Math.max(...lines.map(([label]) => label.length))
   for (const [label, value] of lines) console.log(`${label.padEnd(width)}  ${value}`)
+  console.log("")
+  // The same run through the library's own metrics (docs/12-observability.md): the
+  // counts above, seen as a dashboard would see them.
+  console.log("metrics of this run:")
+  for (const line of yield* metricsTable) console.log(`  ${line}`)
   console.log("")
   for (const [label, ok] of musts) console.log(`${ok ? "ok  " : "FAIL"}  must: ${label}`)
   return musts.every(([, ok]) => ok)
