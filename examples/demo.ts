@@ -12,8 +12,9 @@
  *    left unused until it expired, on which 100 concurrent requests cause
  *    exactly one refresh.
  *
- * It checks each of those promises as it goes, and ends with one line: that
- * all checks passed, or which failed (exit code 1).
+ * It checks each of those promises as it goes, prints the moon_refresh_*
+ * metrics the run recorded (examples/metrics-table.ts), and ends with one
+ * line: that all checks passed, or which failed (exit code 1).
  *
  * With `MOON_BASE_URL` and `MOON_REFRESH_TOKEN` both set, it refreshes once
  * against that server instead (part 1 only: a real token can be used once).
@@ -43,6 +44,7 @@ import { FetchHttpClient } from "effect/http"
 import { AuthHttpClient, RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import { MockMoonServer } from "moon-refresh/testing"
 import { runMain } from "../docs/examples/run-main.js"
+import { metricsTable } from "./metrics-table.js"
 
 // Every promise the demo makes, checked where it is kept; the last line counts them.
 const checks = { passed: 0, broken: [] as Array<string> }
@@ -341,16 +343,27 @@ const remote = (baseUrl: string) =>
     Effect.provide(FetchHttpClient.layer)
   )
 
+// What the run recorded, as docs/12-observability.md names it (moon_refresh_*).
+const printMetrics = Effect.gen(function*() {
+  yield* Console.log("")
+  yield* Console.log("metrics of this run (docs/12-observability.md):")
+  for (const line of yield* metricsTable) yield* Console.log(`  ${line}`)
+})
+
 const main = Effect.gen(function*() {
   const baseUrl = yield* Config.option(Config.NonEmptyString("MOON_BASE_URL"))
   const token = yield* Config.option(Config.NonEmptyString("MOON_REFRESH_TOKEN"))
   yield* Console.log("moon-refresh demo")
-  if (Option.isSome(baseUrl) && Option.isSome(token)) return yield* remote(baseUrl.value)
+  if (Option.isSome(baseUrl) && Option.isSome(token)) {
+    return yield* Effect.ensuring(remote(baseUrl.value), printMetrics)
+  }
   if (Option.isSome(baseUrl) || Option.isSome(token)) {
     yield* Console.log("(set both MOON_BASE_URL and MOON_REFRESH_TOKEN to use a real server; running locally)")
   }
   yield* local
   yield* manager
+  // Before the verdict, which stays the last line.
+  yield* printMetrics
   if (checks.broken.length > 0) {
     yield* Console.error(
       `FAILED: ${checks.broken.length} of ${checks.passed + checks.broken.length} checks: ${checks.broken.join("; ")}`

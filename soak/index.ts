@@ -6,7 +6,8 @@
  *
  *     npm run soak                 # SOAK_SEED=7 SOAK_CYCLES=20000 npm run soak
  *
- * Prints what happened and exits non-zero when a "must" fails: at least
+ * Prints what happened, then the moon_refresh_* metrics the run recorded
+ * (examples/metrics-table.ts), and exits non-zero when a "must" fails: at least
  * SOAK_CYCLES refreshes; no duplicate POST for a refresh generation; no reuse
  * rejection; no session lost; done within two minutes.
  *
@@ -16,8 +17,8 @@
  * With no reuse window those faults end the session by design (see
  * docs/reliability.md); that is the fault matrix's business, not the soak's.
  */
-import { FetchHttpClient, HttpClient, type HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Random, Redacted, Stream } from "effect"
+import { FetchHttpClient, HttpClient, type HttpClientRequest } from "effect/http"
 import { AuthHttpClient, RefreshClient, RefreshPolicy, Session, SessionManager, SessionStore } from "moon-refresh"
 import type { MockMoonServer } from "moon-refresh/testing"
 import { fork } from "node:child_process"
@@ -25,6 +26,7 @@ import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
+import { metricsTable } from "../examples/metrics-table.js"
 import type { IssuedSession, Request } from "./server.js"
 
 const targetCycles = Number(process.env.SOAK_CYCLES ?? 10_000)
@@ -62,8 +64,10 @@ child.on("message", (message: { readonly id?: number; readonly result?: unknown 
   pending.get(message.id)?.(message.result)
   pending.delete(message.id)
 })
-const call = <A>(request: Omit<Request, "id">): Effect.Effect<A> =>
-  Effect.async<A>((resume) => {
+// Omit over each member of the union (a plain Omit of a union keeps only the common keys).
+type WithoutId<R> = R extends unknown ? Omit<R, "id"> : never
+const call = <A>(request: WithoutId<Request>): Effect.Effect<A> =>
+  Effect.callback<A>((resume) => {
     const id = nextId++
     pending.set(id, (result) => resume(Effect.succeed(result as A)))
     child.send({ ...request, id })
@@ -205,8 +209,13 @@ const counting = (service: RefreshClient.Service): RefreshClient.Service => ({
 
 const errorTag = (error: { readonly _tag: string }) => error._tag
 
-const forever = <A, E>(effect: Effect.Effect<A, E>, pause: Duration.DurationInput) =>
-  Effect.forever(Effect.zipRight(effect, Duration.toMillis(pause) === 0 ? Effect.yieldNow() : Effect.sleep(pause)))
+const forever = <A, E>(effect: Effect.Effect<A, E>, pause: Duration.Input) =>
+  Effect.forever(
+    Effect.andThen(
+      effect,
+      Duration.toMillis(Duration.fromInputUnsafe(pause)) === 0 ? Effect.yieldNow : Effect.sleep(pause)
+    )
+  )
 
 const soak = Effect.gen(function*() {
   const url = yield* Effect.promise(() => serverUrl)
@@ -292,7 +301,7 @@ const soak = Effect.gen(function*() {
     httpReaderPause
   )
   const driver = forever(
-    Effect.catchAll(
+    Effect.catch(
       Effect.asVoid(manager.refresh),
       (error) => Effect.sync(() => bump(counts.driverErrors, error._tag))
     ),
@@ -302,9 +311,9 @@ const soak = Effect.gen(function*() {
   const started = performance.now()
   const fibers = yield* Effect.all(
     [
-      ...Array.from({ length: readers }, () => Effect.fork(reader)),
-      ...Array.from({ length: httpReaders }, () => Effect.fork(httpReader)),
-      ...Array.from({ length: drivers }, () => Effect.fork(driver))
+      ...Array.from({ length: readers }, () => Effect.forkChild(reader)),
+      ...Array.from({ length: httpReaders }, () => Effect.forkChild(httpReader)),
+      ...Array.from({ length: drivers }, () => Effect.forkChild(driver))
     ]
   )
   const progress = Effect.sync(() => {
@@ -341,7 +350,7 @@ const soak = Effect.gen(function*() {
   const check = Effect.gen(function*() {
     const held = Option.map(yield* manager.current, (session) => Redacted.value(session.refreshToken))
     const stored = Option.map(yield* store.load, (session) => Redacted.value(session.refreshToken))
-    return Option.isSome(stored) && Option.getEquivalence((a: string, b: string) => a === b)(held, stored)
+    return Option.isSome(stored) && Option.makeEquivalence((a: string, b: string) => a === b)(held, stored)
       ? yield* call<boolean>({ op: "isLive", token: stored.value })
       : false
   })
@@ -428,12 +437,17 @@ const main = Effect.gen(function*() {
   const width = Math.max(...lines.map(([label]) => label.length))
   for (const [label, value] of lines) console.log(`${label.padEnd(width)}  ${value}`)
   console.log("")
+  // The same run through the library's own metrics (docs/12-observability.md): the
+  // counts above, seen as a dashboard would see them.
+  console.log("metrics of this run:")
+  for (const line of yield* metricsTable) console.log(`  ${line}`)
+  console.log("")
   for (const [label, ok] of musts) console.log(`${ok ? "ok  " : "FAIL"}  must: ${label}`)
   return musts.every(([, ok]) => ok)
 })
 
 const exit = await Effect.runPromiseExit(
-  main.pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer), Effect.withRandom(Random.make(seed)))
+  main.pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer), Random.withSeed(seed))
 )
 child.send({ id: -1, op: "close" })
 child.disconnect()

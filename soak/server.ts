@@ -7,7 +7,7 @@
  * `{ id, op, ... }`, one answer `{ id, result }`. Tokens cross the channel in
  * clear: both ends are the soak.
  */
-import { Deferred, Duration, Effect, Redacted } from "effect"
+import { DateTime, Deferred, Duration, Effect, Redacted } from "effect"
 import { MockMoonServer } from "moon-refresh/testing"
 
 export type Request =
@@ -38,7 +38,7 @@ const program = Effect.gen(function*() {
         return Effect.map(server.issueSession(), (issued): IssuedSession => ({
           accessToken: Redacted.value(issued.accessToken),
           refreshToken: Redacted.value(issued.refreshToken),
-          expiresAtMillis: issued.expiresAt.epochMillis,
+          expiresAtMillis: DateTime.toEpochMillis(issued.expiresAt),
           user: issued.user
         }))
       case "script":
