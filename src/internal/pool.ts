@@ -207,6 +207,21 @@ const gauges = (
     (unregister) => Effect.sync(unregister)
   )
 
+/** Closing waits (bounded) for what the store is owed by each session (see `Cell.closing`). */
+const closeAll = (entries: Map<string, Entry>, cells: Cell.Shared): Effect.Effect<void> =>
+  Effect.forEach(
+    [...entries.values()],
+    (entry) => entry.cell.closing(SessionOptions.closeBound(cells.config, cells.bounds)),
+    { concurrency: "unbounded", discard: true }
+  )
+
+// A read notes its time at most once a second per key, and never reorders
+// the Map: the sweep and the eviction find the oldest by their times.
+const touch = (found: Entry, now: number): Entry => {
+  if (now - found.lastUsed >= 1_000) found.lastUsed = now
+  return found
+}
+
 export const make = (
   config: PoolConfig,
   base: RefreshClient.Service,
@@ -234,14 +249,7 @@ export const make = (
       owner: { module: "SessionPool", attributes: { "moon.pool.name": config.name } }
     }
     const shared: Shared = { config, cells, wheel, events, entries }
-    // Closing waits (bounded) for what the store is owed by each session (see `Cell.closing`).
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach(
-        [...entries.values()],
-        (entry) => entry.cell.closing(SessionOptions.closeBound(cells.config, cells.bounds)),
-        { concurrency: "unbounded", discard: true }
-      )
-    )
+    yield* Effect.addFinalizer(() => closeAll(entries, cells))
     yield* gauges(config.name, entries, client, context)
 
     // A sign-out needs nothing from the store: past capacity with every session
@@ -287,13 +295,6 @@ export const make = (
           Effect.flatten
         )
       })
-
-    // A read notes its time at most once a second per key, and never reorders
-    // the Map: the sweep and the eviction find the oldest by their times.
-    const touch = (found: Entry, now: number): Entry => {
-      if (now - found.lastUsed >= 1_000) found.lastUsed = now
-      return found
-    }
 
     yield* sweeping(entries, config, clock)
 

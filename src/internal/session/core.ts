@@ -1260,7 +1260,9 @@ const takeRecord = (step: Step, stored: SessionStore.Stored, underLock = false):
   // A sign-out while this holder's own sign-out is being written: its or another holder's, the
   // write's outcome will tell (and a conflict brings what the store holds then).
   if (writing?._tag === "Owed" && Option.isNone(writing.owed.record) && Option.isNone(stored.session)) return
-  const doubt = stored.revision > state.revision ? state.doubt?.find((d) => sameRecord(d.record, stored.session)) : undefined
+  const doubt = stored.revision > state.revision
+    ? state.doubt?.find((d) => sameRecord(d.record, stored.session))
+    : undefined
   if (doubt !== undefined) return landedLate(step, stored, doubt)
   if (stored.revision <= state.revision) {
     // Only a read can find it: the feed brings writes, which move the revision.
