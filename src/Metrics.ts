@@ -36,7 +36,7 @@
  * })
  * ```
  *
- * The spans the library opens are listed in `docs/spans-table.md`.
+ * The spans the library opens are listed in `docs/12-observability.md#spans`.
  *
  * @since 1.1.0
  */
