@@ -108,8 +108,8 @@ const sameLabels = (found: Record<string, string>, wanted: Record<string, string
 // Assertions
 // ---------------------------------------------------------------------------
 
-/** Not needed yet on this branch: the metrics come with src/Metrics.ts (the metrics branch). */
-const needsMetrics = " [needs the moon_refresh_* metrics of src/Metrics.ts]"
+/** Where a missing series is defined, for whoever reads the failure. */
+const needsMetrics = " (see src/internal/metrics.ts)"
 
 // The mock server's access tokens are JWTs: every one starts with this header.
 const jwtHeader = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url")

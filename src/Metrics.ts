@@ -243,7 +243,7 @@ export const poolSessions: Metric.Gauge<number> = internal.poolSessions
 
 /**
  * `moon_refresh_pool_refreshes_in_flight`: a gauge of refreshes. Labels:
- * `pool`. The refresh POSTs running now under the pool's
+ * `pool`. The refreshes (whole `RefreshClient.refresh` calls, retries and waits included) running now under the pool's
  * `maxConcurrentRefreshes`. Read when the registry is read.
  *
  * @since 1.1.0

@@ -17,6 +17,7 @@ import {
   SessionStore
 } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
+import * as MetricsInternal from "../src/internal/metrics.js"
 import * as TestHttpClient from "./support/TestHttpClient.js"
 
 /** Lets every fiber run until it waits on something, without moving the TestClock (see SessionManager.test.ts). */
@@ -407,4 +408,14 @@ describe("SessionPool's metrics", () => {
       expect(yield* gauge(Metrics.poolCircuitState, { pool: "api" })).toBe(0)
       expect(yield* count(Metrics.poolCircuitTrips, { pool: "api" })).toBe(1)
     })))
+})
+
+describe("what counts as a reuse", () => {
+  it("GoTrue's and Moon's \"Already Used\", not a token revoked by a newer login or an expired session", () => {
+    const rejected = (message: string) => new RefreshError.TokenRejectedError({ status: 400, message })
+    expect(MetricsInternal.isReuse(rejected("Invalid Refresh Token: Already Used"))).toBe(true)
+    expect(MetricsInternal.isReuse(rejected("refresh_token_already_used"))).toBe(true)
+    expect(MetricsInternal.isReuse(rejected("Invalid Refresh Token: Revoked by Newer Login"))).toBe(false)
+    expect(MetricsInternal.isReuse(rejected("Invalid Refresh Token: Session Expired (Inactivity)"))).toBe(false)
+  })
 })

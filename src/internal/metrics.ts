@@ -86,7 +86,9 @@ const refreshDurationBy = byLabel(refreshDurationOf, "outcome", refreshOutcomes)
  */
 export const isReuse = (error: RefreshError.TokenRejectedError): boolean => reuse.test(error.message)
 
-const reuse = /already[_ ]used|revoked|reuse/i
+// "Already Used" (GoTrue, Moon) or a word of reuse; not "revoked", which GoTrue also says of a token
+// revoked by a newer login or an expired session, which are no reuse.
+const reuse = /already[_ -]used|reuse/i
 
 /** The outcome of a refresh's error; `undefined` for an interruption or a defect, which are not counted. */
 export const refreshOutcomeOf = (exit: Exit.Exit<unknown, RefreshError.RefreshError>): RefreshOutcome | undefined => {
@@ -271,7 +273,7 @@ export const poolSessions = gaugeOf(
 )()
 export const poolRefreshesInFlight = gaugeOf(
   "moon_refresh_pool_refreshes_in_flight",
-  "SessionPool refresh POSTs running under the pool's cap"
+  "SessionPool refreshes (whole refresh calls, retries included) running under the pool's cap"
 )()
 export const poolRefreshesQueued = gaugeOf(
   "moon_refresh_pool_refreshes_queued",
