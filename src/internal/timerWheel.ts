@@ -7,8 +7,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Scope } from "effect"
-import { Clock, Duration, Effect, Queue } from "effect"
+import { Clock, Duration, Effect, Queue, Scope } from "effect"
 
 interface Slot {
   at: number
@@ -84,7 +83,10 @@ export const make: Effect.Effect<TimerWheel, never, Scope.Scope> = Effect.gen(fu
   const slots = new Map<string, Slot>()
   const heap = new Heap()
   const wake = yield* Queue.sliding<void>(1)
-  const scope = yield* Effect.scope
+  // Due runs go to a scope of their own, closed after whatever the owner's scope
+  // ran after making the wheel: a pool's closing still needs its timers (retrying
+  // a save it owes), and a closing scope forks nothing more into itself.
+  const scope = yield* Scope.fork(yield* Effect.scope)
   let version = 0
 
   const loop = Effect.gen(function*() {

@@ -1192,6 +1192,14 @@ const conflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.S
  */
 const signInConflicted = (step: Step, owed: Owed, stored: Option.Option<SessionStore.Stored>): void => {
   const current = step.state.owed === owed
+  // A write back (`restore`: no caller, no token) is fenced so that another holder's write
+  // since then wins: it is dropped, and what that holder wrote is taken.
+  if (owed.op === undefined && owed.token === undefined) {
+    if (current) set(step, { owed: undefined })
+    if (Option.isSome(stored)) takeRecord(step, stored.value)
+    else if (owed.expected !== undefined) set(step, { foreign: Math.max(step.state.foreign, owed.expected + 1) })
+    return
+  }
   if (Option.isSome(stored) && Option.isNone(stored.value.session) && stored.value.revision !== step.state.own) {
     if (current) set(step, { owed: undefined })
     takeRecord(step, stored.value)

@@ -248,49 +248,55 @@ export const withLease = <A, E>(
   context: Context.Context<never>,
   use: (lease: Lease) => Effect.Effect<A, E>
 ): Effect.Effect<A, E | SessionStore.StoreError> =>
-  Effect.gen(function*() {
-    const kind = Metrics.storeKindOf(store)
-    const clock = Context.get(context, Clock.Clock)
-    const start = clock.currentTimeNanosUnsafe()
-    const granted = yield* Deferred.make<void>()
-    const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
-    // The span starts as the lock is asked for; `useSpan` does not make it the
-    // parent of what runs under the lock (the holder's fiber keeps the caller's).
-    const { holder, outcome } = yield* Effect.useSpan(
-      "moon-refresh/SessionStore.lock",
-      { attributes: { "moon.store.kind": kind } },
-      (span) =>
-        Effect.gen(function*() {
-          // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
-          // Started at once, as `bounded` starts its operation. Detached: a caller that stops
-          // waiting for the lock (its manager closing) asks the store to stop, but does not wait
-          // for a store that never answers (a child fiber would be waited for).
-          const holder = yield* Effect.forkDetach(store.withLease(critical), { startImmediately: true })
-          const waited = yield* Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
-            Effect.timeoutOption(bounds.lock),
-            Effect.onInterrupt(() => interruptFork(holder))
-          )
-          // Not granted, and the holder ended: the store's lock failed.
-          const outcome: Metrics.StoreOutcome = Option.isNone(waited)
-            ? "timeout"
-            : Deferred.isDoneUnsafe(granted)
-            ? "ok"
-            : "error"
-          span.attribute("moon.store.outcome", outcome)
-          Metrics.storeOperationEnded(kind, "lock", outcome, secondsSince(clock, start), context)
-          return { holder, outcome }
-        })
-    )
-    if (outcome === "timeout") {
-      // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
-      yield* interruptFork(holder)
-      return yield* Effect.fail(
-        new SessionStore.StoreError({
-          operation: "lock",
-          message: `the store's lock was not granted within ${Duration.format(Duration.millis(bounds.lock))}`
-        })
+  // Uninterruptible but for the two waits: the detached holder is stopped whenever this
+  // stops, never left running between its fork and a wait (a holder left behind would
+  // take the lock and keep it).
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const kind = Metrics.storeKindOf(store)
+      const clock = Context.get(context, Clock.Clock)
+      const start = clock.currentTimeNanosUnsafe()
+      const granted = yield* Deferred.make<void>()
+      const critical = (lease: Lease) => Effect.andThen(Deferred.succeed(granted, undefined), use(lease))
+      // The span starts as the lock is asked for; `useSpan` does not make it the
+      // parent of what runs under the lock (the holder's fiber keeps the caller's).
+      const { holder, outcome } = yield* Effect.useSpan(
+        "moon-refresh/SessionStore.lock",
+        { attributes: { "moon.store.kind": kind } },
+        (span) =>
+          Effect.gen(function*() {
+            // `SessionStore.make` gives every store a lease: its own, or one that cannot be lost.
+            // Started at once, as `bounded` starts its operation. Detached: a caller that stops
+            // waiting for the lock (its manager closing) asks the store to stop, but does not wait
+            // for a store that never answers (a child fiber would be waited for).
+            const holder = yield* Effect.forkDetach(store.withLease(critical), { startImmediately: true })
+            const waited = yield* restore(
+              Effect.raceFirst(Deferred.await(granted), Effect.asVoid(Fiber.await(holder))).pipe(
+                Effect.timeoutOption(bounds.lock)
+              )
+            ).pipe(Effect.onInterrupt(() => interruptFork(holder)))
+            // Not granted, and the holder ended: the store's lock failed.
+            const outcome: Metrics.StoreOutcome = Option.isNone(waited)
+              ? "timeout"
+              : Deferred.isDoneUnsafe(granted)
+              ? "ok"
+              : "error"
+            span.attribute("moon.store.outcome", outcome)
+            Metrics.storeOperationEnded(kind, "lock", outcome, secondsSince(clock, start), context)
+            return { holder, outcome }
+          })
       )
-    }
-    // Granted: stopping now stops `use` and waits for the store to let the lock go.
-    return yield* Fiber.join(holder).pipe(Effect.onInterrupt(() => Fiber.interrupt(holder)))
-  })
+      if (outcome === "timeout") {
+        // Not awaited: a lock stuck in an uninterruptible wait must not hang us too.
+        yield* interruptFork(holder)
+        return yield* Effect.fail(
+          new SessionStore.StoreError({
+            operation: "lock",
+            message: `the store's lock was not granted within ${Duration.format(Duration.millis(bounds.lock))}`
+          })
+        )
+      }
+      // Granted: stopping now stops `use` and waits for the store to let the lock go.
+      return yield* restore(Fiber.join(holder)).pipe(Effect.onInterrupt(() => Fiber.interrupt(holder)))
+    })
+  )
