@@ -2,7 +2,7 @@
 // created on first use, dropped when idle or past capacity, refreshes capped
 // and spread, one key's failure kept to that key.
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { RefreshError, SessionPool, SessionStore } from "moon-refresh"
 import { MockRefreshClient } from "moon-refresh/testing"
@@ -253,5 +253,59 @@ describe("the pool's limiter", () => {
         concurrency: 2
       })
       expect(after).toStrictEqual([1, 2])
+    }))
+})
+
+describe("closing a pool", () => {
+  // Review finding: the pool's timer wheel forked its due runs into the pool's scope, which
+  // forks nothing once it is closing, so a save retried on a timer never ran while the pool's
+  // close waited for it: the rotation was lost though the store came back at once.
+  it.effect("waits for a rotation whose save failed, retrying it on its timer until the store is back", () =>
+    Effect.gen(function*() {
+      const mockContext = yield* Layer.build(MockRefreshClient.layer())
+      const mock = Context.get(mockContext, MockRefreshClient.MockRefreshClient)
+      const memory = yield* SessionStore.makeMemoryKeyed
+      const control = { down: false }
+      const keyed: SessionStore.Keyed = {
+        forKey: (key) =>
+          Effect.map(memory.forKey(key), (store) => ({
+            ...store,
+            write: (record, expected) =>
+              Effect.suspend(() =>
+                control.down
+                  ? Effect.fail(new SessionStore.StoreError({ operation: "save", message: "disk full" }))
+                  : store.write(record, expected)
+              )
+          }))
+      }
+      const scope = yield* Scope.make()
+      const pool = Context.get(
+        yield* Layer.buildWithScope(
+          SessionPool.layer().pipe(
+            Layer.provide(Layer.succeedContext(mockContext)),
+            Layer.provide(Layer.succeed(SessionStore.KeyedSessionStore, keyed))
+          ),
+          scope
+        ),
+        SessionPool.SessionPool
+      )
+      const seeded = yield* mock.issueSession({ lifetime: "1 hour", name: "u" })
+      const store = yield* memory.forKey("u")
+      yield* store.save(seeded)
+      control.down = true
+      const refreshed = yield* pool.refresh("u")
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* settle
+      expect(closing.pollUnsafe(), "closing waits for the owed save").toBeUndefined()
+      control.down = false
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      const stored = yield* store.load
+      expect(Option.map(stored, (s) => tokenOf(s.refreshToken)), "the retried save landed").toStrictEqual(
+        Option.some(tokenOf(refreshed.refreshToken))
+      )
+      expect(closing.pollUnsafe(), "and closing ended with it").toBeDefined()
+      // (Past its bound, closing ends whatever the store does.)
+      yield* joinAdvancing(closing)
     }))
 })
