@@ -88,7 +88,6 @@ const expiring = Session.unsafeMake({
   user: { id: "user-1" }
 })
 
-/** A manager on `store`, refreshing through the real `RefreshClient` over `server`; no proactive refresh. */
 /** A session fresh for an hour: read without a refresh. */
 const fresh = Session.unsafeMake({
   accessToken: "access-token-secret-v1",
@@ -97,6 +96,7 @@ const fresh = Session.unsafeMake({
   user: { id: "user-1" }
 })
 
+/** A manager on `store`, refreshing through the real `RefreshClient` over `server`; no proactive refresh. */
 const managerOn = (store: SessionStore.Service, server: Layer.Layer<HttpClient.HttpClient>) =>
   Effect.map(
     Layer.build(
