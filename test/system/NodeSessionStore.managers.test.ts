@@ -234,10 +234,14 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
           ? MockMoonServer.Fault.Delay({ millis: 60_000 })
           : MockMoonServer.Fault.SlowBody({ millis: 60_000 })
       )
+      // The fault is taken when the request arrives, but the token is spent only once its body
+      // is read: with `SlowBody`, wait for the rotation itself, or the kill may come before it
+      // (then nothing was spent, and the test would be the `Delay` one).
       yield* env.server.requests.pipe(
         Effect.repeat({
           schedule: Schedule.spaced("10 millis"),
-          until: (requests) => requests.some((r) => r.fault === fault)
+          until: (requests) =>
+            requests.some((r) => r.fault === fault && (fault === "Delay" || r.outcome === "rotated"))
         }),
         Effect.timeout(hangGuard)
       )
