@@ -250,7 +250,13 @@ export class Cell {
   /** A read of a token that is not fresh: due for a refresh, expired, absent, or cooling down. */
   readonly slowSession: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() => {
     const before = Core.sessionOf(this.state)?.accessToken
-    return this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" })).pipe(
+    // A stampede: the callers after the first join its refresh without a decision each.
+    const joined = Core.joinedRead(this.state, this.shared.clock.currentTimeMillisUnsafe())
+    const waiter = joined === undefined ? undefined : this.waiters?.get(joined)
+    const wait = waiter !== undefined
+      ? Deferred.await(waiter)
+      : this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" }))
+    return wait.pipe(
       Effect.catch((error) => {
         // A transient failure keeps the session: it is handed out while it is valid.
         const kept = Core.afterFailedWait(this.state, before, this.shared.clock.currentTimeMillisUnsafe())

@@ -589,6 +589,19 @@ const resolveNow = (step: Step, op: number, exit: Outcome): void => {
 }
 
 /**
+ * The refresh a read at `now` joins when joining is all its `Demand` would
+ * do (the token has expired and a refresh it can wait for is under way):
+ * `onDemand`'s branch, without a decision, for the callers of a stampede
+ * after the first. `undefined`: decide as usual. Such a `Demand` changes no
+ * state, and what its decision would settle by the clock (a save's bound) is
+ * the timer's to settle too.
+ */
+export const joinedRead = (state: State, now: number): number | undefined =>
+  state.held._tag === "Active" && now >= state.held.expiresAt && now >= state.held.refreshAt
+    ? joinableRefresh(state)
+    : undefined
+
+/**
  * The refresh a caller can wait for: the one in flight while its callers
  * have not been answered (waiting for the lock, or sent and not superseded),
  * else one queued after it.
