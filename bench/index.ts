@@ -35,7 +35,15 @@ const settings = {
   // and a median of 15 moves less than a median of 7.
   roundTrip: { rounds: 15, minRounds: 3, budgetSeconds: 100, perRound: 700, slices: 5, warmup: 300 },
   micro: { calls: 1000, rounds: 3 },
-  stampede: { callers: 10_000, rounds: 3, heavyRounds: 2, budgetSeconds: 40, maxSockets: 256 },
+  stampede: {
+    callers: 10_000,
+    rounds: 15,
+    minRounds: 5,
+    warmupRounds: 3,
+    heavyRounds: 2,
+    budgetSeconds: 20,
+    maxSockets: 256
+  },
   hotPath: { reads: 300_000, rounds: 3 },
   memory: { checkpoints: [1_000, 10_000, 100_000], budgetSeconds: 30, minCycles: 10_000 },
   redis: { reads: 100_000, refreshes: 30, rounds: 5 },
@@ -53,6 +61,11 @@ const targets = {
   roundTripRatio: 1.1,
   authRatio: 1.05,
   stampedePosts: 1,
+  /**
+   * To the fiber floor (one fetch, 10,000 fibers awaiting one Deferred), not to
+   * one refresh: 10,000 fibers alone take tens of refreshes' time, whatever the
+   * single flight (effect-notes.md, "measure it against that floor").
+   */
   stampedeRatio: 1.5,
   hotPathOpsPerSecond: 2_000_000,
   memoryGrowthBytes: 1_000_000,
@@ -365,12 +378,12 @@ const verdictsOf = (figures: Figures) => {
     const manager = figures.stampede.find((row) => row.flow.startsWith("SessionManager"))!
     const fiberFloor = figures.stampede.find((row) => row.flow.includes("fibers await"))!
     const stampede = verdicts.stampede = {
-      target: `exactly ${targets.stampedePosts} POST, all served within ${targets.stampedeRatio}x one refresh`,
+      target: `exactly ${targets.stampedePosts} POST, all served within ${targets.stampedeRatio}x the fiber floor`,
       posts: manager.refreshPosts,
       ratio: manager.ratioToOneRefresh,
       ratioToFiberFloor: manager.millis / fiberFloor.millis,
       met: manager.refreshPosts === targets.stampedePosts && manager.served === manager.callers &&
-        manager.ratioToOneRefresh <= targets.stampedeRatio
+        manager.millis / fiberFloor.millis <= targets.stampedeRatio
     }
     lines.push(
       `  2. stampede:   ${stampede.met ? "met" : "MISSED"} (${manager.refreshPosts} POST, ${

@@ -217,10 +217,14 @@ export interface StampedeRow {
 
 export interface StampedeOptions {
   readonly callers: number
+  /** Rounds of the light flows (ours and the floors); fewer once the budget is spent, never under `minRounds`. */
   readonly rounds: number
+  readonly minRounds: number
+  /** Uncounted rounds of each light flow at full size before those. */
+  readonly warmupRounds: number
   /** Rounds for the interceptor flows (20,000 requests or more each). */
   readonly heavyRounds: number
-  /** No round after the first starts once this many seconds of rounds have passed (a busy machine runs fewer). */
+  /** No light round past `minRounds` starts once this many seconds of them have passed (a busy machine runs fewer). */
   readonly budgetSeconds: number
   /** The p50 of one refresh through RefreshClient / FetchHttpClient, from section 1. */
   readonly oneRefreshMillis: number
@@ -248,19 +252,28 @@ export const measureStampede = async (server: ServerHandle, options: StampedeOpt
     posts: after.refreshPosts - before.refreshPosts,
     rejected: after.refreshRejected - before.refreshRejected
   })
+  const measure = async (flow: Flow) => {
+    const before = await server.stats()
+    const outcome = await flow.run(server, options.callers)
+    samples.get(flow.name)!.push({ ...outcome, ...diff(before, await server.stats()) })
+  }
   try {
-    // One small warm-up round per light flow (JIT), not counted. The heavy
-    // flows are warm after their first thousand requests; 10,000 follow.
-    for (const flow of flows) if (!flow.heavy) await flow.run(server, Math.min(500, options.callers))
+    // The light flows (ours and the floors) first, among themselves: each
+    // has warm-up rounds at full size (JIT) that do not count, then rounds
+    // interleaved with the others. The heavy flows come after: their seconds
+    // of garbage per round were collected during whichever light round came
+    // next, which measured the collector, not the flow.
+    const light = flows.filter((flow) => !flow.heavy)
+    for (let round = 0; round < options.warmupRounds; round++) {
+      for (const flow of light) await flow.run(server, options.callers)
+    }
     const deadline = performance.now() + options.budgetSeconds * 1000
     for (let round = 0; round < options.rounds; round++) {
-      if (round > 0 && performance.now() > deadline) break
-      for (const flow of rotate(flows, round)) {
-        if (flow.heavy && round >= options.heavyRounds) continue
-        const before = await server.stats()
-        const outcome = await flow.run(server, options.callers)
-        samples.get(flow.name)!.push({ ...outcome, ...diff(before, await server.stats()) })
-      }
+      if (round >= options.minRounds && performance.now() > deadline) break
+      for (const flow of rotate(light, round)) await measure(flow)
+    }
+    for (let round = 0; round < options.heavyRounds; round++) {
+      for (const flow of flows) if (flow.heavy) await measure(flow)
     }
   } finally {
     agents.pool.destroy()

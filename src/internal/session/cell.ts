@@ -250,20 +250,39 @@ export class Cell {
   /** A read of a token that is not fresh: due for a refresh, expired, absent, or cooling down. */
   readonly slowSession: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() => {
     const before = Core.sessionOf(this.state)?.accessToken
-    // A stampede: the callers after the first join its refresh without a decision each.
+    // A stampede: the callers after the first join its refresh without a decision each,
+    // and share one wait (an effect is a description: one value serves every fiber).
     const joined = Core.joinedRead(this.state, this.shared.clock.currentTimeMillisUnsafe())
     const waiter = joined === undefined ? undefined : this.waiters?.get(joined)
-    const wait = waiter !== undefined
-      ? Deferred.await(waiter)
-      : this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" }))
-    return wait.pipe(
-      Effect.catch((error) => {
-        // A transient failure keeps the session: it is handed out while it is valid.
-        const kept = Core.afterFailedWait(this.state, before, this.shared.clock.currentTimeMillisUnsafe())
-        return kept !== undefined ? Effect.succeed(kept) : Effect.fail(error)
-      })
-    ) as Effect.Effect<Session.Session, Events.SessionError>
+    if (waiter === undefined) {
+      return this.keepValid(this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "read" })), before)
+    }
+    const joining = this.joining
+    if (joining !== undefined && joining.waiter === waiter && joining.before === before) return joining.wait
+    const wait = this.keepValid(Deferred.await(waiter), before)
+    this.joining = { waiter, before, wait }
+    return wait
   })
+
+  /** The wait the callers joining one refresh share (see {@link slowSession}). */
+  private joining:
+    | {
+      readonly waiter: Waiter
+      readonly before: Redacted.Redacted<string> | undefined
+      readonly wait: Effect.Effect<Session.Session, Events.SessionError>
+    }
+    | undefined = undefined
+
+  /** A transient failure keeps the session: it is handed out while it is valid. */
+  private keepValid(
+    wait: Effect.Effect<Session.Session | undefined, Events.SessionError>,
+    before: Redacted.Redacted<string> | undefined
+  ): Effect.Effect<Session.Session, Events.SessionError> {
+    return Effect.catch(wait, (error) => {
+      const kept = Core.afterFailedWait(this.state, before, this.shared.clock.currentTimeMillisUnsafe())
+      return kept !== undefined ? Effect.succeed(kept) : Effect.fail(error)
+    }) as Effect.Effect<Session.Session, Events.SessionError>
+  }
 
   readonly refresh: Effect.Effect<Session.Session, Events.SessionError> = Effect.suspend(() =>
     this.ask((op, now) => ({ _tag: "Demand", op, now, kind: "refresh" })) as Effect.Effect<
