@@ -397,20 +397,26 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
   // Where RefreshClient's cost over the floor goes, over FetchHttpClient with
   // chunked answers, one piece added at a time: the floor without the
   // HttpClient's span (which our POST skips), our body read, our decoding, the
-  // per-attempt timeout; RefreshClient itself (the main table) adds the
-  // retry, its span and the mapping of errors.
+  // per-attempt timeout, the one-shot body; RefreshClient itself (the main
+  // table) adds the retry, its span, the redirect guard and the mapping of errors.
   const breakdown = "chunked"
   const off = tracerOff(FetchHttpClient.layer)
-  const decoded = (client: HttpClient.HttpClient, url: string, token: string) =>
-    client.execute(request(url, token)).pipe(
-      Effect.flatMap((response) =>
-        Effect.flatMap(
-          readBodyCapped(response),
-          (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
-        )
-      ),
-      Effect.map((session) => Redacted.value(session.refreshToken))
-    )
+  const decodedWith =
+    (build: (url: string, token: string) => HttpClientRequest.HttpClientRequest) =>
+    (client: HttpClient.HttpClient, url: string, token: string) =>
+      client.execute(build(url, token)).pipe(
+        Effect.flatMap((response) =>
+          Effect.flatMap(
+            readBodyCapped(response),
+            (text) => Moon.decodeSuccess(response.status, text, Option.none(), (body) => body)
+          )
+        ),
+        Effect.map((session) => Redacted.value(session.refreshToken))
+      )
+  const decoded = decodedWith(request)
+  // The body RefreshClient sends on Node: a stream that yields the token once (`OneShotBody`),
+  // so that no redirect or resend carries it twice. fetch sends it chunked.
+  const oneShot = decodedWith((url, token) => Moon.request(url, Moon.body(Redacted.make(token), "stream")))
   runners.push(
     httpRunner(label("a. floor, tracer off", breakdown), "breakdown", breakdown, fetchStack, off, withText),
     httpRunner(
@@ -442,6 +448,17 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       (client, url, token) =>
         timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
           decoded(client, url, token)
+        )
+    ),
+    httpRunner(
+      label("e. d, with the one-shot stream body", breakdown),
+      "breakdown",
+      breakdown,
+      fetchStack,
+      off,
+      (client, url, token) =>
+        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
+          oneShot(client, url, token)
         )
     )
   )
