@@ -126,6 +126,35 @@ describe("single flight", () => {
     expect(expired.awaits).toBe(1)
     expect(tags(expired.commands)).toStrictEqual([])
   })
+
+  it("joinedRead (a stampede's callers skip their decision) names the flight exactly where a read's decision only joins it", () => {
+    // Where `joinedRead` answers, a read's decision must wait for that op and do nothing else;
+    // where it does not, the cell decides as usual.
+    const agrees = (state: Core.State, now: number) => {
+      const joined = Core.joinedRead(state, now)
+      const decision = Core.decide(state, read(state.nextId, now), manual)
+      if (joined !== undefined) {
+        expect(decision.awaits).toBe(joined)
+        expect(tags(decision.commands)).toStrictEqual([])
+        expect(decision.state).toStrictEqual(state)
+      }
+      return joined
+    }
+    const expiry = 3_600 * second
+    const locking = run(loaded(), [refresh(1, expiry - second)]).state
+    const posting = refreshUpTo(loaded(), 1, expiry - second).state
+    // Expired, a refresh waiting for the lock or sent: joined.
+    expect(agrees(locking, expiry)).toBe(1)
+    expect(agrees(posting, expiry + second)).toBe(1)
+    // Still valid during the refresh: the read is answered with it at once, by a decision.
+    expect(agrees(locking, expiry - 1)).toBeUndefined()
+    // No refresh under way, or no session: decided.
+    expect(agrees(loaded(), expiry)).toBeUndefined()
+    expect(agrees(empty, expiry)).toBeUndefined()
+    // The answer came back (the session it carries is being saved): nothing left to join.
+    const answeredState = run(posting, [answered(1, expiry, Exit.succeed(sessionAt("b", 7_200 * second)))]).state
+    expect(agrees(answeredState, expiry)).toBeUndefined()
+  })
 })
 
 describe("failures and the cooldown", () => {
