@@ -411,6 +411,8 @@ export class Cell {
         const waiter = this.waiters?.get(command.op)
         if (waiter === undefined) return
         this.waiters!.delete(command.op)
+        // The shared wait of its joiners goes with it (a pool keeps many cells).
+        if (this.joining?.waiter === waiter) this.joining = undefined
         Deferred.doneUnsafe(waiter, command.exit)
         return
       }
