@@ -240,8 +240,7 @@ describe("SessionManagers in 4 processes on one NodeSessionStore file", () => {
       yield* env.server.requests.pipe(
         Effect.repeat({
           schedule: Schedule.spaced("10 millis"),
-          until: (requests) =>
-            requests.some((r) => r.fault === fault && (fault === "Delay" || r.outcome === "rotated"))
+          until: (requests) => requests.some((r) => r.fault === fault && (fault === "Delay" || r.outcome === "rotated"))
         }),
         Effect.timeout(hangGuard)
       )
