@@ -221,11 +221,18 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           ))
       })
 
+    // Whether the last refresh that reached the transport went through `fetch`: then the
+    // one-shot body is a `ReadableStream` of the platform's own (`"web"`), which `fetch`
+    // sends as it is, rather than an Effect `Stream` that `FetchHttpClient` converts at a
+    // cost. A transport that is not fetch keeps the Effect `Stream` (see `BodyKind`).
+    let viaFetch = false
+
     const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) =>
       Effect.withFiber((fiber) => {
         // A server that echoes the request must not put our token in an error message.
         const mask = Moon.maskToken(refreshToken)
-        const body = Moon.body(refreshToken, fiber.getRef(RefreshBody))
+        const preferred = fiber.getRef(RefreshBody)
+        const body = Moon.body(refreshToken, preferred === "stream" && viaFetch ? "web" : preferred)
         return Effect.flatMap(client.execute(Moon.request(url, body)), (response) => {
           // The platform builds a new record on each read of `headers`.
           const headers = response.headers
@@ -251,6 +258,19 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           Effect.catchCause((cause) => {
             const failure = Cause.findErrorOption(cause)
             if (Option.isSome(failure)) return recover(failure.value, body, mask)
+            // A `"web"` body that reached a transport other than fetch, which died on it
+            // (`NodeHttpClient` writes a raw body with `end()`): a client whose transport
+            // changed since its last refresh. Nothing was sent; the next attempt goes back
+            // to the Effect stream, which every transport sends.
+            if (body.kind === "web" && !body.viaFetch && !body.sent && !Cause.hasInterrupts(cause)) {
+              return Effect.fail(
+                new RefreshError.TransportError({
+                  reason: "Network",
+                  message: "the client's transport is not fetch and could not send the refresh body; " +
+                    "nothing was sent, and the next attempt sends it as a stream"
+                })
+              )
+            }
             // A defect of the HTTP stack (an interceptor that throws "no match
             // for <request>") stays a defect, in words scrubbed of the token;
             // so does one beside an interruption, which stays one.
@@ -258,7 +278,12 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           }),
           // Whatever still refers to the body (an error, a transport's
           // buffer) holds blanks from here on.
-          Effect.ensuring(Effect.sync(() => body.wipe())),
+          Effect.ensuring(Effect.sync(() => {
+            body.wipe()
+            // Learnt from every attempt: one that did not go through fetch (another
+            // transport, or stopped before it) goes back to the Effect `Stream`.
+            if (body.kind !== "bytes") viaFetch = body.viaFetch
+          })),
           timeoutFail({
             duration: timeout,
             onTimeout: () =>

@@ -278,10 +278,14 @@ const manualRedirects: globalThis.RequestInit = { redirect: "manual" }
 
 /**
  * How a refresh body travels. `"stream"`: an Effect `Stream` that yields the
- * token once. `"bytes"`: a buffer the guard fills with the token on the
- * first hop it approves, blank otherwise.
+ * token once. `"web"`: the same as a `ReadableStream` of the platform's own,
+ * given to the transport as a raw body (what `fetch` takes, without the
+ * plumbing `FetchHttpClient` puts around an Effect `Stream`; only a fetch
+ * transport takes it: `NodeHttpClient` writes a raw body with `end()`).
+ * `"bytes"`: a buffer the guard fills with the token on the first hop it
+ * approves, blank otherwise.
  */
-export type BodyKind = "stream" | "bytes"
+export type BodyKind = "stream" | "web" | "bytes"
 
 // Node's stack (node:http, undici, and the fetch built on it; Bun and Deno
 // have it too) sends a stream body over any HTTP version. A browser's fetch
@@ -291,7 +295,9 @@ const nodeLike = typeof (globalThis as { process?: { versions?: { node?: unknown
 
 /**
  * The {@link BodyKind} of the refresh request. A reference so that tests on
- * Node can run the browser's kind; not public API.
+ * Node can run the browser's kind; not public API. On Node, `"stream"` is
+ * where a refresh client starts: once a refresh has gone through `fetch`
+ * (see {@link OneShotBody.viaFetch}), it sends `"web"` bodies.
  */
 export const RefreshBody = Context.Reference<BodyKind>("moon-refresh/internal/RefreshBody", {
   defaultValue: () => nodeLike ? "stream" : "bytes"
@@ -325,6 +331,13 @@ const blank = 0x20
  * Either way a later hop the guard sees is noted ({@link resent}), so its
  * answer (about a body without the token) is not taken for a verdict on it.
  */
+/** The `"web"` bodies made, so that a test can tell one in a transport's hands; held weakly. */
+const webStreams = new WeakSet<ReadableStream<Uint8Array>>()
+
+/** Whether `body` is a `"web"` refresh body (for tests). */
+export const isWebBody = (body: unknown): boolean =>
+  typeof body === "object" && body !== null && webStreams.has(body as ReadableStream<Uint8Array>)
+
 export class OneShotBody {
   readonly #token: Uint8Array
   /** What a `"bytes"` body sends: blanks until the guard approves the first hop. */
@@ -360,14 +373,52 @@ export class OneShotBody {
 
   /** The `"stream"` body: the token on its first run, a failure on any other or once refused. */
   readonly stream: Stream.Stream<Uint8Array, Error> = Stream.suspend(() => {
-    if (this.#refusal !== undefined) return Stream.fail(new Error(`refresh body withheld: ${this.#refusal}`))
+    const withheld = this.take()
+    return withheld === undefined ? Stream.succeed(this.#token) : Stream.fail(withheld)
+  })
+
+  /**
+   * The `"web"` body: a `ReadableStream` that yields the token on its first
+   * read, or fails it when refused. Read only when the transport sends (no
+   * read ahead: a high-water mark of 0), so after the guard has seen the hop.
+   * It can be read once: a second send of the request fails on a stream
+   * already read, before a byte of the body.
+   */
+  web(): ReadableStream<Uint8Array> {
+    const stream = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        const withheld = this.take()
+        if (withheld !== undefined) return controller.error(withheld)
+        controller.enqueue(this.#token)
+        controller.close()
+      }
+    }, { highWaterMark: 0 })
+    webStreams.add(stream)
+    return stream
+  }
+
+  // The token for a stream's first run, or why not.
+  private take(): Error | undefined {
+    if (this.#refusal !== undefined) return new Error(`refresh body withheld: ${this.#refusal}`)
     if (this.#sent) {
       this.#resent = true
-      return Stream.fail(new Error("refresh body already sent: a second send is refused"))
+      return new Error("refresh body already sent: a second send is refused")
     }
     this.#sent = true
-    return Stream.succeed(this.#token)
-  })
+    return undefined
+  }
+
+  #viaFetch = false
+
+  /** The transport called `fetch` (through `FetchHttpClient.Fetch`, as the guard set it) for this body. */
+  get viaFetch(): boolean {
+    return this.#viaFetch
+  }
+
+  /** Noted by the guard's `fetch`. */
+  fetched(): void {
+    this.#viaFetch = true
+  }
 
   /**
    * The guard's view of one hop: the first is checked (`check` says why it
@@ -456,7 +507,13 @@ export const refreshGuard = (
   body: OneShotBody
 ): Context.Context<never> => {
   const init = Context.getOrUndefined(context, FetchHttpClient.RequestInit)
+  const fetch = Context.get(context, FetchHttpClient.Fetch)
   return context.pipe(
+    // The client's own fetch, noting that the transport is fetch (see `OneShotBody.viaFetch`).
+    Context.add(FetchHttpClient.Fetch, (input: string | URL | Request, options?: RequestInit) => {
+      body.fetched()
+      return fetch(input, options)
+    }),
     Context.add(HttpClient.TracerDisabledWhen, (hop: HttpClientRequest.HttpClientRequest) => {
       body.hop(() => hop.url === url ? fetchFollows() : `its first hop went to ${originOf(hop.url) ?? "another URL"}`)
       return true

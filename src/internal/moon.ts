@@ -7,7 +7,7 @@
  * Not public API: the package's exports keep `internal/` private.
  */
 import { Clock, Effect, Option, Predicate, Redacted, Result } from "effect"
-import { HttpClientRequest, type HttpClientResponse } from "effect/http"
+import { HttpBody, HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
 import { type BodyKind, type BodyTooLarge, OneShotBody, originOf, parseRetryAfter } from "./http.js"
@@ -152,6 +152,8 @@ export const request = (url: string, body: OneShotBody): HttpClientRequest.HttpC
     HttpClientRequest.acceptJson,
     body.kind === "stream"
       ? HttpClientRequest.bodyStream(body.stream, { contentType: "application/json", contentLength: body.length })
+      : body.kind === "web"
+      ? HttpClientRequest.setBody(HttpBody.raw(body.web(), { contentType: "application/json" }))
       : HttpClientRequest.bodyUint8Array(body.wire, "application/json")
   )
 

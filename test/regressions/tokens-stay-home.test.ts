@@ -7,7 +7,7 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, DateTime, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, References, Tracer } from "effect"
-import { FetchHttpClient, HttpClient } from "effect/http"
+import { FetchHttpClient, HttpClient, type HttpClientError } from "effect/http"
 import { TestClock } from "effect/testing"
 import {
   AuthHttpClient,
@@ -21,7 +21,7 @@ import {
 import { MockMoonServer } from "moon-refresh/testing"
 import * as Http from "node:http"
 import * as Undici from "undici"
-import { type BodyKind, drainTimeout, RefreshBody } from "../../src/internal/http.js"
+import { type BodyKind, drainTimeout, isWebBody, RefreshBody } from "../../src/internal/http.js"
 import { failureOf } from "../support/Exits.js"
 import { waitUntil } from "../support/RealTime.js"
 import { tracked } from "../support/Sleeps.js"
@@ -501,6 +501,24 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
       308
     ],
     [
+      "FetchHttpClient, fetch told to follow inside execute (fetch's own ReadableStream)",
+      wrapped(FetchHttpClient.layer, fetchFollows),
+      "web",
+      307
+    ],
+    [
+      "FetchHttpClient, fetch told to follow and tracing off inside execute (ReadableStream)",
+      wrapped(FetchHttpClient.layer, fetchFollows, tracingOff),
+      "web",
+      308
+    ],
+    [
+      "FetchHttpClient + followRedirects(), tracing turned off inside execute (ReadableStream)",
+      wrapped(FetchHttpClient.layer, following, tracingOff),
+      "web",
+      307
+    ],
+    [
       "node:http + followRedirects(), tracing turned off inside execute (bytes)",
       wrapped(NodeHttpClient.layerNodeHttp, following, tracingOff),
       "bytes",
@@ -581,6 +599,84 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
       expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
       expect(error.message).toContain("without this library's guard seeing it")
       expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("a fetch client that retries on its own does not send a ReadableStream body twice", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Status({ status: 503 }))
+      const retrying = wrapped(
+        FetchHttpClient.layer,
+        (client) => HttpClient.retry(HttpClient.filterStatusOk(client), { times: 1 })
+      )
+      const error = failureOf(yield* refreshOnce(retrying, moon, issued.refreshToken, "web"))
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain("a second time")
+      expect((yield* moon.stats).refreshRequests).toBe(1)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("over fetch, refreshes after the first send the token as a ReadableStream of their own; each still once", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      let token = (yield* moon.issueSession()).refreshToken
+      // What the transport's fetch was handed, refresh by refresh.
+      const bodies: Array<boolean> = []
+      const recording: typeof globalThis.fetch = (input, init) => {
+        bodies.push(isWebBody(init?.body))
+        return globalThis.fetch(input, init)
+      }
+      yield* Effect.gen(function*() {
+        const client = yield* RefreshClient.RefreshClient
+        for (let i = 0; i < 3; i++) token = (yield* client.refresh(token)).refreshToken
+      }).pipe(
+        Effect.provide(RefreshClient.layer({ baseUrl: moon.url, policy: RefreshPolicy.none })),
+        Effect.provide(FetchHttpClient.layer),
+        Effect.provideService(FetchHttpClient.Fetch, recording)
+      )
+      // The first learns that the transport is fetch; the others skip the Effect stream.
+      expect(bodies).toStrictEqual([false, true, true])
+      const stats = yield* moon.stats
+      expect(stats).toMatchObject({ refreshRequests: 3, rotations: 3, reuseRejections: 0 })
+      expect(yield* moon.isLive(token)).toBe(true)
+    }))
+
+  it.live("a client whose transport stops being fetch gets the Effect stream back on the next refresh", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      let token = (yield* moon.issueSession()).refreshToken
+      const viaFetch = yield* Effect.provide(Effect.service(HttpClient.HttpClient), FetchHttpClient.layer)
+      const viaNode = yield* Effect.provide(Effect.service(HttpClient.HttpClient), NodeHttpClient.layerNodeHttp)
+      // Fetch, node:http, node:http, fetch: the second refresh carries a body of fetch's kind to node:http.
+      const plan = [viaFetch, viaNode, viaNode, viaFetch]
+      let calls = 0
+      // A client over clients (`makeWith`: no hop of its own for the guard to see).
+      const switching: HttpClient.HttpClient = HttpClient.makeWith<
+        never,
+        never,
+        HttpClientError.HttpClientError,
+        never
+      >(
+        (request) => Effect.flatMap(request, (sent) => plan[calls++]!.execute(sent)),
+        Effect.succeed
+      )
+      const outcomes: Array<string> = []
+      yield* Effect.gen(function*() {
+        const client = yield* RefreshClient.RefreshClient
+        for (let i = 0; i < 4; i++) {
+          const exit = yield* Effect.exit(client.refresh(token))
+          if (Exit.isSuccess(exit)) token = exit.value.refreshToken
+          outcomes.push(Exit.isSuccess(exit) ? "rotated" : failureOf(exit)._tag)
+        }
+      }).pipe(
+        Effect.provide(RefreshClient.layer({ baseUrl: moon.url, policy: RefreshPolicy.none })),
+        Effect.provideService(HttpClient.HttpClient, switching)
+      )
+      // node:http cannot send the ReadableStream: that refresh fails, typed and retryable, with
+      // nothing sent, and the next goes back to the Effect stream, which every transport sends.
+      expect(outcomes).toStrictEqual(["rotated", "TransportError", "rotated", "rotated"])
+      expect((yield* moon.stats).reuseRejections).toBe(0)
+      expect(yield* moon.isLive(token)).toBe(true)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("a client that retries on its own does not send the token twice", () =>
