@@ -414,9 +414,13 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
         Effect.map((session) => Redacted.value(session.refreshToken))
       )
   const decoded = decodedWith(request)
-  // The body RefreshClient sends on Node: a stream that yields the token once (`OneShotBody`),
-  // so that no redirect or resend carries it twice. fetch sends it chunked.
+  // The body RefreshClient sends on Node (its first refresh over fetch, every one over
+  // another transport): a stream that yields the token once (`OneShotBody`), so that no
+  // redirect or resend carries it twice. fetch sends it chunked.
   const oneShot = decodedWith((url, token) => Moon.request(url, Moon.body(Redacted.make(token), "stream")))
+  // The same body as a ReadableStream of its own, sent by fetch as it is: what RefreshClient
+  // sends once a refresh has shown that its transport is fetch.
+  const oneShotWeb = decodedWith((url, token) => Moon.request(url, Moon.body(Redacted.make(token), "web")))
   runners.push(
     httpRunner(label("a. floor, tracer off", breakdown), "breakdown", breakdown, fetchStack, off, withText),
     httpRunner(
@@ -459,6 +463,17 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       (client, url, token) =>
         timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
           oneShot(client, url, token)
+        )
+    ),
+    httpRunner(
+      label("f. d, with the one-shot body as a ReadableStream", breakdown),
+      "breakdown",
+      breakdown,
+      fetchStack,
+      off,
+      (client, url, token) =>
+        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
+          oneShotWeb(client, url, token)
         )
     )
   )
