@@ -19,7 +19,7 @@ import {
   Result,
   type Tracer
 } from "effect"
-import { HttpClient, type HttpClientError } from "effect/http"
+import { HttpClient, type HttpClientError, HttpClientResponse } from "effect/http"
 import { retry, timeoutFail } from "./internal/attempt.js"
 import {
   type BodyTooLarge,
@@ -221,10 +221,10 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           ))
       })
 
-    // Whether the last refresh that reached the transport went through `fetch`: then the
-    // one-shot body is a `ReadableStream` of the platform's own (`"web"`), which `fetch`
-    // sends as it is, rather than an Effect `Stream` that `FetchHttpClient` converts at a
-    // cost. A transport that is not fetch keeps the Effect `Stream` (see `BodyKind`).
+    // Whether the last attempt was answered by `fetch`, under the guard's eyes (see
+    // `OneShotBody.viaFetch`): then the one-shot body is a `ReadableStream` of its own
+    // (`"web"`), which `fetch` sends as it is, rather than an Effect `Stream` that
+    // `FetchHttpClient` converts at a cost. Any other client keeps the Effect `Stream`.
     let viaFetch = false
 
     const attempt = (refreshToken: Redacted.Redacted<string>, span: Tracer.Span) =>
@@ -239,7 +239,11 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           const unsent = Moon.refuseUnsent(body, true)
           return Moon.refuseRedirect(response, url) ?? (unsent === undefined ? undefined : Effect.fail(unsent)) ??
             Effect.flatMap(
-              readBodyCapped(response, maxBodyBytes, headers),
+              // (`readBodyCapped` takes a web `Response`'s body the same way, right after.)
+              Effect.suspend(() => {
+                if (Option.isSome(HttpClientResponse.toWeb(response))) body.answeredByFetch()
+                return readBodyCapped(response, maxBodyBytes, headers)
+              }),
               (text) => {
                 if (response.status >= 200 && response.status < 300) {
                   const date = Date.parse(headers["date"] ?? "")
@@ -258,16 +262,17 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
           Effect.catchCause((cause) => {
             const failure = Cause.findErrorOption(cause)
             if (Option.isSome(failure)) return recover(failure.value, body, mask)
-            // A `"web"` body that reached a transport other than fetch, which died on it
-            // (`NodeHttpClient` writes a raw body with `end()`): a client whose transport
-            // changed since its last refresh. Nothing was sent; the next attempt goes back
-            // to the Effect stream, which every transport sends.
-            if (body.kind === "web" && !body.viaFetch && !body.sent && !Cause.hasInterrupts(cause)) {
+            // A `"web"` body the client died on before sending it (`NodeHttpClient` writes a
+            // raw body with `end()`): a client whose transport changed since an attempt that
+            // fetch answered. Nothing was sent; the next attempt sends the Effect stream,
+            // which every transport takes. What it died of is in the message.
+            if (body.kind === "web" && !body.sent && !Cause.hasInterrupts(cause)) {
               return Effect.fail(
                 new RefreshError.TransportError({
                   reason: "Network",
-                  message: "the client's transport is not fetch and could not send the refresh body; " +
-                    "nothing was sent, and the next attempt sends it as a stream"
+                  message: "the HTTP client failed before sending the refresh body as a ReadableStream " +
+                    `(${Moon.scrubDefect(Cause.squash(cause), mask).message}); nothing was sent, ` +
+                    "and the next attempt sends it as an Effect stream"
                 })
               )
             }

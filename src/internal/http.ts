@@ -331,6 +331,9 @@ const blank = 0x20
  * Either way a later hop the guard sees is noted ({@link resent}), so its
  * answer (about a body without the token) is not taken for a verdict on it.
  */
+const unseen =
+  "the HTTP client sent the request without this library's guard seeing it (HttpClient.TracerDisabledWhen replaced, or tracing turned off, inside its execute); the next refresh sends it as an Effect stream"
+
 /** The `"web"` bodies made, so that a test can tell one in a transport's hands; held weakly. */
 const webStreams = new WeakSet<ReadableStream<Uint8Array>>()
 
@@ -387,6 +390,10 @@ export class OneShotBody {
   web(): ReadableStream<Uint8Array> {
     const stream = new ReadableStream<Uint8Array>({
       pull: (controller) => {
+        // Only under the guard: it is what sees a second send of this one object (a
+        // redirect followed, a retry), which fails on the stream already read without
+        // saying so (see `viaFetch`).
+        if (!this.#seen) this.#refusal ??= unseen
         const withheld = this.take()
         if (withheld !== undefined) return controller.error(withheld)
         controller.enqueue(this.#token)
@@ -408,16 +415,23 @@ export class OneShotBody {
     return undefined
   }
 
-  #viaFetch = false
+  #answeredByFetch = false
 
-  /** The transport called `fetch` (through `FetchHttpClient.Fetch`, as the guard set it) for this body. */
+  /**
+   * The guard saw the first hop and the answer is a web `Response` (a
+   * `fetch` transport's, by the public `HttpClientResponse.toWeb`): the next
+   * attempt may send a `"web"` body. A second send of a `"web"` body fails
+   * on the stream already read, before a byte of it and without a word the
+   * library could tell from a network error; only the guard sees it, so the
+   * `"web"` kind is for a client whose hops it sees.
+   */
   get viaFetch(): boolean {
-    return this.#viaFetch
+    return this.#seen && this.#answeredByFetch
   }
 
-  /** Noted by the guard's `fetch`. */
-  fetched(): void {
-    this.#viaFetch = true
+  /** Noted when the answer came from `fetch`. */
+  answeredByFetch(): void {
+    this.#answeredByFetch = true
   }
 
   /**
@@ -507,13 +521,7 @@ export const refreshGuard = (
   body: OneShotBody
 ): Context.Context<never> => {
   const init = Context.getOrUndefined(context, FetchHttpClient.RequestInit)
-  const fetch = Context.get(context, FetchHttpClient.Fetch)
   return context.pipe(
-    // The client's own fetch, noting that the transport is fetch (see `OneShotBody.viaFetch`).
-    Context.add(FetchHttpClient.Fetch, (input: string | URL | Request, options?: RequestInit) => {
-      body.fetched()
-      return fetch(input, options)
-    }),
     Context.add(HttpClient.TracerDisabledWhen, (hop: HttpClientRequest.HttpClientRequest) => {
       body.hop(() => hop.url === url ? fetchFollows() : `its first hop went to ${originOf(hop.url) ?? "another URL"}`)
       return true

@@ -616,30 +616,66 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
       expect((yield* moon.stats).refreshRequests).toBe(1)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
-  it.live("over fetch, refreshes after the first send the token as a ReadableStream of their own; each still once", () =>
+  /** Three refreshes through one RefreshClient over `http`, whose layer has `fetch` recording what it is handed. */
+  const threeRefreshes = (
+    moon: MockMoonServer.Service,
+    wrap: (client: HttpClient.HttpClient) => HttpClient.HttpClient
+  ) =>
     Effect.gen(function*() {
-      const moon = yield* MockMoonServer.make()
       let token = (yield* moon.issueSession()).refreshToken
-      // What the transport's fetch was handed, refresh by refresh.
       const bodies: Array<boolean> = []
       const recording: typeof globalThis.fetch = (input, init) => {
         bodies.push(isWebBody(init?.body))
         return globalThis.fetch(input, init)
       }
+      // Given to the layer only, as the platform's docs show: the refresh must use it, not `globalThis.fetch`.
+      const http = wrapped(
+        FetchHttpClient.layer.pipe(Layer.provide(Layer.succeed(FetchHttpClient.Fetch, recording))),
+        wrap
+      )
       yield* Effect.gen(function*() {
         const client = yield* RefreshClient.RefreshClient
         for (let i = 0; i < 3; i++) token = (yield* client.refresh(token)).refreshToken
       }).pipe(
         Effect.provide(RefreshClient.layer({ baseUrl: moon.url, policy: RefreshPolicy.none })),
-        Effect.provide(FetchHttpClient.layer),
-        Effect.provideService(FetchHttpClient.Fetch, recording)
+        Effect.provide(http)
       )
-      // The first learns that the transport is fetch; the others skip the Effect stream.
-      expect(bodies).toStrictEqual([false, true, true])
-      const stats = yield* moon.stats
-      expect(stats).toMatchObject({ refreshRequests: 3, rotations: 3, reuseRejections: 0 })
       expect(yield* moon.isLive(token)).toBe(true)
+      expect(yield* moon.stats).toMatchObject({ refreshRequests: 3, rotations: 3, reuseRejections: 0 })
+      return bodies
+    })
+
+  it.live("over fetch, refreshes after the first send the token as a ReadableStream of their own; each still once", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      // The first learns that fetch answers under the guard; the others skip the Effect stream.
+      expect(yield* threeRefreshes(moon, (client) => client)).toStrictEqual([false, true, true])
     }))
+
+  it.live("a client that keeps its hops from the guard never gets the ReadableStream body", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      // Only the guard sees a second send of that one stream: without it, the Effect stream.
+      expect(yield* threeRefreshes(moon, tracingOff)).toStrictEqual([false, false, false])
+    }))
+
+  it.live("a ReadableStream body the guard does not see is not sent, and the refresh says why", () =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const other = yield* elsewhere
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Redirect({ status: 307, location: `${other.url}/auth/refresh` }))
+      // Retries allowed: none may send the token again.
+      const exit = yield* refreshVia(wrapped(FetchHttpClient.layer, following, tracingOff), moon, issued.refreshToken)
+        .pipe(Effect.provideService(RefreshBody, "web"))
+      const error = failureOf(exit)
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain("the refresh token was not sent: the HTTP client sent the request without")
+      expect(RefreshError.isRetryable(error as RefreshError.RefreshError)).toBe(false)
+      yield* Effect.sleep("20 millis")
+      expect(other.bodies.every((body) => body.trim() === "")).toBe(true)
+      expect(yield* moon.isLive(issued.refreshToken)).toBe(true)
+    }).pipe(Effect.scoped, Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("a client whose transport stops being fetch gets the Effect stream back on the next refresh", () =>
     Effect.gen(function*() {
@@ -675,6 +711,8 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
       // node:http cannot send the ReadableStream: that refresh fails, typed and retryable, with
       // nothing sent, and the next goes back to the Effect stream, which every transport sends.
       expect(outcomes).toStrictEqual(["rotated", "TransportError", "rotated", "rotated"])
+      // The attempt node:http died on never reached the server.
+      expect(yield* moon.stats).toMatchObject({ refreshRequests: 3, rotations: 3 })
       expect((yield* moon.stats).reuseRejections).toBe(0)
       expect(yield* moon.isLive(token)).toBe(true)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
