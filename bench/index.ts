@@ -16,6 +16,7 @@ import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 import { printTable, round, type ServerHandle, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
+import { measureJoin } from "./join.js"
 import { measureMicro } from "./micro.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
@@ -44,6 +45,7 @@ const settings = {
     budgetSeconds: 20,
     maxSockets: 256
   },
+  join: { callers: 10_000, rounds: 15, warmupRounds: 3 },
   hotPath: { reads: 300_000, rounds: 3 },
   memory: { checkpoints: [1_000, 10_000, 100_000], budgetSeconds: 30, minCycles: 10_000 },
   redis: { reads: 100_000, refreshes: 30, rounds: 5 },
@@ -109,6 +111,7 @@ interface Figures {
   micro?: Awaited<ReturnType<typeof measureMicro>>
   roundTrip?: Array<RoundTripRow>
   stampede?: Awaited<ReturnType<typeof measureStampede>>
+  join?: Awaited<ReturnType<typeof measureJoin>>
   hotPath?: Awaited<ReturnType<typeof runIsolated<"hotPath">>>
   memory?: Awaited<ReturnType<typeof runIsolated<"memory">>>
   memoryUnvalidated?: Awaited<ReturnType<typeof runIsolated<"memory">>>
@@ -213,6 +216,11 @@ const sections = {
           "x one refresh": row.ratioToOneRefresh,
           rounds: row.rounds
         }))
+      )
+      const join = figures.join = await measureJoin(settings.join)
+      printTable(
+        `2b. The join path alone, no network: starting ${settings.join.callers} callers while a refresh is held open [${elapsed()}]`,
+        join.map((row) => ({ flow: row.flow, ms: row.millis, "x floor": row.ratioToFloor, rounds: row.rounds }))
       )
     }
   },
