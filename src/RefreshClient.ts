@@ -193,6 +193,63 @@ const recover = (
   }
 }
 
+// The answer to one attempt: refused (a redirect, an answer to a body that did not carry
+// the token), or read within the cap and decoded.
+const answerOf = (
+  response: HttpClientResponse.HttpClientResponse,
+  body: OneShotBody,
+  url: string,
+  mask: Moon.Mask
+) => {
+  // The platform builds a new record on each read of `headers`.
+  const headers = response.headers
+  const unsent = Moon.refuseUnsent(body, true)
+  return Moon.refuseRedirect(response, url) ?? (unsent === undefined ? undefined : Effect.fail(unsent)) ??
+    Effect.flatMap(
+      // (`readBodyCapped` takes a web `Response`'s body the same way, right after.)
+      Effect.suspend(() => {
+        if (Option.isSome(HttpClientResponse.toWeb(response))) body.answeredByFetch()
+        return readBodyCapped(response, maxBodyBytes, headers)
+      }),
+      (text) => {
+        if (response.status >= 200 && response.status < 300) {
+          const date = Date.parse(headers["date"] ?? "")
+          return Moon.decodeSuccess(response.status, text, Number.isNaN(date) ? Option.none() : Option.some(date), mask)
+        }
+        return Moon.classifyFailure(response, text, mask)
+      }
+    )
+}
+
+// One handler for what an attempt ended with that is not yet a `RefreshError`
+// (a frame less per attempt than one per kind).
+const recoverCause = (
+  cause: Cause.Cause<HttpClientError.HttpClientError | BodyTooLarge | RefreshError.RefreshError>,
+  body: OneShotBody,
+  mask: Moon.Mask
+): Effect.Effect<never, RefreshError.RefreshError> => {
+  const failure = Cause.findErrorOption(cause)
+  if (Option.isSome(failure)) return recover(failure.value, body, mask)
+  // A `"web"` body the client died on before sending it (`NodeHttpClient` writes a
+  // raw body with `end()`): a client whose transport changed since an attempt that
+  // fetch answered. Nothing was sent; the next attempt sends the Effect stream,
+  // which every transport takes. What it died of is in the message.
+  if (body.kind === "web" && !body.sent && !Cause.hasInterrupts(cause)) {
+    return Effect.fail(
+      new RefreshError.TransportError({
+        reason: "Network",
+        message: "the HTTP client failed before sending the refresh body as a ReadableStream " +
+          `(${Moon.scrubDefect(Cause.squash(cause), mask).message}); nothing was sent, ` +
+          "and the next attempt sends it as an Effect stream"
+      })
+    )
+  }
+  // A defect of the HTTP stack (an interceptor that throws "no match
+  // for <request>") stays a defect, in words scrubbed of the token;
+  // so does one beside an interruption, which stays one.
+  return Effect.failCause(scrubCause(cause, mask))
+}
+
 /**
  * Builds the service from the `HttpClient` in context. Dies (a configuration
  * defect, at layer construction) when `baseUrl`, `path` or `timeout` is invalid.
@@ -233,54 +290,12 @@ const build = ({ policy, timeout, url }: Resolved): Effect.Effect<Service, never
         const mask = Moon.maskToken(refreshToken)
         const preferred = fiber.getRef(RefreshBody)
         const body = Moon.body(refreshToken, preferred === "stream" && viaFetch ? "web" : preferred)
-        return Effect.flatMap(client.execute(Moon.request(url, body)), (response) => {
-          // The platform builds a new record on each read of `headers`.
-          const headers = response.headers
-          const unsent = Moon.refuseUnsent(body, true)
-          return Moon.refuseRedirect(response, url) ?? (unsent === undefined ? undefined : Effect.fail(unsent)) ??
-            Effect.flatMap(
-              // (`readBodyCapped` takes a web `Response`'s body the same way, right after.)
-              Effect.suspend(() => {
-                if (Option.isSome(HttpClientResponse.toWeb(response))) body.answeredByFetch()
-                return readBodyCapped(response, maxBodyBytes, headers)
-              }),
-              (text) => {
-                if (response.status >= 200 && response.status < 300) {
-                  const date = Date.parse(headers["date"] ?? "")
-                  return Moon.decodeSuccess(
-                    response.status,
-                    text,
-                    Number.isNaN(date) ? Option.none() : Option.some(date),
-                    mask
-                  )
-                }
-                return Moon.classifyFailure(response, text, mask)
-              }
-            )
-        }).pipe(
+        return Effect.flatMap(
+          client.execute(Moon.request(url, body)),
+          (response) => answerOf(response, body, url, mask)
+        ).pipe(
           // One handler for what is not yet a `RefreshError` (a frame less per attempt than one per kind).
-          Effect.catchCause((cause) => {
-            const failure = Cause.findErrorOption(cause)
-            if (Option.isSome(failure)) return recover(failure.value, body, mask)
-            // A `"web"` body the client died on before sending it (`NodeHttpClient` writes a
-            // raw body with `end()`): a client whose transport changed since an attempt that
-            // fetch answered. Nothing was sent; the next attempt sends the Effect stream,
-            // which every transport takes. What it died of is in the message.
-            if (body.kind === "web" && !body.sent && !Cause.hasInterrupts(cause)) {
-              return Effect.fail(
-                new RefreshError.TransportError({
-                  reason: "Network",
-                  message: "the HTTP client failed before sending the refresh body as a ReadableStream " +
-                    `(${Moon.scrubDefect(Cause.squash(cause), mask).message}); nothing was sent, ` +
-                    "and the next attempt sends it as an Effect stream"
-                })
-              )
-            }
-            // A defect of the HTTP stack (an interceptor that throws "no match
-            // for <request>") stays a defect, in words scrubbed of the token;
-            // so does one beside an interruption, which stays one.
-            return Effect.failCause(scrubCause(cause, mask))
-          }),
+          Effect.catchCause((cause) => recoverCause(cause, body, mask)),
           // Whatever still refers to the body (an error, a transport's
           // buffer) holds blanks from here on.
           Effect.ensuring(Effect.sync(() => {
