@@ -21,7 +21,7 @@ import { measureMicro } from "./micro.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
 import type { Group, RoundTripRow } from "./roundtrip.js"
-import { measureSizes } from "./size.js"
+import { largestAdditions, measureSizes } from "./size.js"
 import { measureStampede } from "./stampede.js"
 
 // The whole run takes at most about 8 minutes, even on a machine busy with
@@ -108,6 +108,7 @@ const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
 /** What the sections measured, as they are run. */
 interface Figures {
   size?: Awaited<ReturnType<typeof measureSizes>>
+  sizeAdded?: Awaited<ReturnType<typeof largestAdditions>>
   micro?: Awaited<ReturnType<typeof measureMicro>>
   roundTrip?: Array<RoundTripRow>
   stampede?: Awaited<ReturnType<typeof measureStampede>>
@@ -143,6 +144,11 @@ const sections = {
           gzipped: kb(row.gzippedBytes),
           "gzipped over effect/http POST": kb(row.gzippedBytes - httpOnly.gzippedBytes)
         }))
+      )
+      const added = figures.sizeAdded = await largestAdditions(12)
+      printTable(
+        "5b. The modules that add most to RefreshClient's bundle over the POST + Schema page (minified)",
+        added.map((row) => ({ module: row.module, "added": kb(row.addedBytes) }))
       )
     }
   },

@@ -48,3 +48,43 @@ export const measureSizes = async (): Promise<Array<SizeRow>> => {
   }
   return rows
 }
+
+export interface AddedModule {
+  readonly module: string
+  /** Minified bytes it puts in the RefreshClient bundle beyond what the Schema page already has. */
+  readonly addedBytes: number
+}
+
+const inputs = async (entry: string) => {
+  const result = await esbuild.build({
+    entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))],
+    bundle: true,
+    minify: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    write: false,
+    logLevel: "silent",
+    metafile: true
+  })
+  return Object.values(result.metafile.outputs)[0]!.inputs
+}
+
+/**
+ * Where our share over the `Schema` page goes: the modules (ours and
+ * effect's) with more bytes in the RefreshClient bundle than in that page,
+ * largest first (minified, from esbuild's metafile; gzip does not split by
+ * module).
+ */
+export const largestAdditions = async (count: number): Promise<Array<AddedModule>> => {
+  const ours = await inputs("size/moon-refresh.ts")
+  const page = await inputs("size/effect-http-schema.ts")
+  return Object.entries(ours)
+    .map(([module, input]) => ({
+      module: module.replace(/^node_modules\//, ""),
+      addedBytes: input.bytesInOutput - (page[module]?.bytesInOutput ?? 0)
+    }))
+    .filter((row) => row.addedBytes > 0)
+    .sort((a, b) => b.addedBytes - a.addedBytes)
+    .slice(0, count)
+}
