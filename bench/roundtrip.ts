@@ -426,6 +426,11 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     body.hop(() => undefined)
     return Moon.request(url, body)
   })
+  // Inside the per-attempt timeout, as RefreshClient runs each attempt.
+  const withinTimeout = (step: typeof decoded) => (client: HttpClient.HttpClient, url: string, token: string) =>
+    timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
+      step(client, url, token)
+    )
   runners.push(
     httpRunner(label("a. floor, tracer off", breakdown), "breakdown", breakdown, fetchStack, off, withText),
     httpRunner(
@@ -454,10 +459,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       breakdown,
       fetchStack,
       off,
-      (client, url, token) =>
-        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
-          decoded(client, url, token)
-        )
+      withinTimeout(decoded)
     ),
     httpRunner(
       label("e. d, with the one-shot stream body", breakdown),
@@ -465,10 +467,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       breakdown,
       fetchStack,
       off,
-      (client, url, token) =>
-        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
-          oneShot(client, url, token)
-        )
+      withinTimeout(oneShot)
     ),
     httpRunner(
       label("f. d, with the one-shot body as a ReadableStream", breakdown),
@@ -476,10 +475,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       breakdown,
       fetchStack,
       off,
-      (client, url, token) =>
-        timeoutFail({ duration: RefreshClient.defaultTimeout, onTimeout: () => "timeout" as const })(
-          oneShotWeb(client, url, token)
-        )
+      withinTimeout(oneShotWeb)
     )
   )
   return runners

@@ -25,19 +25,24 @@ const entries = [
   { bundle: "effect/http POST + retry with RefreshPolicy only", entry: "size/piece-retry-policy.ts" }
 ] as const
 
+/** One entry bundled for the browser as in every row (esbuild, minified, ESM), with its metafile. */
+const bundleOf = (entry: string) =>
+  esbuild.build({
+    entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))],
+    bundle: true,
+    minify: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    write: false,
+    logLevel: "silent",
+    metafile: true
+  })
+
 export const measureSizes = async (): Promise<Array<SizeRow>> => {
   const rows: Array<SizeRow> = []
   for (const { bundle, entry } of entries) {
-    const result = await esbuild.build({
-      entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))],
-      bundle: true,
-      minify: true,
-      platform: "browser",
-      format: "esm",
-      target: "es2022",
-      write: false,
-      logLevel: "silent"
-    })
+    const result = await bundleOf(entry)
     const code = result.outputFiles[0]!.contents
     rows.push({
       bundle,
@@ -56,17 +61,7 @@ export interface AddedModule {
 }
 
 const inputs = async (entry: string) => {
-  const result = await esbuild.build({
-    entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))],
-    bundle: true,
-    minify: true,
-    platform: "browser",
-    format: "esm",
-    target: "es2022",
-    write: false,
-    logLevel: "silent",
-    metafile: true
-  })
+  const result = await bundleOf(entry)
   return Object.values(result.metafile.outputs)[0]!.inputs
 }
 

@@ -296,8 +296,8 @@ const nodeLike = typeof (globalThis as { process?: { versions?: { node?: unknown
 /**
  * The {@link BodyKind} of the refresh request. A reference so that tests on
  * Node can run the browser's kind; not public API. On Node, `"stream"` is
- * where a refresh client starts: once a refresh has gone through `fetch`
- * (see {@link OneShotBody.viaFetch}), it sends `"web"` bodies.
+ * where a refresh client starts: once `fetch` has answered an attempt whose
+ * hop the guard saw (see {@link OneShotBody.viaFetch}), it sends `"web"` bodies.
  */
 export const RefreshBody = Context.Reference<BodyKind>("moon-refresh/internal/RefreshBody", {
   defaultValue: () => nodeLike ? "stream" : "bytes"
