@@ -38,5 +38,20 @@ export default tseslint.config(
         }
       ]
     }
+  },
+  {
+    // The library imports each of effect's modules by its own path, as Effect's
+    // packages do: esbuild keeps the whole of a namespace taken from a barrel
+    // ("effect", "effect/http"), which put 20 KB of `Stream` and `PubSub` in
+    // every browser bundle (bench table 5a).
+    files: ["src/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        paths: ["effect", "effect/http", "effect/persistence"].map((name) => ({
+          name,
+          message: `import each module by its own path ("${name === "effect" ? "effect/Effect" : `${name}/...`}")`
+        }))
+      }]
+    }
   }
 )

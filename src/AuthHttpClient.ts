@@ -11,8 +11,19 @@
  *
  * @since 0.1.0
  */
-import { type Config, Context, Effect, Exit, Layer, Option, Redacted, Result, type Tracer } from "effect"
-import { HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
+import type * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Tracer from "effect/Tracer"
 import { answeredElsewhere, drain, originOf, sendNoting, type Trip } from "./internal/http.js"
 import * as Metrics from "./internal/metrics.js"
 import * as Options_ from "./internal/options.js"

@@ -40,7 +40,8 @@
  *
  * @since 1.1.0
  */
-import { Effect, Metric } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as internal from "./internal/metrics.js"
 
 /**

@@ -5,21 +5,21 @@
  *
  * @since 0.1.0
  */
-import {
-  Cause,
-  Clock,
-  Config,
-  Context,
-  Duration,
-  Effect,
-  Exit,
-  Layer,
-  Option,
-  Redacted,
-  Result,
-  type Tracer
-} from "effect"
-import { HttpClient, type HttpClientError, HttpClientResponse } from "effect/http"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Tracer from "effect/Tracer"
 import { retry, timeoutFail } from "./internal/attempt.js"
 import {
   type BodyTooLarge,

@@ -7,8 +7,10 @@
  *
  * @since 0.1.0
  */
-import type { Duration } from "effect"
-import { Option, Predicate, Schema } from "effect"
+import type * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
 
 /**
  * Every refresh error carries this key, which is how {@link isRefreshError}

@@ -6,7 +6,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Option, Schedule } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as RefreshError from "./RefreshError.js"
 
 /**

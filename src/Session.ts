@@ -9,8 +9,16 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Duration, Effect, Option, Redacted, Result, Schema, SchemaTransformation } from "effect"
+import * as Clock from "effect/Clock"
+import * as DateTime from "effect/DateTime"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { dual, identity } from "effect/Function"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as Schema_ from "./internal/sessionSchema.js"
 import * as Wire from "./internal/wire.js"
 

@@ -6,8 +6,20 @@
  *
  * @since 0.1.0
  */
-import type { Config, Duration, Scope, Stream } from "effect"
-import { Clock, Context, Effect, FiberSet, Layer, Option, PubSub, Random, Redacted, Result } from "effect"
+import * as Clock from "effect/Clock"
+import type * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import * as Stream_ from "effect/Stream"
 import * as Options_ from "./internal/options.js"
 import * as Cell from "./internal/session/cell.js"

@@ -13,9 +13,17 @@
  *
  * @since 0.2.0
  */
-import type { Config, Redacted, Scope } from "effect"
-import { Context, Duration, Effect, Layer, Option, Result, Stream } from "effect"
-import { HttpClient } from "effect/http"
+import type * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as AuthHttpClient from "./AuthHttpClient.js"
 import * as Options_ from "./internal/options.js"
 import * as Internal from "./internal/pool.js"

@@ -5,7 +5,13 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Context, Duration, Effect, type Exit, Fiber, type Schedule } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import type * as Schedule from "effect/Schedule"
 
 // The `Clock` every fiber runs with unless one is provided (`Date.now` and
 // `setTimeout`): a `Context.Reference`'s default value, made once.

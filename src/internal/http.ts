@@ -1,15 +1,21 @@
 /**
  * Small HTTP helpers shared by the endpoint code. Not public API.
  */
-import { Context, Duration, Effect, Fiber, Option, References, Result, Stream, Tracer } from "effect"
-import {
-  FetchHttpClient,
-  type Headers,
-  HttpClient,
-  HttpClientError,
-  type HttpClientRequest,
-  HttpClientResponse
-} from "effect/http"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import type * as Headers from "effect/http/Headers"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Option from "effect/Option"
+import * as References from "effect/References"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 
 /** The largest response body we read: a session is a few kilobytes. */
 export const maxBodyBytes = 1024 * 1024

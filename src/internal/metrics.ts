@@ -18,8 +18,11 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Context } from "effect"
-import { Cause, Exit, Metric, Option } from "effect"
+import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import type * as RefreshError from "../RefreshError.js"
 import type * as SessionStore from "../SessionStore.js"
 

@@ -6,8 +6,15 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Effect, Option, Predicate, Redacted, Result } from "effect"
-import { HttpBody, HttpClientRequest, type HttpClientResponse } from "effect/http"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as HttpBody from "effect/http/HttpBody"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"
 import { type BodyKind, type BodyTooLarge, OneShotBody, originOf, parseRetryAfter } from "./http.js"

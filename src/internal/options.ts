@@ -9,7 +9,14 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Cause, Config, Duration, Effect, Option, Result, Schema, SchemaIssue } from "effect"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 
 /** Why an option was refused: the option's name and a sentence that says what it must be. */
 export interface Invalid {

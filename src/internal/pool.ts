@@ -20,23 +20,22 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Fiber, Scope } from "effect"
-import {
-  Cause,
-  Clock,
-  type Context,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  FiberSet,
-  Option,
-  PubSub,
-  Random,
-  Redacted,
-  Semaphore,
-  Stream
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
 import type * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"
 import type * as Session from "../Session.js"

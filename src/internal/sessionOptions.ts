@@ -4,7 +4,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Duration, Result } from "effect"
+import * as Duration from "effect/Duration"
+import * as Result from "effect/Result"
 import type { Options as SessionManagerOptions } from "../SessionManager.js"
 import * as Options_ from "./options.js"
 import type * as Rules from "./session/rules.js"

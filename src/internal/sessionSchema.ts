@@ -6,7 +6,11 @@
  * Not public API: the package's exports keep `internal/` private (the public
  * `Session` module re-exports what users need).
  */
-import { Option, Predicate, Redacted, Schema, SchemaTransformation } from "effect"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as SchemaTransformation from "effect/SchemaTransformation"
 
 // Supabase sends `null` for a user without an email (phone sign-in): read as
 // an absent email, so the decoded user never holds `email: null`.

@@ -5,7 +5,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { StoreError } from "../SessionStore.js"
 
 // A lone surrogate becomes U+FFFD when the key is encoded as UTF-8 (to hash

@@ -7,7 +7,11 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Duration, Effect, Queue, Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 
 interface Slot {
   at: number

@@ -7,7 +7,13 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { DateTime, Effect, Predicate, Redacted, Result, SchemaIssue, SchemaParser } from "effect"
+import * as DateTime from "effect/DateTime"
+import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as SchemaParser from "effect/SchemaParser"
 import { capMessage } from "./message.js"
 import { Session, SupabaseSession } from "./sessionSchema.js"
 

@@ -34,8 +34,13 @@
  *
  * @since 0.2.0
  */
-import type { Config, Scope } from "effect"
-import { Duration, Effect, Layer, Result, Schema } from "effect"
+import type * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Options_ from "../internal/options.js"
 import * as SessionStore from "../SessionStore.js"
 import * as FileStore from "./internal/fileStore.js"

@@ -27,8 +27,9 @@
  *
  * @since 0.3.0
  */
-import { Effect, Layer } from "effect"
-import { KeyValueStore } from "effect/persistence"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as KeyValueStore from "effect/persistence/KeyValueStore"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import * as FileStore from "./internal/fileStore.js"

@@ -24,8 +24,16 @@
  *
  * @since 0.2.0
  */
-import type { Scope } from "effect"
-import { Config, Context, Duration, Effect, Layer, Redacted, Result, Schema, SchemaIssue } from "effect"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import type * as Scope from "effect/Scope"
 import type { RedisOptions } from "ioredis"
 import { Redis } from "ioredis"
 import * as Options_ from "../internal/options.js"

@@ -24,9 +24,16 @@
  *
  * @since 0.1.0
  */
-import type { DateTime, Duration, Redacted, Scope } from "effect"
-import { Context, Data, Effect, Layer, Result } from "effect"
-import type { HttpClient } from "effect/http"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import type * as DateTime from "effect/DateTime"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
 import * as Options_ from "../internal/options.js"
 import * as RefreshClient from "../RefreshClient.js"
 import type * as Session from "../Session.js"

@@ -29,7 +29,15 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Data, Duration, Effect, Layer, Redacted, Result } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
 import * as Options_ from "../internal/options.js"
 import * as RefreshClient from "../RefreshClient.js"
 import * as RefreshError from "../RefreshError.js"

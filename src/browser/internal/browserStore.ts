@@ -5,8 +5,14 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Scope } from "effect"
-import { Duration, Effect, Option, Queue, Result, Schema, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { capMessage } from "../../internal/message.js"
 import * as Metrics from "../../internal/metrics.js"
 import * as Options_ from "../../internal/options.js"

@@ -22,7 +22,10 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Clock, Context, Duration, Effect } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { type Lease, StoreError } from "../../SessionStore.js"
 
 /** The part of `navigator.locks` this module uses. */

@@ -31,8 +31,18 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Clock, Redacted, Scope } from "effect"
-import { Cause, Context, Deferred, Effect, Exit, Fiber, Option, Result, Tracer } from "effect"
+import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import type * as RefreshClient from "../../RefreshClient.js"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"

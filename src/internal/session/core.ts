@@ -29,7 +29,10 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Cause, Exit, Option, Redacted } from "effect"
+import * as Cause from "effect/Cause"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import type * as RefreshError from "../../RefreshError.js"
 import * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"

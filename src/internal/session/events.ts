@@ -6,8 +6,9 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Option } from "effect"
-import { Data, Schema } from "effect"
+import * as Data from "effect/Data"
+import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import type * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
 import type * as SessionStore from "../../SessionStore.js"

@@ -6,7 +6,9 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { DateTime, Duration, Option } from "effect"
+import * as DateTime from "effect/DateTime"
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
 import * as RefreshError from "../../RefreshError.js"
 import type * as Session from "../../Session.js"
 import type * as SessionStore from "../../SessionStore.js"

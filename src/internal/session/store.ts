@@ -5,7 +5,15 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import type * as Session from "../../Session.js"
 import * as SessionStore from "../../SessionStore.js"
 import * as Metrics from "../metrics.js"

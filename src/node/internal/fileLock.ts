@@ -17,20 +17,18 @@
  * - A lock taken is registered for release in the same uninterruptible step
  *   that took it.
  */
-import {
-  Clock,
-  Context,
-  Data,
-  Duration,
-  Effect,
-  Exit,
-  Option,
-  Random,
-  Result,
-  Schedule,
-  Scope,
-  Semaphore
-} from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Result from "effect/Result"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
 import type * as Fs from "node:fs/promises"
 import { capMessage } from "../../internal/message.js"
 import { type Lease, StoreError } from "../../SessionStore.js"

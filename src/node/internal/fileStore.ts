@@ -4,8 +4,18 @@
  * replaced it. The lock is in `fileLock.ts`; the public module ties them
  * together into a `SessionStore`.
  */
-import type { Scope } from "effect"
-import { Cause, Duration, Effect, Option, PubSub, Queue, Result, Schedule, Schema, Semaphore, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"

@@ -9,8 +9,14 @@
  * a case-insensitive file system. Not reversible: to find a key's file,
  * compute its name (`NodeSessionStore.keyFileName`).
  */
-import type { Scope } from "effect"
-import { Cause, Effect, Queue, RcRef, Schedule, Semaphore, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as RcRef from "effect/RcRef"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
 import { createHash } from "node:crypto"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"

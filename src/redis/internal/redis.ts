@@ -5,25 +5,23 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import {
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  FiberHandle,
-  FiberSet,
-  Option,
-  PubSub,
-  Queue,
-  Random,
-  Result,
-  Schedule,
-  Schema,
-  Semaphore,
-  Stream
-} from "effect"
-import type { Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberHandle from "effect/FiberHandle"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import * as Result from "effect/Result"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
 import type { Redis, RedisOptions } from "ioredis"
 import { createHash } from "node:crypto"
 import { hostname } from "node:os"

@@ -8,7 +8,7 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import type * as Options_ from "../../internal/options.js"
 import type { Exchange } from "./httpServer.js"
 import { send } from "./httpServer.js"

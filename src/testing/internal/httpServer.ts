@@ -5,8 +5,8 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import { Effect } from "effect"
-import type { Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import type { Fault, Outcome } from "../MockMoonServer.js"

@@ -10,21 +10,19 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import {
-  Cause,
-  Console,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Logger,
-  Queue,
-  Redacted,
-  References,
-  Result,
-  Stream
-} from "effect"
-import type { LogLevel } from "effect"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import type * as LogLevel from "effect/LogLevel"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
+import * as References from "effect/References"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
 import * as Readline from "node:readline"
 import { parseArgs } from "node:util"
 import * as Options_ from "../../internal/options.js"

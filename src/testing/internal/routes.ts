@@ -5,8 +5,10 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Context } from "effect"
-import { DateTime, Effect, Redacted } from "effect"
+import type * as Context from "effect/Context"
+import * as DateTime from "effect/DateTime"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 import { randomBytes, randomUUID } from "node:crypto"
 import type * as Http from "node:http"
 import type * as Session from "../../Session.js"

@@ -24,8 +24,9 @@
  *
  * Not public API: the package's exports keep `internal/` private.
  */
-import type { Duration } from "effect"
-import { Redacted, Result } from "effect"
+import type * as Duration from "effect/Duration"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
 import * as Options_ from "../../internal/options.js"
 
 /** One sign-in and every token descended from it. */
