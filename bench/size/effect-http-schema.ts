@@ -11,7 +11,7 @@ const Body = Schema.Struct({
   user: Schema.Struct({ id: Schema.String })
 })
 
-const program = Effect.gen(function*() {
+export const program = Effect.gen(function*() {
   const client = yield* HttpClient.HttpClient
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
@@ -21,6 +21,6 @@ const program = Effect.gen(function*() {
   )
   const body = yield* HttpClientResponse.schemaBodyJson(Body)(response)
   return body.access_token
-})
+}).pipe(Effect.provide(FetchHttpClient.layer))
 
-Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))).then(console.log, console.error)
+Effect.runPromise(program).then(console.log, console.error)

@@ -2,7 +2,7 @@
 import { Effect } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 
-const program = Effect.gen(function*() {
+export const program = Effect.gen(function*() {
   const client = yield* HttpClient.HttpClient
   const response = yield* client.execute(
     HttpClientRequest.post("https://beta.usemoon.ai/auth/refresh").pipe(
@@ -12,6 +12,6 @@ const program = Effect.gen(function*() {
   )
   const body = (yield* response.json) as { readonly access_token: string }
   return body.access_token
-})
+}).pipe(Effect.provide(FetchHttpClient.layer))
 
-Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))).then(console.log, console.error)
+Effect.runPromise(program).then(console.log, console.error)
