@@ -380,11 +380,16 @@ export class OneShotBody {
     return this.#refusal
   }
 
-  /** The `"stream"` body: the token on its first run, a failure on any other or once refused. */
-  readonly stream: Stream.Stream<Uint8Array, Error> = Stream.suspend(() => {
-    const withheld = this.take()
-    return withheld === undefined ? Stream.succeed(this.#token) : Stream.fail(withheld)
-  })
+  /**
+   * The `"stream"` body: the token on its first run, a failure on any other or
+   * once refused. Made when asked for: most bodies on Node are `"web"` ones.
+   */
+  get stream(): Stream.Stream<Uint8Array, Error> {
+    return Stream.suspend(() => {
+      const withheld = this.take()
+      return withheld === undefined ? Stream.succeed(this.#token) : Stream.fail(withheld)
+    })
+  }
 
   /**
    * The `"web"` body: a `ReadableStream` that yields the token on its first
