@@ -17,7 +17,6 @@ import { fileURLToPath } from "node:url"
 import { printTable, round, type ServerHandle, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
 import { measureJoin } from "./join.js"
-import { measureMicro } from "./micro.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
 import type { Group, RoundTripRow } from "./roundtrip.js"
@@ -35,7 +34,7 @@ const settings = {
   // client): on a shared machine a round's ratio swings by 0.3x either way,
   // and a median of 15 moves less than a median of 7.
   roundTrip: { rounds: 15, minRounds: 3, budgetSeconds: 100, perRound: 700, slices: 5, warmup: 300 },
-  micro: { calls: 1000, rounds: 3 },
+  micro: { calls: 2000, rounds: 5 },
   stampede: {
     callers: 10_000,
     rounds: 15,
@@ -112,7 +111,7 @@ interface Figures {
   size?: Awaited<ReturnType<typeof measureSizes>>
   sizeAdded?: Awaited<ReturnType<typeof largestAdditions>>
   sizeShares?: Awaited<ReturnType<typeof measureShares>>
-  micro?: Awaited<ReturnType<typeof measureMicro>>
+  micro?: Awaited<ReturnType<typeof runIsolated<"micro">>>
   roundTrip?: Array<RoundTripRow>
   stampede?: Awaited<ReturnType<typeof measureStampede>>
   join?: Awaited<ReturnType<typeof measureJoin>>
@@ -166,7 +165,8 @@ const sections = {
     number: "micro",
     needs: [],
     run: async ({ elapsed, figures }: Run) => {
-      const micro = figures.micro = await measureMicro(settings.micro)
+      // Compiled as users run it (see compiled.ts): under tsx every closure our code makes costs more.
+      const micro = figures.micro = await runIsolated("micro", settings.micro)
       printTable(
         `Pieces of one refresh, CPU us per call, no network (tick ${
           micro.tickMicros.toFixed(1)

@@ -10,11 +10,16 @@ import { answer, runCompiled } from "./compiled.js"
 import { startServer } from "./harness.js"
 import { type HotPathRow, measureHotPath } from "./hotpath.js"
 import { measureMemory, type MemoryResult } from "./memory.js"
+import { measureMicro } from "./micro.js"
 import { measureRoundTrips, type RoundTripOptions, type RoundTripRow } from "./roundtrip.js"
 
 interface Sections {
   readonly hotPath: { readonly options: Parameters<typeof measureHotPath>[0]; readonly result: Array<HotPathRow> }
   readonly memory: { readonly options: Parameters<typeof measureMemory>[0]; readonly result: MemoryResult }
+  readonly micro: {
+    readonly options: Parameters<typeof measureMicro>[0]
+    readonly result: Awaited<ReturnType<typeof measureMicro>>
+  }
   /** Against a server of its own (started and stopped in the section's process). */
   readonly roundTrip: { readonly options: RoundTripOptions; readonly result: Array<RoundTripRow> }
 }
@@ -40,6 +45,8 @@ const run = (section: string, options: unknown): Promise<unknown> => {
       return measureHotPath(options as Sections["hotPath"]["options"])
     case "memory":
       return measureMemory(options as Sections["memory"]["options"])
+    case "micro":
+      return measureMicro(options as Sections["micro"]["options"])
     case "roundTrip":
       return roundTrips(options as Sections["roundTrip"]["options"])
     default:
