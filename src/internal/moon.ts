@@ -242,8 +242,11 @@ export const refuseRedirect = (
     )
   }
   const from = response.url === "" ? response.request.url : response.url
-  if (normalized(from) !== normalized(url) || normalized(response.request.url) !== normalized(url)) {
-    const elsewhere = normalized(from) !== normalized(url) ? from : response.request.url
+  const requested = response.request.url
+  // The same strings are the same URL: parsed only when they differ (four URL parses a refresh otherwise).
+  if (from === url && requested === url) return undefined
+  if (normalized(from) !== normalized(url) || normalized(requested) !== normalized(url)) {
+    const elsewhere = normalized(from) !== normalized(url) ? from : requested
     return Effect.fail(
       new RefreshError.ServerError({
         status,
