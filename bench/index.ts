@@ -16,12 +16,10 @@ import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 import { printTable, round, type ServerHandle, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
-import { measureJoin } from "./join.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
 import type { Group, RoundTripRow } from "./roundtrip.js"
 import { largestAdditions, measureShares, measureSizes } from "./size.js"
-import { measureStampede } from "./stampede.js"
 
 // The whole run takes at most about 8 minutes, even on a machine busy with
 // other work: the sections that repeat a measurement (round trip, stampede,
@@ -113,8 +111,8 @@ interface Figures {
   sizeShares?: Awaited<ReturnType<typeof measureShares>>
   micro?: Awaited<ReturnType<typeof runIsolated<"micro">>>
   roundTrip?: Array<RoundTripRow>
-  stampede?: Awaited<ReturnType<typeof measureStampede>>
-  join?: Awaited<ReturnType<typeof measureJoin>>
+  stampede?: Awaited<ReturnType<typeof runIsolated<"stampede">>>
+  join?: Awaited<ReturnType<typeof runIsolated<"join">>>
   hotPath?: Awaited<ReturnType<typeof runIsolated<"hotPath">>>
   memory?: Awaited<ReturnType<typeof runIsolated<"memory">>>
   memoryUnvalidated?: Awaited<ReturnType<typeof runIsolated<"memory">>>
@@ -213,9 +211,11 @@ const sections = {
     number: "2",
     // Its ratio is to one refresh, measured by the round trip.
     needs: ["roundtrip"],
-    run: async ({ elapsed, figures, server }: Run) => {
+    run: async ({ elapsed, figures }: Run) => {
       const refreshClient = roundTripRow(figures, "RefreshClient / FetchHttpClient [cl]")
-      const stampede = figures.stampede = await measureStampede(await server(), {
+      // Compiled as users run it, against a server of its own, as the round trip: under
+      // tsx each closure our code makes per caller costs more, the floors' none.
+      const stampede = figures.stampede = await runIsolated("stampede", {
         ...settings.stampede,
         oneRefreshMillis: refreshClient.p50Ms
       })
@@ -233,7 +233,7 @@ const sections = {
           rounds: row.rounds
         }))
       )
-      const join = figures.join = await measureJoin(settings.join)
+      const join = figures.join = await runIsolated("join", settings.join)
       printTable(
         `2b. The join path alone, no network: starting ${settings.join.callers} callers while a refresh is held open [${elapsed()}]`,
         join.map((row) => ({ flow: row.flow, ms: row.millis, "x floor": row.ratioToFloor, rounds: row.rounds }))

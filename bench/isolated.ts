@@ -7,11 +7,13 @@
  */
 import { fileURLToPath } from "node:url"
 import { answer, runCompiled } from "./compiled.js"
-import { startServer } from "./harness.js"
+import { type ServerHandle, startServer } from "./harness.js"
 import { type HotPathRow, measureHotPath } from "./hotpath.js"
+import { measureJoin } from "./join.js"
 import { measureMemory, type MemoryResult } from "./memory.js"
 import { measureMicro } from "./micro.js"
 import { measureRoundTrips, type RoundTripOptions, type RoundTripRow } from "./roundtrip.js"
+import { measureStampede, type StampedeOptions } from "./stampede.js"
 
 interface Sections {
   readonly hotPath: { readonly options: Parameters<typeof measureHotPath>[0]; readonly result: Array<HotPathRow> }
@@ -22,6 +24,15 @@ interface Sections {
   }
   /** Against a server of its own (started and stopped in the section's process). */
   readonly roundTrip: { readonly options: RoundTripOptions; readonly result: Array<RoundTripRow> }
+  /** Against a server of its own, as the round trip. */
+  readonly stampede: {
+    readonly options: StampedeOptions
+    readonly result: Awaited<ReturnType<typeof measureStampede>>
+  }
+  readonly join: {
+    readonly options: Parameters<typeof measureJoin>[0]
+    readonly result: Awaited<ReturnType<typeof measureJoin>>
+  }
 }
 
 export const runIsolated = <K extends keyof Sections>(
@@ -30,10 +41,10 @@ export const runIsolated = <K extends keyof Sections>(
 ): Promise<Sections[K]["result"]> =>
   runCompiled(fileURLToPath(import.meta.url), ["--section", section, JSON.stringify(options)], `section ${section}`)
 
-const roundTrips = async (options: RoundTripOptions): Promise<Array<RoundTripRow>> => {
+const withServer = async <A>(measure: (server: ServerHandle) => Promise<A>): Promise<A> => {
   const server = await startServer()
   try {
-    return await measureRoundTrips(server, options)
+    return await measure(server)
   } finally {
     server.close()
   }
@@ -48,7 +59,11 @@ const run = (section: string, options: unknown): Promise<unknown> => {
     case "micro":
       return measureMicro(options as Sections["micro"]["options"])
     case "roundTrip":
-      return roundTrips(options as Sections["roundTrip"]["options"])
+      return withServer((server) => measureRoundTrips(server, options as Sections["roundTrip"]["options"]))
+    case "stampede":
+      return withServer((server) => measureStampede(server, options as Sections["stampede"]["options"]))
+    case "join":
+      return measureJoin(options as Sections["join"]["options"])
     default:
       return Promise.reject(new Error(`unknown section ${section}`))
   }
