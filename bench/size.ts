@@ -42,7 +42,7 @@ const here = fileURLToPath(new URL(".", import.meta.url))
 
 // Both programs imported by name: a bare `import "./x.js"` is dropped, as
 // this package says it has no side effects.
-const onPage = (page: string) => ({
+const withRefresh = (page: string) => ({
   stdin: {
     contents: `import * as Effect from "effect/Effect"
 import { program as page } from "./${page.replace(/\.ts$/, ".js")}"
@@ -53,10 +53,13 @@ Effect.runPromise(Effect.all([page, ours])).then(console.log, console.error)`,
   }
 })
 
-/** One entry (or a page with a refresh on it) bundled for the browser as in every row (esbuild, minified, ESM), with its metafile. */
-const bundleOf = (entry: string, page?: string) =>
+/**
+ * One entry bundled for the browser as in every row (esbuild, minified, ESM),
+ * with its metafile; with `refresh`, the entry's program and one refresh in one bundle.
+ */
+const bundleOf = (entry: string, refresh = false) =>
   esbuild.build({
-    ...(page === undefined ? { entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))] } : onPage(page)),
+    ...(refresh ? withRefresh(entry) : { entryPoints: [fileURLToPath(new URL(`./${entry}`, import.meta.url))] }),
     bundle: true,
     minify: true,
     platform: "browser",
@@ -67,8 +70,8 @@ const bundleOf = (entry: string, page?: string) =>
     metafile: true
   })
 
-const sizeOf = async (entry: string, page?: string) => {
-  const code = (await bundleOf(entry, page)).outputFiles[0]!.contents
+const sizeOf = async (entry: string, refresh = false) => {
+  const code = (await bundleOf(entry, refresh)).outputFiles[0]!.contents
   return { minifiedBytes: code.byteLength, gzippedBytes: gzipSync(code, { level: 9 }).byteLength }
 }
 
@@ -94,7 +97,7 @@ export const measureShares = async (sizes: ReadonlyArray<SizeRow>): Promise<Arra
   const rows: Array<ShareRow> = []
   for (const { entry, page } of pages) {
     const alone = sizes.find((row) => row.entry === `bench/${entry}`)!
-    const both = await sizeOf("size/moon-refresh.ts", entry)
+    const both = await sizeOf(entry, true)
     rows.push({
       page,
       withRefreshGzippedBytes: both.gzippedBytes,
@@ -111,8 +114,8 @@ export interface AddedModule {
   readonly addedBytes: number
 }
 
-const inputs = async (entry: string, page?: string) => {
-  const result = await bundleOf(entry, page)
+const inputs = async (entry: string, refresh = false) => {
+  const result = await bundleOf(entry, refresh)
   return Object.values(result.metafile.outputs)[0]!.inputs
 }
 
@@ -124,7 +127,7 @@ const inputs = async (entry: string, page?: string) => {
  * module).
  */
 export const largestAdditions = async (count: number): Promise<Array<AddedModule>> => {
-  const ours = await inputs("size/moon-refresh.ts", "size/effect-http-schema-modules.ts")
+  const ours = await inputs("size/effect-http-schema-modules.ts", true)
   const page = await inputs("size/effect-http-schema-modules.ts")
   return Object.entries(ours)
     .map(([module, input]) => ({
