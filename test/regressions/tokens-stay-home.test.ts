@@ -448,6 +448,20 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
       Effect.exit
     )
 
+  // The client's own retry re-sends the request it was given after a 503: that
+  // second send carries no token, and its answer is not taken for a verdict.
+  const sentOnceUnderOwnRetry = (transport: Layer.Layer<HttpClient.HttpClient>, kind: BodyKind) =>
+    Effect.gen(function*() {
+      const moon = yield* MockMoonServer.make()
+      const issued = yield* moon.issueSession()
+      yield* moon.script(Fault.Status({ status: 503 }))
+      const retrying = wrapped(transport, (client) => HttpClient.retry(HttpClient.filterStatusOk(client), { times: 1 }))
+      const error = failureOf(yield* refreshOnce(retrying, moon, issued.refreshToken, kind))
+      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
+      expect(error.message).toContain("a second time")
+      expect((yield* moon.stats).refreshRequests).toBe(1)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+
   const cases: ReadonlyArray<
     readonly [name: string, layer: Layer.Layer<HttpClient.HttpClient>, kind: BodyKind, status: 302 | 307 | 308]
   > = [
@@ -602,19 +616,7 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("a fetch client that retries on its own does not send a ReadableStream body twice", () =>
-    Effect.gen(function*() {
-      const moon = yield* MockMoonServer.make()
-      const issued = yield* moon.issueSession()
-      yield* moon.script(Fault.Status({ status: 503 }))
-      const retrying = wrapped(
-        FetchHttpClient.layer,
-        (client) => HttpClient.retry(HttpClient.filterStatusOk(client), { times: 1 })
-      )
-      const error = failureOf(yield* refreshOnce(retrying, moon, issued.refreshToken, "web"))
-      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
-      expect(error.message).toContain("a second time")
-      expect((yield* moon.stats).refreshRequests).toBe(1)
-    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+    sentOnceUnderOwnRetry(FetchHttpClient.layer, "web"))
 
   /** Three refreshes through one RefreshClient over `http`, whose layer has `fetch` recording what it is handed. */
   const threeRefreshes = (
@@ -718,18 +720,5 @@ describe("the refresh token goes once per attempt, to the first hop, whatever th
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("a client that retries on its own does not send the token twice", () =>
-    Effect.gen(function*() {
-      const moon = yield* MockMoonServer.make()
-      const issued = yield* moon.issueSession()
-      // The client's own retry re-sends the request it was given after a 503.
-      yield* moon.script(Fault.Status({ status: 503 }))
-      const retrying = wrapped(
-        NodeHttpClient.layerNodeHttp,
-        (client) => HttpClient.retry(HttpClient.filterStatusOk(client), { times: 1 })
-      )
-      const error = failureOf(yield* refreshOnce(retrying, moon, issued.refreshToken, "stream"))
-      expect(error).toMatchObject({ _tag: "ServerError", status: 0 })
-      expect(error.message).toContain("a second time")
-      expect((yield* moon.stats).refreshRequests).toBe(1)
-    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+    sentOnceUnderOwnRetry(NodeHttpClient.layerNodeHttp, "stream"))
 })
