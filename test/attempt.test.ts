@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Logger, References, Schedule } from "effect"
 import { TestClock } from "effect/testing"
-import { retry, timeoutFail } from "../src/internal/attempt.js"
+import { deadlinesPending, retry, timeoutFail } from "../src/internal/attempt.js"
 
 const onTimeout = () => "timed out" as const
 const within = (millis: number) => timeoutFail({ duration: Duration.millis(millis), onTimeout })
@@ -55,6 +55,65 @@ describe("timeoutFail on the live clock", () => {
       const exit = yield* Fiber.await(fiber)
       expect(Exit.hasInterrupts(exit)).toBe(true)
       expect(finalized).toBe(true)
+    }))
+})
+
+describe("timeoutFail's one timer, shared by the attempts under way", () => {
+  it.live("each attempt times out at its own deadline, whatever the order they began in", () =>
+    Effect.gen(function*() {
+      const started = performance.now()
+      const endedAt: Record<string, number> = {}
+      const timed = (name: string, millis: number, self: Effect.Effect<string, string>) =>
+        within(millis)(self).pipe(
+          Effect.flip,
+          Effect.tap(() => Effect.sync(() => void (endedAt[name] = performance.now() - started)))
+        )
+      // Begun longest first: the timer is armed again, earlier, by each.
+      const results = yield* Effect.all([
+        timed("long, ends in time", 60_000, Effect.flip(Effect.as(Effect.sleep(Duration.millis(80)), "done"))),
+        timed("120 ms", 120, Effect.never),
+        timed("40 ms", 40, Effect.never),
+        timed("80 ms", 80, Effect.never)
+      ], { concurrency: "unbounded" })
+      expect(results).toStrictEqual(["done", "timed out", "timed out", "timed out"])
+      expect(endedAt["40 ms"]).toBeGreaterThanOrEqual(39)
+      expect(endedAt["80 ms"]).toBeGreaterThanOrEqual(79)
+      expect(endedAt["120 ms"]).toBeGreaterThanOrEqual(119)
+      // The order they were due in, each after the one before (no real-time bound above: a busy machine is slow).
+      expect(endedAt["40 ms"]!).toBeLessThan(endedAt["80 ms"]!)
+      expect(endedAt["80 ms"]!).toBeLessThan(endedAt["120 ms"]!)
+      expect(deadlinesPending().count).toBe(0)
+    }))
+
+  it.live("holds a Node process open only while an attempt is under way", () =>
+    Effect.gen(function*() {
+      const running = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const fiber = yield* Effect.forkChild(
+        within(60_000)(Effect.andThen(Deferred.succeed(running, undefined), Deferred.await(release)))
+      )
+      yield* Deferred.await(running)
+      // The attempt wakes us inline as it starts, before its deadline is set: let it get there.
+      yield* Effect.yieldNow
+      expect(deadlinesPending()).toStrictEqual({ count: 1, held: true })
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(fiber)
+      // Its timer is still armed for the minute (the next attempt will use it), but holds nothing.
+      expect(deadlinesPending()).toStrictEqual({ count: 0, held: false })
+      // An attempt that ends at once takes its deadline out as it came.
+      expect(yield* within(60_000)(Effect.succeed("at once"))).toBe("at once")
+      expect(deadlinesPending()).toStrictEqual({ count: 0, held: false })
+    }))
+
+  it.live("an attempt started while another times out gets a deadline of its own", () =>
+    Effect.gen(function*() {
+      // The first attempt's timeout starts the second inline, from inside the timer's callback.
+      const second = within(40)(Effect.never)
+      const error = yield* Effect.flip(
+        within(20)(Effect.never).pipe(Effect.catch(() => second))
+      )
+      expect(error).toBe("timed out")
+      expect(deadlinesPending().count).toBe(0)
     }))
 })
 

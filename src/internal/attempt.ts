@@ -20,6 +20,87 @@ const liveClock = Context.get(Context.empty() as Context.Context<unknown>, Clock
 // Longer than this, `setTimeout` fires at once.
 const maxTimerMillis = 2 ** 31 - 1
 
+// ---------------------------------------------------------------------------
+// Deadlines: one timer for every attempt under way
+// ---------------------------------------------------------------------------
+
+// A `setTimeout` and a `clearTimeout` per attempt cost a refresh over
+// loopback about 5% of its time (`npm run bench -- roundtrip`, table 1c, rows
+// c and c2), far more than the same pair costs with no request under way.
+// Instead, the attempts under way share one timer, armed for the earliest
+// deadline. An attempt that ends takes its deadline out and leaves the timer
+// armed; when it fires for nothing, it is armed again for the earliest
+// deadline left, if any. Sequential refreshes 10 s apart or closer never set
+// a timer of their own.
+
+interface Deadline {
+  /** `performance.now()` milliseconds: monotonic, so a clock that steps moves no deadline. */
+  readonly at: number
+  readonly expire: () => void
+}
+
+const deadlines = new Set<Deadline>()
+let timer: ReturnType<typeof setTimeout> | undefined
+let armedAt = Number.POSITIVE_INFINITY
+
+const monotonic = (): number => performance.now()
+
+// In Node a timer holds the process open: the shared one does only while an
+// attempt is under way, as each attempt's own timer did. (Browsers' timers are
+// numbers, and hold nothing.)
+const hold = (held: boolean): void => {
+  if (typeof timer === "object" && timer !== null) {
+    const handle = timer as { readonly ref?: () => void; readonly unref?: () => void }
+    if (held) handle.ref?.()
+    else handle.unref?.()
+  }
+}
+
+const arm = (at: number, now: number): void => {
+  if (timer !== undefined) clearTimeout(timer)
+  armedAt = at
+  // `setTimeout` never fires early by more than its rounding: an early call finds nothing due and re-arms.
+  timer = setTimeout(onTimer, Math.max(0, Math.ceil(at - now)))
+}
+
+function onTimer(): void {
+  timer = undefined
+  armedAt = Number.POSITIVE_INFINITY
+  const now = monotonic()
+  const due: Array<Deadline> = []
+  let next = Number.POSITIVE_INFINITY
+  for (const deadline of deadlines) {
+    if (deadline.at <= now) due.push(deadline)
+    else if (deadline.at < next) next = deadline.at
+  }
+  for (const deadline of due) deadlines.delete(deadline)
+  // Armed before the expiries run: each resumes a fiber inline, which may start
+  // an attempt (and add a deadline) before this returns.
+  if (next !== Number.POSITIVE_INFINITY) arm(next, now)
+  for (const deadline of due) deadline.expire()
+}
+
+const addDeadline = (deadline: Deadline): void => {
+  if (deadlines.size === 0) hold(true)
+  deadlines.add(deadline)
+  if (deadline.at < armedAt) arm(deadline.at, monotonic())
+}
+
+const removeDeadline = (deadline: Deadline): void => {
+  if (deadlines.delete(deadline) && deadlines.size === 0) hold(false)
+}
+
+/**
+ * For tests: the attempts under way, and whether the shared timer holds a
+ * Node process open.
+ */
+export const deadlinesPending = (): { readonly count: number; readonly held: boolean } => ({
+  count: deadlines.size,
+  held: typeof timer === "object" && timer !== null && typeof (timer as { hasRef?: unknown }).hasRef === "function"
+    ? (timer as { hasRef: () => boolean }).hasRef()
+    : false
+})
+
 /**
  * `Effect.timeoutOrElse` failing with `onTimeout()`, with the same outcome:
  * `self` runs in a child fiber, which is interrupted (and awaited) once
@@ -30,7 +111,8 @@ const maxTimerMillis = 2 ** 31 - 1
  * `Effect.timeoutOrElse` races two forked fibers, `self` and a sleeping one
  * (in Effect 3, `Effect.timeoutFail` cost about a sixth of a refresh over
  * loopback, over 100 µs of CPU). On the live clock this forks `self` alone
- * and waits for it beside a plain timer. Under any other `Clock` (a
+ * and waits for it beside a deadline on the timer all attempts share
+ * (see "Deadlines" above). Under any other `Clock` (a
  * `TestClock`, a clock of the user's) the timer must be that clock's sleep:
  * that is `Effect.timeoutOrElse` itself.
  *
@@ -69,18 +151,22 @@ export const timeoutFail = <E1>(options: {
           Effect.matchCauseEffect(
             restore(Effect.callback<Effect.Effect<A, E | E1>>((resume) => {
               let stopObserving = (): void => {}
-              const timer = setTimeout(() => {
-                stopObserving()
-                resume(Effect.succeed(Effect.andThen(Fiber.interrupt(child), Effect.fail(options.onTimeout()))))
-              }, millis)
+              const deadline: Deadline = {
+                at: monotonic() + millis,
+                expire: () => {
+                  stopObserving()
+                  resume(Effect.succeed(Effect.andThen(Fiber.interrupt(child), Effect.fail(options.onTimeout()))))
+                }
+              }
+              addDeadline(deadline)
               // Called at once if the child has already ended.
               stopObserving = child.addObserver((exit: Exit.Exit<A, E>) => {
-                clearTimeout(timer)
+                removeDeadline(deadline)
                 resume(Effect.succeed(exit))
               })
               // The caller was interrupted: so is the attempt, and we wait for it to end.
               return Effect.suspend(() => {
-                clearTimeout(timer)
+                removeDeadline(deadline)
                 stopObserving()
                 return Fiber.interrupt(child)
               })
