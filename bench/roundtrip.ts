@@ -14,7 +14,7 @@
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import axios from "axios"
-import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import * as Http from "node:http"
 import { performance } from "node:perf_hooks"
@@ -38,13 +38,15 @@ interface Sample {
 
 type Timed = Omit<Sample, "cpuMs">
 
-export type Group = "refresh" | "auth" | "breakdown"
+export type Group = "refresh" | "auth" | "breakdown" | "control"
 
 export interface Runner {
   readonly name: string
   /**
    * `refresh`: the table the issue asks for; `auth`: requests through
-   * AuthHttpClient; `breakdown`: the experiment on where our cost is.
+   * AuthHttpClient; `breakdown`: the experiment on where our cost is;
+   * `control`: the floor again, as a client of its own, whose ratio to the
+   * floor is the measurement's own noise (an A/A test).
    */
   readonly group: Group
   readonly framing: Framing
@@ -126,6 +128,9 @@ interface Stack {
 }
 
 const label = (name: string, framing: Framing) => `${name} [${framing}]`
+
+/** The A/A control's name: the cl floor, run again as a client of its own. */
+export const controlName = label("FetchHttpClient POST + text + JSON.parse, again (A/A control)", "cl")
 
 export const makeRunners = (server: ServerHandle): Array<Runner> => {
   const urlFor = (framing: Framing, path: string) => `${server.baseUrl}/${framing}${path}`
@@ -330,6 +335,10 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       )
     }
   }
+  // The A/A control: the same code as the cl floor, in a runtime of its own. It is
+  // no faster or slower than the floor, so how far its ratio strays from 1 is how
+  // far any ratio here can stray by chance.
+  runners.push(httpRunner(controlName, "control", "cl", fetchStack, fetchStack.layer, withText))
   runners.push(refreshClientRunner(
     label("RefreshClient / NodeHttpClient (default agent: no keep-alive)", "cl"),
     "cl",
@@ -454,7 +463,19 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       decoded
     ),
     httpRunner(
-      label("d. c, inside the per-attempt timeoutFail", breakdown),
+      label("c2. c, with a setTimeout set before and cleared after (what a timer per attempt costs)", breakdown),
+      "breakdown",
+      breakdown,
+      fetchStack,
+      off,
+      (client, url, token) =>
+        Effect.suspend(() => {
+          const timer = setTimeout(() => {}, Duration.toMillis(RefreshClient.defaultTimeout))
+          return Effect.ensuring(decoded(client, url, token), Effect.sync(() => clearTimeout(timer)))
+        })
+    ),
+    httpRunner(
+      label("d. c, inside the per-attempt timeoutFail (one timer shared by all attempts)", breakdown),
       "breakdown",
       breakdown,
       fetchStack,
@@ -488,10 +509,19 @@ export interface RoundTripRow {
   readonly requestsPerSecond: number
   readonly p50Ms: number
   readonly p99Ms: number
-  /** Median over rounds of (this client's mean latency / its plain client's) in the same round. */
-  readonly ratioToPlain: number
+  /**
+   * Median over rounds of (this client's mean latency / its plain client's) in
+   * the same round; `null` when the plain client was not measured (a run of
+   * chosen runners, see `RoundTripOptions.only`).
+   */
+  readonly ratioToPlain: number | null
   /** The same against its HttpClient floor. */
   readonly ratioToFloor: number
+  /**
+   * The lower and upper quartile of the per-round ratios whose median is
+   * `ratioToFloor`: how much the rounds disagreed.
+   */
+  readonly ratioToFloorQuartiles: readonly [number, number]
   /**
    * Median over rounds of (this client's median latency / its floor's): less
    * swayed than the mean by the stalls a busy machine adds to a few requests.
@@ -518,13 +548,29 @@ export interface RoundTripOptions {
   /** Each round is run in this many slices, each runner's slice next to those of the runners it is compared with. */
   readonly slices: number
   readonly warmup: number
+  /**
+   * Only these runners (by name) and the floors they are compared with, for
+   * more rounds of the pairs a target is judged on in the same time. All of
+   * them when absent.
+   */
+  readonly only?: ReadonlyArray<string> | undefined
 }
 
 export const measureRoundTrips = async (
   server: ServerHandle,
   options: RoundTripOptions
 ): Promise<Array<RoundTripRow>> => {
-  const runners = makeRunners(server)
+  const all = makeRunners(server)
+  const only = options.only
+  if (only !== undefined) {
+    const unknown = only.filter((name) => !all.some((runner) => runner.name === name))
+    if (unknown.length > 0) throw new Error(`no runner named ${unknown.join(", ")}`)
+  }
+  const wanted = only === undefined
+    ? undefined
+    : new Set(only.flatMap((name) => [name, all.find((runner) => runner.name === name)!.floor]))
+  const runners = wanted === undefined ? all : all.filter((runner) => wanted.has(runner.name))
+  await Promise.all(all.filter((runner) => !runners.includes(runner)).map((runner) => runner.dispose()))
   // A runner and its floor take turns within a few seconds of each other, so
   // that a ratio compares the same state of a busy machine.
   const groups = [...new Set(runners.map((runner) => runner.floor))].map((floor) =>
@@ -569,8 +615,11 @@ export const measureRoundTrips = async (
     if (samples === undefined) throw new Error(`no runner named ${name}`)
     return samples
   }
+  const ratios = (samples: ReadonlyArray<Sample>, base: ReadonlyArray<Sample>, of: (sample: Sample) => number) =>
+    samples.map((sample, i) => of(sample) / of(base[i]!))
   const ratio = (samples: ReadonlyArray<Sample>, base: ReadonlyArray<Sample>, of: (sample: Sample) => number) =>
-    median(samples.map((sample, i) => of(sample) / of(base[i]!)))
+    median(ratios(samples, base, of))
+  const measured = new Set(runners.map((runner) => runner.name))
   return runners.map((runner) => {
     const samples = samplesOf(runner.name)
     const floor = samplesOf(runner.floor)
@@ -581,8 +630,12 @@ export const measureRoundTrips = async (
       requestsPerSecond: median(samples.map((sample) => 1000 / meanOf(sample))),
       p50Ms: median(samples.map((sample) => percentile(sample.latencies, 50))),
       p99Ms: median(samples.map((sample) => percentile(sample.latencies, 99))),
-      ratioToPlain: ratio(samples, samplesOf(runner.plain), meanOf),
+      ratioToPlain: measured.has(runner.plain) ? ratio(samples, samplesOf(runner.plain), meanOf) : null,
       ratioToFloor: ratio(samples, floor, meanOf),
+      ratioToFloorQuartiles: [
+        percentile(ratios(samples, floor, meanOf), 25),
+        percentile(ratios(samples, floor, meanOf), 75)
+      ] as const,
       p50RatioToFloor: ratio(samples, floor, (sample) => percentile(sample.latencies, 50)),
       cpuMicrosPerRequest: median(samples.map(cpuOf)),
       cpuRatioToFloor: ratio(samples, floor, cpuOf),
