@@ -21,12 +21,12 @@ import { measureRedis } from "./redis.js"
 import { controlName, type Group, type RoundTripRow } from "./roundtrip.js"
 import { largestAdditions, measureShares, measureSizes } from "./size.js"
 
-// The whole run takes at most about 8 minutes, even on a machine busy with
-// other work: the sections that repeat a measurement (round trip, stampede,
-// memory, pool) stop repeating when their time budget runs out, after a
-// minimum. On a quiet 2-core machine every round runs (about 4 minutes); on
-// one loaded 12 deep, fewer do, and the tables say how many. Every ratio is
-// still to a floor measured in the same rounds.
+// The whole run takes at most about 10 minutes, even on a machine busy with
+// other work: the sections that repeat a measurement (round trip and its
+// targets' pairs, stampede, memory, pool) stop repeating when their time
+// budget runs out, after a minimum. On a 2-core machine a full run takes
+// about 6 minutes; on one loaded 12 deep, fewer rounds run, and the tables
+// say how many. Every ratio is still to a floor measured in the same rounds.
 const settings = {
   // 15 short rounds rather than 7 long ones (the same 10,500 refreshes per
   // client): on a shared machine a round's ratio swings by 0.3x either way,
