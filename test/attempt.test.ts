@@ -4,7 +4,7 @@
  * `Effect.retry`, which they replace for their cost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Logger, References, Schedule } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Logger, Option, References, Schedule } from "effect"
 import { TestClock } from "effect/testing"
 import { deadlinesPending, retry, timeoutFail } from "../src/internal/attempt.js"
 
@@ -113,6 +113,134 @@ describe("timeoutFail's one timer, shared by the attempts under way", () => {
         within(20)(Effect.never).pipe(Effect.catch(() => second))
       )
       expect(error).toBe("timed out")
+      expect(deadlinesPending().count).toBe(0)
+    }))
+})
+
+// The timer is shared by every attempt in the process, tests included: one that
+// an earlier test left armed is first let fire, so that the next attempt arms a
+// timer of its own (under the test's stubs).
+const settle = Effect.asVoid(Effect.flip(within(1)(Effect.never)))
+
+describe("timeoutFail's one timer, on its other paths", () => {
+  it.live("a timer left armed by an attempt that ended fires for nothing, and is armed again for the next", () =>
+    Effect.gen(function*() {
+      // Leaves the timer armed 40 ms out; the next attempt's deadline is later, so it arms none of its own.
+      expect(yield* within(40)(Effect.succeed("in time"))).toBe("in time")
+      const started = performance.now()
+      expect(yield* Effect.flip(within(80)(Effect.never))).toBe("timed out")
+      expect(performance.now() - started).toBeGreaterThanOrEqual(79)
+      expect(deadlinesPending().count).toBe(0)
+    }))
+
+  it.live("a timer left armed, let go, holds the process again for an attempt due after it", () =>
+    Effect.gen(function*() {
+      expect(yield* within(60_000)(Effect.succeed("in time"))).toBe("in time")
+      expect(deadlinesPending()).toStrictEqual({ count: 0, held: false })
+      const release = yield* Deferred.make<void>()
+      // Due after the armed timer: no timer of its own; the one left armed is held again.
+      const fiber = yield* Effect.forkChild(within(120_000)(Deferred.await(release)))
+      yield* Effect.yieldNow
+      expect(deadlinesPending()).toStrictEqual({ count: 1, held: true })
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(fiber)
+      expect(deadlinesPending()).toStrictEqual({ count: 0, held: false })
+    }))
+
+  it.live("interrupting the caller takes the attempt's deadline out", () =>
+    Effect.gen(function*() {
+      const running = yield* Deferred.make<void>()
+      const fiber = yield* Effect.forkChild(
+        within(60_000)(Effect.andThen(Deferred.succeed(running, undefined), Effect.never))
+      )
+      yield* Deferred.await(running)
+      yield* Effect.yieldNow
+      expect(deadlinesPending().count).toBe(1)
+      yield* Fiber.interrupt(fiber)
+      expect(deadlinesPending()).toStrictEqual({ count: 0, held: false })
+    }))
+
+  // A browser's timers (and Deno's) are numbers: they cannot be let go, so the
+  // timer is cleared once no attempt is under way (in Deno it would hold the process).
+  it.live("with timers that are numbers, clears the timer once no attempt is under way", () =>
+    Effect.gen(function*() {
+      yield* settle
+      const live = new Map<number, ReturnType<typeof setTimeout>>()
+      let next = 0
+      const realSet = globalThis.setTimeout
+      const realClear = globalThis.clearTimeout
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          globalThis.setTimeout = ((callback: () => void, millis?: number) => {
+            const id = ++next
+            live.set(id, realSet(() => (live.delete(id), callback()), millis))
+            return id
+          }) as unknown as typeof setTimeout
+          globalThis.clearTimeout = ((id: unknown) => {
+            if (typeof id === "number") {
+              realClear(live.get(id))
+              live.delete(id)
+            } else realClear(id as ReturnType<typeof setTimeout>)
+          }) as typeof clearTimeout
+        }),
+        () =>
+          Effect.sync(() => {
+            globalThis.setTimeout = realSet
+            globalThis.clearTimeout = realClear
+          })
+      )
+      const release = yield* Deferred.make<void>()
+      const fiber = yield* Effect.forkChild(within(60_000)(Deferred.await(release)))
+      yield* Effect.yieldNow
+      // Ours is armed, as a number...
+      expect(live.size).toBe(1)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(fiber)
+      // ...and cleared once the attempt has ended.
+      expect(live.size).toBe(0)
+      expect(yield* Effect.flip(within(30)(Effect.never))).toBe("timed out")
+      expect(live.size).toBe(0)
+      expect(deadlinesPending().count).toBe(0)
+    }))
+
+  it.live("every attempt due at once times out, though the first one's expiry throws", () =>
+    Effect.gen(function*() {
+      yield* settle
+      const thrown: Array<unknown> = []
+      const realSet = globalThis.setTimeout
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          // Catches what a timer's callback throws (uncaught, it would end the test run).
+          globalThis.setTimeout = ((callback: () => void, millis?: number) =>
+            realSet(() => {
+              try {
+                callback()
+              } catch (error) {
+                thrown.push(error)
+              }
+            }, millis)) as unknown as typeof setTimeout
+        }),
+        () => Effect.sync(() => void (globalThis.setTimeout = realSet))
+      )
+      // Two callers run apart: the first's observer throws when the timeout ends it,
+      // inside the expiry that resumes it.
+      const first = Effect.runFork(within(30)(Effect.never))
+      first.addObserver(() => {
+        throw new Error("an observer of the first caller")
+      })
+      const second = Effect.runFork(within(5)(Effect.never))
+      // Keep the event loop busy past both deadlines, so that one firing finds both due.
+      const until = performance.now() + 50
+      while (performance.now() < until) {
+        // busy
+      }
+      // A hang guard: a second left pending would wait here for good.
+      const exit = yield* Fiber.await(second).pipe(Effect.timeout(Duration.seconds(10)))
+      // The second's end resumed us inline, inside the timer's callback, which throws the first's error after.
+      yield* Effect.sleep(Duration.millis(1))
+      expect(Exit.isFailure(exit) && Exit.findErrorOption(exit)).toStrictEqual(Option.some("timed out"))
+      expect(Exit.isFailure(first.pollUnsafe()!)).toBe(true)
+      expect(thrown.map(String)).toStrictEqual(["Error: an observer of the first caller"])
       expect(deadlinesPending().count).toBe(0)
     }))
 })

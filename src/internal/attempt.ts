@@ -46,13 +46,20 @@ let armedAt = Number.POSITIVE_INFINITY
 const monotonic = (): number => performance.now()
 
 // In Node a timer holds the process open: the shared one does only while an
-// attempt is under way, as each attempt's own timer did. (Browsers' timers are
-// numbers, and hold nothing.)
+// attempt is under way, as each attempt's own timer did. A timer that cannot
+// be let go (a number: browsers, and Deno, whose number timers do hold the
+// process) is cleared once no attempt is under way, as each attempt's own was.
+// (A timer left armed keeps the async context of the attempt that armed it,
+// in Node's `AsyncLocalStorage`, until it fires: at most one timeout.)
 const hold = (held: boolean): void => {
-  if (typeof timer === "object" && timer !== null) {
-    const handle = timer as { readonly ref?: () => void; readonly unref?: () => void }
+  const handle = timer as { readonly ref?: () => void; readonly unref?: () => void } | number | undefined
+  if (typeof handle === "object" && handle !== null && typeof handle.unref === "function") {
     if (held) handle.ref?.()
-    else handle.unref?.()
+    else handle.unref()
+  } else if (!held && handle !== undefined) {
+    clearTimeout(handle as ReturnType<typeof setTimeout>)
+    timer = undefined
+    armedAt = Number.POSITIVE_INFINITY
   }
 }
 
@@ -77,7 +84,18 @@ function onTimer(): void {
   // Armed before the expiries run: each resumes a fiber inline, which may start
   // an attempt (and add a deadline) before this returns.
   if (next !== Number.POSITIVE_INFINITY) arm(next, now)
-  for (const deadline of due) deadline.expire()
+  // Every due attempt times out even if one expiry throws (a fiber resumed inline
+  // runs its observers, which may be anyone's): the first error is thrown after,
+  // from this callback, as it would have been from that attempt's own timer.
+  let failed: { readonly error: unknown } | undefined
+  for (const deadline of due) {
+    try {
+      deadline.expire()
+    } catch (error) {
+      failed ??= { error }
+    }
+  }
+  if (failed !== undefined) throw failed.error
 }
 
 const addDeadline = (deadline: Deadline): void => {
