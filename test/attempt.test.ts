@@ -68,7 +68,8 @@ describe("timeoutFail's one timer, shared by the attempts under way", () => {
           Effect.flip,
           Effect.tap(() => Effect.sync(() => void (endedAt[name] = performance.now() - started)))
         )
-      // Begun longest first: the timer is armed again, earlier, by each.
+      // Begun longest first: the timer is armed again, earlier, by each. On a machine
+      // too busy to fire it before several are due, one firing expires them in the order they were due.
       const results = yield* Effect.all([
         timed("long, ends in time", 60_000, Effect.flip(Effect.as(Effect.sleep(Duration.millis(80)), "done"))),
         timed("120 ms", 120, Effect.never),
@@ -203,6 +204,28 @@ describe("timeoutFail's one timer, on its other paths", () => {
       expect(deadlinesPending().count).toBe(0)
     }))
 
+  it.live("attempts found due together by one late firing time out in the order they were due", () =>
+    Effect.gen(function*() {
+      yield* settle
+      const ended: Array<string> = []
+      const run = (name: string, millis: number) => {
+        const fiber = Effect.runFork(within(millis)(Effect.never))
+        fiber.addObserver(() => void ended.push(name))
+        return fiber
+      }
+      // Begun in the other order than they are due in.
+      const late = run("due at 60 ms", 60)
+      const early = run("due at 20 ms", 20)
+      // The event loop is held past both deadlines: one firing finds both due.
+      const until = performance.now() + 80
+      while (performance.now() < until) {
+        // busy
+      }
+      yield* Fiber.await(late).pipe(Effect.timeout(Duration.seconds(10)))
+      yield* Fiber.await(early).pipe(Effect.timeout(Duration.seconds(10)))
+      expect(ended).toStrictEqual(["due at 20 ms", "due at 60 ms"])
+    }))
+
   it.live("every attempt due at once times out, though the first one's expiry throws", () =>
     Effect.gen(function*() {
       yield* settle
@@ -223,12 +246,12 @@ describe("timeoutFail's one timer, on its other paths", () => {
         () => Effect.sync(() => void (globalThis.setTimeout = realSet))
       )
       // Two callers run apart: the first's observer throws when the timeout ends it,
-      // inside the expiry that resumes it.
-      const first = Effect.runFork(within(30)(Effect.never))
+      // inside the expiry that resumes it. It is due first, so it expires first.
+      const first = Effect.runFork(within(5)(Effect.never))
       first.addObserver(() => {
         throw new Error("an observer of the first caller")
       })
-      const second = Effect.runFork(within(5)(Effect.never))
+      const second = Effect.runFork(within(30)(Effect.never))
       // Keep the event loop busy past both deadlines, so that one firing finds both due.
       const until = performance.now() + 50
       while (performance.now() < until) {

@@ -81,6 +81,8 @@ function onTimer(): void {
     else if (deadline.at < next) next = deadline.at
   }
   for (const deadline of due) deadlines.delete(deadline)
+  // In the order they were due, whatever the order they began in (a timer late by more than their gap).
+  due.sort((a, b) => a.at - b.at)
   // Armed before the expiries run: each resumes a fiber inline, which may start
   // an attempt (and add a deadline) before this returns.
   if (next !== Number.POSITIVE_INFINITY) arm(next, now)
