@@ -22,11 +22,11 @@ import { controlName, type Group, type InterleavedRow, type RoundTripRow } from 
 import type { Framing } from "./server.js"
 import { largestAdditions, measureShares, measureSizes } from "./size.js"
 
-// The whole run takes at most about 10 minutes, even on a machine busy with
+// The whole run takes at most about 12 minutes, even on a machine busy with
 // other work: the sections that repeat a measurement (round trip and its
 // targets' pairs, stampede, memory, pool) stop repeating when their time
 // budget runs out, after a minimum. On a 2-core machine a full run takes
-// about 6 minutes; on one loaded 12 deep, fewer rounds run, and the tables
+// about 8 minutes; on one loaded 12 deep, fewer rounds run, and the tables
 // say how many. Every ratio is still to a floor measured in the same rounds.
 const longTargets = Number(process.env["MOON_BENCH_1V_SECONDS"] ?? 0) || 0
 
