@@ -18,15 +18,14 @@ import { printTable, round, type ServerHandle, startServer } from "./harness.js"
 import { runIsolated } from "./isolated.js"
 import { measurePoolCompiled } from "./pool.js"
 import { measureRedis } from "./redis.js"
-import { controlName, type Group, type InterleavedRow, type RoundTripRow } from "./roundtrip.js"
-import type { Framing } from "./server.js"
+import { controlName, type Group, type RoundTripRow } from "./roundtrip.js"
 import { largestAdditions, measureShares, measureSizes } from "./size.js"
 
-// The whole run takes at most about 12 minutes, even on a machine busy with
+// The whole run takes at most about 10 minutes, even on a machine busy with
 // other work: the sections that repeat a measurement (round trip and its
 // targets' pairs, stampede, memory, pool) stop repeating when their time
 // budget runs out, after a minimum. On a 2-core machine a full run takes
-// about 8 minutes; on one loaded 12 deep, fewer rounds run, and the tables
+// about 6 minutes; on one loaded 12 deep, fewer rounds run, and the tables
 // say how many. Every ratio is still to a floor measured in the same rounds.
 const longTargets = Number(process.env["MOON_BENCH_1V_SECONDS"] ?? 0) || 0
 
@@ -53,21 +52,6 @@ const settings = {
       "AuthHttpClient / FetchHttpClient, GET + text [cl]",
       controlName
     ]
-  },
-  // The same pairs and the control once more, request by request (table 1w,
-  // `measureInterleaved`): the verdicts are on these. Blocks of 200 alternating
-  // pairs; MOON_BENCH_1V_SECONDS lengthens this table too.
-  interleaved: {
-    clients: [
-      ...(["cl", "chunked", "gzip"] as const).map((framing) => `RefreshClient / FetchHttpClient [${framing}]`),
-      "AuthHttpClient / FetchHttpClient, GET + text [cl]",
-      controlName
-    ],
-    blockPairs: 200,
-    budgetSeconds: Math.max(100, longTargets),
-    minBlocks: 5,
-    warmup: 300,
-    settlePairs: 10
   },
   micro: { calls: 2000, rounds: 5 },
   stampede: {
@@ -150,8 +134,6 @@ interface Figures {
   roundTrip?: Array<RoundTripRow>
   /** The target pairs and the A/A control, measured alone (`settings.roundTripTargets`). */
   roundTripTargets?: Array<RoundTripRow>
-  /** The same, request by request (`settings.interleaved`): what the verdicts are on. */
-  interleaved?: Array<InterleavedRow>
   stampede?: Awaited<ReturnType<typeof runIsolated<"stampede">>>
   join?: Awaited<ReturnType<typeof runIsolated<"join">>>
   hotPath?: Awaited<ReturnType<typeof runIsolated<"hotPath">>>
@@ -252,36 +234,16 @@ const sections = {
       )
       const targeted = figures.roundTripTargets = await runIsolated("roundTrip", settings.roundTripTargets)
       printTable(
-        `1v. The pairs the targets are judged on, and the A/A control, measured alone, each in loops of its own, with their floors: ${
+        `1v. The pairs the targets are judged on, and the A/A control, measured alone: ${
           targeted[0]!.rounds
         } rounds (of at most ${settings.roundTripTargets.rounds}) x ${settings.roundTripTargets.perRound}; x floor is the median of the per-round ratios, q1-q3 their quartiles [${elapsed()}]`,
-        targeted.map((row) => ({
+        targeted.filter((row) => settings.roundTripTargets.only.includes(row.client)).map((row) => ({
           client: row.client,
           "x floor": row.ratioToFloor,
           "q1-q3": row.ratioToFloorQuartiles.map((value) => round(value).toFixed(2)).join("-"),
           "p50 x floor": row.p50RatioToFloor,
           "cpu x floor": row.cpuRatioToFloor,
-          "p50 ms": row.p50Ms,
-          // Per request, to set beside table 1w's: each side's cost in a loop of its own.
-          "wall us": 1e6 / row.requestsPerSecond,
-          "cpu us": row.cpuMicrosPerRequest
-        }))
-      )
-      const interleaved = figures.interleaved = await runIsolated("interleaved", settings.interleaved)
-      printTable(
-        `1w. The same pairs and the control, request by request: the floor's and the client's requests alternate, ${settings.interleaved.blockPairs} of each to a block, ${
-          interleaved[0]!.blocks
-        } blocks each; x floor is the median of the per-block ratios (the verdicts are on this table); us per request are means [${elapsed()}]`,
-        interleaved.map((row) => ({
-          client: row.client,
-          "x floor": row.ratioToFloor,
-          "q1-q3": row.ratioToFloorQuartiles.map((value) => round(value).toFixed(2)).join("-"),
-          "p50 x floor": row.p50RatioToFloor,
-          "cpu x floor": row.cpuRatioToFloor,
-          "wall us": row.wallMicros,
-          "floor wall us": row.floorWallMicros,
-          "cpu us": row.cpuMicros,
-          "floor cpu us": row.floorCpuMicros
+          "p50 ms": row.p50Ms
         }))
       )
     }
@@ -446,72 +408,50 @@ const verdictsOf = (figures: Figures) => {
   const lines: Array<string> = []
   const ratios = (rows: ReadonlyArray<RoundTripRow>) =>
     rows.map((r) => `${r.framing} ${round(r.ratioToFloor)}x`).join(", ")
-  if (
-    figures.roundTrip !== undefined && figures.roundTripTargets !== undefined && figures.interleaved !== undefined
-  ) {
-    // Judged on table 1w (request by request); table 1v (the same pairs in tight
-    // loops) and table 1 (every client) are kept beside it.
-    const judged = (client: string) => figures.interleaved!.find((row) => row.client === client)!
-    const loops = (client: string) => figures.roundTripTargets!.find((row) => row.client === client)!
-    const refreshOf = (framing: Framing) => `RefreshClient / FetchHttpClient [${framing}]`
-    const framings = ["cl", "chunked", "gzip"] as const
-    const overFetch = framings.map((framing) => ({ framing, row: judged(refreshOf(framing)) }))
-    const overFetchLoops = framings.map((framing) => loops(refreshOf(framing)))
-    const overFetchTable1 = framings.map((framing) => roundTripRow(figures, refreshOf(framing)))
+  if (figures.roundTrip !== undefined && figures.roundTripTargets !== undefined) {
+    // Judged on table 1v (the pairs measured alone, more rounds); table 1's figures are kept beside them.
+    const judged = (client: string) => figures.roundTripTargets!.find((row) => row.client === client)!
+    const overFetch = (["cl", "chunked", "gzip"] as const).map((framing) =>
+      judged(`RefreshClient / FetchHttpClient [${framing}]`)
+    )
+    const overFetchTable1 = (["cl", "chunked", "gzip"] as const).map((framing) =>
+      roundTripRow(figures, `RefreshClient / FetchHttpClient [${framing}]`)
+    )
     const overNode = (["cl", "chunked"] as const).map((framing) =>
       roundTripRow(figures, `RefreshClient / NodeHttpClient (keep-alive) [${framing}]`)
     )
-    const authName = "AuthHttpClient / FetchHttpClient, GET + text [cl]"
-    const auth = judged(authName)
+    const auth = judged("AuthHttpClient / FetchHttpClient, GET + text [cl]")
     const control = judged(controlName)
-    const controlLoops = loops(controlName)
-    const quartiles = (row: { readonly ratioToFloorQuartiles: readonly [number, number] }) =>
-      row.ratioToFloorQuartiles.map(round)
-    const byFraming = <A>(
-      rows: ReadonlyArray<{ readonly framing: Framing; readonly row: A }>,
-      f: (row: A) => unknown
-    ) => Object.fromEntries(rows.map(({ framing, row }) => [framing, f(row)]))
+    const quartiles = (row: RoundTripRow) => row.ratioToFloorQuartiles.map(round)
     const roundTrip = verdicts.roundTrip = {
       target:
         `RefreshClient within ${targets.roundTripRatio}x of a bare FetchHttpClient POST + text + JSON.parse, for each framing`,
-      method: "table 1w: the floor's and the client's requests alternating, median of per-block ratios",
-      blocks: overFetch[0]!.row.blocks,
-      overFetch: byFraming(overFetch, (r) => r.ratioToFloor),
-      overFetchQuartiles: byFraming(overFetch, quartiles),
-      overFetchP50: byFraming(overFetch, (r) => r.p50RatioToFloor),
-      overFetchCpu: byFraming(overFetch, (r) => r.cpuRatioToFloor),
-      overFetchLoops: Object.fromEntries(overFetchLoops.map((r) => [r.framing, r.ratioToFloor])),
+      rounds: overFetch[0]!.rounds,
+      overFetch: Object.fromEntries(overFetch.map((r) => [r.framing, r.ratioToFloor])),
+      overFetchQuartiles: Object.fromEntries(overFetch.map((r) => [r.framing, quartiles(r)])),
+      overFetchP50: Object.fromEntries(overFetch.map((r) => [r.framing, r.p50RatioToFloor])),
       overFetchTable1: Object.fromEntries(overFetchTable1.map((r) => [r.framing, r.ratioToFloor])),
       overNodeKeepAlive: Object.fromEntries(overNode.map((r) => [r.framing, r.ratioToFloor])),
       control: { ratio: control.ratioToFloor, quartiles: quartiles(control) },
-      controlLoops: { ratio: controlLoops.ratioToFloor, quartiles: quartiles(controlLoops) },
-      met: overFetch.every(({ row }) => row.ratioToFloor <= targets.roundTripRatio)
+      met: overFetch.every((r) => r.ratioToFloor <= targets.roundTripRatio)
     }
     const authVerdict = verdicts.auth = {
       target: `AuthHttpClient within ${targets.authRatio}x of the same client with a fixed bearer header`,
       ratio: auth.ratioToFloor,
       quartiles: quartiles(auth),
       p50Ratio: auth.p50RatioToFloor,
-      cpuRatio: auth.cpuRatioToFloor,
-      loops: loops(authName).ratioToFloor,
-      table1: roundTripRow(figures, authName).ratioToFloor,
+      table1: roundTripRow(figures, "AuthHttpClient / FetchHttpClient, GET + text [cl]").ratioToFloor,
       met: auth.ratioToFloor <= targets.authRatio
     }
-    const listed = (rows: ReadonlyArray<{ readonly framing: Framing; readonly ratioToFloor: number }>) =>
-      rows.map((r) => `${r.framing} ${round(r.ratioToFloor)}x`).join(", ")
     lines.push(
-      `  1. round trip: ${roundTrip.met ? "met" : "MISSED"} (RefreshClient x floor over FetchHttpClient, table 1w: ${
-        listed(overFetch.map(({ framing, row }) => ({ framing, ratioToFloor: row.ratioToFloor })))
-      }, A/A control ${round(control.ratioToFloor)}x (quartiles ${
-        quartiles(control).join("-")
-      }); in tight loops, table 1v: ${ratios(overFetchLoops)}, A/A control ${
-        round(controlLoops.ratioToFloor)
-      }x; table 1: ${ratios(overFetchTable1)}; over NodeHttpClient with keep-alive: ${ratios(overNode)})`,
+      `  1. round trip: ${roundTrip.met ? "met" : "MISSED"} (RefreshClient x floor over FetchHttpClient, table 1v: ${
+        ratios(overFetch)
+      }; table 1: ${ratios(overFetchTable1)}; over NodeHttpClient with keep-alive: ${ratios(overNode)}; A/A control ${
+        round(control.ratioToFloor)
+      }x, quartiles ${quartiles(control).join("-")})`,
       `  1b. auth:      ${authVerdict.met ? "met" : "MISSED"} (AuthHttpClient ${round(auth.ratioToFloor)}x (quartiles ${
         quartiles(auth).join("-")
-      }, p50 ${round(auth.p50RatioToFloor)}x) the same client with a fixed bearer header, table 1w; table 1v ${
-        round(authVerdict.loops)
-      }x, table 1 ${round(authVerdict.table1)}x)`
+      }, p50 ${round(auth.p50RatioToFloor)}x) the same client with a fixed bearer header)`
     )
   }
   if (figures.stampede !== undefined) {
@@ -655,8 +595,7 @@ const main = async () => {
         note:
           "ratioToPlain: to the row named in `plain` (fetch or node:http, same framing); ratioToFloor: to the row named in `floor` (bare HttpClient POST + text + JSON.parse on the same stack and framing, tracer on); medians over rounds of per-round ratios",
         rows: figures.roundTrip,
-        targets: figures.roundTripTargets,
-        interleaved: figures.interleaved
+        targets: figures.roundTripTargets
       },
       micro: figures.micro,
       stampede: {

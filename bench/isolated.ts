@@ -12,14 +12,7 @@ import { type HotPathRow, measureHotPath } from "./hotpath.js"
 import { measureJoin } from "./join.js"
 import { measureMemory, type MemoryResult } from "./memory.js"
 import { measureMicro } from "./micro.js"
-import {
-  type InterleavedOptions,
-  type InterleavedRow,
-  measureInterleaved,
-  measureRoundTrips,
-  type RoundTripOptions,
-  type RoundTripRow
-} from "./roundtrip.js"
+import { measureRoundTrips, type RoundTripOptions, type RoundTripRow } from "./roundtrip.js"
 import { measureStampede, type StampedeOptions } from "./stampede.js"
 
 interface Sections {
@@ -31,8 +24,6 @@ interface Sections {
   }
   /** Against a server of its own (started and stopped in the section's process). */
   readonly roundTrip: { readonly options: RoundTripOptions; readonly result: Array<RoundTripRow> }
-  /** The target pairs request by request, against a server of its own. */
-  readonly interleaved: { readonly options: InterleavedOptions; readonly result: Array<InterleavedRow> }
   /** Against a server of its own, as the round trip. */
   readonly stampede: {
     readonly options: StampedeOptions
@@ -69,8 +60,6 @@ const run = (section: string, options: unknown): Promise<unknown> => {
       return measureMicro(options as Sections["micro"]["options"])
     case "roundTrip":
       return withServer((server) => measureRoundTrips(server, options as Sections["roundTrip"]["options"]))
-    case "interleaved":
-      return withServer((server) => measureInterleaved(server, options as Sections["interleaved"]["options"]))
     case "stampede":
       return withServer((server) => measureStampede(server, options as Sections["stampede"]["options"]))
     case "join":

@@ -11,10 +11,6 @@
  * Also measured: `AuthHttpClient` per request (`GET /protected`) against the
  * same client with a fixed bearer header, and where RefreshClient's remaining
  * cost goes (the `breakdown` group).
- *
- * The pairs the targets are judged on are also measured request by request
- * ({@link measureInterleaved}, table 1w), the floor's and the client's
- * requests alternating, rather than each in a loop of its own.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import axios from "axios"
@@ -60,18 +56,7 @@ export interface Runner {
   readonly plain: string
   /** `count` sequential requests, starting from a freshly minted session. */
   readonly run: (session: Minted, count: number) => Promise<Timed>
-  /**
-   * The same requests one at a time, for {@link measureInterleaved}: `step`
-   * runs the next one (each a `runPromise` of its own in the runner's runtime).
-   * Only the runners a target is judged on, their floors and the control have it.
-   */
-  readonly open?: ((session: Minted) => Promise<Stepper>) | undefined
   readonly dispose: () => Promise<void>
-}
-
-export interface Stepper {
-  readonly step: () => Promise<void>
-  readonly close: () => Promise<void>
 }
 
 interface WireSession {
@@ -89,15 +74,6 @@ const timedLoop = async (count: number, step: () => Promise<void>): Promise<Time
   return { latencies, totalMs: performance.now() - start }
 }
 
-/** One refresh, which carries the rotated refresh token on to the next. */
-const refreshStep = <E, R>(
-  session: Minted,
-  step: (token: string) => Effect.Effect<string, E, R>
-): Effect.Effect<void, E, R> => {
-  let token = session.refreshToken
-  return Effect.suspend(() => step(token)).pipe(Effect.map((next) => void (token = next)))
-}
-
 // The whole loop runs inside one Effect program, as a user's refreshes would.
 const effectLoop = <E>(count: number, step: Effect.Effect<void, E>): Effect.Effect<Timed, E> =>
   Effect.gen(function*() {
@@ -110,6 +86,19 @@ const effectLoop = <E>(count: number, step: Effect.Effect<void, E>): Effect.Effe
     }
     return { latencies, totalMs: performance.now() - start }
   })
+
+/** Carries the rotated refresh token from one refresh to the next. */
+const refreshLoop = <E>(
+  session: Minted,
+  count: number,
+  step: (token: string) => Effect.Effect<string, E>
+): Effect.Effect<Timed, E> => {
+  let token = session.refreshToken
+  return effectLoop(
+    count,
+    Effect.suspend(() => step(token)).pipe(Effect.map((next) => void (token = next)))
+  )
+}
 
 const requestBody = (token: string) => JSON.stringify({ refresh_token: token })
 
@@ -184,18 +173,14 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     dispose: () => Promise.resolve()
   })
 
-  /**
-   * A runner whose requests run in a runtime of its own, built from `layer`.
-   * `prepare` takes what it needs from the runtime once per session and
-   * returns one request, which carries its state on to the next.
-   */
+  /** A runner whose loop runs in a runtime of its own, built from `layer`. */
   const runtimeRunner = <R, E>(
     name: string,
     group: Group,
     framing: Framing,
     stack: Stack,
     layer: Layer.Layer<R>,
-    prepare: (session: Minted) => Effect.Effect<Effect.Effect<void, E>, never, R>
+    loop: (session: Minted, count: number) => Effect.Effect<Timed, E, R>
   ): Runner => {
     const runtime = ManagedRuntime.make(layer)
     return {
@@ -204,11 +189,7 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       framing,
       floor: label(`${stack.name} POST + text + JSON.parse`, framing),
       plain: stack.plain(framing),
-      run: (session, count) => runtime.runPromise(Effect.flatMap(prepare(session), (next) => effectLoop(count, next))),
-      open: async (session) => {
-        const next = await runtime.runPromise(prepare(session))
-        return { step: () => runtime.runPromise(next), close: () => Promise.resolve() }
-      },
+      run: (session, count) => runtime.runPromise(loop(session, count)),
       dispose: () => runtime.dispose()
     }
   }
@@ -229,8 +210,11 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       framing,
       stack,
       http,
-      (session) =>
-        Effect.map(HttpClient.HttpClient, (client) => refreshStep(session, (token) => step(client, url, token)))
+      (session, count) =>
+        Effect.flatMap(
+          HttpClient.HttpClient,
+          (client) => refreshLoop(session, count, (token) => step(client, url, token))
+        )
     )
   }
 
@@ -246,10 +230,11 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       framing,
       stack,
       RefreshClient.layer({ baseUrl: `${server.baseUrl}/${framing}` }).pipe(Layer.provide(http)),
-      (session) =>
-        Effect.map(RefreshClient.RefreshClient, (client) =>
-          refreshStep(
+      (session, count) =>
+        Effect.flatMap(RefreshClient.RefreshClient, (client) =>
+          refreshLoop(
             session,
+            count,
             (token) => Effect.map(client.refresh(Redacted.make(token)), (next) => Redacted.value(next.refreshToken))
           ))
     )
@@ -381,8 +366,6 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
       ),
       Layer.provideMerge(FetchHttpClient.layer)
     )
-  const get = <E>(http: HttpClient.HttpClient.With<E>) =>
-    Effect.asVoid(Effect.flatMap(http.get(protectedUrl), (response) => response.text))
   const authRunner = <E>(
     name: string,
     client: (
@@ -397,15 +380,14 @@ export const makeRunners = (server: ServerHandle): Array<Runner> => {
     run: async (session, count) => {
       const runtime = ManagedRuntime.make(program(session))
       try {
-        return await runtime.runPromise(Effect.flatMap(client(session), (http) => effectLoop(count, get(http))))
+        return await runtime.runPromise(Effect.flatMap(
+          client(session),
+          (http) =>
+            effectLoop(count, Effect.asVoid(Effect.flatMap(http.get(protectedUrl), (response) => response.text)))
+        ))
       } finally {
         await runtime.dispose()
       }
-    },
-    open: async (session) => {
-      const runtime = ManagedRuntime.make(program(session))
-      const next = get(await runtime.runPromise(client(session)))
-      return { step: () => runtime.runPromise(next), close: () => runtime.dispose() }
     },
     dispose: () => Promise.resolve()
   })
@@ -660,163 +642,6 @@ export const measureRoundTrips = async (
       plain: runner.plain,
       floor: runner.floor,
       rounds
-    }
-  })
-}
-
-// ---------------------------------------------------------------------------
-// Interleaved: request by request
-// ---------------------------------------------------------------------------
-
-export interface InterleavedOptions {
-  /** The runners compared, each with its floor (`Runner.floor`). */
-  readonly clients: ReadonlyArray<string>
-  /** Requests per side in a block, alternating with the floor's; each block gives one ratio. */
-  readonly blockPairs: number
-  /** Blocks of each pair stop once this many seconds have passed in all, after `minBlocks` each. */
-  readonly budgetSeconds: number
-  readonly minBlocks: number
-  /** Requests each side makes first, alternating, before any is timed. */
-  readonly warmup: number
-  /** Pairs at the start of each block that are not timed (see {@link measureInterleaved}). */
-  readonly settlePairs: number
-}
-
-export interface InterleavedRow {
-  readonly client: string
-  readonly floor: string
-  readonly group: Group
-  readonly framing: Framing
-  /** Median over blocks of (this client's time for its requests / the floor's for the same number, alternating with them). */
-  readonly ratioToFloor: number
-  readonly ratioToFloorQuartiles: readonly [number, number]
-  /** The same with this process's CPU time. */
-  readonly cpuRatioToFloor: number
-  /** Median over blocks of (this client's median latency / the floor's). */
-  readonly p50RatioToFloor: number
-  /** Means over all blocks, per request: what each side cost here, to set beside table 1v's tight loops. */
-  readonly wallMicros: number
-  readonly cpuMicros: number
-  readonly floorWallMicros: number
-  readonly floorCpuMicros: number
-  readonly blocks: number
-}
-
-/**
- * Each client against its floor, request by request: the floor, the client,
- * the client, the floor, and so on (which goes first alternates, so neither
- * always follows the other), in blocks of `blockPairs` each. Each request is
- * one `runPromise` in its runner's runtime, on either side.
- *
- * Table 1 and 1v run each client `perSlice` requests in a row. In a tight
- * loop the code of the one client runs alone: its call sites see one shape,
- * its code and data stay in the caches. Leaner code gains more from that: in
- * one process, a loop of the floor's took 11% less time per request than the
- * same requests alternating with RefreshClient's, RefreshClient's 6% less
- * (docs/performance.md). A refresh never runs in a loop of refreshes; it runs
- * among other code, and so does the floor a user would write instead. Here
- * both run among each other's. The A/A control, a pair of identical clients,
- * says how far from 1.00x this reads by chance: 0.94x to 1.03x in seven runs
- * of 100 s or more on a shared 2-core machine, where a block's ratio moves by
- * about 0.15x either way.
- */
-export const measureInterleaved = async (
-  server: ServerHandle,
-  options: InterleavedOptions
-): Promise<Array<InterleavedRow>> => {
-  // Each pair has runners of its own, its floor's runtime included: no runtime
-  // runs in more blocks than the one it is compared with.
-  const pairs = await Promise.all(options.clients.map(async (name) => {
-    const all = makeRunners(server)
-    const client = all.find((runner) => runner.name === name)
-    const floor = client === undefined ? undefined : all.find((runner) => runner.name === client.floor)
-    if (client?.open === undefined || floor?.open === undefined) {
-      throw new Error(`${name}: no runner that can be interleaved with its floor`)
-    }
-    await Promise.all(all.filter((runner) => runner !== client && runner !== floor).map((runner) => runner.dispose()))
-    return { client, floor }
-  }))
-  const used = pairs.flatMap(({ client, floor }) => [client, floor])
-
-  interface Block {
-    readonly ratio: number
-    readonly cpuRatio: number
-    readonly p50Ratio: number
-  }
-  const blocks = pairs.map(() => [] as Array<Block>)
-  const totals = pairs.map(() => ({ wall: [0, 0], cpu: [0, 0], requests: 0 }))
-
-  // One block of one pair: side 0 the floor, side 1 the client. The block
-  // before was another pair's (its runtimes, its garbage): the first requests
-  // of a block pay for that change, so the first `settlePairs` are not timed,
-  // and which side goes first alternates from block to block as well as
-  // within one, so that neither side always pays for it.
-  let started = 0
-  const block = async (index: number, count: number, timed: boolean) => {
-    const { client, floor } = pairs[index]!
-    const steppers = [await floor.open!(await server.mint(3600)), await client.open!(await server.mint(3600))]
-    const first = started++ % 2
-    try {
-      const wall = [0, 0]
-      const cpu = [0, 0]
-      const latencies: [Array<number>, Array<number>] = [[], []]
-      for (let i = -options.settlePairs; i < count; i++) {
-        for (const side of (i + first) % 2 === 0 ? [0, 1] : [1, 0]) {
-          const before = process.cpuUsage()
-          const start = performance.now()
-          await steppers[side]!.step()
-          const took = performance.now() - start
-          const used = process.cpuUsage(before)
-          if (i < 0) continue
-          wall[side]! += took
-          cpu[side]! += used.user + used.system
-          latencies[side]!.push(took)
-        }
-      }
-      if (!timed) return
-      blocks[index]!.push({
-        ratio: wall[1]! / wall[0]!,
-        cpuRatio: cpu[1]! / cpu[0]!,
-        p50Ratio: median(latencies[1]) / median(latencies[0])
-      })
-      const total = totals[index]!
-      for (const side of [0, 1]) {
-        total.wall[side]! += wall[side]! * 1000
-        total.cpu[side]! += cpu[side]!
-      }
-      total.requests += count
-    } finally {
-      for (const stepper of steppers) await stepper.close()
-    }
-  }
-
-  try {
-    for (let index = 0; index < pairs.length; index++) await block(index, options.warmup, false)
-    const deadline = performance.now() + options.budgetSeconds * 1000
-    for (let round = 0; round < options.minBlocks || performance.now() < deadline; round++) {
-      for (const index of rotate(pairs.map((_, i) => i), round)) await block(index, options.blockPairs, true)
-    }
-  } finally {
-    for (const runner of used) await runner.dispose()
-  }
-  return pairs.map(({ client, floor }, index) => {
-    const measured = blocks[index]!
-    const ratios = measured.map((b) => b.ratio)
-    const total = totals[index]!
-    return {
-      client: client.name,
-      floor: floor.name,
-      group: client.group,
-      framing: client.framing,
-      ratioToFloor: median(ratios),
-      ratioToFloorQuartiles: [percentile(ratios, 25), percentile(ratios, 75)] as const,
-      cpuRatioToFloor: median(measured.map((b) => b.cpuRatio)),
-      p50RatioToFloor: median(measured.map((b) => b.p50Ratio)),
-      wallMicros: total.wall[1]! / total.requests,
-      cpuMicros: total.cpu[1]! / total.requests,
-      floorWallMicros: total.wall[0]! / total.requests,
-      floorCpuMicros: total.cpu[0]! / total.requests,
-      blocks: measured.length
     }
   })
 }

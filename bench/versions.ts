@@ -46,19 +46,11 @@ interface Results {
   readonly targets: {
     readonly roundTrip: {
       readonly overFetch: Record<string, number>
-      /** Table 1's figures, where the verdict is on table 1v or 1w; before, `overFetch` was table 1's. */
+      /** Table 1's figures, where the verdict is on table 1v (the pairs measured alone); before, `overFetch` was table 1's. */
       readonly overFetchTable1?: Record<string, number>
-      /** Table 1v's (the pairs in tight loops), where the verdict is on table 1w (request by request). */
-      readonly overFetchLoops?: Record<string, number>
       readonly control?: { readonly ratio: number }
-      readonly controlLoops?: { readonly ratio: number }
     }
-    readonly auth: {
-      readonly ratio: number
-      readonly p50Ratio: number
-      readonly table1?: number
-      readonly loops?: number
-    }
+    readonly auth: { readonly ratio: number; readonly p50Ratio: number; readonly table1?: number }
     readonly stampede: { readonly posts: number; readonly ratioToFiberFloor: number }
     readonly hotPath: { readonly readsPerSecond: number }
     readonly pool: { readonly liveBytesPerSession: Record<string, number>; readonly readsPerSecond: number }
@@ -68,43 +60,6 @@ interface Results {
 }
 
 const read = (root: string): Results => JSON.parse(readFileSync(Path.join(root, "bench", "results.json"), "utf8"))
-
-type Row = [string, string, string, string]
-
-/**
- * 1.0's own verdict rows (0.3's bench has neither table): request by request
- * (table 1w) and in tight loops (table 1v), or table 1v alone in a
- * `results.json` written before table 1w.
- */
-const judgedRows = (roundTrip: Results["targets"]["roundTrip"], auth: Results["targets"]["auth"]): Array<Row> => {
-  const x = (ratio: number) => `${ratio.toFixed(2)}x`
-  const framings = (ratios: Record<string, number>) =>
-    `${x(ratios["cl"]!)} / ${x(ratios["chunked"]!)} / ${x(ratios["gzip"]!)}`
-  const loops = roundTrip.overFetchLoops
-  const verdict = loops === undefined ? "table 1v" : "table 1w, request by request"
-  const rows: Array<Row> = [
-    [
-      `  1.0's verdict: the pairs measured alone (${verdict}), cl / chunked / gzip`,
-      "-",
-      framings(roundTrip.overFetch),
-      "<= 1.10x"
-    ],
-    [`  AuthHttpClient, ${verdict}`, "-", x(auth.ratio), "<= 1.05x"],
-    [`  A/A control (the floor against itself), ${verdict}`, "-", x(roundTrip.control!.ratio), "1.00x"]
-  ]
-  if (loops === undefined) return rows
-  return [
-    ...rows,
-    ["  the same pairs in tight loops (table 1v), cl / chunked / gzip", "-", framings(loops), "-"],
-    ["  AuthHttpClient, table 1v", "-", auth.loops === undefined ? "-" : x(auth.loops), "-"],
-    [
-      "  A/A control, table 1v",
-      "-",
-      roundTrip.controlLoops === undefined ? "-" : x(roundTrip.controlLoops.ratio),
-      "1.00x"
-    ]
-  ]
-}
 
 const main = () => {
   prepareOld()
@@ -121,12 +76,26 @@ const main = () => {
   const table1 = (results: Results) => results.targets.roundTrip.overFetchTable1 ?? results.targets.roundTrip.overFetch
   const auth1 = (results: Results) => results.targets.auth.table1 ?? results.targets.auth.ratio
   const alone = b.targets.roundTrip.overFetchTable1 === undefined ? undefined : b.targets.roundTrip
-  const rows: Array<Row> = [
+  const rows: Array<[string, string, string, string]> = [
     ["refresh round trip / bare FetchHttpClient floor [cl] (table 1)", x(table1(a).cl!), x(table1(b).cl!), "<= 1.10x"],
     ["  same, chunked", x(table1(a).chunked!), x(table1(b).chunked!), "<= 1.10x"],
     ["  same, gzip", x(table1(a).gzip!), x(table1(b).gzip!), "<= 1.10x"],
     ["AuthHttpClient per request / same client, fixed token (table 1)", x(auth1(a)), x(auth1(b)), "<= 1.05x"],
-    ...(alone === undefined ? [] : judgedRows(alone, b.targets.auth)),
+    ...(alone === undefined ? [] : [
+      [
+        "  1.0's verdict: the pairs measured alone (table 1v), cl / chunked / gzip",
+        "-",
+        `${x(alone.overFetch.cl!)} / ${x(alone.overFetch.chunked!)} / ${x(alone.overFetch.gzip!)}`,
+        "<= 1.10x"
+      ] as [string, string, string, string],
+      ["  AuthHttpClient, table 1v", "-", x(b.targets.auth.ratio), "<= 1.05x"] as [string, string, string, string],
+      ["  A/A control (the floor against itself), table 1v", "-", x(alone.control!.ratio), "1.00x"] as [
+        string,
+        string,
+        string,
+        string
+      ]
+    ]),
     [
       "hot path reads/s (one manager)",
       a.targets.hotPath.readsPerSecond.toFixed(0),
