@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Clock, DateTime, Duration, Effect, Exit, Redacted, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { MockMoonServer } from "moon-refresh/testing"
+import * as Net from "node:net"
 
 // The server is exercised with plain `fetch`, so these tests say what goes over
 // the wire without depending on the library's client.
@@ -346,6 +347,29 @@ describe("MockMoonServer", () => {
         yield* eventually(server.requests, (requests) => requests.length === 1)
         controller.abort()
         expect(yield* Effect.promise(() => aborted)).toBe("AbortError")
+
+        const [request] = yield* eventually(server.requests, ([r]) => r?.outcome !== "pending")
+        expect(request).toMatchObject({ outcome: "client-gone", fault: "Delay", status: undefined })
+        expect(yield* server.isLive(seeded.refreshToken)).toBe(true)
+      }))
+
+    it.live("a client that hangs up before its body is complete is client-gone, its token not spent", () =>
+      Effect.gen(function*() {
+        const server = yield* MockMoonServer.make()
+        const seeded = yield* server.issueSession()
+        // A fault that would hold the request: without the body's end it never starts.
+        yield* server.script(MockMoonServer.Fault.Delay({ millis: 60_000 }))
+        // A process killed between a chunked body's data and its last chunk: the
+        // head and the data are sent, the last chunk never is.
+        const data = JSON.stringify({ refresh_token: Redacted.value(seeded.refreshToken) })
+        const socket = Net.connect(server.port, "127.0.0.1")
+        yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+        socket.write(
+          "POST /auth/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+            `Transfer-Encoding: chunked\r\n\r\n${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`
+        )
+        yield* eventually(server.requests, (requests) => requests.length === 1)
+        socket.destroy()
 
         const [request] = yield* eventually(server.requests, ([r]) => r?.outcome !== "pending")
         expect(request).toMatchObject({ outcome: "client-gone", fault: "Delay", status: undefined })

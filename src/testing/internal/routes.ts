@@ -226,6 +226,12 @@ const refreshRoute = (state: State, exchange: Exchange): void => {
     state.counters.faults++
     exchange.record.fault = fault._tag
   }
+  // A client that hangs up before its body is complete (a process killed
+  // between a chunked body's data and its last chunk) sent nothing the server
+  // processed: it is gone, and so is said, not left pending for good.
+  exchange.res.once("close", () => {
+    if (exchange.record.outcome === "pending" && !exchange.req.complete) exchange.record.outcome = "client-gone"
+  })
   readBody(exchange.req, maxRequestBytes, (body, tooLarge) => {
     if (tooLarge) {
       exchange.record.outcome = "bad-request"
