@@ -31,11 +31,32 @@ const sh = (command: string, args: ReadonlyArray<string>, cwd: string) => {
   if (status !== 0) throw new Error(`${command} ${args.join(" ")} exited with ${status}`)
 }
 
+/**
+ * The commit of 0.3.0: its tag, or, in a clone that came without tags, the
+ * commit CHANGELOG.md names for it ("Released in commit `…` (tag `v0.3.0`)").
+ */
+const oldCommit = (): string => {
+  const tagged = spawnSync("git", ["rev-parse", "--verify", "--quiet", `${tag}^{commit}`], {
+    cwd: repo,
+    encoding: "utf8"
+  })
+  if (tagged.status === 0) return tagged.stdout.trim()
+  const changelog = readFileSync(Path.join(repo, "CHANGELOG.md"), "utf8")
+  const line = changelog.split("\n").find((text) => text.includes(`(tag \`${tag}\`)`))
+  const named = line === undefined ? null : /Released in commit `([0-9a-f]{7,40})`/.exec(line)
+  if (named === null) throw new Error(`no tag ${tag}, and CHANGELOG.md names no commit for it`)
+  console.log(`no tag ${tag} in this clone: using commit ${named[1]}, which CHANGELOG.md names for it`)
+  return named[1]!
+}
+
 /** 0.3's tree with its dependencies installed, once. */
 const prepareOld = () => {
   if (!existsSync(Path.join(old, "package.json"))) {
     mkdirSync(old, { recursive: true })
-    const archive = execFileSync("git", ["archive", "--format=tar", tag], { cwd: repo, maxBuffer: 256 * 1024 * 1024 })
+    const archive = execFileSync("git", ["archive", "--format=tar", oldCommit()], {
+      cwd: repo,
+      maxBuffer: 256 * 1024 * 1024
+    })
     execFileSync("tar", ["-x", "-C", old], { input: archive })
   }
   if (!existsSync(Path.join(old, "node_modules"))) sh("npm", ["ci", "--no-audit", "--no-fund"], old)
