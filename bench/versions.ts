@@ -4,9 +4,10 @@
  *
  * The two cannot share a process (Effect 3 and Effect 4 are different
  * packages with the same name), so each runs its own full `npm run bench`, one
- * after the other: 0.3 from its tag, extracted with `git archive` into
- * `.bench-versions/<tag>` (git-ignored) with its own lockfile's dependencies,
- * then this tree. Every figure compared is a ratio to a floor that bench
+ * after the other: 0.3 from its tag (in a clone without tags, from the
+ * commit CHANGELOG.md names for it), extracted with `git archive` into
+ * `.bench-versions/<tag>-<commit>` (git-ignored) with its own lockfile's
+ * dependencies, then this tree. Every figure compared is a ratio to a floor that bench
  * measured in the same rounds (a bare `FetchHttpClient` POST of the same
  * Effect version, one manager's read loop, the fiber floor) or a count, so a
  * machine that got busier between the two runs moves both floors, not only
@@ -22,7 +23,6 @@ import { fileURLToPath } from "node:url"
 
 const repo = fileURLToPath(new URL("..", import.meta.url))
 const tag = "v0.3.0"
-const old = Path.join(repo, ".bench-versions", tag)
 const reuse = process.argv.includes("--reuse")
 
 const sh = (command: string, args: ReadonlyArray<string>, cwd: string) => {
@@ -45,18 +45,37 @@ const oldCommit = (): string => {
   const line = changelog.split("\n").find((text) => text.includes(`(tag \`${tag}\`)`))
   const named = line === undefined ? null : /Released in commit `([0-9a-f]{7,40})`/.exec(line)
   if (named === null) throw new Error(`no tag ${tag}, and CHANGELOG.md names no commit for it`)
+  const full = spawnSync("git", ["rev-parse", "--verify", "--quiet", `${named[1]}^{commit}`], {
+    cwd: repo,
+    encoding: "utf8"
+  })
+  if (full.status !== 0) {
+    throw new Error(
+      `no tag ${tag}, and the commit CHANGELOG.md names for it (${
+        named[1]
+      }) is not in this clone: is it shallow? (git fetch --unshallow --tags)`
+    )
+  }
   console.log(`no tag ${tag} in this clone: using commit ${named[1]}, which CHANGELOG.md names for it`)
-  return named[1]!
+  return full.stdout.trim()
 }
+
+const commit = oldCommit()
+const old = Path.join(repo, ".bench-versions", `${tag}-${commit.slice(0, 12)}`)
 
 /** 0.3's tree with its dependencies installed, once. */
 const prepareOld = () => {
   if (!existsSync(Path.join(old, "package.json"))) {
     mkdirSync(old, { recursive: true })
-    const archive = execFileSync("git", ["archive", "--format=tar", oldCommit()], {
-      cwd: repo,
-      maxBuffer: 256 * 1024 * 1024
-    })
+    let archive: Buffer
+    try {
+      archive = execFileSync("git", ["archive", "--format=tar", commit], { cwd: repo, maxBuffer: 256 * 1024 * 1024 })
+    } catch (cause) {
+      throw new Error(
+        `git archive ${commit} (${tag}) failed: is this clone shallow? (git fetch --unshallow --tags)`,
+        { cause }
+      )
+    }
     execFileSync("tar", ["-x", "-C", old], { input: archive })
   }
   if (!existsSync(Path.join(old, "node_modules"))) sh("npm", ["ci", "--no-audit", "--no-fund"], old)
@@ -170,7 +189,7 @@ const main = () => {
   )
   writeFileSync(
     Path.join(repo, "bench", "versions.json"),
-    `${JSON.stringify({ generatedAt: new Date().toISOString(), old: tag, rows }, null, 2)}\n`
+    `${JSON.stringify({ generatedAt: new Date().toISOString(), old: tag, oldCommit: commit, rows }, null, 2)}\n`
   )
   console.log("Wrote bench/versions.json.")
 }
