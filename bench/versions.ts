@@ -7,11 +7,11 @@
  * after the other: 0.3 from its tag (in a clone without tags, from the
  * commit CHANGELOG.md names for it), extracted with `git archive` into
  * `.bench-versions/<tag>-<commit>` (git-ignored) with its own lockfile's
- * dependencies, then this tree. Every figure compared is a ratio to a floor that bench
- * measured in the same rounds (a bare `FetchHttpClient` POST of the same
- * Effect version, one manager's read loop, the fiber floor) or a count, so a
- * machine that got busier between the two runs moves both floors, not only
- * one side. The absolute figures are printed too, with the load averages.
+ * dependencies, then this tree. Every figure compared is a ratio to a floor
+ * that bench measured in the same rounds (a bare `FetchHttpClient` POST of
+ * the same Effect version, one manager's read loop, the fiber floor) or a
+ * count, so a machine that got busier between the two runs moves both floors,
+ * not only one side. The absolute figures are printed too, with the load averages.
  *
  * `npm run bench:versions -- --reuse` reads the `bench/results.json` each side
  * wrote last time instead of measuring again (a table only).
